@@ -1,0 +1,306 @@
+// Package client is a Go client of buildgw's HTTP API, v1. Requests are
+// retried on connection failures and 5xx answers; a submit carries an
+// Idempotency-Key so that a retry never starts a second build.
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"net/textproto"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/hashicorp/go-retryablehttp"
+
+	"github.com/buildgw/buildgw/api"
+)
+
+// Error is an error answer of the server.
+type Error struct {
+	StatusCode int
+	Code       string
+	Message    string
+}
+
+func (e *Error) Error() string {
+	if e.Message == "" {
+		return fmt.Sprintf("server answered %d %s", e.StatusCode, http.StatusText(e.StatusCode))
+	}
+	return e.Message
+}
+
+var _ error = (*Error)(nil)
+
+// Client talks to one gateway.
+type Client struct {
+	base  *url.URL
+	token string
+	http  *retryablehttp.Client
+}
+
+// Option configures a Client.
+type Option func(*Client)
+
+// WithRetries sets how often a failed request is retried and the first
+// wait. Default 4 retries starting at 500ms, doubling up to 8s.
+func WithRetries(n int, minWait time.Duration) Option {
+	return func(c *Client) {
+		c.http.RetryMax = n
+		c.http.RetryWaitMin = minWait
+	}
+}
+
+// WithHTTPClient sets the underlying client (for TLS settings). Default
+// a clone of http.DefaultTransport.
+func WithHTTPClient(h *http.Client) Option {
+	return func(c *Client) { c.http.HTTPClient = h }
+}
+
+// New returns a Client of the gateway at server with a bearer token.
+func New(server, token string, opts ...Option) (*Client, error) {
+	if server == "" {
+		return nil, errors.New("no server given (set --server or BUILDGW_URL)")
+	}
+	u, err := url.Parse(strings.TrimRight(server, "/"))
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+		return nil, fmt.Errorf("server %q is not an http(s) URL", server)
+	}
+	rc := retryablehttp.NewClient()
+	rc.Logger = nil
+	rc.RetryMax = 4
+	rc.RetryWaitMin = 500 * time.Millisecond
+	rc.RetryWaitMax = 8 * time.Second
+	// Hand the last answer back instead of a generic "giving up" error, so
+	// the caller sees the server's message.
+	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
+	c := &Client{base: u, token: token, http: rc}
+	for _, o := range opts {
+		o(c)
+	}
+	return c, nil
+}
+
+// Progress is called with the number of context bytes read so far.
+type Progress func(n int64)
+
+// Submit uploads a build. newContext returns a fresh reader of the context
+// archive for each attempt (the archive is streamed, never held whole).
+func (c *Client) Submit(ctx context.Context, spec api.BuildSpec, newContext func() io.ReadCloser, progress Progress) (*api.Accepted, error) {
+	specJSON, err := json.Marshal(spec)
+	if err != nil {
+		return nil, fmt.Errorf("encoding spec: %w", err)
+	}
+	key, err := newKey()
+	if err != nil {
+		return nil, err
+	}
+	// Every attempt must use the boundary named in the Content-Type.
+	boundary := multipart.NewWriter(io.Discard).Boundary()
+	contentType := "multipart/form-data; boundary=" + boundary
+	body := func() (io.Reader, error) {
+		pr, pw := io.Pipe()
+		mw := multipart.NewWriter(pw)
+		if err := mw.SetBoundary(boundary); err != nil {
+			return nil, err
+		}
+		go func() { pw.CloseWithError(writeMultipart(mw, specJSON, newContext(), progress)) }()
+		return pr, nil
+	}
+	req, err := c.newRequest(ctx, http.MethodPost, "/v1/builds", retryablehttp.ReaderFunc(body))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", contentType)
+	req.Header.Set(api.IdempotencyKeyHeader, key)
+	var acc api.Accepted
+	if err := c.do(req, http.StatusAccepted, &acc); err != nil {
+		return nil, err
+	}
+	return &acc, nil
+}
+
+func writeMultipart(mw *multipart.Writer, spec []byte, ctxArchive io.ReadCloser, progress Progress) error {
+	defer ctxArchive.Close()
+	h := textproto.MIMEHeader{}
+	h.Set("Content-Disposition", `form-data; name="spec"; filename="spec.json"`)
+	h.Set("Content-Type", "application/json")
+	w, err := mw.CreatePart(h)
+	if err != nil {
+		return err
+	}
+	if _, err := w.Write(spec); err != nil {
+		return err
+	}
+	h = textproto.MIMEHeader{}
+	h.Set("Content-Disposition", `form-data; name="context"; filename="context.tar.gz"`)
+	h.Set("Content-Type", "application/octet-stream")
+	if w, err = mw.CreatePart(h); err != nil {
+		return err
+	}
+	var r io.Reader = ctxArchive
+	if progress != nil {
+		progress(0)
+		r = &countingReader{r: r, f: progress}
+	}
+	if _, err := io.Copy(w, r); err != nil {
+		return err
+	}
+	return mw.Close()
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+	f Progress
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	c.f(c.n)
+	return n, err
+}
+
+// Get returns a build's state.
+func (c *Client) Get(ctx context.Context, id string) (*api.Build, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, "/v1/builds/"+url.PathEscape(id), nil)
+	if err != nil {
+		return nil, err
+	}
+	var b api.Build
+	if err := c.do(req, http.StatusOK, &b); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// List returns the caller's builds, newest first.
+func (c *Client) List(ctx context.Context) ([]api.Build, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, "/v1/builds", nil)
+	if err != nil {
+		return nil, err
+	}
+	var l api.BuildList
+	if err := c.do(req, http.StatusOK, &l); err != nil {
+		return nil, err
+	}
+	return l.Builds, nil
+}
+
+// Cancel asks the gateway to stop a build and returns its state after.
+func (c *Client) Cancel(ctx context.Context, id string) (*api.Build, error) {
+	req, err := c.newRequest(ctx, http.MethodPost, "/v1/builds/"+url.PathEscape(id)+"/cancel", nil)
+	if err != nil {
+		return nil, err
+	}
+	var b api.Build
+	if err := c.do(req, http.StatusAccepted, &b); err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// Logs copies a build's log to w. With follow it returns when the build
+// has ended, resuming where it left off if the stream breaks.
+func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) error {
+	var off int64
+	for {
+		q := "?offset=" + strconv.FormatInt(off, 10)
+		if follow {
+			q += "&follow=1"
+		}
+		req, err := c.newRequest(ctx, http.MethodGet, "/v1/builds/"+url.PathEscape(id)+"/logs"+q, nil)
+		if err != nil {
+			return err
+		}
+		resp, err := c.http.Do(req)
+		if err != nil {
+			return c.wrap(err)
+		}
+		if resp.StatusCode != http.StatusOK {
+			return decodeError(resp)
+		}
+		n, cerr := io.Copy(w, resp.Body)
+		resp.Body.Close()
+		off += n
+		if !follow {
+			return cerr
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		// The server ends a followed stream when the build ends; a break
+		// before that is a network hiccup: check and resume.
+		b, err := c.Get(ctx, id)
+		if err != nil {
+			return err
+		}
+		if b.Status.Final() && cerr == nil {
+			return nil
+		}
+	}
+}
+
+func (c *Client) newRequest(ctx context.Context, method, path string, body any) (*retryablehttp.Request, error) {
+	req, err := retryablehttp.NewRequestWithContext(ctx, method, c.base.String()+path, body)
+	if err != nil {
+		return nil, fmt.Errorf("making request: %w", err)
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
+	}
+	return req, nil
+}
+
+func (c *Client) do(req *retryablehttp.Request, want int, out any) error {
+	resp, err := c.http.Do(req)
+	if err != nil {
+		return c.wrap(err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != want {
+		return decodeError(resp)
+	}
+	if err := json.NewDecoder(resp.Body).Decode(out); err != nil {
+		return fmt.Errorf("decoding answer of %s: %w", c.base.Redacted(), err)
+	}
+	return nil
+}
+
+func (c *Client) wrap(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		err = ue.Err
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return fmt.Errorf("cannot reach buildgw at %s: %w", c.base.Redacted(), err)
+}
+
+func decodeError(resp *http.Response) error {
+	e := &Error{StatusCode: resp.StatusCode}
+	var body api.ErrorBody
+	if json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&body) == nil {
+		e.Code, e.Message = body.Error.Code, body.Error.Message
+	}
+	return e
+}
+
+func newKey() (string, error) {
+	var b [16]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("making idempotency key: %w", err)
+	}
+	return hex.EncodeToString(b[:]), nil
+}
+

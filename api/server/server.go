@@ -1,0 +1,182 @@
+// Package server is buildgw's HTTP API, v1, on gin: authentication, the
+// streaming build upload, status, logs, cancel and list.
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/gin-gonic/gin"
+
+	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/builder"
+)
+
+// maxSpecBytes bounds the spec part, which is read into memory.
+const maxSpecBytes = 1 << 20
+
+// Server serves the API for one builder.Manager.
+type Server struct {
+	m       *builder.Manager
+	auth    Authenticator
+	log     *slog.Logger
+	handler http.Handler
+}
+
+// New returns a Server. log may be nil.
+func New(m *builder.Manager, auth Authenticator, log *slog.Logger) *Server {
+	if log == nil {
+		log = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	s := &Server{m: m, auth: auth, log: log}
+	gin.SetMode(gin.ReleaseMode)
+	r := gin.New()
+	r.Use(gin.Recovery(), s.errorMiddleware)
+	r.GET("/healthz", s.healthz)
+	r.GET("/readyz", s.readyz)
+	v1 := r.Group("/v1", s.authMiddleware)
+	v1.POST("/builds", s.submit)
+	v1.GET("/builds", s.list)
+	v1.GET("/builds/:id", s.get)
+	v1.GET("/builds/:id/logs", s.logs)
+	v1.POST("/builds/:id/cancel", s.cancel)
+	r.NoRoute(func(c *gin.Context) {
+		c.Error(errorf(http.StatusNotFound, api.CodeNotFound, "no such endpoint: "+c.Request.Method+" "+c.Request.URL.Path))
+	})
+	s.handler = r
+	return s
+}
+
+// ServeHTTP implements http.Handler.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+
+func (s *Server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
+
+func (s *Server) readyz(c *gin.Context) {
+	ready := true
+	runners := map[string]string{}
+	for name, r := range s.m.Runners() {
+		runners[name] = "ok"
+		if ch, ok := r.(builder.Checker); ok {
+			if err := ch.Available(c.Request.Context()); err != nil {
+				runners[name] = "unavailable: " + err.Error()
+				ready = false
+			}
+		}
+	}
+	status := http.StatusOK
+	if !ready {
+		status = http.StatusServiceUnavailable
+	}
+	c.JSON(status, gin.H{"ready": ready, "runners": runners})
+}
+
+// submit reads the multipart body as a stream: the spec part first, then
+// the context part, extracted straight into the job's workspace while it
+// arrives. The body is never parsed as a whole.
+func (s *Server) submit(c *gin.Context) {
+	ct, _, err := mime.ParseMediaType(c.GetHeader("Content-Type"))
+	if err != nil || ct != "multipart/form-data" {
+		c.Error(errorf(http.StatusUnsupportedMediaType, api.CodeInvalidSpec, "want a multipart/form-data body with parts spec and context"))
+		return
+	}
+	mr, err := c.Request.MultipartReader()
+	if err != nil {
+		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "reading multipart body: "+err.Error()))
+		return
+	}
+	part, err := mr.NextPart()
+	if err != nil || part.FormName() != "spec" {
+		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "the first part must be spec, a JSON BuildSpec"))
+		return
+	}
+	var spec api.BuildSpec
+	dec := json.NewDecoder(io.LimitReader(part, maxSpecBytes))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&spec); err != nil {
+		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "decoding spec: "+err.Error()))
+		return
+	}
+	part, err = mr.NextPart()
+	if err != nil || part.FormName() != "context" {
+		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidContext, "the second part must be context, a tar archive (optionally gzip-compressed)"))
+		return
+	}
+	j, err := s.m.Submit(c.Request.Context(), builder.SubmitRequest{
+		Owner:          identity(c).Name,
+		Spec:           spec,
+		IdempotencyKey: c.GetHeader(api.IdempotencyKeyHeader),
+	}, part)
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusAccepted, api.Accepted{
+		ID:        j.ID,
+		Status:    j.Status(),
+		StatusURL: "/v1/builds/" + j.ID,
+		LogsURL:   "/v1/builds/" + j.ID + "/logs",
+	})
+}
+
+func (s *Server) get(c *gin.Context) {
+	j, err := s.m.Get(identity(c).Name, c.Param("id"))
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.JSON(http.StatusOK, j.Snapshot())
+}
+
+func (s *Server) list(c *gin.Context) {
+	out := api.BuildList{Builds: []api.Build{}}
+	for _, j := range s.m.List(identity(c).Name) {
+		out.Builds = append(out.Builds, j.Snapshot())
+	}
+	c.JSON(http.StatusOK, out)
+}
+
+func (s *Server) cancel(c *gin.Context) {
+	j, err := s.m.Cancel(identity(c).Name, c.Param("id"))
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	// Give a running sandbox a moment to die so the answer is usually the
+	// final state; the client polls otherwise.
+	ctx, done := context.WithTimeout(c.Request.Context(), 5*time.Second)
+	defer done()
+	builder.Wait(ctx, j)
+	c.JSON(http.StatusAccepted, j.Snapshot())
+}
+
+func (s *Server) logs(c *gin.Context) {
+	j, err := s.m.Get(identity(c).Name, c.Param("id"))
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	follow := c.Query("follow") == "1" || c.Query("follow") == "true"
+	var offset int64
+	if o := c.Query("offset"); o != "" {
+		n, err := strconv.ParseInt(o, 10, 64)
+		if err != nil || n < 0 {
+			c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "offset must be a non-negative integer"))
+			return
+		}
+		offset = n
+	}
+	c.Header("Content-Type", "text/plain; charset=utf-8")
+	c.Header("X-Content-Type-Options", "nosniff")
+	c.Status(http.StatusOK)
+	if err := j.Log.WriteTo(c.Request.Context(), c.Writer, offset, follow); err != nil && !errors.Is(err, context.Canceled) {
+		s.log.Info("streaming log", "job", j.ID, "error", err)
+	}
+}

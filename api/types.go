@@ -1,0 +1,94 @@
+// Package api holds the wire types of buildgw's HTTP API, v1. They are shared
+// by the server (api/server) and the client (api/client), so this package has
+// no dependencies beyond the standard library.
+package api
+
+import "time"
+
+// Status is the state of a build.
+type Status string
+
+// The states a build moves through. Queued, Running and Pushing are live;
+// the others are final.
+const (
+	StatusQueued    Status = "queued"
+	StatusRunning   Status = "running"
+	StatusPushing   Status = "pushing"
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+	StatusCancelled Status = "cancelled"
+)
+
+// Final reports whether no further transition can happen.
+func (s Status) Final() bool {
+	return s == StatusSucceeded || s == StatusFailed || s == StatusCancelled
+}
+
+// BuildSpec is the JSON body of the "spec" part of POST /v1/builds.
+type BuildSpec struct {
+	// Dockerfile is relative to the context. Default "Dockerfile".
+	Dockerfile string `json:"dockerfile,omitempty"`
+	// Destinations are the image references to push; at least one.
+	Destinations []string          `json:"destinations"`
+	BuildArgs    map[string]string `json:"build_args,omitempty"`
+	Target       string            `json:"target,omitempty"`
+	Labels       map[string]string `json:"labels,omitempty"`
+	// Runner is "kaniko" (default) or "dind".
+	Runner string `json:"runner,omitempty"`
+}
+
+// Accepted is the 202 answer to POST /v1/builds.
+type Accepted struct {
+	ID        string `json:"id"`
+	Status    Status `json:"status"`
+	StatusURL string `json:"status_url"`
+	LogsURL   string `json:"logs_url"`
+}
+
+// Build is the answer to GET /v1/builds/{id}.
+type Build struct {
+	ID           string     `json:"id"`
+	Status       Status     `json:"status"`
+	Digest       string     `json:"digest,omitempty"`
+	Destinations []string   `json:"destinations"`
+	Runner       string     `json:"runner"`
+	Error        string     `json:"error,omitempty"`
+	CreatedAt    time.Time  `json:"created_at"`
+	StartedAt    *time.Time `json:"started_at,omitempty"`
+	FinishedAt   *time.Time `json:"finished_at,omitempty"`
+}
+
+// BuildList is the answer to GET /v1/builds.
+type BuildList struct {
+	Builds []Build `json:"builds"`
+}
+
+// Error codes carried in ErrorBody. Each maps to one HTTP status in
+// api/server.
+const (
+	CodeUnauthorized   = "UNAUTHORIZED"
+	CodeDenied         = "DENIED"
+	CodeInvalidSpec    = "INVALID_SPEC"
+	CodeInvalidContext = "INVALID_CONTEXT"
+	CodeTooLarge       = "TOO_LARGE"
+	CodeNotFound       = "NOT_FOUND"
+	CodeConflict       = "CONFLICT"
+	CodeUnavailable    = "UNAVAILABLE"
+	CodeInternal       = "INTERNAL"
+)
+
+// ErrorBody is the JSON body of every error response:
+// {"error": {"code": ..., "message": ...}}.
+type ErrorBody struct {
+	Error ErrorDetail `json:"error"`
+}
+
+// ErrorDetail names the problem.
+type ErrorDetail struct {
+	Code    string `json:"code"`
+	Message string `json:"message"`
+}
+
+// IdempotencyKeyHeader makes a retried submit return the build that the
+// first attempt created instead of starting a second one.
+const IdempotencyKeyHeader = "Idempotency-Key"

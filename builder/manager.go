@@ -1,0 +1,453 @@
+package builder
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base32"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/builder/archive"
+)
+
+// Pusher sends a built image to a registry with the gateway's own
+// credentials.
+type Pusher interface {
+	Push(ctx context.Context, img v1.Image, dst name.Tag) error
+}
+
+// ErrNotFound is returned for an unknown build ID, or one that belongs to
+// another identity.
+var ErrNotFound = errors.New("build not found")
+
+// ErrFinished is returned when cancelling a build that has already ended.
+var ErrFinished = errors.New("build has already finished")
+
+// SubmitRequest is an accepted upload's metadata.
+type SubmitRequest struct {
+	// Owner is the authenticated identity; only it sees the build.
+	Owner string
+	Spec  api.BuildSpec
+	// IdempotencyKey, if set, makes a repeated submission by the same owner
+	// return the first one's build.
+	IdempotencyKey string
+}
+
+// Manager accepts builds, queues them and runs them on runners, at most
+// Concurrency at a time, in the order they were accepted.
+type Manager struct {
+	stateDir string
+	pusher   Pusher
+	o        options
+
+	mu      sync.Mutex
+	jobs    map[string]*Job
+	queue   []*Job
+	wake    chan struct{} // closed and replaced when the queue grows
+	idem    map[string]*idemEntry
+	running int
+}
+
+type idemEntry struct {
+	done chan struct{}
+	job  *Job // nil if the first attempt failed
+}
+
+// New returns a Manager that keeps its workspaces and logs under stateDir
+// and pushes with p. Start its workers with Run.
+func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
+	o, err := makeOptions(opts...)
+	if err != nil {
+		return nil, err
+	}
+	for _, d := range []string{"jobs", "logs"} {
+		if err := os.MkdirAll(filepath.Join(stateDir, d), 0o711); err != nil {
+			return nil, fmt.Errorf("creating state directory: %w", err)
+		}
+	}
+	return &Manager{
+		stateDir: stateDir,
+		pusher:   p,
+		o:        o,
+		jobs:     map[string]*Job{},
+		wake:     make(chan struct{}),
+		idem:     map[string]*idemEntry{},
+	}, nil
+}
+
+// Runners returns the names of the configured runners.
+func (m *Manager) Runners() map[string]Runner { return m.o.runners }
+
+// Submit validates the spec, extracts the context archive read from r into
+// a new workspace and queues the build. Nothing is queued unless all of it
+// is valid; on error the workspace is gone again.
+func (m *Manager) Submit(ctx context.Context, sr SubmitRequest, r io.Reader) (*Job, error) {
+	var names []string
+	for n := range m.o.runners {
+		names = append(names, n)
+	}
+	spec, err := Validate(sr.Spec, names, m.o.defaultRunner)
+	if err != nil {
+		return nil, err
+	}
+
+	if sr.IdempotencyKey != "" {
+		key := sr.Owner + "\x00" + sr.IdempotencyKey
+		for {
+			m.mu.Lock()
+			e, ok := m.idem[key]
+			if !ok {
+				e = &idemEntry{done: make(chan struct{})}
+				m.idem[key] = e
+				m.mu.Unlock()
+				job, err := m.accept(ctx, sr.Owner, spec, r)
+				m.mu.Lock()
+				e.job = job
+				if err != nil {
+					delete(m.idem, key) // let a retry try again
+				}
+				close(e.done)
+				m.mu.Unlock()
+				return job, err
+			}
+			m.mu.Unlock()
+			// The same submission is already in flight (a client retry racing
+			// its first attempt): wait for it instead of building twice.
+			select {
+			case <-e.done:
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+			if e.job != nil {
+				return e.job, nil
+			}
+		}
+	}
+	return m.accept(ctx, sr.Owner, spec, r)
+}
+
+func (m *Manager) accept(ctx context.Context, owner string, spec *ValidSpec, r io.Reader) (_ *Job, err error) {
+	id, err := newID()
+	if err != nil {
+		return nil, err
+	}
+	ws := filepath.Join(m.stateDir, "jobs", id)
+	if err := os.Mkdir(ws, 0o700); err != nil {
+		return nil, fmt.Errorf("creating workspace: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			m.removeWorkspace(context.WithoutCancel(ctx), spec.Runner, ws)
+		}
+	}()
+	ctxDir := filepath.Join(ws, "context")
+	if err := os.Mkdir(ctxDir, 0o755); err != nil {
+		return nil, fmt.Errorf("creating workspace: %w", err)
+	}
+	if err := m.chown(ws, ctxDir); err != nil {
+		return nil, err
+	}
+	var xopts []archive.Option
+	if m.o.owner != nil {
+		xopts = append(xopts, archive.WithOwner(m.o.owner.uid, m.o.owner.gid))
+	}
+	stats, err := archive.Extract(ctx, r, ctxDir, m.o.limits, xopts...)
+	if err != nil {
+		return nil, err
+	}
+	df, err := archive.ValidateDockerfile(ctxDir, spec.Dockerfile)
+	if err != nil {
+		return nil, err
+	}
+	spec.Dockerfile = df
+
+	lg, err := newLog(filepath.Join(m.stateDir, "logs", id+".log"))
+	if err != nil {
+		return nil, err
+	}
+	j := &Job{
+		ID:            id,
+		Owner:         owner,
+		Spec:          spec,
+		ContextSHA256: stats.SHA256,
+		Log:           lg,
+		workspace:     ws,
+		status:        api.StatusQueued,
+		created:       m.o.now(),
+		done:          make(chan struct{}),
+	}
+	m.o.logger.Info("build accepted", "job", id, "owner", owner, "context_sha256", stats.SHA256,
+		"context_files", stats.Files, "context_bytes", stats.Bytes, "dockerfile", spec.Dockerfile,
+		"destinations", spec.Destinations, "build_args", sortedKeys(spec.BuildArgs), "runner", spec.Runner)
+	lg.Printf("accepted: %d files, %d bytes, context sha256:%s", stats.Files, stats.Bytes, stats.SHA256)
+
+	m.mu.Lock()
+	m.jobs[id] = j
+	m.queue = append(m.queue, j)
+	close(m.wake)
+	m.wake = make(chan struct{})
+	m.mu.Unlock()
+	return j, nil
+}
+
+func (m *Manager) chown(paths ...string) error {
+	if m.o.owner == nil {
+		return nil
+	}
+	for _, p := range paths {
+		if err := os.Lchown(p, m.o.owner.uid, m.o.owner.gid); err != nil {
+			return fmt.Errorf("handing workspace to the sandbox user: %w", err)
+		}
+	}
+	return nil
+}
+
+// Get returns owner's build id.
+func (m *Manager) Get(owner, id string) (*Job, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	j, ok := m.jobs[id]
+	if !ok || j.Owner != owner {
+		return nil, ErrNotFound
+	}
+	return j, nil
+}
+
+// List returns owner's builds, newest first.
+func (m *Manager) List(owner string) []*Job {
+	m.mu.Lock()
+	var out []*Job
+	for _, j := range m.jobs {
+		if j.Owner == owner {
+			out = append(out, j)
+		}
+	}
+	m.mu.Unlock()
+	sort.Slice(out, func(a, b int) bool {
+		ca, cb := out[a].Snapshot().CreatedAt, out[b].Snapshot().CreatedAt
+		if ca.Equal(cb) {
+			return out[a].ID > out[b].ID
+		}
+		return ca.After(cb)
+	})
+	return out
+}
+
+// Cancel stops owner's build id: a queued build never starts, a running
+// one has its sandbox killed.
+func (m *Manager) Cancel(owner, id string) (*Job, error) {
+	j, err := m.Get(owner, id)
+	if err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	for i, q := range m.queue {
+		if q == j {
+			m.queue = append(m.queue[:i], m.queue[i+1:]...)
+			m.mu.Unlock()
+			if j.finish(api.StatusCancelled, "", "cancelled before it started", m.o.now()) {
+				j.Log.Printf("cancelled before it started")
+				j.Log.Close()
+				m.removeWorkspace(context.Background(), j.Spec.Runner, j.workspace)
+			}
+			return j, nil
+		}
+	}
+	m.mu.Unlock()
+
+	j.mu.Lock()
+	final, cancel := j.status.Final(), j.cancel
+	j.mu.Unlock()
+	if final {
+		return j, ErrFinished
+	}
+	if cancel != nil {
+		cancel(errCancelled)
+	}
+	return j, nil
+}
+
+var errCancelled = errors.New("cancelled")
+
+// Run runs queued builds until ctx ends, then waits for the running ones
+// to stop.
+func (m *Manager) Run(ctx context.Context) error {
+	var wg sync.WaitGroup
+	for range m.o.concurrency {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				j := m.next(ctx)
+				if j == nil {
+					return
+				}
+				m.run(ctx, j)
+			}
+		}()
+	}
+	wg.Wait()
+	return nil
+}
+
+// next blocks until a job is queued or ctx ends.
+func (m *Manager) next(ctx context.Context) *Job {
+	for {
+		m.mu.Lock()
+		if len(m.queue) > 0 {
+			j := m.queue[0]
+			m.queue = m.queue[1:]
+			m.running++
+			m.mu.Unlock()
+			return j
+		}
+		wake := m.wake
+		m.mu.Unlock()
+		select {
+		case <-wake:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+func (m *Manager) run(ctx context.Context, j *Job) {
+	defer func() {
+		m.mu.Lock()
+		m.running--
+		m.mu.Unlock()
+	}()
+	jctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	jctx, cancelTimeout := context.WithTimeoutCause(jctx, m.o.jobTimeout, errTimeout)
+	defer cancelTimeout()
+
+	j.mu.Lock()
+	if j.status.Final() {
+		j.mu.Unlock()
+		return
+	}
+	j.status, j.started, j.cancel = api.StatusRunning, m.o.now(), cancel
+	j.mu.Unlock()
+	defer m.removeWorkspace(context.WithoutCancel(ctx), j.Spec.Runner, j.workspace)
+	defer j.Log.Close()
+
+	log := m.o.logger.With("job", j.ID, "owner", j.Owner)
+	log.Info("build started", "runner", j.Spec.Runner)
+	digest, err := m.build(jctx, j)
+	now := m.o.now()
+	switch {
+	case err == nil:
+		j.finish(api.StatusSucceeded, digest, "", now)
+		j.Log.Printf("pushed %s", digest)
+	case errors.Is(context.Cause(jctx), errCancelled):
+		j.finish(api.StatusCancelled, "", "cancelled", now)
+		j.Log.Printf("cancelled")
+	case errors.Is(context.Cause(jctx), errTimeout):
+		msg := fmt.Sprintf("timeout: the build ran longer than %s", m.o.jobTimeout)
+		j.finish(api.StatusFailed, "", msg, now)
+		j.Log.Printf("%s", msg)
+	case ctx.Err() != nil:
+		j.finish(api.StatusFailed, "", "interrupted: gateway shutting down", now)
+		j.Log.Printf("interrupted: gateway shutting down")
+	default:
+		j.finish(api.StatusFailed, "", err.Error(), now)
+		j.Log.Printf("failed: %v", err)
+	}
+	b := j.Snapshot()
+	log.Info("build finished", "status", b.Status, "digest", b.Digest, "error", b.Error,
+		"duration", b.FinishedAt.Sub(*b.StartedAt).String())
+}
+
+var errTimeout = errors.New("timeout")
+
+func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
+	runner := m.o.runners[j.Spec.Runner]
+	out := filepath.Join(j.workspace, "out")
+	if err := os.Mkdir(out, 0o700); err != nil {
+		return "", fmt.Errorf("creating output directory: %w", err)
+	}
+	if err := m.chown(out); err != nil {
+		return "", err
+	}
+	req := &Request{
+		ID:                 j.ID,
+		Workspace:          j.workspace,
+		ContextDir:         filepath.Join(j.workspace, "context"),
+		Dockerfile:         j.Spec.Dockerfile,
+		BuildArgs:          j.Spec.BuildArgs,
+		Target:             j.Spec.Target,
+		Labels:             j.Spec.Labels,
+		OutputDir:          out,
+		InsecureRegistries: m.o.insecure,
+	}
+	img, err := runner.Build(ctx, req, j.Log)
+	if err != nil {
+		return "", err
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		return "", fmt.Errorf("reading built image: %w", err)
+	}
+	j.setStatus(api.StatusPushing, m.o.now())
+	for _, t := range j.Spec.Tags {
+		j.Log.Printf("pushing %s@%s", t, digest)
+		if err := m.pusher.Push(ctx, img, t); err != nil {
+			return "", fmt.Errorf("pushing %s: %w", t, err)
+		}
+	}
+	return digest.String(), nil
+}
+
+func (m *Manager) removeWorkspace(ctx context.Context, runner, ws string) {
+	var err error
+	if rm, ok := m.o.runners[runner].(Remover); ok {
+		err = rm.RemoveAll(ctx, ws)
+	} else {
+		err = os.RemoveAll(ws)
+	}
+	if err != nil {
+		m.o.logger.Error("removing workspace", "dir", ws, "error", err)
+	}
+}
+
+func newID() (string, error) {
+	var b [15]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("making build id: %w", err)
+	}
+	return strings.ToLower(base32.StdEncoding.EncodeToString(b[:])), nil
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// Wait blocks until j is final or ctx ends.
+func Wait(ctx context.Context, j *Job) error {
+	select {
+	case <-j.done:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// Now returns the time the Manager stamps on jobs.
+func (m *Manager) now() time.Time { return m.o.now() }

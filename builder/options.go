@@ -1,0 +1,116 @@
+package builder
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"runtime"
+	"time"
+
+	"github.com/buildgw/buildgw/builder/archive"
+)
+
+// Option configures a Manager.
+type Option func(*options) error
+
+type options struct {
+	runners       map[string]Runner
+	defaultRunner string
+	concurrency   int
+	jobTimeout    time.Duration
+	limits        archive.Limits
+	owner         *owner
+	insecure      []string
+	logger        *slog.Logger
+	now           func() time.Time
+}
+
+type owner struct{ uid, gid int }
+
+func makeOptions(opts ...Option) (options, error) {
+	o := options{
+		runners:       map[string]Runner{},
+		defaultRunner: "kaniko",
+		concurrency:   runtime.NumCPU(),
+		jobTimeout:    time.Hour,
+		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		now:           time.Now,
+	}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	if len(o.runners) == 0 {
+		return o, errors.New("no runner configured")
+	}
+	if _, ok := o.runners[o.defaultRunner]; !ok {
+		return o, fmt.Errorf("default runner %q is not configured", o.defaultRunner)
+	}
+	return o, nil
+}
+
+// WithRunner offers r under name. At least one runner is required.
+func WithRunner(name string, r Runner) Option {
+	return func(o *options) error {
+		if name == "" || r == nil {
+			return errors.New("runner needs a name and an implementation")
+		}
+		o.runners[name] = r
+		return nil
+	}
+}
+
+// WithDefaultRunner names the runner used when a spec names none.
+// Default "kaniko".
+func WithDefaultRunner(name string) Option {
+	return func(o *options) error { o.defaultRunner = name; return nil }
+}
+
+// WithConcurrency bounds how many builds run at once. Default: the number
+// of CPUs.
+func WithConcurrency(n int) Option {
+	return func(o *options) error {
+		if n < 1 {
+			return fmt.Errorf("concurrency must be at least 1, got %d", n)
+		}
+		o.concurrency = n
+		return nil
+	}
+}
+
+// WithJobTimeout bounds how long one build may run. Default one hour.
+func WithJobTimeout(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("job timeout must be positive, got %s", d)
+		}
+		o.jobTimeout = d
+		return nil
+	}
+}
+
+// WithContextLimits bounds an uploaded context. Default: archive's
+// defaults.
+func WithContextLimits(l archive.Limits) Option {
+	return func(o *options) error { o.limits = l; return nil }
+}
+
+// WithWorkspaceOwner hands every workspace to uid:gid, the user the
+// sandboxes run as, when the gateway itself runs as root. Default: the
+// workspace stays the gateway's.
+func WithWorkspaceOwner(uid, gid int) Option {
+	return func(o *options) error { o.owner = &owner{uid, gid}; return nil }
+}
+
+// WithInsecureRegistries lists registries that runners may pull FROM over
+// plain HTTP. Default none.
+func WithInsecureRegistries(regs ...string) Option {
+	return func(o *options) error { o.insecure = append(o.insecure, regs...); return nil }
+}
+
+// WithLogger sets the gateway log. Default: discard.
+func WithLogger(l *slog.Logger) Option {
+	return func(o *options) error { o.logger = l; return nil }
+}

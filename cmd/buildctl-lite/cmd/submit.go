@@ -1,0 +1,200 @@
+package cmd
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/spf13/cobra"
+	"golang.org/x/sync/errgroup"
+	"golang.org/x/term"
+
+	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/buildcontext"
+)
+
+// NewCmdSubmit returns the submit command.
+func NewCmdSubmit(g *globals) *cobra.Command {
+	var (
+		spec      api.BuildSpec
+		buildArgs []string
+		labels    []string
+		quiet     bool
+	)
+	cmd := &cobra.Command{
+		Use:   "submit [flags] CONTEXT_DIR",
+		Short: "Upload a build context, follow the build, print the pushed digest",
+		Example: `  buildctl-lite submit -t registry.example.com/team/app:dev .
+  buildctl-lite submit -f docker/Dockerfile --build-arg VERSION=1.2 --target release -t reg.example.com/app:1.2 .`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			var err error
+			if spec.BuildArgs, err = keyValues("--build-arg", buildArgs); err != nil {
+				return err
+			}
+			if spec.Labels, err = keyValues("--label", labels); err != nil {
+				return err
+			}
+			if len(spec.Destinations) == 0 {
+				return errors.New("no destination: give at least one -t/--tag registry/repo:tag")
+			}
+			return submit(cmd, g, args[0], spec, quiet)
+		},
+	}
+	f := cmd.Flags()
+	f.StringArrayVarP(&spec.Destinations, "tag", "t", nil, "destination image reference, repeatable")
+	f.StringVarP(&spec.Dockerfile, "file", "f", "", "Dockerfile, relative to CONTEXT_DIR (default Dockerfile)")
+	f.StringArrayVar(&buildArgs, "build-arg", nil, "build argument K=V, repeatable")
+	f.StringArrayVar(&labels, "label", nil, "image label K=V, repeatable")
+	f.StringVar(&spec.Target, "target", "", "build stage to stop at")
+	f.StringVar(&spec.Runner, "runner", "", "sandbox to build in: kaniko (default) or dind")
+	f.BoolVarP(&quiet, "quiet", "q", false, "no progress and no build log on stderr")
+	return cmd
+}
+
+func keyValues(flag string, kvs []string) (map[string]string, error) {
+	if len(kvs) == 0 {
+		return nil, nil
+	}
+	m := map[string]string{}
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if !ok || k == "" {
+			return nil, fmt.Errorf("%s %q: want KEY=VALUE", flag, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, quiet bool) error {
+	ctx := cmd.Context()
+	stderr := cmd.ErrOrStderr()
+	if quiet {
+		stderr = io.Discard
+	}
+	st, err := os.Stat(dir)
+	if err != nil || !st.IsDir() {
+		return fmt.Errorf("context %s is not a directory", dir)
+	}
+	df := spec.Dockerfile
+	if df == "" {
+		df = "Dockerfile"
+	}
+	c, err := g.client()
+	if err != nil {
+		return err
+	}
+	copts := []buildcontext.Option{buildcontext.WithDockerfile(df)}
+	if _, err := os.Stat(filepath.Join(dir, df)); err != nil {
+		return fmt.Errorf("no Dockerfile: %s not found in %s", df, dir)
+	}
+
+	progress := newProgress(stderr, dir, copts)
+	acc, err := c.Submit(ctx, spec, func() io.ReadCloser { return buildcontext.Reader(ctx, dir, copts...) }, progress.update)
+	progress.done()
+	if err != nil {
+		return fmt.Errorf("submitting build: %w", err)
+	}
+	fmt.Fprintf(stderr, "build %s queued\n", acc.ID)
+
+	// Follow the log while waiting for the outcome; an interrupt cancels the
+	// build on the gateway too.
+	eg, ectx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return c.Logs(ectx, acc.ID, true, stderr) })
+	err = eg.Wait()
+	if ctx.Err() != nil {
+		cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
+		defer cancel()
+		if _, cerr := c.Cancel(cctx, acc.ID); cerr == nil {
+			return fmt.Errorf("interrupted: build %s cancelled", acc.ID)
+		}
+		return fmt.Errorf("interrupted: build %s may still be running", acc.ID)
+	}
+	if err != nil {
+		return fmt.Errorf("following build %s: %w", acc.ID, err)
+	}
+	b, err := c.Get(ctx, acc.ID)
+	if err != nil {
+		return fmt.Errorf("getting build %s: %w", acc.ID, err)
+	}
+	switch b.Status {
+	case api.StatusSucceeded:
+		// The digest alone, last on stdout, for command composition.
+		fmt.Fprintln(cmd.OutOrStdout(), b.Digest)
+		return nil
+	case api.StatusCancelled:
+		return fmt.Errorf("build %s was cancelled", b.ID)
+	default:
+		return fmt.Errorf("build %s %s: %s", b.ID, b.Status, b.Error)
+	}
+}
+
+// progress draws an upload bar on a terminal and nothing elsewhere.
+type progress struct {
+	w     io.Writer
+	on    bool
+	total int64
+
+	mu   sync.Mutex
+	last time.Time
+	n    int64
+}
+
+func newProgress(w io.Writer, dir string, opts []buildcontext.Option) *progress {
+	p := &progress{w: w}
+	if f, ok := w.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
+		p.on = true
+		_, p.total, _ = buildcontext.Size(dir, opts...)
+	}
+	return p
+}
+
+func (p *progress) update(n int64) {
+	if !p.on {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.n = n
+	if time.Since(p.last) < 100*time.Millisecond {
+		return
+	}
+	p.last = time.Now()
+	p.draw()
+}
+
+func (p *progress) draw() {
+	// The bar counts compressed bytes sent against the uncompressed size,
+	// so it is an upper bound that ends at "done".
+	fmt.Fprintf(p.w, "\ruploading context: %s sent (%s uncompressed)", human(p.n), human(p.total))
+}
+
+func (p *progress) done() {
+	if !p.on {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.draw()
+	fmt.Fprintln(p.w, " done")
+}
+
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	div, exp := int64(unit), 0
+	for m := n / unit; m >= unit; m /= unit {
+		div *= unit
+		exp++
+	}
+	return fmt.Sprintf("%.1f %ciB", float64(n)/float64(div), "KMGTPE"[exp])
+}

@@ -1,0 +1,20 @@
+// Command buildctl-lite submits builds to a buildgw gateway and follows
+// them.
+package main
+
+import (
+	"context"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/buildgw/buildgw/cmd/buildctl-lite/cmd"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := cmd.New().ExecuteContext(ctx); err != nil {
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,105 @@
+package gateway
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+
+	"github.com/buildgw/buildgw/api/server"
+)
+
+// DevOptions configures dev mode.
+type DevOptions struct {
+	// StateDir holds everything dev mode keeps, including dev.env.
+	StateDir string
+	// Listen is the API address. Default 127.0.0.1:0 (any free port).
+	Listen string
+	// Executor is the kaniko executor. Default as in KanikoRunner.
+	Executor string
+}
+
+// RunDev runs the embedded default: the API and a registry (blobs on
+// disk under StateDir), both on loopback, with a generated token. It writes
+// StateDir/dev.env with BUILDGW_URL, BUILDGW_TOKEN and BUILDGW_REGISTRY once
+// both listen, and removes it when ctx ends.
+func RunDev(ctx context.Context, o DevOptions, log *slog.Logger) error {
+	if o.Listen == "" {
+		o.Listen = "127.0.0.1:0"
+	}
+	if host, _, err := net.SplitHostPort(o.Listen); err != nil || !isLoopback(host) {
+		return fmt.Errorf("dev mode listens on loopback only, not %q", o.Listen)
+	}
+	abs, err := filepath.Abs(o.StateDir)
+	if err != nil {
+		return err
+	}
+	// The state directory must be traversable by the sandbox user.
+	if err := os.MkdirAll(abs, 0o711); err != nil {
+		return fmt.Errorf("creating state directory: %w", err)
+	}
+	blobs := filepath.Join(abs, "registry")
+	if err := os.MkdirAll(blobs, 0o700); err != nil {
+		return fmt.Errorf("creating registry directory: %w", err)
+	}
+	rln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return fmt.Errorf("listening for the embedded registry: %w", err)
+	}
+	reg := &http.Server{
+		Handler:           registry.New(registry.WithBlobHandler(registry.NewDiskBlobHandler(blobs)), registry.Logger(slog.NewLogLogger(log.Handler(), slog.LevelDebug))),
+		ReadHeaderTimeout: 30 * time.Second,
+	}
+	go reg.Serve(rln)
+	defer reg.Close()
+	regHost := rln.Addr().String()
+
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return err
+	}
+	token := "bgw_" + hex.EncodeToString(b[:])
+
+	cfg := DefaultConfig()
+	cfg.Listen = o.Listen
+	cfg.StateDir = filepath.Join(abs, "gateway")
+	cfg.Tokens = []Token{{Name: "dev", SHA256: server.HashToken(token)}}
+	cfg.Registries = map[string]Registry{regHost: {Insecure: true}}
+	cfg.Runners.Kaniko.Executor = o.Executor
+	g, err := New(cfg, log)
+	if err != nil {
+		return err
+	}
+
+	env := filepath.Join(abs, "dev.env")
+	content := fmt.Sprintf("BUILDGW_URL=%s\nBUILDGW_TOKEN=%s\nBUILDGW_REGISTRY=%s\n", g.URL(), token, regHost)
+	if err := writeFileAtomic(env, []byte(content), 0o600); err != nil {
+		return err
+	}
+	defer os.Remove(env)
+	log.Info("dev mode", "url", g.URL(), "registry", regHost, "env", env)
+	return g.Serve(ctx)
+}
+
+// writeFileAtomic makes a file appear whole, so a script polling for it
+// never reads half of it.
+func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, b, mode); err != nil {
+		return fmt.Errorf("writing %s: %w", path, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return errors.Join(fmt.Errorf("writing %s: %w", path, err), os.Remove(tmp))
+	}
+	return nil
+}
+

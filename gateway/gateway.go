@@ -1,0 +1,189 @@
+package gateway
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+
+	"github.com/buildgw/buildgw/api/server"
+	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/archive"
+	"github.com/buildgw/buildgw/builder/push"
+	"github.com/buildgw/buildgw/runners/kaniko"
+)
+
+// Gateway is a configured buildgw, listening but not yet serving.
+type Gateway struct {
+	cfg Config
+	log *slog.Logger
+	mgr *builder.Manager
+	srv *http.Server
+	ln  net.Listener
+}
+
+// New builds a Gateway from a validated Config and opens its listener.
+func New(cfg Config, log *slog.Logger) (*Gateway, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	pusherRegs := map[string]push.Registry{}
+	var insecure []string
+	for host, r := range cfg.Registries {
+		pr := push.Registry{Username: r.Username, CAFile: r.CAFile, Insecure: r.Insecure}
+		if r.PasswordFile != "" {
+			b, err := os.ReadFile(r.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("reading password of registry %s: %w", host, err)
+			}
+			pr.Password = strings.TrimRight(string(b), "\r\n")
+		}
+		pusherRegs[host] = pr
+		if r.Insecure {
+			insecure = append(insecure, host)
+		}
+	}
+	p, err := push.New(pusherRegs)
+	if err != nil {
+		return nil, err
+	}
+
+	exe := cfg.Runners.Kaniko.Executor
+	if exe == "" {
+		exe = findExecutor()
+	}
+	kr, err := kaniko.New(kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...))
+	if err != nil {
+		return nil, err
+	}
+	if err := kr.Available(context.Background()); err != nil {
+		return nil, fmt.Errorf("kaniko runner: %w", err)
+	}
+	opts := []builder.Option{
+		builder.WithRunner("kaniko", kr),
+		builder.WithJobTimeout(time.Duration(cfg.JobTimeout)),
+		builder.WithContextLimits(archive.Limits{MaxBytes: cfg.Context.MaxBytes, MaxFiles: cfg.Context.MaxFiles}),
+		builder.WithInsecureRegistries(insecure...),
+		builder.WithLogger(log),
+	}
+	if cfg.Concurrency > 0 {
+		opts = append(opts, builder.WithConcurrency(cfg.Concurrency))
+	}
+	if uid, gid, differs := kr.Owner(); differs {
+		opts = append(opts, builder.WithWorkspaceOwner(uid, gid))
+	}
+	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
+		return nil, fmt.Errorf("creating state directory: %w", err)
+	}
+	// The sandbox user must be able to reach its workspace, but not list
+	// anyone else's.
+	if err := os.Chmod(cfg.StateDir, 0o711); err != nil {
+		return nil, fmt.Errorf("securing state directory: %w", err)
+	}
+	if _, _, differs := kr.Owner(); differs {
+		if err := checkTraversable(cfg.StateDir); err != nil {
+			return nil, err
+		}
+	}
+	mgr, err := builder.New(cfg.StateDir, p, opts...)
+	if err != nil {
+		return nil, err
+	}
+	auth, err := server.NewTokenAuth(cfg.tokenHashes())
+	if err != nil {
+		return nil, err
+	}
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
+	}
+	srv := &http.Server{
+		Handler:           server.New(mgr, auth, log),
+		ReadHeaderTimeout: 30 * time.Second,
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+	if cfg.TLS.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		if err != nil {
+			ln.Close()
+			return nil, fmt.Errorf("loading TLS certificate: %w", err)
+		}
+		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		ln = tls.NewListener(ln, srv.TLSConfig)
+	}
+	return &Gateway{cfg: cfg, log: log, mgr: mgr, srv: srv, ln: ln}, nil
+}
+
+// URL is the API's base URL.
+func (g *Gateway) URL() string {
+	scheme := "http"
+	if g.cfg.TLS.CertFile != "" {
+		scheme = "https"
+	}
+	return scheme + "://" + g.ln.Addr().String()
+}
+
+// Serve serves the API and runs builds until ctx ends, then shuts down:
+// no new requests, running builds are stopped and recorded.
+func (g *Gateway) Serve(ctx context.Context) error {
+	eg, ctx := errgroup.WithContext(ctx)
+	eg.Go(func() error { return g.mgr.Run(ctx) })
+	eg.Go(func() error {
+		if err := g.srv.Serve(g.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving: %w", err)
+		}
+		return nil
+	})
+	eg.Go(func() error {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		return g.srv.Shutdown(sctx)
+	})
+	g.log.Info("buildgw serving", "url", g.URL(), "state_dir", g.cfg.StateDir)
+	return eg.Wait()
+}
+
+// findExecutor looks for kaniko-executor next to the running binary, then
+// on PATH.
+func findExecutor() string {
+	if self, err := os.Executable(); err == nil {
+		p := filepath.Join(filepath.Dir(self), "kaniko-executor")
+		if _, err := os.Stat(p); err == nil {
+			return p
+		}
+	}
+	if p, err := exec.LookPath("kaniko-executor"); err == nil {
+		return p
+	}
+	return "kaniko-executor"
+}
+
+// checkTraversable makes sure that the sandbox user, which is neither the
+// owner nor in the group of the state directory, can reach its workspace
+// inside it.
+func checkTraversable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("state directory %s is unreachable for the sandbox user: %s lacks o+x (chmod o+x %s)", dir, d, d)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}

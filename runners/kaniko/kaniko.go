@@ -1,0 +1,304 @@
+// Package kaniko runs builds with the kaniko executor, rootless: each job
+// gets its own user, mount and pid namespaces (entered with unshare and the
+// full subordinate uid/gid range), and a private root holding only the
+// executor, CA certificates, the read-only context and the output
+// directory. kaniko writes an OCI layout; it never pushes, so no registry
+// credential exists inside the sandbox.
+package kaniko
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/user"
+	"path"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+
+	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+)
+
+// Runner is the rootless kaniko runner.
+type Runner struct {
+	o options
+	// cred is the sandbox user when the gateway runs as root; nil when the
+	// sandbox runs as the gateway's own user.
+	cred *syscall.Credential
+}
+
+var (
+	_ builder.Runner  = (*Runner)(nil)
+	_ builder.Checker = (*Runner)(nil)
+	_ builder.Remover = (*Runner)(nil)
+)
+
+// New returns a Runner. It checks the executor, unshare and the sandbox
+// user once, so a misconfigured host fails at start-up.
+func New(opts ...Option) (*Runner, error) {
+	o, err := makeOptions(opts...)
+	if err != nil {
+		return nil, err
+	}
+	r := &Runner{o: o}
+	if os.Geteuid() == 0 {
+		u, err := user.Lookup(o.user)
+		if err != nil {
+			return nil, fmt.Errorf("looking up sandbox user %q (create it with subordinate uid and gid ranges): %w", o.user, err)
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		if uid == 0 {
+			return nil, fmt.Errorf("sandbox user %q must not be root", o.user)
+		}
+		r.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+	}
+	return r, nil
+}
+
+// Owner returns the uid and gid the sandbox runs as on the host, and
+// whether that differs from the gateway's own user (so workspaces must be
+// handed over).
+func (r *Runner) Owner() (uid, gid int, differs bool) {
+	if r.cred == nil {
+		return os.Getuid(), os.Getgid(), false
+	}
+	return int(r.cred.Uid), int(r.cred.Gid), true
+}
+
+// Available checks that the sandbox can be entered on this host.
+func (r *Runner) Available(ctx context.Context) error {
+	if _, err := os.Stat(r.o.executor); err != nil {
+		return fmt.Errorf("kaniko executor: %w", err)
+	}
+	if _, err := exec.LookPath(r.o.unshare); err != nil {
+		return fmt.Errorf("unshare (util-linux) not found: %w", err)
+	}
+	for _, b := range []string{"newuidmap", "newgidmap"} {
+		if _, err := exec.LookPath(b); err != nil {
+			return fmt.Errorf("%s (package uidmap) not found: %w", b, err)
+		}
+	}
+	return nil
+}
+
+// Build runs kaniko for req in a fresh sandbox under req.Workspace.
+func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer) (v1.Image, error) {
+	root := filepath.Join(req.Workspace, "root")
+	if err := r.prepareRoot(root); err != nil {
+		return nil, err
+	}
+	defer r.RemoveAll(context.WithoutCancel(ctx), root)
+
+	args := append([]string{
+		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--fork", "--kill-child",
+		"--", filepath.Join(root, "kaniko", "executor"),
+	}, r.kanikoArgs(req)...)
+	cmd := exec.CommandContext(ctx, r.o.unshare, args...)
+	cmd.Dir = root
+	// The sandbox gets a fixed environment, never the gateway's, which may
+	// hold secrets.
+	cmd.Env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=/root",
+		"DOCKER_CONFIG=/kaniko/.docker",
+		"SSL_CERT_DIR=/kaniko/ssl/certs",
+		sandbox.EnvRoot + "=" + root,
+		sandbox.EnvContext + "=" + req.ContextDir,
+		sandbox.EnvOutput + "=" + req.OutputDir,
+	}
+	lw := newLineWriter(log)
+	cmd.Stdout, cmd.Stderr = lw, lw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: r.cred}
+	// Killing unshare makes the kernel kill the namespace's init
+	// (--kill-child), and with it every process of the build.
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	cmd.WaitDelay = 10 * time.Second
+
+	err := cmd.Run()
+	lw.Flush()
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
+	}
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return nil, fmt.Errorf("kaniko failed (exit status %d); see the build log", ee.ExitCode())
+		}
+		return nil, fmt.Errorf("starting kaniko sandbox: %w", err)
+	}
+	return readLayout(req.OutputDir)
+}
+
+// prepareRoot lays out the job root: the executor, CA certificates and
+// the empty mount points the sandbox init binds into.
+func (r *Runner) prepareRoot(root string) error {
+	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
+	for _, d := range dirs {
+		p := filepath.Join(root, d)
+		if err := os.Mkdir(p, 0o755); err != nil {
+			return fmt.Errorf("preparing job root: %w", err)
+		}
+		if err := r.chown(p); err != nil {
+			return err
+		}
+	}
+	// The executor stays owned by the gateway: when the gateway is root,
+	// it maps to no user inside the sandbox, so no build step can alter it,
+	// and a hard link costs nothing. Otherwise each job gets its own copy.
+	exe := filepath.Join(root, "kaniko", "executor")
+	if r.cred == nil || os.Link(r.o.executor, exe) != nil {
+		if err := copyFile(r.o.executor, exe, 0o755); err != nil {
+			return fmt.Errorf("installing executor: %w", err)
+		}
+	}
+	if err := copyFile(r.o.caCerts, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt"), 0o644); err != nil {
+		return fmt.Errorf("installing CA certificates: %w", err)
+	}
+	return nil
+}
+
+func (r *Runner) chown(p string) error {
+	if r.cred == nil {
+		return nil
+	}
+	if err := os.Lchown(p, int(r.cred.Uid), int(r.cred.Gid)); err != nil {
+		return fmt.Errorf("handing %s to the sandbox user: %w", p, err)
+	}
+	return nil
+}
+
+func (r *Runner) kanikoArgs(req *builder.Request) []string {
+	args := []string{
+		"--context=dir://" + sandbox.Workspace,
+		"--dockerfile=" + path.Join(sandbox.Workspace, req.Dockerfile),
+		"--no-push",
+		"--oci-layout-path=" + sandbox.Output,
+		// kaniko refuses to run outside a container it recognises; the
+		// namespaces set up here are one.
+		"--force",
+		"--log-format=text",
+		"--log-timestamp=false",
+	}
+	for _, k := range sortedKeys(req.BuildArgs) {
+		args = append(args, "--build-arg="+k+"="+req.BuildArgs[k])
+	}
+	for _, k := range sortedKeys(req.Labels) {
+		args = append(args, "--label="+k+"="+req.Labels[k])
+	}
+	if req.Target != "" {
+		args = append(args, "--target="+req.Target)
+	}
+	for _, reg := range req.InsecureRegistries {
+		args = append(args, "--insecure-registry="+reg)
+	}
+	return append(args, r.o.flags...)
+}
+
+// RemoveAll removes dir, which may hold files owned by the sandbox's
+// subordinate uids. Root removes them directly; any other gateway user
+// removes them from inside a user namespace where it owns them.
+func (r *Runner) RemoveAll(ctx context.Context, dir string) error {
+	if os.Geteuid() == 0 {
+		return os.RemoveAll(dir)
+	}
+	if err := os.RemoveAll(dir); err == nil {
+		return nil
+	}
+	cmd := exec.CommandContext(ctx, r.o.unshare, "--user", "--map-root-user", "--map-auto", "--", r.o.executor)
+	cmd.Env = []string{sandbox.EnvRemove + "=" + dir}
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return fmt.Errorf("removing %s: %v: %s", dir, err, strings.TrimSpace(string(out)))
+	}
+	return nil
+}
+
+// readLayout returns the one image kaniko wrote. It is the image, not the
+// layout's index, that gets pushed, so the pushed digest is the image's.
+func readLayout(dir string) (v1.Image, error) {
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("reading kaniko's output: %w", err)
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return nil, fmt.Errorf("reading kaniko's output: %w", err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading kaniko's output: %w", err)
+	}
+	if len(m.Manifests) != 1 {
+		return nil, fmt.Errorf("kaniko's output holds %d manifests, want 1", len(m.Manifests))
+	}
+	img, err := idx.Image(m.Manifests[0].Digest)
+	if err != nil {
+		return nil, fmt.Errorf("reading built image: %w", err)
+	}
+	return img, nil
+}
+
+func copyFile(src, dst string, mode os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// lineWriter passes output on in whole lines, so that concurrent writers
+// of one log (kaniko's stdout and stderr) never interleave mid-line.
+type lineWriter struct {
+	w   io.Writer
+	buf *bufio.Writer
+}
+
+func newLineWriter(w io.Writer) *lineWriter { return &lineWriter{w: w, buf: bufio.NewWriterSize(w, 64<<10)} }
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	n := len(p)
+	for len(p) > 0 {
+		i := strings.IndexByte(string(p), '\n')
+		if i < 0 {
+			l.buf.Write(p)
+			break
+		}
+		l.buf.Write(p[:i+1])
+		if err := l.buf.Flush(); err != nil {
+			return 0, err
+		}
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func (l *lineWriter) Flush() { l.buf.Flush() }

@@ -1,0 +1,80 @@
+package kaniko
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+)
+
+// Option configures a Runner.
+type Option func(*options) error
+
+type options struct {
+	executor string
+	unshare  string
+	user     string
+	caCerts  string
+	flags    []string
+}
+
+// DefaultUser is the sandbox user a root gateway switches to.
+const DefaultUser = "buildgw-sandbox"
+
+// DefaultFlags are kaniko flags chosen by measurement (see bench/).
+var defaultFlags = []string{}
+
+func makeOptions(opts ...Option) (options, error) {
+	o := options{
+		unshare: "unshare",
+		user:    DefaultUser,
+		caCerts: "/etc/ssl/certs/ca-certificates.crt",
+		flags:   append([]string(nil), defaultFlags...),
+	}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	if o.executor == "" {
+		return o, errors.New("kaniko runner: no executor configured")
+	}
+	abs, err := filepath.Abs(o.executor)
+	if err != nil {
+		return o, err
+	}
+	o.executor = abs
+	if _, err := os.Stat(o.executor); err != nil {
+		return o, errors.New("kaniko runner: executor " + o.executor + " not found (build it with `go build ./cmd/kaniko-executor`)")
+	}
+	return o, nil
+}
+
+// WithExecutor sets the path of the kaniko executor built from
+// cmd/kaniko-executor. Required.
+func WithExecutor(path string) Option {
+	return func(o *options) error { o.executor = path; return nil }
+}
+
+// WithUnshare sets the unshare binary. Default "unshare" from PATH.
+func WithUnshare(path string) Option {
+	return func(o *options) error { o.unshare = path; return nil }
+}
+
+// WithUser sets the unprivileged user a root gateway runs sandboxes as.
+// It needs ranges in /etc/subuid and /etc/subgid. Default DefaultUser.
+// Ignored when the gateway is not root: sandboxes then run as the
+// gateway's own user.
+func WithUser(name string) Option {
+	return func(o *options) error { o.user = name; return nil }
+}
+
+// WithCACerts sets the CA bundle copied into each sandbox for pulling base
+// images. Default /etc/ssl/certs/ca-certificates.crt.
+func WithCACerts(path string) Option {
+	return func(o *options) error { o.caCerts = path; return nil }
+}
+
+// WithFlags appends extra kaniko flags, for tuning. Default none.
+func WithFlags(flags ...string) Option {
+	return func(o *options) error { o.flags = append(o.flags, flags...); return nil }
+}
