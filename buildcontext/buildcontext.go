@@ -92,6 +92,11 @@ func Write(ctx context.Context, w io.Writer, dir string, opts ...Option) (int, e
 	if err != nil {
 		return n, err
 	}
+	// Checked again so a cancellation during the last file can't be
+	// followed by a valid trailer.
+	if err := ctx.Err(); err != nil {
+		return n, err
+	}
 
 	if err := tw.Close(); err != nil {
 		return n, fmt.Errorf("finishing tar stream: %w", err)

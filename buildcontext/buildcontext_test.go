@@ -467,6 +467,17 @@ func TestCancel(t *testing.T) {
 			t.Errorf("Write(%q) = %d, %v, want fewer than %d files and %v", dir, n, err, len(files), context.Canceled)
 		}
 	})
+	t.Run("inside a large file", func(t *testing.T) {
+		big := mkTree(t, map[string]string{"Dockerfile": ""})
+		sparse(t, filepath.Join(big, "big"), 50<<20)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		// The first write reaches cancelWriter while "big" is being copied.
+		n, err := Write(ctx, cancelWriter{cancel}, big, WithCompression(gzip.NoCompression))
+		if !errors.Is(err, context.Canceled) || n != 1 {
+			t.Errorf("Write(%q) = %d, %v, want 1, %v", big, n, err, context.Canceled)
+		}
+	})
 }
 
 func TestReader(t *testing.T) {

@@ -233,7 +233,7 @@ func withoutTrailingGlob(p *patternmatcher.Pattern) string {
 func checkType(rel string, m fs.FileMode) error {
 	var kind string
 	switch {
-	case true:
+	case m.IsRegular(), m.IsDir(), m&fs.ModeSymlink != 0:
 		return nil
 	case m&fs.ModeNamedPipe != 0:
 		kind = "named pipe"

@@ -27,7 +27,10 @@ type Job struct {
 	started  time.Time
 	finished time.Time
 	cancel   context.CancelCauseFunc // set while running
-	done     chan struct{}           // closed when the job reaches a final state
+	// cancelRequested is set by a Cancel that came after a worker took the
+	// job off the queue but before it started it.
+	cancelRequested bool
+	done            chan struct{} // closed when the job reaches a final state
 }
 
 // Snapshot returns the job's state as the API reports it.

@@ -256,11 +256,8 @@ func (m *Manager) Cancel(owner, id string) (*Job, error) {
 		if q == j {
 			m.queue = append(m.queue[:i], m.queue[i+1:]...)
 			m.mu.Unlock()
-			if j.finish(api.StatusCancelled, "", "cancelled before it started", m.o.now()) {
-				j.Log.Printf("cancelled before it started")
-				j.Log.Close()
-				m.removeWorkspace(context.Background(), j.Spec.Runner, j.workspace)
-			}
+			// Only the Cancel that took it off the queue gets here.
+			m.cancelUnstarted(j)
 			return j, nil
 		}
 	}
@@ -268,6 +265,11 @@ func (m *Manager) Cancel(owner, id string) (*Job, error) {
 
 	j.mu.Lock()
 	final, cancel := j.status.Final(), j.cancel
+	if !final && cancel == nil {
+		// A worker has taken the job off the queue but not started it yet:
+		// have the worker cancel it instead of starting it.
+		j.cancelRequested = true
+	}
 	j.mu.Unlock()
 	if final {
 		return j, ErrFinished
@@ -276,6 +278,15 @@ func (m *Manager) Cancel(owner, id string) (*Job, error) {
 		cancel(errCancelled)
 	}
 	return j, nil
+}
+
+// cancelUnstarted ends a job that never ran. Its workspace is gone and its
+// log complete by the time it is reported final.
+func (m *Manager) cancelUnstarted(j *Job) {
+	j.Log.Printf("cancelled before it started")
+	m.removeWorkspace(context.Background(), j.Spec.Runner, j.workspace)
+	j.finish(api.StatusCancelled, "", "cancelled before it started", m.o.now())
+	j.Log.Close()
 }
 
 var errCancelled = errors.New("cancelled")
@@ -338,33 +349,44 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 		j.mu.Unlock()
 		return
 	}
+	if j.cancelRequested {
+		j.mu.Unlock()
+		m.cancelUnstarted(j)
+		return
+	}
 	j.status, j.started, j.cancel = api.StatusRunning, m.o.now(), cancel
 	j.mu.Unlock()
-	defer m.removeWorkspace(context.WithoutCancel(ctx), j.Spec.Runner, j.workspace)
-	defer j.Log.Close()
 
 	log := m.o.logger.With("job", j.ID, "owner", j.Owner)
 	log.Info("build started", "runner", j.Spec.Runner)
 	digest, err := m.build(jctx, j)
-	now := m.o.now()
+	var status api.Status
+	var msg string
 	switch {
 	case err == nil:
-		j.finish(api.StatusSucceeded, digest, "", now)
+		status = api.StatusSucceeded
 		j.Log.Printf("pushed %s", digest)
 	case errors.Is(context.Cause(jctx), errCancelled):
-		j.finish(api.StatusCancelled, "", "cancelled", now)
+		status, msg = api.StatusCancelled, "cancelled"
 		j.Log.Printf("cancelled")
 	case errors.Is(context.Cause(jctx), errTimeout):
-		msg := fmt.Sprintf("timeout: the build ran longer than %s", m.o.jobTimeout)
-		j.finish(api.StatusFailed, "", msg, now)
+		status, msg = api.StatusFailed, fmt.Sprintf("timeout: the build ran longer than %s", m.o.jobTimeout)
 		j.Log.Printf("%s", msg)
 	case ctx.Err() != nil:
-		j.finish(api.StatusFailed, "", "interrupted: gateway shutting down", now)
-		j.Log.Printf("interrupted: gateway shutting down")
+		status, msg = api.StatusFailed, "interrupted: gateway shutting down"
+		j.Log.Printf("%s", msg)
 	default:
-		j.finish(api.StatusFailed, "", err.Error(), now)
+		status, msg = api.StatusFailed, err.Error()
 		j.Log.Printf("failed: %v", err)
 	}
+	if status != api.StatusSucceeded {
+		digest = ""
+	}
+	// Clean up before reporting the final state, so that whoever waits for
+	// it finds the workspace gone and the log complete.
+	m.removeWorkspace(context.WithoutCancel(ctx), j.Spec.Runner, j.workspace)
+	j.finish(status, digest, msg, m.o.now())
+	j.Log.Close()
 	b := j.Snapshot()
 	log.Info("build finished", "status", b.Status, "digest", b.Digest, "error", b.Error,
 		"duration", b.FinishedAt.Sub(*b.StartedAt).String())

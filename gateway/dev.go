@@ -102,4 +102,3 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 	}
 	return nil
 }
-

@@ -303,4 +303,3 @@ func newKey() (string, error) {
 	}
 	return hex.EncodeToString(b[:]), nil
 }
-

@@ -282,7 +282,9 @@ type lineWriter struct {
 	buf *bufio.Writer
 }
 
-func newLineWriter(w io.Writer) *lineWriter { return &lineWriter{w: w, buf: bufio.NewWriterSize(w, 64<<10)} }
+func newLineWriter(w io.Writer) *lineWriter {
+	return &lineWriter{w: w, buf: bufio.NewWriterSize(w, 64<<10)}
+}
 
 func (l *lineWriter) Write(p []byte) (int, error) {
 	n := len(p)

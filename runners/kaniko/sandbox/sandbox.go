@@ -61,12 +61,14 @@ func pivot(root, ctxDir, out string) error {
 	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("binding job root: %w", err)
 	}
+	if err := mountDev(filepath.Join(root, "dev")); err != nil {
+		return err
+	}
 	binds := []struct {
 		src, dst string
 		flags    uintptr
 		ro       bool
 	}{
-		{"/dev", "dev", unix.MS_BIND | unix.MS_REC, false},
 		{ctxDir, Workspace[1:], unix.MS_BIND, true},
 		{out, Output[1:], unix.MS_BIND, false},
 	}
@@ -102,6 +104,53 @@ func pivot(root, ctxDir, out string) error {
 	}
 	if err := os.Remove(oldRoot); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("removing %s: %w", oldRoot, err)
+	}
+	return nil
+}
+
+// devices are the host device nodes a build gets: those that shells,
+// compilers and package managers expect, and that give nothing away.
+var devices = []string{"null", "zero", "full", "random", "urandom", "tty"}
+
+// mountDev gives the sandbox a /dev of its own. Not a bind of the host's:
+// that shares the host's /dev/shm, /dev/mqueue and terminals, where other
+// processes of the host leave files (and secrets) that any build could then
+// read and write.
+func mountDev(dev string) error {
+	if err := unix.Mount("tmpfs", dev, "tmpfs", unix.MS_NOSUID|unix.MS_NOEXEC, "mode=755,size=1m"); err != nil {
+		return fmt.Errorf("mounting /dev: %w", err)
+	}
+	for _, d := range devices {
+		src := filepath.Join("/dev", d)
+		if _, err := os.Stat(src); err != nil {
+			// A host (or container) without it: the build goes without.
+			continue
+		}
+		dst := filepath.Join(dev, d)
+		f, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o666)
+		if err != nil {
+			return fmt.Errorf("creating /dev/%s: %w", d, err)
+		}
+		f.Close()
+		// A bind keeps the host mount's flags, so the node stays usable
+		// although the user namespace could not create it.
+		if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+			return fmt.Errorf("mounting /dev/%s: %w", d, err)
+		}
+	}
+	links := map[string]string{"fd": "/proc/self/fd", "stdin": "/proc/self/fd/0", "stdout": "/proc/self/fd/1", "stderr": "/proc/self/fd/2"}
+	for name, target := range links {
+		if err := os.Symlink(target, filepath.Join(dev, name)); err != nil {
+			return fmt.Errorf("creating /dev/%s: %w", name, err)
+		}
+	}
+	// A /dev/shm of the build's own, as Docker gives every container.
+	shm := filepath.Join(dev, "shm")
+	if err := os.Mkdir(shm, 0o755); err != nil {
+		return fmt.Errorf("creating /dev/shm: %w", err)
+	}
+	if err := unix.Mount("shm", shm, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "mode=1777,size=64m"); err != nil {
+		return fmt.Errorf("mounting /dev/shm: %w", err)
 	}
 	return nil
 }

@@ -1,0 +1,212 @@
+package builder
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+func testLog(t *testing.T) *Log {
+	t.Helper()
+	l, err := newLog(filepath.Join(t.TempDir(), "job.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return l
+}
+
+// syncBuffer is a bytes.Buffer safe for a follower writing while the test
+// reads.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+func TestLogConcurrentWriterAndFollowers(t *testing.T) {
+	l := testLog(t)
+	const lines = 2000
+	var want strings.Builder
+	for i := range lines {
+		fmt.Fprintf(&want, "line %05d %s\n", i, strings.Repeat("x", i%97))
+	}
+
+	const followers = 4
+	outs := make([]*syncBuffer, followers)
+	errs := make(chan error, followers)
+	for i := range followers {
+		outs[i] = &syncBuffer{}
+		go func() { errs <- l.WriteTo(context.Background(), outs[i], 0, true) }()
+	}
+	// Write in odd-sized pieces so that followers see partial lines too.
+	go func() {
+		s := want.String()
+		for len(s) > 0 {
+			n := min(len(s), 1+len(s)%1013)
+			if _, err := l.Write([]byte(s[:n])); err != nil {
+				t.Errorf("Write = %v, want nil", err)
+				return
+			}
+			s = s[n:]
+		}
+		l.Close()
+	}()
+	for range followers {
+		select {
+		case err := <-errs:
+			if err != nil {
+				t.Fatalf("WriteTo(follow) = %v, want nil", err)
+			}
+		case <-time.After(20 * time.Second):
+			t.Fatal("WriteTo(follow) did not return after Close")
+		}
+	}
+	for i, o := range outs {
+		if got := o.String(); got != want.String() {
+			t.Errorf("follower %d read %d bytes, want %d identical bytes", i, len(got), want.Len())
+		}
+	}
+}
+
+func TestLogFollowEndsAtClose(t *testing.T) {
+	l := testLog(t)
+	l.Printf("hello %s", "world")
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- l.WriteTo(context.Background(), out, 0, true) }()
+
+	select {
+	case err := <-done:
+		t.Fatalf("WriteTo(follow) returned %v before Close, want it to wait", err)
+	case <-time.After(200 * time.Millisecond):
+	}
+	l.Write([]byte("last line\n"))
+	if err := l.Close(); err != nil {
+		t.Fatalf("Close() = %v, want nil", err)
+	}
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("WriteTo(follow) = %v, want nil", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WriteTo(follow) did not return after Close")
+	}
+	if got, want := out.String(), "#buildgw hello world\nlast line\n"; got != want {
+		t.Errorf("WriteTo(follow) wrote %q, want %q", got, want)
+	}
+	// Closing twice is harmless, writing after Close is refused.
+	if err := l.Close(); err != nil {
+		t.Errorf("second Close() = %v, want nil", err)
+	}
+	if _, err := l.Write([]byte("late")); err == nil {
+		t.Errorf("Write after Close = nil error, want an error")
+	}
+	// A follower that starts after Close reads everything and returns.
+	var after bytes.Buffer
+	if err := l.WriteTo(context.Background(), &after, 0, true); err != nil || after.String() != "#buildgw hello world\nlast line\n" {
+		t.Errorf("WriteTo(follow) after Close = %q, %v, want the whole log, nil", after.String(), err)
+	}
+}
+
+func TestLogOffset(t *testing.T) {
+	l := testLog(t)
+	l.Write([]byte("0123456789"))
+	tests := []struct {
+		offset int64
+		want   string
+	}{
+		{0, "0123456789"},
+		{3, "3456789"},
+		{9, "9"},
+		{10, ""},
+		{25, ""},
+	}
+	for _, tc := range tests {
+		var b bytes.Buffer
+		if err := l.WriteTo(context.Background(), &b, tc.offset, false); err != nil {
+			t.Fatalf("WriteTo(offset %d) = %v, want nil", tc.offset, err)
+		}
+		if b.String() != tc.want {
+			t.Errorf("WriteTo(offset %d) wrote %q, want %q", tc.offset, b.String(), tc.want)
+		}
+	}
+
+	// Following from an offset only returns what comes after it.
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- l.WriteTo(context.Background(), out, 10, true) }()
+	l.Write([]byte("abc"))
+	l.Close()
+	if err := <-done; err != nil || out.String() != "abc" {
+		t.Errorf("WriteTo(offset 10, follow) = %q, %v, want %q, nil", out.String(), err, "abc")
+	}
+}
+
+func TestLogFollowCancel(t *testing.T) {
+	l := testLog(t)
+	l.Write([]byte("started\n"))
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &syncBuffer{}
+	done := make(chan error, 1)
+	go func() { done <- l.WriteTo(ctx, out, 0, true) }()
+	time.Sleep(100 * time.Millisecond)
+	cancel()
+	select {
+	case err := <-done:
+		if !errors.Is(err, context.Canceled) {
+			t.Errorf("WriteTo(cancelled ctx) = %v, want %v", err, context.Canceled)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WriteTo(follow) did not return after its context was cancelled")
+	}
+	if got := out.String(); got != "started\n" {
+		t.Errorf("WriteTo(cancelled ctx) wrote %q, want %q", got, "started\n")
+	}
+}
+
+// failWriter fails after the first write, like a client that went away.
+type failWriter struct{ n int }
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	f.n++
+	if f.n > 1 {
+		return 0, errors.New("broken pipe")
+	}
+	return len(p), nil
+}
+
+func TestLogFollowWriterError(t *testing.T) {
+	l := testLog(t)
+	l.Write([]byte("one\n"))
+	done := make(chan error, 1)
+	go func() { done <- l.WriteTo(context.Background(), &failWriter{}, 0, true) }()
+	time.Sleep(50 * time.Millisecond)
+	l.Write([]byte("two\n"))
+	select {
+	case err := <-done:
+		if err == nil || !strings.Contains(err.Error(), "broken pipe") {
+			t.Errorf("WriteTo(failing writer) = %v, want the writer's error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("WriteTo(follow) kept going after its writer failed")
+	}
+}

@@ -1,0 +1,265 @@
+// Package e2e runs the real binaries end to end: buildgw serving TLS with a
+// config file, buildctl-lite submitting contexts, the rootless kaniko
+// runner, Debian's docker-registry with htpasswd and TLS as the push
+// destination, and a second, open docker-registry holding base images.
+// Every pushed image is pulled back and inspected.
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/api/server"
+	"github.com/buildgw/buildgw/internal/testenv"
+)
+
+// gateway is a running buildgw and the registries around it.
+type gateway struct {
+	bin      string // directory holding buildgw and buildctl-lite
+	url      string
+	caFile   string // trusted for the gateway's TLS
+	tokens   map[string]string
+	stateDir string
+	base     *testenv.DockerRegistry // open; holds base images
+	dest     *testenv.DockerRegistry // htpasswd + TLS; receives pushes
+	busybox  string
+	log      *bytes.Buffer
+}
+
+func binDir(t *testing.T) string {
+	if d := os.Getenv("BUILDGW_BIN"); d != "" {
+		return d
+	}
+	testenv.Build(t, "./cmd/buildgw", "buildgw")
+	return filepath.Dir(testenv.Build(t, "./cmd/buildctl-lite", "buildctl-lite"))
+}
+
+func startGateway(t *testing.T) *gateway {
+	t.Helper()
+	testenv.RequireSandbox(t)
+	g := &gateway{bin: binDir(t), tokens: map[string]string{}}
+	exe := testenv.Executor(t)
+	g.base = testenv.StartDockerRegistry(t, false)
+	g.dest = testenv.StartDockerRegistry(t, true)
+	g.busybox = testenv.Busybox(t, g.base.Host)
+
+	// The sandbox user must be able to traverse to its workspace.
+	state, err := os.MkdirTemp("", "buildgw-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(state, 0o711)
+	t.Cleanup(func() { os.RemoveAll(state) })
+	g.stateDir = filepath.Join(state, "state")
+	tlsDir := t.TempDir()
+	cert, key, ca := testenv.SelfSigned(t, tlsDir)
+	g.caFile = ca
+
+	var tokens strings.Builder
+	for _, n := range []string{"ci", "retry", "other"} {
+		tok := n + "-" + fmt.Sprint(time.Now().UnixNano())
+		g.tokens[n] = tok
+		fmt.Fprintf(&tokens, "  - name: %s\n    sha256: %s\n", n, server.HashToken(tok))
+	}
+	listen := testenv.FreeAddr(t)
+	cfg := fmt.Sprintf(`listen: %s
+tls:
+  cert_file: %s
+  key_file: %s
+state_dir: %s
+concurrency: 2
+job_timeout: 5m
+context:
+  max_bytes: 67108864
+  max_files: 2000
+tokens:
+%sregistries:
+  %s:
+    username: %s
+    password_file: %s
+    ca_file: %s
+  %s:
+    insecure: true
+runners:
+  kaniko:
+    executor: %s
+`, listen, cert, key, g.stateDir, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.base.Host, exe)
+	cfgPath := filepath.Join(t.TempDir(), "buildgw.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(g.bin, "buildgw"), "serve", "--config", cfgPath)
+	g.log = &bytes.Buffer{}
+	cmd.Stdout, cmd.Stderr = g.log, &syncWriter{w: g.log}
+	cmd.Stdout = cmd.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", cmd.Stderr.(*syncWriter).String())
+		}
+	})
+	g.url = "https://" + listen
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := g.httpClient().Get(g.url + "/healthz")
+		if err == nil && resp.StatusCode == http.StatusOK {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway did not become healthy: %v\n%s", err, cmd.Stderr.(*syncWriter).String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return g
+}
+
+func (g *gateway) httpClient() *http.Client {
+	pool := x509.NewCertPool()
+	b, _ := os.ReadFile(g.caFile)
+	pool.AppendCertsFromPEM(b)
+	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+}
+
+// cli runs buildctl-lite as token's owner and returns stdout, stderr and
+// the exit code.
+func (g *gateway) cli(t *testing.T, token string, args ...string) (string, string, int) {
+	t.Helper()
+	return g.cliEnv(t, g.url, token, args...)
+}
+
+func (g *gateway) cliEnv(t *testing.T, url, token string, args ...string) (string, string, int) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(g.bin, "buildctl-lite"), args...)
+	cmd.Env = append(os.Environ(), "BUILDGW_URL="+url, "BUILDGW_TOKEN="+token, "SSL_CERT_FILE="+g.caFile)
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("running buildctl-lite: %v", err)
+	}
+	return stdout.String(), stderr.String(), code
+}
+
+// pull fetches ref from the destination registry with its credentials.
+func (g *gateway) pull(t *testing.T, ref string) v1.Image {
+	t.Helper()
+	r, err := name.ParseReference(ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(r, remote.WithAuth(&authn.Basic{Username: g.dest.Username, Password: g.dest.Password}),
+		remote.WithTransport(g.dest.HTTPClient().Transport))
+	if err != nil {
+		t.Fatalf("pulling %s: %v", ref, err)
+	}
+	return img
+}
+
+type file struct {
+	hdr     *tar.Header
+	content string
+}
+
+// files returns the flattened filesystem of img.
+func files(t *testing.T, img v1.Image) map[string]file {
+	t.Helper()
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	out := map[string]file{}
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return out
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(io.LimitReader(tr, 1<<20))
+		out[strings.TrimPrefix(h.Name, "/")] = file{h, string(b)}
+	}
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	return lines[len(lines)-1]
+}
+
+func (g *gateway) listBuilds(t *testing.T, token string) []api.Build {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, g.url+"/v1/builds", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := g.httpClient().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var l api.BuildList
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
+		t.Fatal(err)
+	}
+	return l.Builds
+}
+
+// jobsLeft lists the workspaces left in the gateway's state directory.
+func (g *gateway) jobsLeft(t *testing.T) []string {
+	t.Helper()
+	entries, err := os.ReadDir(filepath.Join(g.stateDir, "jobs"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}
+
+// waitNoWorkspaces waits for running jobs' workspaces to be removed.
+func (g *gateway) waitNoWorkspaces(t *testing.T) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for len(g.jobsLeft(t)) > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("workspaces left behind: %v", g.jobsLeft(t))
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}

@@ -1,0 +1,128 @@
+// Package testenv provides the real components buildgw's tests run
+// against: the kaniko executor built from the pinned version, registries
+// (go-containerregistry's in-memory one, and Debian's docker-registry with
+// htpasswd and TLS), and base images made locally. Everything listens on
+// loopback only.
+//
+// A missing component is a test failure, not a skip: .ci/run installs
+// them all (scripts/setup).
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"runtime"
+	"sync"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/registry"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/buildgw/buildgw/baseimage"
+)
+
+// SandboxUser is the user root runs sandboxes as in tests; scripts/setup
+// creates it with subordinate ranges.
+const SandboxUser = "buildgw-sandbox"
+
+// ModuleRoot returns the repository's root directory.
+func ModuleRoot(t testing.TB) string {
+	t.Helper()
+	_, file, _, ok := runtime.Caller(0)
+	if !ok {
+		t.Fatal("cannot locate the module root")
+	}
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+var buildMu sync.Mutex
+
+// Executor returns the kaniko executor: $BUILDGW_KANIKO_EXECUTOR, or
+// bin/kaniko-executor built from cmd/kaniko-executor (the build cache makes
+// this quick after the first time).
+func Executor(t testing.TB) string {
+	t.Helper()
+	if p := os.Getenv("BUILDGW_KANIKO_EXECUTOR"); p != "" {
+		return p
+	}
+	return Build(t, "./cmd/kaniko-executor", "kaniko-executor")
+}
+
+// Build builds the package pkg of this module into bin/out, statically,
+// and returns the binary's path.
+func Build(t testing.TB, pkg, out string) string {
+	t.Helper()
+	buildMu.Lock()
+	defer buildMu.Unlock()
+	root := ModuleRoot(t)
+	bin := filepath.Join(root, "bin", out)
+	cmd := exec.Command("go", "build", "-trimpath", "-o", bin, pkg)
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building %s: %v\n%s", pkg, err, b)
+	}
+	return bin
+}
+
+// RequireSandbox fails the test unless rootless sandboxes can run here:
+// uidmap's helpers, and the sandbox user when running as root.
+func RequireSandbox(t testing.TB) {
+	t.Helper()
+	for _, b := range []string{"unshare", "newuidmap", "newgidmap"} {
+		if _, err := exec.LookPath(b); err != nil {
+			t.Fatalf("%s not found: run scripts/setup (it installs uidmap)", b)
+		}
+	}
+	if os.Geteuid() == 0 {
+		if _, err := user.Lookup(SandboxUser); err != nil {
+			t.Fatalf("sandbox user %s missing: run scripts/setup", SandboxUser)
+		}
+	}
+}
+
+// Registry starts go-containerregistry's in-memory registry on loopback
+// and returns its host:port.
+func Registry(t testing.TB) string {
+	t.Helper()
+	s := httptest.NewServer(registry.New(registry.Logger(nil)))
+	t.Cleanup(s.Close)
+	return s.Listener.Addr().String()
+}
+
+// Busybox pushes a busybox base image (from Debian's busybox-static) to
+// host and returns its reference.
+func Busybox(t testing.TB, host string) string {
+	t.Helper()
+	img, err := baseimage.Busybox(BusyboxBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewTag(host+"/library/busybox:latest", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img, remote.WithContext(context.Background())); err != nil {
+		t.Fatalf("pushing busybox to %s: %v", host, err)
+	}
+	return ref.String()
+}
+
+// BusyboxBinary returns the path of Debian's statically linked busybox
+// (package busybox-static; the dynamic busybox package would not run in
+// an image without its libc).
+func BusyboxBinary(t testing.TB) string {
+	t.Helper()
+	const p = "/bin/busybox"
+	b, err := os.ReadFile(p)
+	if err != nil || bytes.Contains(b, []byte("/lib64/ld-linux")) || bytes.Contains(b, []byte("/lib/ld-linux")) {
+		t.Fatal("static busybox not found at /bin/busybox: run scripts/setup (it installs busybox-static)")
+	}
+	return p
+}

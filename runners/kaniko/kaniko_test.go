@@ -1,0 +1,337 @@
+package kaniko
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/runnertest"
+	"github.com/buildgw/buildgw/internal/testenv"
+)
+
+var _ runnertest.Owner = (*Runner)(nil)
+
+// TestConformance runs the runner suite against the real rootless runner:
+// the executor built from this module, unshare, and (as root) the sandbox
+// user.
+func TestConformance(t *testing.T) {
+	testenv.RequireSandbox(t)
+	exe := testenv.Executor(t)
+	runnertest.Run(t, func(t *testing.T) builder.Runner {
+		r, err := New(WithExecutor(exe))
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		if err := r.Available(context.Background()); err != nil {
+			t.Fatalf("Available: %v", err)
+		}
+		return r
+	})
+}
+
+func TestKanikoArgs(t *testing.T) {
+	base := []string{
+		"--context=dir:///workspace",
+		"--dockerfile=/workspace/Dockerfile",
+		"--no-push",
+		"--oci-layout-path=/kaniko/out",
+		"--force",
+		"--log-format=text",
+		"--log-timestamp=false",
+	}
+	with := func(dockerfile string, extra ...string) []string {
+		args := slices.Clone(base)
+		args[1] = "--dockerfile=" + dockerfile
+		return append(args, extra...)
+	}
+	for _, tc := range []struct {
+		name  string
+		req   builder.Request
+		flags []string
+		want  []string
+	}{{
+		name: "minimal",
+		req:  builder.Request{Dockerfile: "Dockerfile"},
+		want: base,
+	}, {
+		name: "dockerfile in a subdirectory",
+		req:  builder.Request{Dockerfile: "build/docker/Dockerfile.prod"},
+		want: with("/workspace/build/docker/Dockerfile.prod"),
+	}, {
+		// Sorted, so that the same request always makes the same command
+		// line (and log).
+		name: "build args and labels sorted",
+		req: builder.Request{
+			Dockerfile: "Dockerfile",
+			BuildArgs:  map[string]string{"B": "2", "A": "1", "C": "x=y z"},
+			Labels:     map[string]string{"org.b": "b", "org.a": "a"},
+		},
+		want: with("/workspace/Dockerfile",
+			"--build-arg=A=1", "--build-arg=B=2", "--build-arg=C=x=y z",
+			"--label=org.a=a", "--label=org.b=b"),
+	}, {
+		name: "empty values kept",
+		req: builder.Request{
+			Dockerfile: "Dockerfile",
+			BuildArgs:  map[string]string{"EMPTY": ""},
+			Labels:     map[string]string{"empty": ""},
+		},
+		want: with("/workspace/Dockerfile", "--build-arg=EMPTY=", "--label=empty="),
+	}, {
+		name: "target and insecure registries",
+		req: builder.Request{
+			Dockerfile:         "Dockerfile",
+			Target:             "builder",
+			InsecureRegistries: []string{"127.0.0.1:5000", "registry.local"},
+		},
+		want: with("/workspace/Dockerfile",
+			"--target=builder", "--insecure-registry=127.0.0.1:5000", "--insecure-registry=registry.local"),
+	}, {
+		// Tuning flags come last, after everything the request sets.
+		name:  "extra flags last",
+		req:   builder.Request{Dockerfile: "Dockerfile", Target: "t"},
+		flags: []string{"--snapshot-mode=redo", "--single-snapshot"},
+		want:  with("/workspace/Dockerfile", "--target=t", "--snapshot-mode=redo", "--single-snapshot"),
+	}, {
+		// Host paths never reach kaniko: it only sees the sandbox's.
+		name: "host paths not passed",
+		req: builder.Request{
+			Dockerfile: "Dockerfile",
+			Workspace:  "/var/lib/buildgw/jobs/x",
+			ContextDir: "/var/lib/buildgw/jobs/x/context",
+			OutputDir:  "/var/lib/buildgw/jobs/x/out",
+		},
+		want: base,
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Runner{o: options{flags: tc.flags}}
+			req := tc.req
+			if got := r.kanikoArgs(&req); !slices.Equal(got, tc.want) {
+				t.Errorf("kanikoArgs(%+v) =\n  %q\nwant\n  %q", tc.req, got, tc.want)
+			}
+		})
+	}
+}
+
+// recordingWriter records each Write it gets.
+type recordingWriter struct {
+	writes []string
+	err    error
+}
+
+func (w *recordingWriter) Write(p []byte) (int, error) {
+	if w.err != nil {
+		return 0, w.err
+	}
+	w.writes = append(w.writes, string(p))
+	return len(p), nil
+}
+
+func TestLineWriter(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		writes []string
+		// want is what reaches the log before Flush, then after.
+		want, flushed []string
+	}{{
+		name:   "whole lines pass at once",
+		writes: []string{"one\n", "two\n"},
+		want:   []string{"one\n", "two\n"},
+	}, {
+		name:   "a line split across writes passes whole",
+		writes: []string{"par", "tial ", "line\n"},
+		want:   []string{"partial line\n"},
+	}, {
+		name:   "several lines in one write",
+		writes: []string{"a\nb\nc"},
+		want:   []string{"a\n", "b\n"},
+		// The unterminated rest waits for its newline or Flush.
+		flushed: []string{"a\n", "b\n", "c"},
+	}, {
+		name:    "trailing text without newline is held until Flush",
+		writes:  []string{"no newline"},
+		want:    nil,
+		flushed: []string{"no newline"},
+	}, {
+		name:   "empty lines",
+		writes: []string{"\n\n"},
+		want:   []string{"\n", "\n"},
+	}} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := &recordingWriter{}
+			lw := newLineWriter(w)
+			for _, s := range tc.writes {
+				if n, err := lw.Write([]byte(s)); n != len(s) || err != nil {
+					t.Fatalf("Write(%q) = %d, %v; want %d, nil", s, n, err, len(s))
+				}
+			}
+			if !slices.Equal(w.writes, tc.want) {
+				t.Errorf("after %q: log got writes %q, want %q", tc.writes, w.writes, tc.want)
+			}
+			lw.Flush()
+			flushed := tc.flushed
+			if flushed == nil {
+				flushed = tc.want
+			}
+			if !slices.Equal(w.writes, flushed) {
+				t.Errorf("after %q and Flush: log got writes %q, want %q", tc.writes, w.writes, flushed)
+			}
+		})
+	}
+}
+
+func TestLineWriterLogError(t *testing.T) {
+	errLog := errors.New("log full")
+	lw := newLineWriter(&recordingWriter{err: errLog})
+	// A failing log must be reported, so the copy from kaniko stops
+	// instead of silently dropping the build's output.
+	if _, err := lw.Write([]byte("line\n")); !errors.Is(err, errLog) {
+		t.Errorf("Write to a failing log: err = %v, want %v", err, errLog)
+	}
+}
+
+func TestLineWriterLongLine(t *testing.T) {
+	// A line longer than the buffer still arrives whole and in order.
+	var buf bytes.Buffer
+	lw := newLineWriter(&buf)
+	long := strings.Repeat("x", 200<<10) + "\n"
+	if _, err := lw.Write([]byte(long + "next\n")); err != nil {
+		t.Fatal(err)
+	}
+	lw.Flush()
+	if got, want := buf.String(), long+"next\n"; got != want {
+		t.Errorf("log got %d bytes, want %d", len(got), len(want))
+	}
+}
+
+// fakeExecutor makes a file New accepts as the executor.
+func fakeExecutor(t *testing.T) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "executor")
+	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func TestNewErrors(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []Option
+		want string
+	}{
+		{"no executor", nil, "no executor configured"},
+		{"missing executor", []Option{WithExecutor("/nonexistent/kaniko-executor")}, "not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := New(tc.opts...)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New() = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	if os.Geteuid() != 0 {
+		return
+	}
+	// As root, the sandbox user must exist and must not be root itself.
+	for _, tc := range []struct {
+		user, want string
+	}{
+		{"buildgw-no-such-user", "looking up sandbox user"},
+		{"root", "must not be root"},
+	} {
+		t.Run("user "+tc.user, func(t *testing.T) {
+			_, err := New(WithExecutor(fakeExecutor(t)), WithUser(tc.user))
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("New(WithUser(%q)) = %v, want an error containing %q", tc.user, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestOwner(t *testing.T) {
+	testenv.RequireSandbox(t)
+	r, err := New(WithExecutor(fakeExecutor(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	uid, gid, differs := r.Owner()
+	if os.Geteuid() != 0 {
+		if differs || uid != os.Getuid() || gid != os.Getgid() {
+			t.Errorf("Owner() = %d, %d, %v; want %d, %d, false", uid, gid, differs, os.Getuid(), os.Getgid())
+		}
+		return
+	}
+	u, err := user.Lookup(DefaultUser)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantUID, _ := strconv.Atoi(u.Uid)
+	wantGID, _ := strconv.Atoi(u.Gid)
+	if !differs || uid != wantUID || gid != wantGID {
+		t.Errorf("Owner() = %d, %d, %v; want %d, %d, true", uid, gid, differs, wantUID, wantGID)
+	}
+}
+
+func TestAvailable(t *testing.T) {
+	testenv.RequireSandbox(t)
+	ctx := context.Background()
+
+	t.Run("ok", func(t *testing.T) {
+		r, err := New(WithExecutor(fakeExecutor(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Available(ctx); err != nil {
+			t.Errorf("Available() = %v, want nil", err)
+		}
+	})
+	t.Run("executor removed", func(t *testing.T) {
+		exe := fakeExecutor(t)
+		r, err := New(WithExecutor(exe))
+		if err != nil {
+			t.Fatal(err)
+		}
+		os.Remove(exe)
+		if err := r.Available(ctx); err == nil || !strings.Contains(err.Error(), "kaniko executor") {
+			t.Errorf("Available() with the executor gone = %v, want an error about the executor", err)
+		}
+	})
+	t.Run("no unshare", func(t *testing.T) {
+		r, err := New(WithExecutor(fakeExecutor(t)), WithUnshare("/nonexistent/unshare"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Available(ctx); err == nil || !strings.Contains(err.Error(), "unshare") {
+			t.Errorf("Available() without unshare = %v, want an error about unshare", err)
+		}
+	})
+	t.Run("no newuidmap", func(t *testing.T) {
+		// A PATH with unshare but without uidmap's helpers.
+		unshare, err := exec.LookPath("unshare")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		if err := os.Symlink(unshare, filepath.Join(dir, "unshare")); err != nil {
+			t.Fatal(err)
+		}
+		t.Setenv("PATH", dir)
+		r, err := New(WithExecutor(fakeExecutor(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Available(ctx); err == nil || !strings.Contains(err.Error(), "newuidmap") {
+			t.Errorf("Available() without newuidmap = %v, want an error about newuidmap", err)
+		}
+	})
+}
