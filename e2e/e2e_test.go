@@ -54,7 +54,11 @@ func binDir(t *testing.T) string {
 	return filepath.Dir(testenv.Build(t, "./cmd/buildctl-lite", "buildctl-lite"))
 }
 
-func startGateway(t *testing.T) *gateway {
+func startGateway(t *testing.T) *gateway { return startGatewayTLS(t, true) }
+
+// startGatewayTLS starts a gateway; without TLS it serves plain HTTP on
+// loopback, as dev mode does, so a test can see the HTTP in between.
+func startGatewayTLS(t *testing.T, withTLS bool) *gateway {
 	t.Helper()
 	testenv.RequireSandbox(t)
 	g := &gateway{bin: binDir(t), tokens: map[string]string{}}
@@ -82,11 +86,12 @@ func startGateway(t *testing.T) *gateway {
 		fmt.Fprintf(&tokens, "  - name: %s\n    sha256: %s\n", n, server.HashToken(tok))
 	}
 	listen := testenv.FreeAddr(t)
+	tlsCfg := fmt.Sprintf("tls:\n  cert_file: %s\n  key_file: %s\n", cert, key)
+	if !withTLS {
+		tlsCfg = ""
+	}
 	cfg := fmt.Sprintf(`listen: %s
-tls:
-  cert_file: %s
-  key_file: %s
-state_dir: %s
+%sstate_dir: %s
 concurrency: 2
 job_timeout: 5m
 context:
@@ -103,7 +108,7 @@ tokens:
 runners:
   kaniko:
     executor: %s
-`, listen, cert, key, g.stateDir, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.base.Host, exe)
+`, listen, tlsCfg, g.stateDir, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.base.Host, exe)
 	cfgPath := filepath.Join(t.TempDir(), "buildgw.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
@@ -130,6 +135,9 @@ runners:
 		}
 	})
 	g.url = "https://" + listen
+	if !withTLS {
+		g.url = "http://" + listen
+	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := g.httpClient().Get(g.url + "/healthz")
