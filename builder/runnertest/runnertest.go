@@ -651,7 +651,10 @@ func (s *suite) testCredentials(t *testing.T) {
 
 	// The Dockerfile must not hold the secret itself, or the context, the
 	// command lines and kaniko's own state would: the RUN step joins two
-	// halves, and looks everywhere but in command lines.
+	// halves, and looks everywhere but in command lines. NULs become
+	// newlines first: busybox grep matches line by line with strstr, so
+	// it misses whatever follows a NUL (in an environ, all but the first
+	// variable).
 	half := len(s.secret) / 2
 	var hostPaths []string
 	for _, p := range []string{dir, private, public, shm} {
@@ -662,17 +665,21 @@ func (s *suite) testCredentials(t *testing.T) {
 	dockerfile := fmt.Sprintf(`ARG BASE
 FROM ${BASE}
 RUN a=%q; b=%q; s="$a$b"; found=0; \
+    has() { tr '\0' '\n' < "$1" 2>/dev/null | grep -qF "$s"; }; \
+    printf 'A=1\0B=%%s\0' "$s" > /tmp/probe; \
+    has /tmp/probe || { echo "the search cannot find the secret after a NUL"; found=1; }; \
+    rm -f /tmp/probe; \
     for p in %s; do \
       if test -e "$p"; then echo "host path $p is visible"; found=1; fi; \
     done; \
     if env | grep -qF "$s"; then echo "secret in the environment"; found=1; fi; \
     for f in /proc/[0-9]*/environ /proc/self/environ; do \
-      if grep -qF "$s" "$f" 2>/dev/null; then echo "secret in $f"; found=1; fi; \
+      if has "$f"; then echo "secret in $f"; found=1; fi; \
     done; \
     list=$(find / \( -path /proc -o -path /sys -o -path /dev \) -prune -o -type f -print 2>/dev/null; \
            find /dev/shm /dev/mqueue -type f 2>/dev/null); \
     for f in $list; do \
-      if grep -qF "$s" "$f" 2>/dev/null; then echo "secret in file $f"; found=1; fi; \
+      if has "$f"; then echo "secret in file $f"; found=1; fi; \
     done; \
     n=$(echo "$list" | wc -l); printf 'searched %%s files\n' "$n"; \
     echo "$list" | grep -qx /etc/passwd || { echo "the search missed /etc/passwd"; found=1; }; \
