@@ -1,0 +1,121 @@
+package e2e
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/buildgw/buildgw/internal/testenv"
+)
+
+// TestDevMode runs the embedded default as the README does: serve --dev,
+// read dev.env, import busybox, build examples/hello, pull it back.
+func TestDevMode(t *testing.T) {
+	testenv.RequireSandbox(t)
+	bin := binDir(t)
+	exe := testenv.Executor(t)
+	parent, err := os.MkdirTemp("", "buildgw-dev-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(parent) })
+	os.Chmod(parent, 0o711) // the sandbox user must reach its workspaces
+	state := filepath.Join(parent, "state")
+	cmd := exec.Command(filepath.Join(bin, "buildgw"), "serve", "--dev", "--state-dir", state, "--executor", exe)
+	log := &syncWriter{w: &strings.Builder{}}
+	cmd.Stderr = log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+	})
+	envFile := filepath.Join(state, "dev.env")
+	waitFor(t, 15*time.Second, "dev.env", func() bool {
+		select {
+		case <-exited:
+			t.Fatalf("dev gateway exited:\n%s", log.String())
+		default:
+		}
+		_, err := os.Stat(envFile)
+		return err == nil
+	})
+	env := readEnv(t, envFile)
+	for _, k := range []string{"BUILDGW_URL", "BUILDGW_TOKEN", "BUILDGW_REGISTRY"} {
+		if env[k] == "" {
+			t.Fatalf("dev.env lacks %s: %v", k, env)
+		}
+	}
+	if !strings.HasPrefix(env["BUILDGW_URL"], "http://127.0.0.1:") || !strings.HasPrefix(env["BUILDGW_REGISTRY"], "127.0.0.1:") {
+		t.Errorf("dev.env = %v, want loopback addresses", env)
+	}
+	if fi, _ := os.Stat(envFile); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode of dev.env = %v, want 0600 (it holds the token)", fi.Mode().Perm())
+	}
+
+	base := env["BUILDGW_REGISTRY"] + "/library/busybox:latest"
+	if out, err := exec.Command(filepath.Join(bin, "buildgw"), "import", "--busybox", testenv.BusyboxBinary(t), base).CombinedOutput(); err != nil {
+		t.Fatalf("buildgw import: %v\n%s", err, out)
+	}
+	ref := env["BUILDGW_REGISTRY"] + "/examples/hello:dev"
+	sub := exec.Command(filepath.Join(bin, "buildctl-lite"), "submit", "--build-arg", "BASE="+base, "-t", ref, filepath.Join(testenv.ModuleRoot(t), "examples", "hello"))
+	sub.Env = append(os.Environ(), "BUILDGW_URL="+env["BUILDGW_URL"], "BUILDGW_TOKEN="+env["BUILDGW_TOKEN"])
+	out, err := sub.Output()
+	if err != nil {
+		t.Fatalf("submit examples/hello: %v\n%s", err, log.String())
+	}
+	digest := lastLine(string(out))
+	r, _ := name.ParseReference(ref)
+	img, err := remote.Image(r)
+	if err != nil {
+		t.Fatalf("pulling %s: %v", ref, err)
+	}
+	if d, _ := img.Digest(); d.String() != digest {
+		t.Errorf("digest of %s = %s, want %s", ref, d, digest)
+	}
+	fs := files(t, img)
+	if got := fs["app/GREETING.txt"].content; !strings.HasPrefix(got, "HELLO FROM BUILDGW\n") {
+		t.Errorf("file app/GREETING.txt = %q, want it to start with HELLO FROM BUILDGW", got)
+	}
+	// Blobs live on disk under the state directory.
+	if m, _ := filepath.Glob(filepath.Join(state, "registry", "*")); len(m) == 0 {
+		t.Errorf("no registry blobs under %s", state)
+	}
+
+	cmd.Process.Signal(os.Interrupt)
+	select {
+	case <-exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("dev gateway did not stop on interrupt")
+	}
+	if _, err := os.Stat(envFile); !os.IsNotExist(err) {
+		t.Errorf("dev.env still exists after shutdown (err %v), want it removed", err)
+	}
+}
+
+func readEnv(t *testing.T, p string) map[string]string {
+	t.Helper()
+	f, err := os.Open(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	m := map[string]string{}
+	s := bufio.NewScanner(f)
+	for s.Scan() {
+		if k, v, ok := strings.Cut(s.Text(), "="); ok {
+			m[k] = v
+		}
+	}
+	return m
+}

@@ -1,0 +1,95 @@
+package gateway
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestLoadConfigDefaults(t *testing.T) {
+	c, err := LoadConfig("testdata/good.yaml")
+	if err != nil {
+		t.Fatalf("LoadConfig(good.yaml) = %v, want nil", err)
+	}
+	checks := []struct {
+		name      string
+		got, want any
+	}{
+		{"listen", c.Listen, "127.0.0.1:0"},
+		{"job_timeout", time.Duration(c.JobTimeout), 90 * time.Second},
+		{"context.max_bytes", c.Context.MaxBytes, int64(2 << 30)},
+		{"context.max_files", c.Context.MaxFiles, 100000},
+		{"concurrency", c.Concurrency, 0},
+		{"runners.kaniko.user", c.Runners.Kaniko.User, "someone"},
+		{"runners.kaniko.flags", strings.Join(c.Runners.Kaniko.Flags, ","), "--snapshot-mode=redo"},
+		{"registries.username", c.Registries["registry.example.com"].Username, "pusher"},
+	}
+	for _, tc := range checks {
+		if tc.got != tc.want {
+			t.Errorf("LoadConfig(good.yaml).%s = %v, want %v", tc.name, tc.got, tc.want)
+		}
+	}
+}
+
+func TestLoadConfigErrors(t *testing.T) {
+	const token = "  - name: ci\n    sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n"
+	tests := []struct {
+		name, yaml, want string
+	}{
+		{"unknown key", "listen: 127.0.0.1:1\nlisten_addr: x\ntokens:\n" + token, "listen_addr"},
+		{"no tokens", "listen: 127.0.0.1:1\n", "at least one token"},
+		{"bad token hash", "listen: 127.0.0.1:1\ntokens:\n  - name: ci\n    sha256: nothex\n", "hex sha256"},
+		{"duplicate token", "listen: 127.0.0.1:1\ntokens:\n" + token + token, "duplicate name"},
+		{"public listen without TLS", "listen: 0.0.0.0:8443\ntokens:\n" + token, "tls.cert_file"},
+		{"bad listen", "listen: nonsense\ntokens:\n" + token, "host:port"},
+		{"bad duration", "listen: 127.0.0.1:1\njob_timeout: soon\ntokens:\n" + token, "not a duration"},
+		{"negative timeout", "listen: 127.0.0.1:1\njob_timeout: -1s\ntokens:\n" + token, "job_timeout"},
+		{"relative state dir", "listen: 127.0.0.1:1\nstate_dir: state\ntokens:\n" + token, "absolute path"},
+		{"missing password file", "listen: 127.0.0.1:1\ntokens:\n" + token + "registries:\n  r.example.com:\n    password_file: /nonexistent/pw\n", "/nonexistent/pw"},
+		{"missing TLS cert", "listen: 127.0.0.1:1\ntls:\n  cert_file: /nonexistent/c\n  key_file: /nonexistent/k\ntokens:\n" + token, "/nonexistent/c"},
+		{"not yaml", "listen: [\n", "config"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			p := filepath.Join(t.TempDir(), "c.yaml")
+			if err := os.WriteFile(p, []byte(tc.yaml), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfig(p)
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("LoadConfig(%q) = %v, want an error naming %q", tc.yaml, err, tc.want)
+			}
+		})
+	}
+}
+
+func TestLoadConfigMissingFile(t *testing.T) {
+	if _, err := LoadConfig("testdata/nope.yaml"); err == nil || !strings.Contains(err.Error(), "nope.yaml") {
+		t.Errorf("LoadConfig(nope.yaml) = %v, want an error naming the file", err)
+	}
+}
+
+func TestCheckTraversable(t *testing.T) {
+	// Not t.TempDir: its parent is 0700, which is just what is checked.
+	dir, err := os.MkdirTemp("", "traverse-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	closed := filepath.Join(dir, "closed")
+	inner := filepath.Join(closed, "state")
+	if err := os.MkdirAll(inner, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(dir, 0o711)
+	os.Chmod(closed, 0o700)
+	if err := checkTraversable(inner); err == nil || !strings.Contains(err.Error(), closed) {
+		t.Errorf("checkTraversable(%q) = %v, want an error naming %s", inner, err, closed)
+	}
+	os.Chmod(closed, 0o711)
+	if err := checkTraversable(inner); err != nil {
+		t.Errorf("checkTraversable(%q) = %v, want nil", inner, err)
+	}
+}
