@@ -11,6 +11,8 @@ package testenv
 import (
 	"bytes"
 	"context"
+	"io"
+	"log"
 	"net/http/httptest"
 	"os"
 	"os/exec"
@@ -91,7 +93,7 @@ func RequireSandbox(t testing.TB) {
 // and returns its host:port.
 func Registry(t testing.TB) string {
 	t.Helper()
-	s := httptest.NewServer(registry.New(registry.Logger(nil)))
+	s := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
 	t.Cleanup(s.Close)
 	return s.Listener.Addr().String()
 }
