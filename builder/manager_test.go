@@ -7,8 +7,6 @@ import (
 	"context"
 	"errors"
 	"io"
-	"log"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -17,7 +15,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/api"
@@ -43,7 +40,7 @@ func newEnv(t *testing.T, opts ...builder.Option) *env {
 	if err != nil {
 		t.Fatalf("kaniko.New = %v", err)
 	}
-	reg := startRegistry(t)
+	reg := testenv.Registry(t)
 	// t.TempDir's parent is 0700: the sandbox user could not reach its
 	// workspace inside it.
 	dir, err := os.MkdirTemp("", "buildgw-manager-test-")
@@ -77,15 +74,6 @@ func newEnv(t *testing.T, opts ...builder.Option) *env {
 		<-done
 	})
 	return &env{m: m, stateDir: dir, reg: reg}
-}
-
-// startRegistry is testenv.Registry with a working logger: testenv's passes
-// registry.Logger(nil), which makes the registry panic on its first request.
-func startRegistry(t testing.TB) string {
-	t.Helper()
-	s := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(s.Close)
-	return s.Listener.Addr().String()
 }
 
 // dest returns a destination in the test registry.

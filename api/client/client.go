@@ -17,6 +17,7 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -106,14 +107,21 @@ func (c *Client) Submit(ctx context.Context, spec api.BuildSpec, newContext func
 	// Every attempt must use the boundary named in the Content-Type.
 	boundary := multipart.NewWriter(io.Discard).Boundary()
 	contentType := "multipart/form-data; boundary=" + boundary
+	// retryablehttp calls body once when the request is made, only to probe
+	// its length, and once more per attempt. The stream (and newContext)
+	// starts on the first Read, so the probe opens no context and progress
+	// is never called from two goroutines at once.
 	body := func() (io.Reader, error) {
-		pr, pw := io.Pipe()
-		mw := multipart.NewWriter(pw)
-		if err := mw.SetBoundary(boundary); err != nil {
-			return nil, err
-		}
-		go func() { pw.CloseWithError(writeMultipart(mw, specJSON, newContext(), progress)) }()
-		return pr, nil
+		return &lazyBody{start: func() *io.PipeReader {
+			pr, pw := io.Pipe()
+			mw := multipart.NewWriter(pw)
+			if err := mw.SetBoundary(boundary); err != nil {
+				pw.CloseWithError(err)
+				return pr
+			}
+			go func() { pw.CloseWithError(writeMultipart(mw, specJSON, newContext(), progress)) }()
+			return pr
+		}}, nil
 	}
 	req, err := c.newRequest(ctx, http.MethodPost, "/v1/builds", retryablehttp.ReaderFunc(body))
 	if err != nil {
@@ -155,6 +163,47 @@ func writeMultipart(mw *multipart.Writer, spec []byte, ctxArchive io.ReadCloser,
 		return err
 	}
 	return mw.Close()
+}
+
+// lazyBody is one attempt's request body. It starts producing the stream
+// when it is first read, and never after it is closed.
+type lazyBody struct {
+	start func() *io.PipeReader
+
+	mu     sync.Mutex
+	pr     *io.PipeReader
+	closed bool
+}
+
+func (b *lazyBody) reader() (*io.PipeReader, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.closed {
+		return nil, io.ErrClosedPipe
+	}
+	if b.pr == nil {
+		b.pr = b.start()
+	}
+	return b.pr, nil
+}
+
+func (b *lazyBody) Read(p []byte) (int, error) {
+	r, err := b.reader()
+	if err != nil {
+		return 0, err
+	}
+	return r.Read(p)
+}
+
+// Close stops the stream's writer, if it was started.
+func (b *lazyBody) Close() error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.closed = true
+	if b.pr != nil {
+		return b.pr.Close()
+	}
+	return nil
 }
 
 type countingReader struct {

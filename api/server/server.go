@@ -104,6 +104,12 @@ func (s *Server) submit(c *gin.Context) {
 		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "decoding spec: "+err.Error()))
 		return
 	}
+	// One JSON object and nothing else: a second object or trailing junk
+	// would otherwise be silently ignored.
+	if _, err := dec.Token(); err != io.EOF {
+		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "decoding spec: unexpected data after the JSON object"))
+		return
+	}
 	part, err = mr.NextPart()
 	if err != nil || part.FormName() != "context" {
 		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidContext, "the second part must be context, a tar archive (optionally gzip-compressed)"))

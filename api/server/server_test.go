@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"log"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -22,7 +21,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/api"
@@ -53,15 +51,6 @@ type gwOptions struct {
 	builder   []builder.Option
 }
 
-// startRegistry is testenv.Registry with a working logger: testenv's passes
-// registry.Logger(nil), which makes the registry panic on its first request.
-func startRegistry(t testing.TB) string {
-	t.Helper()
-	s := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(s.Close)
-	return s.Listener.Addr().String()
-}
-
 func newGateway(t *testing.T, o gwOptions) *gw {
 	t.Helper()
 	testenv.RequireSandbox(t)
@@ -69,7 +58,7 @@ func newGateway(t *testing.T, o gwOptions) *gw {
 	if err != nil {
 		t.Fatalf("kaniko.New = %v", err)
 	}
-	reg := startRegistry(t)
+	reg := testenv.Registry(t)
 	dir, err := os.MkdirTemp("", "buildgw-server-test-")
 	if err != nil {
 		t.Fatal(err)
@@ -377,7 +366,8 @@ func TestSubmitStatusLogs(t *testing.T) {
 	g := newGateway(t, gwOptions{})
 	dest := g.dest("curl")
 
-	r := g.submit(t, aliceToken, curlBody(specJSON(dest), scratchContext(t)))
+	// A spec file sent with curl -F spec=<spec.json ends with a newline.
+	r := g.submit(t, aliceToken, curlBody(specJSON(dest)+"\n", scratchContext(t)))
 	if r.status != http.StatusAccepted {
 		t.Fatalf("POST /v1/builds = %d %s, want 202", r.status, r.body)
 	}
@@ -548,6 +538,7 @@ func TestSubmitRejects(t *testing.T) {
 		{"no parts", "", nil, http.StatusBadRequest, api.CodeInvalidSpec, "first part must be spec"},
 		{"bad JSON spec", "", curlBody(`{"destinations": [`, good), http.StatusBadRequest, api.CodeInvalidSpec, "decoding spec"},
 		{"unknown spec field", "", curlBody(`{"destinations":["`+dest+`"],"push_to":"x"}`, good), http.StatusBadRequest, api.CodeInvalidSpec, "push_to"},
+		{"trailing data after spec", "", curlBody(specJSON(dest)+`{"destinations":["`+g.dest("other")+`"]}`, good), http.StatusBadRequest, api.CodeInvalidSpec, "after the JSON object"},
 		{"no destinations", "", curlBody(`{}`, good), http.StatusBadRequest, api.CodeInvalidSpec, "destinations"},
 		{"destination without registry", "", curlBody(specJSON("app:v1"), good), http.StatusBadRequest, api.CodeInvalidSpec, "registry and tag"},
 		{"absolute path", "", curlBody(specJSON(dest), badEntryContext(t, reg("/etc/cron.d/evil", "x"))), http.StatusBadRequest, api.CodeInvalidContext, "/etc/cron.d/evil"},
@@ -561,6 +552,7 @@ func TestSubmitRejects(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			before := len(g.m.List("alice"))
 			body, ct := multipartBody(t, tc.parts)
 			switch tc.contentType {
 			case "":
@@ -577,13 +569,14 @@ func TestSubmitRejects(t *testing.T) {
 			if eb.Error.Code != tc.wantCode || !strings.Contains(eb.Error.Message, tc.wantIn) {
 				t.Errorf("POST /v1/builds (%s) = %s %q, want %s with %q", tc.name, eb.Error.Code, eb.Error.Message, tc.wantCode, tc.wantIn)
 			}
-			if ents, _ := os.ReadDir(filepath.Join(g.stateDir, "jobs")); len(ents) != 0 {
-				t.Errorf("POST /v1/builds (%s) left %d workspaces, want none", tc.name, len(ents))
+			if n := len(g.m.List("alice")) - before; n != 0 {
+				t.Errorf("POST /v1/builds (%s) created %d builds, want none", tc.name, n)
+			}
+			// No worker runs here: every workspace belongs to an accepted build.
+			if ents, _ := os.ReadDir(filepath.Join(g.stateDir, "jobs")); len(ents) != len(g.m.List("alice")) {
+				t.Errorf("POST /v1/builds (%s) left %d workspaces for %d builds", tc.name, len(ents), len(g.m.List("alice")))
 			}
 		})
-	}
-	if l := g.m.List("alice"); len(l) != 0 {
-		t.Errorf("builds after rejected submits = %d, want 0", len(l))
 	}
 }
 
@@ -607,35 +600,7 @@ func TestLargeContextStreams(t *testing.T) {
 	g := newGateway(t, gwOptions{noWorkers: true})
 
 	// The body is generated while it is sent: neither side ever holds it.
-	pr, pw := io.Pipe()
-	mw := multipart.NewWriter(pw)
-	go func() {
-		err := func() error {
-			w, err := mw.CreateFormField("spec")
-			if err != nil {
-				return err
-			}
-			io.WriteString(w, specJSON(g.dest("big")))
-			if w, err = mw.CreateFormFile("context", "ctx.tar"); err != nil {
-				return err
-			}
-			tw := tar.NewWriter(w)
-			df := "FROM scratch\nCOPY zeros /zeros\n"
-			tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "Dockerfile", Mode: 0o644, Size: int64(len(df))})
-			io.WriteString(tw, df)
-			if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "zeros", Mode: 0o644, Size: size}); err != nil {
-				return err
-			}
-			if _, err := io.CopyBuffer(tw, &zeroReader{n: size}, make([]byte, 256<<10)); err != nil {
-				return err
-			}
-			if err := tw.Close(); err != nil {
-				return err
-			}
-			return mw.Close()
-		}()
-		pw.CloseWithError(err)
-	}()
+	body, ct := streamingBody(specJSON(g.dest("big")), size)
 
 	runtime.GC()
 	var ms runtime.MemStats
@@ -664,22 +629,14 @@ func TestLargeContextStreams(t *testing.T) {
 	}()
 
 	start := time.Now()
-	req, _ := http.NewRequest(http.MethodPost, g.url+"/v1/builds", pr)
-	req.Header.Set("Authorization", "Bearer "+aliceToken)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	resp, err := http.DefaultClient.Do(req)
+	r := do(t, http.MethodPost, g.url+"/v1/builds", aliceToken, ct, body)
 	close(stop)
 	<-sampled
-	if err != nil {
-		t.Fatalf("POST /v1/builds with %d MiB: %v", size>>20, err)
-	}
-	body, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != http.StatusAccepted {
-		t.Fatalf("POST /v1/builds with %d MiB = %d %s, want 202", size>>20, resp.StatusCode, body)
+	if r.status != http.StatusAccepted {
+		t.Fatalf("POST /v1/builds with %d MiB = %d %s, want 202", size>>20, r.status, r.body)
 	}
 	var acc api.Accepted
-	json.Unmarshal(body, &acc)
+	json.Unmarshal(r.body, &acc)
 	fi, err := os.Stat(filepath.Join(g.stateDir, "jobs", acc.ID, "context", "zeros"))
 	if err != nil || fi.Size() != size {
 		t.Errorf("extracted zeros: %v, %v, want %d bytes", fi, err, size)

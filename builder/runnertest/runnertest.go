@@ -511,9 +511,14 @@ func (s *suite) testCancel(t *testing.T) {
 	// below are this build's and no other test's.
 	n := 300000 + randomInt(t, 100000)
 	fg, bg := fmt.Sprintf("sleep %d", n), fmt.Sprintf("sleep %d", n+1)
+	// Besides the sleeps, a writer that keeps filling the build's root and
+	// a sleep that no longer holds the build's output: a runner must not
+	// count on either ending before it cleans up.
 	st := s.newSetup(t, r, job{files: map[string]string{"Dockerfile": fmt.Sprintf(`ARG BASE
 FROM ${BASE}
-RUN printf 'cancel-%%s\n' started; %s & %s
+RUN i=0; while :; do i=$((i+1)); mkdir -p /tmp/spam/$i; echo x > /tmp/spam/$i/f; done </dev/null >/dev/null 2>&1 & \
+    %s </dev/null >/dev/null 2>&1 & \
+    printf 'cancel-%%s\n' started; %s
 `, bg, fg)}})
 	req := st.req
 
@@ -551,8 +556,8 @@ RUN printf 'cancel-%%s\n' started; %s & %s
 	}
 	// The build is mid-RUN; make sure the sleeps are there to be killed,
 	// or the check below proves nothing.
-	if ps := processes(t, fg, bg); len(ps) == 0 {
-		t.Errorf("no process runs %q or %q while the build runs", fg, bg)
+	if !poll(5*time.Second, func() bool { return len(processes(t, fg)) > 0 && len(processes(t, bg)) > 0 }) {
+		t.Errorf("%q and %q not both running while the build runs: %q", fg, bg, processes(t, fg, bg))
 	}
 	cancelled := time.Now()
 	cancel()
@@ -568,16 +573,22 @@ RUN printf 'cancel-%%s\n' started; %s & %s
 
 	// The kernel may reap the sandbox's processes a little after Build
 	// returns; give it a moment, no more.
-	var left []string
-	for end := time.Now().Add(5 * time.Second); ; time.Sleep(100 * time.Millisecond) {
-		if left = processes(t, fg, bg); len(left) == 0 || time.Now().After(end) {
-			break
-		}
-	}
-	if len(left) > 0 {
-		t.Errorf("processes of the cancelled build still running: %q", left)
+	if !poll(5*time.Second, func() bool { return len(processes(t, fg, bg)) == 0 }) {
+		t.Errorf("processes of the cancelled build still running: %q", processes(t, fg, bg))
 	}
 	checkWorkspace(t, req)
+}
+
+// poll reports whether cond holds within d.
+func poll(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
 }
 
 // processes returns the command lines of the host's processes that
