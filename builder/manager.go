@@ -198,6 +198,7 @@ func (m *Manager) accept(ctx context.Context, owner string, spec *ValidSpec, r i
 	close(m.wake)
 	m.wake = make(chan struct{})
 	m.mu.Unlock()
+	m.o.observer.Accepted(j.Snapshot(), stats.Bytes)
 	return j, nil
 }
 
@@ -211,6 +212,13 @@ func (m *Manager) chown(paths ...string) error {
 		}
 	}
 	return nil
+}
+
+// Stats returns how many builds wait in the queue and how many run.
+func (m *Manager) Stats() (queued, running int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return len(m.queue), m.running
 }
 
 // Get returns owner's build id.
@@ -287,6 +295,7 @@ func (m *Manager) cancelUnstarted(j *Job) {
 	m.removeWorkspace(context.Background(), j.Spec.Runner, j.workspace)
 	j.finish(api.StatusCancelled, "", "cancelled before it started", m.o.now())
 	j.Log.Close()
+	m.o.observer.Finished(j.Snapshot())
 }
 
 var errCancelled = errors.New("cancelled")
@@ -388,6 +397,7 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	j.finish(status, digest, msg, m.o.now())
 	j.Log.Close()
 	b := j.Snapshot()
+	m.o.observer.Finished(b)
 	log.Info("build finished", "status", b.Status, "digest", b.Digest, "error", b.Error,
 		"duration", b.FinishedAt.Sub(*b.StartedAt).String())
 }

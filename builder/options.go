@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/builder/archive"
 )
 
@@ -23,8 +24,21 @@ type options struct {
 	owner         *owner
 	insecure      []string
 	logger        *slog.Logger
+	observer      Observer
 	now           func() time.Time
 }
+
+// Observer is told of every accepted and every finished build, for
+// metrics. Its methods must not block.
+type Observer interface {
+	Accepted(b api.Build, contextBytes int64)
+	Finished(b api.Build)
+}
+
+type nopObserver struct{}
+
+func (nopObserver) Accepted(api.Build, int64) {}
+func (nopObserver) Finished(api.Build)        {}
 
 type owner struct{ uid, gid int }
 
@@ -35,6 +49,7 @@ func makeOptions(opts ...Option) (options, error) {
 		concurrency:   runtime.NumCPU(),
 		jobTimeout:    time.Hour,
 		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
+		observer:      nopObserver{},
 		now:           time.Now,
 	}
 	for _, opt := range opts {
@@ -108,6 +123,17 @@ func WithWorkspaceOwner(uid, gid int) Option {
 // plain HTTP. Default none.
 func WithInsecureRegistries(regs ...string) Option {
 	return func(o *options) error { o.insecure = append(o.insecure, regs...); return nil }
+}
+
+// WithObserver reports accepted and finished builds to o. Default: none.
+func WithObserver(o Observer) Option {
+	return func(opts *options) error {
+		if o == nil {
+			return errors.New("nil observer")
+		}
+		opts.observer = o
+		return nil
+	}
 }
 
 // WithLogger sets the gateway log. Default: discard.

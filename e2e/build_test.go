@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -231,6 +233,47 @@ func TestEndToEnd(t *testing.T) {
 		cf, _ := pulled.ConfigFile()
 		if cf.Config.User != "builder" {
 			t.Errorf("user = %q, want builder", cf.Config.User)
+		}
+	})
+
+	t.Run("metrics", func(t *testing.T) {
+		get := func(token string) (int, string) {
+			req, _ := http.NewRequest(http.MethodGet, g.url+"/metrics", nil)
+			if token != "" {
+				req.Header.Set("Authorization", "Bearer "+token)
+			}
+			resp, err := g.httpClient().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer resp.Body.Close()
+			b, _ := io.ReadAll(resp.Body)
+			return resp.StatusCode, string(b)
+		}
+		// One build of its own, so the counters have something to count
+		// whichever subtests ran before.
+		if _, _, code := g.cli(t, tok, "submit", "-q", "-t", g.dest.Host+"/team/fail:m", "--build-arg", "BASE="+g.busybox, "testdata/fail"); code == 0 {
+			t.Fatalf("failing build = exit 0")
+		}
+		if code, _ := get(""); code != http.StatusUnauthorized {
+			t.Errorf("GET /metrics without token = %d, want 401", code)
+		}
+		code, body := get(tok)
+		if code != http.StatusOK {
+			t.Fatalf("GET /metrics = %d, want 200", code)
+		}
+		for _, want := range []string{
+			`(?m)^buildgw_builds_finished_total\{runner="kaniko",status="failed"\} [1-9]`,
+			`(?m)^buildgw_builds_accepted_total\{runner="kaniko"\} [1-9]`,
+			`(?m)^buildgw_auth_failures_total [1-9]`,
+			`(?m)^buildgw_queue_depth 0$`,
+			`(?m)^buildgw_builds_running 0$`,
+			`(?m)^buildgw_build_duration_seconds_count\{runner="kaniko",status="failed"\} [1-9]`,
+			`(?m)^buildgw_context_bytes_total [1-9]`,
+		} {
+			if !regexp.MustCompile(want).MatchString(body) {
+				t.Errorf("GET /metrics lacks a line matching %s", want)
+			}
 		}
 	})
 

@@ -37,6 +37,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err := cfg.Validate(); err != nil {
 		return nil, err
 	}
+	metrics := server.NewMetrics()
 	pusherRegs := map[string]push.Registry{}
 	var insecure []string
 	for host, r := range cfg.Registries {
@@ -75,6 +76,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithContextLimits(archive.Limits{MaxBytes: cfg.Context.MaxBytes, MaxFiles: cfg.Context.MaxFiles}),
 		builder.WithInsecureRegistries(insecure...),
 		builder.WithLogger(log),
+		builder.WithObserver(metrics),
 	}
 	if cfg.Concurrency > 0 {
 		opts = append(opts, builder.WithConcurrency(cfg.Concurrency))
@@ -99,6 +101,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
+	metrics.Watch(mgr)
 	auth, err := server.NewTokenAuth(cfg.tokenHashes())
 	if err != nil {
 		return nil, err
@@ -109,7 +112,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           server.New(mgr, auth, log),
+		Handler:           server.New(mgr, auth, log, server.WithMetrics(metrics)),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}

@@ -92,6 +92,9 @@ const identityKey = "buildgw.identity"
 func (s *Server) authMiddleware(c *gin.Context) {
 	id, err := s.auth.Authenticate(c.Request)
 	if err != nil {
+		if s.metrics != nil {
+			s.metrics.authFailures.Inc()
+		}
 		s.log.Info("authentication failed", "remote", c.ClientIP(), "path", c.Request.URL.Path, "error", err)
 		c.Header("WWW-Authenticate", `Bearer realm="buildgw"`)
 		c.Error(err)

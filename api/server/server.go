@@ -27,20 +27,34 @@ type Server struct {
 	m       *builder.Manager
 	auth    Authenticator
 	log     *slog.Logger
+	metrics *Metrics
 	handler http.Handler
 }
 
+// Option configures a Server.
+type Option func(*Server)
+
+// WithMetrics serves mt at /metrics (authenticated like the API) and
+// counts authentication failures in it. Default: no /metrics.
+func WithMetrics(mt *Metrics) Option { return func(s *Server) { s.metrics = mt } }
+
 // New returns a Server. log may be nil.
-func New(m *builder.Manager, auth Authenticator, log *slog.Logger) *Server {
+func New(m *builder.Manager, auth Authenticator, log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
 	s := &Server{m: m, auth: auth, log: log}
+	for _, o := range opts {
+		o(s)
+	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
 	r.Use(gin.Recovery(), s.errorMiddleware)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
+	if s.metrics != nil {
+		r.GET("/metrics", s.authMiddleware, gin.WrapH(s.metrics.handler()))
+	}
 	v1 := r.Group("/v1", s.authMiddleware)
 	v1.POST("/builds", s.submit)
 	v1.GET("/builds", s.list)

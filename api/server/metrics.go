@@ -1,0 +1,80 @@
+package server
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/builder"
+)
+
+// Metrics are the gateway's Prometheus metrics, on a registry of their
+// own (no global state).
+type Metrics struct {
+	reg          *prometheus.Registry
+	accepted     *prometheus.CounterVec
+	finished     *prometheus.CounterVec
+	duration     *prometheus.HistogramVec
+	contextBytes prometheus.Counter
+	authFailures prometheus.Counter
+}
+
+var _ builder.Observer = (*Metrics)(nil)
+
+// NewMetrics returns the metrics; register the Manager's gauges with
+// Watch once it exists.
+func NewMetrics() *Metrics {
+	m := &Metrics{
+		reg: prometheus.NewRegistry(),
+		accepted: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "buildgw_builds_accepted_total", Help: "Builds accepted, by runner.",
+		}, []string{"runner"}),
+		finished: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "buildgw_builds_finished_total", Help: "Builds that reached a final state, by runner and status.",
+		}, []string{"runner", "status"}),
+		duration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "buildgw_build_duration_seconds",
+			Help:    "Time from start to final state of builds that ran, by runner and status.",
+			Buckets: prometheus.ExponentialBuckets(0.25, 2, 14), // 0.25s to ~34min
+		}, []string{"runner", "status"}),
+		contextBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "buildgw_context_bytes_total", Help: "Bytes of build context accepted (after decompression).",
+		}),
+		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "buildgw_auth_failures_total", Help: "Requests refused for missing or invalid credentials.",
+		}),
+	}
+	m.reg.MustRegister(m.accepted, m.finished, m.duration, m.contextBytes, m.authFailures,
+		prometheus.NewGoCollector(), prometheus.NewProcessCollector(prometheus.ProcessCollectorOpts{}))
+	return m
+}
+
+// Watch exports mgr's queue depth and running builds.
+func (m *Metrics) Watch(mgr *builder.Manager) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "buildgw_queue_depth", Help: "Builds waiting to run."},
+			func() float64 { q, _ := mgr.Stats(); return float64(q) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "buildgw_builds_running", Help: "Builds running now."},
+			func() float64 { _, r := mgr.Stats(); return float64(r) }),
+	)
+}
+
+// Accepted implements builder.Observer.
+func (m *Metrics) Accepted(b api.Build, contextBytes int64) {
+	m.accepted.WithLabelValues(b.Runner).Inc()
+	m.contextBytes.Add(float64(contextBytes))
+}
+
+// Finished implements builder.Observer.
+func (m *Metrics) Finished(b api.Build) {
+	m.finished.WithLabelValues(b.Runner, string(b.Status)).Inc()
+	if b.StartedAt != nil && b.FinishedAt != nil {
+		m.duration.WithLabelValues(b.Runner, string(b.Status)).Observe(b.FinishedAt.Sub(*b.StartedAt).Seconds())
+	}
+}
+
+func (m *Metrics) handler() http.Handler {
+	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})
+}
