@@ -20,9 +20,8 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/archive"
-	"github.com/buildgw/buildgw/builder/push"
 	"github.com/buildgw/buildgw/internal/testenv"
-	"github.com/buildgw/buildgw/runners/kaniko"
+	"github.com/buildgw/buildgw/internal/testmanager"
 )
 
 // env is a Manager running real kaniko builds that push to an in-memory
@@ -35,45 +34,8 @@ type env struct {
 
 func newEnv(t *testing.T, opts ...builder.Option) *env {
 	t.Helper()
-	testenv.RequireSandbox(t)
-	kr, err := kaniko.New(kaniko.WithExecutor(testenv.Executor(t)))
-	if err != nil {
-		t.Fatalf("kaniko.New = %v", err)
-	}
-	reg := testenv.Registry(t)
-	// t.TempDir's parent is 0700: the sandbox user could not reach its
-	// workspace inside it.
-	dir, err := os.MkdirTemp("", "buildgw-manager-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	p, err := push.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	all := []builder.Option{builder.WithRunner("kaniko", kr), builder.WithInsecureRegistries(reg)}
-	if uid, gid, differs := kr.Owner(); differs {
-		all = append(all, builder.WithWorkspaceOwner(uid, gid))
-	}
-	m, err := builder.New(dir, p, append(all, opts...)...)
-	if err != nil {
-		t.Fatalf("builder.New = %v", err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		m.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	return &env{m: m, stateDir: dir, reg: reg}
+	te := testmanager.New(t, testmanager.Options{Builder: opts})
+	return &env{m: te.M, stateDir: te.StateDir, reg: te.Registry}
 }
 
 // dest returns a destination in the test registry.

@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -25,9 +24,8 @@ import (
 	"github.com/buildgw/buildgw/api/client"
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/push"
 	"github.com/buildgw/buildgw/internal/testenv"
-	"github.com/buildgw/buildgw/runners/kaniko"
+	"github.com/buildgw/buildgw/internal/testmanager"
 )
 
 const token = "client-test-token"
@@ -41,46 +39,12 @@ type gw struct {
 
 func newGateway(t *testing.T) *gw {
 	t.Helper()
-	testenv.RequireSandbox(t)
-	kr, err := kaniko.New(kaniko.WithExecutor(testenv.Executor(t)))
-	if err != nil {
-		t.Fatalf("kaniko.New = %v", err)
-	}
-	reg := testenv.Registry(t)
-	dir, err := os.MkdirTemp("", "buildgw-client-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	p, err := push.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := []builder.Option{builder.WithRunner("kaniko", kr), builder.WithInsecureRegistries(reg)}
-	if uid, gid, differs := kr.Owner(); differs {
-		opts = append(opts, builder.WithWorkspaceOwner(uid, gid))
-	}
-	m, err := builder.New(dir, p, opts...)
-	if err != nil {
-		t.Fatalf("builder.New = %v", err)
-	}
+	te := testmanager.New(t, testmanager.Options{})
+	m, reg := te.M, te.Registry
 	auth, err := server.NewTokenAuth(map[string]string{"ci": server.HashToken(token)})
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		m.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
 	return &gw{srv: server.New(m, auth, nil), m: m, reg: reg}
 }
 

@@ -4,7 +4,6 @@ import (
 	"archive/tar"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -27,9 +26,8 @@ import (
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/archive"
-	"github.com/buildgw/buildgw/builder/push"
 	"github.com/buildgw/buildgw/internal/testenv"
-	"github.com/buildgw/buildgw/runners/kaniko"
+	"github.com/buildgw/buildgw/internal/testmanager"
 )
 
 const (
@@ -53,32 +51,8 @@ type gwOptions struct {
 
 func newGateway(t *testing.T, o gwOptions) *gw {
 	t.Helper()
-	testenv.RequireSandbox(t)
-	kr, err := kaniko.New(kaniko.WithExecutor(testenv.Executor(t)))
-	if err != nil {
-		t.Fatalf("kaniko.New = %v", err)
-	}
-	reg := testenv.Registry(t)
-	dir, err := os.MkdirTemp("", "buildgw-server-test-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	p, err := push.New(nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	opts := []builder.Option{builder.WithRunner("kaniko", kr), builder.WithInsecureRegistries(reg)}
-	if uid, gid, differs := kr.Owner(); differs {
-		opts = append(opts, builder.WithWorkspaceOwner(uid, gid))
-	}
-	m, err := builder.New(dir, p, append(opts, o.builder...)...)
-	if err != nil {
-		t.Fatalf("builder.New = %v", err)
-	}
+	te := testmanager.New(t, testmanager.Options{NoWorkers: o.noWorkers, Builder: o.builder})
+	m, dir, reg := te.M, te.StateDir, te.Registry
 	auth, err := server.NewTokenAuth(map[string]string{
 		"alice": server.HashToken(aliceToken),
 		"bob":   "sha256:" + server.HashToken(bobToken),
@@ -88,18 +62,6 @@ func newGateway(t *testing.T, o gwOptions) *gw {
 	}
 	srv := httptest.NewServer(server.New(m, auth, nil))
 	t.Cleanup(srv.Close)
-	if !o.noWorkers {
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			m.Run(ctx)
-		}()
-		t.Cleanup(func() {
-			cancel()
-			<-done
-		})
-	}
 	return &gw{url: srv.URL, m: m, stateDir: dir, reg: reg}
 }
 

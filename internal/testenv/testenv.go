@@ -128,3 +128,18 @@ func BusyboxBinary(t testing.TB) string {
 	}
 	return p
 }
+
+// StateDir returns a new directory the sandbox user can traverse (mode
+// 0711; t.TempDir's parent is 0700), removed when the test ends.
+func StateDir(t testing.TB) string {
+	t.Helper()
+	dir, err := os.MkdirTemp("", "buildgw-test-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
