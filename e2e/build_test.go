@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"io"
 	"net/http"
 	"os"
 	"os/exec"
@@ -238,17 +237,8 @@ func TestEndToEnd(t *testing.T) {
 
 	t.Run("metrics", func(t *testing.T) {
 		get := func(token string) (int, string) {
-			req, _ := http.NewRequest(http.MethodGet, g.url+"/metrics", nil)
-			if token != "" {
-				req.Header.Set("Authorization", "Bearer "+token)
-			}
-			resp, err := g.httpClient().Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			defer resp.Body.Close()
-			b, _ := io.ReadAll(resp.Body)
-			return resp.StatusCode, string(b)
+			code, b := g.do(t, http.MethodGet, "/metrics", token, "", nil)
+			return code, string(b)
 		}
 		// One build of its own, so the counters have something to count
 		// whichever subtests ran before.

@@ -230,18 +230,38 @@ func lastLine(s string) string {
 	return lines[len(lines)-1]
 }
 
-func (g *gateway) listBuilds(t *testing.T, token string) []api.Build {
+// do sends one request to the gateway as token's owner (none if empty)
+// and returns the status and body.
+func (g *gateway) do(t *testing.T, method, path, token, contentType string, body io.Reader) (int, []byte) {
 	t.Helper()
-	req, _ := http.NewRequest(http.MethodGet, g.url+"/v1/builds", nil)
-	req.Header.Set("Authorization", "Bearer "+token)
+	req, err := http.NewRequest(method, g.url+path, body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
 	resp, err := g.httpClient().Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var l api.BuildList
-	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
+	raw, err := io.ReadAll(resp.Body)
+	if err != nil {
 		t.Fatal(err)
+	}
+	return resp.StatusCode, raw
+}
+
+func (g *gateway) listBuilds(t *testing.T, token string) []api.Build {
+	t.Helper()
+	_, raw := g.do(t, http.MethodGet, "/v1/builds", token, "", nil)
+	var l api.BuildList
+	if err := json.Unmarshal(raw, &l); err != nil {
+		t.Fatalf("GET /v1/builds = %s: %v", raw, err)
 	}
 	return l.Builds
 }

@@ -66,20 +66,10 @@ func (g *gateway) post(t *testing.T, token string, spec any, ctx []byte) (int, a
 	w, _ = mw.CreateFormFile("context", "ctx.tar.gz")
 	w.Write(ctx)
 	mw.Close()
-	req, _ := http.NewRequest(http.MethodPost, g.url+"/v1/builds", &body)
-	req.Header.Set("Content-Type", mw.FormDataContentType())
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := g.httpClient().Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	raw, _ := io.ReadAll(resp.Body)
+	status, raw := g.do(t, http.MethodPost, "/v1/builds", token, mw.FormDataContentType(), &body)
 	var eb api.ErrorBody
 	json.Unmarshal(raw, &eb)
-	return resp.StatusCode, eb, raw
+	return status, eb, raw
 }
 
 func TestBadInput(t *testing.T) {
