@@ -120,7 +120,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	}
 	lw := newLineWriter(log)
 	cmd.Stdout, cmd.Stderr = lw, lw
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL, Credential: r.cred}
+	// A session of its own: no controlling terminal reaches the build
+	// through /dev/tty, and the whole group can be killed at once.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, Credential: r.cred}
 	// Killing unshare makes the kernel kill the namespace's init
 	// (--kill-child), and with it every process of the build.
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
