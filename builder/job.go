@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/auth"
 )
 
 // Job is one accepted build.
@@ -15,7 +16,13 @@ type Job struct {
 	Spec  *ValidSpec
 	// ContextSHA256 is the sha256 of the uploaded context archive.
 	ContextSHA256 string
-	Log           *Log
+	// DockerfileSHA256 is the sha256 of the Dockerfile as uploaded.
+	DockerfileSHA256 string
+	// Identity is the caller in full, for auditing.
+	Identity auth.Identity
+	// Grant is what authorization allowed this build.
+	Grant Grant
+	Log   *Log
 
 	workspace string
 

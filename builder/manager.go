@@ -3,7 +3,9 @@ package builder
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base32"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder/archive"
 )
 
@@ -42,6 +45,10 @@ type SubmitRequest struct {
 	// IdempotencyKey, if set, makes a repeated submission by the same owner
 	// return the first one's build.
 	IdempotencyKey string
+	// Identity is the caller in full, recorded with the job for auditing.
+	Identity auth.Identity
+	// Authorize, if set, decides whether the build may run.
+	Authorize AuthorizeFunc
 }
 
 // Manager accepts builds, queues them and runs them on runners, at most
@@ -51,12 +58,13 @@ type Manager struct {
 	pusher   Pusher
 	o        options
 
-	mu      sync.Mutex
-	jobs    map[string]*Job
-	queue   []*Job
-	wake    chan struct{} // closed and replaced when the queue grows
-	idem    map[string]*idemEntry
-	running int
+	mu        sync.Mutex
+	jobs      map[string]*Job
+	queue     []*Job
+	wake      chan struct{} // closed and replaced when the queue grows
+	idem      map[string]*idemEntry
+	running   int
+	runningBy map[string]int // running builds per owner
 }
 
 type idemEntry struct {
@@ -77,12 +85,13 @@ func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 		}
 	}
 	return &Manager{
-		stateDir: stateDir,
-		pusher:   p,
-		o:        o,
-		jobs:     map[string]*Job{},
-		wake:     make(chan struct{}),
-		idem:     map[string]*idemEntry{},
+		stateDir:  stateDir,
+		pusher:    p,
+		o:         o,
+		jobs:      map[string]*Job{},
+		wake:      make(chan struct{}),
+		idem:      map[string]*idemEntry{},
+		runningBy: map[string]int{},
 	}, nil
 }
 
@@ -111,7 +120,7 @@ func (m *Manager) Submit(ctx context.Context, sr SubmitRequest, r io.Reader) (*J
 				e = &idemEntry{done: make(chan struct{})}
 				m.idem[key] = e
 				m.mu.Unlock()
-				job, err := m.accept(ctx, sr.Owner, spec, r)
+				job, err := m.accept(ctx, sr, spec, r)
 				m.mu.Lock()
 				e.job = job
 				if err != nil {
@@ -134,10 +143,25 @@ func (m *Manager) Submit(ctx context.Context, sr SubmitRequest, r io.Reader) (*J
 			}
 		}
 	}
-	return m.accept(ctx, sr.Owner, spec, r)
+	return m.accept(ctx, sr, spec, r)
 }
 
-func (m *Manager) accept(ctx context.Context, owner string, spec *ValidSpec, r io.Reader) (_ *Job, err error) {
+// maxDockerfileBytes bounds the Dockerfile read for authorization.
+const maxDockerfileBytes = 1 << 20
+
+func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec, r io.Reader) (_ *Job, err error) {
+	owner := sr.Owner
+	var grant Grant
+	limits := m.o.limits
+	if sr.Authorize != nil {
+		// Refuse what the spec alone decides before reading any context.
+		if grant, err = sr.Authorize(spec, nil); err != nil {
+			return nil, err
+		}
+		if grant.MaxContextBytes > 0 && (limits.MaxBytes <= 0 || grant.MaxContextBytes < limits.MaxBytes) {
+			limits.MaxBytes = grant.MaxContextBytes
+		}
+	}
 	id, err := newID()
 	if err != nil {
 		return nil, err
@@ -162,7 +186,7 @@ func (m *Manager) accept(ctx context.Context, owner string, spec *ValidSpec, r i
 	if m.o.owner != nil {
 		xopts = append(xopts, archive.WithOwner(m.o.owner.uid, m.o.owner.gid))
 	}
-	stats, err := archive.Extract(ctx, r, ctxDir, m.o.limits, xopts...)
+	stats, err := archive.Extract(ctx, r, ctxDir, limits, xopts...)
 	if err != nil {
 		return nil, err
 	}
@@ -171,21 +195,34 @@ func (m *Manager) accept(ctx context.Context, owner string, spec *ValidSpec, r i
 		return nil, err
 	}
 	spec.Dockerfile = df
+	dockerfile, err := readDockerfile(ctxDir, df)
+	if err != nil {
+		return nil, err
+	}
+	dfSum := sha256.Sum256(dockerfile)
+	if sr.Authorize != nil {
+		if grant, err = sr.Authorize(spec, dockerfile); err != nil {
+			return nil, err
+		}
+	}
 
 	lg, err := newLog(filepath.Join(m.stateDir, "logs", id+".log"))
 	if err != nil {
 		return nil, err
 	}
 	j := &Job{
-		ID:            id,
-		Owner:         owner,
-		Spec:          spec,
-		ContextSHA256: stats.SHA256,
-		Log:           lg,
-		workspace:     ws,
-		status:        api.StatusQueued,
-		created:       m.o.now(),
-		done:          make(chan struct{}),
+		ID:               id,
+		Owner:            owner,
+		Identity:         sr.Identity,
+		Grant:            grant,
+		DockerfileSHA256: hex.EncodeToString(dfSum[:]),
+		Spec:             spec,
+		ContextSHA256:    stats.SHA256,
+		Log:              lg,
+		workspace:        ws,
+		status:           api.StatusQueued,
+		created:          m.o.now(),
+		done:             make(chan struct{}),
 	}
 	m.o.logger.Info("build accepted", "job", id, "owner", owner, "context_sha256", stats.SHA256,
 		"context_files", stats.Files, "context_bytes", stats.Bytes, "dockerfile", spec.Dockerfile,
@@ -198,7 +235,9 @@ func (m *Manager) accept(ctx context.Context, owner string, spec *ValidSpec, r i
 	close(m.wake)
 	m.wake = make(chan struct{})
 	m.mu.Unlock()
-	m.o.observer.Accepted(j.Snapshot(), stats.Bytes)
+	for _, o := range m.o.observers {
+		o.Accepted(j, stats.Bytes)
+	}
 	return j, nil
 }
 
@@ -295,7 +334,7 @@ func (m *Manager) cancelUnstarted(j *Job) {
 	m.removeWorkspace(context.Background(), j.Spec.Runner, j.workspace)
 	j.finish(api.StatusCancelled, "", "cancelled before it started", m.o.now())
 	j.Log.Close()
-	m.o.observer.Finished(j.Snapshot())
+	m.finished(j)
 }
 
 var errCancelled = errors.New("cancelled")
@@ -321,14 +360,19 @@ func (m *Manager) Run(ctx context.Context) error {
 	return nil
 }
 
-// next blocks until a job is queued or ctx ends.
+// next blocks until a job may start or ctx ends. Jobs start in the order
+// they were accepted, except that a job whose owner already runs as many
+// builds as its grant allows waits without holding up the others.
 func (m *Manager) next(ctx context.Context) *Job {
 	for {
 		m.mu.Lock()
-		if len(m.queue) > 0 {
-			j := m.queue[0]
-			m.queue = m.queue[1:]
+		for i, j := range m.queue {
+			if j.Grant.MaxConcurrent > 0 && m.runningBy[j.Owner] >= j.Grant.MaxConcurrent {
+				continue
+			}
+			m.queue = append(m.queue[:i:i], m.queue[i+1:]...)
 			m.running++
+			m.runningBy[j.Owner]++
 			m.mu.Unlock()
 			return j
 		}
@@ -346,11 +390,21 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	defer func() {
 		m.mu.Lock()
 		m.running--
+		if m.runningBy[j.Owner]--; m.runningBy[j.Owner] == 0 {
+			delete(m.runningBy, j.Owner)
+		}
+		// A waiting job of the same owner may start now.
+		close(m.wake)
+		m.wake = make(chan struct{})
 		m.mu.Unlock()
 	}()
 	jctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	jctx, cancelTimeout := context.WithTimeoutCause(jctx, m.o.jobTimeout, errTimeout)
+	timeout := m.o.jobTimeout
+	if j.Grant.Timeout > 0 && j.Grant.Timeout < timeout {
+		timeout = j.Grant.Timeout
+	}
+	jctx, cancelTimeout := context.WithTimeoutCause(jctx, timeout, errTimeout)
 	defer cancelTimeout()
 
 	j.mu.Lock()
@@ -379,7 +433,7 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 		status, msg = api.StatusCancelled, "cancelled"
 		j.Log.Printf("cancelled")
 	case errors.Is(context.Cause(jctx), errTimeout):
-		status, msg = api.StatusFailed, fmt.Sprintf("timeout: the build ran longer than %s", m.o.jobTimeout)
+		status, msg = api.StatusFailed, fmt.Sprintf("timeout: the build ran longer than %s", timeout)
 		j.Log.Printf("%s", msg)
 	case ctx.Err() != nil:
 		status, msg = api.StatusFailed, "interrupted: gateway shutting down"
@@ -397,7 +451,7 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	j.finish(status, digest, msg, m.o.now())
 	j.Log.Close()
 	b := j.Snapshot()
-	m.o.observer.Finished(b)
+	m.finished(j)
 	log.Info("build finished", "status", b.Status, "digest", b.Digest, "error", b.Error,
 		"duration", b.FinishedAt.Sub(*b.StartedAt).String())
 }
@@ -452,6 +506,33 @@ func (m *Manager) removeWorkspace(ctx context.Context, runner, ws string) {
 	if err != nil {
 		m.o.logger.Error("removing workspace", "dir", ws, "error", err)
 	}
+}
+
+func (m *Manager) finished(j *Job) {
+	for _, o := range m.o.observers {
+		o.Finished(j)
+	}
+}
+
+func readDockerfile(ctxDir, rel string) ([]byte, error) {
+	root, err := os.OpenRoot(ctxDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening context: %w", err)
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, fmt.Errorf("reading Dockerfile: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxDockerfileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading Dockerfile: %w", err)
+	}
+	if len(b) > maxDockerfileBytes {
+		return nil, &archive.Error{Entry: rel, Reason: "Dockerfile is larger than 1 MiB", TooLarge: true}
+	}
+	return b, nil
 }
 
 func newID() (string, error) {

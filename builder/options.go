@@ -8,7 +8,6 @@ import (
 	"runtime"
 	"time"
 
-	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/builder/archive"
 )
 
@@ -24,21 +23,16 @@ type options struct {
 	owner         *owner
 	insecure      []string
 	logger        *slog.Logger
-	observer      Observer
+	observers     []Observer
 	now           func() time.Time
 }
 
 // Observer is told of every accepted and every finished build, for
 // metrics. Its methods must not block.
 type Observer interface {
-	Accepted(b api.Build, contextBytes int64)
-	Finished(b api.Build)
+	Accepted(j *Job, contextBytes int64)
+	Finished(j *Job)
 }
-
-type nopObserver struct{}
-
-func (nopObserver) Accepted(api.Build, int64) {}
-func (nopObserver) Finished(api.Build)        {}
 
 type owner struct{ uid, gid int }
 
@@ -49,7 +43,6 @@ func makeOptions(opts ...Option) (options, error) {
 		concurrency:   runtime.NumCPU(),
 		jobTimeout:    time.Hour,
 		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-		observer:      nopObserver{},
 		now:           time.Now,
 	}
 	for _, opt := range opts {
@@ -125,13 +118,14 @@ func WithInsecureRegistries(regs ...string) Option {
 	return func(o *options) error { o.insecure = append(o.insecure, regs...); return nil }
 }
 
-// WithObserver reports accepted and finished builds to o. Default: none.
+// WithObserver reports accepted and finished builds to o, in addition to
+// any observer given before. Default: none.
 func WithObserver(o Observer) Option {
 	return func(opts *options) error {
 		if o == nil {
 			return errors.New("nil observer")
 		}
-		opts.observer = o
+		opts.observers = append(opts.observers, o)
 		return nil
 	}
 }

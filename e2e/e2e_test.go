@@ -29,7 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/api"
-	"github.com/buildgw/buildgw/api/server"
+	"github.com/buildgw/buildgw/auth/token"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
 
@@ -44,6 +44,8 @@ type gateway struct {
 	dest     *testenv.DockerRegistry // htpasswd + TLS; receives pushes
 	busybox  string
 	log      *bytes.Buffer
+	// auditFile is the gateway's audit log.
+	auditFile string
 }
 
 func binDir(t *testing.T) string {
@@ -83,7 +85,7 @@ func startGatewayTLS(t *testing.T, withTLS bool) *gateway {
 	for _, n := range []string{"ci", "retry", "other"} {
 		tok := n + "-" + fmt.Sprint(time.Now().UnixNano())
 		g.tokens[n] = tok
-		fmt.Fprintf(&tokens, "  - name: %s\n    sha256: %s\n", n, server.HashToken(tok))
+		fmt.Fprintf(&tokens, "  - name: %s\n    sha256: %s\n", n, token.HashToken(tok))
 	}
 	listen := testenv.FreeAddr(t)
 	tlsCfg := fmt.Sprintf("tls:\n  cert_file: %s\n  key_file: %s\n", cert, key)
@@ -109,6 +111,19 @@ runners:
   kaniko:
     executor: %s
 `, listen, tlsCfg, g.stateDir, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.base.Host, exe)
+	policyPath := filepath.Join(t.TempDir(), "policy.yaml")
+	pol := fmt.Sprintf(`rules:
+  - name: test-tokens
+    match: {kind: token}
+    allow:
+      destinations: [%s/team/**]
+      from: [%s]
+`, g.dest.Host, g.base.Host)
+	if err := os.WriteFile(policyPath, []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.auditFile = filepath.Join(t.TempDir(), "audit.log")
+	cfg += fmt.Sprintf("policy_file: %s\naudit:\n  file: %s\n", policyPath, g.auditFile)
 	cfgPath := filepath.Join(t.TempDir(), "buildgw.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)

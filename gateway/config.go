@@ -15,7 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
-	"github.com/buildgw/buildgw/api/server"
+	"github.com/buildgw/buildgw/builder/policy"
 )
 
 // Config is the gateway's configuration file. Every field has a default;
@@ -32,8 +32,19 @@ type Config struct {
 	// JobTimeout bounds one build. Default 1h.
 	JobTimeout Duration      `yaml:"job_timeout"`
 	Context    ContextLimits `yaml:"context"`
+	// AllowNetworks, if set, limits the listener to these CIDRs.
+	AllowNetworks []string `yaml:"allow_networks"`
 	// Tokens are the static bearer tokens, by name, stored as sha256.
 	Tokens []Token `yaml:"tokens"`
+	// OIDCIssuers are the CI systems whose JWTs are accepted.
+	OIDCIssuers []OIDCIssuer `yaml:"oidc_issuers"`
+	// MTLSIdentities map client certificates to identities; they need
+	// tls.client_ca_file.
+	MTLSIdentities []MTLSIdentity `yaml:"mtls_identities"`
+	// PolicyFile decides who may build what; required, deny by default.
+	// It is reloaded on SIGHUP and when it changes.
+	PolicyFile string `yaml:"policy_file"`
+	Audit      Audit  `yaml:"audit"`
 	// Registries holds push credentials and trust, by host[:port].
 	Registries map[string]Registry `yaml:"registries"`
 	Runners    Runners             `yaml:"runners"`
@@ -43,6 +54,53 @@ type Config struct {
 type TLS struct {
 	CertFile string `yaml:"cert_file"`
 	KeyFile  string `yaml:"key_file"`
+	// ClientCAFile enables client certificates signed by these CAs.
+	ClientCAFile string `yaml:"client_ca_file"`
+}
+
+// OIDCIssuer is one CI system's token issuer.
+type OIDCIssuer struct {
+	// Name prefixes identity names ("gitlab:project_path:g/p:ref_type:...").
+	Name string `yaml:"name"`
+	// URL is the issuer, as in the tokens' iss claim.
+	URL string `yaml:"url"`
+	// Audiences accepted in aud; set the CI job's aud to the gateway URL.
+	Audiences []string `yaml:"audiences"`
+	// Algorithms allowed; default RS256 and ES256. HMAC and none are refused.
+	Algorithms []string `yaml:"algorithms"`
+	// ClockSkew tolerated on exp and nbf; default 60s.
+	ClockSkew Duration `yaml:"clock_skew"`
+	// NameClaim names the identity after the issuer name; default sub.
+	NameClaim string `yaml:"name_claim"`
+	// JWKSURL overrides the key set URL from discovery.
+	JWKSURL string `yaml:"jwks_url"`
+	// CAFile is extra PEM roots for reaching the issuer.
+	CAFile string `yaml:"ca_file"`
+	// AllowNetworks, if set, limits where these tokens may come from.
+	AllowNetworks []string `yaml:"allow_networks"`
+}
+
+// MTLSIdentity maps client certificates to an identity.
+type MTLSIdentity struct {
+	Name          string            `yaml:"name"`
+	SubjectCN     string            `yaml:"subject_cn"`
+	DNSNames      []string          `yaml:"dns_names"`
+	URIs          []string          `yaml:"uris"`
+	Attributes    map[string]string `yaml:"attributes"`
+	AllowNetworks []string          `yaml:"allow_networks"`
+}
+
+// Audit configures the audit log: one JSON line per authentication
+// failure, policy decision and build outcome.
+type Audit struct {
+	// File is appended to; reopened on SIGHUP (for logrotate).
+	File string `yaml:"file"`
+	// Stdout also writes the records to standard output.
+	Stdout bool `yaml:"stdout"`
+	// MaxSize rotates the file at this many bytes; 0: never (use logrotate).
+	MaxSize int64 `yaml:"max_size"`
+	// MaxBackups is how many rotated files are kept; default 5.
+	MaxBackups int `yaml:"max_backups"`
 }
 
 // ContextLimits bound an uploaded build context.
@@ -58,6 +116,10 @@ type Token struct {
 	Name string `yaml:"name"`
 	// SHA256 is the hex sha256 of the token (`buildgw hash-token`).
 	SHA256 string `yaml:"sha256"`
+	// Attributes are what policy rules match for this token.
+	Attributes map[string]string `yaml:"attributes"`
+	// AllowNetworks, if set, limits where the token may be used from.
+	AllowNetworks []string `yaml:"allow_networks"`
 }
 
 // Registry is a push destination's credentials and trust.
@@ -159,21 +221,24 @@ func (c *Config) Validate() error {
 	if c.Context.MaxBytes <= 0 || c.Context.MaxFiles <= 0 {
 		errs = append(errs, errors.New("context: max_bytes and max_files must be positive"))
 	}
-	if len(c.Tokens) == 0 {
-		errs = append(errs, errors.New("tokens: at least one token is required (hash one with `buildgw hash-token`)"))
+	if len(c.Tokens)+len(c.OIDCIssuers)+len(c.MTLSIdentities) == 0 {
+		errs = append(errs, errors.New("no identities: configure tokens, oidc_issuers or mtls_identities"))
 	}
-	seen := map[string]bool{}
-	for i, t := range c.Tokens {
-		if t.Name == "" {
-			errs = append(errs, fmt.Errorf("tokens[%d]: name is required", i))
-		}
-		if seen[t.Name] {
-			errs = append(errs, fmt.Errorf("tokens[%d]: duplicate name %q", i, t.Name))
-		}
-		seen[t.Name] = true
+	if len(c.MTLSIdentities) > 0 && c.TLS.ClientCAFile == "" {
+		errs = append(errs, errors.New("mtls_identities need tls.client_ca_file"))
 	}
-	if _, err := server.NewTokenAuth(c.tokenHashes()); err != nil {
-		errs = append(errs, fmt.Errorf("tokens: %w", err))
+	if c.PolicyFile == "" {
+		errs = append(errs, errors.New("policy_file: required (deny by default; see examples/policy/policy.yaml)"))
+	} else if _, err := policy.Load(c.PolicyFile); err != nil {
+		errs = append(errs, fmt.Errorf("policy_file: %w", err))
+	}
+	for _, f := range []string{c.TLS.ClientCAFile, c.Audit.File} {
+		if f != "" && !filepath.IsAbs(f) {
+			errs = append(errs, fmt.Errorf("%q must be an absolute path", f))
+		}
+	}
+	if _, err := c.authenticator(); err != nil {
+		errs = append(errs, err)
 	}
 	for host, r := range c.Registries {
 		if strings.ContainsAny(host, "/ ") || host == "" {
@@ -188,14 +253,6 @@ func (c *Config) Validate() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-func (c *Config) tokenHashes() map[string]string {
-	m := map[string]string{}
-	for _, t := range c.Tokens {
-		m[t.Name] = t.SHA256
-	}
-	return m
 }
 
 func isLoopback(host string) bool {

@@ -39,9 +39,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		name, yaml, want string
 	}{
 		{"unknown key", "listen: 127.0.0.1:1\nlisten_addr: x\ntokens:\n" + token, "listen_addr"},
-		{"no tokens", "listen: 127.0.0.1:1\n", "at least one token"},
-		{"bad token hash", "listen: 127.0.0.1:1\ntokens:\n  - name: ci\n    sha256: nothex\n", "hex sha256"},
-		{"duplicate token", "listen: 127.0.0.1:1\ntokens:\n" + token + token, "duplicate name"},
+		{"no identities", "listen: 127.0.0.1:1\n", "no identities"},
+		{"bad token hash", "listen: 127.0.0.1:1\ntokens:\n  - name: ci\n    sha256: nothex\n", "hex-encoded sha256"},
+		{"duplicate token", "listen: 127.0.0.1:1\ntokens:\n" + token + token, "used twice"},
 		{"public listen without TLS", "listen: 0.0.0.0:8443\ntokens:\n" + token, "tls.cert_file"},
 		{"bad listen", "listen: nonsense\ntokens:\n" + token, "host:port"},
 		{"bad duration", "listen: 127.0.0.1:1\njob_timeout: soon\ntokens:\n" + token, "not a duration"},
@@ -50,6 +50,11 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"missing password file", "listen: 127.0.0.1:1\ntokens:\n" + token + "registries:\n  r.example.com:\n    password_file: /nonexistent/pw\n", "/nonexistent/pw"},
 		{"missing TLS cert", "listen: 127.0.0.1:1\ntls:\n  cert_file: /nonexistent/c\n  key_file: /nonexistent/k\ntokens:\n" + token, "/nonexistent/c"},
 		{"not yaml", "listen: [\n", "config"},
+		{"no policy", "listen: 127.0.0.1:1\ntokens:\n" + token, "policy_file: required"},
+		{"bad policy", "listen: 127.0.0.1:1\npolicy_file: testdata/good.yaml\ntokens:\n" + token, "policy_file"},
+		{"hmac oidc", "listen: 127.0.0.1:1\noidc_issuers:\n  - name: gl\n    url: https://gitlab.example.com\n    audiences: [x]\n    algorithms: [HS256]\n", "HS256"},
+		{"mtls without CA", "listen: 127.0.0.1:1\nmtls_identities:\n  - name: m\n    subject_cn: builder\n", "client_ca_file"},
+		{"bad network", "listen: 127.0.0.1:1\ntokens:\n" + token + "    allow_networks: [not-a-net]\n", "not-a-net"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

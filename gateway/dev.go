@@ -15,7 +15,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/registry"
 
-	"github.com/buildgw/buildgw/api/server"
+	tokenauth "github.com/buildgw/buildgw/auth/token"
 )
 
 // DevOptions configures dev mode.
@@ -72,8 +72,22 @@ func RunDev(ctx context.Context, o DevOptions, log *slog.Logger) error {
 	cfg := DefaultConfig()
 	cfg.Listen = o.Listen
 	cfg.StateDir = filepath.Join(abs, "gateway")
-	cfg.Tokens = []Token{{Name: "dev", SHA256: server.HashToken(token)}}
+	cfg.Tokens = []Token{{Name: "dev", SHA256: tokenauth.HashToken(token)}}
 	cfg.Registries = map[string]Registry{regHost: {Insecure: true}}
+	// Deny by default holds in dev mode too: the dev token may push to the
+	// embedded registry only, and pull from any registry.
+	cfg.PolicyFile = filepath.Join(abs, "policy.yaml")
+	devPolicy := fmt.Sprintf(`# Written by buildgw serve --dev.
+rules:
+  - name: dev
+    match: {kind: token, name: dev}
+    allow:
+      destinations: [%s/**]
+      from: ["*"]
+`, regHost)
+	if err := writeFileAtomic(cfg.PolicyFile, []byte(devPolicy), 0o600); err != nil {
+		return err
+	}
 	cfg.Runners.Kaniko.Executor = o.Executor
 	g, err := New(cfg, log)
 	if err != nil {

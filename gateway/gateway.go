@@ -10,26 +10,34 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/sync/errgroup"
 
 	"github.com/buildgw/buildgw/api/server"
+	"github.com/buildgw/buildgw/auth/mtls"
+	"github.com/buildgw/buildgw/auth/netallow"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/archive"
+	"github.com/buildgw/buildgw/builder/audit"
+	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/builder/push"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
 // Gateway is a configured buildgw, listening but not yet serving.
 type Gateway struct {
-	cfg Config
-	log *slog.Logger
-	mgr *builder.Manager
-	srv *http.Server
-	ln  net.Listener
+	cfg    Config
+	log    *slog.Logger
+	mgr    *builder.Manager
+	srv    *http.Server
+	ln     net.Listener
+	policy *policy.Store
+	audit  *audit.Logger
 }
 
 // New builds a Gateway from a validated Config and opens its listener.
@@ -38,6 +46,29 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	metrics := server.NewMetrics()
+	pstore, err := policy.NewStore(cfg.PolicyFile)
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	var aopts []audit.Option
+	if cfg.Audit.File != "" {
+		aopts = append(aopts, audit.WithFile(cfg.Audit.File))
+		if cfg.Audit.MaxSize > 0 {
+			aopts = append(aopts, audit.WithMaxSize(cfg.Audit.MaxSize))
+		}
+		if cfg.Audit.MaxBackups > 0 {
+			aopts = append(aopts, audit.WithMaxBackups(cfg.Audit.MaxBackups))
+		}
+	}
+	if cfg.Audit.Stdout {
+		aopts = append(aopts, audit.WithWriter(os.Stdout))
+	}
+	var alog *audit.Logger
+	if len(aopts) > 0 {
+		if alog, err = audit.New(aopts...); err != nil {
+			return nil, fmt.Errorf("audit log: %w", err)
+		}
+	}
 	pusherRegs := map[string]push.Registry{}
 	var insecure []string
 	for host, r := range cfg.Registries {
@@ -78,6 +109,9 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithLogger(log),
 		builder.WithObserver(metrics),
 	}
+	if alog != nil {
+		opts = append(opts, builder.WithObserver(auditObserver{alog}))
+	}
 	if cfg.Concurrency > 0 {
 		opts = append(opts, builder.WithConcurrency(cfg.Concurrency))
 	}
@@ -102,9 +136,20 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		return nil, err
 	}
 	metrics.Watch(mgr)
-	auth, err := server.NewTokenAuth(cfg.tokenHashes())
+	authn, err := cfg.authenticator()
 	if err != nil {
 		return nil, err
+	}
+	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(policyAuthorizer{pstore})}
+	if alog != nil {
+		sopts = append(sopts, server.WithAudit(alog))
+	}
+	if len(cfg.AllowNetworks) > 0 {
+		l, err := netallow.Parse(cfg.AllowNetworks)
+		if err != nil {
+			return nil, fmt.Errorf("allow_networks: %w", err)
+		}
+		sopts = append(sopts, server.WithNetworks(l))
 	}
 
 	ln, err := net.Listen("tcp", cfg.Listen)
@@ -112,20 +157,20 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
-		Handler:           server.New(mgr, auth, log, server.WithMetrics(metrics)),
+		Handler:           server.New(mgr, authn, log, sopts...),
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
 	if cfg.TLS.CertFile != "" {
-		cert, err := tls.LoadX509KeyPair(cfg.TLS.CertFile, cfg.TLS.KeyFile)
+		tc, err := mtls.ServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)
 		if err != nil {
 			ln.Close()
-			return nil, fmt.Errorf("loading TLS certificate: %w", err)
+			return nil, fmt.Errorf("loading TLS configuration: %w", err)
 		}
-		srv.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{cert}}
+		srv.TLSConfig = tc
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	return &Gateway{cfg: cfg, log: log, mgr: mgr, srv: srv, ln: ln}, nil
+	return &Gateway{cfg: cfg, log: log, mgr: mgr, srv: srv, ln: ln, policy: pstore, audit: alog}, nil
 }
 
 // URL is the API's base URL.
@@ -148,14 +193,47 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		}
 		return nil
 	})
+	eg.Go(func() error { g.policy.Watch(ctx, g.log, 5*time.Second); return nil })
+	eg.Go(func() error {
+		// SIGHUP reloads the policy (a bad file keeps the old one) and
+		// reopens the audit log after rotation.
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return nil
+			case <-hup:
+				g.Reload()
+			}
+		}
+	})
 	eg.Go(func() error {
 		<-ctx.Done()
+		if g.audit != nil {
+			defer g.audit.Close()
+		}
 		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
 		return g.srv.Shutdown(sctx)
 	})
 	g.log.Info("buildgw serving", "url", g.URL(), "state_dir", g.cfg.StateDir)
 	return eg.Wait()
+}
+
+// Reload re-reads the policy file and reopens the audit log.
+func (g *Gateway) Reload() {
+	if err := g.policy.Reload(); err != nil {
+		g.log.Error("policy reload failed; keeping the old policy", "file", g.cfg.PolicyFile, "error", err)
+	} else {
+		g.log.Info("policy reloaded", "file", g.cfg.PolicyFile)
+	}
+	if g.audit != nil {
+		if err := g.audit.Reopen(); err != nil {
+			g.log.Error("reopening audit log", "error", err)
+		}
+	}
 }
 
 // findExecutor looks for kaniko-executor next to the running binary, then

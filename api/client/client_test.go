@@ -23,6 +23,7 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/client"
 	"github.com/buildgw/buildgw/api/server"
+	tokenauth "github.com/buildgw/buildgw/auth/token"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testmanager"
@@ -41,7 +42,7 @@ func newGateway(t *testing.T) *gw {
 	t.Helper()
 	te := testmanager.New(t, testmanager.Options{})
 	m, reg := te.M, te.Registry
-	auth, err := server.NewTokenAuth(map[string]string{"ci": server.HashToken(token)})
+	auth, err := tokenauth.New([]tokenauth.Token{{Name: "ci", SHA256: tokenauth.HashToken(token)}})
 	if err != nil {
 		t.Fatal(err)
 	}

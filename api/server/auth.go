@@ -1,110 +1,69 @@
 package server
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
-	"encoding/hex"
-	"fmt"
+	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/gin-gonic/gin"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/builder/audit"
 )
-
-// Identity is who a request comes from.
-type Identity struct {
-	// Name identifies the caller; builds are visible only to their owner.
-	Name string
-}
-
-// Authenticator turns a request's credentials into an Identity.
-type Authenticator interface {
-	Authenticate(r *http.Request) (Identity, error)
-}
-
-// TokenAuth authenticates static bearer tokens, stored only as sha256
-// hashes.
-type TokenAuth struct {
-	tokens []storedToken
-}
-
-type storedToken struct {
-	name string
-	hash [sha256.Size]byte
-}
-
-var _ Authenticator = (*TokenAuth)(nil)
-
-// NewTokenAuth takes token names mapped to the hex sha256 of each token.
-func NewTokenAuth(hashes map[string]string) (*TokenAuth, error) {
-	a := &TokenAuth{}
-	for name, h := range hashes {
-		b, err := hex.DecodeString(strings.TrimPrefix(h, "sha256:"))
-		if err != nil || len(b) != sha256.Size {
-			return nil, fmt.Errorf("token %q: want a hex sha256 hash", name)
-		}
-		t := storedToken{name: name}
-		copy(t.hash[:], b)
-		a.tokens = append(a.tokens, t)
-	}
-	return a, nil
-}
-
-// HashToken returns the hex sha256 under which a token is stored.
-func HashToken(token string) string {
-	h := sha256.Sum256([]byte(token))
-	return hex.EncodeToString(h[:])
-}
-
-// Authenticate compares the bearer token's hash with every stored hash in
-// constant time, so timing reveals neither the token nor which one matched.
-func (a *TokenAuth) Authenticate(r *http.Request) (Identity, error) {
-	tok, ok := bearer(r)
-	if !ok {
-		return Identity{}, errorf(http.StatusUnauthorized, api.CodeUnauthorized, "missing bearer token")
-	}
-	h := sha256.Sum256([]byte(tok))
-	match := -1
-	for i := range a.tokens {
-		if subtle.ConstantTimeCompare(h[:], a.tokens[i].hash[:]) == 1 {
-			match = i
-		}
-	}
-	if match < 0 {
-		return Identity{}, errorf(http.StatusUnauthorized, api.CodeUnauthorized, "invalid token")
-	}
-	return Identity{Name: a.tokens[match].name}, nil
-}
-
-func bearer(r *http.Request) (string, bool) {
-	h := r.Header.Get("Authorization")
-	const p = "Bearer "
-	if len(h) <= len(p) || !strings.EqualFold(h[:len(p)], p) {
-		return "", false
-	}
-	return strings.TrimSpace(h[len(p):]), true
-}
 
 const identityKey = "buildgw.identity"
 
+// authMiddleware authenticates every request it guards. Missing or
+// invalid credentials get 401; an authenticator that cannot decide (an
+// OIDC issuer unreachable) gets 503, without its details.
 func (s *Server) authMiddleware(c *gin.Context) {
 	id, err := s.auth.Authenticate(c.Request)
-	if err != nil {
-		if s.metrics != nil {
-			s.metrics.authFailures.Inc()
+	if err == nil {
+		c.Set(identityKey, id)
+		c.Next()
+		return
+	}
+	var ae *auth.Error
+	reason := "credentials could not be checked"
+	if errors.As(err, &ae) {
+		reason = ae.Reason
+		if ae == auth.ErrNoCredentials {
+			reason = "missing credentials: send a bearer token or a client certificate"
 		}
-		s.log.Info("authentication failed", "remote", c.ClientIP(), "path", c.Request.URL.Path, "error", err)
-		c.Header("WWW-Authenticate", `Bearer realm="buildgw"`)
-		c.Error(err)
+	}
+	if s.metrics != nil {
+		s.metrics.authFailures.Inc()
+	}
+	s.log.Info("authentication failed", "request_id", requestID(c), "remote", c.ClientIP(), "path", c.Request.URL.Path, "error", err)
+	s.audit(audit.Record{
+		Event: audit.EventAuthn, RequestID: requestID(c), SourceIP: c.ClientIP(),
+		Action: c.Request.Method + " " + c.FullPath(), Decision: audit.DecisionDeny, Reason: reason,
+	})
+	if ae == nil {
+		c.Error(errorf(http.StatusServiceUnavailable, api.CodeUnavailable, "authentication is unavailable, try again"))
 		c.Abort()
 		return
 	}
-	c.Set(identityKey, id)
-	c.Next()
+	c.Header("WWW-Authenticate", `Bearer realm="buildgw"`)
+	c.Error(errorf(http.StatusUnauthorized, api.CodeUnauthorized, reason))
+	c.Abort()
 }
 
-func identity(c *gin.Context) Identity {
-	return c.MustGet(identityKey).(Identity)
+func identity(c *gin.Context) auth.Identity {
+	return c.MustGet(identityKey).(auth.Identity)
+}
+
+// networkMiddleware refuses clients outside the listener's allowlist
+// before anything else is looked at.
+func (s *Server) networkMiddleware(c *gin.Context) {
+	if s.networks != nil && !s.networks.Allows(c.Request.RemoteAddr) {
+		s.audit(audit.Record{
+			Event: audit.EventAuthn, RequestID: requestID(c), SourceIP: c.ClientIP(),
+			Action: c.Request.Method + " " + c.Request.URL.Path, Decision: audit.DecisionDeny, Reason: "source address not allowed",
+		})
+		c.Error(errorf(http.StatusForbidden, api.CodeDenied, "source address not allowed"))
+		c.Abort()
+		return
+	}
+	c.Next()
 }

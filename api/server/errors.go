@@ -30,6 +30,7 @@ func toHTTP(err error) *Error {
 	var (
 		se  *Error
 		spe *builder.SpecError
+		de  *builder.DeniedError
 		ae  *archive.Error
 	)
 	switch {
@@ -37,6 +38,8 @@ func toHTTP(err error) *Error {
 		return se
 	case errors.As(err, &spe):
 		return &Error{http.StatusBadRequest, api.CodeInvalidSpec, spe.Error()}
+	case errors.As(err, &de):
+		return &Error{http.StatusForbidden, api.CodeDenied, de.Error()}
 	case errors.As(err, &ae):
 		if ae.TooLarge {
 			return &Error{http.StatusRequestEntityTooLarge, api.CodeTooLarge, ae.Error()}

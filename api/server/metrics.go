@@ -6,7 +6,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
-	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/builder"
 )
 
@@ -62,13 +61,14 @@ func (m *Metrics) Watch(mgr *builder.Manager) {
 }
 
 // Accepted implements builder.Observer.
-func (m *Metrics) Accepted(b api.Build, contextBytes int64) {
-	m.accepted.WithLabelValues(b.Runner).Inc()
+func (m *Metrics) Accepted(j *builder.Job, contextBytes int64) {
+	m.accepted.WithLabelValues(j.Spec.Runner).Inc()
 	m.contextBytes.Add(float64(contextBytes))
 }
 
 // Finished implements builder.Observer.
-func (m *Metrics) Finished(b api.Build) {
+func (m *Metrics) Finished(j *builder.Job) {
+	b := j.Snapshot()
 	m.finished.WithLabelValues(b.Runner, string(b.Status)).Inc()
 	if b.StartedAt != nil && b.FinishedAt != nil {
 		m.duration.WithLabelValues(b.Runner, string(b.Status)).Observe(b.FinishedAt.Sub(*b.StartedAt).Seconds())

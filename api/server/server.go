@@ -4,6 +4,8 @@ package server
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -16,7 +18,9 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/audit"
 )
 
 // maxSpecBytes bounds the spec part, which is read into memory.
@@ -24,11 +28,21 @@ const maxSpecBytes = 1 << 20
 
 // Server serves the API for one builder.Manager.
 type Server struct {
-	m       *builder.Manager
-	auth    Authenticator
-	log     *slog.Logger
-	metrics *Metrics
-	handler http.Handler
+	m        *builder.Manager
+	auth     auth.Authenticator
+	log      *slog.Logger
+	metrics  *Metrics
+	policy   Policy
+	auditLog *audit.Logger
+	networks auth.Networks
+	handler  http.Handler
+}
+
+// Policy decides what an identity may build. It is asked twice per
+// submission: with a nil Dockerfile before the context is read, and with
+// the Dockerfile once it is. A refusal is a *builder.DeniedError.
+type Policy interface {
+	Authorize(id auth.Identity, spec *builder.ValidSpec, dockerfile []byte) (rule string, g builder.Grant, err error)
 }
 
 // Option configures a Server.
@@ -38,18 +52,30 @@ type Option func(*Server)
 // counts authentication failures in it. Default: no /metrics.
 func WithMetrics(mt *Metrics) Option { return func(s *Server) { s.metrics = mt } }
 
+// WithPolicy enforces p on every submission. Default: every authenticated
+// identity may build anything (for tests; the gateway always sets one).
+func WithPolicy(p Policy) Option { return func(s *Server) { s.policy = p } }
+
+// WithAudit writes authentication failures and authorization decisions to
+// l. Default: no audit log.
+func WithAudit(l *audit.Logger) Option { return func(s *Server) { s.auditLog = l } }
+
+// WithNetworks refuses requests from addresses n does not allow, before
+// authentication. Default: any address.
+func WithNetworks(n auth.Networks) Option { return func(s *Server) { s.networks = n } }
+
 // New returns a Server. log may be nil.
-func New(m *builder.Manager, auth Authenticator, log *slog.Logger, opts ...Option) *Server {
+func New(m *builder.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
-	s := &Server{m: m, auth: auth, log: log}
+	s := &Server{m: m, auth: authn, log: log}
 	for _, o := range opts {
 		o(s)
 	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
-	r.Use(gin.Recovery(), s.errorMiddleware)
+	r.Use(gin.Recovery(), requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
 	if s.metrics != nil {
@@ -129,10 +155,13 @@ func (s *Server) submit(c *gin.Context) {
 		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidContext, "the second part must be context, a tar archive (optionally gzip-compressed)"))
 		return
 	}
+	id := identity(c)
 	j, err := s.m.Submit(c.Request.Context(), builder.SubmitRequest{
-		Owner:          identity(c).Name,
+		Owner:          id.Name,
+		Identity:       id,
 		Spec:           spec,
 		IdempotencyKey: c.GetHeader(api.IdempotencyKeyHeader),
+		Authorize:      s.authorizer(c, id),
 	}, part)
 	if err != nil {
 		c.Error(err)
@@ -144,6 +173,52 @@ func (s *Server) submit(c *gin.Context) {
 		StatusURL: "/v1/builds/" + j.ID,
 		LogsURL:   "/v1/builds/" + j.ID + "/logs",
 	})
+}
+
+// authorizer asks the policy about one submission and audits its
+// decision: every refusal, and the final allowance.
+func (s *Server) authorizer(c *gin.Context, id auth.Identity) builder.AuthorizeFunc {
+	if s.policy == nil {
+		return nil
+	}
+	return func(spec *builder.ValidSpec, dockerfile []byte) (builder.Grant, error) {
+		rule, g, err := s.policy.Authorize(id, spec, dockerfile)
+		if err == nil && dockerfile == nil {
+			return g, nil // the final check follows
+		}
+		rec := audit.Record{
+			Event: audit.EventAuthz, RequestID: requestID(c), Identity: &id, SourceIP: c.ClientIP(),
+			Action: "build.submit", Decision: audit.DecisionAllow, Rule: rule,
+			Dockerfile: spec.Dockerfile, Destinations: spec.Destinations,
+			BuildArgNames: audit.BuildArgNames(spec.BuildArgs), Runner: spec.Runner,
+		}
+		if dockerfile != nil {
+			sum := sha256.Sum256(dockerfile)
+			rec.DockerfileSHA256 = hex.EncodeToString(sum[:])
+		}
+		if err != nil {
+			rec.Decision, rec.Reason = audit.DecisionDeny, err.Error()
+		}
+		s.audit(rec, buildArgValues(spec.BuildArgs)...)
+		return g, err
+	}
+}
+
+func buildArgValues(m map[string]string) []string {
+	vals := make([]string, 0, len(m))
+	for _, v := range m {
+		vals = append(vals, v)
+	}
+	return vals
+}
+
+func (s *Server) audit(r audit.Record, secrets ...string) {
+	if s.auditLog == nil {
+		return
+	}
+	if err := s.auditLog.Log(r, secrets...); err != nil {
+		s.log.Error("writing audit record", "error", err)
+	}
 }
 
 func (s *Server) get(c *gin.Context) {

@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"github.com/buildgw/buildgw/api/server"
+	tokenauth "github.com/buildgw/buildgw/auth/token"
 	"github.com/buildgw/buildgw/internal/testmanager"
 )
 
@@ -28,7 +29,7 @@ func run(t *testing.T, args ...string) (stdout, stderr string, err error) {
 
 func TestSubmit(t *testing.T) {
 	te := testmanager.New(t, testmanager.Options{})
-	auth, err := server.NewTokenAuth(map[string]string{"ci": server.HashToken(token)})
+	auth, err := tokenauth.New([]tokenauth.Token{{Name: "ci", SHA256: tokenauth.HashToken(token)}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/buildgw/buildgw/api/server"
+	"github.com/buildgw/buildgw/auth/token"
 )
 
 // NewCmdHashToken returns the hash-token command.
@@ -28,7 +28,7 @@ func NewCmdHashToken() *cobra.Command {
 				}
 				return errors.New("empty token on stdin")
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), server.HashToken(tok))
+			fmt.Fprintln(cmd.OutOrStdout(), token.HashToken(tok))
 			return nil
 		},
 	}

@@ -1,0 +1,41 @@
+package builder
+
+import (
+	"fmt"
+	"time"
+)
+
+// AuthorizeFunc decides whether a submission may be built. It is called
+// twice: first with a nil Dockerfile, right after the spec is validated
+// and before any of the context is read, then with the Dockerfile once the
+// context is extracted (for the FROM check). A *DeniedError refuses the
+// build; nothing is queued and the workspace is removed.
+type AuthorizeFunc func(spec *ValidSpec, dockerfile []byte) (Grant, error)
+
+// Grant is what an authorization allows a build. Zero fields mean the
+// gateway's own defaults.
+type Grant struct {
+	// MaxContextBytes bounds the context of this build below the gateway's
+	// limit.
+	MaxContextBytes int64
+	// Timeout bounds this build below the gateway's job timeout.
+	Timeout time.Duration
+	// MaxConcurrent bounds how many builds of the same owner run at once.
+	MaxConcurrent int
+}
+
+// DeniedError is a refusal by policy. The HTTP layer answers it with 403.
+type DeniedError struct {
+	// Rule is the policy rule that decided, empty if none matched.
+	Rule   string
+	Reason string
+}
+
+func (e *DeniedError) Error() string {
+	if e.Rule == "" {
+		return fmt.Sprintf("denied: %s", e.Reason)
+	}
+	return fmt.Sprintf("denied by policy rule %q: %s", e.Rule, e.Reason)
+}
+
+var _ error = (*DeniedError)(nil)

@@ -1,0 +1,75 @@
+// Package policy decides whether an identity may run a build: which
+// repositories and tags it may push, which registries the images its
+// Dockerfile pulls may come from, which runners it may use, and with what
+// limits. It denies by default.
+//
+// # Policy file
+//
+// A policy is a YAML file with a list of rules (see
+// examples/policy/policy.yaml for a commented one). Unknown keys are
+// errors.
+//
+//	rules:
+//	  - name: gitlab-protected
+//	    match: {kind: oidc, issuer: https://gitlab.example.com, ref_protected: "true"}
+//	    allow:
+//	      destinations: [registry.example.com/{project_path}, registry.example.com/{project_path}/*]
+//	      tags: ["*"]
+//	      deny_tags: []
+//	      from: [registry.example.com]
+//	      runners: [kaniko]
+//	      limits: {max_context_bytes: 1073741824, timeout: 30m, max_concurrent: 4}
+//
+// # Which rule decides
+//
+// Rules are tried in file order and the first whose match holds decides
+// alone; later rules are never consulted. So put narrow rules before broad
+// ones. No matching rule means denied. A rule whose destinations list is
+// empty matches its identities and denies all their builds: that is how to
+// write an explicit deny rule.
+//
+// match holds when every entry does. The keys kind, name and issuer match
+// the identity's Kind, Name and Issuer; any other key matches the
+// attribute of that name, and a missing attribute never matches, not even
+// "*". Values are path.Match globs, in which "*" does not cross "/".
+//
+// # What a rule allows
+//
+// A matching rule denies the request if any one item is outside it, and
+// the reason names the rule and that item:
+//
+//   - every destination's repository must match one of allow.destinations,
+//     its tag one of allow.tags (default ["*"]) and none of deny_tags;
+//   - every image the Dockerfile pulls (see FromImages) must come from a
+//     registry in allow.from (default none: only scratch and earlier
+//     stages; "*" allows any);
+//   - the runner must be in allow.runners (default [kaniko]).
+//
+// A destination pattern is host[:port]/path. The host is a literal, "*"
+// (any host) or "**"; in the path, "*" matches within one segment and a
+// whole-segment "**" matches any number of segments, including none. A
+// repository with an invalid path component (such as "..") never matches.
+//
+// # Placeholders
+//
+// {attr} in a destination or an allow.tags entry is replaced by the
+// identity's attribute attr. The value is always taken literally, never as
+// glob syntax. A missing or empty attribute, or a value that is not a
+// valid repository path (for destinations: lowercase components separated
+// by "/", no "..") or tag, makes that one pattern unusable for the
+// identity; it never becomes empty or broader. Names are plain
+// ([A-Za-z_][A-Za-z0-9_]*). deny_tags takes no placeholders, so that no
+// identity can escape a deny entry by lacking an attribute.
+//
+// # Registries
+//
+// Short Docker Hub names (FROM busybox) resolve to index.docker.io, as
+// go-containerregistry's name.ParseReference does, and are checked as
+// registry index.docker.io. "docker.io" in allow.from or at the start of a
+// destination is an alias for it.
+//
+// # Limits
+//
+// A decision that allows carries the rule's limits; a limit left out is
+// zero, which means the gateway's default applies.
+package policy

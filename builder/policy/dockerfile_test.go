@@ -1,0 +1,77 @@
+package policy
+
+import (
+	"slices"
+	"strings"
+	"testing"
+)
+
+func TestFromImages(t *testing.T) {
+	tests := []struct {
+		name       string
+		dockerfile string
+		buildArgs  map[string]string
+		want       []string
+		wantErr    string
+	}{
+		{name: "docker hub short name", dockerfile: "FROM busybox\n",
+			want: []string{"index.docker.io/library/busybox:latest"}},
+		{name: "digest", dockerfile: "FROM registry.example.com/base@sha256:" + strings.Repeat("a", 64) + "\n",
+			want: []string{"registry.example.com/base@sha256:" + strings.Repeat("a", 64)}},
+		{name: "port", dockerfile: "FROM localhost:5000/base:1\n", want: []string{"localhost:5000/base:1"}},
+		{name: "scratch and stages", dockerfile: "FROM scratch AS a\nFROM a\nFROM registry.example.com/go:1 AS Builder\nFROM builder\nFROM BUILDER\n",
+			want: []string{"registry.example.com/go:1"}},
+		{name: "platform", dockerfile: "FROM --platform=linux/arm64 registry.example.com/base:1\n",
+			want: []string{"registry.example.com/base:1"}},
+		{name: "arg default", dockerfile: "ARG V=1\nARG IMG=registry.example.com/base\nFROM ${IMG}:${V}\n",
+			want: []string{"registry.example.com/base:1"}},
+		{name: "build arg overrides", dockerfile: "ARG V=1\nFROM registry.example.com/base:$V\n", buildArgs: map[string]string{"V": "2"},
+			want: []string{"registry.example.com/base:2"}},
+		{name: "quoted default", dockerfile: "ARG IMG=\"registry.example.com/base\"\nFROM $IMG\n",
+			want: []string{"registry.example.com/base:latest"}},
+		{name: "redeclared keeps value", dockerfile: "ARG IMG=registry.example.com/aa\nARG IMG\nFROM $IMG\n",
+			want: []string{"registry.example.com/aa:latest"}},
+		{name: "stage ARG does not count for FROM", dockerfile: "FROM scratch\nARG IMG=registry.example.com/aa\nFROM $IMG\n",
+			wantErr: "ARG IMG has no value"},
+		{name: "copy and mount", dockerfile: "FROM registry.example.com/aa AS a\nFROM scratch\nCOPY --from=registry.example.com/bb /x /x\nCOPY --from=a /y /y\nRUN --mount=type=cache,from=registry.example.com/cc,target=/c true\n",
+			want: []string{"registry.example.com/aa:latest", "registry.example.com/bb:latest", "registry.example.com/cc:latest"}},
+		{name: "syntax", dockerfile: "# syntax=registry.example.com/frontend:1\nFROM scratch\n",
+			want: []string{"registry.example.com/frontend:1"}},
+		{name: "escape directive", dockerfile: "# escape=`\nARG IMG=registry.example.com/aa\nFROM $IMG\nRUN echo `\n  hi\n",
+			want: []string{"registry.example.com/aa:latest"}},
+		{name: "parse error", dockerfile: "FROM\n", wantErr: "cannot parse Dockerfile"},
+		{name: "bad ARG", dockerfile: "ARG =x\nFROM scratch\n", wantErr: "cannot parse Dockerfile"},
+		{name: "empty", dockerfile: "", wantErr: "cannot parse Dockerfile"},
+		{name: "only comments", dockerfile: "# nothing\n", wantErr: "cannot parse Dockerfile"},
+		{name: "unset", dockerfile: "FROM $NOPE\n", wantErr: "ARG NOPE has no value"},
+		{name: "empty value", dockerfile: "ARG IMG=\nFROM registry.example.com/aa${IMG}\n", wantErr: "ARG IMG is empty"},
+		{name: "undeclared build arg in FROM", dockerfile: "FROM $IMG\n", buildArgs: map[string]string{"IMG": "registry.example.com/aa"},
+			wantErr: "build arg IMG is not declared"},
+		{name: "build arg declared later", dockerfile: "ARG IMG=${R:-registry.example.com}/a\nARG R\nFROM $IMG\n", buildArgs: map[string]string{"R": "evil.example.com"},
+			wantErr: "build arg R is not declared"},
+		{name: "unresolved expansion error", dockerfile: "FROM ${IMG:?noimage}\n", wantErr: "noimage"},
+		{name: "invalid reference", dockerfile: "FROM registry.example.com/UPPER\n", wantErr: "not a valid image reference"},
+		{name: "variable in COPY --from", dockerfile: "ARG X=a\nFROM scratch\nCOPY --from=$X /a /a\n", wantErr: "not a valid image reference"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			refs, err := FromImages([]byte(tt.dockerfile), tt.buildArgs)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("FromImages(%s) = %v, %v, want error containing %q", tt.name, refs, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("FromImages(%s) = %v", tt.name, err)
+			}
+			var got []string
+			for _, r := range refs {
+				got = append(got, r.Name())
+			}
+			if !slices.Equal(got, tt.want) {
+				t.Errorf("FromImages(%s) = %q, want %q", tt.name, got, tt.want)
+			}
+		})
+	}
+}

@@ -1,0 +1,219 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"sort"
+	"strings"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/buildgw/buildgw/auth"
+)
+
+// Policy is a loaded, validated policy. It is immutable, so one value can
+// be shared by any number of goroutines; reloading makes a new one.
+type Policy struct {
+	rules []rule
+}
+
+type rule struct {
+	name         string
+	match        []matcher
+	destinations []repoPattern
+	tags         []tagPattern
+	denyTags     []string
+	from         []string // normalized hosts, or "*"
+	runners      []string
+	limits       Limits
+}
+
+type matcher struct {
+	key     string // kind, name, issuer, or an attribute name
+	pattern string // path.Match glob
+}
+
+// Limits bound a build. A zero field means the rule sets no limit of that
+// kind and the gateway's own default applies.
+type Limits struct {
+	MaxContextBytes int64
+	Timeout         time.Duration
+	MaxConcurrent   int
+}
+
+// Request is what a build asks to do, as far as policy cares.
+type Request struct {
+	Identity auth.Identity
+	// Destinations are the tags to push, from builder.ValidSpec.Tags.
+	Destinations []name.Tag
+	Runner       string
+	// Dockerfile is nil for the first check, made before the build
+	// context (which holds the Dockerfile) has been read; the images the
+	// Dockerfile pulls are then checked by a second Decide with it set.
+	Dockerfile []byte
+	// BuildArgs override ARG defaults in the Dockerfile.
+	BuildArgs map[string]string
+	// Target is the stage to build. It does not narrow the check: every
+	// stage's images are checked, which is a superset of what any runner
+	// pulls for any target.
+	Target string
+}
+
+// Decision is the outcome of Decide.
+type Decision struct {
+	Allowed bool
+	// Rule is the name of the rule that decided, or "" if none matched.
+	Rule string
+	// Reason says why, in words that are safe to show the caller: it names
+	// the rule and the refused item.
+	Reason string
+	// Limits are the deciding rule's limits, set when Allowed.
+	Limits Limits
+}
+
+// Decide applies the policy to r. Rules are tried in file order and the
+// first whose match holds decides alone: later rules are not consulted,
+// even if they would allow what the first refuses. With no matching rule
+// the request is denied.
+//
+// Decide is meant to be called twice for a build: first with a nil
+// Dockerfile, to refuse a request on its destinations and runner before
+// its context is read, and again once the Dockerfile is known, to check
+// the images it pulls. Both calls see the same rule for the same identity.
+func (p *Policy) Decide(r Request) Decision {
+	if p == nil {
+		return Decision{Reason: "no policy is loaded"}
+	}
+	ru := p.ruleFor(r.Identity)
+	if ru == nil {
+		return Decision{Reason: fmt.Sprintf("no policy rule matches identity %q", r.Identity.Name)}
+	}
+	deny := func(format string, args ...any) Decision {
+		return Decision{Rule: ru.name, Reason: fmt.Sprintf("policy rule %q ", ru.name) + fmt.Sprintf(format, args...)}
+	}
+
+	if !slices.Contains(ru.runners, r.Runner) {
+		return deny("does not allow runner %q (allowed: %s)", r.Runner, strings.Join(ru.runners, ", "))
+	}
+	if len(r.Destinations) == 0 {
+		return deny("refuses a build with no destination")
+	}
+
+	// Fill in this identity's attributes once. Unusable patterns are
+	// remembered only to explain a denial.
+	attrs := r.Identity.Attributes
+	var repos []boundRepo
+	var unusable []string
+	for _, rp := range ru.destinations {
+		b, err := rp.bind(attrs)
+		if err != nil {
+			unusable = append(unusable, fmt.Sprintf("%s is unusable: %v", rp.src, err))
+			continue
+		}
+		repos = append(repos, b)
+	}
+	var tags []string
+	for _, tp := range ru.tags {
+		g, err := tp.bind(attrs)
+		if err != nil {
+			unusable = append(unusable, fmt.Sprintf("tag %s is unusable: %v", tp.src, err))
+			continue
+		}
+		tags = append(tags, g)
+	}
+	note := ""
+	if len(unusable) > 0 {
+		note = " (" + strings.Join(unusable, "; ") + ")"
+	}
+
+	for _, d := range r.Destinations {
+		repo, tag := d.Context().Name(), d.TagStr()
+		dest := repo + ":" + tag
+		if !validRepository(repo) {
+			return deny("does not allow pushing to %s: not a valid repository name", dest)
+		}
+		if !slices.ContainsFunc(repos, func(b boundRepo) bool { return b.match(repo) }) {
+			return deny("does not allow pushing to %s: repository not in allow.destinations%s", dest, note)
+		}
+		if !slices.ContainsFunc(tags, func(g string) bool { return globMatch(g, tag) }) {
+			return deny("does not allow pushing to %s: tag not in allow.tags%s", dest, note)
+		}
+		if i := slices.IndexFunc(ru.denyTags, func(g string) bool { return globMatch(g, tag) }); i >= 0 {
+			return deny("does not allow pushing to %s: tag matches deny_tags %q", dest, ru.denyTags[i])
+		}
+	}
+
+	if r.Dockerfile != nil {
+		imgs, err := baseImages(r.Dockerfile, r.BuildArgs)
+		if err != nil {
+			// The Dockerfile's own problems are not the rule's doing,
+			// but the rule is still the one that decided.
+			return Decision{Rule: ru.name, Reason: err.Error()}
+		}
+		for _, img := range imgs {
+			reg := img.ref.Context().RegistryStr()
+			if !ru.allowsFrom(reg) {
+				return deny("does not allow image %s (%s): registry %s is not in allow.from", img.ref.Name(), img.where, reg)
+			}
+		}
+	}
+	return Decision{
+		Allowed: true,
+		Rule:    ru.name,
+		Reason:  fmt.Sprintf("allowed by policy rule %q", ru.name),
+		Limits:  ru.limits,
+	}
+}
+
+// ruleFor returns the first rule whose match holds for id.
+func (p *Policy) ruleFor(id auth.Identity) *rule {
+	for i := range p.rules {
+		if p.rules[i].matches(id) {
+			return &p.rules[i]
+		}
+	}
+	return nil
+}
+
+// matches reports whether every match entry holds. A missing attribute
+// never matches, not even "*": the rule is about identities that have it.
+func (r *rule) matches(id auth.Identity) bool {
+	for _, m := range r.match {
+		var v string
+		var ok bool
+		switch m.key {
+		case "kind":
+			v, ok = string(id.Kind), id.Kind != ""
+		case "name":
+			v, ok = id.Name, id.Name != ""
+		case "issuer":
+			v, ok = id.Issuer, id.Issuer != ""
+		default:
+			v, ok = id.Attributes[m.key]
+		}
+		if !ok || !globMatch(m.pattern, v) {
+			return false
+		}
+	}
+	return true
+}
+
+func (r *rule) allowsFrom(registry string) bool {
+	registry = strings.ToLower(registry)
+	for _, f := range r.from {
+		if f == "*" || f == registry {
+			return true
+		}
+	}
+	return false
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
