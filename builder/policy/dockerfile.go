@@ -26,6 +26,20 @@ func platformArgs() []string {
 
 const platformProblem = "is predefined by BuildKit but not by kaniko; give it a value with a build arg"
 
+// buildArgValue is the value of an ARG set by a build arg. kaniko, unlike
+// BuildKit, ignores an empty build arg (keeping the default) and cuts a
+// value at its first "=" when it resolves FROM, so such values are marked.
+func buildArgValue(v string) argValue {
+	av := argValue{value: v, set: true}
+	switch {
+	case v == "":
+		av.problem = "is set to an empty build arg"
+	case strings.Contains(v, "="):
+		av.problem = "is set to a build arg holding \"=\", which kaniko cuts off"
+	}
+	return av
+}
+
 // buildkitSyntaxArg is the build arg with which BuildKit takes its
 // Dockerfile frontend from an image, overriding a # syntax= directive.
 const buildkitSyntaxArg = "BUILDKIT_SYNTAX"
@@ -46,9 +60,10 @@ type image struct {
 //
 // ARGs before the first FROM take their defaults, overridden by buildArgs.
 // Where kaniko and BuildKit would resolve a reference differently (a build
-// arg for an ARG not declared before its use, an empty build arg, a
-// platform ARG that only BuildKit predefines) or a variable in a reference
-// has no value, FromImages returns an error rather than a guess.
+// arg for an ARG not declared before its use, an empty build arg or one
+// holding "=", a platform ARG that only BuildKit predefines), or where a
+// variable in a reference has no value, FromImages returns an error
+// rather than a guess.
 //
 // Short Docker Hub names (FROM busybox) resolve to index.docker.io, as
 // name.ParseReference does.
@@ -143,8 +158,8 @@ func baseImages(dockerfile []byte, buildArgs map[string]string) ([]image, error)
 	env := argEnv{}
 	for _, k := range platformArgs() {
 		// Both runners see a build arg for a platform ARG, declared or not.
-		if v, ok := buildArgs[k]; ok && v != "" {
-			env[k] = argValue{value: v, set: true}
+		if v, ok := buildArgs[k]; ok {
+			env[k] = buildArgValue(v)
 		} else {
 			env[k] = argValue{problem: platformProblem}
 		}
@@ -154,13 +169,7 @@ func baseImages(dockerfile []byte, buildArgs map[string]string) ([]image, error)
 		for _, kv := range cmd.Args {
 			k := kv.Key
 			if v, ok := buildArgs[k]; ok {
-				av := argValue{value: v, set: true}
-				if v == "" {
-					// BuildKit uses the empty value, kaniko ignores an
-					// empty build arg and keeps the default.
-					av.problem = "is set to an empty build arg"
-				}
-				env[k] = av
+				env[k] = buildArgValue(v)
 				continue
 			}
 			if kv.Value == nil {

@@ -55,8 +55,9 @@ func (s *scalar) UnmarshalYAML(n *yaml.Node) error {
 	if n.Kind != yaml.ScalarNode {
 		return fmt.Errorf("line %d: want a single value, not a list or mapping", n.Line)
 	}
-	s.Line, s.set = n.Line, true
-	if n.Tag != "!!null" {
+	// A null (key: ~ or key: with nothing) is as if the key were absent.
+	s.Line, s.set = n.Line, n.Tag != "!!null"
+	if s.set {
 		s.Value = n.Value
 	}
 	return nil

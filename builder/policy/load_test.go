@@ -78,8 +78,13 @@ rules:
     allow:
       destinations: [docker.io/team/app, "localhost:5000/*"]
       from: [docker.io, "localhost:5000", Registry.Example.com, "*"]
-      limits: {timeout: 1h30m}
+      limits: {timeout: 1h30m, max_concurrent: ~}
+  - name: second
+    match: {kind: oidc}
 `)
+	if got := strings.Join(p.Rules(), ","); got != "r,second" {
+		t.Errorf("Rules() = %q, want r,second", got)
+	}
 	r := p.rules[0]
 	if got := r.match[1]; got.key != "ref_protected" || got.pattern != "true" {
 		t.Errorf("match[1] = %+v, want ref_protected=true", got)
@@ -94,7 +99,7 @@ rules:
 	if len(r.runners) != 1 || r.runners[0] != "kaniko" || len(r.tags) != 1 || r.tags[0].src != "*" {
 		t.Errorf("defaults: runners %q, tags %+v, want [kaniko] and [*]", r.runners, r.tags)
 	}
-	if r.limits.Timeout.String() != "1h30m0s" {
+	if r.limits.Timeout.String() != "1h30m0s" || r.limits.MaxConcurrent != 0 {
 		t.Errorf("limits.timeout = %v, want 1h30m", r.limits.Timeout)
 	}
 }

@@ -8,6 +8,11 @@ import (
 	"strings"
 )
 
+// maxNameLen bounds a repository name with its host: go-containerregistry
+// allows 255 characters of path after a host. Longer input is refused
+// before any matching work.
+const maxNameLen = 512
+
 // dockerHub is the registry that go-containerregistry gives Docker Hub
 // references; "docker.io" in a policy is an alias for it.
 const dockerHub = "index.docker.io"
@@ -24,8 +29,8 @@ var (
 	componentRE = regexp.MustCompile(`^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$`)
 	// tagRE is a tag as the distribution spec defines it.
 	tagRE = regexp.MustCompile(`^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$`)
-	// registryRE is host[:port], loose on purpose: it only keeps
-	// separators and glob characters out of a registry literal.
+	// registryRE is host[:port] (brackets for IPv6), loose on purpose:
+	// it only keeps "/", "*" and placeholders out of a registry literal.
 	registryRE = regexp.MustCompile(`^[A-Za-z0-9.\-\[\]:]+$`)
 )
 
@@ -61,6 +66,9 @@ func parseRepoPattern(s string) (repoPattern, error) {
 	p := repoPattern{src: s}
 	if s == "" {
 		return p, errors.New("empty pattern")
+	}
+	if len(s) > maxNameLen {
+		return p, fmt.Errorf("pattern is longer than %d characters", maxNameLen)
 	}
 	parts := strings.Split(s, "/")
 	for i, seg := range parts {
@@ -247,29 +255,28 @@ func validRepository(repo string) bool {
 // match reports whether repo (host/path) matches. A repository with an
 // empty, "." or ".." segment never matches, whatever the pattern.
 func (b boundRepo) match(repo string) bool {
-	if !validRepository(repo) {
+	if len(repo) > maxNameLen || !validRepository(repo) {
 		return false
 	}
 	segs := strings.Split(repo, "/")
-	// dp[i][j]: b.segs[i:] matches segs[j:]. Bottom-up, O(len*len): no
+	// next[j] is whether b.segs[i+1:] matches segs[j:], cur[j] the same
+	// for b.segs[i:]. Bottom-up in O(len*len) time and O(len) memory: no
 	// backtracking blow-up however many "**" a pattern has.
 	m, n := len(b.segs), len(segs)
-	dp := make([][]bool, m+1)
-	for i := range dp {
-		dp[i] = make([]bool, n+1)
-	}
-	dp[m][n] = true
+	next, cur := make([]bool, n+1), make([]bool, n+1)
+	next[n] = true
 	for i := m - 1; i >= 0; i-- {
 		dstar := len(b.segs[i]) == 1 && b.segs[i][0].kind == pieceDStar
 		for j := n; j >= 0; j-- {
 			if dstar {
-				dp[i][j] = dp[i+1][j] || (j < n && dp[i][j+1])
+				cur[j] = next[j] || (j < n && cur[j+1])
 				continue
 			}
-			dp[i][j] = j < n && dp[i+1][j+1] && matchSegment(b.segs[i], segs[j])
+			cur[j] = j < n && next[j+1] && matchSegment(b.segs[i], segs[j])
 		}
+		next, cur = cur, next
 	}
-	return dp[0][0]
+	return next[0]
 }
 
 // matchSegment matches one segment made of literals and "*" (which never

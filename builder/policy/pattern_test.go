@@ -167,8 +167,13 @@ func FuzzMatch(f *testing.F) {
 				for _, pc := range seg {
 					if pc.kind == pieceStar {
 						sb.WriteByte('*')
-					} else {
-						sb.WriteString(pc.text)
+						continue
+					}
+					for _, r := range pc.text {
+						if strings.ContainsRune(`*?[]\`, r) {
+							sb.WriteByte('\\')
+						}
+						sb.WriteRune(r)
 					}
 				}
 			}

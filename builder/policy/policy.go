@@ -72,6 +72,15 @@ type Decision struct {
 	Limits Limits
 }
 
+// Rules returns the names of the rules, in the order they are tried.
+func (p *Policy) Rules() []string {
+	names := make([]string, len(p.rules))
+	for i, r := range p.rules {
+		names[i] = r.name
+	}
+	return names
+}
+
 // Decide applies the policy to r. Rules are tried in file order and the
 // first whose match holds decides alone: later rules are not consulted,
 // even if they would allow what the first refuses. With no matching rule
@@ -104,27 +113,23 @@ func (p *Policy) Decide(r Request) Decision {
 	// remembered only to explain a denial.
 	attrs := r.Identity.Attributes
 	var repos []boundRepo
-	var unusable []string
+	var tags []string
+	var repoNote, tagNote []string
 	for _, rp := range ru.destinations {
 		b, err := rp.bind(attrs)
 		if err != nil {
-			unusable = append(unusable, fmt.Sprintf("%s is unusable: %v", rp.src, err))
+			repoNote = append(repoNote, fmt.Sprintf("%s is unusable: %v", rp.src, err))
 			continue
 		}
 		repos = append(repos, b)
 	}
-	var tags []string
 	for _, tp := range ru.tags {
 		g, err := tp.bind(attrs)
 		if err != nil {
-			unusable = append(unusable, fmt.Sprintf("tag %s is unusable: %v", tp.src, err))
+			tagNote = append(tagNote, fmt.Sprintf("tag %s is unusable: %v", tp.src, err))
 			continue
 		}
 		tags = append(tags, g)
-	}
-	note := ""
-	if len(unusable) > 0 {
-		note = " (" + strings.Join(unusable, "; ") + ")"
 	}
 
 	for _, d := range r.Destinations {
@@ -134,10 +139,10 @@ func (p *Policy) Decide(r Request) Decision {
 			return deny("does not allow pushing to %s: not a valid repository name", dest)
 		}
 		if !slices.ContainsFunc(repos, func(b boundRepo) bool { return b.match(repo) }) {
-			return deny("does not allow pushing to %s: repository not in allow.destinations%s", dest, note)
+			return deny("does not allow pushing to %s: repository not in allow.destinations%s", dest, parens(repoNote))
 		}
 		if !slices.ContainsFunc(tags, func(g string) bool { return globMatch(g, tag) }) {
-			return deny("does not allow pushing to %s: tag not in allow.tags%s", dest, note)
+			return deny("does not allow pushing to %s: tag not in allow.tags%s", dest, parens(tagNote))
 		}
 		if i := slices.IndexFunc(ru.denyTags, func(g string) bool { return globMatch(g, tag) }); i >= 0 {
 			return deny("does not allow pushing to %s: tag matches deny_tags %q", dest, ru.denyTags[i])
@@ -207,6 +212,14 @@ func (r *rule) allowsFrom(registry string) bool {
 		}
 	}
 	return false
+}
+
+// parens joins notes as a parenthesized suffix, or "" if there are none.
+func parens(notes []string) string {
+	if len(notes) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(notes, "; ") + ")"
 }
 
 func sortedKeys[V any](m map[string]V) []string {
