@@ -110,4 +110,3 @@ func readJSON(path string, v any) error {
 	}
 	return nil
 }
-
