@@ -1,11 +1,14 @@
 package gateway
 
 import (
+	"bytes"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"gopkg.in/yaml.v3"
 )
 
 func TestLoadConfigDefaults(t *testing.T) {
@@ -96,5 +99,23 @@ func TestCheckTraversable(t *testing.T) {
 	os.Chmod(closed, 0o711)
 	if err := checkTraversable(inner); err != nil {
 		t.Errorf("checkTraversable(%q) = %v, want nil", inner, err)
+	}
+}
+
+// The documented example must stay in step with Config: every key in it
+// must be known (its files do not exist here, so it is not validated).
+func TestExampleConfigParses(t *testing.T) {
+	b, err := os.ReadFile("../examples/deploy/buildgw.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		t.Fatalf("decoding examples/deploy/buildgw.yaml = %v, want nil", err)
+	}
+	if c.PolicyFile == "" || len(c.OIDCIssuers) != 2 || c.Audit.File == "" {
+		t.Errorf("example config = %+v, want policy_file, two oidc_issuers and an audit file", c)
 	}
 }
