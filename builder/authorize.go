@@ -31,11 +31,7 @@ type DeniedError struct {
 	Reason string
 }
 
-func (e *DeniedError) Error() string {
-	if e.Rule == "" {
-		return fmt.Sprintf("denied: %s", e.Reason)
-	}
-	return fmt.Sprintf("denied by policy rule %q: %s", e.Rule, e.Reason)
-}
+// Error is the reason alone: the policy's reasons name their rule.
+func (e *DeniedError) Error() string { return fmt.Sprintf("denied: %s", e.Reason) }
 
 var _ error = (*DeniedError)(nil)

@@ -477,6 +477,8 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 		Labels:             j.Spec.Labels,
 		OutputDir:          out,
 		InsecureRegistries: m.o.insecure,
+		PullCredentials:    m.o.pullCreds,
+		ExtraCAs:           m.o.extraCAs,
 	}
 	img, err := runner.Build(ctx, req, j.Log)
 	if err != nil {

@@ -22,6 +22,8 @@ type options struct {
 	limits        archive.Limits
 	owner         *owner
 	insecure      []string
+	pullCreds     map[string]Credential
+	extraCAs      []byte
 	logger        *slog.Logger
 	observers     []Observer
 	now           func() time.Time
@@ -128,6 +130,19 @@ func WithObserver(o Observer) Option {
 		opts.observers = append(opts.observers, o)
 		return nil
 	}
+}
+
+// WithPullCredentials gives sandboxes read-only credentials for pulling
+// base images from these registries. Only what the configuration marks for
+// sandboxes belongs here, never push credentials. Default none.
+func WithPullCredentials(creds map[string]Credential) Option {
+	return func(o *options) error { o.pullCreds = creds; return nil }
+}
+
+// WithExtraCAs makes sandboxes trust these PEM roots besides the system's.
+// Default none.
+func WithExtraCAs(pem []byte) Option {
+	return func(o *options) error { o.extraCAs = pem; return nil }
 }
 
 // WithLogger sets the gateway log. Default: discard.

@@ -148,6 +148,29 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("private base image with sandbox pull credentials", func(t *testing.T) {
+		// The base lives in the authenticated registry; only the read-only
+		// puller account the config gives sandboxes can fetch it.
+		img, err := baseimage.Busybox(testenv.BusyboxBinary(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		base, _ := name.NewTag(g.dest.Host + "/team/base/busybox:1")
+		if err := remote.Write(base, img, remote.WithAuth(&authn.Basic{Username: g.dest.Username, Password: g.dest.Password}),
+			remote.WithTransport(g.dest.HTTPClient().Transport)); err != nil {
+			t.Fatalf("pushing private base: %v", err)
+		}
+		ref := g.dest.Host + "/team/private-base:1"
+		stdout, stderr, code := g.cli(t, tok, "submit", "-t", ref, "--build-arg", "BASE="+base.String(), "testdata/simple")
+		if code != 0 {
+			t.Fatalf("submit FROM a private base = exit %d, want 0\n%s", code, tail(stderr, 8))
+		}
+		fs := files(t, g.pull(t, ref+"@"+lastLine(stdout)))
+		if got := fs["r.txt"].content; got != "retried\n" {
+			t.Errorf("file r.txt = %q, want %q", got, "retried\n")
+		}
+	})
+
 	t.Run("failing RUN", func(t *testing.T) {
 		stdout, stderr, code := g.cli(t, tok, "submit", "-t", g.dest.Host+"/team/fail:1", "--build-arg", "BASE="+g.busybox, "testdata/fail")
 		if code == 0 {

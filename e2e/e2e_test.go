@@ -105,20 +105,23 @@ tokens:
     username: %s
     password_file: %s
     ca_file: %s
+    sandbox_pull:
+      username: %s
+      password_file: %s
   %s:
     insecure: true
 runners:
   kaniko:
     executor: %s
-`, listen, tlsCfg, g.stateDir, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.base.Host, exe)
+`, listen, tlsCfg, g.stateDir, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.dest.Puller, g.dest.PullerPasswordFile, g.base.Host, exe)
 	policyPath := filepath.Join(t.TempDir(), "policy.yaml")
 	pol := fmt.Sprintf(`rules:
   - name: test-tokens
     match: {kind: token}
     allow:
       destinations: [%s/team/**]
-      from: [%s]
-`, g.dest.Host, g.base.Host)
+      from: [%s, %s]
+`, g.dest.Host, g.base.Host, g.dest.Host)
 	if err := os.WriteFile(policyPath, []byte(pol), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -47,7 +47,10 @@ type Config struct {
 	Audit      Audit  `yaml:"audit"`
 	// Registries holds push credentials and trust, by host[:port].
 	Registries map[string]Registry `yaml:"registries"`
-	Runners    Runners             `yaml:"runners"`
+	// DockerConfig is a Docker config.json whose "auths" give push
+	// credentials for registries not listed in Registries.
+	DockerConfig string  `yaml:"docker_config"`
+	Runners      Runners `yaml:"runners"`
 }
 
 // TLS is the listener's certificate.
@@ -131,6 +134,16 @@ type Registry struct {
 	CAFile string `yaml:"ca_file"`
 	// Insecure allows plain HTTP for pushes, and for FROM in builds.
 	Insecure bool `yaml:"insecure"`
+	// SandboxPull, if set, is a read-only account given to build sandboxes
+	// so FROM can pull private base images from this registry. RUN steps
+	// can read it: never put push credentials here.
+	SandboxPull *PullAccount `yaml:"sandbox_pull"`
+}
+
+// PullAccount is a read-only registry account.
+type PullAccount struct {
+	Username     string `yaml:"username"`
+	PasswordFile string `yaml:"password_file"`
 }
 
 // Runners configures the build sandboxes.
@@ -244,12 +257,24 @@ func (c *Config) Validate() error {
 		if strings.ContainsAny(host, "/ ") || host == "" {
 			errs = append(errs, fmt.Errorf("registries: %q is not a host[:port]", host))
 		}
+		if r.SandboxPull != nil {
+			if r.SandboxPull.Username == "" || r.SandboxPull.PasswordFile == "" {
+				errs = append(errs, fmt.Errorf("registries[%s].sandbox_pull: username and password_file are required", host))
+			} else if r.SandboxPull.PasswordFile == r.PasswordFile || r.SandboxPull.Username == r.Username {
+				errs = append(errs, fmt.Errorf("registries[%s].sandbox_pull: must be a separate read-only account, not the push account", host))
+			}
+		}
 		for _, f := range []string{r.PasswordFile, r.CAFile} {
 			if f != "" {
 				if _, err := os.Stat(f); err != nil {
 					errs = append(errs, fmt.Errorf("registries[%s]: %w", host, err))
 				}
 			}
+		}
+	}
+	if c.DockerConfig != "" {
+		if _, err := readDockerConfig(c.DockerConfig); err != nil {
+			errs = append(errs, fmt.Errorf("docker_config: %w", err))
 		}
 	}
 	return errors.Join(errs...)

@@ -70,7 +70,14 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		}
 	}
 	pusherRegs := map[string]push.Registry{}
+	if cfg.DockerConfig != "" {
+		if pusherRegs, err = readDockerConfig(cfg.DockerConfig); err != nil {
+			return nil, fmt.Errorf("docker_config: %w", err)
+		}
+	}
 	var insecure []string
+	pullCreds := map[string]builder.Credential{}
+	var extraCAs []byte
 	for host, r := range cfg.Registries {
 		pr := push.Registry{Username: r.Username, CAFile: r.CAFile, Insecure: r.Insecure}
 		if r.PasswordFile != "" {
@@ -83,6 +90,20 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		pusherRegs[host] = pr
 		if r.Insecure {
 			insecure = append(insecure, host)
+		}
+		if r.CAFile != "" {
+			pem, err := os.ReadFile(r.CAFile)
+			if err != nil {
+				return nil, fmt.Errorf("reading CA file of registry %s: %w", host, err)
+			}
+			extraCAs = append(extraCAs, pem...)
+		}
+		if sp := r.SandboxPull; sp != nil {
+			b, err := os.ReadFile(sp.PasswordFile)
+			if err != nil {
+				return nil, fmt.Errorf("reading sandbox pull password of registry %s: %w", host, err)
+			}
+			pullCreds[host] = builder.Credential{Username: sp.Username, Password: strings.TrimRight(string(b), "\r\n")}
 		}
 	}
 	p, err := push.New(pusherRegs)
@@ -106,6 +127,8 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithJobTimeout(time.Duration(cfg.JobTimeout)),
 		builder.WithContextLimits(archive.Limits{MaxBytes: cfg.Context.MaxBytes, MaxFiles: cfg.Context.MaxFiles}),
 		builder.WithInsecureRegistries(insecure...),
+		builder.WithPullCredentials(pullCreds),
+		builder.WithExtraCAs(extraCAs),
 		builder.WithLogger(log),
 		builder.WithObserver(metrics),
 	}

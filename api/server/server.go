@@ -75,6 +75,10 @@ func New(m *builder.Manager, authn auth.Authenticator, log *slog.Logger, opts ..
 	}
 	gin.SetMode(gin.ReleaseMode)
 	r := gin.New()
+	// ClientIP() is the peer's address, which the audit log records as
+	// source_ip. gin would otherwise take it from X-Forwarded-For or
+	// X-Real-IP of any client, letting a caller forge its audited address.
+	r.ForwardedByClientIP = false
 	r.Use(gin.Recovery(), requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
@@ -164,6 +168,16 @@ func (s *Server) submit(c *gin.Context) {
 		Authorize:      s.authorizer(c, id),
 	}, part)
 	if err != nil {
+		// Policy refusals are audited where they are made; a refused
+		// upload (too large for the identity, hostile) is audited here.
+		var de *builder.DeniedError
+		if he := toHTTP(err); he.Status < 500 && !errors.As(err, &de) && s.policy != nil {
+			s.audit(audit.Record{
+				Event: audit.EventAuthz, RequestID: requestID(c), Identity: &id, SourceIP: c.ClientIP(),
+				Action: "build.submit", Decision: audit.DecisionDeny, Reason: he.Message,
+				Destinations: spec.Destinations, BuildArgNames: audit.BuildArgNames(spec.BuildArgs),
+			}, buildArgValues(spec.BuildArgs)...)
+		}
 		c.Error(err)
 		return
 	}

@@ -29,6 +29,10 @@ type DockerRegistry struct {
 	Username, Password string
 	PasswordFile       string
 	CAFile             string
+	// Puller is a second account, for the read-only pull credentials a
+	// gateway may give sandboxes (docker-registry's htpasswd has no
+	// read-only users; the tests only need them to differ).
+	Puller, PullerPassword, PullerPasswordFile string
 }
 
 // StartDockerRegistry runs docker-registry on a free loopback port until
@@ -65,8 +69,16 @@ http:
 		if err != nil {
 			t.Fatal(err)
 		}
+		r.Puller = "puller"
+		r.PullerPassword = "pull-" + randomHex(t, 16)
+		r.PullerPasswordFile = filepath.Join(dir, "puller-password")
+		writeFile(t, r.PullerPasswordFile, r.PullerPassword+"\n", 0o600)
+		pullHash, err := bcrypt.GenerateFromPassword([]byte(r.PullerPassword), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
 		htpasswd := filepath.Join(dir, "htpasswd")
-		writeFile(t, htpasswd, r.Username+":"+string(hash)+"\n", 0o600)
+		writeFile(t, htpasswd, r.Username+":"+string(hash)+"\n"+r.Puller+":"+string(pullHash)+"\n", 0o600)
 		cert, key, ca := selfSigned(t, dir)
 		r.CAFile = ca
 		cfg += fmt.Sprintf(`  tls:

@@ -9,6 +9,8 @@ package kaniko
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -96,7 +98,7 @@ func (r *Runner) Available(ctx context.Context) error {
 // Build runs kaniko for req in a fresh sandbox under req.Workspace.
 func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer) (v1.Image, error) {
 	root := filepath.Join(req.Workspace, "root")
-	if err := r.prepareRoot(root); err != nil {
+	if err := r.prepareRoot(root, req); err != nil {
 		return nil, err
 	}
 	defer r.RemoveAll(context.WithoutCancel(ctx), root)
@@ -145,7 +147,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 
 // prepareRoot lays out the job root: the executor, CA certificates and
 // the empty mount points the sandbox init binds into.
-func (r *Runner) prepareRoot(root string) error {
+func (r *Runner) prepareRoot(root string, req *builder.Request) error {
 	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
 	for _, d := range dirs {
 		p := filepath.Join(root, d)
@@ -165,10 +167,45 @@ func (r *Runner) prepareRoot(root string) error {
 			return fmt.Errorf("installing executor: %w", err)
 		}
 	}
-	if err := copyFile(r.o.caCerts, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt"), 0o644); err != nil {
+	if err := installCAs(r.o.caCerts, req.ExtraCAs, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt")); err != nil {
 		return fmt.Errorf("installing CA certificates: %w", err)
 	}
+	if len(req.PullCredentials) > 0 {
+		// Only the read-only pull credentials the configuration gives to
+		// sandboxes; kaniko reads them from DOCKER_CONFIG.
+		p := filepath.Join(root, "kaniko", ".docker", "config.json")
+		if err := os.WriteFile(p, dockerConfig(req.PullCredentials), 0o600); err != nil {
+			return fmt.Errorf("installing pull credentials: %w", err)
+		}
+		if err := r.chown(p); err != nil {
+			return err
+		}
+	}
 	return nil
+}
+
+// dockerConfig renders credentials as a Docker config.json.
+func dockerConfig(creds map[string]builder.Credential) []byte {
+	type entry struct {
+		Auth string `json:"auth"`
+	}
+	auths := map[string]entry{}
+	for host, c := range creds {
+		auths[host] = entry{Auth: base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))}
+	}
+	b, _ := json.Marshal(map[string]any{"auths": auths})
+	return b
+}
+
+func installCAs(system string, extra []byte, dst string) error {
+	b, err := os.ReadFile(system)
+	if err != nil {
+		return err
+	}
+	if len(extra) > 0 {
+		b = append(append(b, '\n'), extra...)
+	}
+	return os.WriteFile(dst, b, 0o644)
 }
 
 func (r *Runner) chown(p string) error {

@@ -49,8 +49,17 @@ func Enter() (bool, error) {
 	if err := pivot(root, ctxDir, out); err != nil {
 		return false, fmt.Errorf("preparing sandbox: %w", err)
 	}
-	return true, nil
+	// Start over inside the new root. Package initialisers have already run
+	// against the host's filesystem (kaniko loads its CA pool in one), and
+	// nothing the build trusts may come from there.
+	if err := unix.Exec(executorPath, os.Args, os.Environ()); err != nil {
+		return false, fmt.Errorf("re-executing inside the sandbox: %w", err)
+	}
+	return false, nil // not reached
 }
+
+// executorPath is where the runner installs the executor in the job root.
+const executorPath = "/kaniko/executor"
 
 func pivot(root, ctxDir, out string) error {
 	// Nothing mounted here may propagate back to the host.

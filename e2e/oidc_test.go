@@ -1,0 +1,215 @@
+package e2e
+
+import (
+	"bufio"
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/internal/testoidc"
+)
+
+// oidcAud is the audience the GitLab job's id_token names: the gateway.
+const oidcAud = "https://buildgw.e2e.test"
+
+// startGatewayOIDC starts the real buildgw, serving TLS, that accepts JWTs
+// of the GitLab-shaped issuer gitlab (and no static tokens), with a policy
+// letting a protected ref of a project push to DEST/{project_path} from
+// the base registry. It is startGatewayTLS with oidc_issuers.
+func startGatewayOIDC(t *testing.T, gitlab *testoidc.Issuer) *gateway {
+	t.Helper()
+	testenv.RequireSandbox(t)
+	g := &gateway{bin: binDir(t), tokens: map[string]string{}}
+	exe := testenv.Executor(t)
+	g.base = testenv.StartDockerRegistry(t, false)
+	g.dest = testenv.StartDockerRegistry(t, true)
+	g.busybox = testenv.Busybox(t, g.base.Host)
+
+	state, err := os.MkdirTemp("", "buildgw-e2e-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Chmod(state, 0o711)
+	t.Cleanup(func() { os.RemoveAll(state) })
+	g.stateDir = filepath.Join(state, "state")
+	cert, key, ca := testenv.SelfSigned(t, t.TempDir())
+	g.caFile = ca
+
+	dir := t.TempDir()
+	policyPath := filepath.Join(dir, "policy.yaml")
+	pol := fmt.Sprintf(`rules:
+  - name: gitlab-protected
+    match: {kind: oidc, issuer: %q, ref_protected: "true"}
+    allow:
+      destinations: ["%s/{project_path}"]
+      from: [%s]
+`, gitlab.URL, g.dest.Host, g.base.Host)
+	if err := os.WriteFile(policyPath, []byte(pol), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	g.auditFile = filepath.Join(dir, "audit.log")
+	listen := testenv.FreeAddr(t)
+	cfg := fmt.Sprintf(`listen: %s
+tls:
+  cert_file: %s
+  key_file: %s
+state_dir: %s
+concurrency: 2
+job_timeout: 5m
+oidc_issuers:
+  - name: gitlab
+    url: %s
+    audiences: [%q]
+    algorithms: [RS256]
+registries:
+  %s:
+    username: %s
+    password_file: %s
+    ca_file: %s
+  %s:
+    insecure: true
+runners:
+  kaniko:
+    executor: %s
+policy_file: %s
+audit:
+  file: %s
+`, listen, cert, key, g.stateDir, gitlab.URL, oidcAud, g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile,
+		g.base.Host, exe, policyPath, g.auditFile)
+	cfgPath := filepath.Join(dir, "buildgw.yaml")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(g.bin, "buildgw"), "serve", "--config", cfgPath)
+	g.log = &bytes.Buffer{}
+	logw := &syncWriter{w: g.log}
+	cmd.Stdout, cmd.Stderr = logw, logw
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(20 * time.Second):
+			cmd.Process.Kill()
+			<-done
+		}
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", logw.String())
+		}
+	})
+	g.url = "https://" + listen
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		resp, err := g.httpClient().Get(g.url + "/healthz")
+		if err == nil && resp.StatusCode == http.StatusOK {
+			resp.Body.Close()
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("gateway did not become healthy: %v\n%s", err, logw.String())
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	return g
+}
+
+// TestOIDCGitLab builds with a GitLab CI id_token, as a job of project
+// group/app on a protected branch would.
+func TestOIDCGitLab(t *testing.T) {
+	gitlab := testoidc.Start(t, testoidc.Options{})
+	g := startGatewayOIDC(t, gitlab)
+	now := time.Now()
+	claims := gitlab.GitLabClaims(oidcAud, testoidc.GitLab{ProjectPath: "group/app", Protected: true}, now)
+	claims["exp"] = now.Add(30 * time.Minute).Unix()
+	tok := gitlab.MustMint(t, claims)
+	const identity = "gitlab:project_path:group/app:ref_type:branch:ref:main"
+
+	t.Run("own project", func(t *testing.T) {
+		ref := g.dest.Host + "/group/app:1"
+		stdout, stderr, code := g.cli(t, tok, "submit", "-t", ref, "--build-arg", "BASE="+g.busybox, "testdata/simple")
+		if code != 0 {
+			t.Fatalf("submit = exit %d, want 0\nstderr:\n%s", code, stderr)
+		}
+		digest := lastLine(stdout)
+		if !strings.HasPrefix(digest, "sha256:") {
+			t.Fatalf("last stdout line = %q, want a digest", digest)
+		}
+		img := g.pull(t, ref)
+		if d, _ := img.Digest(); d.String() != digest {
+			t.Errorf("digest of %s = %s, want %s (the printed one)", ref, d, digest)
+		}
+		if got := files(t, img)["r.txt"].content; got != "retried\n" {
+			t.Errorf("file r.txt = %q, want %q", got, "retried\n")
+		}
+	})
+
+	t.Run("other project", func(t *testing.T) {
+		before := g.listBuilds(t, tok)
+		ref := g.dest.Host + "/group/other:1"
+		stdout, stderr, code := g.cli(t, tok, "submit", "-t", ref, "--build-arg", "BASE="+g.busybox, "testdata/simple")
+		if code == 0 {
+			t.Fatalf("submit to another project's repository = exit 0, want a refusal\nstdout:\n%s", stdout)
+		}
+		lines := strings.Split(strings.TrimSpace(stderr), "\n")
+		if len(lines) != 1 {
+			t.Errorf("stderr has %d lines, want one:\n%s", len(lines), stderr)
+		}
+		line := lines[len(lines)-1]
+		t.Logf("refusal on stderr: %s", line)
+		for _, want := range []string{`policy rule "gitlab-protected"`, "does not allow pushing to " + ref} {
+			if !strings.Contains(line, want) {
+				t.Errorf("stderr %q lacks %q", line, want)
+			}
+		}
+		if strings.TrimSpace(stdout) != "" {
+			t.Errorf("stdout = %q, want nothing", stdout)
+		}
+		if after := g.listBuilds(t, tok); len(after) != len(before) {
+			t.Errorf("builds of %s: %d before, %d after the refusal: want no new build", identity, len(before), len(after))
+		}
+		g.waitNoWorkspaces(t)
+
+		// The refusal is audited with the rule and the identity.
+		var last map[string]any
+		f, err := os.Open(g.auditFile)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 1<<20), 1<<20)
+		for sc.Scan() {
+			var r map[string]any
+			if err := json.Unmarshal(sc.Bytes(), &r); err != nil {
+				t.Fatalf("audit line %q: %v", sc.Text(), err)
+			}
+			if r["event"] == "authz" {
+				last = r
+			}
+		}
+		id, _ := last["identity"].(map[string]any)
+		if last["decision"] != "deny" || last["rule"] != "gitlab-protected" || id["name"] != identity ||
+			!strings.Contains(fmt.Sprint(last["reason"]), ref) {
+			t.Errorf("last authz audit record = %v, want a deny by gitlab-protected of %s for %s", last, ref, identity)
+		}
+		b, _ := os.ReadFile(g.auditFile)
+		if strings.Contains(string(b), tok) || strings.Contains(string(b), strings.Split(tok, ".")[2]) {
+			t.Errorf("the audit log holds the token")
+		}
+		if strings.Contains(string(b), g.dest.Password) {
+			t.Errorf("the audit log holds the registry password")
+		}
+	})
+}
