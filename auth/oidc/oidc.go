@@ -111,6 +111,7 @@ type issuer struct {
 	// base is the context of background fetches: it carries HTTPClient,
 	// which is how go-oidc takes a client.
 	base context.Context
+	now  func() time.Time
 
 	mu       sync.Mutex
 	verifier *gooidc.IDTokenVerifier // nil until discovered
@@ -210,9 +211,10 @@ func (a *Authenticator) newIssuer(ctx context.Context, cfg Issuer) (*issuer, err
 			Now: func() time.Time { return a.now().Add(-skew) },
 		},
 		base: gooidc.ClientContext(context.WithoutCancel(ctx), cfg.HTTPClient),
+		now:  a.now,
 	}
 	if cfg.JWKSURL != "" {
-		is.verifier = gooidc.NewVerifier(cfg.URL, gooidc.NewRemoteKeySet(is.base, cfg.JWKSURL), is.config)
+		is.verifier = gooidc.NewVerifier(cfg.URL, newKeySet(cfg.JWKSURL, cfg.HTTPClient, cfg.Algorithms, a.now), is.config)
 	}
 	return is, nil
 }
@@ -281,7 +283,7 @@ func (is *issuer) discover() (*gooidc.IDTokenVerifier, error) {
 	// The key set lives as long as the verifier: it caches the keys and
 	// refetches them when a token names a key ID it does not know, which
 	// is how issuer key rotation is picked up.
-	return p.VerifierContext(is.base, is.config), nil
+	return gooidc.NewVerifier(is.URL, newKeySet(doc.JWKSURI, is.HTTPClient, is.Algorithms, is.now), is.config), nil
 }
 
 // Reasons of authentication failures. They name the failed check and never
