@@ -12,6 +12,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/iotest"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -526,5 +527,59 @@ func TestManagerRejects(t *testing.T) {
 	}
 	if l := e.m.List("alice"); len(l) != 0 {
 		t.Errorf("List after rejected submits = %d builds, want 0", len(l))
+	}
+}
+
+// A grant's MaxConcurrent holds an owner's further builds in the queue
+// without holding up other owners, and its Timeout bounds the build.
+func TestManagerGrants(t *testing.T) {
+	e := newEnv(t, builder.WithConcurrency(2))
+	base := testenv.Busybox(t, e.reg)
+	grant := func(g builder.Grant) builder.AuthorizeFunc {
+		return func(*builder.ValidSpec, []byte) (builder.Grant, error) { return g, nil }
+	}
+	submit := func(owner, repo, run string, g builder.Grant) *builder.Job {
+		t.Helper()
+		j, err := e.m.Submit(context.Background(), builder.SubmitRequest{
+			Owner: owner, Spec: api.BuildSpec{Destinations: []string{e.dest(repo)}}, Authorize: grant(g),
+		}, bytes.NewReader(busyboxContext(t, base, run)))
+		if err != nil {
+			t.Fatalf("Submit(%s) = %v, want nil", repo, err)
+		}
+		return j
+	}
+	one := builder.Grant{MaxConcurrent: 1}
+	first := submit("alice", "a1", "sleep 30", one)
+	waitStatus(t, first, api.StatusRunning, time.Minute)
+	second := submit("alice", "a2", "true", one)
+	other := submit("bob", "b1", "true", builder.Grant{})
+	if b := wait(t, other, time.Minute); b.Status != api.StatusSucceeded {
+		t.Fatalf("bob's build = %s (%s), want succeeded while alice's first runs", b.Status, b.Error)
+	}
+	if s := second.Status(); s != api.StatusQueued {
+		t.Errorf("alice's second build = %s while her first runs, want queued (max_concurrent 1)", s)
+	}
+	if _, err := e.m.Cancel("alice", first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if b := wait(t, second, time.Minute); b.Status != api.StatusSucceeded {
+		t.Errorf("alice's second build = %s (%s), want succeeded once the first ended", b.Status, b.Error)
+	}
+
+	slow := submit("carol", "c1", "sleep 30", builder.Grant{Timeout: 2 * time.Second})
+	if b := wait(t, slow, time.Minute); b.Status != api.StatusFailed || !strings.Contains(b.Error, "timeout") {
+		t.Errorf("build with a 2s grant = %s (%q), want failed with a timeout", b.Status, b.Error)
+	}
+
+	// A refusal stops the submission before any of the context is read.
+	deny := func(*builder.ValidSpec, []byte) (builder.Grant, error) {
+		return builder.Grant{}, &builder.DeniedError{Rule: "r", Reason: `policy rule "r" refuses`}
+	}
+	_, err := e.m.Submit(context.Background(), builder.SubmitRequest{
+		Owner: "dave", Spec: api.BuildSpec{Destinations: []string{e.dest("d1")}}, Authorize: deny,
+	}, iotest.ErrReader(errors.New("context must not be read")))
+	var de *builder.DeniedError
+	if !errors.As(err, &de) {
+		t.Errorf("Submit(denied) = %v, want a *DeniedError", err)
 	}
 }
