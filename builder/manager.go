@@ -95,6 +95,9 @@ func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 	}, nil
 }
 
+// DefaultRunner names the runner of specs that name none.
+func (m *Manager) DefaultRunner() string { return m.o.defaultRunner }
+
 // Runners returns the names of the configured runners.
 func (m *Manager) Runners() map[string]Runner { return m.o.runners }
 
@@ -109,6 +112,13 @@ func (m *Manager) Submit(ctx context.Context, sr SubmitRequest, r io.Reader) (*J
 	spec, err := Validate(sr.Spec, names, m.o.defaultRunner)
 	if err != nil {
 		return nil, err
+	}
+	// A runner this host cannot run (dockerd not installed, say) is
+	// refused up front, not after the upload.
+	if ch, ok := m.o.runners[spec.Runner].(Checker); ok {
+		if err := ch.Available(ctx); err != nil {
+			return nil, &SpecError{"runner", fmt.Sprintf("%q is not available on this gateway: %v", spec.Runner, err)}
+		}
 	}
 
 	if sr.IdempotencyKey != "" {

@@ -103,6 +103,8 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 func (s *Server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
 
+// readyz reports each runner; the gateway is ready when its default
+// runner is, since builds that ask for no runner get that one.
 func (s *Server) readyz(c *gin.Context) {
 	ready := true
 	runners := map[string]string{}
@@ -111,7 +113,9 @@ func (s *Server) readyz(c *gin.Context) {
 		if ch, ok := r.(builder.Checker); ok {
 			if err := ch.Available(c.Request.Context()); err != nil {
 				runners[name] = "unavailable: " + err.Error()
-				ready = false
+				if name == s.m.DefaultRunner() {
+					ready = false
+				}
 			}
 		}
 	}
