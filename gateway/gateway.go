@@ -12,7 +12,6 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 
@@ -25,7 +24,6 @@ import (
 	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/builder/audit"
 	"github.com/buildgw/buildgw/builder/policy"
-	"github.com/buildgw/buildgw/builder/push"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
@@ -50,63 +48,11 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
-	var aopts []audit.Option
-	if cfg.Audit.File != "" {
-		aopts = append(aopts, audit.WithFile(cfg.Audit.File))
-		if cfg.Audit.MaxSize > 0 {
-			aopts = append(aopts, audit.WithMaxSize(cfg.Audit.MaxSize))
-		}
-		if cfg.Audit.MaxBackups > 0 {
-			aopts = append(aopts, audit.WithMaxBackups(cfg.Audit.MaxBackups))
-		}
+	alog, err := newAuditLog(cfg.Audit)
+	if err != nil {
+		return nil, err
 	}
-	if cfg.Audit.Stdout {
-		aopts = append(aopts, audit.WithWriter(os.Stdout))
-	}
-	var alog *audit.Logger
-	if len(aopts) > 0 {
-		if alog, err = audit.New(aopts...); err != nil {
-			return nil, fmt.Errorf("audit log: %w", err)
-		}
-	}
-	pusherRegs := map[string]push.Registry{}
-	if cfg.DockerConfig != "" {
-		if pusherRegs, err = readDockerConfig(cfg.DockerConfig); err != nil {
-			return nil, fmt.Errorf("docker_config: %w", err)
-		}
-	}
-	var insecure []string
-	pullCreds := map[string]builder.Credential{}
-	var extraCAs []byte
-	for host, r := range cfg.Registries {
-		pr := push.Registry{Username: r.Username, CAFile: r.CAFile, Insecure: r.Insecure}
-		if r.PasswordFile != "" {
-			b, err := os.ReadFile(r.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("reading password of registry %s: %w", host, err)
-			}
-			pr.Password = strings.TrimRight(string(b), "\r\n")
-		}
-		pusherRegs[host] = pr
-		if r.Insecure {
-			insecure = append(insecure, host)
-		}
-		if r.CAFile != "" {
-			pem, err := os.ReadFile(r.CAFile)
-			if err != nil {
-				return nil, fmt.Errorf("reading CA file of registry %s: %w", host, err)
-			}
-			extraCAs = append(extraCAs, pem...)
-		}
-		if sp := r.SandboxPull; sp != nil {
-			b, err := os.ReadFile(sp.PasswordFile)
-			if err != nil {
-				return nil, fmt.Errorf("reading sandbox pull password of registry %s: %w", host, err)
-			}
-			pullCreds[host] = builder.Credential{Username: sp.Username, Password: strings.TrimRight(string(b), "\r\n")}
-		}
-	}
-	p, err := push.New(pusherRegs)
+	p, regOpts, err := cfg.registryAccess()
 	if err != nil {
 		return nil, err
 	}
@@ -126,12 +72,10 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithRunner("kaniko", kr),
 		builder.WithJobTimeout(time.Duration(cfg.JobTimeout)),
 		builder.WithContextLimits(archive.Limits{MaxBytes: cfg.Context.MaxBytes, MaxFiles: cfg.Context.MaxFiles}),
-		builder.WithInsecureRegistries(insecure...),
-		builder.WithPullCredentials(pullCreds),
-		builder.WithExtraCAs(extraCAs),
 		builder.WithLogger(log),
 		builder.WithObserver(metrics),
 	}
+	opts = append(opts, regOpts...)
 	if alog != nil {
 		opts = append(opts, builder.WithObserver(auditObserver{alog}))
 	}
