@@ -14,6 +14,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
@@ -65,6 +66,9 @@ type Manager struct {
 	idem      map[string]*idemEntry
 	running   int
 	runningBy map[string]int // running builds per owner
+
+	trash   chan trashItem // workspaces for the reaper to remove
+	reaping atomic.Bool    // whether a reaper runs (Run was called)
 }
 
 type idemEntry struct {
@@ -79,7 +83,7 @@ func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"jobs", "logs"} {
+	for _, d := range []string{"jobs", "logs", "trash"} {
 		if err := os.MkdirAll(filepath.Join(stateDir, d), 0o711); err != nil {
 			return nil, fmt.Errorf("creating state directory: %w", err)
 		}
@@ -92,6 +96,7 @@ func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 		wake:      make(chan struct{}),
 		idem:      map[string]*idemEntry{},
 		runningBy: map[string]int{},
+		trash:     make(chan trashItem, 256),
 	}, nil
 }
 
@@ -353,6 +358,18 @@ var errCancelled = errors.New("cancelled")
 // to stop.
 func (m *Manager) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
+	rctx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
+	reaped := make(chan struct{})
+	m.reaping.Store(true)
+	go func() {
+		defer close(reaped)
+		m.reap(rctx)
+	}()
+	defer func() {
+		m.reaping.Store(false)
+		stopReaper()
+		<-reaped
+	}()
 	for range m.o.concurrency {
 		wg.Add(1)
 		go func() {
@@ -508,7 +525,53 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 	return digest.String(), nil
 }
 
+// removeWorkspace takes ws out of the jobs directory at once, with one
+// rename into the trash, and leaves the slow part (unlinking an unpacked
+// base image takes about a second) to the reaper, so that a build is
+// reported as soon as it is over. Without a reaper (Run not started) it
+// removes in place.
 func (m *Manager) removeWorkspace(ctx context.Context, runner, ws string) {
+	trash := filepath.Join(m.stateDir, "trash", filepath.Base(ws))
+	if m.reaping.Load() && os.Rename(ws, trash) == nil {
+		select {
+		case m.trash <- trashItem{runner, trash}:
+			return
+		default:
+			ws = trash // the reaper is behind: remove here
+		}
+	}
+	m.remove(ctx, runner, ws)
+}
+
+type trashItem struct{ runner, dir string }
+
+// reap removes trashed workspaces until ctx ends, then what is left.
+// Workspaces trashed before a restart are removed first.
+func (m *Manager) reap(ctx context.Context) {
+	dir := filepath.Join(m.stateDir, "trash")
+	if ents, err := os.ReadDir(dir); err == nil {
+		for _, e := range ents {
+			m.remove(ctx, m.o.defaultRunner, filepath.Join(dir, e.Name()))
+		}
+	}
+	for {
+		select {
+		case it := <-m.trash:
+			m.remove(context.WithoutCancel(ctx), it.runner, it.dir)
+		case <-ctx.Done():
+			for {
+				select {
+				case it := <-m.trash:
+					m.remove(context.WithoutCancel(ctx), it.runner, it.dir)
+				default:
+					return
+				}
+			}
+		}
+	}
+}
+
+func (m *Manager) remove(ctx context.Context, runner, ws string) {
 	var err error
 	if rm, ok := m.o.runners[runner].(Remover); ok {
 		err = rm.RemoveAll(ctx, ws)

@@ -18,7 +18,10 @@ type Runner interface {
 	// Build runs the build described by req, writing the build's output, line
 	// by line, to log. It returns the built image, read from files under
 	// req.OutputDir, which stay until the Manager removes the workspace.
-	// Build must stop and clean up every process it started when ctx ends.
+	// Before it returns, whatever the outcome, every process it started
+	// must be gone and nothing may stay mounted under the workspace; files
+	// it leaves there are removed by the Manager (through Remover if the
+	// runner implements it).
 	Build(ctx context.Context, req *Request, log io.Writer) (v1.Image, error)
 }
 

@@ -1,0 +1,747 @@
+package dind
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// DaemonConfig is what a per-job daemon is started with.
+type DaemonConfig struct {
+	// InsecureRegistries are passed as --insecure-registry.
+	InsecureRegistries []string
+	// ExtraCAs are PEM roots the daemon trusts, besides the system's, when
+	// it pulls base images (see the package documentation).
+	ExtraCAs []byte
+	// Tag names the daemon's state for the cgroup of its containers; the
+	// job's ID. Optional.
+	Tag string
+}
+
+// Daemon is one running per-job dockerd: pid 1 of a pid namespace of its
+// own (its init, or dockerd itself), in a mount namespace of its own, with
+// all of its state under one directory.
+type Daemon struct {
+	dir     string
+	driver  string
+	cgroup  string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	waitErr error
+	pid     int
+	client  *http.Client
+	stop    time.Duration
+
+	stopOnce sync.Once
+	stopErr  error
+}
+
+// The layout of a daemon's directory.
+const (
+	dataDir    = "data"     // --data-root
+	execDir    = "exec"     // --exec-root (containerd's state and sockets too)
+	runDir     = "run"      // the API socket and the pidfile
+	etcDir     = "etc"      // daemon.json and the daemon's key
+	homeDir    = "home"     // HOME of the daemon and the CLI
+	clientDir  = "client"   // DOCKER_CONFIG of the CLI
+	certsDir   = "certs"    // CA bundle with Request.ExtraCAs
+	stateFile  = "state.json"
+	logFile    = "dockerd.log"
+	socketName = "docker.sock"
+)
+
+// maxSocketPath is the longest unix socket path Linux accepts (108 bytes
+// with the NUL).
+const maxSocketPath = 107
+
+// state is what Reap needs to find a daemon left by a killed gateway.
+type state struct {
+	// Pid is the daemon namespace's init, as the host sees it, and Start
+	// its start time (clock ticks after boot), so that a reused pid is
+	// never mistaken for it.
+	Pid    int    `json:"pid"`
+	Start  uint64 `json:"start"`
+	Cgroup string `json:"cgroup"`
+}
+
+// initScript runs as pid 1 of the daemon's new pid and mount namespaces
+// (the mount namespace is private: Go marks / MS_REC|MS_PRIVATE after
+// unsharing it). It mounts a /proc of the new pid namespace, hides the
+// host's /run/docker and /run/containerd behind private tmpfs mounts (the
+// daemon and its containerd put plugin and shim sockets there, whatever
+// --exec-root says), then becomes the init or dockerd. Every mount made
+// in the namespace vanishes with it.
+const initScript = `set -e
+m=$1; shift
+"$m" -t proc -o nosuid,nodev,noexec proc /proc
+"$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/docker
+"$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/containerd
+exec "$@"
+`
+
+// hostMountPoints must exist on the host for initScript to mount over
+// them; a Docker installation has them anyway.
+var hostMountPoints = []string{"/run/docker", "/run/containerd"}
+
+// StartDaemon starts a daemon with its state in dir, which must not
+// exist (its parent must), and waits until it answers. The daemon is
+// killed when ctx ends before that. Stop it with Stop, which deletes dir.
+func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) (*Daemon, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return nil, err
+	}
+	if n := len(filepath.Join(dir, execDir, "containerd", "containerd-debug.sock")); n > maxSocketPath {
+		return nil, fmt.Errorf("dind: job directory %s is too long for the daemon's unix sockets (%d bytes, limit %d)", dir, n, maxSocketPath)
+	}
+	if err := os.Mkdir(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("dind: creating daemon directory: %w", err)
+	}
+	d := &Daemon{dir: dir, done: make(chan struct{}), stop: r.o.stopTimeout}
+	ok := false
+	defer func() {
+		if !ok {
+			d.kill()
+			if d.cmd != nil && d.cmd.Process != nil {
+				<-d.done
+			}
+			cleanupDir(dir)
+		}
+	}()
+	for _, sub := range []string{dataDir, execDir, runDir, etcDir, homeDir, clientDir, certsDir} {
+		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
+			return nil, fmt.Errorf("dind: preparing daemon directory: %w", err)
+		}
+	}
+	for _, p := range hostMountPoints {
+		if err := os.MkdirAll(p, 0o700); err != nil {
+			return nil, fmt.Errorf("dind: creating mount point %s: %w", p, err)
+		}
+	}
+	d.driver = r.storageDriver(dir)
+	d.cgroup = r.o.cgroupRoot + "/" + cgroupName(cfg.Tag)
+
+	// No host configuration: not /etc/docker/daemon.json, and the
+	// daemon's identity key (20.10 writes /etc/docker/key.json unless told
+	// otherwise) stays in the job's directory.
+	conf, _ := json.Marshal(map[string]any{"deprecated-key-path": filepath.Join(dir, etcDir, "key.json")})
+	if err := os.WriteFile(filepath.Join(dir, etcDir, "daemon.json"), conf, 0o600); err != nil {
+		return nil, fmt.Errorf("dind: writing daemon configuration: %w", err)
+	}
+	env := []string{
+		"PATH=" + daemonPath(r.o.dockerd),
+		"HOME=" + filepath.Join(dir, homeDir),
+	}
+	if len(cfg.ExtraCAs) > 0 {
+		bundle := filepath.Join(dir, certsDir, "ca-certificates.crt")
+		if err := installCAs(r.o.caCerts, cfg.ExtraCAs, bundle); err != nil {
+			return nil, fmt.Errorf("dind: installing CA certificates: %w", err)
+		}
+		// Go's x509 reads the system roots from here instead; the
+		// daemon's registry client uses the system roots for every
+		// registry without an /etc/docker/certs.d entry.
+		env = append(env, "SSL_CERT_FILE="+bundle)
+	}
+
+	args := []string{r.o.sh, "-c", initScript, "dind-init", r.o.mount}
+	if r.o.init != "" {
+		args = append(args, r.o.init, "--")
+	}
+	args = append(args, r.o.dockerd)
+	args = append(args, r.daemonArgs(dir, d.driver, d.cgroup, cfg.InsecureRegistries)...)
+
+	logf, err := os.OpenFile(filepath.Join(dir, logFile), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("dind: %w", err)
+	}
+	defer logf.Close()
+	d.cmd = &exec.Cmd{
+		Path:   r.o.sh,
+		Args:   args,
+		Env:    env,
+		Dir:    filepath.Join(dir, homeDir),
+		Stdout: logf,
+		Stderr: logf,
+		SysProcAttr: &syscall.SysProcAttr{
+			// Its own session, so no terminal signal reaches it; pid 1
+			// of a new pid namespace, so that killing it kills every
+			// process of the daemon (containerd, shims, the build's
+			// containers, all in that namespace or below); a private
+			// mount namespace, so that every mount the daemon makes
+			// (overlays, shm, netns) dies with it. Pdeathsig: a gateway
+			// that dies takes the whole namespace with it.
+			Setsid:       true,
+			Pdeathsig:    syscall.SIGKILL,
+			Cloneflags:   syscall.CLONE_NEWPID,
+			Unshareflags: syscall.CLONE_NEWNS,
+		},
+	}
+	if err := d.cmd.Start(); err != nil {
+		return nil, fmt.Errorf("dind: starting dockerd: %w", err)
+	}
+	d.pid = d.cmd.Process.Pid
+	go func() {
+		d.waitErr = d.cmd.Wait()
+		close(d.done)
+	}()
+	st := state{Pid: d.pid, Cgroup: d.cgroup}
+	st.Start, _ = procStart(d.pid)
+	b, _ := json.Marshal(st)
+	if err := os.WriteFile(filepath.Join(dir, stateFile), b, 0o600); err != nil {
+		return nil, fmt.Errorf("dind: recording daemon state: %w", err)
+	}
+
+	d.client = &http.Client{Transport: &http.Transport{
+		DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var dl net.Dialer
+			return dl.DialContext(ctx, "unix", d.Socket())
+		},
+		MaxIdleConns: 2,
+	}}
+	if err := d.waitReady(ctx, r.o.startTime); err != nil {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, fmt.Errorf("dind: %w\n%s", err, tail(filepath.Join(dir, logFile), 20))
+	}
+	ok = true
+	return d, nil
+}
+
+func (r *Runner) daemonArgs(dir, driver, cgroup string, insecure []string) []string {
+	args := []string{
+		"--data-root=" + filepath.Join(dir, dataDir),
+		"--exec-root=" + filepath.Join(dir, execDir),
+		"--pidfile=" + filepath.Join(dir, runDir, "docker.pid"),
+		"--host=unix://" + filepath.Join(dir, runDir, socketName),
+		"--group=root",
+		"--config-file=" + filepath.Join(dir, etcDir, "daemon.json"),
+		// No bridge and no host firewall or sysctl changes; RUN steps use
+		// the network mode the runner asks for (host by default).
+		"--bridge=none",
+		"--iptables=false",
+		"--ip6tables=false",
+		"--ip-masq=false",
+		"--ip-forward=false",
+		"--userland-proxy=false",
+		"--storage-driver=" + driver,
+		"--exec-opt=native.cgroupdriver=cgroupfs",
+		"--cgroup-parent=" + cgroup,
+	}
+	for _, reg := range insecure {
+		args = append(args, "--insecure-registry="+reg)
+	}
+	return args
+}
+
+// daemonPath is the PATH of a job's daemon, where it finds containerd and
+// runc: dockerd's own directory first, then the system's.
+func daemonPath(dockerd string) string {
+	return filepath.Dir(dockerd) + ":/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+}
+
+// cgroupName is a unique, valid cgroup name for a job.
+func cgroupName(tag string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(tag) {
+		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' {
+			b.WriteRune(c)
+		}
+		if b.Len() >= 48 {
+			break
+		}
+	}
+	if b.Len() > 0 {
+		b.WriteByte('-')
+	}
+	r := make([]byte, 6)
+	rand.Read(r)
+	b.WriteString(hex.EncodeToString(r))
+	return b.String()
+}
+
+// waitReady polls /_ping until the daemon answers, it exits, ctx ends or
+// timeout passes.
+func (d *Daemon) waitReady(ctx context.Context, timeout time.Duration) error {
+	deadline := time.Now().Add(timeout)
+	delay := 10 * time.Millisecond
+	for {
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		err := d.ping(pctx)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-d.done:
+			return fmt.Errorf("dockerd exited before it answered (%v)", d.waitErr)
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("dockerd did not answer within %s: %v", timeout, err)
+		}
+		delay = min(delay*2, 100*time.Millisecond)
+	}
+}
+
+func (d *Daemon) ping(ctx context.Context) error {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker/_ping", nil)
+	resp, err := d.client.Do(req)
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	io.Copy(io.Discard, resp.Body)
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("/_ping: %s", resp.Status)
+	}
+	return nil
+}
+
+// Socket is the path of the daemon's API socket.
+func (d *Daemon) Socket() string { return filepath.Join(d.dir, runDir, socketName) }
+
+// Dir is the daemon's state directory.
+func (d *Daemon) Dir() string { return d.dir }
+
+// Pid is the host pid of the daemon namespace's pid 1.
+func (d *Daemon) Pid() int { return d.pid }
+
+// StorageDriver is the daemon's storage driver.
+func (d *Daemon) StorageDriver() string { return d.driver }
+
+// Get sends a GET for path (with query) to the daemon's API.
+func (d *Daemon) Get(ctx context.Context, path string) (*http.Response, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, "http://docker"+path, nil)
+	if err != nil {
+		return nil, err
+	}
+	return d.client.Do(req)
+}
+
+// Stop kills the daemon and every process of it, removes its cgroups and
+// mounts, and deletes its directory. It returns once all of that is
+// done, or has failed; calling it again returns the same result.
+func (d *Daemon) Stop() error {
+	d.stopOnce.Do(func() {
+		if d.stop > 0 {
+			d.terminate(d.stop)
+		}
+		d.kill()
+		select {
+		case <-d.done:
+		case <-time.After(30 * time.Second):
+			// The kernel kills a pid namespace's processes when its init
+			// dies; only an unkillable (D state) process holds this up.
+		}
+		d.client.CloseIdleConnections()
+		d.stopErr = cleanupDir(d.dir)
+	})
+	return d.stopErr
+}
+
+// terminate asks the daemon to shut down (the init passes SIGTERM on to
+// dockerd) and waits up to grace.
+func (d *Daemon) terminate(grace time.Duration) {
+	if d.pid <= 0 {
+		return
+	}
+	syscall.Kill(d.pid, syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(grace):
+	}
+}
+
+// kill sends SIGKILL to the namespace's init, which makes the kernel kill
+// every other process in the namespace (and in the namespaces below it:
+// the containers').
+func (d *Daemon) kill() {
+	if d.cmd == nil || d.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-d.done:
+	default:
+		d.cmd.Process.Signal(syscall.SIGKILL)
+	}
+}
+
+// cleanupDir makes sure nothing of a daemon whose state is in dir is left:
+// it kills the namespace's init recorded in dir's state file and every
+// process whose command line names a path under dir (the daemon,
+// containerd, the shims), waits for them to go, removes the job's cgroups
+// and any mount under dir, and deletes dir. It is used both after a
+// normal stop (where it finds nothing to kill) and by Reap.
+func cleanupDir(dir string) error {
+	var errs []error
+	var st state
+	if b, err := os.ReadFile(filepath.Join(dir, stateFile)); err == nil {
+		json.Unmarshal(b, &st)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		var pids []int
+		// Without its start time, a recorded pid may since belong to
+		// another process: only the command lines count then.
+		if st.Pid > 0 && st.Start != 0 && alive(st.Pid, st.Start) {
+			pids = append(pids, st.Pid)
+		}
+		pids = append(pids, referencing(dir)...)
+		if len(pids) == 0 {
+			break
+		}
+		for _, p := range pids {
+			syscall.Kill(p, syscall.SIGKILL)
+		}
+		if time.Now().After(deadline) {
+			errs = append(errs, fmt.Errorf("processes of the daemon in %s still running: %v", dir, pids))
+			break
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st.Cgroup != "" {
+		if err := removeCgroup(st.Cgroup); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := unmountUnder(dir); err != nil {
+		errs = append(errs, err)
+	}
+	if err := removeTree(dir); err != nil {
+		errs = append(errs, fmt.Errorf("removing the daemon's state: %w", err))
+	}
+	return errors.Join(errs...)
+}
+
+// removeTree deletes root like os.RemoveAll, but unlinks files with
+// several workers: a data root holds thousands of files, and unlinking
+// them one after the other is what makes a teardown slow. It never
+// crosses into another file system: it fails instead.
+func removeTree(root string) error {
+	fi, err := os.Lstat(root)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !fi.IsDir() || !ok {
+		return os.RemoveAll(root)
+	}
+	dev := st.Dev
+	var (
+		mu      sync.Mutex
+		cond    = sync.NewCond(&mu)
+		queue   = []string{root}
+		pending = 1 // directories queued or being read
+		foreign []string
+	)
+	worker := func() {
+		for {
+			mu.Lock()
+			for len(queue) == 0 && pending > 0 {
+				cond.Wait()
+			}
+			if pending == 0 {
+				mu.Unlock()
+				return
+			}
+			d := queue[len(queue)-1]
+			queue = queue[:len(queue)-1]
+			mu.Unlock()
+			var subs, other []string
+			ents, _ := os.ReadDir(d) // what is left, RemoveAll reports
+			for _, e := range ents {
+				p := filepath.Join(d, e.Name())
+				if !e.IsDir() {
+					syscall.Unlink(p)
+					continue
+				}
+				if fi, err := os.Lstat(p); err == nil {
+					if s, ok := fi.Sys().(*syscall.Stat_t); ok && s.Dev != dev {
+						other = append(other, p)
+						continue
+					}
+				}
+				subs = append(subs, p)
+			}
+			mu.Lock()
+			queue = append(queue, subs...)
+			foreign = append(foreign, other...)
+			pending += len(subs) - 1
+			mu.Unlock()
+			cond.Broadcast()
+		}
+	}
+	var wg sync.WaitGroup
+	for range 4 {
+		wg.Add(1)
+		go func() { defer wg.Done(); worker() }()
+	}
+	wg.Wait()
+	if len(foreign) > 0 {
+		return fmt.Errorf("%s holds other file systems, not removed: %q", root, foreign)
+	}
+	return os.RemoveAll(root)
+}
+
+// procStart returns pid's start time in clock ticks after boot.
+func procStart(pid int) (uint64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, err
+	}
+	// The command name may hold spaces and parentheses: fields start
+	// after the last ')'.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, errors.New("malformed stat")
+	}
+	f := strings.Fields(string(b[i+1:]))
+	// f[0] is field 3 (state); starttime is field 22.
+	if len(f) < 20 {
+		return 0, errors.New("malformed stat")
+	}
+	var v uint64
+	_, err = fmt.Sscan(f[19], &v)
+	return v, err
+}
+
+// alive reports whether pid runs (a zombie does not) and, if start is
+// set, is the process that started then.
+func alive(pid int, start uint64) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return false
+	}
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
+		return false
+	}
+	if start != 0 {
+		var v uint64
+		fmt.Sscan(f[19], &v)
+		return v == start
+	}
+	return true
+}
+
+// referencing returns the live processes, other than this one, with an
+// argument naming dir or a path under it.
+func referencing(dir string) []int {
+	var pids []int
+	for _, p := range procs() {
+		if p.pid == os.Getpid() || !alive(p.pid, 0) {
+			continue
+		}
+		for _, a := range p.args {
+			if a == dir || strings.Contains(a, dir+"/") || strings.HasSuffix(a, "="+dir) {
+				pids = append(pids, p.pid)
+				break
+			}
+		}
+	}
+	return pids
+}
+
+type proc struct {
+	pid  int
+	args []string
+}
+
+// procs lists the host's processes with their arguments; kernel threads
+// and processes that end while being read are left out.
+func procs() []proc {
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	var ps []proc
+	for _, e := range ents {
+		var pid int
+		if _, err := fmt.Sscan(e.Name(), &pid); err != nil || pid <= 0 {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || len(b) == 0 {
+			continue
+		}
+		ps = append(ps, proc{pid: pid, args: strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")})
+	}
+	return ps
+}
+
+// mountInfo is one line of /proc/self/mountinfo.
+type mountInfo struct {
+	point  string
+	fstype string
+}
+
+func mounts() ([]mountInfo, error) {
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		return nil, err
+	}
+	var ms []mountInfo
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 10 {
+			continue
+		}
+		m := mountInfo{point: unescapeMount(f[4])}
+		// Optional fields end with "-"; the file system type follows.
+		for i := 6; i < len(f)-1; i++ {
+			if f[i] == "-" {
+				m.fstype = f[i+1]
+				break
+			}
+		}
+		ms = append(ms, m)
+	}
+	return ms, nil
+}
+
+// unescapeMount decodes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v int
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(byte(v))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// unmountUnder lazily unmounts every mount at or below dir, deepest
+// first. The daemon's own mounts live in its private mount namespace and
+// vanish with it; this is for anything else (the storage driver probe, a
+// daemon started by other means).
+func unmountUnder(dir string) error {
+	ms, err := mounts()
+	if err != nil {
+		return err
+	}
+	var points []string
+	for _, m := range ms {
+		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
+			points = append(points, m.point)
+		}
+	}
+	// Deepest first: longer paths are never parents of shorter ones.
+	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
+	var errs []error
+	for _, p := range points {
+		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
+			errs = append(errs, fmt.Errorf("unmounting %s: %w", p, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeCgroup kills whatever is left in the cgroup path (relative to the
+// root of each hierarchy) and below, and removes those cgroups, in every
+// cgroup hierarchy mounted.
+func removeCgroup(path string) error {
+	ms, err := mounts()
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range ms {
+		if m.fstype != "cgroup" && m.fstype != "cgroup2" {
+			continue
+		}
+		root := filepath.Join(m.point, path)
+		if _, err := os.Stat(root); err != nil {
+			continue
+		}
+		if err := removeCgroupTree(root); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func removeCgroupTree(dir string) error {
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() {
+			removeCgroupTree(filepath.Join(dir, e.Name()))
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil {
+			for _, f := range strings.Fields(string(b)) {
+				var pid int
+				if _, err := fmt.Sscan(f, &pid); err == nil && pid > 0 {
+					syscall.Kill(pid, syscall.SIGKILL)
+				}
+			}
+		}
+		err := syscall.Rmdir(dir)
+		if err == nil || errors.Is(err, syscall.ENOENT) {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("removing cgroup %s: %w", dir, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func installCAs(system string, extra []byte, dst string) error {
+	b, err := os.ReadFile(system)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	if len(b) > 0 && b[len(b)-1] != '\n' {
+		b = append(b, '\n')
+	}
+	return os.WriteFile(dst, append(b, extra...), 0o644)
+}
+
+// tail returns the last n lines of the file at p.
+func tail(p string, n int) string {
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}

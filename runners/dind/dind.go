@@ -1,0 +1,511 @@
+// Package dind runs each build against a Docker daemon of its own, started
+// for the job and destroyed after it, so that no job shares a daemon, an
+// image store or a socket with another, and none ever sees the host's.
+//
+// # The per-job daemon
+//
+// Build starts dockerd (20.10 from Debian's docker.io, or any later one)
+// with all of its state under WORKSPACE/dind:
+//
+//	data/     --data-root (images, containers, the managed containerd's root)
+//	exec/     --exec-root (containerd's state and sockets; dockerd starts
+//	          its own containerd there since no --containerd is given)
+//	run/      --host unix://.../run/docker.sock (never TCP), --pidfile
+//	etc/      --config-file (so /etc/docker/daemon.json is never read) and
+//	          the daemon's key (20.10 would write /etc/docker/key.json)
+//	client/   DOCKER_CONFIG of the docker CLI: only Request.PullCredentials
+//	home/     HOME of both
+//	certs/    the CA bundle with Request.ExtraCAs (SSL_CERT_FILE)
+//
+// with --bridge=none --iptables=false --ip6tables=false --ip-masq=false
+// --ip-forward=false --userland-proxy=false (no host firewall, sysctl or
+// bridge changes), --insecure-registry for each Request.InsecureRegistries
+// entry, --exec-opt native.cgroupdriver=cgroupfs and --cgroup-parent
+// /buildgw-dind/JOB (so the job's containers have a cgroup subtree of
+// their own, removed at teardown), and a fixed environment (PATH, HOME,
+// SSL_CERT_FILE; nothing of the gateway's, no DOCKER_* variable).
+//
+// The daemon runs as pid 1 (under Docker's init, tini, when installed) of
+// a new pid namespace, in a new private mount namespace. A small /bin/sh
+// script first mounts the namespace's /proc and private tmpfs over
+// /run/docker and /run/containerd, where dockerd and containerd put plugin
+// and shim sockets whatever --exec-root says. So:
+//   - killing that one process makes the kernel kill every process of the
+//     daemon: dockerd, containerd, the shims and the build's containers
+//     (which live in pid namespaces below it), and the runner knows they
+//     are all gone when it has reaped it;
+//   - every mount the daemon makes (overlays, shm, netns) exists only in
+//     its mount namespace and vanishes with it: the host's mount table
+//     never sees them;
+//   - Pdeathsig kills the namespace if the gateway dies.
+//
+// The runner waits for /_ping on the socket (DefaultStartTimeout), then
+// runs the docker CLI against it: DOCKER_BUILDKIT=0 docker build --file
+// --tag buildgw/job:ID --iidfile --network host --build-arg --label
+// --target CONTEXT. The legacy builder is used because the 20.10 CLI has
+// it built in, it streams RUN output line by line, and it honours the
+// daemon's --insecure-registry for FROM without buildx; the output goes to
+// the build log line by line. The image is exported through the Engine
+// API (GET /images/get): the docker-save stream becomes, as it arrives, an
+// OCI layout in Request.OutputDir like the kaniko runner's, each layer
+// gzip-compressed once on the way (checked against the config's diff IDs,
+// and the config against the built image's ID), so the gateway's push
+// only uploads files. The gateway pushes it: no push credential ever
+// reaches the daemon.
+//
+// Teardown kills the namespace (SIGKILL; WithStopTimeout asks for a clean
+// SIGTERM shutdown first), waits for it, kills anything still naming the
+// job's directory in its command line, removes the job's cgroups and any
+// mount under the directory (lazily, deepest first), and deletes it. Build
+// returns only after that, whether the build succeeded, failed or was
+// cancelled.
+//
+// # Storage driver
+//
+// Unless WithStorageDriver says otherwise, the first build probes an
+// overlay mount in its job directory: overlay2 if it works (it does on the
+// development machines: ext4, kernel 6.x, cgroup v1), else vfs (slow,
+// but works everywhere, e.g. when the state directory is itself on
+// overlayfs). The result is kept for the Runner's lifetime.
+//
+// # Limitations
+//
+//   - RUN steps use the host's network namespace by default, like the
+//     kaniko runner's: they can reach the gateway host's loopback services.
+//     WithNetwork("none") cuts them off.
+//   - The daemon is rootful and the build's containers run as real root
+//     (with Docker's default seccomp and capabilities); the gateway must
+//     run as root.
+//   - ExtraCAs reach the daemon through SSL_CERT_FILE, which Go's x509
+//     reads for the system roots; the daemon uses them for every registry
+//     that has no /etc/docker/certs.d/HOST directory on the host (that
+//     directory is the host's, and still read). dockerd treats 127.0.0.0/8
+//     as insecure (TLS not verified) whatever it is told.
+//   - PullCredentials are given to the CLI, which sends them to the daemon
+//     for FROM; RUN steps never see them.
+package dind
+
+import (
+	"bufio"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/buildgw/buildgw/builder"
+)
+
+// Runner builds each job against a Docker daemon of its own.
+type Runner struct {
+	o options
+
+	mu     sync.Mutex
+	driver string // probed storage driver, once
+}
+
+var (
+	_ builder.Runner  = (*Runner)(nil)
+	_ builder.Checker = (*Runner)(nil)
+	_ builder.Remover = (*Runner)(nil)
+)
+
+// New returns a Runner. Missing binaries are not an error here: Available
+// reports them, so that a gateway starts without Docker installed.
+func New(opts ...Option) (*Runner, error) {
+	o, err := makeOptions(opts...)
+	if err != nil {
+		return nil, err
+	}
+	return &Runner{o: o}, nil
+}
+
+// Docker is the docker CLI the runner uses.
+func (r *Runner) Docker() string { return r.o.docker }
+
+// Dockerd is the dockerd the runner starts.
+func (r *Runner) Dockerd() string { return r.o.dockerd }
+
+// Available reports why no daemon can be started here, or nil.
+func (r *Runner) Available(ctx context.Context) error {
+	if os.Geteuid() != 0 {
+		return errors.New("the dind runner needs root: dockerd runs rootful")
+	}
+	if err := executable(r.o.dockerd); err != nil {
+		return fmt.Errorf("dockerd not found (install Debian's docker.io): %w", err)
+	}
+	vctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if out, err := exec.CommandContext(vctx, r.o.dockerd, "--version").CombinedOutput(); err != nil {
+		return fmt.Errorf("dockerd %s does not run: %v: %s", r.o.dockerd, err, strings.TrimSpace(string(out)))
+	}
+	if err := executable(r.o.docker); err != nil {
+		return fmt.Errorf("docker CLI not found (install Debian's docker.io): %w", err)
+	}
+	// What dockerd runs, found on the PATH it gets.
+	for _, b := range []string{"containerd", "containerd-shim-runc-v2", "runc"} {
+		if _, err := lookPathIn(b, daemonPath(r.o.dockerd)); err != nil {
+			return fmt.Errorf("%s not found next to dockerd or in the system PATH (install Debian's docker.io)", b)
+		}
+	}
+	if err := executable(r.o.mount); err != nil {
+		return fmt.Errorf("mount (util-linux) not found: %w", err)
+	}
+	if err := executable(r.o.sh); err != nil {
+		return fmt.Errorf("%s not found: %w", r.o.sh, err)
+	}
+	if r.o.init != "" {
+		if err := executable(r.o.init); err != nil {
+			return fmt.Errorf("init for the daemon's namespace: %w", err)
+		}
+	}
+	return nil
+}
+
+func executable(p string) error {
+	if !filepath.IsAbs(p) {
+		_, err := exec.LookPath(p)
+		return err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return err
+	}
+	if fi.IsDir() || fi.Mode()&0o111 == 0 {
+		return fmt.Errorf("%s is not executable", p)
+	}
+	return nil
+}
+
+func lookPathIn(file, path string) (string, error) {
+	for _, dir := range filepath.SplitList(path) {
+		p := filepath.Join(dir, file)
+		if executable(p) == nil {
+			return p, nil
+		}
+	}
+	return "", fmt.Errorf("%s not found in %s", file, path)
+}
+
+// testHookBeforeStop, if set, is called with each job's daemon after the
+// image is exported and before the daemon is stopped.
+var testHookBeforeStop func(d *Daemon)
+
+// Build starts a daemon for req, builds req against it with the docker
+// CLI, exports the image to req.OutputDir and destroys the daemon.
+func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer) (img v1.Image, err error) {
+	dir := filepath.Join(req.Workspace, "dind")
+	if _, err := os.Lstat(dir); err == nil {
+		// Left by an earlier attempt of the same job.
+		if err := cleanupDir(dir); err != nil {
+			return nil, fmt.Errorf("dind: cleaning up an earlier daemon: %w", err)
+		}
+	}
+	started := time.Now()
+	d, err := r.StartDaemon(ctx, dir, DaemonConfig{
+		InsecureRegistries: req.InsecureRegistries,
+		ExtraCAs:           req.ExtraCAs,
+		Tag:                req.ID,
+	})
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, err
+	}
+	defer func() {
+		if serr := d.Stop(); serr != nil && err == nil {
+			img, err = nil, fmt.Errorf("dind: tearing down the job's daemon: %w", serr)
+		}
+	}()
+	fmt.Fprintf(log, "dind: job daemon ready in %.2fs (storage driver %s)\n", time.Since(started).Seconds(), d.StorageDriver())
+
+	tag := "buildgw/job:" + tagName(req.ID)
+	if err := r.dockerBuild(ctx, d, req, tag, log); err != nil {
+		return nil, err
+	}
+	exported := time.Now()
+	img, st, err := d.exportLayout(ctx, tag, req.OutputDir)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, context.Cause(ctx)
+		}
+		return nil, err
+	}
+	fmt.Fprintf(log, "dind: image exported in %.2fs (%d layers, %.1f MiB, %.1f MiB compressed)\n",
+		time.Since(exported).Seconds(), st.layers, float64(st.raw)/(1<<20), float64(st.compressed)/(1<<20))
+	if testHookBeforeStop != nil {
+		testHookBeforeStop(d)
+	}
+	iid, err := os.ReadFile(filepath.Join(d.dir, runDir, "iid"))
+	if err != nil {
+		return nil, fmt.Errorf("dind: reading the built image's ID: %w", err)
+	}
+	stopped := time.Now()
+	if err := d.Stop(); err != nil {
+		return nil, fmt.Errorf("dind: tearing down the job's daemon: %w", err)
+	}
+	fmt.Fprintf(log, "dind: job daemon removed in %.2fs\n", time.Since(stopped).Seconds())
+	if ctx.Err() != nil {
+		return nil, context.Cause(ctx)
+	}
+	cfg, err := img.ConfigName()
+	if err != nil {
+		return nil, fmt.Errorf("dind: reading the exported image: %w", err)
+	}
+	if want := strings.TrimSpace(string(iid)); cfg.String() != want {
+		return nil, fmt.Errorf("dind: exported image %s, want the built %s", cfg, want)
+	}
+	return img, nil
+}
+
+// dockerBuild runs docker build against d, streaming its output to log.
+func (r *Runner) dockerBuild(ctx context.Context, d *Daemon, req *builder.Request, tag string, log io.Writer) error {
+	// The CLI's configuration holds only the pull credentials the
+	// gateway's configuration gives sandboxes; it sends them to the daemon
+	// for FROM.
+	if err := os.WriteFile(filepath.Join(d.dir, clientDir, "config.json"), dockerConfig(req.PullCredentials), 0o600); err != nil {
+		return fmt.Errorf("dind: writing the CLI's configuration: %w", err)
+	}
+	cmd := exec.CommandContext(ctx, r.o.docker, r.buildArgs(d, req, tag)...)
+	cmd.Dir = filepath.Join(d.dir, homeDir)
+	cmd.Env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + filepath.Join(d.dir, homeDir),
+		"DOCKER_CONFIG=" + filepath.Join(d.dir, clientDir),
+		"DOCKER_BUILDKIT=0",
+	}
+	lw := newLineWriter(log)
+	cmd.Stdout, cmd.Stderr = lw, lw
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
+	cmd.Cancel = func() error {
+		// Stop the daemon at once too, rather than after the CLI.
+		go d.kill()
+		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+	}
+	cmd.WaitDelay = 5 * time.Second
+	err := cmd.Run()
+	lw.Flush()
+	if ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			return fmt.Errorf("docker build failed (exit status %d); see the build log", ee.ExitCode())
+		}
+		return fmt.Errorf("dind: running the docker CLI: %w", err)
+	}
+	return nil
+}
+
+func (r *Runner) buildArgs(d *Daemon, req *builder.Request, tag string) []string {
+	args := []string{
+		"--host=unix://" + d.Socket(),
+		"build",
+		"--file=" + filepath.Join(req.ContextDir, filepath.FromSlash(req.Dockerfile)),
+		"--tag=" + tag,
+		"--iidfile=" + filepath.Join(d.dir, runDir, "iid"),
+		"--rm", "--force-rm",
+	}
+	if r.o.network != "default" {
+		args = append(args, "--network="+r.o.network)
+	}
+	for _, k := range sortedKeys(req.BuildArgs) {
+		args = append(args, "--build-arg="+k+"="+req.BuildArgs[k])
+	}
+	for _, k := range sortedKeys(req.Labels) {
+		args = append(args, "--label="+k+"="+req.Labels[k])
+	}
+	if req.Target != "" {
+		args = append(args, "--target="+req.Target)
+	}
+	return append(args, req.ContextDir)
+}
+
+// RemoveAll removes dir, a job's workspace, after making sure that no
+// daemon of the job is left (see Reap).
+func (r *Runner) RemoveAll(ctx context.Context, dir string) error {
+	var errs []error
+	if _, err := os.Lstat(filepath.Join(dir, "dind")); err == nil {
+		errs = append(errs, cleanupDir(filepath.Join(dir, "dind")))
+	}
+	errs = append(errs, unmountUnder(dir), os.RemoveAll(dir))
+	return errors.Join(errs...)
+}
+
+// Reap finds the daemons a killed gateway left under stateDir (whose
+// workspaces are stateDir/jobs/ID), kills them and every process of them,
+// removes their cgroups and mounts, and deletes their state. The gateway
+// calls it once at start-up, before any job runs. It returns the daemon
+// directories it cleaned.
+//
+// A gateway that dies takes its daemons with it (Pdeathsig kills each
+// namespace's init), so what is usually left is state; Reap also finds
+// daemons by their state files (namespace init pid and start time) and by
+// command lines naming a job's dind directory.
+func Reap(stateDir string) ([]string, error) {
+	stateDir, err := filepath.Abs(stateDir)
+	if err != nil {
+		return nil, err
+	}
+	jobs := filepath.Join(stateDir, "jobs")
+	dirs := map[string]bool{}
+	if m, err := filepath.Glob(filepath.Join(jobs, "*", "dind")); err == nil {
+		for _, d := range m {
+			dirs[d] = true
+		}
+	}
+	// Processes whose directory is gone already.
+	for _, p := range procs() {
+		for _, a := range p.args {
+			i := strings.Index(a, jobs+"/")
+			if i < 0 {
+				continue
+			}
+			rest := a[i+len(jobs)+1:]
+			id, after, ok := strings.Cut(rest, "/")
+			if ok && id != "" && (after == "dind" || strings.HasPrefix(after, "dind/")) {
+				dirs[filepath.Join(jobs, id, "dind")] = true
+			}
+		}
+	}
+	var cleaned []string
+	var errs []error
+	for d := range dirs {
+		if err := cleanupDir(d); err != nil {
+			errs = append(errs, err)
+		}
+		cleaned = append(cleaned, d)
+	}
+	sort.Strings(cleaned)
+	return cleaned, errors.Join(errs...)
+}
+
+// storageDriver returns the configured storage driver, or probes (once)
+// whether overlay mounts work in dir.
+func (r *Runner) storageDriver(dir string) string {
+	if r.o.storage != "" {
+		return r.o.storage
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.driver == "" {
+		r.driver = "vfs"
+		if probeOverlay(filepath.Join(dir, "overlay-probe")) == nil {
+			r.driver = "overlay2"
+		}
+	}
+	return r.driver
+}
+
+// probeOverlay mounts an overlay in dir (created and removed here) and
+// checks that it shows the lower layer.
+func probeOverlay(dir string) error {
+	defer func() {
+		syscall.Unmount(filepath.Join(dir, "merged"), syscall.MNT_DETACH)
+		os.RemoveAll(dir)
+	}()
+	for _, d := range []string{"", "lower", "upper", "work", "merged"} {
+		if err := os.Mkdir(filepath.Join(dir, d), 0o700); err != nil {
+			return err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "lower", "probe"), []byte("x"), 0o600); err != nil {
+		return err
+	}
+	opts := fmt.Sprintf("lowerdir=%s,upperdir=%s,workdir=%s", filepath.Join(dir, "lower"), filepath.Join(dir, "upper"), filepath.Join(dir, "work"))
+	if err := syscall.Mount("overlay", filepath.Join(dir, "merged"), "overlay", 0, opts); err != nil {
+		return err
+	}
+	if _, err := os.Stat(filepath.Join(dir, "merged", "probe")); err != nil {
+		return err
+	}
+	return nil
+}
+
+// tagName makes a job ID a valid, lower-case image tag.
+func tagName(id string) string {
+	var b strings.Builder
+	for _, c := range strings.ToLower(id) {
+		if (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '-' || c == '_' || c == '.' {
+			b.WriteRune(c)
+		}
+		if b.Len() >= 120 {
+			break
+		}
+	}
+	if b.Len() == 0 || b.String()[0] == '.' || b.String()[0] == '-' {
+		return "job" + b.String()
+	}
+	return b.String()
+}
+
+// dockerConfig renders credentials as a Docker config.json.
+func dockerConfig(creds map[string]builder.Credential) []byte {
+	type entry struct {
+		Auth string `json:"auth"`
+	}
+	auths := map[string]entry{}
+	for host, c := range creds {
+		auths[host] = entry{Auth: base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))}
+	}
+	b, _ := json.Marshal(map[string]any{"auths": auths})
+	return b
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// lineWriter passes output on in whole lines, so that the CLI's stdout
+// and stderr never interleave mid-line in the log.
+type lineWriter struct {
+	mu  sync.Mutex
+	buf *bufio.Writer
+}
+
+func newLineWriter(w io.Writer) *lineWriter {
+	return &lineWriter{buf: bufio.NewWriterSize(w, 64<<10)}
+}
+
+func (l *lineWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := len(p)
+	for len(p) > 0 {
+		i := strings.IndexByte(string(p), '\n')
+		if i < 0 {
+			l.buf.Write(p)
+			break
+		}
+		l.buf.Write(p[:i+1])
+		if err := l.buf.Flush(); err != nil {
+			return 0, err
+		}
+		p = p[i+1:]
+	}
+	return n, nil
+}
+
+func (l *lineWriter) Flush() {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.buf.Flush()
+}

@@ -1,0 +1,700 @@
+package dind
+
+import (
+	"archive/tar"
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/buildgw/buildgw/baseimage"
+	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/runnertest"
+	"github.com/buildgw/buildgw/internal/testenv"
+)
+
+// requireDocker fails the test unless the dind runner can run here: the
+// tests run in CI with docker.io installed (scripts/setup --test), never
+// skipped.
+func requireDocker(t *testing.T) *Runner {
+	t.Helper()
+	r, err := New()
+	if err != nil {
+		t.Fatalf("New: %v", err)
+	}
+	if err := r.Available(context.Background()); err != nil {
+		t.Fatalf("dind runner unavailable: %v (run scripts/setup --test; it installs docker.io)", err)
+	}
+	return r
+}
+
+// TestConformance runs the runner suite against real per-job daemons.
+func TestConformance(t *testing.T) {
+	requireDocker(t)
+	// After the suite's parallel subtests, which run once this function
+	// has returned.
+	t.Cleanup(func() { checkNoLeftovers(t) })
+	runnertest.Run(t, func(t *testing.T) builder.Runner {
+		r, err := New()
+		if err != nil {
+			t.Fatalf("New: %v", err)
+		}
+		return r
+	})
+}
+
+// checkNoLeftovers checks that no daemon of this test binary's runs is
+// left: no dockerd or containerd whose command line names a temporary
+// directory, and no mounts under it.
+func checkNoLeftovers(t *testing.T) {
+	t.Helper()
+	tmp := os.TempDir()
+	for _, p := range procs() {
+		if !alive(p.pid, 0) || !slices.ContainsFunc(p.args, func(a string) bool { return strings.Contains(a, tmp+"/") && strings.Contains(a, "/dind/") }) {
+			continue
+		}
+		t.Errorf("process of a job daemon left: %d %q", p.pid, p.args)
+	}
+	ms, err := mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if strings.HasPrefix(m.point, tmp+"/") && (strings.Contains(m.point, "/dind/") || strings.HasSuffix(m.point, "/dind")) {
+			t.Errorf("mount of a job daemon left: %s", m.point)
+		}
+	}
+}
+
+// newRequest lays out a workspace like builder.Manager does, with the
+// Dockerfile and files in its context.
+func newRequest(t *testing.T, reg string, files map[string]string, args map[string]string) *builder.Request {
+	t.Helper()
+	ws := filepath.Join(testenv.StateDir(t), "jobs", "job")
+	ctxDir, out := filepath.Join(ws, "context"), filepath.Join(ws, "out")
+	for _, d := range []string{ctxDir, out} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for n, body := range files {
+		if err := os.WriteFile(filepath.Join(ctxDir, n), []byte(body), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return &builder.Request{
+		ID:                 "dindtest-" + filepath.Base(filepath.Dir(filepath.Dir(ws))),
+		Workspace:          ws,
+		ContextDir:         ctxDir,
+		Dockerfile:         "Dockerfile",
+		BuildArgs:          args,
+		OutputDir:          out,
+		InsecureRegistries: []string{reg},
+	}
+}
+
+// images lists the repository tags a daemon holds.
+func images(t *testing.T, d *Daemon) []string {
+	t.Helper()
+	resp, err := d.Get(context.Background(), "/images/json")
+	if err != nil {
+		t.Errorf("listing images: %v", err)
+		return nil
+	}
+	defer resp.Body.Close()
+	var list []struct{ RepoTags []string }
+	if err := json.NewDecoder(resp.Body).Decode(&list); err != nil {
+		t.Errorf("listing images: %v", err)
+	}
+	var tags []string
+	for _, i := range list {
+		tags = append(tags, i.RepoTags...)
+	}
+	slices.Sort(tags)
+	return tags
+}
+
+// TestConcurrentDaemonsShareNothing runs two builds at once and checks,
+// just before each daemon is stopped, that each holds its own image and
+// the base, never the other's, in a data root of its own.
+func TestConcurrentDaemonsShareNothing(t *testing.T) {
+	r := requireDocker(t)
+	reg := testenv.Registry(t)
+	base := testenv.Busybox(t, reg)
+	const dockerfile = "ARG BASE\nFROM ${BASE}\nARG WHO\nRUN echo $WHO > /who && sleep 2\n"
+
+	type seen struct {
+		dir, sock string
+		tags      []string
+	}
+	var mu sync.Mutex
+	byTag := map[string]seen{}
+	testHookBeforeStop = func(d *Daemon) {
+		tags := images(t, d)
+		mu.Lock()
+		defer mu.Unlock()
+		for _, tg := range tags {
+			if strings.HasPrefix(tg, "buildgw/job:") {
+				byTag[tg] = seen{d.Dir(), d.Socket(), tags}
+			}
+		}
+	}
+	t.Cleanup(func() { testHookBeforeStop = nil })
+
+	reqs := []*builder.Request{
+		newRequest(t, reg, map[string]string{"Dockerfile": dockerfile}, map[string]string{"BASE": base, "WHO": "alpha"}),
+		newRequest(t, reg, map[string]string{"Dockerfile": dockerfile}, map[string]string{"BASE": base, "WHO": "beta"}),
+	}
+	reqs[0].ID, reqs[1].ID = "alpha", "beta"
+	var wg sync.WaitGroup
+	errs := make([]error, len(reqs))
+	logs := make([]strings.Builder, len(reqs))
+	for i, req := range reqs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = r.Build(context.Background(), req, &syncWriter{w: &logs[i]})
+		}()
+	}
+	wg.Wait()
+	for i, err := range errs {
+		if err != nil {
+			t.Fatalf("Build(%s): %v\n%s", reqs[i].ID, err, logs[i].String())
+		}
+	}
+	a, b := byTag["buildgw/job:alpha"], byTag["buildgw/job:beta"]
+	if a.dir == "" || b.dir == "" {
+		t.Fatalf("hook saw %v, want both jobs' images", byTag)
+	}
+	if a.dir == b.dir || a.sock == b.sock {
+		t.Errorf("both jobs used daemon %s (socket %s)", a.dir, a.sock)
+	}
+	for _, c := range []struct {
+		s          seen
+		own, other string
+	}{{a, "buildgw/job:alpha", "buildgw/job:beta"}, {b, "buildgw/job:beta", "buildgw/job:alpha"}} {
+		if want := []string{c.own, base}; !slices.Equal(c.s.tags, sorted(want)) {
+			t.Errorf("daemon %s holds %q, want exactly %q", c.s.dir, c.s.tags, sorted(want))
+		}
+		if slices.Contains(c.s.tags, c.other) {
+			t.Errorf("daemon %s sees the other job's image %s", c.s.dir, c.other)
+		}
+		if _, err := os.Lstat(c.s.dir); !os.IsNotExist(err) {
+			t.Errorf("daemon directory %s left after Build: %v", c.s.dir, err)
+		}
+	}
+	// Both overlapped: each RUN sleeps 2s, and the builds ran at once.
+	checkNoLeftovers(t)
+}
+
+func sorted(s []string) []string { s = slices.Clone(s); slices.Sort(s); return s }
+
+type syncWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (s *syncWriter) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.w.Write(p)
+}
+
+func TestAvailable(t *testing.T) {
+	requireDocker(t)
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name string
+		opt  Option
+		want string
+	}{
+		{"no dockerd", WithDockerd("/nonexistent/dockerd"), "dockerd not found"},
+		{"no docker CLI", WithDocker("/nonexistent/docker"), "docker CLI not found"},
+		{"missing init", WithInit("/nonexistent/docker-init"), "init"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := New(tc.opt)
+			if err != nil {
+				t.Fatalf("New: %v (a missing binary must not fail New)", err)
+			}
+			if err := r.Available(ctx); err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("Available() = %v, want an error containing %q", err, tc.want)
+			}
+		})
+	}
+	t.Run("dockerd missing from PATH", func(t *testing.T) {
+		t.Setenv("PATH", t.TempDir())
+		r, err := New()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Available(ctx); err == nil || !strings.Contains(err.Error(), "dockerd not found") {
+			t.Errorf("Available() = %v, want an error naming dockerd", err)
+		}
+	})
+	t.Run("build without dockerd", func(t *testing.T) {
+		r, err := New(WithDockerd("/nonexistent/dockerd"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := newRequest(t, "127.0.0.1:1", map[string]string{"Dockerfile": "FROM scratch\n"}, nil)
+		if _, err := r.Build(ctx, req, io.Discard); err == nil {
+			t.Fatal("Build without dockerd succeeded")
+		}
+		if _, err := os.Lstat(filepath.Join(req.Workspace, "dind")); !os.IsNotExist(err) {
+			t.Errorf("failed start left %s/dind: %v", req.Workspace, err)
+		}
+	})
+}
+
+func TestNewErrors(t *testing.T) {
+	for _, tc := range []struct {
+		opt  Option
+		want string
+	}{
+		{WithStorageDriver("aufs"), "storage driver"},
+		{WithNetwork("bridge"), "network mode"},
+		{WithStartTimeout(0), "start timeout"},
+		{WithCgroupRoot("relative"), "cgroup root"},
+		{WithCgroupRoot("/"), "cgroup root"},
+	} {
+		if _, err := New(tc.opt); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("New() = %v, want an error containing %q", err, tc.want)
+		}
+	}
+}
+
+// TestReap leaves a daemon behind as a killed gateway would (started, its
+// Daemon forgotten, with a container running), then checks that Reap
+// kills it and everything of it, and deletes its state.
+func TestReap(t *testing.T) {
+	r := requireDocker(t)
+	stateDir := testenv.StateDir(t)
+	ws := filepath.Join(stateDir, "jobs", "crashed")
+	if err := os.MkdirAll(ws, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(ws, "dind")
+	d, err := r.StartDaemon(context.Background(), dir, DaemonConfig{Tag: "crashed"})
+	if err != nil {
+		t.Fatalf("StartDaemon: %v", err)
+	}
+	t.Cleanup(func() { d.Stop() })
+
+	// A container of the daemon, running a process to look for.
+	img, err := baseimage.Busybox(testenv.BusyboxBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := testenv.Registry(t)
+	ref := reg + "/reap/busybox:latest"
+	tag, _ := name.NewTag(ref, name.Insecure)
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatal(err)
+	}
+	marker := fmt.Sprintf("sleep %d", 400000+time.Now().UnixNano()%100000)
+	docker := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command(r.o.docker, append([]string{"--host=unix://" + d.Socket()}, args...)...)
+		cmd.Env = []string{"PATH=/usr/bin:/bin", "HOME=" + filepath.Join(dir, homeDir), "DOCKER_CONFIG=" + filepath.Join(dir, clientDir)}
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("docker %q: %v\n%s", args, err, out)
+		}
+	}
+	docker("pull", ref)
+	docker("run", "-d", "--network=host", ref, "sh", "-c", marker)
+	if !poll(10*time.Second, func() bool { return len(procsWith(marker)) > 0 }) {
+		t.Fatalf("the container's %q is not running", marker)
+	}
+	var st state
+	b, err := os.ReadFile(filepath.Join(dir, stateFile))
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.Unmarshal(b, &st)
+	if len(cgroupDirs(t, st.Cgroup)) == 0 {
+		t.Errorf("no cgroup %s for the daemon's container", st.Cgroup)
+	}
+
+	// Forget the daemon as a dead gateway would: it is no child of ours
+	// any more for Reap, which only has the state directory to go by.
+	cleaned, err := Reap(stateDir)
+	if err != nil {
+		t.Errorf("Reap: %v", err)
+	}
+	if !slices.Equal(cleaned, []string{dir}) {
+		t.Errorf("Reap cleaned %q, want [%s]", cleaned, dir)
+	}
+	if left := referencing(dir); len(left) > 0 {
+		t.Errorf("processes of the daemon left after Reap: %v", left)
+	}
+	if alive(st.Pid, st.Start) {
+		t.Errorf("the daemon's init %d still running after Reap", st.Pid)
+	}
+	if !poll(5*time.Second, func() bool { return len(procsWith(marker)) == 0 }) {
+		t.Errorf("the container's process still running after Reap: %v", procsWith(marker))
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Errorf("Reap left %s: %v", dir, err)
+	}
+	if left := cgroupDirs(t, st.Cgroup); len(left) > 0 {
+		t.Errorf("Reap left cgroups %q", left)
+	}
+	if _, err := os.Lstat(ws); err != nil {
+		t.Errorf("Reap removed the workspace itself: %v", err)
+	}
+	// Nothing left to reap.
+	if cleaned, err := Reap(stateDir); err != nil || len(cleaned) != 0 {
+		t.Errorf("second Reap = %q, %v; want nothing", cleaned, err)
+	}
+}
+
+// TestReapOrphanedProcess reaps a daemon process whose directory is gone.
+func TestReapOrphanedProcess(t *testing.T) {
+	stateDir := testenv.StateDir(t)
+	dir := filepath.Join(stateDir, "jobs", "gone", "dind")
+	// Not a daemon: a process naming the job's daemon directory, as
+	// dockerd's --data-root does.
+	cmd := exec.Command("/bin/sh", "-c", "sleep 600", "sh", "--data-root="+filepath.Join(dir, "data"))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.Cleanup(func() { cmd.Process.Kill(); <-done })
+	cleaned, err := Reap(stateDir)
+	if err != nil {
+		t.Errorf("Reap: %v", err)
+	}
+	if !slices.Equal(cleaned, []string{dir}) {
+		t.Errorf("Reap cleaned %q, want [%s]", cleaned, dir)
+	}
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Errorf("process naming %s still running after Reap", dir)
+	}
+}
+
+// TestStartDaemonNoHostState checks what a daemon leaves outside its
+// directory: nothing under /etc/docker, no mount on the host, and no
+// process once stopped.
+func TestStartDaemonNoHostState(t *testing.T) {
+	r := requireDocker(t)
+	before, _ := os.ReadDir("/etc/docker")
+	t.Setenv("BUILDGW_DIND_TEST_SECRET", "x")
+	dir := filepath.Join(testenv.StateDir(t), "dind")
+	start := time.Now()
+	d, err := r.StartDaemon(context.Background(), dir, DaemonConfig{ExtraCAs: []byte("# no CA\n")})
+	if err != nil {
+		t.Fatalf("StartDaemon: %v", err)
+	}
+	t.Logf("daemon ready in %s, storage driver %s", time.Since(start), d.StorageDriver())
+	ms, _ := mounts()
+	for _, m := range ms {
+		if strings.HasPrefix(m.point, dir) {
+			t.Errorf("daemon mount %s visible on the host", m.point)
+		}
+	}
+	// The daemon's environment: fixed, none of ours.
+	env := procEnv(t, d.Pid())
+	for _, e := range env {
+		if k, _, _ := strings.Cut(e, "="); k != "PATH" && k != "HOME" && k != "SSL_CERT_FILE" && k != "PWD" {
+			t.Errorf("daemon environment holds %s", e)
+		}
+	}
+	if len(referencing(dir)) < 2 {
+		t.Errorf("expected dockerd and containerd to name %s: %v", dir, referencing(dir))
+	}
+	start = time.Now()
+	if err := d.Stop(); err != nil {
+		t.Errorf("Stop: %v", err)
+	}
+	t.Logf("daemon stopped in %s", time.Since(start))
+	if left := referencing(dir); len(left) > 0 {
+		t.Errorf("processes left after Stop: %v", left)
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Errorf("Stop left %s: %v", dir, err)
+	}
+	after, _ := os.ReadDir("/etc/docker")
+	if len(after) != len(before) {
+		t.Errorf("/etc/docker changed: %v -> %v", before, after)
+	}
+}
+
+func procEnv(t *testing.T, pid int) []string {
+	t.Helper()
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/environ", pid))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+}
+
+func procsWith(s string) []int {
+	var pids []int
+	for _, p := range procs() {
+		if alive(p.pid, 0) && strings.Contains(strings.Join(p.args, " "), s) {
+			pids = append(pids, p.pid)
+		}
+	}
+	return pids
+}
+
+func cgroupDirs(t *testing.T, cg string) []string {
+	t.Helper()
+	ms, err := mounts()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var dirs []string
+	for _, m := range ms {
+		if m.fstype == "cgroup" || m.fstype == "cgroup2" {
+			if _, err := os.Stat(filepath.Join(m.point, cg)); err == nil {
+				dirs = append(dirs, filepath.Join(m.point, cg))
+			}
+		}
+	}
+	return dirs
+}
+
+func poll(d time.Duration, cond func() bool) bool {
+	for end := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+		if cond() {
+			return true
+		}
+		if time.Now().After(end) {
+			return false
+		}
+	}
+}
+
+func TestBuildArgs(t *testing.T) {
+	r := &Runner{o: options{network: "host"}}
+	d := &Daemon{dir: "/ws/dind"}
+	req := &builder.Request{
+		ContextDir: "/ws/context",
+		Dockerfile: "docker/Dockerfile.prod",
+		BuildArgs:  map[string]string{"B": "2", "A": "x=y z", "E": ""},
+		Labels:     map[string]string{"org.b": "b", "org.a": "a"},
+		Target:     "final",
+	}
+	want := []string{
+		"--host=unix:///ws/dind/run/docker.sock", "build",
+		"--file=/ws/context/docker/Dockerfile.prod", "--tag=buildgw/job:x", "--iidfile=/ws/dind/run/iid",
+		"--rm", "--force-rm", "--network=host",
+		"--build-arg=A=x=y z", "--build-arg=B=2", "--build-arg=E=",
+		"--label=org.a=a", "--label=org.b=b", "--target=final", "/ws/context",
+	}
+	if got := r.buildArgs(d, req, "buildgw/job:x"); !slices.Equal(got, want) {
+		t.Errorf("buildArgs =\n  %q\nwant\n  %q", got, want)
+	}
+}
+
+func TestDaemonArgs(t *testing.T) {
+	r := &Runner{}
+	got := r.daemonArgs("/ws/dind", "overlay2", "/buildgw-dind/j", []string{"127.0.0.1:5000", "reg.local"})
+	for _, want := range []string{
+		"--data-root=/ws/dind/data", "--exec-root=/ws/dind/exec", "--pidfile=/ws/dind/run/docker.pid",
+		"--host=unix:///ws/dind/run/docker.sock", "--config-file=/ws/dind/etc/daemon.json",
+		"--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--ip-forward=false",
+		"--userland-proxy=false", "--storage-driver=overlay2", "--cgroup-parent=/buildgw-dind/j",
+		"--insecure-registry=127.0.0.1:5000", "--insecure-registry=reg.local",
+	} {
+		if !slices.Contains(got, want) {
+			t.Errorf("daemonArgs lacks %s: %q", want, got)
+		}
+	}
+	for _, a := range got {
+		if strings.Contains(a, "tcp://") || strings.Contains(a, "/var/run/docker.sock") {
+			t.Errorf("daemonArgs has %s", a)
+		}
+	}
+}
+
+func TestNames(t *testing.T) {
+	for in, want := range map[string]string{
+		"01HXYZ":          "01hxyz",
+		"runnertest-ab12": "runnertest-ab12",
+		"a/b:c@d":         "abcd",
+		"":                "job",
+		"-x":              "job-x",
+	} {
+		if got := tagName(in); got != want {
+			t.Errorf("tagName(%q) = %q, want %q", in, got, want)
+		}
+	}
+	a, b := cgroupName("Job/1"), cgroupName("Job/1")
+	if a == b || !strings.HasPrefix(a, "job1-") {
+		t.Errorf("cgroupName twice = %q, %q; want distinct names starting job1-", a, b)
+	}
+	if got := unescapeMount(`/a\040b/c`); got != "/a b/c" {
+		t.Errorf("unescapeMount = %q", got)
+	}
+}
+
+// TestPullCredentials builds FROM a private registry (TLS, htpasswd) with
+// the read-only pull account as Request.PullCredentials: the build pulls
+// with it, without it the pull is refused, and the password appears in
+// neither the log nor the image.
+func TestPullCredentials(t *testing.T) {
+	r := requireDocker(t)
+	reg := testenv.StartDockerRegistry(t, true)
+	img, err := baseimage.Busybox(testenv.BusyboxBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := reg.Host + "/private/busybox:latest"
+	tag, err := name.NewTag(base)
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := &authn.Basic{Username: reg.Username, Password: reg.Password}
+	if err := remote.Write(tag, img, remote.WithAuth(auth), remote.WithTransport(reg.HTTPClient().Transport)); err != nil {
+		t.Fatalf("pushing the private base: %v", err)
+	}
+	ca, err := os.ReadFile(reg.CAFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dockerfile := "ARG BASE\nFROM ${BASE}\nRUN cat /root/.docker/config.json /.docker/config.json 2>/dev/null; env; echo pulled-ok\n"
+
+	t.Run("with credentials", func(t *testing.T) {
+		req := newRequest(t, "127.0.0.1:1", map[string]string{"Dockerfile": dockerfile}, map[string]string{"BASE": base})
+		req.PullCredentials = map[string]builder.Credential{reg.Host: {Username: reg.Puller, Password: reg.PullerPassword}}
+		req.ExtraCAs = ca
+		var log strings.Builder
+		built, err := r.Build(context.Background(), req, &log)
+		if err != nil {
+			t.Fatalf("Build: %v\n%s", err, log.String())
+		}
+		if !strings.Contains(log.String(), "pulled-ok") {
+			t.Errorf("log lacks the RUN step's output:\n%s", log.String())
+		}
+		if strings.Contains(log.String(), reg.PullerPassword) {
+			t.Errorf("log holds the pull password:\n%s", log.String())
+		}
+		for p, f := range imageFiles(t, built) {
+			if strings.Contains(f, reg.PullerPassword) {
+				t.Errorf("image file %s holds the pull password", p)
+			}
+		}
+	})
+	t.Run("without credentials", func(t *testing.T) {
+		req := newRequest(t, "127.0.0.1:1", map[string]string{"Dockerfile": dockerfile}, map[string]string{"BASE": base})
+		var log strings.Builder
+		if _, err := r.Build(context.Background(), req, &log); err == nil {
+			t.Fatalf("Build FROM a private registry without credentials succeeded:\n%s", log.String())
+		}
+		// (The daemon reports its last attempt: after the refused HTTPS
+		// pull, plain HTTP, which 127.0.0.0/8 is allowed as insecure.)
+		if _, err := os.Lstat(filepath.Join(req.Workspace, "dind")); !os.IsNotExist(err) {
+			t.Errorf("failed build left %s/dind: %v", req.Workspace, err)
+		}
+	})
+}
+
+// imageFiles returns the regular files of img's flattened filesystem.
+func imageFiles(t *testing.T, img v1.Image) map[string]string {
+	t.Helper()
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	files := map[string]string{}
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return files
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if h.Typeflag == tar.TypeReg {
+			b, _ := io.ReadAll(tr)
+			files[h.Name] = string(b)
+		}
+	}
+}
+
+// helperEnv makes the test binary, re-run, a "gateway" that starts a
+// daemon in the directory it names and waits to be killed.
+const helperEnv = "BUILDGW_DIND_TEST_HELPER_DIR"
+
+func TestMain(m *testing.M) {
+	if dir := os.Getenv(helperEnv); dir != "" {
+		r, err := New()
+		if err == nil {
+			_, err = r.StartDaemon(context.Background(), dir, DaemonConfig{Tag: "crash"})
+		}
+		if err != nil {
+			fmt.Println("error:", err)
+			os.Exit(1)
+		}
+		fmt.Println("ready")
+		select {}
+	}
+	os.Exit(m.Run())
+}
+
+// TestGatewayCrash kills a "gateway" (SIGKILL) that has a daemon running:
+// the daemon and all of its processes must die with it, and Reap must
+// then delete what is left.
+func TestGatewayCrash(t *testing.T) {
+	requireDocker(t)
+	stateDir := testenv.StateDir(t)
+	ws := filepath.Join(stateDir, "jobs", "crash")
+	if err := os.MkdirAll(ws, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(ws, "dind")
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait(); cleanupDir(dir) })
+	line, _ := bufio.NewReader(out).ReadString('\n')
+	if strings.TrimSpace(line) != "ready" {
+		t.Fatalf("helper: %q", line)
+	}
+	if len(referencing(dir)) < 2 {
+		t.Fatalf("expected the daemon's processes to name %s: %v", dir, referencing(dir))
+	}
+	cmd.Process.Signal(syscall.SIGKILL)
+	cmd.Wait()
+	if !poll(5*time.Second, func() bool { return len(referencing(dir)) == 0 }) {
+		t.Errorf("daemon processes outlived their gateway: %v", referencing(dir))
+	}
+	cleaned, err := Reap(stateDir)
+	if err != nil {
+		t.Errorf("Reap: %v", err)
+	}
+	if !slices.Equal(cleaned, []string{dir}) {
+		t.Errorf("Reap cleaned %q, want [%s]", cleaned, dir)
+	}
+	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
+		t.Errorf("Reap left %s: %v", dir, err)
+	}
+}

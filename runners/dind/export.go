@@ -1,0 +1,292 @@
+package dind
+
+import (
+	"archive/tar"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash"
+	"io"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strings"
+
+	"github.com/klauspost/compress/gzip"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// The export: the daemon's `docker save` stream (GET /images/get) turned,
+// as it arrives, into an OCI image layout in the job's output directory,
+// like the kaniko runner's. Each layer is gzip-compressed exactly once, on
+// the way from the socket to its blob, so the gateway's push only uploads
+// files; nothing uncompressed is written to disk.
+
+// maxSmallEntry is the size up to which save-stream entries (configs,
+// manifests, tiny layers) are held in memory until manifest.json says what
+// they are; larger ones are compressed as layers as they stream by.
+const maxSmallEntry = 1 << 20
+
+// maxConfig bounds an image config (which Docker saves as a small file).
+const maxConfig = 8 << 20
+
+// exportStats describes an export.
+type exportStats struct {
+	raw, compressed int64
+	layers          int
+}
+
+// saveManifest is one entry of a docker-save manifest.json.
+type saveManifest struct {
+	Config string
+	Layers []string
+}
+
+// savedBlob is one layer compressed on the fly: its blob's digest and
+// size, and the digest of its uncompressed content (the diff ID).
+type savedBlob struct {
+	digest, diffID v1.Hash
+	size, raw      int64
+}
+
+// exportLayout writes the image tag as an OCI layout in dir (which must
+// be empty or absent) and returns it.
+func (d *Daemon) exportLayout(ctx context.Context, tag, dir string) (v1.Image, exportStats, error) {
+	var st exportStats
+	resp, err := d.Get(ctx, "/images/get?names="+url.QueryEscape(tag))
+	if err != nil {
+		return nil, st, fmt.Errorf("dind: exporting the image: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != 200 {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		return nil, st, fmt.Errorf("dind: exporting the image: %s: %s", resp.Status, strings.TrimSpace(string(b)))
+	}
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return nil, st, fmt.Errorf("dind: creating the output layout: %w", err)
+	}
+	blobs := filepath.Join(dir, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		return nil, st, fmt.Errorf("dind: creating the output layout: %w", err)
+	}
+
+	small := map[string][]byte{}
+	big := map[string]savedBlob{}
+	links := map[string]string{}
+	tr := tar.NewReader(resp.Body)
+	for {
+		h, err := tr.Next()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			return nil, st, fmt.Errorf("dind: reading the exported image: %w", err)
+		}
+		name := path.Clean(h.Name)
+		switch h.Typeflag {
+		case tar.TypeSymlink:
+			// Docker saves a layer shared by two entries once, linking
+			// the second to the first.
+			links[name] = path.Join(path.Dir(name), h.Linkname)
+		case tar.TypeLink:
+			links[name] = path.Clean(h.Linkname)
+		case tar.TypeReg:
+			if h.Size <= maxSmallEntry || strings.HasSuffix(name, ".json") {
+				if h.Size > maxConfig {
+					return nil, st, fmt.Errorf("dind: exported image: %s is %d bytes", name, h.Size)
+				}
+				b, err := io.ReadAll(tr)
+				if err != nil {
+					return nil, st, fmt.Errorf("dind: reading the exported image: %w", err)
+				}
+				small[name] = b
+				continue
+			}
+			b, err := compressBlob(tr, blobs)
+			if err != nil {
+				return nil, st, fmt.Errorf("dind: compressing %s: %w", name, err)
+			}
+			big[name] = b
+		}
+	}
+	resolve := func(name string) string {
+		name = path.Clean(name)
+		for i := 0; i < 8; i++ {
+			t, ok := links[name]
+			if !ok {
+				break
+			}
+			name = t
+		}
+		return name
+	}
+
+	var ms []saveManifest
+	if err := json.Unmarshal(small["manifest.json"], &ms); err != nil {
+		return nil, st, fmt.Errorf("dind: exported image: reading manifest.json: %w", err)
+	}
+	if len(ms) != 1 {
+		return nil, st, fmt.Errorf("dind: exported image holds %d images, want 1", len(ms))
+	}
+	m := ms[0]
+	cfgBytes, ok := small[resolve(m.Config)]
+	if !ok {
+		return nil, st, fmt.Errorf("dind: exported image: config %s missing", m.Config)
+	}
+	cfg, err := v1.ParseConfigFile(bytes.NewReader(cfgBytes))
+	if err != nil {
+		return nil, st, fmt.Errorf("dind: exported image: %w", err)
+	}
+	if len(cfg.RootFS.DiffIDs) != len(m.Layers) {
+		return nil, st, fmt.Errorf("dind: exported image: %d layers for %d diff IDs", len(m.Layers), len(cfg.RootFS.DiffIDs))
+	}
+
+	man := v1.Manifest{SchemaVersion: 2, MediaType: types.DockerManifestSchema2}
+	cfgHash, cfgSize, err := v1.SHA256(bytes.NewReader(cfgBytes))
+	if err != nil {
+		return nil, st, err
+	}
+	if err := p.WriteBlob(cfgHash, io.NopCloser(bytes.NewReader(cfgBytes))); err != nil {
+		return nil, st, fmt.Errorf("dind: writing the image config: %w", err)
+	}
+	man.Config = v1.Descriptor{MediaType: types.DockerConfigJSON, Size: cfgSize, Digest: cfgHash}
+	for i, l := range m.Layers {
+		name := resolve(l)
+		b, ok := big[name]
+		if !ok {
+			raw, ok := small[name]
+			if !ok {
+				return nil, st, fmt.Errorf("dind: exported image: layer %s missing", l)
+			}
+			if b, err = compressBlob(bytes.NewReader(raw), blobs); err != nil {
+				return nil, st, fmt.Errorf("dind: compressing %s: %w", name, err)
+			}
+			big[name] = b
+		}
+		if b.diffID != cfg.RootFS.DiffIDs[i] {
+			return nil, st, fmt.Errorf("dind: exported image: layer %d has diff ID %s, the config says %s", i, b.diffID, cfg.RootFS.DiffIDs[i])
+		}
+		man.Layers = append(man.Layers, v1.Descriptor{MediaType: types.DockerLayer, Size: b.size, Digest: b.digest})
+		st.raw += b.raw
+		st.compressed += b.size
+		st.layers++
+	}
+	mb, err := json.Marshal(man)
+	if err != nil {
+		return nil, st, err
+	}
+	mHash, mSize, err := v1.SHA256(bytes.NewReader(mb))
+	if err != nil {
+		return nil, st, err
+	}
+	if err := p.WriteBlob(mHash, io.NopCloser(bytes.NewReader(mb))); err != nil {
+		return nil, st, fmt.Errorf("dind: writing the image manifest: %w", err)
+	}
+	if err := p.AppendDescriptor(v1.Descriptor{MediaType: types.DockerManifestSchema2, Size: mSize, Digest: mHash}); err != nil {
+		return nil, st, fmt.Errorf("dind: writing the layout index: %w", err)
+	}
+	// Blobs streamed by that no manifest entry names (none, from
+	// Docker) would only take room.
+	used := map[v1.Hash]bool{}
+	for _, l := range man.Layers {
+		used[l.Digest] = true
+	}
+	for _, b := range big {
+		if !used[b.digest] {
+			os.Remove(filepath.Join(blobs, b.digest.Hex))
+		}
+	}
+	img, err := readLayout(dir)
+	return img, st, err
+}
+
+// compressBlob gzips r into a blob under dir, named by its digest, and
+// returns the blob's and the content's digests and sizes.
+func compressBlob(r io.Reader, dir string) (savedBlob, error) {
+	var b savedBlob
+	f, err := os.CreateTemp(dir, ".tmp-")
+	if err != nil {
+		return b, err
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			f.Close()
+			os.Remove(f.Name())
+		}
+	}()
+	raw, comp := sha256.New(), sha256.New()
+	cw := &countWriter{w: io.MultiWriter(f, comp)}
+	zw, err := gzip.NewWriterLevel(cw, gzip.DefaultCompression)
+	if err != nil {
+		return b, err
+	}
+	n, err := io.Copy(zw, io.TeeReader(r, raw))
+	if err != nil {
+		return b, err
+	}
+	if err := zw.Close(); err != nil {
+		return b, err
+	}
+	if err := f.Close(); err != nil {
+		return b, err
+	}
+	b.raw, b.size = n, cw.n
+	b.diffID, b.digest = sha256Hash(raw), sha256Hash(comp)
+	if err := os.Rename(f.Name(), filepath.Join(dir, b.digest.Hex)); err != nil {
+		return b, err
+	}
+	ok = true
+	return b, nil
+}
+
+func sha256Hash(h hash.Hash) v1.Hash {
+	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
+}
+
+type countWriter struct {
+	w io.Writer
+	n int64
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	n, err := c.w.Write(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// readLayout returns the one image of the layout in dir. It is the image,
+// not the layout's index, that gets pushed, so the pushed digest is the
+// image's.
+func readLayout(dir string) (v1.Image, error) {
+	p, err := layout.FromPath(dir)
+	if err != nil {
+		return nil, fmt.Errorf("dind: reading the output layout: %w", err)
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return nil, fmt.Errorf("dind: reading the output layout: %w", err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("dind: reading the output layout: %w", err)
+	}
+	if len(m.Manifests) != 1 {
+		return nil, fmt.Errorf("dind: the output layout holds %d manifests, want 1", len(m.Manifests))
+	}
+	img, err := idx.Image(m.Manifests[0].Digest)
+	if err != nil {
+		return nil, fmt.Errorf("dind: reading the built image: %w", err)
+	}
+	return img, nil
+}

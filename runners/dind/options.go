@@ -1,0 +1,200 @@
+package dind
+
+import (
+	"errors"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"time"
+)
+
+// Option configures a Runner.
+type Option func(*options) error
+
+type options struct {
+	dockerd string
+	docker  string
+	// init runs as the daemon namespace's pid 1 and reaps its orphans;
+	// "" runs dockerd itself as pid 1.
+	init        string
+	sh          string
+	mount       string
+	storage     string
+	network     string
+	caCerts     string
+	startTime   time.Duration
+	stopTimeout time.Duration
+	cgroupRoot  string
+}
+
+// Defaults.
+const (
+	// DefaultNetwork is the network mode of RUN steps. "host" matches the
+	// kaniko runner, whose RUN steps share the gateway's network
+	// namespace; see the package documentation.
+	DefaultNetwork = "host"
+	// DefaultStartTimeout bounds how long a per-job daemon may take to
+	// answer /_ping.
+	DefaultStartTimeout = 60 * time.Second
+	// DefaultCgroupRoot is the cgroup (under every v1 hierarchy, or the
+	// v2 root) that holds one child per job, the parent of the job's
+	// containers.
+	DefaultCgroupRoot = "/buildgw-dind"
+)
+
+// defaultInit stands for "docker-init, else tini, else none".
+const defaultInit = "\x00default"
+
+func makeOptions(opts ...Option) (options, error) {
+	o := options{
+		dockerd:     "dockerd",
+		init:        defaultInit,
+		sh:          "/bin/sh",
+		mount:       "mount",
+		network:     DefaultNetwork,
+		caCerts:     "/etc/ssl/certs/ca-certificates.crt",
+		startTime:   DefaultStartTimeout,
+		stopTimeout: 0,
+		cgroupRoot:  DefaultCgroupRoot,
+	}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	switch o.storage {
+	case "", "overlay2", "vfs", "fuse-overlayfs", "btrfs", "zfs":
+	default:
+		return o, fmt.Errorf("dind runner: unsupported storage driver %q", o.storage)
+	}
+	switch o.network {
+	case "host", "none", "default":
+	default:
+		return o, fmt.Errorf("dind runner: network mode %q: want host, none or default", o.network)
+	}
+	if o.startTime <= 0 {
+		return o, errors.New("dind runner: start timeout must be positive")
+	}
+	if o.cgroupRoot == "" || !filepath.IsAbs(o.cgroupRoot) || filepath.Clean(o.cgroupRoot) == "/" {
+		return o, fmt.Errorf("dind runner: cgroup root %q must be an absolute path below /", o.cgroupRoot)
+	}
+	o.cgroupRoot = filepath.Clean(o.cgroupRoot)
+	// Paths are resolved once, here, so that every job runs the same
+	// binaries and Available can name what is missing. A missing binary
+	// is not an error yet: the gateway starts anyway and reports the
+	// runner unavailable.
+	o.dockerd = resolve(o.dockerd)
+	if o.docker == "" {
+		o.docker = defaultDocker(o.dockerd)
+	} else {
+		o.docker = resolve(o.docker)
+	}
+	if o.init == defaultInit {
+		// Without an init, dockerd is the namespace's pid 1: it works,
+		// but orphaned shims stay zombies until the job ends.
+		o.init = ""
+		for _, c := range []string{"docker-init", "tini"} {
+			if p, err := exec.LookPath(c); err == nil {
+				o.init = abs(p)
+				break
+			}
+		}
+	} else if o.init != "" {
+		o.init = resolve(o.init)
+	}
+	o.mount = resolve(o.mount)
+	return o, nil
+}
+
+// resolve returns the absolute path of the executable p (looked up in
+// PATH when it has no slash), or p unchanged when it cannot be found.
+func resolve(p string) string {
+	if lp, err := exec.LookPath(p); err == nil {
+		return abs(lp)
+	}
+	return p
+}
+
+func abs(p string) string {
+	if a, err := filepath.Abs(p); err == nil {
+		return a
+	}
+	return p
+}
+
+// defaultDocker picks the docker CLI shipped with dockerd: next to it
+// (static installs), or in the sibling bin directory (Debian's docker.io
+// puts dockerd in /usr/sbin and docker in /usr/bin), before any other
+// docker on PATH, which may be a different major version.
+func defaultDocker(dockerd string) string {
+	if filepath.IsAbs(dockerd) {
+		dir := filepath.Dir(dockerd)
+		for _, c := range []string{filepath.Join(dir, "docker"), filepath.Join(filepath.Dir(dir), "bin", "docker")} {
+			if p, err := exec.LookPath(c); err == nil {
+				return abs(p)
+			}
+		}
+	}
+	return resolve("docker")
+}
+
+// WithDockerd sets the dockerd binary. Default "dockerd" from PATH.
+func WithDockerd(path string) Option {
+	return func(o *options) error { o.dockerd = path; return nil }
+}
+
+// WithDocker sets the docker CLI that runs the build against the job's
+// daemon. Default: the docker next to dockerd (or in ../bin from it),
+// else "docker" from PATH.
+func WithDocker(path string) Option {
+	return func(o *options) error { o.docker = path; return nil }
+}
+
+// WithInit sets the init that runs as pid 1 of the daemon's pid
+// namespace and reaps orphaned processes. Default "docker-init" (tini,
+// shipped with Docker), else "tini", else none; "" for none.
+func WithInit(path string) Option {
+	return func(o *options) error { o.init = path; return nil }
+}
+
+// WithStorageDriver forces the daemons' storage driver. Default: overlay2
+// if an overlay mount works in the state directory (probed once, on the
+// first build), else vfs.
+func WithStorageDriver(name string) Option {
+	return func(o *options) error { o.storage = name; return nil }
+}
+
+// WithNetwork sets the network mode of RUN steps: "host" (default, like
+// kaniko: the gateway host's network), "none" (no network at all), or
+// "default" (the daemon's default, which with --bridge=none is no
+// network either).
+func WithNetwork(mode string) Option {
+	return func(o *options) error { o.network = mode; return nil }
+}
+
+// WithCACerts sets the system CA bundle that a job's daemon trusts, with
+// Request.ExtraCAs appended. Default /etc/ssl/certs/ca-certificates.crt.
+func WithCACerts(path string) Option {
+	return func(o *options) error { o.caCerts = path; return nil }
+}
+
+// WithStartTimeout bounds how long a job's daemon may take to answer.
+// Default DefaultStartTimeout.
+func WithStartTimeout(d time.Duration) Option {
+	return func(o *options) error { o.startTime = d; return nil }
+}
+
+// WithStopTimeout makes teardown ask the daemon to shut down (SIGTERM)
+// and wait up to d before killing everything. Default 0: kill at once.
+// The daemon's state is deleted right after, so a clean shutdown saves
+// nothing, and it costs about 2.5 s per job (containerd's shutdown).
+func WithStopTimeout(d time.Duration) Option {
+	return func(o *options) error { o.stopTimeout = d; return nil }
+}
+
+// WithCgroupRoot sets the cgroup under which each job's containers get a
+// cgroup of their own (passed to dockerd as --cgroup-parent and removed
+// at teardown). Default DefaultCgroupRoot.
+func WithCgroupRoot(path string) Option {
+	return func(o *options) error { o.cgroupRoot = path; return nil }
+}
