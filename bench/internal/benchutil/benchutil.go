@@ -1,0 +1,263 @@
+// Package benchutil holds what the programs under bench/ share: process
+// memory readings from /proc, medians, a logger, and cleanup that also runs
+// on SIGINT.
+package benchutil
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+)
+
+// Log writes progress to stderr; results go to stdout.
+var Log = log.New(os.Stderr, "bench: ", log.Ltime|log.Lmicroseconds)
+
+// SignalContext is cancelled on SIGINT or SIGTERM, so that every deferred
+// cleanup of main still runs.
+func SignalContext() (context.Context, context.CancelFunc) {
+	return signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+}
+
+// ModuleRoot finds the repository root (the directory holding go.mod with
+// this module) from the working directory upwards.
+func ModuleRoot() (string, error) {
+	d, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		b, err := os.ReadFile(filepath.Join(d, "go.mod"))
+		if err == nil && strings.Contains(string(b), "module github.com/buildgw/buildgw\n") {
+			return d, nil
+		}
+		p := filepath.Dir(d)
+		if p == d {
+			return "", errors.New("run from inside the buildgw repository (go run ./bench/...)")
+		}
+		d = p
+	}
+}
+
+// Mem is a process's memory as /proc/PID/status reports it, in bytes.
+type Mem struct {
+	RSS int64 // VmRSS
+	HWM int64 // VmHWM, peak RSS since start or since ResetHWM
+}
+
+// ReadMem reads VmRSS and VmHWM of pid.
+func ReadMem(pid int) (Mem, error) {
+	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
+	if err != nil {
+		return Mem{}, err
+	}
+	defer f.Close()
+	var m Mem
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), ":")
+		if !ok || (k != "VmRSS" && k != "VmHWM") {
+			continue
+		}
+		kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+		if err != nil {
+			return Mem{}, fmt.Errorf("parsing %s of pid %d: %w", k, pid, err)
+		}
+		if k == "VmRSS" {
+			m.RSS = kb << 10
+		} else {
+			m.HWM = kb << 10
+		}
+	}
+	return m, sc.Err()
+}
+
+// ResetHWM resets pid's VmHWM to its current RSS (clear_refs 5, Linux
+// 4.0+; needs to own the process or be root). It reports whether that
+// worked; when not, VmHWM stays the peak since the process started.
+func ResetHWM(pid int) bool {
+	return os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0) == nil
+}
+
+// Sampler records the highest VmRSS of a process, read every interval.
+type Sampler struct {
+	stop chan struct{}
+	done chan struct{}
+	max  int64
+	n    int
+}
+
+// StartSampler samples pid's VmRSS every interval until Stop.
+func StartSampler(pid int, interval time.Duration) *Sampler {
+	s := &Sampler{stop: make(chan struct{}), done: make(chan struct{})}
+	go func() {
+		defer close(s.done)
+		t := time.NewTicker(interval)
+		defer t.Stop()
+		for {
+			if m, err := ReadMem(pid); err == nil {
+				s.n++
+				s.max = max(s.max, m.RSS)
+			}
+			select {
+			case <-s.stop:
+				return
+			case <-t.C:
+			}
+		}
+	}()
+	return s
+}
+
+// Stop ends sampling and returns the highest VmRSS seen and the number of
+// samples.
+func (s *Sampler) Stop() (maxRSS int64, samples int) {
+	close(s.stop)
+	<-s.done
+	return s.max, s.n
+}
+
+// Median of ds; 0 for none.
+func Median(ds []time.Duration) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// MedianInt of xs; 0 for none.
+func MedianInt(xs []int64) int64 {
+	if len(xs) == 0 {
+		return 0
+	}
+	s := append([]int64(nil), xs...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// MaxInt of xs; 0 for none.
+func MaxInt(xs []int64) int64 {
+	var m int64
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
+}
+
+// Secs formats d as seconds with two decimals.
+func Secs(d time.Duration) string { return fmt.Sprintf("%.2f", d.Seconds()) }
+
+// MiB formats bytes as MiB with one decimal.
+func MiB(b int64) string { return fmt.Sprintf("%.1f", float64(b)/(1<<20)) }
+
+// Daemon is a long-running child process (a gateway) that is stopped
+// with SIGTERM, then SIGKILL, when the benchmark ends.
+type Daemon struct {
+	Cmd  *exec.Cmd
+	done chan struct{}
+	err  error
+}
+
+// StartDaemon starts cmd in its own process group, killed if this
+// process dies (Pdeathsig).
+func StartDaemon(cmd *exec.Cmd) (*Daemon, error) {
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	d := &Daemon{Cmd: cmd, done: make(chan struct{})}
+	go func() { d.err = cmd.Wait(); close(d.done) }()
+	return d, nil
+}
+
+// Exited reports whether the daemon has ended.
+func (d *Daemon) Exited() bool {
+	select {
+	case <-d.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// Done is closed when the daemon has ended.
+func (d *Daemon) Done() <-chan struct{} { return d.done }
+
+// Wait waits for the daemon to end.
+func (d *Daemon) Wait() { <-d.done }
+
+// Stop asks the daemon to shut down and waits, killing its process group
+// if it takes longer than grace.
+func (d *Daemon) Stop(grace time.Duration) {
+	if d.Exited() {
+		return
+	}
+	syscall.Kill(d.Cmd.Process.Pid, syscall.SIGTERM)
+	select {
+	case <-d.done:
+	case <-time.After(grace):
+		Log.Printf("pid %d did not stop within %s; killing its process group", d.Cmd.Process.Pid, grace)
+		syscall.Kill(-d.Cmd.Process.Pid, syscall.SIGKILL)
+		<-d.done
+	}
+}
+
+// LockedFile is an io.Writer safe for concurrent use, for logs shared by
+// several goroutines.
+type LockedFile struct {
+	mu sync.Mutex
+	W  io.Writer
+}
+
+func (l *LockedFile) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.W.Write(p)
+}
+
+// LoadAvg returns the 1, 5 and 15 minute load averages, to show how busy
+// the host was.
+func LoadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}
+
+// Tail returns the last n lines of the file at path, for error messages.
+func Tail(path string, n int) string {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return ""
+	}
+	lines := strings.Split(strings.TrimRight(string(b), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
