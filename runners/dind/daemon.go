@@ -53,13 +53,13 @@ type Daemon struct {
 
 // The layout of a daemon's directory.
 const (
-	dataDir    = "data"     // --data-root
-	execDir    = "exec"     // --exec-root (containerd's state and sockets too)
-	runDir     = "run"      // the API socket and the pidfile
-	etcDir     = "etc"      // daemon.json and the daemon's key
-	homeDir    = "home"     // HOME of the daemon and the CLI
-	clientDir  = "client"   // DOCKER_CONFIG of the CLI
-	certsDir   = "certs"    // CA bundle with Request.ExtraCAs
+	dataDir    = "data"   // --data-root
+	execDir    = "exec"   // --exec-root (containerd's state and sockets too)
+	runDir     = "run"    // the API socket and the pidfile
+	etcDir     = "etc"    // daemon.json and the daemon's key
+	homeDir    = "home"   // HOME of the daemon and the CLI
+	clientDir  = "client" // DOCKER_CONFIG of the CLI
+	certsDir   = "certs"  // CA bundle with Request.ExtraCAs
 	stateFile  = "state.json"
 	logFile    = "dockerd.log"
 	socketName = "docker.sock"
@@ -84,13 +84,15 @@ type state struct {
 // unsharing it). It mounts a /proc of the new pid namespace, hides the
 // host's /run/docker and /run/containerd behind private tmpfs mounts (the
 // daemon and its containerd put plugin and shim sockets there, whatever
-// --exec-root says), then becomes the init or dockerd. Every mount made
+// --exec-root says), mounts a tmpfs of the given size (bytes; "" for none)
+// over the data root, then becomes the init or dockerd. Every mount made
 // in the namespace vanishes with it.
 const initScript = `set -e
-m=$1; shift
+m=$1; size=$2; data=$3; shift 3
 "$m" -t proc -o nosuid,nodev,noexec proc /proc
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/docker
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/containerd
+if [ -n "$size" ]; then "$m" -t tmpfs -o "mode=0700,size=$size" tmpfs "$data"; fi
 exec "$@"
 `
 
@@ -158,7 +160,11 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 		env = append(env, "SSL_CERT_FILE="+bundle)
 	}
 
-	args := []string{r.o.sh, "-c", initScript, "dind-init", r.o.mount}
+	size := ""
+	if r.o.tmpfs > 0 {
+		size = fmt.Sprint(r.o.tmpfs)
+	}
+	args := []string{r.o.sh, "-c", initScript, "dind-init", r.o.mount, size, filepath.Join(dir, dataDir)}
 	if r.o.init != "" {
 		args = append(args, r.o.init, "--")
 	}
@@ -340,6 +346,20 @@ func (d *Daemon) Get(ctx context.Context, path string) (*http.Response, error) {
 // mounts, and deletes its directory. It returns once all of that is
 // done, or has failed; calling it again returns the same result.
 func (d *Daemon) Stop() error {
+	if err := d.Halt(); err != nil {
+		return err
+	}
+	if err := removeTree(d.dir); err != nil {
+		return fmt.Errorf("removing the daemon's state: %w", err)
+	}
+	return nil
+}
+
+// Halt is Stop but for deleting the directory: when it returns, every
+// process of the daemon is gone, and its cgroups and mounts too, but its
+// files stay (for builder.Remover, off the build's critical path).
+// Calling it again returns the same result.
+func (d *Daemon) Halt() error {
 	d.stopOnce.Do(func() {
 		if d.stop > 0 {
 			d.terminate(d.stop)
@@ -352,7 +372,7 @@ func (d *Daemon) Stop() error {
 			// dies; only an unkillable (D state) process holds this up.
 		}
 		d.client.CloseIdleConnections()
-		d.stopErr = cleanupDir(d.dir)
+		d.stopErr = haltDir(d.dir)
 	})
 	return d.stopErr
 }
@@ -384,13 +404,23 @@ func (d *Daemon) kill() {
 	}
 }
 
-// cleanupDir makes sure nothing of a daemon whose state is in dir is left:
-// it kills the namespace's init recorded in dir's state file and every
-// process whose command line names a path under dir (the daemon,
-// containerd, the shims), waits for them to go, removes the job's cgroups
-// and any mount under dir, and deletes dir. It is used both after a
-// normal stop (where it finds nothing to kill) and by Reap.
+// cleanupDir makes sure nothing of a daemon whose state is in dir is left
+// (see haltDir) and deletes dir.
 func cleanupDir(dir string) error {
+	err := haltDir(dir)
+	if rerr := removeTree(dir); rerr != nil {
+		err = errors.Join(err, fmt.Errorf("removing the daemon's state: %w", rerr))
+	}
+	return err
+}
+
+// haltDir makes sure no process, cgroup or mount of a daemon whose state
+// is in dir is left: it kills the namespace's init recorded in dir's state
+// file and every process whose command line names a path under dir (the
+// daemon, containerd, the shims), waits for them to go, removes the job's
+// cgroups and lazily unmounts anything under dir. It is used both after a
+// normal stop (where it finds nothing to kill) and by Reap.
+func haltDir(dir string) error {
 	var errs []error
 	var st state
 	if b, err := os.ReadFile(filepath.Join(dir, stateFile)); err == nil {
@@ -424,9 +454,6 @@ func cleanupDir(dir string) error {
 	}
 	if err := unmountUnder(dir); err != nil {
 		errs = append(errs, err)
-	}
-	if err := removeTree(dir); err != nil {
-		errs = append(errs, fmt.Errorf("removing the daemon's state: %w", err))
 	}
 	return errors.Join(errs...)
 }

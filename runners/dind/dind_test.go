@@ -22,6 +22,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/buildgw/buildgw/baseimage"
 	"github.com/buildgw/buildgw/builder"
@@ -59,24 +60,25 @@ func TestConformance(t *testing.T) {
 	})
 }
 
-// checkNoLeftovers checks that no daemon of this test binary's runs is
-// left: no dockerd or containerd whose command line names a temporary
-// directory, and no mounts under it.
+// checkNoLeftovers checks that no daemon of the conformance suite's
+// builds is left: no process naming one of its workspaces' dind
+// directories (the suite makes them under TMPDIR/buildgw-runnertest-*),
+// and no mount there.
 func checkNoLeftovers(t *testing.T) {
 	t.Helper()
-	tmp := os.TempDir()
+	prefix := filepath.Join(os.TempDir(), "buildgw-runnertest-")
+	ours := func(a string) bool { return strings.Contains(a, prefix) && strings.Contains(a, "/dind") }
 	for _, p := range procs() {
-		if !alive(p.pid, 0) || !slices.ContainsFunc(p.args, func(a string) bool { return strings.Contains(a, tmp+"/") && strings.Contains(a, "/dind/") }) {
-			continue
+		if alive(p.pid, 0) && slices.ContainsFunc(p.args, ours) {
+			t.Errorf("process of a job daemon left: %d %q", p.pid, p.args)
 		}
-		t.Errorf("process of a job daemon left: %d %q", p.pid, p.args)
 	}
 	ms, err := mounts()
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if strings.HasPrefix(m.point, tmp+"/") && (strings.Contains(m.point, "/dind/") || strings.HasSuffix(m.point, "/dind")) {
+		if ours(m.point) {
 			t.Errorf("mount of a job daemon left: %s", m.point)
 		}
 	}
@@ -195,8 +197,18 @@ func TestConcurrentDaemonsShareNothing(t *testing.T) {
 		if slices.Contains(c.s.tags, c.other) {
 			t.Errorf("daemon %s sees the other job's image %s", c.s.dir, c.other)
 		}
-		if _, err := os.Lstat(c.s.dir); !os.IsNotExist(err) {
-			t.Errorf("daemon directory %s left after Build: %v", c.s.dir, err)
+		if left := referencing(c.s.dir); len(left) > 0 {
+			t.Errorf("processes of daemon %s left after Build: %v", c.s.dir, left)
+		}
+	}
+	// The daemons' files stay for the Manager, which removes them with
+	// the workspace through RemoveAll.
+	for _, req := range reqs {
+		if err := r.RemoveAll(context.Background(), req.Workspace); err != nil {
+			t.Errorf("RemoveAll(%s): %v", req.Workspace, err)
+		}
+		if _, err := os.Lstat(req.Workspace); !os.IsNotExist(err) {
+			t.Errorf("RemoveAll left %s: %v", req.Workspace, err)
 		}
 	}
 	// Both overlapped: each RUN sleeps 2s, and the builds ran at once.
@@ -605,8 +617,8 @@ func TestPullCredentials(t *testing.T) {
 		}
 		// (The daemon reports its last attempt: after the refused HTTPS
 		// pull, plain HTTP, which 127.0.0.0/8 is allowed as insecure.)
-		if _, err := os.Lstat(filepath.Join(req.Workspace, "dind")); !os.IsNotExist(err) {
-			t.Errorf("failed build left %s/dind: %v", req.Workspace, err)
+		if left := referencing(filepath.Join(req.Workspace, "dind")); len(left) > 0 {
+			t.Errorf("failed build left processes of its daemon: %v", left)
 		}
 	})
 }
@@ -697,4 +709,107 @@ func TestGatewayCrash(t *testing.T) {
 	if _, err := os.Lstat(dir); !os.IsNotExist(err) {
 		t.Errorf("Reap left %s: %v", dir, err)
 	}
+}
+
+// TestExportLayout checks the export: an OCI layout in the output
+// directory whose one image has the built image's config and every layer,
+// also layers that Docker saves only once because two steps made the same
+// (empty) change, compressed.
+func TestExportLayout(t *testing.T) {
+	r := requireDocker(t)
+	reg := testenv.Registry(t)
+	base := testenv.Busybox(t, reg)
+	req := newRequest(t, reg, map[string]string{
+		"Dockerfile": "ARG BASE\nFROM ${BASE}\nCOPY same.txt /same.txt\nCOPY same.txt /same.txt\nCOPY big.bin /big.bin\nRUN echo done > /done\n",
+		"same.txt":   "same\n",
+		// Above the size held in memory, so it streams.
+		"big.bin": strings.Repeat("0123456789abcdef", (maxSmallEntry/16)*2),
+	}, map[string]string{"BASE": base})
+	var log strings.Builder
+	img, err := r.Build(context.Background(), req, &log)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, log.String())
+	}
+	for _, f := range []string{"oci-layout", "index.json"} {
+		if _, err := os.Stat(filepath.Join(req.OutputDir, f)); err != nil {
+			t.Errorf("output is not an OCI layout: %v", err)
+		}
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// busybox, the same COPY twice, COPY, RUN.
+	if len(layers) != 5 || len(cf.RootFS.DiffIDs) != 5 {
+		t.Fatalf("image has %d layers and %d diff IDs, want 5", len(layers), len(cf.RootFS.DiffIDs))
+	}
+	if cf.RootFS.DiffIDs[1] != cf.RootFS.DiffIDs[2] {
+		t.Errorf("the two same.txt layers differ: %s, %s (the test wants a layer Docker saves once)", cf.RootFS.DiffIDs[1], cf.RootFS.DiffIDs[2])
+	}
+	for i, l := range layers {
+		mt, _ := l.MediaType()
+		if mt != "application/vnd.docker.image.rootfs.diff.tar.gzip" {
+			t.Errorf("layer %d has media type %s", i, mt)
+		}
+		d, _ := l.DiffID()
+		if d != cf.RootFS.DiffIDs[i] {
+			t.Errorf("layer %d diff ID %s, config says %s", i, d, cf.RootFS.DiffIDs[i])
+		}
+	}
+	files := imageFiles(t, img)
+	if files["big.bin"] != strings.Repeat("0123456789abcdef", (maxSmallEntry/16)*2) || files["done"] != "done\n" {
+		t.Errorf("image files wrong: big.bin %d bytes, done %q", len(files["big.bin"]), files["done"])
+	}
+	if err := validate.Image(img); err != nil {
+		t.Errorf("validate: %v", err)
+	}
+}
+
+// TestTmpfs builds with the data root on a tmpfs: nothing of the build
+// reaches the disk, and the size bounds what a build may write.
+func TestTmpfs(t *testing.T) {
+	requireDocker(t)
+	r, err := New(WithTmpfs(128 << 20))
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := testenv.Registry(t)
+	base := testenv.Busybox(t, reg)
+	t.Run("fits", func(t *testing.T) {
+		req := newRequest(t, reg, map[string]string{"Dockerfile": "ARG BASE\nFROM ${BASE}\nRUN head -c 20000000 /dev/urandom > /blob && echo written\n"}, map[string]string{"BASE": base})
+		var log strings.Builder
+		img, err := r.Build(context.Background(), req, &log)
+		if err != nil {
+			t.Fatalf("Build: %v\n%s", err, log.String())
+		}
+		if !strings.Contains(log.String(), "data root on a 128 MiB tmpfs") {
+			t.Errorf("log does not say where the data root is:\n%s", log.String())
+		}
+		if files := imageFiles(t, img); len(files["blob"]) != 20000000 {
+			t.Errorf("image /blob has %d bytes, want 20000000", len(files["blob"]))
+		}
+		// On the disk, the data root stayed an empty mount point.
+		ents, err := os.ReadDir(filepath.Join(req.Workspace, "dind", dataDir))
+		if err != nil || len(ents) != 0 {
+			t.Errorf("data root on disk holds %v (%v), want nothing", ents, err)
+		}
+	})
+	t.Run("too big", func(t *testing.T) {
+		req := newRequest(t, reg, map[string]string{"Dockerfile": "ARG BASE\nFROM ${BASE}\nRUN head -c 200000000 /dev/zero > /blob\n"}, map[string]string{"BASE": base})
+		var log strings.Builder
+		if _, err := r.Build(context.Background(), req, &log); err == nil {
+			t.Fatalf("Build writing 200 MB to a 128 MiB data root succeeded:\n%s", log.String())
+		}
+		// (busybox's head reports the full overlay as an I/O error.)
+		if !strings.Contains(log.String(), "returned a non-zero code") {
+			t.Errorf("log does not show the failing RUN step:\n%s", log.String())
+		}
+		if left := referencing(filepath.Join(req.Workspace, "dind")); len(left) > 0 {
+			t.Errorf("processes left: %v", left)
+		}
+	})
 }

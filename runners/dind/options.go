@@ -25,6 +25,7 @@ type options struct {
 	startTime   time.Duration
 	stopTimeout time.Duration
 	cgroupRoot  string
+	tmpfs       int64
 }
 
 // Defaults.
@@ -71,6 +72,9 @@ func makeOptions(opts ...Option) (options, error) {
 	case "host", "none", "default":
 	default:
 		return o, fmt.Errorf("dind runner: network mode %q: want host, none or default", o.network)
+	}
+	if o.tmpfs < 0 || (o.tmpfs > 0 && o.tmpfs < 64<<20) {
+		return o, fmt.Errorf("dind runner: tmpfs size %d: want 0 (none) or at least 64 MiB", o.tmpfs)
 	}
 	if o.startTime <= 0 {
 		return o, errors.New("dind runner: start timeout must be positive")
@@ -197,4 +201,15 @@ func WithStopTimeout(d time.Duration) Option {
 // at teardown). Default DefaultCgroupRoot.
 func WithCgroupRoot(path string) Option {
 	return func(o *options) error { o.cgroupRoot = path; return nil }
+}
+
+// WithTmpfs puts each job's data root (images, layers, the build's
+// containers) on a tmpfs of size bytes, mounted in the daemon's own mount
+// namespace: it never touches the disk, it bounds what a job may store
+// (a build that needs more fails with "no space left on device"), and it
+// vanishes with the daemon, so there is nothing to delete afterwards. It
+// costs memory (RAM, or swap), up to size per running job. Default 0: the
+// data root is on disk, in the job's workspace. See bench/README.md.
+func WithTmpfs(size int64) Option {
+	return func(o *options) error { o.tmpfs = size; return nil }
 }
