@@ -92,16 +92,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "authz: -runs, -n, -c and -max-time must be positive, -warmup not negative")
 		os.Exit(2)
 	}
-	ctx, stop := bu.SignalContext()
-	err := run(ctx, &c)
-	stop()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("interrupted: %w", err)
-		}
-		fmt.Fprintln(os.Stderr, "authz:", err)
-		os.Exit(1)
-	}
+	bu.Main("authz", func(ctx context.Context) error { return run(ctx, &c) })
 }
 
 // scenario is one kind of request and the status it must get.

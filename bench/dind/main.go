@@ -16,23 +16,17 @@
 package main
 
 import (
-	"archive/tar"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"math"
-	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"regexp"
 	"sort"
@@ -42,11 +36,11 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/baseimage"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
+	"github.com/buildgw/buildgw/bench/internal/refproject"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/push"
 	"github.com/buildgw/buildgw/runners/dind"
@@ -90,16 +84,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "dind: -n and -daemons must be >= 1, -warmup >= 0, -files >= 10, -bytes >= -files")
 		os.Exit(2)
 	}
-	ctx, stop := bu.SignalContext()
-	err := run(ctx, &c)
-	stop()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("interrupted: %w", err)
-		}
-		fmt.Fprintln(os.Stderr, "dind:", err)
-		os.Exit(1)
-	}
+	bu.Main("dind", func(ctx context.Context) error { return run(ctx, &c) })
 }
 
 type env struct {
@@ -108,7 +93,7 @@ type env struct {
 	logs    string
 	r       *dind.Runner // (a)'s runner
 	hr      *dind.Runner // starts (b)'s daemon(s): data root always on disk
-	proj    *project
+	proj    *refproject.Project
 	regBin  string
 	regAddr string
 	reg     *bu.Daemon
@@ -178,7 +163,7 @@ func run(ctx context.Context, c *config) (err error) {
 	}
 
 	bu.Log.Printf("generating the reference project (%d files, %s MiB) in %s", c.files, bu.MiB(c.bytes), e.tmp)
-	e.proj, err = genProject(filepath.Join(e.tmp, "project"), c.files, c.bytes, c.seed, c.genFiles)
+	e.proj, err = refproject.Generate(filepath.Join(e.tmp, "project"), c.files, c.bytes, c.seed, c.genFiles)
 	if err != nil {
 		return fmt.Errorf("generating project: %w", err)
 	}
@@ -417,7 +402,7 @@ func (e *env) runA(ctx context.Context, i int, ref string, r *abRun) error {
 	req := &builder.Request{
 		ID:                 fmt.Sprintf("bench-a-%d", i),
 		Workspace:          ws,
-		ContextDir:         e.proj.dir,
+		ContextDir:         e.proj.Dir,
 		Dockerfile:         "Dockerfile",
 		BuildArgs:          map[string]string{"BASE": e.base},
 		OutputDir:          out,
@@ -478,7 +463,7 @@ func (e *env) runB(ctx context.Context, i int, ref string, r *abRun) error {
 	t0 := time.Now()
 	sw := &stampWriter{w: lf, t0: t0}
 	if err := e.docker(ctx, sw, "build", "--no-cache", "--network=host", "--rm", "--force-rm",
-		"--build-arg=BASE="+e.base, "--tag="+ref, e.proj.dir); err != nil {
+		"--build-arg=BASE="+e.base, "--tag="+ref, e.proj.Dir); err != nil {
 		sample()
 		return fmt.Errorf("docker build: %w\n%s", err, bu.Tail(logPath, 20))
 	}
@@ -621,7 +606,7 @@ func (e *env) print(runs []abRun, dm *daemonFigures) {
 	fmt.Printf("### Reference project: (a) dind runner + gateway push vs (b) docker build + docker push on one long-lived daemon\n\n")
 	fmt.Printf("%d files, %.1f MiB (%.0f%% random bytes), multi-stage Dockerfile whose RUN writes %d files (bench/overhead's, seed %d). "+
 		"%d measured runs after %d warm-up, order %s, each side pushing to a fresh docker-registry on loopback. Wall seconds.\n\n",
-		len(e.proj.files), float64(e.proj.total)/(1<<20), 100*float64(e.proj.randomBytes)/float64(e.proj.total), c.genFiles, c.seed, c.n, c.warmup, orderLabel(c.order))
+		len(e.proj.Files), float64(e.proj.Total)/(1<<20), 100*float64(e.proj.RandomBytes)/float64(e.proj.Total), c.genFiles, c.seed, c.n, c.warmup, orderLabel(c.order))
 	if c.tmpfsMiB > 0 {
 		fmt.Printf("(a) runs with its data root on a %d MiB tmpfs (-tmpfs).\n\n", c.tmpfsMiB)
 	}
@@ -698,213 +683,11 @@ func dockerdVersion(dockerd string) string {
 }
 
 // ---------------------------------------------------------------------
-// The reference project: the same generator as bench/overhead's (kept
-// identical, so that both benchmarks build the same bytes for a seed).
 
-type refFile struct {
-	rel    string
-	size   int64
-	random bool
-	sum    string
-}
-
-type project struct {
-	dir         string
-	files       []refFile
-	total       int64
-	randomBytes int64
-	genFiles    int
-}
-
-// copied reports whether stage 2 copies rel (to /app/rel).
-func copied(rel string) bool {
-	return strings.HasPrefix(rel, "src/") || strings.HasPrefix(rel, "assets/")
-}
-
-func genContent(i int) string {
-	return fmt.Sprintf("generated %d %d\n", i, i*7919%10007)
-}
-
-const dockerfile = `# bench/overhead reference build (generated)
-ARG BASE
-FROM ${BASE} AS stage1
-COPY . /src
-RUN mkdir -p /gen && i=0 && while [ $i -lt %d ]; do echo "generated $i $((i * 7919 %% 10007))" > /gen/f$i.txt; i=$((i + 1)); done
-
-FROM ${BASE}
-COPY --from=stage1 /src/src /app/src
-COPY --from=stage1 /src/assets /app/assets
-COPY --from=stage1 /gen /app/gen
-`
-
-var words = strings.Fields(`func return if else for range var const type struct interface map chan go defer select case switch
-package import error nil true false string int byte len make append copy delete panic recover context ctx err
-request response handler server client build image layer digest registry manifest config token upload stream`)
-
-func genProject(dir string, nfiles int, total int64, seed uint64, genFiles int) (*project, error) {
-	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
-	p := &project{dir: dir, genFiles: genFiles}
-	sizes := make([]float64, nfiles)
-	var sum float64
-	for i := range nfiles {
-		var f refFile
-		switch r := rng.Float64(); {
-		case r < 0.6:
-			f.rel = fmt.Sprintf("src/pkg%02d/file%04d.go", rng.IntN(40), i)
-			f.random = rng.Float64() < 0.1
-		case r < 0.8:
-			f.rel = fmt.Sprintf("assets/%s/a%04d.bin", []string{"img", "fonts", "data"}[rng.IntN(3)], i)
-			f.random = true
-		default:
-			f.rel = fmt.Sprintf("vendor/mod%02d/sub%d/file%04d.txt", rng.IntN(20), rng.IntN(3), i)
-			f.random = rng.Float64() < 0.25
-		}
-		lo, hi := 256.0, 16384.0
-		switch c := rng.Float64(); {
-		case c < 0.8:
-		case c < 0.98:
-			lo, hi = 16<<10, 256<<10
-		default:
-			lo, hi = 512<<10, 2<<20
-		}
-		sizes[i] = lo * math.Pow(hi/lo, rng.Float64())
-		sum += sizes[i]
-		p.files = append(p.files, f)
-	}
-	scale := float64(total) / sum
-	for i := range p.files {
-		s := max(int64(sizes[i]*scale), 1)
-		if i == len(p.files)-1 {
-			s = max(total-p.total, 1)
-		}
-		p.files[i].size = s
-		p.total += s
-	}
-
-	mtime := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	buf := make([]byte, 0, 4<<20)
-	for i := range p.files {
-		f := &p.files[i]
-		frng := rand.New(rand.NewPCG(seed, uint64(i)+1))
-		buf = buf[:0]
-		if f.random {
-			for int64(len(buf)) < f.size {
-				buf = binary.LittleEndian.AppendUint64(buf, frng.Uint64())
-			}
-			p.randomBytes += f.size
-		} else {
-			for int64(len(buf)) < f.size {
-				n := 2 + frng.IntN(8)
-				buf = append(buf, strings.Repeat("\t", frng.IntN(3))...)
-				for w := 0; w < n; w++ {
-					buf = append(buf, words[frng.IntN(len(words))]...)
-					buf = append(buf, ' ')
-				}
-				buf = strconv.AppendInt(buf, int64(frng.IntN(1000)), 10)
-				buf = append(buf, '\n')
-			}
-		}
-		buf = buf[:f.size]
-		h := sha256.Sum256(buf)
-		f.sum = hex.EncodeToString(h[:])
-		full := filepath.Join(dir, filepath.FromSlash(f.rel))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(full, buf, 0o644); err != nil {
-			return nil, err
-		}
-		if err := os.Chtimes(full, mtime, mtime); err != nil {
-			return nil, err
-		}
-	}
-	df := fmt.Sprintf(dockerfile, genFiles)
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-func verifyLogged(ctx context.Context, ref string, p *project) string {
-	if err := verifyImage(ctx, ref, p); err != nil {
+func verifyLogged(ctx context.Context, ref string, p *refproject.Project) string {
+	if err := refproject.Verify(ctx, ref, p); err != nil {
 		bu.Log.Printf("image %s is WRONG: %v", ref, err)
 		return "WRONG"
 	}
 	return "ok"
-}
-
-// verifyImage pulls ref back and checks its flattened filesystem: every
-// generated file with its content, every copied file with its content,
-// and nothing else under /app.
-func verifyImage(ctx context.Context, ref string, p *project) error {
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		return err
-	}
-	img, err := remote.Image(r, remote.WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("pulling: %w", err)
-	}
-	want := map[string]string{}
-	for _, f := range p.files {
-		if copied(f.rel) {
-			want["app/"+f.rel] = f.sum
-		}
-	}
-	for i := 0; i < p.genFiles; i++ {
-		h := sha256.Sum256([]byte(genContent(i)))
-		want[fmt.Sprintf("app/gen/f%d.txt", i)] = hex.EncodeToString(h[:])
-	}
-	rc := mutate.Extract(img)
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	seen := map[string]bool{}
-	var problems []string
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("reading image: %w", err)
-		}
-		n := strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")
-		if !strings.HasPrefix(n, "app/") || hdr.Typeflag == tar.TypeDir {
-			continue
-		}
-		sum, ok := want[n]
-		if !ok {
-			problems = append(problems, "unexpected /"+n)
-			continue
-		}
-		if hdr.Typeflag != tar.TypeReg {
-			problems = append(problems, fmt.Sprintf("/%s is type %q, not a file", n, hdr.Typeflag))
-			continue
-		}
-		h := sha256.New()
-		if _, err := io.Copy(h, tr); err != nil {
-			return fmt.Errorf("reading image: %w", err)
-		}
-		if hex.EncodeToString(h.Sum(nil)) != sum {
-			problems = append(problems, "wrong content of /"+n)
-		}
-		seen[n] = true
-	}
-	var missing []string
-	for n := range want {
-		if !seen[n] {
-			missing = append(missing, "/"+n)
-		}
-	}
-	sort.Strings(missing)
-	if len(missing) > 0 {
-		problems = append(problems, fmt.Sprintf("%d files missing (e.g. %s)", len(missing), missing[0]))
-	}
-	if len(problems) > 0 {
-		if len(problems) > 3 {
-			problems = append(problems[:3], fmt.Sprintf("and %d more", len(problems)-3))
-		}
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
 }

@@ -11,26 +11,18 @@
 package main
 
 import (
-	"archive/tar"
 	"bufio"
 	"context"
-	"crypto/sha256"
-	"encoding/binary"
-	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"io/fs"
-	"math"
-	"math/rand/v2"
 	"os"
 	"os/exec"
 	"os/user"
 	"path"
 	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -39,10 +31,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
+	"github.com/buildgw/buildgw/bench/internal/refproject"
 	"github.com/buildgw/buildgw/buildcontext"
 	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/builder/push"
@@ -109,16 +100,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "overhead: -n must be >= 1, -warmup >= 0, -files >= 10, -bytes >= -files")
 		os.Exit(2)
 	}
-	ctx, stop := bu.SignalContext()
-	err := run(ctx, &c)
-	stop()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("interrupted: %w", err)
-		}
-		fmt.Fprintln(os.Stderr, "overhead:", err)
-		os.Exit(1)
-	}
+	bu.Main("overhead", func(ctx context.Context) error { return run(ctx, &c) })
 }
 
 // env is everything a run needs.
@@ -129,7 +111,7 @@ type env struct {
 	exe     string // absolute path of kaniko-executor
 	ctl     string // absolute path of buildctl-lite
 	cred    *syscall.Credential
-	proj    *project
+	proj    *refproject.Project
 	gw      *bu.Daemon
 	gwLog   string
 	url     string
@@ -196,11 +178,11 @@ func run(ctx context.Context, c *config) (err error) {
 	}
 
 	bu.Log.Printf("generating the reference project (%d files, %s MiB) in %s", c.files, bu.MiB(c.bytes), e.tmp)
-	e.proj, err = genProject(filepath.Join(e.tmp, "project"), c.files, c.bytes, c.seed, c.genFiles)
+	e.proj, err = refproject.Generate(filepath.Join(e.tmp, "project"), c.files, c.bytes, c.seed, c.genFiles)
 	if err != nil {
 		return fmt.Errorf("generating project: %w", err)
 	}
-	bu.Log.Printf("project: %d files, %d bytes, %.0f%% of them random (incompressible)", len(e.proj.files), e.proj.total, 100*float64(e.proj.randomBytes)/float64(e.proj.total))
+	bu.Log.Printf("project: %d files, %d bytes, %.0f%% of them random (incompressible)", len(e.proj.Files), e.proj.Total, 100*float64(e.proj.RandomBytes)/float64(e.proj.Total))
 
 	if err := e.startGateway(ctx, gwBin); err != nil {
 		return err
@@ -343,7 +325,7 @@ func (e *env) overheadBench(ctx context.Context) error {
 }
 
 func (e *env) verifyLogged(ctx context.Context, ref string) string {
-	if err := verifyImage(ctx, ref, e.proj); err != nil {
+	if err := refproject.Verify(ctx, ref, e.proj); err != nil {
 		bu.Log.Printf("image %s is INCORRECT: %v", ref, err)
 		return "INCORRECT"
 	}
@@ -358,7 +340,7 @@ func (e *env) printOverhead(runs []abRun, gwMem bu.Mem) {
 	fmt.Printf("## bench/overhead: gateway (b) vs. kaniko run directly (a)\n\n")
 	fmt.Printf("Reference project: %d files, %.1f MiB (%.0f%% random bytes), multi-stage Dockerfile whose RUN writes %d files. "+
 		"%d measured runs after %d warm-up, a/b order alternating. Times are wall seconds. Load average at the end: %s.\n\n",
-		len(e.proj.files), float64(e.proj.total)/(1<<20), 100*float64(e.proj.randomBytes)/float64(e.proj.total), c.genFiles, c.n, c.warmup, bu.LoadAvg())
+		len(e.proj.Files), float64(e.proj.Total)/(1<<20), 100*float64(e.proj.RandomBytes)/float64(e.proj.Total), c.genFiles, c.n, c.warmup, bu.LoadAvg())
 	fmt.Println("| run | order | (a) direct s | (b) gateway s | (b)−(a) s | (b) accepted after s | (b) build+push s | executor peak RSS MiB | gateway VmHWM MiB | images (a)/(b) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|")
 	for i, r := range runs {
@@ -444,7 +426,7 @@ func (e *env) direct(ctx context.Context, tag string, flags []string) (time.Dura
 	}
 	defer os.RemoveAll(w.ws)
 	start := time.Now()
-	if err := e.copyTree(e.proj.dir, w.ctxDir); err != nil {
+	if err := e.copyTree(e.proj.Dir, w.ctxDir); err != nil {
 		return 0, 0, fmt.Errorf("copying the context: %w", err)
 	}
 	e.lastCopy = time.Since(start)
@@ -605,7 +587,7 @@ func (e *env) viaGateway(ctx context.Context, tag string) (*gwRun, error) {
 		return nil, err
 	}
 	defer lf.Close()
-	cmd := exec.CommandContext(ctx, e.ctl, "submit", "-t", tag, "--build-arg", "BASE="+e.base, e.proj.dir)
+	cmd := exec.CommandContext(ctx, e.ctl, "submit", "-t", tag, "--build-arg", "BASE="+e.base, e.proj.Dir)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "BUILDGW_URL=" + e.url, "BUILDGW_TOKEN=" + e.token}
 	cmd.Stderr = lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
@@ -752,7 +734,7 @@ func (e *env) phaseBench(ctx context.Context) error {
 				return err
 			}
 			defer f.Close()
-			if _, err := buildcontext.Write(ctx, f, e.proj.dir); err != nil {
+			if _, err := buildcontext.Write(ctx, f, e.proj.Dir); err != nil {
 				return err
 			}
 			fi, err := f.Stat()
@@ -764,7 +746,7 @@ func (e *env) phaseBench(ctx context.Context) error {
 		}
 		err = timeIt("client-tar", func() error {
 			cw := &countWriter{}
-			_, err := buildcontext.Write(ctx, cw, e.proj.dir, buildcontext.WithCompression(0))
+			_, err := buildcontext.Write(ctx, cw, e.proj.Dir, buildcontext.WithCompression(0))
 			tarSize = cw.n
 			return err
 		})
@@ -833,7 +815,7 @@ func (e *env) phaseBench(ctx context.Context) error {
 	fmt.Printf("## bench/overhead -phases: (b)'s steps timed one by one\n\n")
 	fmt.Printf("Same reference project (%d files, %.1f MiB; tar %.1f MiB, tar.gz %.1f MiB). %d runs after %d warm-up, medians. "+
 		"In a real (b) the upload and the extraction overlap, and buildctl-lite adds process start-up and log following. Load average at the end: %s.\n\n",
-		len(e.proj.files), float64(e.proj.total)/(1<<20), float64(tarSize)/(1<<20), float64(gzSize)/(1<<20), c.n, c.warmup, bu.LoadAvg())
+		len(e.proj.Files), float64(e.proj.Total)/(1<<20), float64(tarSize)/(1<<20), float64(gzSize)/(1<<20), c.n, c.warmup, bu.LoadAvg())
 	fmt.Println("| step | median s | min–max s |")
 	fmt.Println("|---|---|---|")
 	var gwTotal time.Duration
@@ -956,7 +938,7 @@ func (e *env) flagBench(ctx context.Context) error {
 			r.times, r.rss = append(r.times, d), append(r.rss, rss)
 			bu.Log.Printf("round %d/%d %q: %s s, executor peak RSS %s MiB", round+1, c.n, flagLabel(r.flags), bu.Secs(d), bu.MiB(rss))
 			if !c.skipVerify {
-				if err := verifyImage(ctx, tag, e.proj); err != nil {
+				if err := refproject.Verify(ctx, tag, e.proj); err != nil {
 					bu.Log.Printf("image %s built with %q is INCORRECT: %v", tag, flagLabel(r.flags), err)
 					r.wrong = append(r.wrong, err.Error())
 				} else {
@@ -969,7 +951,7 @@ func (e *env) flagBench(ctx context.Context) error {
 	fmt.Printf("## bench/overhead -kaniko-flags: kaniko flag sets on (a), direct executor runs\n\n")
 	fmt.Printf("Reference project: %d files, %.1f MiB (%.0f%% random bytes), RUN writes %d files. %d runs per set, round-robin, after %d warm-up. "+
 		"Each image is pulled back and checked: all %d generated files, every copied file's content, nothing extra. Load average at the end: %s.\n\n",
-		len(e.proj.files), float64(e.proj.total)/(1<<20), 100*float64(e.proj.randomBytes)/float64(e.proj.total), c.genFiles, c.n, c.warmup, c.genFiles, bu.LoadAvg())
+		len(e.proj.Files), float64(e.proj.Total)/(1<<20), 100*float64(e.proj.RandomBytes)/float64(e.proj.Total), c.genFiles, c.n, c.warmup, c.genFiles, bu.LoadAvg())
 	fmt.Println("| kaniko flags | runs s | median s | vs. none | executor peak RSS median MiB | image |")
 	fmt.Println("|---|---|---|---|---|---|")
 	base := bu.Median(res[0].times)
@@ -1014,208 +996,3 @@ func firstLine(s string) string {
 }
 
 // ---------------------------------------------------------------------
-// The reference project
-
-type refFile struct {
-	rel    string
-	size   int64
-	random bool
-	sum    string
-}
-
-type project struct {
-	dir         string
-	files       []refFile
-	total       int64
-	randomBytes int64
-	genFiles    int
-}
-
-// copied reports whether stage 2 copies rel (to /app/rel).
-func copied(rel string) bool {
-	return strings.HasPrefix(rel, "src/") || strings.HasPrefix(rel, "assets/")
-}
-
-func genContent(i int) string {
-	return fmt.Sprintf("generated %d %d\n", i, i*7919%10007)
-}
-
-const dockerfile = `# bench/overhead reference build (generated)
-ARG BASE
-FROM ${BASE} AS stage1
-COPY . /src
-RUN mkdir -p /gen && i=0 && while [ $i -lt %d ]; do echo "generated $i $((i * 7919 %% 10007))" > /gen/f$i.txt; i=$((i + 1)); done
-
-FROM ${BASE}
-COPY --from=stage1 /src/src /app/src
-COPY --from=stage1 /src/assets /app/assets
-COPY --from=stage1 /gen /app/gen
-`
-
-var words = strings.Fields(`func return if else for range var const type struct interface map chan go defer select case switch
-package import error nil true false string int byte len make append copy delete panic recover context ctx err
-request response handler server client build image layer digest registry manifest config token upload stream`)
-
-// genProject writes a deterministic project: nfiles files of mixed sizes
-// (most small, a few of 0.5-2 MiB before scaling) summing to exactly
-// total bytes, text-like (compressible) or random (incompressible), and
-// the Dockerfile.
-func genProject(dir string, nfiles int, total int64, seed uint64, genFiles int) (*project, error) {
-	rng := rand.New(rand.NewPCG(seed, 0x9e3779b97f4a7c15))
-	p := &project{dir: dir, genFiles: genFiles}
-	sizes := make([]float64, nfiles)
-	var sum float64
-	for i := range nfiles {
-		var f refFile
-		switch r := rng.Float64(); {
-		case r < 0.6:
-			f.rel = fmt.Sprintf("src/pkg%02d/file%04d.go", rng.IntN(40), i)
-			f.random = rng.Float64() < 0.1
-		case r < 0.8:
-			f.rel = fmt.Sprintf("assets/%s/a%04d.bin", []string{"img", "fonts", "data"}[rng.IntN(3)], i)
-			f.random = true
-		default:
-			f.rel = fmt.Sprintf("vendor/mod%02d/sub%d/file%04d.txt", rng.IntN(20), rng.IntN(3), i)
-			f.random = rng.Float64() < 0.25
-		}
-		lo, hi := 256.0, 16384.0
-		switch c := rng.Float64(); {
-		case c < 0.8:
-		case c < 0.98:
-			lo, hi = 16<<10, 256<<10
-		default:
-			lo, hi = 512<<10, 2<<20
-		}
-		sizes[i] = lo * math.Pow(hi/lo, rng.Float64())
-		sum += sizes[i]
-		p.files = append(p.files, f)
-	}
-	scale := float64(total) / sum
-	for i := range p.files {
-		s := max(int64(sizes[i]*scale), 1)
-		if i == len(p.files)-1 {
-			s = max(total-p.total, 1)
-		}
-		p.files[i].size = s
-		p.total += s
-	}
-
-	mtime := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
-	buf := make([]byte, 0, 4<<20)
-	for i := range p.files {
-		f := &p.files[i]
-		frng := rand.New(rand.NewPCG(seed, uint64(i)+1))
-		buf = buf[:0]
-		if f.random {
-			for int64(len(buf)) < f.size {
-				buf = binary.LittleEndian.AppendUint64(buf, frng.Uint64())
-			}
-			p.randomBytes += f.size
-		} else {
-			for int64(len(buf)) < f.size {
-				n := 2 + frng.IntN(8)
-				buf = append(buf, strings.Repeat("\t", frng.IntN(3))...)
-				for w := 0; w < n; w++ {
-					buf = append(buf, words[frng.IntN(len(words))]...)
-					buf = append(buf, ' ')
-				}
-				buf = strconv.AppendInt(buf, int64(frng.IntN(1000)), 10)
-				buf = append(buf, '\n')
-			}
-		}
-		buf = buf[:f.size]
-		h := sha256.Sum256(buf)
-		f.sum = hex.EncodeToString(h[:])
-		full := filepath.Join(dir, filepath.FromSlash(f.rel))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
-			return nil, err
-		}
-		if err := os.WriteFile(full, buf, 0o644); err != nil {
-			return nil, err
-		}
-		if err := os.Chtimes(full, mtime, mtime); err != nil {
-			return nil, err
-		}
-	}
-	df := fmt.Sprintf(dockerfile, genFiles)
-	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(df), 0o644); err != nil {
-		return nil, err
-	}
-	return p, nil
-}
-
-// verifyImage pulls ref back and checks its flattened filesystem: every
-// generated file with its content, every copied file with its content,
-// and nothing else under /app.
-func verifyImage(ctx context.Context, ref string, p *project) error {
-	r, err := name.ParseReference(ref, name.Insecure)
-	if err != nil {
-		return err
-	}
-	img, err := remote.Image(r, remote.WithContext(ctx))
-	if err != nil {
-		return fmt.Errorf("pulling: %w", err)
-	}
-	want := map[string]string{}
-	for _, f := range p.files {
-		if copied(f.rel) {
-			want["app/"+f.rel] = f.sum
-		}
-	}
-	for i := 0; i < p.genFiles; i++ {
-		h := sha256.Sum256([]byte(genContent(i)))
-		want[fmt.Sprintf("app/gen/f%d.txt", i)] = hex.EncodeToString(h[:])
-	}
-	rc := mutate.Extract(img)
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	seen := map[string]bool{}
-	var problems []string
-	for {
-		hdr, err := tr.Next()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			return fmt.Errorf("reading image: %w", err)
-		}
-		n := strings.TrimPrefix(path.Clean("/"+hdr.Name), "/")
-		if !strings.HasPrefix(n, "app/") || hdr.Typeflag == tar.TypeDir {
-			continue
-		}
-		sum, ok := want[n]
-		if !ok {
-			problems = append(problems, "unexpected /"+n)
-			continue
-		}
-		if hdr.Typeflag != tar.TypeReg {
-			problems = append(problems, fmt.Sprintf("/%s is type %q, not a file", n, hdr.Typeflag))
-			continue
-		}
-		h := sha256.New()
-		if _, err := io.Copy(h, tr); err != nil {
-			return fmt.Errorf("reading image: %w", err)
-		}
-		if hex.EncodeToString(h.Sum(nil)) != sum {
-			problems = append(problems, "wrong content of /"+n)
-		}
-		seen[n] = true
-	}
-	var missing []string
-	for n := range want {
-		if !seen[n] {
-			missing = append(missing, "/"+n)
-		}
-	}
-	sort.Strings(missing)
-	if len(missing) > 0 {
-		problems = append(problems, fmt.Sprintf("%d files missing (e.g. %s)", len(missing), missing[0]))
-	}
-	if len(problems) > 0 {
-		if len(problems) > 3 {
-			problems = append(problems[:3], fmt.Sprintf("and %d more", len(problems)-3))
-		}
-		return errors.New(strings.Join(problems, "; "))
-	}
-	return nil
-}

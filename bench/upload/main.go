@@ -65,16 +65,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "upload: -runs, -files, -file-size and -sample must be positive")
 		os.Exit(2)
 	}
-	ctx, stop := bu.SignalContext()
-	err := run(ctx, &c)
-	stop()
-	if err != nil {
-		if ctx.Err() != nil {
-			err = fmt.Errorf("interrupted: %w", err)
-		}
-		fmt.Fprintln(os.Stderr, "upload:", err)
-		os.Exit(1)
-	}
+	bu.Main("upload", func(ctx context.Context) error { return run(ctx, &c) })
 }
 
 type env struct {

@@ -261,3 +261,18 @@ func Tail(path string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Main runs a benchmark until it ends or is interrupted, and exits 1 with
+// one line naming the program if it fails.
+func Main(name string, run func(context.Context) error) {
+	ctx, stop := SignalContext()
+	err := run(ctx)
+	stop()
+	if err != nil {
+		if ctx.Err() != nil {
+			err = fmt.Errorf("interrupted: %w", err)
+		}
+		fmt.Fprintln(os.Stderr, name+":", err)
+		os.Exit(1)
+	}
+}
