@@ -9,8 +9,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -241,7 +243,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 	}
 	m.o.logger.Info("build accepted", "job", id, "owner", owner, "context_sha256", stats.SHA256,
 		"context_files", stats.Files, "context_bytes", stats.Bytes, "dockerfile", spec.Dockerfile,
-		"destinations", spec.Destinations, "build_args", sortedKeys(spec.BuildArgs), "runner", spec.Runner)
+		"destinations", spec.Destinations, "build_args", slices.Sorted(maps.Keys(spec.BuildArgs)), "runner", spec.Runner)
 	lg.Printf("accepted: %d files, %d bytes, context sha256:%s", stats.Files, stats.Bytes, stats.SHA256)
 
 	m.mu.Lock()
@@ -616,15 +618,6 @@ func newID() (string, error) {
 		return "", fmt.Errorf("making build id: %w", err)
 	}
 	return strings.ToLower(base32.StdEncoding.EncodeToString(b[:])), nil
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }
 
 // Wait blocks until j is final or ctx ends.

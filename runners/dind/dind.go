@@ -107,16 +107,17 @@
 package dind
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -315,7 +316,7 @@ func (r *Runner) dockerBuild(ctx context.Context, d *Daemon, req *builder.Reques
 		"DOCKER_CONFIG=" + filepath.Join(d.dir, clientDir),
 		"DOCKER_BUILDKIT=0",
 	}
-	lw := newLineWriter(log)
+	lw := builder.NewLineWriter(log)
 	cmd.Stdout, cmd.Stderr = lw, lw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
@@ -351,10 +352,10 @@ func (r *Runner) buildArgs(d *Daemon, req *builder.Request, tag string) []string
 	if r.o.network != "default" {
 		args = append(args, "--network="+r.o.network)
 	}
-	for _, k := range sortedKeys(req.BuildArgs) {
+	for _, k := range slices.Sorted(maps.Keys(req.BuildArgs)) {
 		args = append(args, "--build-arg="+k+"="+req.BuildArgs[k])
 	}
-	for _, k := range sortedKeys(req.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(req.Labels)) {
 		args = append(args, "--label="+k+"="+req.Labels[k])
 	}
 	if req.Target != "" {
@@ -498,49 +499,4 @@ func dockerConfig(creds map[string]builder.Credential) []byte {
 	}
 	b, _ := json.Marshal(map[string]any{"auths": auths})
 	return b
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-// lineWriter passes output on in whole lines, so that the CLI's stdout
-// and stderr never interleave mid-line in the log.
-type lineWriter struct {
-	mu  sync.Mutex
-	buf *bufio.Writer
-}
-
-func newLineWriter(w io.Writer) *lineWriter {
-	return &lineWriter{buf: bufio.NewWriterSize(w, 64<<10)}
-}
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := len(p)
-	for len(p) > 0 {
-		i := strings.IndexByte(string(p), '\n')
-		if i < 0 {
-			l.buf.Write(p)
-			break
-		}
-		l.buf.Write(p[:i+1])
-		if err := l.buf.Flush(); err != nil {
-			return 0, err
-		}
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-func (l *lineWriter) Flush() {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	l.buf.Flush()
 }

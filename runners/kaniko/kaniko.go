@@ -7,19 +7,19 @@
 package kaniko
 
 import (
-	"bufio"
 	"context"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"os"
 	"os/exec"
 	"os/user"
 	"path"
 	"path/filepath"
-	"sort"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -122,7 +122,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		sandbox.EnvContext + "=" + req.ContextDir,
 		sandbox.EnvOutput + "=" + req.OutputDir,
 	}
-	lw := newLineWriter(log)
+	lw := builder.NewLineWriter(log)
 	cmd.Stdout, cmd.Stderr = lw, lw
 	// A session of its own: no controlling terminal reaches the build
 	// through /dev/tty, and the whole group can be killed at once.
@@ -232,10 +232,10 @@ func (r *Runner) kanikoArgs(req *builder.Request) []string {
 		"--log-format=text",
 		"--log-timestamp=false",
 	}
-	for _, k := range sortedKeys(req.BuildArgs) {
+	for _, k := range slices.Sorted(maps.Keys(req.BuildArgs)) {
 		args = append(args, "--build-arg="+k+"="+req.BuildArgs[k])
 	}
-	for _, k := range sortedKeys(req.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(req.Labels)) {
 		args = append(args, "--label="+k+"="+req.Labels[k])
 	}
 	if req.Target != "" {
@@ -306,42 +306,3 @@ func copyFile(src, dst string, mode os.FileMode) error {
 	}
 	return out.Close()
 }
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
-}
-
-// lineWriter passes output on in whole lines, so that concurrent writers
-// of one log (kaniko's stdout and stderr) never interleave mid-line.
-type lineWriter struct {
-	w   io.Writer
-	buf *bufio.Writer
-}
-
-func newLineWriter(w io.Writer) *lineWriter {
-	return &lineWriter{w: w, buf: bufio.NewWriterSize(w, 64<<10)}
-}
-
-func (l *lineWriter) Write(p []byte) (int, error) {
-	n := len(p)
-	for len(p) > 0 {
-		i := strings.IndexByte(string(p), '\n')
-		if i < 0 {
-			l.buf.Write(p)
-			break
-		}
-		l.buf.Write(p[:i+1])
-		if err := l.buf.Flush(); err != nil {
-			return 0, err
-		}
-		p = p[i+1:]
-	}
-	return n, nil
-}
-
-func (l *lineWriter) Flush() { l.buf.Flush() }

@@ -1,9 +1,7 @@
 package kaniko
 
 import (
-	"bytes"
 	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"os/user"
@@ -119,97 +117,6 @@ func TestKanikoArgs(t *testing.T) {
 				t.Errorf("kanikoArgs(%+v) =\n  %q\nwant\n  %q", tc.req, got, tc.want)
 			}
 		})
-	}
-}
-
-// recordingWriter records each Write it gets.
-type recordingWriter struct {
-	writes []string
-	err    error
-}
-
-func (w *recordingWriter) Write(p []byte) (int, error) {
-	if w.err != nil {
-		return 0, w.err
-	}
-	w.writes = append(w.writes, string(p))
-	return len(p), nil
-}
-
-func TestLineWriter(t *testing.T) {
-	for _, tc := range []struct {
-		name   string
-		writes []string
-		// want is what reaches the log before Flush, then after.
-		want, flushed []string
-	}{{
-		name:   "whole lines pass at once",
-		writes: []string{"one\n", "two\n"},
-		want:   []string{"one\n", "two\n"},
-	}, {
-		name:   "a line split across writes passes whole",
-		writes: []string{"par", "tial ", "line\n"},
-		want:   []string{"partial line\n"},
-	}, {
-		name:   "several lines in one write",
-		writes: []string{"a\nb\nc"},
-		want:   []string{"a\n", "b\n"},
-		// The unterminated rest waits for its newline or Flush.
-		flushed: []string{"a\n", "b\n", "c"},
-	}, {
-		name:    "trailing text without newline is held until Flush",
-		writes:  []string{"no newline"},
-		want:    nil,
-		flushed: []string{"no newline"},
-	}, {
-		name:   "empty lines",
-		writes: []string{"\n\n"},
-		want:   []string{"\n", "\n"},
-	}} {
-		t.Run(tc.name, func(t *testing.T) {
-			w := &recordingWriter{}
-			lw := newLineWriter(w)
-			for _, s := range tc.writes {
-				if n, err := lw.Write([]byte(s)); n != len(s) || err != nil {
-					t.Fatalf("Write(%q) = %d, %v; want %d, nil", s, n, err, len(s))
-				}
-			}
-			if !slices.Equal(w.writes, tc.want) {
-				t.Errorf("after %q: log got writes %q, want %q", tc.writes, w.writes, tc.want)
-			}
-			lw.Flush()
-			flushed := tc.flushed
-			if flushed == nil {
-				flushed = tc.want
-			}
-			if !slices.Equal(w.writes, flushed) {
-				t.Errorf("after %q and Flush: log got writes %q, want %q", tc.writes, w.writes, flushed)
-			}
-		})
-	}
-}
-
-func TestLineWriterLogError(t *testing.T) {
-	errLog := errors.New("log full")
-	lw := newLineWriter(&recordingWriter{err: errLog})
-	// A failing log must be reported, so the copy from kaniko stops
-	// instead of silently dropping the build's output.
-	if _, err := lw.Write([]byte("line\n")); !errors.Is(err, errLog) {
-		t.Errorf("Write to a failing log: err = %v, want %v", err, errLog)
-	}
-}
-
-func TestLineWriterLongLine(t *testing.T) {
-	// A line longer than the buffer still arrives whole and in order.
-	var buf bytes.Buffer
-	lw := newLineWriter(&buf)
-	long := strings.Repeat("x", 200<<10) + "\n"
-	if _, err := lw.Write([]byte(long + "next\n")); err != nil {
-		t.Fatal(err)
-	}
-	lw.Flush()
-	if got, want := buf.String(), long+"next\n"; got != want {
-		t.Errorf("log got %d bytes, want %d", len(got), len(want))
 	}
 }
 
