@@ -56,12 +56,30 @@ func binDir(t *testing.T) string {
 	return filepath.Dir(testenv.Build(t, "./cmd/buildctl-lite", "buildctl-lite"))
 }
 
-func startGateway(t *testing.T) *gateway { return startGatewayTLS(t, true) }
+func startGateway(t *testing.T) *gateway { return startGatewayWith(t, gatewayOptions{}) }
 
 // startGatewayTLS starts a gateway; without TLS it serves plain HTTP on
 // loopback, as dev mode does, so a test can see the HTTP in between.
 func startGatewayTLS(t *testing.T, withTLS bool) *gateway {
+	return startGatewayWith(t, gatewayOptions{plainHTTP: !withTLS})
+}
+
+// gatewayOptions vary the gateway a test gets.
+type gatewayOptions struct {
+	plainHTTP bool
+	// config is added to the configuration (more identities, say).
+	config func(g *gateway) string
+	// policy replaces the default policy, which lets the static tokens
+	// push to DEST/team/** from the base registry and DEST.
+	policy func(g *gateway) string
+}
+
+// startGatewayWith starts the real buildgw with a config file, a policy
+// file and an audit file, between an open base registry and an
+// authenticated destination registry, and waits until it is healthy.
+func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 	t.Helper()
+	withTLS := !o.plainHTTP
 	testenv.RequireSandbox(t)
 	g := &gateway{bin: binDir(t), tokens: map[string]string{}}
 	exe := testenv.Executor(t)
@@ -114,6 +132,9 @@ runners:
   kaniko:
     executor: %s
 `, listen, tlsCfg, g.stateDir, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.dest.Puller, g.dest.PullerPasswordFile, g.base.Host, exe)
+	if o.config != nil {
+		cfg += o.config(g)
+	}
 	policyPath := filepath.Join(t.TempDir(), "policy.yaml")
 	pol := fmt.Sprintf(`rules:
   - name: test-tokens
@@ -122,6 +143,9 @@ runners:
       destinations: [%s/team/**]
       from: [%s, %s]
 `, g.dest.Host, g.base.Host, g.dest.Host)
+	if o.policy != nil {
+		pol = o.policy(g)
+	}
 	if err := os.WriteFile(policyPath, []byte(pol), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -2,18 +2,13 @@ package e2e
 
 import (
 	"bufio"
-	"bytes"
 	"encoding/json"
 	"fmt"
-	"net/http"
 	"os"
-	"os/exec"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testoidc"
 )
 
@@ -21,108 +16,24 @@ import (
 const oidcAud = "https://buildgw.e2e.test"
 
 // startGatewayOIDC starts the real buildgw, serving TLS, that accepts JWTs
-// of the GitLab-shaped issuer gitlab (and no static tokens), with a policy
-// letting a protected ref of a project push to DEST/{project_path} from
-// the base registry. It is startGatewayTLS with oidc_issuers.
+// of the GitLab-shaped issuer gitlab, with a policy that only
+// lets a protected ref of a project push to DEST/{project_path} from
+// the base registry.
 func startGatewayOIDC(t *testing.T, gitlab *testoidc.Issuer) *gateway {
-	t.Helper()
-	testenv.RequireSandbox(t)
-	g := &gateway{bin: binDir(t), tokens: map[string]string{}}
-	exe := testenv.Executor(t)
-	g.base = testenv.StartDockerRegistry(t, false)
-	g.dest = testenv.StartDockerRegistry(t, true)
-	g.busybox = testenv.Busybox(t, g.base.Host)
-
-	state, err := os.MkdirTemp("", "buildgw-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(state, 0o711)
-	t.Cleanup(func() { os.RemoveAll(state) })
-	g.stateDir = filepath.Join(state, "state")
-	cert, key, ca := testenv.SelfSigned(t, t.TempDir())
-	g.caFile = ca
-
-	dir := t.TempDir()
-	policyPath := filepath.Join(dir, "policy.yaml")
-	pol := fmt.Sprintf(`rules:
+	return startGatewayWith(t, gatewayOptions{
+		config: func(*gateway) string {
+			return fmt.Sprintf("oidc_issuers:\n  - name: gitlab\n    url: %s\n    audiences: [%q]\n    algorithms: [RS256]\n", gitlab.URL, oidcAud)
+		},
+		policy: func(g *gateway) string {
+			return fmt.Sprintf(`rules:
   - name: gitlab-protected
     match: {kind: oidc, issuer: %q, ref_protected: "true"}
     allow:
       destinations: ["%s/{project_path}"]
       from: [%s]
 `, gitlab.URL, g.dest.Host, g.base.Host)
-	if err := os.WriteFile(policyPath, []byte(pol), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g.auditFile = filepath.Join(dir, "audit.log")
-	listen := testenv.FreeAddr(t)
-	cfg := fmt.Sprintf(`listen: %s
-tls:
-  cert_file: %s
-  key_file: %s
-state_dir: %s
-concurrency: 2
-job_timeout: 5m
-oidc_issuers:
-  - name: gitlab
-    url: %s
-    audiences: [%q]
-    algorithms: [RS256]
-registries:
-  %s:
-    username: %s
-    password_file: %s
-    ca_file: %s
-  %s:
-    insecure: true
-runners:
-  kaniko:
-    executor: %s
-policy_file: %s
-audit:
-  file: %s
-`, listen, cert, key, g.stateDir, gitlab.URL, oidcAud, g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile,
-		g.base.Host, exe, policyPath, g.auditFile)
-	cfgPath := filepath.Join(dir, "buildgw.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(filepath.Join(g.bin, "buildgw"), "serve", "--config", cfgPath)
-	g.log = &bytes.Buffer{}
-	logw := &syncWriter{w: g.log}
-	cmd.Stdout, cmd.Stderr = logw, logw
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("gateway log:\n%s", logw.String())
-		}
+		},
 	})
-	g.url = "https://" + listen
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := g.httpClient().Get(g.url + "/healthz")
-		if err == nil && resp.StatusCode == http.StatusOK {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway did not become healthy: %v\n%s", err, logw.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	return g
 }
 
 // TestOIDCGitLab builds with a GitLab CI id_token, as a job of project
