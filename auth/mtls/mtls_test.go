@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/auth/authtest"
 )
 
 // testCA is a certificate authority for tests.
@@ -182,10 +183,10 @@ func TestAuthenticate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			got, err := a.Authenticate(requestWithCert(tt.cert.Leaf))
-			if !sameError(err, tt.wantErr) {
+			if !authtest.SameError(err, tt.wantErr) {
 				t.Fatalf("Authenticate(%v) error = %v, want %v", subject(tt.cert), err, tt.wantErr)
 			}
-			if !sameIdentity(got, tt.want) {
+			if !authtest.SameIdentity(got, tt.want) {
 				t.Errorf("Authenticate(%v) = %+v, want %+v", subject(tt.cert), got, tt.want)
 			}
 		})
@@ -352,27 +353,4 @@ func subject(c tls.Certificate) string {
 		return "no certificate"
 	}
 	return fmt.Sprintf("CN=%q DNS=%q URIs=%v", c.Leaf.Subject.CommonName, c.Leaf.DNSNames, c.Leaf.URIs)
-}
-
-func sameError(got, want error) bool {
-	if want == nil || got == nil {
-		return got == want
-	}
-	if errors.Is(want, auth.ErrNoCredentials) {
-		return errors.Is(got, auth.ErrNoCredentials)
-	}
-	var ge, we *auth.Error
-	return errors.As(got, &ge) && errors.As(want, &we) && ge.Reason == we.Reason
-}
-
-func sameIdentity(a, b auth.Identity) bool {
-	if a.Name != b.Name || a.Kind != b.Kind || a.Issuer != b.Issuer || len(a.Attributes) != len(b.Attributes) {
-		return false
-	}
-	for k, v := range a.Attributes {
-		if bv, ok := b.Attributes[k]; !ok || bv != v {
-			return false
-		}
-	}
-	return true
 }

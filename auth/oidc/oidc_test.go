@@ -16,6 +16,7 @@ import (
 	jose "github.com/go-jose/go-jose/v4"
 
 	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/auth/authtest"
 )
 
 const gatewayAud = "https://buildgw.example.com"
@@ -193,7 +194,7 @@ func TestAuthenticate(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			id, err := a.Authenticate(bearerRequest(tt.tok))
-			if !sameError(err, tt.wantErr) {
+			if !authtest.SameError(err, tt.wantErr) {
 				t.Fatalf("Authenticate(%s) error = %v, want %v", tt.name, err, tt.wantErr)
 			}
 			if err != nil {
@@ -247,7 +248,7 @@ func TestKeyRotation(t *testing.T) {
 			gitlab.setKeys(newKey)
 		}
 		_, err := a.Authenticate(bearerRequest(s.key.sign(t, claims)))
-		if !sameError(err, s.wantErr) {
+		if !authtest.SameError(err, s.wantErr) {
 			t.Errorf("%s: Authenticate = %v, want %v", s.name, err, s.wantErr)
 		}
 		if _, fetches := gitlab.counts(); fetches != s.wantFetches {
@@ -458,17 +459,6 @@ func with2(i Issuer, f func(i *Issuer)) Issuer {
 func itoa(n int64) string {
 	b, _ := json.Marshal(n)
 	return string(b)
-}
-
-func sameError(got, want error) bool {
-	if want == nil || got == nil {
-		return got == want
-	}
-	if errors.Is(want, auth.ErrNoCredentials) {
-		return errors.Is(got, auth.ErrNoCredentials)
-	}
-	var ge, we *auth.Error
-	return errors.As(got, &ge) && errors.As(want, &we) && ge.Reason == we.Reason
 }
 
 // TestConcurrentFirstUse checks that requests racing on an undiscovered

@@ -1,12 +1,12 @@
 package token
 
 import (
-	"errors"
 	"net/http/httptest"
 	"strings"
 	"testing"
 
 	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/auth/authtest"
 )
 
 func TestHashToken(t *testing.T) {
@@ -103,10 +103,10 @@ func TestAuthenticate(t *testing.T) {
 				r.Header.Set("Authorization", tt.header)
 			}
 			got, err := a.Authenticate(r)
-			if !sameError(err, tt.wantErr) {
+			if !authtest.SameError(err, tt.wantErr) {
 				t.Fatalf("Authenticate(%q) error = %v, want %v", tt.header, err, tt.wantErr)
 			}
-			if !sameIdentity(got, tt.want) {
+			if !authtest.SameIdentity(got, tt.want) {
 				t.Errorf("Authenticate(%q) = %+v, want %+v", tt.header, got, tt.want)
 			}
 		})
@@ -153,27 +153,4 @@ func TestIsJWT(t *testing.T) {
 			t.Errorf("IsJWT(%q) = %v, want %v", tt.s, got, tt.want)
 		}
 	}
-}
-
-func sameError(got, want error) bool {
-	if want == nil || got == nil {
-		return got == want
-	}
-	if errors.Is(want, auth.ErrNoCredentials) {
-		return errors.Is(got, auth.ErrNoCredentials)
-	}
-	var ge, we *auth.Error
-	return errors.As(got, &ge) && errors.As(want, &we) && ge.Reason == we.Reason
-}
-
-func sameIdentity(a, b auth.Identity) bool {
-	if a.Name != b.Name || a.Kind != b.Kind || a.Issuer != b.Issuer || len(a.Attributes) != len(b.Attributes) {
-		return false
-	}
-	for k, v := range a.Attributes {
-		if bv, ok := b.Attributes[k]; !ok || bv != v {
-			return false
-		}
-	}
-	return true
 }
