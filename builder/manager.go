@@ -17,7 +17,6 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -629,6 +628,3 @@ func Wait(ctx context.Context, j *Job) error {
 		return ctx.Err()
 	}
 }
-
-// Now returns the time the Manager stamps on jobs.
-func (m *Manager) now() time.Time { return m.o.now() }
