@@ -171,6 +171,34 @@ func TestEndToEnd(t *testing.T) {
 		}
 	})
 
+	t.Run("dind runner", func(t *testing.T) {
+		ref := g.dest.Host + "/team/features:dind"
+		stdout, stderr, code := g.cli(t, tok, "submit", "--runner", "dind", "-t", ref,
+			"--build-arg", "BASE="+g.busybox, "--build-arg", "FLAVOR=dind", "testdata/features")
+		if code != 0 {
+			t.Fatalf("submit --runner dind = exit %d, want 0\n%s", code, tail(stderr, 20))
+		}
+		img := g.pull(t, ref+"@"+lastLine(stdout))
+		fs := files(t, img)
+		for p, want := range map[string]string{"app/APP.txt": "HELLO APP\n", "app/flavor.txt": "flavor=dind\n", "app/notes.txt": "some notes\n"} {
+			if got := fs[p].content; got != want {
+				t.Errorf("dind image: file %s = %q, want %q", p, got, want)
+			}
+		}
+		cf, _ := img.ConfigFile()
+		if cf.Config.User != "65534:65534" || cf.Config.WorkingDir != "/app" {
+			t.Errorf("dind image: user %q workdir %q, want 65534:65534 and /app", cf.Config.User, cf.Config.WorkingDir)
+		}
+		// The job's daemon, containerd and shims all name the state
+		// directory on their command lines.
+		if n := countProcs(t, g.stateDir+"/"); n != 0 {
+			t.Errorf("processes naming the state directory after the build = %d, want 0", n)
+		}
+		if left, _ := filepath.Glob(filepath.Join(g.stateDir, "jobs", "*", "dind")); len(left) > 0 {
+			t.Errorf("dind state after the build = %v, want none", left)
+		}
+	})
+
 	t.Run("failing RUN", func(t *testing.T) {
 		stdout, stderr, code := g.cli(t, tok, "submit", "-t", g.dest.Host+"/team/fail:1", "--build-arg", "BASE="+g.busybox, "testdata/fail")
 		if code == 0 {

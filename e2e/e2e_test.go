@@ -142,6 +142,7 @@ runners:
     allow:
       destinations: [%s/team/**]
       from: [%s, %s]
+      runners: [kaniko, dind]
 `, g.dest.Host, g.base.Host, g.dest.Host)
 	if o.policy != nil {
 		pol = o.policy(g)

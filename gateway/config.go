@@ -16,6 +16,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/buildgw/buildgw/builder/policy"
+	"github.com/buildgw/buildgw/runners/dind"
 )
 
 // Config is the gateway's configuration file. Every field has a default;
@@ -149,6 +150,50 @@ type PullAccount struct {
 // Runners configures the build sandboxes.
 type Runners struct {
 	Kaniko KanikoRunner `yaml:"kaniko"`
+	Dind   DindRunner   `yaml:"dind"`
+}
+
+// DindRunner configures the per-job Docker daemon runner. It is offered
+// whenever it is not disabled; if dockerd is missing, /readyz says so and
+// builds that ask for it get a 400.
+type DindRunner struct {
+	// Disabled removes the runner altogether.
+	Disabled bool `yaml:"disabled"`
+	// Dockerd and Docker are the binaries; default dockerd and docker on
+	// PATH.
+	Dockerd string `yaml:"dockerd"`
+	Docker  string `yaml:"docker"`
+	// StorageDriver forces the daemons' storage driver. Default: overlay2
+	// where an overlay mount works in the state directory, else vfs.
+	StorageDriver string `yaml:"storage_driver"`
+	// TmpfsBytes puts each job's daemon data root on a tmpfs of this size:
+	// much faster on slow disks and bounded, at the price of memory.
+	// Default 0: on disk, in the job's workspace.
+	TmpfsBytes int64 `yaml:"tmpfs_bytes"`
+	// StartTimeout bounds how long a job's daemon may take to answer.
+	// Default 60s.
+	StartTimeout Duration `yaml:"start_timeout"`
+}
+
+// options returns the dind runner's options for this configuration.
+func (d DindRunner) options() []dind.Option {
+	var o []dind.Option
+	if d.Dockerd != "" {
+		o = append(o, dind.WithDockerd(d.Dockerd))
+	}
+	if d.Docker != "" {
+		o = append(o, dind.WithDocker(d.Docker))
+	}
+	if d.StorageDriver != "" {
+		o = append(o, dind.WithStorageDriver(d.StorageDriver))
+	}
+	if d.TmpfsBytes != 0 {
+		o = append(o, dind.WithTmpfs(d.TmpfsBytes))
+	}
+	if d.StartTimeout != 0 {
+		o = append(o, dind.WithStartTimeout(time.Duration(d.StartTimeout)))
+	}
+	return o
 }
 
 // KanikoRunner configures the rootless kaniko runner.
@@ -270,6 +315,11 @@ func (c *Config) Validate() error {
 					errs = append(errs, fmt.Errorf("registries[%s]: %w", host, err))
 				}
 			}
+		}
+	}
+	if !c.Runners.Dind.Disabled {
+		if _, err := dind.New(c.Runners.Dind.options()...); err != nil {
+			errs = append(errs, fmt.Errorf("runners.dind: %w", err))
 		}
 	}
 	if c.DockerConfig != "" {

@@ -57,6 +57,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad policy", "listen: 127.0.0.1:1\npolicy_file: testdata/good.yaml\ntokens:\n" + token, "policy_file"},
 		{"hmac oidc", "listen: 127.0.0.1:1\noidc_issuers:\n  - name: gl\n    url: https://gitlab.example.com\n    audiences: [x]\n    algorithms: [HS256]\n", "HS256"},
 		{"mtls without CA", "listen: 127.0.0.1:1\nmtls_identities:\n  - name: m\n    subject_cn: builder\n", "client_ca_file"},
+		{"bad dind storage driver", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    storage_driver: aufs\n", "runners.dind"},
+		{"small dind tmpfs", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    tmpfs_bytes: 1024\n", "tmpfs"},
 		{"bad network", "listen: 127.0.0.1:1\ntokens:\n" + token + "    allow_networks: [not-a-net]\n", "not-a-net"},
 	}
 	for _, tc := range tests {

@@ -24,6 +24,7 @@ import (
 	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/builder/audit"
 	"github.com/buildgw/buildgw/builder/policy"
+	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
@@ -76,6 +77,19 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithObserver(metrics),
 	}
 	opts = append(opts, regOpts...)
+	if !cfg.Runners.Dind.Disabled {
+		dr, err := dind.New(cfg.Runners.Dind.options()...)
+		if err != nil {
+			return nil, fmt.Errorf("dind runner: %w", err)
+		}
+		opts = append(opts, builder.WithRunner("dind", dr))
+		// Daemons and state left by a gateway that was killed.
+		if cleaned, err := dind.Reap(cfg.StateDir); err != nil {
+			log.Error("reaping leftover dind daemons", "error", err)
+		} else if len(cleaned) > 0 {
+			log.Info("reaped leftover dind daemons", "dirs", cleaned)
+		}
+	}
 	if alog != nil {
 		opts = append(opts, builder.WithObserver(auditObserver{alog}))
 	}

@@ -51,10 +51,15 @@ type Daemon struct {
 	stopErr  error
 }
 
+// execRoot is the daemon's --exec-root (containerd's state and sockets
+// too): the private tmpfs initScript mounts over /run/docker, so that it
+// vanishes with the namespace and its socket paths stay short whatever the
+// state directory (containerd refuses socket paths over 104 bytes).
+const execRoot = "/run/docker"
+
 // The layout of a daemon's directory.
 const (
 	dataDir    = "data"   // --data-root
-	execDir    = "exec"   // --exec-root (containerd's state and sockets too)
 	runDir     = "run"    // the API socket and the pidfile
 	etcDir     = "etc"    // daemon.json and the daemon's key
 	homeDir    = "home"   // HOME of the daemon and the CLI
@@ -108,7 +113,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	if err != nil {
 		return nil, err
 	}
-	if n := len(filepath.Join(dir, execDir, "containerd", "containerd-debug.sock")); n > maxSocketPath {
+	if n := len(filepath.Join(dir, runDir, socketName)); n > maxSocketPath {
 		return nil, fmt.Errorf("dind: job directory %s is too long for the daemon's unix sockets (%d bytes, limit %d)", dir, n, maxSocketPath)
 	}
 	if err := os.Mkdir(dir, 0o700); err != nil {
@@ -125,7 +130,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 			cleanupDir(dir)
 		}
 	}()
-	for _, sub := range []string{dataDir, execDir, runDir, etcDir, homeDir, clientDir, certsDir} {
+	for _, sub := range []string{dataDir, runDir, etcDir, homeDir, clientDir, certsDir} {
 		if err := os.Mkdir(filepath.Join(dir, sub), 0o700); err != nil {
 			return nil, fmt.Errorf("dind: preparing daemon directory: %w", err)
 		}
@@ -232,7 +237,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 func (r *Runner) daemonArgs(dir, driver, cgroup string, insecure []string) []string {
 	args := []string{
 		"--data-root=" + filepath.Join(dir, dataDir),
-		"--exec-root=" + filepath.Join(dir, execDir),
+		"--exec-root=" + execRoot,
 		"--pidfile=" + filepath.Join(dir, runDir, "docker.pid"),
 		"--host=unix://" + filepath.Join(dir, runDir, socketName),
 		"--group=root",

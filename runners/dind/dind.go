@@ -8,8 +8,6 @@
 // with all of its state under WORKSPACE/dind:
 //
 //	data/     --data-root (images, containers, the managed containerd's root)
-//	exec/     --exec-root (containerd's state and sockets; dockerd starts
-//	          its own containerd there since no --containerd is given)
 //	run/      --host unix://.../run/docker.sock (never TCP), --pidfile
 //	etc/      --config-file (so /etc/docker/daemon.json is never read) and
 //	          the daemon's key (20.10 would write /etc/docker/key.json)
@@ -17,7 +15,11 @@
 //	home/     HOME of both
 //	certs/    the CA bundle with Request.ExtraCAs (SSL_CERT_FILE)
 //
-// with --bridge=none --iptables=false --ip6tables=false --ip-masq=false
+// and --exec-root /run/docker, a private tmpfs of the daemon's mount
+// namespace (containerd's state and sockets: dockerd starts its own
+// containerd there since no --containerd is given; a path under the
+// workspace could exceed containerd's 104-byte socket path limit), with
+// --bridge=none --iptables=false --ip6tables=false --ip-masq=false
 // --ip-forward=false --userland-proxy=false (no host firewall, sysctl or
 // bridge changes), --insecure-registry for each Request.InsecureRegistries
 // entry, --exec-opt native.cgroupdriver=cgroupfs and --cgroup-parent
@@ -235,11 +237,12 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 	}
 	started := time.Now()
-	d, err := r.StartDaemon(ctx, dir, DaemonConfig{
+	dcfg := DaemonConfig{
 		InsecureRegistries: req.InsecureRegistries,
 		ExtraCAs:           req.ExtraCAs,
 		Tag:                req.ID,
-	})
+	}
+	d, err := r.StartDaemon(ctx, dir, dcfg)
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
