@@ -178,6 +178,10 @@ func TestEndToEnd(t *testing.T) {
 		if code != 0 {
 			t.Fatalf("submit --runner dind = exit %d, want 0\n%s", code, tail(stderr, 20))
 		}
+		// By default the job's daemon keeps its data on a tmpfs.
+		if !regexp.MustCompile(`dind: job daemon ready in .*data root on a \d+ MiB tmpfs`).MatchString(stderr) {
+			t.Errorf("submit --runner dind log does not show a tmpfs data root:\n%s", tail(stderr, 20))
+		}
 		img := g.pull(t, ref+"@"+lastLine(stdout))
 		fs := files(t, img)
 		for p, want := range map[string]string{"app/APP.txt": "HELLO APP\n", "app/flavor.txt": "flavor=dind\n", "app/notes.txt": "some notes\n"} {

@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"time"
 
@@ -166,17 +167,32 @@ type DindRunner struct {
 	// StorageDriver forces the daemons' storage driver. Default: overlay2
 	// where an overlay mount works in the state directory, else vfs.
 	StorageDriver string `yaml:"storage_driver"`
-	// TmpfsBytes puts each job's daemon data root on a tmpfs of this size:
-	// much faster on slow disks and bounded, at the price of memory.
-	// Default 0: on disk, in the job's workspace.
+	// DataRoot is where each job's daemon keeps its images, layers and
+	// containers: "tmpfs" (default), a tmpfs of TmpfsBytes in the daemon's
+	// own mount namespace, several times faster than a fresh data root on
+	// disk and a bound on what one job may store, at the price of memory
+	// while the job runs; or "disk", in the job's workspace. When the
+	// default size would be under 1 GiB, disk is used.
+	DataRoot string `yaml:"data_root"`
+	// TmpfsBytes is the size of that tmpfs. Default: the host's memory
+	// divided by twice the concurrency, at most 8 GiB, so that running
+	// jobs' data roots never hold more than half of the memory.
 	TmpfsBytes int64 `yaml:"tmpfs_bytes"`
 	// StartTimeout bounds how long a job's daemon may take to answer.
 	// Default 60s.
 	StartTimeout Duration `yaml:"start_timeout"`
 }
 
-// options returns the dind runner's options for this configuration.
-func (d DindRunner) options() []dind.Option {
+// Bounds of the dind runner's default tmpfs size.
+const (
+	maxDefaultTmpfs = 8 << 30
+	minDefaultTmpfs = 1 << 30
+)
+
+// dindOptions returns the dind runner's options for this configuration
+// and where its data roots go, for the start-up log.
+func (c Config) dindOptions() ([]dind.Option, string) {
+	d := c.Runners.Dind
 	var o []dind.Option
 	if d.Dockerd != "" {
 		o = append(o, dind.WithDockerd(d.Dockerd))
@@ -187,13 +203,40 @@ func (d DindRunner) options() []dind.Option {
 	if d.StorageDriver != "" {
 		o = append(o, dind.WithStorageDriver(d.StorageDriver))
 	}
-	if d.TmpfsBytes != 0 {
-		o = append(o, dind.WithTmpfs(d.TmpfsBytes))
-	}
 	if d.StartTimeout != 0 {
 		o = append(o, dind.WithStartTimeout(time.Duration(d.StartTimeout)))
 	}
-	return o
+	if d.DataRoot == "disk" {
+		return o, "disk"
+	}
+	size := d.TmpfsBytes
+	if size == 0 {
+		conc := c.Concurrency
+		if conc <= 0 {
+			conc = runtime.NumCPU()
+		}
+		size = min(memTotal()/int64(2*conc), maxDefaultTmpfs) &^ (1<<20 - 1)
+		if size < minDefaultTmpfs {
+			return o, fmt.Sprintf("disk (%d MiB of memory per job is too little for a tmpfs)", size>>20)
+		}
+	}
+	return append(o, dind.WithTmpfs(size)), fmt.Sprintf("tmpfs of %d MiB", size>>20)
+}
+
+// memTotal is the host's memory in bytes, or 0 if unknown.
+func memTotal() int64 {
+	b, err := os.ReadFile("/proc/meminfo")
+	if err != nil {
+		return 0
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
+			var kb int64
+			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
+			return kb << 10
+		}
+	}
+	return 0
 }
 
 // KanikoRunner configures the rootless kaniko runner.
@@ -317,8 +360,12 @@ func (c *Config) Validate() error {
 			}
 		}
 	}
-	if !c.Runners.Dind.Disabled {
-		if _, err := dind.New(c.Runners.Dind.options()...); err != nil {
+	if d := c.Runners.Dind; !d.Disabled {
+		if d.DataRoot != "" && d.DataRoot != "tmpfs" && d.DataRoot != "disk" {
+			errs = append(errs, fmt.Errorf("runners.dind.data_root: %q: want tmpfs or disk", d.DataRoot))
+		}
+		opts, _ := c.dindOptions()
+		if _, err := dind.New(opts...); err != nil {
 			errs = append(errs, fmt.Errorf("runners.dind: %w", err))
 		}
 	}

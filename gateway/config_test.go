@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -59,6 +60,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"mtls without CA", "listen: 127.0.0.1:1\nmtls_identities:\n  - name: m\n    subject_cn: builder\n", "client_ca_file"},
 		{"bad dind storage driver", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    storage_driver: aufs\n", "runners.dind"},
 		{"small dind tmpfs", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    tmpfs_bytes: 1024\n", "tmpfs"},
+		{"bad dind data root", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    data_root: ram\n", "data_root"},
 		{"bad network", "listen: 127.0.0.1:1\ntokens:\n" + token + "    allow_networks: [not-a-net]\n", "not-a-net"},
 	}
 	for _, tc := range tests {
@@ -119,5 +121,37 @@ func TestExampleConfigParses(t *testing.T) {
 	}
 	if c.PolicyFile == "" || len(c.OIDCIssuers) != 2 || c.Audit.File == "" {
 		t.Errorf("example config = %+v, want policy_file, two oidc_issuers and an audit file", c)
+	}
+}
+
+func TestDindDataRoot(t *testing.T) {
+	mem := memTotal()
+	if mem <= 0 {
+		t.Fatal("memTotal() = 0, want the host's memory")
+	}
+	auto := func(conc int64) string {
+		size := min(mem/(2*conc), maxDefaultTmpfs) &^ (1<<20 - 1)
+		if size < minDefaultTmpfs {
+			return fmt.Sprintf("disk (%d MiB of memory per job is too little for a tmpfs)", size>>20)
+		}
+		return fmt.Sprintf("tmpfs of %d MiB", size>>20)
+	}
+	tests := []struct {
+		name string
+		conc int
+		dind DindRunner
+		want string
+	}{
+		{"disk", 2, DindRunner{DataRoot: "disk", TmpfsBytes: 1 << 30}, "disk"},
+		{"explicit size", 2, DindRunner{TmpfsBytes: 256 << 20}, "tmpfs of 256 MiB"},
+		{"default, one job", 1, DindRunner{}, auto(1)},
+		{"default, many jobs", 64, DindRunner{DataRoot: "tmpfs"}, auto(64)},
+		{"default, too many jobs", 1 << 20, DindRunner{}, auto(1 << 20)},
+	}
+	for _, tc := range tests {
+		c := Config{Concurrency: tc.conc, Runners: Runners{Dind: tc.dind}}
+		if _, got := c.dindOptions(); got != tc.want {
+			t.Errorf("dindOptions(%s) data root = %q, want %q", tc.name, got, tc.want)
+		}
 	}
 }

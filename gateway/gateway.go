@@ -78,11 +78,13 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	}
 	opts = append(opts, regOpts...)
 	if !cfg.Runners.Dind.Disabled {
-		dr, err := dind.New(cfg.Runners.Dind.options()...)
+		dopts, dataRoot := cfg.dindOptions()
+		dr, err := dind.New(dopts...)
 		if err != nil {
 			return nil, fmt.Errorf("dind runner: %w", err)
 		}
 		opts = append(opts, builder.WithRunner("dind", dr))
+		log.Info("dind runner", "data_root", dataRoot)
 		// Daemons and state left by a gateway that was killed.
 		if cleaned, err := dind.Reap(cfg.StateDir); err != nil {
 			log.Error("reaping leftover dind daemons", "error", err)

@@ -49,10 +49,20 @@ type extractor struct {
 	implied int // parent directories created without an entry
 	files   int
 	bytes   int64
+
+	// buf carries file content to disk in large writes: os.File's
+	// ReadFrom would copy through 32 KiB, one write syscall for each.
+	buf []byte
 }
 
+// copyBufferSize is the size of an extractor's copy buffer.
+const copyBufferSize = 256 << 10
+
+// writerOnly hides a writer's ReadFrom so io.CopyBuffer uses the buffer.
+type writerOnly struct{ io.Writer }
+
 func newExtractor(root *os.Root, lim Limits, o options, src *sourceReader) *extractor {
-	return &extractor{root: root, lim: lim, opts: o, src: src, dirs: newDirTree()}
+	return &extractor{root: root, lim: lim, opts: o, src: src, dirs: newDirTree(), buf: make([]byte, copyBufferSize)}
 }
 
 func (x *extractor) run(ctx context.Context, br *bufio.Reader) error {
@@ -426,7 +436,7 @@ func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, rel string) error {
 	defer f.Close()
 
 	src := &errRecorder{r: io.LimitReader(tr, hdr.Size)}
-	n, err := io.Copy(f, src)
+	n, err := io.CopyBuffer(writerOnly{f}, src, x.buf)
 	if src.err != nil {
 		return x.archiveErr(name, src.err)
 	}

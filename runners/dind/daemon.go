@@ -777,3 +777,14 @@ func tail(p string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// dataRootFull reports whether the daemon's data root, a tmpfs that exists
+// only in the daemon's mount namespace (seen through its init's root), has
+// less than 1 MiB left.
+func (d *Daemon) dataRootFull() bool {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(fmt.Sprintf("/proc/%d/root%s", d.pid, filepath.Join(d.dir, dataDir)), &st); err != nil {
+		return false
+	}
+	return st.Bavail*uint64(st.Bsize) < 1<<20
+}

@@ -123,6 +123,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -328,7 +329,31 @@ func (r *Runner) dockerBuild(ctx context.Context, d *Daemon, req *builder.Reques
 		return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	}
 	cmd.WaitDelay = 5 * time.Second
+	// A full tmpfs data root shows in a build's output in many ways ("I/O
+	// error", say), and the failed step's container, with what filled it,
+	// is gone by the time the CLI exits: watch the free space meanwhile.
+	var full atomic.Bool
+	stopWatch := make(chan struct{})
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		if r.o.tmpfs == 0 {
+			return
+		}
+		t := time.NewTicker(100 * time.Millisecond)
+		defer t.Stop()
+		for !full.Load() {
+			select {
+			case <-stopWatch:
+				return
+			case <-t.C:
+				full.Store(d.dataRootFull())
+			}
+		}
+	}()
 	err := cmd.Run()
+	close(stopWatch)
+	<-watched
 	lw.Flush()
 	if ctx.Err() != nil {
 		return context.Cause(ctx)
@@ -336,6 +361,9 @@ func (r *Runner) dockerBuild(ctx context.Context, d *Daemon, req *builder.Reques
 	if err != nil {
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
+			if full.Load() {
+				return fmt.Errorf("docker build failed (exit status %d): no space left in the job's data root, a tmpfs of %d MiB (runners.dind.tmpfs_bytes); see the build log", ee.ExitCode(), r.o.tmpfs>>20)
+			}
 			return fmt.Errorf("docker build failed (exit status %d); see the build log", ee.ExitCode())
 		}
 		return fmt.Errorf("dind: running the docker CLI: %w", err)

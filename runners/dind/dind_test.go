@@ -812,8 +812,12 @@ func TestTmpfs(t *testing.T) {
 	t.Run("too big", func(t *testing.T) {
 		req := newRequest(t, reg, map[string]string{"Dockerfile": "ARG BASE\nFROM ${BASE}\nRUN head -c 200000000 /dev/zero > /blob\n"}, map[string]string{"BASE": base})
 		var log strings.Builder
-		if _, err := r.Build(context.Background(), req, &log); err == nil {
+		_, err := r.Build(context.Background(), req, &log)
+		if err == nil {
 			t.Fatalf("Build writing 200 MB to a 128 MiB data root succeeded:\n%s", log.String())
+		}
+		if want := "no space left in the job's data root, a tmpfs of 128 MiB"; !strings.Contains(err.Error(), want) {
+			t.Errorf("Build writing 200 MB to a 128 MiB data root = %v, want an error saying %q", err, want)
 		}
 		// (busybox's head reports the full overlay as an I/O error.)
 		if !strings.Contains(log.String(), "returned a non-zero code") {
