@@ -1,3 +1,5 @@
+//go:build linux
+
 package socketaudit
 
 import (
@@ -12,42 +14,13 @@ import (
 	"syscall"
 )
 
-// DefaultSocket is the Docker daemon's usual socket.
-const DefaultSocket = "/var/run/docker.sock"
-
-// HostReport is what a host audit found about one socket.
-type HostReport struct {
-	Socket string `json:"socket"`
-	// Exists is false when there is no socket at the path.
-	Exists bool   `json:"exists"`
-	Mode   string `json:"mode,omitempty"`
-	Owner  string `json:"owner,omitempty"`
-	Group  string `json:"group,omitempty"`
-	// Problems are the ways the socket's mode or ownership is wider than
-	// root:docker 0660.
-	Problems []string `json:"problems"`
-	// Holders are the processes with the socket open.
-	Holders []Holder `json:"holders"`
-}
-
-// Holder is a process holding the socket open.
-type Holder struct {
-	PID     int    `json:"pid"`
-	UID     int    `json:"uid"`
-	User    string `json:"user"`
-	Command string `json:"command"`
-	FDs     []int  `json:"fds"`
-}
-
-// Findings counts what makes the host fail the audit: every problem and
-// every holder.
-func (r *HostReport) Findings() int { return len(r.Problems) + len(r.Holders) }
-
 // ScanHost audits socket on this host, reading processes from procRoot
 // (normally /proc), as lsof does: a process holds the socket when one of
 // its descriptors is the socket file itself, or a unix socket whose inode
 // /proc/net/unix lists under the socket's path (the daemon's listener
-// and the connections it accepted).
+// and the connections it accepted), or a unix socket connected to one of
+// those (a client: the kernel's sock_diag names its peer). Sockets of
+// other network namespaces are seen through their daemon's side only.
 func ScanHost(procRoot, socket string) (*HostReport, error) {
 	r := &HostReport{Socket: socket, Problems: []string{}, Holders: []Holder{}}
 	fi, err := os.Stat(socket)
@@ -60,9 +33,17 @@ func ScanHost(procRoot, socket string) (*HostReport, error) {
 	r.Exists = true
 	r.Problems = modeProblems(fi, r)
 
-	inodes, err := socketInodes(filepath.Join(procRoot, "net", "unix"), socket)
+	named, err := socketInodes(filepath.Join(procRoot, "net", "unix"), socket)
 	if err != nil {
 		return nil, err
+	}
+	clients := map[string]bool{}
+	if peers, err := unixPeers(); err == nil {
+		for ino, peer := range peers {
+			if named[socketLink(peer)] && !named[socketLink(ino)] {
+				clients[socketLink(ino)] = true
+			}
+		}
 	}
 	pids, err := os.ReadDir(procRoot)
 	if err != nil {
@@ -79,21 +60,25 @@ func ScanHost(procRoot, socket string) (*HostReport, error) {
 			continue // gone, or not ours to read
 		}
 		var held []int
+		role := "client"
 		for _, fd := range fds {
 			target, err := os.Readlink(filepath.Join(fdDir, fd.Name()))
 			if err != nil {
 				continue
 			}
-			if target == socket || inodes[target] {
+			if target == socket || named[target] || clients[target] {
 				n, _ := strconv.Atoi(fd.Name())
 				held = append(held, n)
+				if named[target] {
+					role = "daemon"
+				}
 			}
 		}
 		if len(held) == 0 {
 			continue
 		}
 		sort.Ints(held)
-		h := Holder{PID: pid, FDs: held, UID: -1}
+		h := Holder{Role: role, PID: pid, FDs: held, UID: -1}
 		if st, err := os.Stat(filepath.Join(procRoot, e.Name())); err == nil {
 			if sys, ok := st.Sys().(*syscall.Stat_t); ok {
 				h.UID = int(sys.Uid)
@@ -141,6 +126,8 @@ func socketInodes(table, path string) (map[string]bool, error) {
 	}
 	return out, sc.Err()
 }
+
+func socketLink(ino uint32) string { return "socket:[" + strconv.FormatUint(uint64(ino), 10) + "]" }
 
 func modeProblems(fi os.FileInfo, r *HostReport) []string {
 	problems := []string{}

@@ -1,7 +1,10 @@
+//go:build linux
+
 package socketaudit
 
 import (
 	"bufio"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -38,6 +41,8 @@ func hold(path string) {
 			if err != nil {
 				return
 			}
+			// Say so, so the test knows this end is accepted; keep it open.
+			c.Write([]byte("a"))
 			defer c.Close()
 		}
 	}()
@@ -76,13 +81,15 @@ func TestScanHostHolders(t *testing.T) {
 	if err := os.Chmod(path, 0o660); err != nil {
 		t.Fatal(err)
 	}
-	// A client connection: the holder's accepted end is its second fd on
-	// the socket.
+	// A client connection.
 	c, err := net.Dial("unix", path)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer c.Close()
+	if _, err := io.ReadFull(c, make([]byte, 1)); err != nil {
+		t.Fatalf("reading the holder's greeting: %v", err)
+	}
 
 	r, err := ScanHost("/proc", path)
 	if err != nil {
@@ -91,23 +98,30 @@ func TestScanHostHolders(t *testing.T) {
 	if !r.Exists || r.Mode != "0660" {
 		t.Errorf("ScanHost(%q) = exists %v mode %s, want a 0660 socket", path, r.Exists, r.Mode)
 	}
-	var found *Holder
-	for i, h := range r.Holders {
-		if h.PID == pid {
-			found = &r.Holders[i]
-		}
-		if h.PID == os.Getpid() {
-			t.Errorf("ScanHost lists the test itself (pid %d), which holds only an unnamed client socket", h.PID)
-		}
+	byPID := map[int]Holder{}
+	for _, h := range r.Holders {
+		byPID[h.PID] = h
 	}
-	if found == nil {
-		t.Fatalf("ScanHost(%q).Holders = %+v, want pid %d", path, r.Holders, pid)
+	// The listener with the connection it accepted, and the test itself as
+	// the client, though its socket has no name.
+	daemon, ok := byPID[pid]
+	if !ok || daemon.Role != "daemon" || len(daemon.FDs) != 2 || daemon.UID != os.Getuid() || !strings.Contains(daemon.Command, filepath.Base(os.Args[0])) {
+		t.Errorf("ScanHost(%q).Holders = %+v, want pid %d as the daemon with 2 fds, its uid and command", path, r.Holders, pid)
 	}
-	if len(found.FDs) < 1 || found.UID != os.Getuid() || !strings.Contains(found.Command, filepath.Base(os.Args[0])) {
-		t.Errorf("holder = %+v, want fds, uid %d and the command", *found, os.Getuid())
+	client, ok := byPID[os.Getpid()]
+	if !ok || client.Role != "client" || len(client.FDs) != 1 {
+		t.Errorf("ScanHost(%q).Holders = %+v, want the test (pid %d) as a client with one fd", path, r.Holders, os.Getpid())
 	}
-	if r.Findings() < 1 {
-		t.Errorf("Findings() = %d, want at least the holder", r.Findings())
+	if len(r.Holders) != 2 || r.Findings() != 2 {
+		t.Errorf("ScanHost(%q) = %d holders, %d findings, want 2 and 2", path, len(r.Holders), r.Findings())
+	}
+	c.Close()
+	r, err = ScanHost("/proc", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(r.Holders) != 1 || r.Holders[0].PID != pid {
+		t.Errorf("after the client closed: holders %+v, want the daemon alone", r.Holders)
 	}
 }
 
