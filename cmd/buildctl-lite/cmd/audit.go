@@ -101,7 +101,7 @@ func auditHost(cmd *cobra.Command, g *globals, proc, socket string) error {
 			fmt.Fprintf(w, "  problem: %s\n", p)
 		}
 		for _, h := range r.Holders {
-			fmt.Fprintf(w, "  held by pid %d (%s) fds %v: %s\n", h.PID, h.User, h.FDs, h.Command)
+			fmt.Fprintf(w, "  %s: pid %d (user %s) fds %v: %s\n", h.Role, h.PID, h.User, h.FDs, h.Command)
 		}
 	}
 	if n := r.Findings(); n > 0 {
