@@ -2,12 +2,15 @@ package e2e
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/internal/testoidc"
 )
 
 // TestJenkinsStep runs the shared library's buildgwBuild step with
@@ -16,7 +19,27 @@ import (
 // verifies it, builds with the token of a Jenkins secret-text credential
 // and returns the digest of the pushed image.
 func TestJenkinsStep(t *testing.T) {
-	g := startGateway(t)
+	jenkins := testoidc.Start(t, testoidc.Options{})
+	g := startGatewayWith(t, gatewayOptions{
+		config: func(g *gateway) string {
+			return fmt.Sprintf("oidc_issuers:\n  - name: jenkins\n    url: %s\n    audiences: [%q]\n", jenkins.URL, g.url)
+		},
+		policy: func(g *gateway) string {
+			return fmt.Sprintf(`rules:
+  - name: test-tokens
+    match: {kind: token}
+    allow:
+      destinations: [%[1]s/team/**]
+      from: [%[2]s]
+  - name: jenkins-jobs
+    match: {kind: oidc, issuer: %[3]q}
+    allow:
+      destinations: [%[1]s/jenkins/**]
+      from: [%[2]s]
+`, g.dest.Host, g.base.Host, jenkins.URL)
+		},
+	})
+	oidcToken := jenkins.MustMint(t, jenkins.JenkinsClaims(g.url, "https://jenkins.example.com/job/app/", 7, time.Now()))
 	home := javaHome(t)
 	vars := filepath.Join(testenv.ModuleRoot(t), "examples", "jenkins", "vars")
 	harness, err := filepath.Abs("testdata/jenkins/harness.groovy")
@@ -44,7 +67,7 @@ func TestJenkinsStep(t *testing.T) {
 				"SSL_CERT_FILE":  g.caFile,
 				"CURL_CA_BUNDLE": g.caFile,
 			},
-			"credentials": map[string]string{"buildgw-token": g.tokens["ci"]},
+			"credentials": map[string]string{"buildgw-token": g.tokens["ci"], "buildgw-oidc": oidcToken},
 		}
 		b, _ := json.Marshal(cfg)
 		path := filepath.Join(t.TempDir(), "config.json")
@@ -74,6 +97,23 @@ func TestJenkinsStep(t *testing.T) {
 		}
 		if strings.Contains(out, g.tokens["ci"]) {
 			t.Errorf("the step printed the token")
+		}
+	})
+
+	// An oidc-provider ID token credential binds the same way.
+	t.Run("oidc-provider id token", func(t *testing.T) {
+		ref := g.dest.Host + "/jenkins/app:7"
+		out, code := step(t, "simple", map[string]any{
+			"credentialsId": "buildgw-oidc",
+			"tags":          []string{ref},
+			"buildArgs":     map[string]string{"BASE": g.busybox},
+		})
+		digest := resultLine(out, "RESULT=")
+		if code != 0 {
+			t.Fatalf("buildgwBuild with an ID token = exit %d, want 0\n%s", code, out)
+		}
+		if d, _ := g.pull(t, ref).Digest(); d.String() != digest {
+			t.Errorf("buildgwBuild returned %q, want the digest of %s, %s", digest, ref, d)
 		}
 	})
 
