@@ -200,6 +200,7 @@ func TestErrorsAreOneLine(t *testing.T) {
 		want string
 	}{
 		{"unreachable", []string{"list", "--server", dead, "--token", "x"}, "cannot reach buildgw at " + dead},
+		{"version unreachable", []string{"version", "--server", dead}, "asking the gateway for its version: cannot reach buildgw at " + dead},
 		{"bad output", []string{"list", "-o", "yaml"}, `--output "yaml": want text or json`},
 		{"no Dockerfile", []string{"submit", "--server", dead, "--token", "x", "-t", "r.example.com/a:1", "-f", "Other", dir}, "no Dockerfile: Other not found"},
 	}

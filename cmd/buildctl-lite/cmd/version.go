@@ -30,27 +30,35 @@ when their major or minor versions differ.`,
 			if err != nil {
 				return err
 			}
+			// The client's version is printed even when the gateway cannot
+			// be asked; the exit status says that it could not.
+			var serverErr error
 			if server != "" {
 				c, err := g.client()
 				if err != nil {
 					return err
 				}
 				if out.Server, err = c.Version(cmd.Context()); err != nil {
-					return fmt.Errorf("asking the gateway for its version: %w", err)
+					serverErr = fmt.Errorf("asking the gateway for its version: %w", err)
 				}
+			}
+			if out.Server != nil {
 				if far(out.Client.Version, out.Server.Version) {
 					fmt.Fprintf(cmd.ErrOrStderr(), "warning: buildctl-lite %s and gateway %s differ in major or minor version; download the matching client from %s/dl/buildctl-lite/OS/ARCH\n",
 						out.Client.Version, out.Server.Version, strings.TrimRight(server, "/"))
 				}
 			}
 			if g.json() {
-				return printJSON(cmd.OutOrStdout(), out)
+				if err := printJSON(cmd.OutOrStdout(), out); err != nil {
+					return err
+				}
+				return serverErr
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "buildctl-lite %s (commit %s)\n", out.Client.Version, out.Client.Commit)
 			if s := out.Server; s != nil {
 				fmt.Fprintf(cmd.OutOrStdout(), "buildgw %s (commit %s, kaniko %s)\n", s.Version, s.Commit, s.Kaniko)
 			}
-			return nil
+			return serverErr
 		},
 	}
 }
