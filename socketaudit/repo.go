@@ -6,7 +6,6 @@
 package socketaudit
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
 	"io/fs"
@@ -128,11 +127,11 @@ func ScanFile(file, kind string, content []byte) []Finding {
 	add := func(line int, text, problem string) {
 		out = append(out, Finding{File: file, Line: line, Kind: kind, Problem: problem, Text: strings.TrimSpace(text), Replacement: replacement(kind)})
 	}
-	sc := bufio.NewScanner(bytes.NewReader(content))
-	sc.Buffer(make([]byte, 64<<10), maxFileSize)
 	inHostPath := 0 // lines left in a hostPath block
-	for n := 1; sc.Scan(); n++ {
-		line := sc.Text()
+	n := 0
+	for raw := range bytes.Lines(content) {
+		n++
+		line := strings.TrimRight(string(raw), "\r\n")
 		if commentish.MatchString(line) {
 			continue
 		}
