@@ -21,8 +21,9 @@ func NewCmdLogin(g *globals) *cobra.Command {
 		Use:   "login",
 		Short: "Check a token against a gateway and save both for later commands",
 		Long: `login checks the token against the gateway and saves the server and the token
-in the user's config directory (buildgw/config.json, mode 0600). Later commands
-use them when neither flags nor BUILDGW_URL/BUILDGW_TOKEN are given.
+in the user's config directory (buildgw/config.json, mode 0600; the directory
+BUILDGW_CONFIG_DIR, if set). Later commands use them when neither flags nor
+BUILDGW_URL/BUILDGW_TOKEN are given.
 
 The token comes from --token, BUILDGW_TOKEN, standard input with --token-stdin,
 or a prompt on a terminal.`,
