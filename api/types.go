@@ -92,3 +92,10 @@ type ErrorDetail struct {
 // IdempotencyKeyHeader makes a retried submit return the build that the
 // first attempt created instead of starting a second one.
 const IdempotencyKeyHeader = "Idempotency-Key"
+
+// Version is the answer to GET /version, which needs no authentication.
+type Version struct {
+	Version string `json:"version"`
+	Commit  string `json:"commit"`
+	Kaniko  string `json:"kaniko"`
+}

@@ -106,6 +106,11 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 		fmt.Fprintf(&tokens, "  - name: %s\n    sha256: %s\n", n, token.HashToken(tok))
 	}
 	listen := testenv.FreeAddr(t)
+	// Known before the config is written, for audiences that name it.
+	g.url = "https://" + listen
+	if !withTLS {
+		g.url = "http://" + listen
+	}
 	tlsCfg := fmt.Sprintf("tls:\n  cert_file: %s\n  key_file: %s\n", cert, key)
 	if !withTLS {
 		tlsCfg = ""
@@ -177,10 +182,6 @@ runners:
 			t.Logf("gateway log:\n%s", cmd.Stderr.(*syncWriter).String())
 		}
 	})
-	g.url = "https://" + listen
-	if !withTLS {
-		g.url = "http://" + listen
-	}
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := g.httpClient().Get(g.url + "/healthz")

@@ -53,6 +53,11 @@ type Config struct {
 	// credentials for registries not listed in Registries.
 	DockerConfig string  `yaml:"docker_config"`
 	Runners      Runners `yaml:"runners"`
+	// DownloadsDir holds the buildctl-lite release binaries
+	// (buildctl-lite-{os}-{arch}, SHA256SUMS) served without authentication
+	// at /dl/buildctl-lite/{os}/{arch}. Default: the directory of the
+	// running buildgw binary if it holds a buildctl-lite, else none.
+	DownloadsDir string `yaml:"downloads_dir"`
 }
 
 // TLS is the listener's certificate.
@@ -367,6 +372,11 @@ func (c *Config) Validate() error {
 		opts, _ := c.dindOptions()
 		if _, err := dind.New(opts...); err != nil {
 			errs = append(errs, fmt.Errorf("runners.dind: %w", err))
+		}
+	}
+	if c.DownloadsDir != "" {
+		if fi, err := os.Stat(c.DownloadsDir); err != nil || !fi.IsDir() || !filepath.IsAbs(c.DownloadsDir) {
+			errs = append(errs, fmt.Errorf("downloads_dir: %q must be an existing absolute directory", c.DownloadsDir))
 		}
 	}
 	if c.DockerConfig != "" {

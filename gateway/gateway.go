@@ -123,7 +123,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(policyAuthorizer{pstore})}
+	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(policyAuthorizer{pstore}), server.WithDownloads(downloadsDir(cfg.DownloadsDir))}
 	if alog != nil {
 		sopts = append(sopts, server.WithAudit(alog))
 	}
@@ -232,6 +232,24 @@ func findExecutor() string {
 		return p
 	}
 	return "kaniko-executor"
+}
+
+// downloadsDir is dir, or by default the running binary's directory when
+// it holds a buildctl-lite (as bin/ does after a build, and the release
+// image does).
+func downloadsDir(dir string) string {
+	if dir != "" {
+		return dir
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	matches, _ := filepath.Glob(filepath.Join(filepath.Dir(self), "buildctl-lite*"))
+	if len(matches) == 0 {
+		return ""
+	}
+	return filepath.Dir(self)
 }
 
 // checkTraversable makes sure that the sandbox user, which is neither the

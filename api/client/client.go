@@ -245,6 +245,19 @@ func (c *Client) List(ctx context.Context) ([]api.Build, error) {
 	return l.Builds, nil
 }
 
+// Version returns the gateway's version; it needs no token.
+func (c *Client) Version(ctx context.Context) (*api.Version, error) {
+	req, err := c.newRequest(ctx, http.MethodGet, "/version", nil)
+	if err != nil {
+		return nil, err
+	}
+	var v api.Version
+	if err := c.do(req, http.StatusOK, &v); err != nil {
+		return nil, err
+	}
+	return &v, nil
+}
+
 // Cancel asks the gateway to stop a build and returns its state after.
 func (c *Client) Cancel(ctx context.Context, id string) (*api.Build, error) {
 	req, err := c.newRequest(ctx, http.MethodPost, "/v1/builds/"+url.PathEscape(id)+"/cancel", nil)

@@ -40,7 +40,9 @@ type Server struct {
 	policy   Policy
 	auditLog *audit.Logger
 	networks auth.Networks
-	handler  http.Handler
+	// downloads holds the client binaries served at /dl; "" serves none.
+	downloads string
+	handler   http.Handler
 }
 
 // Policy decides what an identity may build. It is asked twice per
@@ -87,6 +89,7 @@ func New(m *builder.Manager, authn auth.Authenticator, log *slog.Logger, opts ..
 	r.Use(gin.Recovery(), requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
+	s.publicRoutes(r)
 	if s.metrics != nil {
 		r.GET("/metrics", s.authMiddleware, gin.WrapH(s.metrics.handler()))
 	}

@@ -2,8 +2,11 @@
 // them.
 package main
 
+//go:generate go run ./help --dir ../../docs/buildctl-lite
+
 import (
 	"context"
+	"fmt"
 	"os"
 	"os/signal"
 	"syscall"
@@ -15,6 +18,8 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	if err := cmd.New().ExecuteContext(ctx); err != nil {
-		os.Exit(1)
+		fmt.Fprintln(os.Stderr, "Error:", err)
+		stop()
+		os.Exit(cmd.ExitCode(err))
 	}
 }

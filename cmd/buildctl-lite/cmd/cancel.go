@@ -9,10 +9,12 @@ import (
 // NewCmdCancel returns the cancel command.
 func NewCmdCancel(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:     "cancel BUILD_ID",
-		Short:   "Stop a build",
-		Example: "  buildctl-lite cancel 3kq7m2x5...",
-		Args:    cobra.ExactArgs(1),
+		Use:               "cancel BUILD_ID",
+		Short:             "Stop a build",
+		Long:              "cancel stops a queued or running build and prints its state afterwards.",
+		Example:           "  buildctl-lite cancel 3kq7m2x5...",
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeBuildIDs(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
@@ -21,6 +23,9 @@ func NewCmdCancel(g *globals) *cobra.Command {
 			b, err := c.Cancel(cmd.Context(), args[0])
 			if err != nil {
 				return err
+			}
+			if g.json() {
+				return printJSON(cmd.OutOrStdout(), b)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), b.Status)
 			return nil

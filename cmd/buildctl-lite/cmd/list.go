@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/buildgw/buildgw/api"
 )
 
 // NewCmdList returns the list command.
@@ -14,7 +16,9 @@ func NewCmdList(g *globals) *cobra.Command {
 	return &cobra.Command{
 		Use:   "list",
 		Short: "List your builds, newest first",
-		Args:  cobra.NoArgs,
+		Example: `  buildctl-lite list
+  buildctl-lite list -o json | jq -r '.builds[] | select(.status=="failed") | .id'`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			c, err := g.client()
 			if err != nil {
@@ -23,6 +27,12 @@ func NewCmdList(g *globals) *cobra.Command {
 			builds, err := c.List(cmd.Context())
 			if err != nil {
 				return err
+			}
+			if g.json() {
+				if builds == nil {
+					builds = []api.Build{}
+				}
+				return printJSON(cmd.OutOrStdout(), api.BuildList{Builds: builds})
 			}
 			tw := tabwriter.NewWriter(cmd.OutOrStdout(), 0, 4, 2, ' ', 0)
 			fmt.Fprintln(tw, "ID\tSTATUS\tCREATED\tDESTINATIONS")

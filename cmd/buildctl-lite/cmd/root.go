@@ -2,35 +2,120 @@
 package cmd
 
 import (
+	"encoding/json"
+	"fmt"
+	"io"
 	"os"
 
 	"github.com/spf13/cobra"
 
 	"github.com/buildgw/buildgw/api/client"
+	"github.com/buildgw/buildgw/version"
 )
 
-// globals are the flags every command shares.
+// Output formats of --output.
+const (
+	outputText = "text"
+	outputJSON = "json"
+)
+
+// globals are the flags every command shares. server and token are
+// resolved in this order: flag, environment, the file login wrote.
 type globals struct {
 	server string
 	token  string
+	output string
+	// configDir overrides os.UserConfigDir()/buildgw (env BUILDGW_CONFIG_DIR).
+	configDir string
+	// clientVersion is this client's release version.
+	clientVersion string
 }
 
 func (g *globals) client() (*client.Client, error) {
-	return client.New(g.server, g.token)
+	server, token, err := g.credentials()
+	if err != nil {
+		return nil, err
+	}
+	return client.New(server, token)
+}
+
+// credentials resolves the server and token. A token saved by login is
+// only sent to the server it was saved for.
+func (g *globals) credentials() (server, token string, err error) {
+	server, token = g.server, g.token
+	if server == "" {
+		server = os.Getenv("BUILDGW_URL")
+	}
+	if token == "" {
+		token = os.Getenv("BUILDGW_TOKEN")
+	}
+	if server != "" && token != "" {
+		return server, token, nil
+	}
+	saved, err := loadLogin(g.configDir)
+	if err != nil {
+		return "", "", err
+	}
+	if saved == nil {
+		return server, token, nil
+	}
+	if server == "" {
+		server = saved.Server
+	}
+	if token == "" && sameServer(server, saved.Server) {
+		token = saved.Token
+	}
+	return server, token, nil
+}
+
+func (g *globals) json() bool { return g.output == outputJSON }
+
+// printJSON writes v indented to w, for --output json.
+func printJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 // New returns the buildctl-lite root command.
 func New() *cobra.Command {
-	g := &globals{}
+	return newRoot(&globals{configDir: os.Getenv("BUILDGW_CONFIG_DIR"), clientVersion: version.Version})
+}
+
+func newRoot(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "buildctl-lite",
 		Short: "Build container images on a buildgw gateway, without a Docker daemon",
+		Long: `buildctl-lite sends a build context to a buildgw gateway, which builds it in a
+sandbox and pushes the image itself. No Docker daemon, no socket, no registry
+credentials are needed on this side.
+
+The gateway and token come from --server/--token, else BUILDGW_URL and
+BUILDGW_TOKEN, else what "buildctl-lite login" saved (a saved token is only
+sent to the server it was saved for).`,
+		Example: `  buildctl-lite login --server https://buildgw.example.com
+  buildctl-lite submit -t registry.example.com/team/app:dev .
+  buildctl-lite list -o json
+  buildctl-lite audit .`,
 		// One readable line on error, no usage dump.
-		SilenceUsage: true,
+		SilenceUsage:  true,
+		SilenceErrors: true,
+		PersistentPreRunE: func(*cobra.Command, []string) error {
+			if g.output != outputText && g.output != outputJSON {
+				return fmt.Errorf("--output %q: want text or json", g.output)
+			}
+			return nil
+		},
 	}
 	pf := root.PersistentFlags()
-	pf.StringVar(&g.server, "server", os.Getenv("BUILDGW_URL"), "gateway URL (env BUILDGW_URL)")
-	pf.StringVar(&g.token, "token", os.Getenv("BUILDGW_TOKEN"), "bearer token (env BUILDGW_TOKEN)")
-	root.AddCommand(NewCmdSubmit(g), NewCmdStatus(g), NewCmdLogs(g), NewCmdCancel(g), NewCmdList(g), NewCmdVersion())
+	pf.StringVar(&g.server, "server", "", "gateway URL (env BUILDGW_URL, else the one saved by login)")
+	pf.StringVar(&g.token, "token", "", "bearer token (env BUILDGW_TOKEN, else the one saved by login)")
+	pf.StringVarP(&g.output, "output", "o", outputText, "output format: text or json")
+	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outputText, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
+	root.AddCommand(
+		NewCmdSubmit(g), NewCmdStatus(g), NewCmdLogs(g), NewCmdCancel(g), NewCmdList(g),
+		NewCmdLogin(g), NewCmdLogout(g), NewCmdVersion(g), NewCmdAudit(g),
+	)
+	wrapErrors(root)
 	return root
 }

@@ -1,18 +1,20 @@
 package cmd
 
 import (
-	"encoding/json"
-
 	"github.com/spf13/cobra"
 )
 
 // NewCmdStatus returns the status command.
 func NewCmdStatus(g *globals) *cobra.Command {
 	return &cobra.Command{
-		Use:     "status BUILD_ID",
-		Short:   "Print a build's state as JSON",
-		Example: "  buildctl-lite status 3kq7m2x5...",
-		Args:    cobra.ExactArgs(1),
+		Use:   "status BUILD_ID",
+		Short: "Print a build's state as JSON",
+		Long: `status prints a build's state as JSON (in both output formats): status,
+digest, destinations, error and timestamps.`,
+		Example: `  buildctl-lite status 3kq7m2x5...
+  buildctl-lite status 3kq7m2x5... | jq -r .digest`,
+		Args:              cobra.ExactArgs(1),
+		ValidArgsFunction: completeBuildIDs(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := g.client()
 			if err != nil {
@@ -22,9 +24,29 @@ func NewCmdStatus(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			enc := json.NewEncoder(cmd.OutOrStdout())
-			enc.SetIndent("", "  ")
-			return enc.Encode(b)
+			return printJSON(cmd.OutOrStdout(), b)
 		},
+	}
+}
+
+// completeBuildIDs completes a BUILD_ID argument with the caller's builds.
+func completeBuildIDs(g *globals) cobra.CompletionFunc {
+	return func(cmd *cobra.Command, args []string, _ string) ([]cobra.Completion, cobra.ShellCompDirective) {
+		if len(args) > 0 {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		c, err := g.client()
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		builds, err := c.List(cmd.Context())
+		if err != nil {
+			return nil, cobra.ShellCompDirectiveNoFileComp
+		}
+		var ids []cobra.Completion
+		for _, b := range builds {
+			ids = append(ids, cobra.CompletionWithDesc(b.ID, string(b.Status)))
+		}
+		return ids, cobra.ShellCompDirectiveNoFileComp
 	}
 }

@@ -30,6 +30,10 @@ func NewCmdSubmit(g *globals) *cobra.Command {
 	cmd := &cobra.Command{
 		Use:   "submit [flags] CONTEXT_DIR",
 		Short: "Upload a build context, follow the build, print the pushed digest",
+		Long: `submit streams CONTEXT_DIR (minus what .dockerignore excludes) to the gateway,
+follows the build log on stderr and prints the pushed digest as the last line
+of stdout; with --output json it prints the build's final state instead. It
+exits 0 only if the build succeeded; an interrupt cancels the build.`,
 		Example: `  buildctl-lite submit -t registry.example.com/team/app:dev .
   buildctl-lite submit -f docker/Dockerfile --build-arg VERSION=1.2 --target release -t reg.example.com/app:1.2 .`,
 		Args: cobra.ExactArgs(1),
@@ -44,7 +48,7 @@ func NewCmdSubmit(g *globals) *cobra.Command {
 			if len(spec.Destinations) == 0 {
 				return errors.New("no destination: give at least one -t/--tag registry/repo:tag")
 			}
-			return submit(cmd, g, args[0], spec, quiet)
+			return submit(cmd, g, args[0], spec, quiet || g.json())
 		},
 	}
 	f := cmd.Flags()
@@ -124,8 +128,16 @@ func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, quie
 	if err != nil {
 		return fmt.Errorf("getting build %s: %w", acc.ID, err)
 	}
+	if g.json() {
+		if err := printJSON(cmd.OutOrStdout(), b); err != nil {
+			return err
+		}
+	}
 	switch b.Status {
 	case api.StatusSucceeded:
+		if g.json() {
+			return nil
+		}
 		// The digest alone, last on stdout, for command composition.
 		fmt.Fprintln(cmd.OutOrStdout(), b.Digest)
 		return nil
