@@ -74,6 +74,11 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithContextLimits(archive.Limits{MaxBytes: cfg.Context.MaxBytes, MaxFiles: cfg.Context.MaxFiles}),
 		builder.WithLogger(log),
 		builder.WithObserver(metrics),
+		builder.WithMaxQueued(cfg.Queue.MaxQueued, cfg.Queue.MaxQueuedPerIdentity),
+		builder.WithOwnerConcurrency(cfg.Queue.MaxRunningPerIdentity),
+		builder.WithShutdownGrace(time.Duration(cfg.ShutdownGrace)),
+		builder.WithRetention(time.Duration(cfg.Retention)),
+		builder.WithMinFreeBytes(cfg.MinFreeBytes),
 	}
 	opts = append(opts, regOpts...)
 	if alog != nil {
@@ -121,6 +126,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		mgr.Close()
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
@@ -132,6 +138,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		tc, err := mtls.ServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)
 		if err != nil {
 			ln.Close()
+			mgr.Close()
 			return nil, fmt.Errorf("loading TLS configuration: %w", err)
 		}
 		srv.TLSConfig = tc
@@ -186,7 +193,11 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		return g.srv.Shutdown(sctx)
 	})
 	g.log.Info("buildgw serving", "url", g.URL(), "state_dir", g.cfg.StateDir)
-	return eg.Wait()
+	err := eg.Wait()
+	if cerr := g.mgr.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Reload re-reads the policy file and reopens the audit log.
