@@ -275,4 +275,3 @@ func TestManagerRetention(t *testing.T) {
 		t.Errorf("idempotency key of an expired build = %q, want none", id)
 	}
 }
-
