@@ -27,6 +27,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
@@ -132,7 +133,17 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil {
+		if r.o.nice > 0 {
+			// The whole group: unshare and whatever it has forked by now;
+			// later processes inherit it.
+			if perr := unix.Setpriority(unix.PRIO_PGRP, cmd.Process.Pid, r.o.nice); perr != nil {
+				fmt.Fprintf(lw, "buildgw: lowering the sandbox's priority: %v\n", perr)
+			}
+		}
+		err = cmd.Wait()
+	}
 	lw.Flush()
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)

@@ -15,6 +15,7 @@ type options struct {
 	user     string
 	caCerts  string
 	flags    []string
+	nice     int
 }
 
 // DefaultUser is the sandbox user a root gateway switches to.
@@ -32,6 +33,7 @@ func makeOptions(opts ...Option) (options, error) {
 		user:    DefaultUser,
 		caCerts: "/etc/ssl/certs/ca-certificates.crt",
 		flags:   append([]string(nil), defaultFlags...),
+		nice:    10,
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -50,6 +52,20 @@ func makeOptions(opts ...Option) (options, error) {
 		return o, errors.New("kaniko runner: executor " + o.executor + " not found (build it with `go build ./cmd/kaniko-executor`)")
 	}
 	return o, nil
+}
+
+// WithNice sets the scheduling niceness of every sandbox process, so
+// that builds, which can use every core, yield to the gateway's API: CI
+// pollers keep their latency while builds run. Default 10; 0 keeps the
+// gateway's own priority.
+func WithNice(n int) Option {
+	return func(o *options) error {
+		if n < 0 || n > 19 {
+			return errors.New("kaniko runner: niceness must be between 0 and 19")
+		}
+		o.nice = n
+		return nil
+	}
 }
 
 // WithExecutor sets the path of the kaniko executor built from
