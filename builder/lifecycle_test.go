@@ -3,13 +3,17 @@ package builder_test
 import (
 	"bytes"
 	"context"
+	"crypto/rand"
 	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/builder"
@@ -26,10 +30,10 @@ type restartable struct {
 	base     []builder.Option
 }
 
-func newRestartable(t *testing.T) *restartable {
+func newRestartable(t *testing.T, kopts ...kaniko.Option) *restartable {
 	t.Helper()
 	testenv.RequireSandbox(t)
-	kr, err := kaniko.New(kaniko.WithExecutor(testenv.Executor(t)))
+	kr, err := kaniko.New(append([]kaniko.Option{kaniko.WithExecutor(testenv.Executor(t))}, kopts...)...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -273,5 +277,89 @@ func TestManagerRetention(t *testing.T) {
 	}
 	if id, _ := st.Idempotent("alice", "k"); id != "" {
 		t.Errorf("idempotency key of an expired build = %q, want none", id)
+	}
+}
+
+// TestManagerSandboxLimits runs a memory hog, a process storm and a
+// normal build side by side under cgroup limits: the first two fail with
+// the limit named, the third succeeds.
+func TestManagerSandboxLimits(t *testing.T) {
+	r := newRestartable(t, kaniko.WithLimits(256<<20, 200))
+	base := testenv.Busybox(t, r.reg)
+	m, _ := r.start(t, true, builder.WithConcurrency(3), builder.WithJobTimeout(2*time.Minute))
+	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
+	// Each bounded, so that a host without working limits suffers little:
+	// tail holds 900 MB, the loop starts 400 sleeps of 30s.
+	hog := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{dest("hog")}},
+		busyboxContext(t, base, "head -c 1000000000 /dev/zero | tail -c 900000000 > /dev/null"))
+	storm := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{dest("storm")}},
+		busyboxContext(t, base, `i=0; while [ $i -lt 400 ]; do sleep 30 & i=$((i+1)); done; wait`))
+	normal := submitTo(t, m, "carol", "", api.BuildSpec{Destinations: []string{dest("normal")}}, scratchContext(t, "fine"))
+	start := time.Now()
+	tests := []struct {
+		name       string
+		j          *builder.Job
+		wantStatus api.Status
+		wantError  string
+	}{
+		{"memory hog", hog, api.StatusFailed, "ran out of memory (limit 256 MiB)"},
+		{"process storm", storm, api.StatusFailed, "reached its process limit (200)"},
+		{"normal build beside them", normal, api.StatusSucceeded, ""},
+	}
+	for _, tc := range tests {
+		b := wait(t, tc.j, 2*time.Minute)
+		if b.Status != tc.wantStatus || !strings.Contains(b.Error, tc.wantError) {
+			t.Errorf("%s = %v %q, want %v %q; log:\n%s", tc.name, b.Status, b.Error, tc.wantStatus, tc.wantError, logOf(t, tc.j))
+		}
+	}
+	if took := time.Since(start); took > 28*time.Second {
+		t.Errorf("limited builds took %s to fail, want them stopped before their sleeps end", took)
+	}
+	// No group is left behind.
+	for _, h := range []string{"memory", "pids"} {
+		if ents, err := os.ReadDir(filepath.Join("/sys/fs/cgroup", h, "buildgw-kaniko")); err == nil {
+			for _, e := range ents {
+				for _, j := range []*builder.Job{hog, storm, normal} {
+					if e.Name() == j.ID {
+						t.Errorf("cgroup %s/buildgw-kaniko/%s left behind", h, e.Name())
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestManagerDiskFull fills a small state directory with an upload: the
+// submission fails naming the cause, leaves nothing half-written, and the
+// next one that fits is accepted.
+func TestManagerDiskFull(t *testing.T) {
+	r := newRestartable(t)
+	if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, "size=4m,mode=0711"); err != nil {
+		t.Fatalf("mounting a 4 MiB tmpfs: %v", err)
+	}
+	// Registered before the Manager's, so it runs after the Manager stops.
+	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
+	m, _ := r.start(t, false)
+	big := make([]byte, 8<<20)
+	if _, err := rand.Read(big); err != nil {
+		t.Fatal(err)
+	}
+	spec := api.BuildSpec{Destinations: []string{r.reg + "/test/full:v1"}}
+	_, err := m.Submit(context.Background(), builder.SubmitRequest{Owner: "alice", Spec: spec},
+		bytes.NewReader(contextTar(t, file{"Dockerfile", "FROM scratch\nCOPY big /big\n"}, file{"big", string(big)})))
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Submit(8 MiB into 4 MiB) = %v, want ENOSPC", err)
+	}
+	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 0 {
+		t.Errorf("workspaces after a failed upload = %d, want none", len(ws))
+	}
+	if logs, _ := os.ReadDir(filepath.Join(r.dir, "logs")); len(logs) != 0 {
+		t.Errorf("logs after a failed upload = %d, want none", len(logs))
+	}
+	if l := m.List("alice"); len(l) != 0 {
+		t.Errorf("builds after a failed upload = %d, want none", len(l))
+	}
+	if _, err := m.Submit(context.Background(), builder.SubmitRequest{Owner: "alice", Spec: spec}, bytes.NewReader(scratchContext(t, "small"))); err != nil {
+		t.Errorf("Submit(small) after the disk emptied again = %v, want accepted", err)
 	}
 }

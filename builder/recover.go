@@ -73,6 +73,11 @@ func (m *Manager) recover() error {
 			}
 			j.Log = lg
 			lg.Printf("%s", msg)
+			if c, ok := m.o.runners[j.Spec.Runner].(Cleaner); ok && r.Status != api.StatusQueued {
+				if err := c.Cleanup(context.Background(), j.ID); err != nil {
+					m.o.logger.Error("cleaning up after an interrupted build", "job", j.ID, "error", err)
+				}
+			}
 			j.finish(api.StatusFailed, "", msg, m.o.now())
 			lg.Close()
 			if err := m.store.Put(j.record()); err != nil {

@@ -192,6 +192,12 @@ type KanikoRunner struct {
 	User string `yaml:"user"`
 	// Flags are extra kaniko flags. Default none.
 	Flags []string `yaml:"flags"`
+	// MemoryMax bounds one sandbox's memory, in bytes, through cgroups (v1
+	// or v2). Default 4 GiB; 0: unbounded.
+	MemoryMax int64 `yaml:"memory_max"`
+	// PidsMax bounds one sandbox's processes and threads. Default 4096;
+	// 0: unbounded.
+	PidsMax int64 `yaml:"pids_max"`
 }
 
 // Duration is a time.Duration written as "90s" or "1h".
@@ -214,7 +220,7 @@ func DefaultConfig() Config {
 		StateDir:   "/var/lib/buildgw",
 		JobTimeout: Duration(time.Hour),
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
-		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox"}},
+		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096}},
 		Lifecycle: Lifecycle{
 			Queue:         Queue{MaxQueued: 1000},
 			ShutdownGrace: Duration(30 * time.Second),

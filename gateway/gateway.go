@@ -61,7 +61,14 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if exe == "" {
 		exe = findExecutor()
 	}
-	kr, err := kaniko.New(kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...))
+	kopts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...)}
+	kr, err := kaniko.New(append(kopts, kaniko.WithLimits(cfg.Runners.Kaniko.MemoryMax, cfg.Runners.Kaniko.PidsMax))...)
+	if errors.Is(err, kaniko.ErrNoCgroups) {
+		// A laptop or an unprivileged container: builds still run, with
+		// time and context limits only.
+		log.Warn("sandboxes run without memory and pids limits", "error", err)
+		kr, err = kaniko.New(kopts...)
+	}
 	if err != nil {
 		return nil, err
 	}

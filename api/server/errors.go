@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"strconv"
+	"syscall"
 	"time"
 
 	"github.com/gin-gonic/gin"
@@ -60,6 +61,8 @@ func toHTTP(err error) *Error {
 		return errorf(http.StatusNotFound, api.CodeNotFound, err.Error())
 	case errors.Is(err, builder.ErrFinished):
 		return errorf(http.StatusConflict, api.CodeConflict, err.Error())
+	case errors.Is(err, syscall.ENOSPC):
+		return errorf(http.StatusInsufficientStorage, api.CodeUnavailable, "the gateway is out of disk space; retry later")
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads this answer.
 		return errorf(http.StatusBadRequest, api.CodeInvalidContext, "request cancelled")

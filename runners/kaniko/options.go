@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+
+	"github.com/buildgw/buildgw/runners/cgroup"
 )
 
 // Option configures a Runner.
@@ -16,6 +18,8 @@ type options struct {
 	caCerts  string
 	flags    []string
 	nice     int
+	limits   cgroup.Limits
+	cgroups  string // cgroup mount
 }
 
 // DefaultUser is the sandbox user a root gateway switches to.
@@ -34,6 +38,7 @@ func makeOptions(opts ...Option) (options, error) {
 		caCerts: "/etc/ssl/certs/ca-certificates.crt",
 		flags:   append([]string(nil), defaultFlags...),
 		nice:    10,
+		cgroups: "/sys/fs/cgroup",
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -64,6 +69,19 @@ func WithNice(n int) Option {
 			return errors.New("kaniko runner: niceness must be between 0 and 19")
 		}
 		o.nice = n
+		return nil
+	}
+}
+
+// WithLimits bounds each sandbox's memory (bytes, swap included) and
+// processes (pids, threads included) with a cgroup of its own, on hosts
+// with cgroup v1 or v2. Zero fields are unbounded. Default: unbounded.
+func WithLimits(memoryBytes, pids int64) Option {
+	return func(o *options) error {
+		if memoryBytes < 0 || pids < 0 {
+			return errors.New("kaniko runner: limits must not be negative")
+		}
+		o.limits = cgroup.Limits{MemoryBytes: memoryBytes, Pids: pids}
 		return nil
 	}
 }
