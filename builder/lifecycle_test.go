@@ -5,14 +5,20 @@ import (
 	"context"
 	"crypto/rand"
 	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/registry"
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/api"
@@ -361,5 +367,56 @@ func TestManagerDiskFull(t *testing.T) {
 	}
 	if _, err := m.Submit(context.Background(), builder.SubmitRequest{Owner: "alice", Spec: spec}, bytes.NewReader(scratchContext(t, "small"))); err != nil {
 		t.Errorf("Submit(small) after the disk emptied again = %v, want accepted", err)
+	}
+}
+
+// stallingRegistry is a real in-memory registry whose manifest uploads
+// hang until the client gives up: a push that never ends.
+type stallingRegistry struct {
+	reg     http.Handler
+	stalled chan struct{}
+	release chan struct{} // closed at the end of the test
+	once    sync.Once
+}
+
+func (s *stallingRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+		s.once.Do(func() { close(s.stalled) })
+		select {
+		case <-r.Context().Done():
+		case <-s.release:
+		}
+		return
+	}
+	s.reg.ServeHTTP(w, r)
+}
+
+func TestManagerCancelDuringPush(t *testing.T) {
+	r := newRestartable(t)
+	sr := &stallingRegistry{reg: registry.New(registry.Logger(log.New(io.Discard, "", 0))), stalled: make(chan struct{}), release: make(chan struct{})}
+	srv := httptest.NewServer(sr)
+	defer srv.Close()
+	defer close(sr.release)
+	m, _ := r.start(t, true)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{host + "/test/stall:v1"}}, scratchContext(t, "p"))
+	select {
+	case <-sr.stalled:
+	case <-time.After(time.Minute):
+		t.Fatalf("push never reached the manifest; job %v, log:\n%s", j.Status(), logOf(t, j))
+	}
+	if got := j.Status(); got != api.StatusPushing {
+		t.Fatalf("status during the push = %v, want %v", got, api.StatusPushing)
+	}
+	start := time.Now()
+	if _, err := m.Cancel("alice", j.ID); err != nil {
+		t.Fatalf("Cancel during push = %v", err)
+	}
+	b := wait(t, j, 30*time.Second)
+	if b.Status != api.StatusCancelled || time.Since(start) > 10*time.Second {
+		t.Errorf("cancelled during push = %v %q after %s, want cancelled at once", b.Status, b.Error, time.Since(start))
+	}
+	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 0 {
+		t.Errorf("workspaces after cancelling the push = %d, want none", len(ws))
 	}
 }
