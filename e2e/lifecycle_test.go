@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -314,4 +315,59 @@ func sandboxProcs(t *testing.T, stateDir string) []proc {
 		}
 	}
 	return out
+}
+
+// TestLifecycleGracefulShutdown stops the real gateway with SIGTERM while
+// two builds run and one waits: the running ones get the grace period
+// (2s here), then are cancelled with the reason recorded; the waiting one
+// is built after the next start.
+func TestLifecycleGracefulShutdown(t *testing.T) {
+	g := startGatewayWith(t, gatewayOptions{plainHTTP: true})
+	ci := g.tokens["ci"]
+	sleep := map[string]string{"Dockerfile": "FROM " + g.busybox + "\nRUN sleep 3600\n"}
+	running := []string{
+		g.submitRaw(t, ci, g.dest.Host+"/team/term:sleep1", sleep),
+		g.submitRaw(t, ci, g.dest.Host+"/team/term:sleep2", sleep),
+	}
+	for _, id := range running {
+		g.waitLogLine(t, ci, id, "Running: [/bin/sh -c sleep 3600]", 3*time.Minute)
+	}
+	queued := g.submitRaw(t, ci, g.dest.Host+"/team/term:queued", map[string]string{
+		"Dockerfile": "FROM " + g.busybox + "\nRUN echo after > /after.txt\n",
+	})
+	sandboxes := sandboxProcs(t, g.stateDir)
+
+	start := time.Now()
+	g.proc.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("gateway still running 20s after SIGTERM with a 2s grace period")
+	}
+	if took := time.Since(start); took < 2*time.Second {
+		t.Errorf("gateway exited %s after SIGTERM, before its 2s grace period", took)
+	}
+	for _, p := range sandboxes {
+		if p.alive() {
+			t.Errorf("sandbox process %d (%s) survived the shutdown", p.pid, p.comm)
+		}
+	}
+	if ws := g.jobsLeft(t); len(ws) != 1 {
+		t.Errorf("workspaces after shutdown = %v, want only the queued build's", ws)
+	}
+
+	g.launch(t)
+	for _, id := range running {
+		b := g.status(t, ci, id)
+		if b.Status != api.StatusCancelled || !strings.Contains(b.Error, "grace period") {
+			t.Errorf("build %s running at SIGTERM = %v %q, want cancelled naming the grace period", id, b.Status, b.Error)
+		}
+	}
+	if b := g.waitBuild(t, ci, queued, 3*time.Minute); b.Status != api.StatusSucceeded {
+		t.Fatalf("build queued at SIGTERM = %v %q, want succeeded after the restart", b.Status, b.Error)
+	}
+	if got := files(t, g.pull(t, g.dest.Host+"/team/term:queued"))["after.txt"].content; got != "after\n" {
+		t.Errorf("after.txt of the build queued at SIGTERM = %q, want %q", got, "after\n")
+	}
+	g.waitNoWorkspaces(t)
 }

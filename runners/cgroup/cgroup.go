@@ -209,34 +209,6 @@ func (g *Group) Remove() error {
 	return errors.Join(errs...)
 }
 
-// Sweep removes the groups a previous run of the gateway left under the
-// parent, killing what runs in them.
-func (m *Manager) Sweep() error {
-	var parents []string
-	switch m.version {
-	case V1:
-		parents = []string{filepath.Join(m.root, "memory", m.parent), filepath.Join(m.root, "pids", m.parent)}
-	case V2:
-		parents = []string{filepath.Join(m.root, m.parent)}
-	}
-	var errs []error
-	for _, p := range parents {
-		ents, err := os.ReadDir(p)
-		if err != nil {
-			continue
-		}
-		for _, e := range ents {
-			if e.IsDir() {
-				g := &Group{version: m.version, dirs: []string{filepath.Join(p, e.Name())}}
-				if err := g.Remove(); err != nil {
-					errs = append(errs, err)
-				}
-			}
-		}
-	}
-	return errors.Join(errs...)
-}
-
 func procs(dir string) []int {
 	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
 	if err != nil {

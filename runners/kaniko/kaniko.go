@@ -186,6 +186,13 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	cmd.WaitDelay = 10 * time.Second
 
 	err := cmd.Start()
+	if err == nil && r.o.nice > 0 {
+		// The whole group: the process and whatever it has forked by now;
+		// later processes inherit it.
+		if perr := unix.Setpriority(unix.PRIO_PGRP, cmd.Process.Pid, r.o.nice); perr != nil {
+			fmt.Fprintf(lw, "buildgw: lowering the sandbox's priority: %v\n", perr)
+		}
+	}
 	if err == nil && grp != nil {
 		cmd.ExtraFiles[0].Close()
 		if err = grp.Add(cmd.Process.Pid); err == nil {
@@ -199,13 +206,6 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 	}
 	if err == nil {
-		if r.o.nice > 0 {
-			// The whole group: unshare and whatever it has forked by now;
-			// later processes inherit it.
-			if perr := unix.Setpriority(unix.PRIO_PGRP, cmd.Process.Pid, r.o.nice); perr != nil {
-				fmt.Fprintf(lw, "buildgw: lowering the sandbox's priority: %v\n", perr)
-			}
-		}
 		err = cmd.Wait()
 	}
 	lw.Flush()
