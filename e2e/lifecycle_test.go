@@ -278,11 +278,11 @@ func (p proc) alive() bool {
 }
 
 // sandboxProcs returns the processes working in a workspace under
-// stateDir (unshare), and all their descendants (the sandbox's init,
-// kaniko and the RUN steps).
+// stateDir (unshare), in use or trashed, and all their descendants (the
+// sandbox's init, kaniko and the RUN steps).
 func sandboxProcs(t *testing.T, stateDir string) []proc {
 	t.Helper()
-	prefix := filepath.Join(stateDir, "jobs") + "/"
+	prefixes := []string{filepath.Join(stateDir, "jobs") + "/", filepath.Join(stateDir, "trash") + "/"}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
@@ -301,8 +301,10 @@ func sandboxProcs(t *testing.T, stateDir string) []proc {
 		}
 		parent[pid] = ppid
 		all[pid] = proc{pid, start, comm}
-		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil && strings.HasPrefix(cwd, prefix) {
-			in[pid] = true
+		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil {
+			for _, p := range prefixes {
+				in[pid] = in[pid] || strings.HasPrefix(cwd, p)
+			}
 		}
 	}
 	var out []proc
@@ -370,4 +372,42 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 		t.Errorf("after.txt of the build queued at SIGTERM = %q, want %q", got, "after\n")
 	}
 	g.waitNoWorkspaces(t)
+}
+
+// TestLifecycleTimeout gives the token a 3s build timeout by policy: a
+// RUN sleep 3600 ends failed with a timeout, its sandbox and workspace
+// gone.
+func TestLifecycleTimeout(t *testing.T) {
+	g := startGatewayWith(t, gatewayOptions{plainHTTP: true, policy: func(g *gateway) string {
+		return fmt.Sprintf(`rules:
+  - name: short-builds
+    match: {kind: token}
+    allow:
+      destinations: [%s/team/**]
+      from: [%s]
+      limits:
+        timeout: 3s
+`, g.dest.Host, g.base.Host)
+	}})
+	ci := g.tokens["ci"]
+	start := time.Now()
+	id := g.submitRaw(t, ci, g.dest.Host+"/team/slow:1", map[string]string{"Dockerfile": "FROM " + g.busybox + "\nRUN sleep 3600\n"})
+	g.waitLogLine(t, ci, id, "Running: [/bin/sh -c sleep 3600]", 3*time.Minute)
+	sandbox := sandboxProcs(t, g.stateDir)
+	if len(sandbox) < 3 {
+		t.Fatalf("found %d sandbox processes of a running build, want unshare, init, kaniko and sleep", len(sandbox))
+	}
+	b := g.waitBuild(t, ci, id, time.Minute)
+	if b.Status != api.StatusFailed || !strings.HasPrefix(b.Error, "timeout") {
+		t.Errorf("RUN sleep 3600 with a 3s timeout = %v %q, want failed with a timeout", b.Status, b.Error)
+	}
+	if took := time.Since(start); took > 45*time.Second {
+		t.Errorf("build with a 3s timeout ended after %s", took)
+	}
+	g.waitNoWorkspaces(t)
+	for _, p := range sandbox {
+		if p.alive() {
+			t.Errorf("sandbox process %d (%s) survived the timeout", p.pid, p.comm)
+		}
+	}
 }
