@@ -74,7 +74,9 @@ const (
 	CodeNotFound       = "NOT_FOUND"
 	CodeConflict       = "CONFLICT"
 	CodeUnavailable    = "UNAVAILABLE"
-	CodeInternal       = "INTERNAL"
+	// CodeQueueFull comes with 429 and a Retry-After header.
+	CodeQueueFull = "QUEUE_FULL"
+	CodeInternal  = "INTERNAL"
 )
 
 // ErrorBody is the JSON body of every error response:

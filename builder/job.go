@@ -2,11 +2,14 @@ package builder
 
 import (
 	"context"
+	"encoding/json"
+	"slices"
 	"sync"
 	"time"
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/builder/store"
 )
 
 // Job is one accepted build.
@@ -25,15 +28,22 @@ type Job struct {
 	Log   *Log
 
 	workspace string
+	// idemKey is the submission's idempotency key, kept with the record.
+	idemKey string
 
-	mu       sync.Mutex
-	status   api.Status
-	digest   string
-	err      string
-	created  time.Time
-	started  time.Time
-	finished time.Time
-	cancel   context.CancelCauseFunc // set while running
+	// saveMu orders the writes of this job's record, so an older state
+	// never overwrites a newer one.
+	saveMu sync.Mutex
+
+	mu          sync.Mutex
+	transitions []store.Transition
+	status      api.Status
+	digest      string
+	err         string
+	created     time.Time
+	started     time.Time
+	finished    time.Time
+	cancel      context.CancelCauseFunc // set while running
 	// cancelRequested is set by a Cancel that came after a worker took the
 	// job off the queue but before it started it.
 	cancelRequested bool
@@ -86,6 +96,7 @@ func (j *Job) setStatus(s api.Status, now time.Time) bool {
 	if s == api.StatusRunning {
 		j.started = now
 	}
+	j.transitions = append(j.transitions, store.Transition{Status: s, At: now})
 	return true
 }
 
@@ -97,8 +108,64 @@ func (j *Job) finish(s api.Status, digest, errMsg string, now time.Time) bool {
 		return false
 	}
 	j.status, j.digest, j.err, j.finished = s, digest, errMsg, now
+	j.transitions = append(j.transitions, store.Transition{Status: s, At: now, Reason: errMsg})
 	j.cancel = nil
 	j.mu.Unlock()
 	close(j.done)
 	return true
+}
+
+// record returns the job as the store keeps it.
+func (j *Job) record() *store.Record {
+	grant, _ := json.Marshal(j.Grant)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return &store.Record{
+		ID:               j.ID,
+		Owner:            j.Owner,
+		Identity:         j.Identity,
+		Spec:             j.Spec.BuildSpec,
+		Grant:            grant,
+		ContextSHA256:    j.ContextSHA256,
+		DockerfileSHA256: j.DockerfileSHA256,
+		IdempotencyKey:   j.idemKey,
+		Status:           j.status,
+		Digest:           j.digest,
+		Error:            j.err,
+		CreatedAt:        j.created,
+		StartedAt:        j.started,
+		FinishedAt:       j.finished,
+		Transitions:      slices.Clone(j.transitions),
+		LogPath:          j.Log.path,
+		Workspace:        j.workspace,
+	}
+}
+
+// jobFromRecord rebuilds a job read from the store. Its Log is not set.
+func jobFromRecord(r *store.Record, spec *ValidSpec) *Job {
+	j := &Job{
+		ID:               r.ID,
+		Owner:            r.Owner,
+		Identity:         r.Identity,
+		Spec:             spec,
+		ContextSHA256:    r.ContextSHA256,
+		DockerfileSHA256: r.DockerfileSHA256,
+		workspace:        r.Workspace,
+		idemKey:          r.IdempotencyKey,
+		status:           r.Status,
+		digest:           r.Digest,
+		err:              r.Error,
+		created:          r.CreatedAt,
+		started:          r.StartedAt,
+		finished:         r.FinishedAt,
+		transitions:      r.Transitions,
+		done:             make(chan struct{}),
+	}
+	if len(r.Grant) > 0 {
+		json.Unmarshal(r.Grant, &j.Grant)
+	}
+	if r.Status.Final() {
+		close(j.done)
+	}
+	return j
 }

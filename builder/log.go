@@ -106,3 +106,29 @@ func (l *Log) WriteTo(ctx context.Context, w io.Writer, offset int64, follow boo
 		}
 	}
 }
+
+// openLog reopens the log of a job recovered after a restart, to append
+// to it; a log that went missing starts empty.
+func openLog(path string) (*Log, error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("reopening log: %w", err)
+	}
+	fi, err := f.Stat()
+	if err != nil {
+		f.Close()
+		return nil, fmt.Errorf("reopening log: %w", err)
+	}
+	return &Log{path: path, f: f, size: fi.Size(), changed: make(chan struct{})}, nil
+}
+
+// closedLog is the complete log of a job that ended before the gateway
+// started: readable, never written again.
+func closedLog(path string) *Log {
+	l := &Log{path: path, closed: true, changed: make(chan struct{})}
+	close(l.changed)
+	if fi, err := os.Stat(path); err == nil {
+		l.size = fi.Size()
+	}
+	return l
+}

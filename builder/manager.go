@@ -17,6 +17,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -24,6 +25,7 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder/archive"
+	"github.com/buildgw/buildgw/builder/store"
 )
 
 // Pusher sends a built image to a registry with the gateway's own
@@ -60,13 +62,21 @@ type Manager struct {
 	pusher   Pusher
 	o        options
 
+	store *store.Store
+
 	mu        sync.Mutex
 	jobs      map[string]*Job
-	queue     []*Job
+	queue     *fairQueue
 	wake      chan struct{} // closed and replaced when the queue grows
 	idem      map[string]*idemEntry
 	running   int
 	runningBy map[string]int // running builds per owner
+	// pending counts submissions holding a queue slot while their context
+	// is read, in all and by owner.
+	pending   int
+	pendingBy map[string]int
+	// meanBuild is a moving average of build durations, for Retry-After.
+	meanBuild time.Duration
 
 	trash   chan trashItem // workspaces for the reaper to remove
 	reaping atomic.Bool    // whether a reaper runs (Run was called)
@@ -77,8 +87,11 @@ type idemEntry struct {
 	job  *Job // nil if the first attempt failed
 }
 
-// New returns a Manager that keeps its workspaces and logs under stateDir
-// and pushes with p. Start its workers with Run.
+// New returns a Manager that keeps its workspaces, logs and job store
+// under stateDir and pushes with p. It recovers the jobs a previous run
+// left: finished ones stay queryable, queued ones whose context is intact
+// are queued again, and the rest end as failed, their sandboxes killed
+// and workspaces removed. Start its workers with Run; Close it after.
 func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 	o, err := makeOptions(opts...)
 	if err != nil {
@@ -89,17 +102,33 @@ func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 			return nil, fmt.Errorf("creating state directory: %w", err)
 		}
 	}
-	return &Manager{
+	st, err := store.Open(filepath.Join(stateDir, "jobs.db"))
+	if err != nil {
+		return nil, err
+	}
+	m := &Manager{
 		stateDir:  stateDir,
 		pusher:    p,
 		o:         o,
+		store:     st,
 		jobs:      map[string]*Job{},
+		queue:     newFairQueue(),
 		wake:      make(chan struct{}),
 		idem:      map[string]*idemEntry{},
 		runningBy: map[string]int{},
+		pendingBy: map[string]int{},
+		meanBuild: 10 * time.Second,
 		trash:     make(chan trashItem, 256),
-	}, nil
+	}
+	if err := m.recover(); err != nil {
+		st.Close()
+		return nil, err
+	}
+	return m, nil
 }
+
+// Close closes the job store. Call it after Run has returned.
+func (m *Manager) Close() error { return m.store.Close() }
 
 // DefaultRunner names the runner of specs that name none.
 func (m *Manager) DefaultRunner() string { return m.o.defaultRunner }
@@ -178,6 +207,15 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 			limits.MaxBytes = grant.MaxContextBytes
 		}
 	}
+	if err := m.reserve(owner); err != nil {
+		return nil, err
+	}
+	queued := false
+	defer func() {
+		if !queued {
+			m.release(owner)
+		}
+	}()
 	id, err := newID()
 	if err != nil {
 		return nil, err
@@ -236,9 +274,18 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		ContextSHA256:    stats.SHA256,
 		Log:              lg,
 		workspace:        ws,
+		idemKey:          sr.IdempotencyKey,
 		status:           api.StatusQueued,
 		created:          m.o.now(),
 		done:             make(chan struct{}),
+	}
+	j.transitions = []store.Transition{{Status: api.StatusQueued, At: j.created}}
+	// Accepted means recorded: the 202 goes out only once the job would
+	// survive a crash of the gateway.
+	if err := m.save(j); err != nil {
+		lg.Close()
+		os.Remove(lg.path)
+		return nil, err
 	}
 	m.o.logger.Info("build accepted", "job", id, "owner", owner, "context_sha256", stats.SHA256,
 		"context_files", stats.Files, "context_bytes", stats.Bytes, "dockerfile", spec.Dockerfile,
@@ -247,7 +294,12 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 
 	m.mu.Lock()
 	m.jobs[id] = j
-	m.queue = append(m.queue, j)
+	m.pending--
+	if m.pendingBy[owner]--; m.pendingBy[owner] <= 0 {
+		delete(m.pendingBy, owner)
+	}
+	queued = true
+	m.queue.push(j)
 	close(m.wake)
 	m.wake = make(chan struct{})
 	m.mu.Unlock()
@@ -273,7 +325,7 @@ func (m *Manager) chown(paths ...string) error {
 func (m *Manager) Stats() (queued, running int) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return len(m.queue), m.running
+	return m.queue.len(), m.running
 }
 
 // Get returns owner's build id.
@@ -315,14 +367,11 @@ func (m *Manager) Cancel(owner, id string) (*Job, error) {
 		return nil, err
 	}
 	m.mu.Lock()
-	for i, q := range m.queue {
-		if q == j {
-			m.queue = append(m.queue[:i], m.queue[i+1:]...)
-			m.mu.Unlock()
-			// Only the Cancel that took it off the queue gets here.
-			m.cancelUnstarted(j)
-			return j, nil
-		}
+	if m.queue.remove(j) {
+		m.mu.Unlock()
+		// Only the Cancel that took it off the queue gets here.
+		m.cancelUnstarted(j)
+		return j, nil
 	}
 	m.mu.Unlock()
 
@@ -350,6 +399,7 @@ func (m *Manager) cancelUnstarted(j *Job) {
 	m.removeWorkspace(context.Background(), j.Spec.Runner, j.workspace)
 	j.finish(api.StatusCancelled, "", "cancelled before it started", m.o.now())
 	j.Log.Close()
+	m.saveLogged(j)
 	m.finished(j)
 }
 
@@ -371,34 +421,65 @@ func (m *Manager) Run(ctx context.Context) error {
 		stopReaper()
 		<-reaped
 	}()
+	// Running builds outlive ctx by the grace period; then they are
+	// cancelled with errShutdown.
+	jobsCtx, cancelJobs := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelJobs(nil)
+	workersDone := make(chan struct{})
+	go func() {
+		select {
+		case <-workersDone:
+			return
+		case <-ctx.Done():
+		}
+		q, r := m.Stats()
+		m.o.logger.Info("shutting down: waiting for running builds", "running", r, "queued_kept", q, "grace", m.o.shutdownGrace.String())
+		t := time.NewTimer(m.o.shutdownGrace)
+		defer t.Stop()
+		select {
+		case <-workersDone:
+		case <-t.C:
+			cancelJobs(errShutdown)
+		}
+	}()
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		m.janitor(ctx)
+	}()
+	var workers sync.WaitGroup
 	for range m.o.concurrency {
-		wg.Add(1)
+		workers.Add(1)
 		go func() {
-			defer wg.Done()
+			defer workers.Done()
 			for {
 				j := m.next(ctx)
 				if j == nil {
 					return
 				}
-				m.run(ctx, j)
+				m.run(jobsCtx, j)
 			}
 		}()
 	}
+	workers.Wait()
+	close(workersDone)
 	wg.Wait()
 	return nil
 }
 
-// next blocks until a job may start or ctx ends. Jobs start in the order
-// they were accepted, except that a job whose owner already runs as many
-// builds as its grant allows waits without holding up the others.
+var errShutdown = errors.New("gateway shut down")
+
+// next blocks until a job may start or ctx ends. Owners take turns; each
+// owner's jobs start in the order they were accepted, and an owner that
+// already runs as many builds as it may waits without holding up the
+// others.
 func (m *Manager) next(ctx context.Context) *Job {
 	for {
+		if ctx.Err() != nil {
+			return nil
+		}
 		m.mu.Lock()
-		for i, j := range m.queue {
-			if j.Grant.MaxConcurrent > 0 && m.runningBy[j.Owner] >= j.Grant.MaxConcurrent {
-				continue
-			}
-			m.queue = append(m.queue[:i:i], m.queue[i+1:]...)
+		if j := m.queue.pop(m.mayStart); j != nil {
 			m.running++
 			m.runningBy[j.Owner]++
 			m.mu.Unlock()
@@ -446,7 +527,9 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 		return
 	}
 	j.status, j.started, j.cancel = api.StatusRunning, m.o.now(), cancel
+	j.transitions = append(j.transitions, store.Transition{Status: api.StatusRunning, At: j.started})
 	j.mu.Unlock()
+	m.saveLogged(j)
 
 	log := m.o.logger.With("job", j.ID, "owner", j.Owner)
 	log.Info("build started", "runner", j.Spec.Runner)
@@ -463,8 +546,8 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	case errors.Is(context.Cause(jctx), errTimeout):
 		status, msg = api.StatusFailed, fmt.Sprintf("timeout: the build ran longer than %s", timeout)
 		j.Log.Printf("%s", msg)
-	case ctx.Err() != nil:
-		status, msg = api.StatusFailed, "interrupted: gateway shutting down"
+	case errors.Is(context.Cause(jctx), errShutdown):
+		status, msg = api.StatusCancelled, fmt.Sprintf("cancelled: the gateway shut down and the build did not finish within the %s grace period", m.o.shutdownGrace)
 		j.Log.Printf("%s", msg)
 	default:
 		status, msg = api.StatusFailed, err.Error()
@@ -478,7 +561,11 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	m.removeWorkspace(context.WithoutCancel(ctx), j.Spec.Runner, j.workspace)
 	j.finish(status, digest, msg, m.o.now())
 	j.Log.Close()
+	m.saveLogged(j)
 	b := j.Snapshot()
+	m.mu.Lock()
+	m.meanBuild = (m.meanBuild*7 + b.FinishedAt.Sub(*b.StartedAt)) / 8
+	m.mu.Unlock()
 	m.finished(j)
 	log.Info("build finished", "status", b.Status, "digest", b.Digest, "error", b.Error,
 		"duration", b.FinishedAt.Sub(*b.StartedAt).String())
@@ -516,10 +603,19 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("reading built image: %w", err)
 	}
-	j.setStatus(api.StatusPushing, m.o.now())
+	if j.setStatus(api.StatusPushing, m.o.now()) {
+		m.saveLogged(j)
+	}
 	for _, t := range j.Spec.Tags {
 		j.Log.Printf("pushing %s@%s", t, digest)
-		if err := m.pusher.Push(ctx, img, t); err != nil {
+		start := time.Now()
+		err := m.pusher.Push(ctx, img, t)
+		for _, o := range m.o.observers {
+			if po, ok := o.(PushObserver); ok {
+				po.Pushed(j, t.RegistryStr(), time.Since(start), err)
+			}
+		}
+		if err != nil {
 			return "", fmt.Errorf("pushing %s: %w", t, err)
 		}
 	}

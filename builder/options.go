@@ -27,6 +27,13 @@ type options struct {
 	logger        *slog.Logger
 	observers     []Observer
 	now           func() time.Time
+
+	ownerConcurrency int
+	maxQueued        int
+	maxQueuedOwner   int
+	shutdownGrace    time.Duration
+	retention        time.Duration
+	minFreeBytes     uint64
 }
 
 // Observer is told of every accepted and every finished build, for
@@ -34,6 +41,12 @@ type options struct {
 type Observer interface {
 	Accepted(j *Job, contextBytes int64)
 	Finished(j *Job)
+}
+
+// PushObserver is an Observer that is also told of every push to a
+// registry, with how long it took.
+type PushObserver interface {
+	Pushed(j *Job, registry string, d time.Duration, err error)
 }
 
 type owner struct{ uid, gid int }
@@ -44,6 +57,10 @@ func makeOptions(opts ...Option) (options, error) {
 		defaultRunner: "kaniko",
 		concurrency:   runtime.NumCPU(),
 		jobTimeout:    time.Hour,
+		maxQueued:     1000,
+		shutdownGrace: 30 * time.Second,
+		retention:     7 * 24 * time.Hour,
+		minFreeBytes:  1 << 30,
 		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
 		now:           time.Now,
 	}
@@ -148,4 +165,61 @@ func WithExtraCAs(pem []byte) Option {
 // WithLogger sets the gateway log. Default: discard.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) error { o.logger = l; return nil }
+}
+
+// WithOwnerConcurrency bounds how many builds of one identity run at
+// once, whatever its grant says. Default 0: only the grant bounds it.
+func WithOwnerConcurrency(n int) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return fmt.Errorf("per-identity concurrency must not be negative, got %d", n)
+		}
+		o.ownerConcurrency = n
+		return nil
+	}
+}
+
+// WithMaxQueued bounds how many builds may wait, in all (total) and per
+// identity (perOwner); a submission beyond either is refused with a
+// *QueueFullError before its context is read. 0 means no bound. Default
+// 1000 in all, none per identity.
+func WithMaxQueued(total, perOwner int) Option {
+	return func(o *options) error {
+		if total < 0 || perOwner < 0 {
+			return fmt.Errorf("queue bounds must not be negative, got %d and %d", total, perOwner)
+		}
+		o.maxQueued, o.maxQueuedOwner = total, perOwner
+		return nil
+	}
+}
+
+// WithShutdownGrace is how long running builds may go on once Run's
+// context ends before they are cancelled. Queued builds stay queued for
+// the next start. Default 30s.
+func WithShutdownGrace(d time.Duration) Option {
+	return func(o *options) error {
+		if d < 0 {
+			return fmt.Errorf("shutdown grace must not be negative, got %s", d)
+		}
+		o.shutdownGrace = d
+		return nil
+	}
+}
+
+// WithRetention is how long the records and logs of finished builds are
+// kept. Default 7 days.
+func WithRetention(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("retention must be positive, got %s", d)
+		}
+		o.retention = d
+		return nil
+	}
+}
+
+// WithMinFreeBytes is the free space the state directory needs for the
+// gateway to report itself ready. Default 1 GiB.
+func WithMinFreeBytes(n uint64) Option {
+	return func(o *options) error { o.minFreeBytes = n; return nil }
 }

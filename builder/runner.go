@@ -39,6 +39,13 @@ type Remover interface {
 	RemoveAll(ctx context.Context, dir string) error
 }
 
+// Cleaner is implemented by runners that keep host state per job outside
+// the workspace (a cgroup, say). At start-up the Manager calls Cleanup for
+// each job a previous run left unfinished.
+type Cleaner interface {
+	Cleanup(ctx context.Context, id string) error
+}
+
 // Request is one build, as a Runner sees it. All paths are absolute host
 // paths inside the job's workspace.
 type Request struct {

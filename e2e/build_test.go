@@ -315,6 +315,7 @@ func TestEndToEnd(t *testing.T) {
 			`(?m)^buildgw_builds_running 0$`,
 			`(?m)^buildgw_build_duration_seconds_count\{runner="kaniko",status="failed"\} [1-9]`,
 			`(?m)^buildgw_context_bytes_total [1-9]`,
+			`(?m)^buildgw_upload_bytes_total [1-9]`,
 		} {
 			if !regexp.MustCompile(want).MatchString(body) {
 				t.Errorf("GET /metrics lacks a line matching %s", want)

@@ -46,6 +46,11 @@ type gateway struct {
 	log      *bytes.Buffer
 	// auditFile is the gateway's audit log.
 	auditFile string
+	// cfgPath is the config the gateway process was started with; proc is
+	// that process, replaced when a test restarts it.
+	cfgPath string
+	proc    *exec.Cmd
+	exited  chan struct{} // closed when proc has exited
 }
 
 func binDir(t *testing.T) string {
@@ -119,6 +124,7 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 %sstate_dir: %s
 concurrency: 2
 job_timeout: 5m
+shutdown_grace: 2s
 context:
   max_bytes: 67108864
   max_files: 2000
@@ -161,27 +167,35 @@ runners:
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(g.bin, "buildgw"), "serve", "--config", cfgPath)
+	g.cfgPath = cfgPath
 	g.log = &bytes.Buffer{}
-	cmd.Stdout, cmd.Stderr = g.log, &syncWriter{w: g.log}
-	cmd.Stdout = cmd.Stderr
+	t.Cleanup(func() {
+		g.stop()
+		if t.Failed() {
+			t.Logf("gateway log:\n%s", g.proc.Stderr.(*syncWriter).String())
+		}
+	})
+	g.launch(t)
+	return g
+}
+
+// launch starts the gateway process with g's config and waits until it
+// is healthy. Its output adds to g.log.
+func (g *gateway) launch(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(g.bin, "buildgw"), "serve", "--config", g.cfgPath)
+	sw := &syncWriter{w: g.log}
+	if g.proc != nil {
+		sw = g.proc.Stderr.(*syncWriter)
+	}
+	cmd.Stdout, cmd.Stderr = sw, sw
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		select {
-		case <-done:
-		case <-time.After(20 * time.Second):
-			cmd.Process.Kill()
-			<-done
-		}
-		if t.Failed() {
-			t.Logf("gateway log:\n%s", cmd.Stderr.(*syncWriter).String())
-		}
-	})
+	g.proc = cmd
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	g.exited = done
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		resp, err := g.httpClient().Get(g.url + "/healthz")
@@ -190,11 +204,24 @@ runners:
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("gateway did not become healthy: %v\n%s", err, cmd.Stderr.(*syncWriter).String())
+			t.Fatalf("gateway did not become healthy: %v\n%s", err, sw.String())
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	return g
+}
+
+// stop interrupts the gateway and waits for it, killing it after 20s.
+func (g *gateway) stop() {
+	if g.proc == nil {
+		return
+	}
+	g.proc.Process.Signal(os.Interrupt)
+	select {
+	case <-g.exited:
+	case <-time.After(20 * time.Second):
+		g.proc.Process.Kill()
+		<-g.exited
+	}
 }
 
 func (g *gateway) httpClient() *http.Client {

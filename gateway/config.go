@@ -58,6 +58,37 @@ type Config struct {
 	// at /dl/buildctl-lite/{os}/{arch}. Default: the directory of the
 	// running buildgw binary if it holds a buildctl-lite, else none.
 	DownloadsDir string `yaml:"downloads_dir"`
+	// Lifecycle bounds the queue, shutdown and retention of builds.
+	Lifecycle `yaml:",inline"`
+}
+
+// Lifecycle configures the queue and how long builds and their records
+// live.
+type Lifecycle struct {
+	Queue Queue `yaml:"queue"`
+	// ShutdownGrace is how long running builds may go on after SIGTERM
+	// before they are cancelled. Queued builds stay queued for the next
+	// start. Default 30s.
+	ShutdownGrace Duration `yaml:"shutdown_grace"`
+	// Retention is how long finished builds' records and logs are kept.
+	// Default 168h (7 days).
+	Retention Duration `yaml:"retention"`
+	// MinFreeBytes is the free space of state_dir below which /readyz
+	// fails. Default 1 GiB.
+	MinFreeBytes uint64 `yaml:"min_free_bytes"`
+}
+
+// Queue bounds waiting and running builds; identities take turns.
+type Queue struct {
+	// MaxQueued builds may wait in all; beyond, submissions get 429 with
+	// Retry-After. Default 1000; 0: no bound.
+	MaxQueued int `yaml:"max_queued"`
+	// MaxQueuedPerIdentity builds of one identity may wait. Default 0: no
+	// bound but MaxQueued.
+	MaxQueuedPerIdentity int `yaml:"max_queued_per_identity"`
+	// MaxRunningPerIdentity builds of one identity may run at once (policy
+	// grants may lower it). Default 0: no bound but concurrency.
+	MaxRunningPerIdentity int `yaml:"max_running_per_identity"`
 }
 
 // TLS is the listener's certificate.
@@ -254,6 +285,12 @@ type KanikoRunner struct {
 	User string `yaml:"user"`
 	// Flags are extra kaniko flags. Default none.
 	Flags []string `yaml:"flags"`
+	// MemoryMax bounds one sandbox's memory, in bytes, through cgroups (v1
+	// or v2). Default 4 GiB; 0: unbounded.
+	MemoryMax int64 `yaml:"memory_max"`
+	// PidsMax bounds one sandbox's processes and threads. Default 4096;
+	// 0: unbounded.
+	PidsMax int64 `yaml:"pids_max"`
 }
 
 // Duration is a time.Duration written as "90s" or "1h".
@@ -276,7 +313,13 @@ func DefaultConfig() Config {
 		StateDir:   "/var/lib/buildgw",
 		JobTimeout: Duration(time.Hour),
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
-		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox"}},
+		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096}},
+		Lifecycle: Lifecycle{
+			Queue:         Queue{MaxQueued: 1000},
+			ShutdownGrace: Duration(30 * time.Second),
+			Retention:     Duration(7 * 24 * time.Hour),
+			MinFreeBytes:  1 << 30,
+		},
 	}
 }
 
@@ -320,6 +363,15 @@ func (c *Config) Validate() error {
 	}
 	if c.Concurrency < 0 {
 		errs = append(errs, fmt.Errorf("concurrency: %d must not be negative", c.Concurrency))
+	}
+	if q := c.Queue; q.MaxQueued < 0 || q.MaxQueuedPerIdentity < 0 || q.MaxRunningPerIdentity < 0 {
+		errs = append(errs, errors.New("queue: bounds must not be negative"))
+	}
+	if c.ShutdownGrace < 0 {
+		errs = append(errs, errors.New("shutdown_grace: must not be negative"))
+	}
+	if c.Retention <= 0 {
+		errs = append(errs, errors.New("retention: must be positive"))
 	}
 	if c.JobTimeout <= 0 {
 		errs = append(errs, errors.New("job_timeout: must be positive"))

@@ -29,6 +29,14 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"runners.kaniko.user", c.Runners.Kaniko.User, "someone"},
 		{"runners.kaniko.flags", strings.Join(c.Runners.Kaniko.Flags, ","), "--snapshot-mode=redo"},
 		{"registries.username", c.Registries["registry.example.com"].Username, "pusher"},
+		{"runners.kaniko.pids_max", c.Runners.Kaniko.PidsMax, int64(512)},
+		{"runners.kaniko.memory_max", c.Runners.Kaniko.MemoryMax, int64(4 << 30)},
+		{"queue.max_queued", c.Queue.MaxQueued, 50},
+		{"queue.max_queued_per_identity", c.Queue.MaxQueuedPerIdentity, 0},
+		{"queue.max_running_per_identity", c.Queue.MaxRunningPerIdentity, 1},
+		{"shutdown_grace", time.Duration(c.ShutdownGrace), 10 * time.Second},
+		{"retention", time.Duration(c.Retention), 7 * 24 * time.Hour},
+		{"min_free_bytes", c.MinFreeBytes, uint64(1 << 30)},
 	}
 	for _, tc := range checks {
 		if tc.got != tc.want {
@@ -50,6 +58,9 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad listen", "listen: nonsense\ntokens:\n" + token, "host:port"},
 		{"bad duration", "listen: 127.0.0.1:1\njob_timeout: soon\ntokens:\n" + token, "not a duration"},
 		{"negative timeout", "listen: 127.0.0.1:1\njob_timeout: -1s\ntokens:\n" + token, "job_timeout"},
+		{"negative queue bound", "listen: 127.0.0.1:1\nqueue:\n  max_queued: -1\ntokens:\n" + token, "queue: bounds"},
+		{"zero retention", "listen: 127.0.0.1:1\nretention: 0s\ntokens:\n" + token, "retention"},
+		{"unknown queue key", "listen: 127.0.0.1:1\nqueue:\n  max_waiting: 3\ntokens:\n" + token, "max_waiting"},
 		{"relative state dir", "listen: 127.0.0.1:1\nstate_dir: state\ntokens:\n" + token, "absolute path"},
 		{"missing password file", "listen: 127.0.0.1:1\ntokens:\n" + token + "registries:\n  r.example.com:\n    password_file: /nonexistent/pw\n", "/nonexistent/pw"},
 		{"missing TLS cert", "listen: 127.0.0.1:1\ntls:\n  cert_file: /nonexistent/c\n  key_file: /nonexistent/k\ntokens:\n" + token, "/nonexistent/c"},

@@ -62,7 +62,14 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if exe == "" {
 		exe = findExecutor()
 	}
-	kr, err := kaniko.New(kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...))
+	kopts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...)}
+	kr, err := kaniko.New(append(kopts, kaniko.WithLimits(cfg.Runners.Kaniko.MemoryMax, cfg.Runners.Kaniko.PidsMax))...)
+	if errors.Is(err, kaniko.ErrNoCgroups) {
+		// A laptop or an unprivileged container: builds still run, with
+		// time and context limits only.
+		log.Warn("sandboxes run without memory and pids limits", "error", err)
+		kr, err = kaniko.New(kopts...)
+	}
 	if err != nil {
 		return nil, err
 	}
@@ -75,6 +82,11 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithContextLimits(archive.Limits{MaxBytes: cfg.Context.MaxBytes, MaxFiles: cfg.Context.MaxFiles}),
 		builder.WithLogger(log),
 		builder.WithObserver(metrics),
+		builder.WithMaxQueued(cfg.Queue.MaxQueued, cfg.Queue.MaxQueuedPerIdentity),
+		builder.WithOwnerConcurrency(cfg.Queue.MaxRunningPerIdentity),
+		builder.WithShutdownGrace(time.Duration(cfg.ShutdownGrace)),
+		builder.WithRetention(time.Duration(cfg.Retention)),
+		builder.WithMinFreeBytes(cfg.MinFreeBytes),
 	}
 	opts = append(opts, regOpts...)
 	if !cfg.Runners.Dind.Disabled {
@@ -137,6 +149,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
+		mgr.Close()
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
 	srv := &http.Server{
@@ -148,6 +161,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		tc, err := mtls.ServerTLSConfig(cfg.TLS.CertFile, cfg.TLS.KeyFile, cfg.TLS.ClientCAFile)
 		if err != nil {
 			ln.Close()
+			mgr.Close()
 			return nil, fmt.Errorf("loading TLS configuration: %w", err)
 		}
 		srv.TLSConfig = tc
@@ -202,7 +216,11 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		return g.srv.Shutdown(sctx)
 	})
 	g.log.Info("buildgw serving", "url", g.URL(), "state_dir", g.cfg.StateDir)
-	return eg.Wait()
+	err := eg.Wait()
+	if cerr := g.mgr.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // Reload re-reads the policy file and reopens the audit log.

@@ -1,6 +1,7 @@
 // Package client is a Go client of buildgw's HTTP API, v1. Requests are
 // retried on connection failures and 5xx answers; a submit carries an
-// Idempotency-Key so that a retry never starts a second build.
+// Idempotency-Key so that a retry never starts a second build. A full
+// queue (429) is waited out as its Retry-After header says.
 package client
 
 import (
@@ -43,9 +44,11 @@ var _ error = (*Error)(nil)
 
 // Client talks to one gateway.
 type Client struct {
-	base  *url.URL
-	token string
-	http  *retryablehttp.Client
+	base      *url.URL
+	token     string
+	http      *retryablehttp.Client
+	queueWait time.Duration
+	onWait    func(d time.Duration, reason string)
 }
 
 // Option configures a Client.
@@ -58,6 +61,19 @@ func WithRetries(n int, minWait time.Duration) Option {
 		c.http.RetryMax = n
 		c.http.RetryWaitMin = minWait
 	}
+}
+
+// WithQueueWait bounds how long requests refused with 429 (the gateway's
+// queue is full) are retried, each after the wait the answer's
+// Retry-After asks for. Default 30 minutes; 0: no waiting.
+func WithQueueWait(d time.Duration) Option {
+	return func(c *Client) { c.queueWait = d }
+}
+
+// WithWaitNotice calls f before each wait for a full queue, with the wait
+// and the gateway's message, so a CLI can say why it pauses. Default none.
+func WithWaitNotice(f func(d time.Duration, reason string)) Option {
+	return func(c *Client) { c.onWait = f }
 }
 
 // WithHTTPClient sets the underlying client (for TLS settings). Default
@@ -83,7 +99,15 @@ func New(server, token string, opts ...Option) (*Client, error) {
 	// Hand the last answer back instead of a generic "giving up" error, so
 	// the caller sees the server's message.
 	rc.ErrorHandler = retryablehttp.PassthroughErrorHandler
-	c := &Client{base: u, token: token, http: rc}
+	// A full queue is not a failure to retry a few times quickly: send
+	// waits it out on its own schedule.
+	rc.CheckRetry = func(ctx context.Context, resp *http.Response, err error) (bool, error) {
+		if err == nil && resp != nil && resp.StatusCode == http.StatusTooManyRequests {
+			return false, nil
+		}
+		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+	}
+	c := &Client{base: u, token: token, http: rc, queueWait: 30 * time.Minute}
 	for _, o := range opts {
 		o(c)
 	}
@@ -284,11 +308,12 @@ func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) 
 		if err != nil {
 			return err
 		}
-		resp, err := c.http.Do(req)
+		resp, err := c.send(req)
 		if err != nil {
 			return c.wrap(err)
 		}
 		if resp.StatusCode != http.StatusOK {
+			defer resp.Body.Close()
 			return decodeError(resp)
 		}
 		n, cerr := io.Copy(w, resp.Body)
@@ -323,8 +348,48 @@ func (c *Client) newRequest(ctx context.Context, method, path string, body any) 
 	return req, nil
 }
 
+// send does req, and does it again after the wait a 429 answer asks for,
+// until the queue-wait budget would be exceeded.
+func (c *Client) send(req *retryablehttp.Request) (*http.Response, error) {
+	deadline := time.Now().Add(c.queueWait)
+	for {
+		resp, err := c.http.Do(req)
+		if err != nil || resp.StatusCode != http.StatusTooManyRequests {
+			return resp, err
+		}
+		wait := retryAfter(resp.Header.Get("Retry-After"), c.http.RetryWaitMin)
+		if time.Now().Add(wait).After(deadline) {
+			return resp, nil
+		}
+		reason := ""
+		if e, ok := decodeError(resp).(*Error); ok {
+			reason = e.Message
+		}
+		resp.Body.Close()
+		if c.onWait != nil {
+			c.onWait(wait, reason)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-req.Context().Done():
+			t.Stop()
+			return nil, req.Context().Err()
+		}
+	}
+}
+
+// retryAfter reads a Retry-After header in seconds (the gateway never
+// sends the date form), falling back to def.
+func retryAfter(h string, def time.Duration) time.Duration {
+	if n, err := strconv.Atoi(strings.TrimSpace(h)); err == nil && n > 0 {
+		return time.Duration(n) * time.Second
+	}
+	return def
+}
+
 func (c *Client) do(req *retryablehttp.Request, want int, out any) error {
-	resp, err := c.http.Do(req)
+	resp, err := c.send(req)
 	if err != nil {
 		return c.wrap(err)
 	}

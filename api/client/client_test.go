@@ -449,3 +449,71 @@ func TestClientConnectionRefused(t *testing.T) {
 		t.Errorf("Get(cancelled ctx) = %v, want %v", err, context.Canceled)
 	}
 }
+
+func TestClientWaitsForFullQueue(t *testing.T) {
+	// No workers and room for one: the second submit finds the queue full
+	// until the first build is cancelled.
+	te := testmanager.New(t, testmanager.Options{NoWorkers: true, Builder: []builder.Option{builder.WithMaxQueued(1, 0)}})
+	auth, err := tokenauth.New([]tokenauth.Token{{Name: "ci", SHA256: tokenauth.HashToken(token)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	url := serve(t, server.New(te.M, auth, nil))
+	ctx := context.Background()
+	archive := contextTar(t, scratchFiles)
+	spec := api.BuildSpec{Destinations: []string{te.Registry + "/test/queue:v1"}}
+	var calls atomic.Int32
+
+	first, err := newClient(t, url, token).Submit(ctx, spec, contextFunc(archive, &calls), nil)
+	if err != nil {
+		t.Fatalf("first Submit = %v", err)
+	}
+
+	// Without waiting, the caller sees the 429 and its message.
+	c0, _ := client.New(url, token, client.WithQueueWait(0))
+	_, err = c0.Submit(ctx, spec, contextFunc(archive, &calls), nil)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.StatusCode != http.StatusTooManyRequests || ce.Code != api.CodeQueueFull {
+		t.Fatalf("Submit(queue full, no waiting) = %v, want *client.Error 429 %s", err, api.CodeQueueFull)
+	}
+
+	waits := make(chan time.Duration, 10)
+	c, _ := client.New(url, token, client.WithQueueWait(time.Minute), client.WithWaitNotice(func(d time.Duration, reason string) {
+		if strings.Contains(reason, "queue full") {
+			waits <- d
+		}
+	}))
+	type result struct {
+		acc *api.Accepted
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		acc, err := c.Submit(ctx, spec, contextFunc(archive, &calls), nil)
+		done <- result{acc, err}
+	}()
+	select {
+	case d := <-waits:
+		if d < time.Second {
+			t.Errorf("wait announced = %s, want the Retry-After of at least 1s", d)
+		}
+	case r := <-done:
+		t.Fatalf("Submit(queue full) = %+v, %v without waiting", r.acc, r.err)
+	case <-time.After(30 * time.Second):
+		t.Fatal("Submit(queue full) neither waited nor returned")
+	}
+	if _, err := newClient(t, url, token).Cancel(ctx, first.ID); err != nil {
+		t.Fatalf("Cancel = %v", err)
+	}
+	select {
+	case r := <-done:
+		if r.err != nil || r.acc.ID == "" || r.acc.ID == first.ID {
+			t.Errorf("Submit after the queue emptied = %+v, %v, want a new build", r.acc, r.err)
+		}
+	case <-time.After(2 * time.Minute):
+		t.Fatal("Submit did not retry after the queue emptied")
+	}
+	if n := len(te.M.List("ci")); n != 2 {
+		t.Errorf("builds = %d, want 2 (no duplicate from the retries)", n)
+	}
+}

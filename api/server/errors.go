@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strconv"
+	"syscall"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -17,13 +20,17 @@ type Error struct {
 	Status  int
 	Code    string
 	Message string
+	// RetryAfter, if set, is sent as the Retry-After header.
+	RetryAfter time.Duration
 }
 
 func (e *Error) Error() string { return e.Message }
 
 var _ error = (*Error)(nil)
 
-func errorf(status int, code, msg string) *Error { return &Error{status, code, msg} }
+func errorf(status int, code, msg string) *Error {
+	return &Error{Status: status, Code: code, Message: msg}
+}
 
 // toHTTP is the one place where errors become HTTP statuses and codes.
 func toHTTP(err error) *Error {
@@ -32,28 +39,35 @@ func toHTTP(err error) *Error {
 		spe *builder.SpecError
 		de  *builder.DeniedError
 		ae  *archive.Error
+		qf  *builder.QueueFullError
 	)
 	switch {
 	case errors.As(err, &se):
 		return se
 	case errors.As(err, &spe):
-		return &Error{http.StatusBadRequest, api.CodeInvalidSpec, spe.Error()}
+		return errorf(http.StatusBadRequest, api.CodeInvalidSpec, spe.Error())
 	case errors.As(err, &de):
-		return &Error{http.StatusForbidden, api.CodeDenied, de.Error()}
+		return errorf(http.StatusForbidden, api.CodeDenied, de.Error())
 	case errors.As(err, &ae):
 		if ae.TooLarge {
-			return &Error{http.StatusRequestEntityTooLarge, api.CodeTooLarge, ae.Error()}
+			return errorf(http.StatusRequestEntityTooLarge, api.CodeTooLarge, ae.Error())
 		}
-		return &Error{http.StatusBadRequest, api.CodeInvalidContext, ae.Error()}
+		return errorf(http.StatusBadRequest, api.CodeInvalidContext, ae.Error())
+	case errors.As(err, &qf):
+		e := errorf(http.StatusTooManyRequests, api.CodeQueueFull, qf.Error())
+		e.RetryAfter = qf.RetryAfter
+		return e
 	case errors.Is(err, builder.ErrNotFound):
-		return &Error{http.StatusNotFound, api.CodeNotFound, err.Error()}
+		return errorf(http.StatusNotFound, api.CodeNotFound, err.Error())
 	case errors.Is(err, builder.ErrFinished):
-		return &Error{http.StatusConflict, api.CodeConflict, err.Error()}
+		return errorf(http.StatusConflict, api.CodeConflict, err.Error())
+	case errors.Is(err, syscall.ENOSPC):
+		return errorf(http.StatusInsufficientStorage, api.CodeUnavailable, "the gateway is out of disk space; retry later")
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads this answer.
-		return &Error{http.StatusBadRequest, api.CodeInvalidContext, "request cancelled"}
+		return errorf(http.StatusBadRequest, api.CodeInvalidContext, "request cancelled")
 	}
-	return &Error{http.StatusInternalServerError, api.CodeInternal, "internal error"}
+	return errorf(http.StatusInternalServerError, api.CodeInternal, "internal error")
 }
 
 // errorMiddleware writes the last error a handler recorded with c.Error
@@ -66,7 +80,10 @@ func (s *Server) errorMiddleware(c *gin.Context) {
 	err := c.Errors.Last().Err
 	he := toHTTP(err)
 	if he.Status >= 500 {
-		s.log.Error("request failed", "method", c.Request.Method, "path", c.FullPath(), "error", err)
+		s.log.Error("request failed", "request_id", requestID(c), "method", c.Request.Method, "path", c.FullPath(), "error", err)
+	}
+	if he.RetryAfter > 0 {
+		c.Header("Retry-After", strconv.Itoa(int(he.RetryAfter.Round(time.Second)/time.Second)))
 	}
 	c.JSON(he.Status, api.ErrorBody{Error: api.ErrorDetail{Code: he.Code, Message: he.Message}})
 }

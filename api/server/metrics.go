@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -18,10 +19,15 @@ type Metrics struct {
 	finished     *prometheus.CounterVec
 	duration     *prometheus.HistogramVec
 	contextBytes prometheus.Counter
+	uploadBytes  prometheus.Counter
+	pushDuration *prometheus.HistogramVec
 	authFailures prometheus.Counter
 }
 
-var _ builder.Observer = (*Metrics)(nil)
+var (
+	_ builder.Observer     = (*Metrics)(nil)
+	_ builder.PushObserver = (*Metrics)(nil)
+)
 
 // NewMetrics returns the metrics; register the Manager's gauges with
 // Watch once it exists.
@@ -42,11 +48,19 @@ func NewMetrics() *Metrics {
 		contextBytes: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "buildgw_context_bytes_total", Help: "Bytes of build context accepted (after decompression).",
 		}),
+		uploadBytes: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "buildgw_upload_bytes_total", Help: "Bytes of submission request bodies read, accepted or not.",
+		}),
+		pushDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "buildgw_push_duration_seconds",
+			Help:    "Time to push one destination, retries included, by registry and outcome.",
+			Buckets: prometheus.ExponentialBuckets(0.05, 2, 14), // 50ms to ~7min
+		}, []string{"registry", "outcome"}),
 		authFailures: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "buildgw_auth_failures_total", Help: "Requests refused for missing or invalid credentials.",
 		}),
 	}
-	m.reg.MustRegister(m.accepted, m.finished, m.duration, m.contextBytes, m.authFailures,
+	m.reg.MustRegister(m.accepted, m.finished, m.duration, m.contextBytes, m.uploadBytes, m.pushDuration, m.authFailures,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	return m
 }
@@ -74,6 +88,15 @@ func (m *Metrics) Finished(j *builder.Job) {
 	if b.StartedAt != nil && b.FinishedAt != nil {
 		m.duration.WithLabelValues(b.Runner, string(b.Status)).Observe(b.FinishedAt.Sub(*b.StartedAt).Seconds())
 	}
+}
+
+// Pushed implements builder.PushObserver.
+func (m *Metrics) Pushed(_ *builder.Job, registry string, d time.Duration, err error) {
+	outcome := "ok"
+	if err != nil {
+		outcome = "error"
+	}
+	m.pushDuration.WithLabelValues(registry, outcome).Observe(d.Seconds())
 }
 
 func (m *Metrics) handler() http.Handler {

@@ -127,11 +127,17 @@ func (s *Server) readyz(c *gin.Context) {
 			}
 		}
 	}
+	body := gin.H{"runners": runners, "store": "ok"}
+	if err := s.m.Ready(); err != nil {
+		ready = false
+		body["store"] = "unavailable: " + err.Error()
+	}
+	body["ready"] = ready
 	status := http.StatusOK
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	c.JSON(status, gin.H{"ready": ready, "runners": runners})
+	c.JSON(status, body)
 }
 
 // submit reads the multipart body as a stream: the spec part first, then
@@ -150,7 +156,11 @@ func (s *Server) submit(c *gin.Context) {
 	// A large buffer under the multipart reader: through net/http's own
 	// 4 KiB one, every read down to the file writes is at most 4 KiB, and
 	// the upload becomes CPU-bound (bench/upload).
-	mr := multipart.NewReader(bufio.NewReaderSize(c.Request.Body, uploadBufferSize), params["boundary"])
+	body := &countingBody{r: c.Request.Body}
+	if s.metrics != nil {
+		defer func() { s.metrics.uploadBytes.Add(float64(body.n)) }()
+	}
+	mr := multipart.NewReader(bufio.NewReaderSize(body, uploadBufferSize), params["boundary"])
 	part, err := mr.NextPart()
 	if err != nil || part.FormName() != "spec" {
 		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "the first part must be spec, a JSON BuildSpec"))
@@ -196,6 +206,7 @@ func (s *Server) submit(c *gin.Context) {
 		c.Error(err)
 		return
 	}
+	s.log.Info("build submitted", "request_id", requestID(c), "job", j.ID, "owner", id.Name, "upload_bytes", body.n)
 	c.JSON(http.StatusAccepted, api.Accepted{
 		ID:        j.ID,
 		Status:    j.Status(),
@@ -303,4 +314,16 @@ func (s *Server) logs(c *gin.Context) {
 	if err := j.Log.WriteTo(c.Request.Context(), c.Writer, offset, follow); err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Info("streaming log", "job", j.ID, "error", err)
 	}
+}
+
+// countingBody counts the bytes of an upload as they are read.
+type countingBody struct {
+	r io.Reader
+	n int64
+}
+
+func (b *countingBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.n += int64(n)
+	return n, err
 }

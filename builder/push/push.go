@@ -6,14 +6,20 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"os"
+	"syscall"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/buildgw/buildgw/builder"
 )
@@ -36,14 +42,30 @@ type Pusher struct {
 	regs       map[string]Registry
 	transports map[string]http.RoundTripper
 	base       http.RoundTripper
+	attempts   int
+	backoff    time.Duration
+}
+
+// Option configures a Pusher.
+type Option func(*Pusher)
+
+// WithRetry makes a push that fails on a 5xx answer or a connection error
+// try again, attempts times in all, waiting backoff before the first
+// retry and twice as long before each next one. Default 4 attempts from
+// 1s.
+func WithRetry(attempts int, backoff time.Duration) Option {
+	return func(p *Pusher) { p.attempts, p.backoff = max(attempts, 1), backoff }
 }
 
 var _ builder.Pusher = (*Pusher)(nil)
 
 // New returns a Pusher for the given registries, keyed by host[:port].
 // A registry not listed is pushed to anonymously over HTTPS.
-func New(regs map[string]Registry) (*Pusher, error) {
-	p := &Pusher{regs: regs, transports: map[string]http.RoundTripper{}, base: remote.DefaultTransport}
+func New(regs map[string]Registry, opts ...Option) (*Pusher, error) {
+	p := &Pusher{regs: regs, transports: map[string]http.RoundTripper{}, base: remote.DefaultTransport, attempts: 4, backoff: time.Second}
+	for _, o := range opts {
+		o(p)
+	}
 	for host, r := range regs {
 		if r.CAFile == "" {
 			continue
@@ -87,8 +109,60 @@ func (p *Pusher) Push(ctx context.Context, img v1.Image, dst name.Tag) error {
 	if t, ok := p.transports[host]; ok {
 		tr = t
 	}
-	if err := remote.Write(dst, img, remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(tr)); err != nil {
-		return fmt.Errorf("pushing %s: %w", dst, err)
+	// The retries are ours alone, so that their number and waits are
+	// what the configuration says: go-containerregistry's own are off.
+	wopts := []remote.Option{
+		remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(tr),
+		remote.WithRetryBackoff(remote.Backoff{Steps: 1}), remote.WithRetryStatusCodes(),
 	}
-	return nil
+	wait := p.backoff
+	for attempt := 1; ; attempt++ {
+		err := remote.Write(dst, img, wopts...)
+		if err == nil {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return context.Cause(ctx)
+		}
+		if !retryable(err) || attempt >= p.attempts {
+			return describe(host, attempt, err)
+		}
+		t := time.NewTimer(wait)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return context.Cause(ctx)
+		}
+		wait *= 2
+	}
+}
+
+// retryable reports whether a failed push may succeed if tried again: the
+// registry failed (5xx, 408, 429) or could not be reached.
+func retryable(err error) bool {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return te.StatusCode >= 500 || te.StatusCode == http.StatusRequestTimeout || te.StatusCode == http.StatusTooManyRequests
+	}
+	var ne net.Error
+	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// describe names the registry and what it answered, so that a failed
+// build says whose fault it was.
+func describe(host string, attempts int, err error) error {
+	tries := "after 1 attempt"
+	if attempts > 1 {
+		tries = fmt.Sprintf("after %d attempts", attempts)
+	}
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return fmt.Errorf("registry %s answered %d %s %s: %w", host, te.StatusCode, http.StatusText(te.StatusCode), tries, err)
+	}
+	if retryable(err) {
+		return fmt.Errorf("registry %s unreachable %s: %w", host, tries, err)
+	}
+	return fmt.Errorf("registry %s: %w", host, err)
 }

@@ -61,7 +61,10 @@ func New(t testing.TB, o Options) *Env {
 		t.Cleanup(func() {
 			cancel()
 			<-done
+			m.Close()
 		})
+	} else {
+		t.Cleanup(func() { m.Close() })
 	}
 	return &Env{M: m, StateDir: dir, Registry: reg}
 }

@@ -27,8 +27,10 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/runners/cgroup"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
@@ -38,13 +40,23 @@ type Runner struct {
 	// cred is the sandbox user when the gateway runs as root; nil when the
 	// sandbox runs as the gateway's own user.
 	cred *syscall.Credential
+	// cg makes the sandboxes' cgroups; nil without limits.
+	cg *cgroup.Manager
 }
 
 var (
 	_ builder.Runner  = (*Runner)(nil)
 	_ builder.Checker = (*Runner)(nil)
 	_ builder.Remover = (*Runner)(nil)
+	_ builder.Cleaner = (*Runner)(nil)
 )
+
+// ErrNoCgroups is returned by New when limits are asked for on a host (or
+// as a user) where the runner cannot make cgroups.
+var ErrNoCgroups = errors.New("kaniko runner: memory and pids limits need writable cgroups")
+
+// cgroupParent holds every sandbox's cgroup, named after its job.
+const cgroupParent = "buildgw-kaniko"
 
 // New returns a Runner. It checks the executor, unshare and the sandbox
 // user once, so a misconfigured host fails at start-up.
@@ -54,6 +66,20 @@ func New(opts ...Option) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{o: o}
+	if o.limits != (cgroup.Limits{}) {
+		r.cg = cgroup.New(o.cgroups, cgroupParent)
+		if r.cg.Version() == cgroup.None {
+			return nil, fmt.Errorf("%w: %s has neither v1 nor v2", ErrNoCgroups, o.cgroups)
+		}
+		// Find out now, not on the first build, whether groups can be made.
+		g, err := r.cg.Create(fmt.Sprintf("probe-%d", os.Getpid()), o.limits)
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNoCgroups, err)
+		}
+		if err := g.Remove(); err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrNoCgroups, err)
+		}
+	}
 	if os.Geteuid() == 0 {
 		u, err := user.Lookup(o.user)
 		if err != nil {
@@ -109,7 +135,31 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--fork", "--kill-child",
 		"--", filepath.Join(root, "kaniko", "executor"),
 	}, r.kanikoArgs(req)...)
+	var grp *cgroup.Group
+	var release *os.File
+	var holdProg string
 	cmd := exec.CommandContext(ctx, r.o.unshare, args...)
+	if r.cg != nil {
+		var err error
+		if grp, err = r.cg.Create(req.ID, r.o.limits); err != nil {
+			return nil, fmt.Errorf("limiting the sandbox: %w", err)
+		}
+		// Kills whatever of the build is left, and frees the group.
+		defer grp.Remove()
+		if holdProg, err = exec.LookPath(r.o.unshare); err != nil {
+			return nil, fmt.Errorf("unshare: %w", err)
+		}
+		// The executor holds until it is in the group, then becomes
+		// unshare: nothing of the build ever runs outside the group.
+		cmd = exec.CommandContext(ctx, filepath.Join(root, "kaniko", "executor"), args...)
+		hold, rel, err := os.Pipe()
+		if err != nil {
+			return nil, err
+		}
+		defer hold.Close()
+		defer rel.Close()
+		cmd.ExtraFiles, release = []*os.File{hold}, rel
+	}
 	cmd.Dir = root
 	// The sandbox gets a fixed environment, never the gateway's, which may
 	// hold secrets.
@@ -122,6 +172,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		sandbox.EnvContext + "=" + req.ContextDir,
 		sandbox.EnvOutput + "=" + req.OutputDir,
 	}
+	if grp != nil {
+		cmd.Env = append(cmd.Env, sandbox.EnvHold+"="+holdProg)
+	}
 	lw := builder.NewLineWriter(log)
 	cmd.Stdout, cmd.Stderr = lw, lw
 	// A session of its own: no controlling terminal reaches the build
@@ -132,19 +185,62 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 
-	err := cmd.Run()
+	err := cmd.Start()
+	if err == nil && r.o.nice > 0 {
+		// The whole group: the process and whatever it has forked by now;
+		// later processes inherit it.
+		if perr := unix.Setpriority(unix.PRIO_PGRP, cmd.Process.Pid, r.o.nice); perr != nil {
+			fmt.Fprintf(lw, "buildgw: lowering the sandbox's priority: %v\n", perr)
+		}
+	}
+	if err == nil && grp != nil {
+		cmd.ExtraFiles[0].Close()
+		if err = grp.Add(cmd.Process.Pid); err == nil {
+			_, err = release.Write([]byte{1})
+		}
+		release.Close()
+		if err != nil {
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			cmd.Wait()
+			return nil, fmt.Errorf("starting the sandbox in its cgroup: %w", err)
+		}
+	}
+	if err == nil {
+		err = cmd.Wait()
+	}
 	lw.Flush()
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)
 	}
 	if err != nil {
 		var ee *exec.ExitError
+		if grp != nil {
+			switch grp.Exceeded() {
+			case "memory":
+				return nil, fmt.Errorf("the build ran out of memory (limit %d MiB); see the build log", r.o.limits.MemoryBytes>>20)
+			case "pids":
+				return nil, fmt.Errorf("the build reached its process limit (%d); see the build log", r.o.limits.Pids)
+			}
+		}
 		if errors.As(err, &ee) {
 			return nil, fmt.Errorf("kaniko failed (exit status %d); see the build log", ee.ExitCode())
 		}
 		return nil, fmt.Errorf("starting kaniko sandbox: %w", err)
 	}
 	return readLayout(req.OutputDir)
+}
+
+// Cleanup removes the cgroup of job id, left by a gateway that died while
+// the job ran, and kills anything still in it.
+func (r *Runner) Cleanup(ctx context.Context, id string) error {
+	if r.cg == nil {
+		return nil
+	}
+	g, err := r.cg.Create(id, cgroup.Limits{})
+	if err != nil {
+		return err
+	}
+	return g.Remove()
 }
 
 // prepareRoot lays out the job root: the executor, CA certificates and

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+
+	"github.com/buildgw/buildgw/runners/cgroup"
 )
 
 // Option configures a Runner.
@@ -15,6 +17,9 @@ type options struct {
 	user     string
 	caCerts  string
 	flags    []string
+	nice     int
+	limits   cgroup.Limits
+	cgroups  string // cgroup mount
 }
 
 // DefaultUser is the sandbox user a root gateway switches to.
@@ -32,6 +37,8 @@ func makeOptions(opts ...Option) (options, error) {
 		user:    DefaultUser,
 		caCerts: "/etc/ssl/certs/ca-certificates.crt",
 		flags:   append([]string(nil), defaultFlags...),
+		nice:    10,
+		cgroups: "/sys/fs/cgroup",
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -50,6 +57,33 @@ func makeOptions(opts ...Option) (options, error) {
 		return o, errors.New("kaniko runner: executor " + o.executor + " not found (build it with `go build ./cmd/kaniko-executor`)")
 	}
 	return o, nil
+}
+
+// WithNice sets the scheduling niceness of every sandbox process, so
+// that builds, which can use every core, yield to the gateway's API: CI
+// pollers keep their latency while builds run. Default 10; 0 keeps the
+// gateway's own priority.
+func WithNice(n int) Option {
+	return func(o *options) error {
+		if n < 0 || n > 19 {
+			return errors.New("kaniko runner: niceness must be between 0 and 19")
+		}
+		o.nice = n
+		return nil
+	}
+}
+
+// WithLimits bounds each sandbox's memory (bytes, swap included) and
+// processes (pids, threads included) with a cgroup of its own, on hosts
+// with cgroup v1 or v2. Zero fields are unbounded. Default: unbounded.
+func WithLimits(memoryBytes, pids int64) Option {
+	return func(o *options) error {
+		if memoryBytes < 0 || pids < 0 {
+			return errors.New("kaniko runner: limits must not be negative")
+		}
+		o.limits = cgroup.Limits{MemoryBytes: memoryBytes, Pids: pids}
+		return nil
+	}
 }
 
 // WithExecutor sets the path of the kaniko executor built from

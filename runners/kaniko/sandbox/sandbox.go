@@ -20,6 +20,10 @@ const (
 	EnvContext = "BUILDGW_SANDBOX_CONTEXT" // mounted read-only at /workspace
 	EnvOutput  = "BUILDGW_SANDBOX_OUTPUT"  // mounted at /kaniko/out
 	EnvRemove  = "BUILDGW_SANDBOX_REMOVE"  // remove this tree and exit
+	// EnvHold names the program to become once the gateway writes a byte
+	// to file descriptor 3: the gateway first moves the process into the
+	// build's cgroup, so that everything the build starts is inside it.
+	EnvHold = "BUILDGW_SANDBOX_HOLD"
 )
 
 // Paths inside the job root.
@@ -33,6 +37,19 @@ const (
 // whether the caller should go on to run kaniko (false for a removal).
 // It must run in fresh user, mount and pid namespaces, as their root.
 func Enter() (bool, error) {
+	if prog := os.Getenv(EnvHold); prog != "" {
+		os.Unsetenv(EnvHold)
+		f := os.NewFile(3, "release")
+		var b [1]byte
+		n, _ := f.Read(b[:])
+		f.Close()
+		if n != 1 {
+			return false, errors.New("the gateway did not release the sandbox")
+		}
+		if err := unix.Exec(prog, append([]string{prog}, os.Args[1:]...), os.Environ()); err != nil {
+			return false, fmt.Errorf("starting %s: %w", prog, err)
+		}
+	}
 	if dir := os.Getenv(EnvRemove); dir != "" {
 		// Used by a gateway that is not root: files created under
 		// subordinate uids can only be removed from inside the namespace.

@@ -1,0 +1,422 @@
+package builder_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"io"
+	"log"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/registry"
+	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/push"
+	"github.com/buildgw/buildgw/builder/store"
+	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/runners/kaniko"
+)
+
+// restartable makes Managers on one state directory, one after the
+// other, as a gateway restarted in place does.
+type restartable struct {
+	dir, reg string
+	base     []builder.Option
+}
+
+func newRestartable(t *testing.T, kopts ...kaniko.Option) *restartable {
+	t.Helper()
+	testenv.RequireSandbox(t)
+	kr, err := kaniko.New(append([]kaniko.Option{kaniko.WithExecutor(testenv.Executor(t))}, kopts...)...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &restartable{dir: testenv.StateDir(t), reg: testenv.Registry(t)}
+	r.base = []builder.Option{builder.WithRunner("kaniko", kr), builder.WithInsecureRegistries(r.reg)}
+	if uid, gid, differs := kr.Owner(); differs {
+		r.base = append(r.base, builder.WithWorkspaceOwner(uid, gid))
+	}
+	return r
+}
+
+// start returns a Manager and, if run, its workers; stop shuts it down
+// the way SIGTERM does and closes it.
+func (r *restartable) start(t *testing.T, run bool, opts ...builder.Option) (m *builder.Manager, stop func()) {
+	t.Helper()
+	p, err := push.New(nil, push.WithRetry(2, 10*time.Millisecond))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err = builder.New(r.dir, p, append(append([]builder.Option{}, r.base...), opts...)...)
+	if err != nil {
+		t.Fatalf("builder.New = %v", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if run {
+			m.Run(ctx)
+		}
+	}()
+	stopped := false
+	stop = func() {
+		if stopped {
+			return
+		}
+		stopped = true
+		cancel()
+		<-done
+		m.Close()
+	}
+	t.Cleanup(stop)
+	return m, stop
+}
+
+func submitTo(t *testing.T, m *builder.Manager, owner, key string, spec api.BuildSpec, ctxArchive []byte) *builder.Job {
+	t.Helper()
+	j, err := m.Submit(context.Background(), builder.SubmitRequest{Owner: owner, Spec: spec, IdempotencyKey: key}, bytes.NewReader(ctxArchive))
+	if err != nil {
+		t.Fatalf("Submit(%q) = %v, want no error", spec.Destinations, err)
+	}
+	return j
+}
+
+func TestManagerRestart(t *testing.T) {
+	r := newRestartable(t)
+	base := testenv.Busybox(t, r.reg)
+	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
+
+	m1, stop1 := r.start(t, true, builder.WithConcurrency(1), builder.WithShutdownGrace(500*time.Millisecond))
+	done := submitTo(t, m1, "alice", "", api.BuildSpec{Destinations: []string{dest("done")}}, scratchContext(t, "d"))
+	if b := wait(t, done, time.Minute); b.Status != api.StatusSucceeded {
+		t.Fatalf("first build = %v %q, want succeeded", b.Status, b.Error)
+	}
+	long := submitTo(t, m1, "alice", "", api.BuildSpec{Destinations: []string{dest("long")}}, busyboxContext(t, base, "sleep 300"))
+	waitLog(t, long, "Running: [/bin/sh -c sleep 300]", time.Minute)
+	queued := submitTo(t, m1, "bob", "key-1", api.BuildSpec{Destinations: []string{dest("queued")}}, scratchContext(t, "q"))
+
+	// SIGTERM: the running build gets the grace period, then is cancelled
+	// with the reason recorded; the queued one is kept for the next start.
+	stop1()
+	if b := long.Snapshot(); b.Status != api.StatusCancelled || !strings.Contains(b.Error, "grace period") {
+		t.Errorf("running build after shutdown = %v %q, want cancelled with the grace period named", b.Status, b.Error)
+	}
+	if got := queued.Status(); got != api.StatusQueued {
+		t.Errorf("queued build after shutdown = %v, want still queued", got)
+	}
+
+	// Make it look as if a gateway had died hard mid-build: a record left
+	// running, its workspace, and a process still working in it.
+	st, err := store.Open(filepath.Join(r.dir, "jobs.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	crashed := *mustGet(t, st, done.ID)
+	crashed.ID, crashed.Status, crashed.Digest, crashed.FinishedAt = "crashedjob", api.StatusRunning, "", time.Time{}
+	crashed.Workspace = filepath.Join(r.dir, "jobs", "crashedjob")
+	crashed.LogPath = filepath.Join(r.dir, "logs", "crashedjob.log")
+	if err := st.Put(&crashed); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	if err := os.MkdirAll(filepath.Join(crashed.Workspace, "root"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	orphan := exec.Command("sleep", "300")
+	orphan.Dir = filepath.Join(crashed.Workspace, "root")
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	orphanDone := make(chan error, 1)
+	go func() { orphanDone <- orphan.Wait() }()
+	defer orphan.Process.Kill()
+
+	m2, _ := r.start(t, true, builder.WithConcurrency(1))
+	select {
+	case <-orphanDone:
+	case <-time.After(10 * time.Second):
+		t.Errorf("process working in a dead job's workspace survived the restart")
+	}
+	if _, err := os.Stat(crashed.Workspace); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("workspace of the interrupted job: Stat = %v, want it gone", err)
+	}
+	tests := []struct {
+		id, owner  string
+		wantStatus api.Status
+		wantError  string
+		wantLog    string
+	}{
+		{done.ID, "alice", api.StatusSucceeded, "", "#buildgw pushed sha256:"},
+		{long.ID, "alice", api.StatusCancelled, "grace period", "#buildgw cancelled: the gateway shut down"},
+		{"crashedjob", "alice", api.StatusFailed, builder.ErrRestarted, "#buildgw " + builder.ErrRestarted},
+		{queued.ID, "bob", api.StatusSucceeded, "", "#buildgw queued again after a gateway restart"},
+	}
+	for _, tc := range tests {
+		j, err := m2.Get(tc.owner, tc.id)
+		if err != nil {
+			t.Errorf("Get(%s) after restart = %v", tc.id, err)
+			continue
+		}
+		b := wait(t, j, time.Minute)
+		if b.Status != tc.wantStatus || !strings.Contains(b.Error, tc.wantError) {
+			t.Errorf("job %s after restart = %v %q, want %v %q", tc.id, b.Status, b.Error, tc.wantStatus, tc.wantError)
+		}
+		if log := logOf(t, j); !strings.Contains(log, tc.wantLog) {
+			t.Errorf("log of %s after restart lacks %q:\n%s", tc.id, tc.wantLog, log)
+		}
+	}
+	if b := mustJob(t, m2, "alice", done.ID).Snapshot(); b.Digest != done.Snapshot().Digest || b.StartedAt == nil {
+		t.Errorf("finished build after restart = %+v, want digest %s and its timestamps", b, done.Snapshot().Digest)
+	}
+	if got := registryDigest(t, dest("queued")); got != mustJob(t, m2, "bob", queued.ID).Snapshot().Digest {
+		t.Errorf("requeued build pushed %s, want its recorded digest", got)
+	}
+	// The idempotency key outlives the restart: a retry gets the same build.
+	again := submitTo(t, m2, "bob", "key-1", api.BuildSpec{Destinations: []string{dest("queued")}}, scratchContext(t, "q"))
+	if again.ID != queued.ID {
+		t.Errorf("Submit with key-1 after restart = job %s, want %s", again.ID, queued.ID)
+	}
+	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 0 {
+		t.Errorf("workspaces left after restart: %d, want none", len(ws))
+	}
+}
+
+func mustGet(t *testing.T, st *store.Store, id string) *store.Record {
+	t.Helper()
+	rec, err := st.Get(id)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rec
+}
+
+func mustJob(t *testing.T, m *builder.Manager, owner, id string) *builder.Job {
+	t.Helper()
+	j, err := m.Get(owner, id)
+	if err != nil {
+		t.Fatalf("Get(%s) = %v", id, err)
+	}
+	return j
+}
+
+func TestManagerQueueFull(t *testing.T) {
+	r := newRestartable(t)
+	// No workers: everything accepted stays queued.
+	m, _ := r.start(t, false, builder.WithMaxQueued(2, 1))
+	ctxArchive := scratchContext(t, "x")
+	spec := api.BuildSpec{Destinations: []string{r.reg + "/test/full:v1"}}
+	try := func(owner string) (*builder.Job, error) {
+		return m.Submit(context.Background(), builder.SubmitRequest{Owner: owner, Spec: spec}, bytes.NewReader(ctxArchive))
+	}
+	a1, err := try("alice")
+	if err != nil {
+		t.Fatalf("first Submit(alice) = %v", err)
+	}
+	var qf *builder.QueueFullError
+	if _, err := try("alice"); !errors.As(err, &qf) || !qf.PerOwner || qf.RetryAfter < time.Second {
+		t.Errorf("second Submit(alice) = %v, want a per-identity QueueFullError with a Retry-After", err)
+	}
+	if _, err := try("bob"); err != nil {
+		t.Fatalf("Submit(bob) = %v, want accepted", err)
+	}
+	if _, err := try("carol"); !errors.As(err, &qf) || qf.PerOwner || qf.Limit != 2 {
+		t.Errorf("Submit(carol) with 2 queued = %v, want the global QueueFullError", err)
+	}
+	if _, err := m.Cancel("alice", a1.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := try("carol"); err != nil {
+		t.Errorf("Submit(carol) after a cancel freed a slot = %v, want accepted", err)
+	}
+	if q, _ := m.Stats(); q != 2 {
+		t.Errorf("queued = %d, want 2", q)
+	}
+	// A refused submission leaves no workspace behind.
+	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 2 {
+		t.Errorf("workspaces = %d, want 2 (the queued builds')", len(ws))
+	}
+}
+
+func TestManagerRetention(t *testing.T) {
+	r := newRestartable(t)
+	m, stop := r.start(t, true, builder.WithRetention(time.Second))
+	j := submitTo(t, m, "alice", "k", api.BuildSpec{Destinations: []string{r.reg + "/test/ret:v1"}}, scratchContext(t, "r"))
+	if b := wait(t, j, time.Minute); b.Status != api.StatusSucceeded {
+		t.Fatalf("build = %v %q, want succeeded", b.Status, b.Error)
+	}
+	logPath := filepath.Join(r.dir, "logs", j.ID+".log")
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		_, err := m.Get("alice", j.ID)
+		if errors.Is(err, builder.ErrNotFound) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("finished build still there 15s past a 1s retention")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if _, err := os.Stat(logPath); !errors.Is(err, os.ErrNotExist) {
+		t.Errorf("log of an expired build: Stat = %v, want it removed", err)
+	}
+	stop()
+	st, err := store.Open(filepath.Join(r.dir, "jobs.db"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	if _, err := st.Get(j.ID); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("store record of an expired build: Get = %v, want ErrNotFound", err)
+	}
+	if id, _ := st.Idempotent("alice", "k"); id != "" {
+		t.Errorf("idempotency key of an expired build = %q, want none", id)
+	}
+}
+
+// TestManagerSandboxLimits runs a memory hog, a process storm and a
+// normal build side by side under cgroup limits: the first two fail with
+// the limit named, the third succeeds.
+func TestManagerSandboxLimits(t *testing.T) {
+	r := newRestartable(t, kaniko.WithLimits(256<<20, 200))
+	base := testenv.Busybox(t, r.reg)
+	m, _ := r.start(t, true, builder.WithConcurrency(3), builder.WithJobTimeout(2*time.Minute))
+	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
+	// Each bounded, so that a host without working limits suffers little:
+	// tail holds 900 MB, the loop starts 400 sleeps of 30s.
+	hog := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{dest("hog")}},
+		busyboxContext(t, base, "head -c 1000000000 /dev/zero | tail -c 900000000 > /dev/null"))
+	storm := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{dest("storm")}},
+		busyboxContext(t, base, `i=0; while [ $i -lt 400 ]; do sleep 30 & i=$((i+1)); done; wait`))
+	normal := submitTo(t, m, "carol", "", api.BuildSpec{Destinations: []string{dest("normal")}}, scratchContext(t, "fine"))
+	start := time.Now()
+	tests := []struct {
+		name       string
+		j          *builder.Job
+		wantStatus api.Status
+		wantError  string
+	}{
+		{"memory hog", hog, api.StatusFailed, "ran out of memory (limit 256 MiB)"},
+		{"process storm", storm, api.StatusFailed, "reached its process limit (200)"},
+		{"normal build beside them", normal, api.StatusSucceeded, ""},
+	}
+	for _, tc := range tests {
+		b := wait(t, tc.j, 2*time.Minute)
+		if b.Status != tc.wantStatus || !strings.Contains(b.Error, tc.wantError) {
+			t.Errorf("%s = %v %q, want %v %q; log:\n%s", tc.name, b.Status, b.Error, tc.wantStatus, tc.wantError, logOf(t, tc.j))
+		}
+	}
+	if took := time.Since(start); took > 28*time.Second {
+		t.Errorf("limited builds took %s to fail, want them stopped before their sleeps end", took)
+	}
+	// No group is left behind.
+	for _, h := range []string{"memory", "pids"} {
+		if ents, err := os.ReadDir(filepath.Join("/sys/fs/cgroup", h, "buildgw-kaniko")); err == nil {
+			for _, e := range ents {
+				for _, j := range []*builder.Job{hog, storm, normal} {
+					if e.Name() == j.ID {
+						t.Errorf("cgroup %s/buildgw-kaniko/%s left behind", h, e.Name())
+					}
+				}
+			}
+		}
+	}
+}
+
+// TestManagerDiskFull fills a small state directory with an upload: the
+// submission fails naming the cause, leaves nothing half-written, and the
+// next one that fits is accepted.
+func TestManagerDiskFull(t *testing.T) {
+	r := newRestartable(t)
+	if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, "size=4m,mode=0711"); err != nil {
+		t.Fatalf("mounting a 4 MiB tmpfs: %v", err)
+	}
+	// Registered before the Manager's, so it runs after the Manager stops.
+	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
+	m, _ := r.start(t, false)
+	big := make([]byte, 8<<20)
+	if _, err := rand.Read(big); err != nil {
+		t.Fatal(err)
+	}
+	spec := api.BuildSpec{Destinations: []string{r.reg + "/test/full:v1"}}
+	_, err := m.Submit(context.Background(), builder.SubmitRequest{Owner: "alice", Spec: spec},
+		bytes.NewReader(contextTar(t, file{"Dockerfile", "FROM scratch\nCOPY big /big\n"}, file{"big", string(big)})))
+	if !errors.Is(err, syscall.ENOSPC) {
+		t.Fatalf("Submit(8 MiB into 4 MiB) = %v, want ENOSPC", err)
+	}
+	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 0 {
+		t.Errorf("workspaces after a failed upload = %d, want none", len(ws))
+	}
+	if logs, _ := os.ReadDir(filepath.Join(r.dir, "logs")); len(logs) != 0 {
+		t.Errorf("logs after a failed upload = %d, want none", len(logs))
+	}
+	if l := m.List("alice"); len(l) != 0 {
+		t.Errorf("builds after a failed upload = %d, want none", len(l))
+	}
+	if _, err := m.Submit(context.Background(), builder.SubmitRequest{Owner: "alice", Spec: spec}, bytes.NewReader(scratchContext(t, "small"))); err != nil {
+		t.Errorf("Submit(small) after the disk emptied again = %v, want accepted", err)
+	}
+}
+
+// stallingRegistry is a real in-memory registry whose manifest uploads
+// hang until the client gives up: a push that never ends.
+type stallingRegistry struct {
+	reg     http.Handler
+	stalled chan struct{}
+	release chan struct{} // closed at the end of the test
+	once    sync.Once
+}
+
+func (s *stallingRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
+		s.once.Do(func() { close(s.stalled) })
+		select {
+		case <-r.Context().Done():
+		case <-s.release:
+		}
+		return
+	}
+	s.reg.ServeHTTP(w, r)
+}
+
+func TestManagerCancelDuringPush(t *testing.T) {
+	r := newRestartable(t)
+	sr := &stallingRegistry{reg: registry.New(registry.Logger(log.New(io.Discard, "", 0))), stalled: make(chan struct{}), release: make(chan struct{})}
+	srv := httptest.NewServer(sr)
+	defer srv.Close()
+	defer close(sr.release)
+	m, _ := r.start(t, true)
+	host := strings.TrimPrefix(srv.URL, "http://")
+	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{host + "/test/stall:v1"}}, scratchContext(t, "p"))
+	select {
+	case <-sr.stalled:
+	case <-time.After(time.Minute):
+		t.Fatalf("push never reached the manifest; job %v, log:\n%s", j.Status(), logOf(t, j))
+	}
+	if got := j.Status(); got != api.StatusPushing {
+		t.Fatalf("status during the push = %v, want %v", got, api.StatusPushing)
+	}
+	start := time.Now()
+	if _, err := m.Cancel("alice", j.ID); err != nil {
+		t.Fatalf("Cancel during push = %v", err)
+	}
+	b := wait(t, j, 30*time.Second)
+	if b.Status != api.StatusCancelled || time.Since(start) > 10*time.Second {
+		t.Errorf("cancelled during push = %v %q after %s, want cancelled at once", b.Status, b.Error, time.Since(start))
+	}
+	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 0 {
+		t.Errorf("workspaces after cancelling the push = %d, want none", len(ws))
+	}
+}

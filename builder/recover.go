@@ -1,0 +1,235 @@
+package builder
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/api"
+)
+
+// ErrRestarted is the error of builds that were running when the gateway
+// stopped without finishing them.
+const ErrRestarted = "interrupted: gateway restarted"
+
+// recover loads the store at start-up. Nothing a previous run left may
+// still run or stay mounted, so its sandboxes are killed first.
+func (m *Manager) recover() error {
+	recs, err := m.store.All()
+	if err != nil {
+		return err
+	}
+	if n := killSandboxes(m.stateDir); n > 0 {
+		m.o.logger.Warn("killed sandbox processes left by a previous run", "count", n)
+	}
+	if err := unmountUnder(m.stateDir); err != nil {
+		m.o.logger.Error("unmounting leftovers", "error", err)
+	}
+	sort.Slice(recs, func(a, b int) bool { return recs[a].CreatedAt.Before(recs[b].CreatedAt) })
+	var names []string
+	for n := range m.o.runners {
+		names = append(names, n)
+	}
+	keep := map[string]bool{}
+	var requeued, failed int
+	for _, r := range recs {
+		spec, verr := Validate(r.Spec, names, m.o.defaultRunner)
+		if verr != nil {
+			spec = &ValidSpec{BuildSpec: r.Spec}
+		}
+		j := jobFromRecord(r, spec)
+		switch {
+		case r.Status.Final():
+			j.Log = closedLog(r.LogPath)
+		case r.Status == api.StatusQueued && verr == nil && contextIntact(r.Workspace, spec.Dockerfile):
+			lg, err := openLog(r.LogPath)
+			if err != nil {
+				return err
+			}
+			j.Log = lg
+			lg.Printf("queued again after a gateway restart")
+			keep[r.Workspace] = true
+			m.queue.push(j)
+			requeued++
+		default:
+			msg := ErrRestarted
+			if r.Status == api.StatusQueued {
+				msg = ErrRestarted + " and the queued build could not be resumed"
+				if verr != nil {
+					msg += ": " + verr.Error()
+				}
+			}
+			lg, err := openLog(r.LogPath)
+			if err != nil {
+				lg = closedLog(r.LogPath)
+			}
+			j.Log = lg
+			lg.Printf("%s", msg)
+			if c, ok := m.o.runners[j.Spec.Runner].(Cleaner); ok && r.Status != api.StatusQueued {
+				if err := c.Cleanup(context.Background(), j.ID); err != nil {
+					m.o.logger.Error("cleaning up after an interrupted build", "job", j.ID, "error", err)
+				}
+			}
+			j.finish(api.StatusFailed, "", msg, m.o.now())
+			lg.Close()
+			if err := m.store.Put(j.record()); err != nil {
+				return err
+			}
+			failed++
+		}
+		m.jobs[j.ID] = j
+		if j.idemKey != "" {
+			e := &idemEntry{done: make(chan struct{}), job: j}
+			close(e.done)
+			m.idem[j.Owner+"\x00"+j.idemKey] = e
+		}
+	}
+	// Workspaces of jobs that will not run again, and of uploads the
+	// previous run never accepted, go at once.
+	dir := filepath.Join(m.stateDir, "jobs")
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		return fmt.Errorf("reading workspaces: %w", err)
+	}
+	for _, e := range ents {
+		ws := filepath.Join(dir, e.Name())
+		if !keep[ws] {
+			m.remove(context.Background(), m.o.defaultRunner, ws)
+		}
+	}
+	if len(recs) > 0 {
+		m.o.logger.Info("job store loaded", "jobs", len(recs), "requeued", requeued, "failed_interrupted", failed, "removed_workspaces", len(ents)-len(keep))
+	}
+	return nil
+}
+
+// contextIntact reports whether a queued job's workspace still holds its
+// extracted context and nothing a build started.
+func contextIntact(ws, dockerfile string) bool {
+	if ws == "" {
+		return false
+	}
+	if _, err := os.Stat(filepath.Join(ws, "out")); err == nil {
+		return false
+	}
+	fi, err := os.Stat(filepath.Join(ws, "context", dockerfile))
+	return err == nil && fi.Mode().IsRegular()
+}
+
+// killSandboxes kills every process working in, rooted in or run from a
+// workspace under stateDir: sandboxes of a gateway that died without
+// stopping them. (They normally die with it, through the parent-death
+// signal; this covers what escaped.) It returns how many it killed.
+func killSandboxes(stateDir string) int {
+	prefixes := []string{filepath.Join(stateDir, "jobs") + "/", filepath.Join(stateDir, "trash") + "/"}
+	self := os.Getpid()
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0
+	}
+	var killed []int
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil || pid == self || pid == 1 {
+			continue
+		}
+		if procUnder(pid, prefixes) {
+			if unix.Kill(pid, unix.SIGKILL) == nil {
+				killed = append(killed, pid)
+			}
+		}
+	}
+	// Wait a little for them to go, so their workspaces can be removed.
+	deadline := time.Now().Add(3 * time.Second)
+	for _, pid := range killed {
+		for time.Now().Before(deadline) {
+			if unix.Kill(pid, 0) != nil || isZombie(pid) {
+				break
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	return len(killed)
+}
+
+func procUnder(pid int, prefixes []string) bool {
+	for _, l := range []string{"cwd", "root", "exe"} {
+		t, err := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, l))
+		if err != nil {
+			continue
+		}
+		for _, p := range prefixes {
+			if strings.HasPrefix(t, p) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isZombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return true
+	}
+	s := string(b)
+	i := strings.LastIndexByte(s, ')')
+	return i > 0 && i+2 < len(s) && s[i+2] == 'Z'
+}
+
+// unmountUnder detaches every mount of this mount namespace below dir,
+// deepest first.
+func unmountUnder(dir string) error {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	var points []string
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 5 {
+			continue
+		}
+		mp := unescapeMount(fields[4])
+		if strings.HasPrefix(mp, dir+"/") {
+			points = append(points, mp)
+		}
+	}
+	sort.Slice(points, func(a, b int) bool { return len(points[a]) > len(points[b]) })
+	var firstErr error
+	for _, p := range points {
+		if err := unix.Unmount(p, unix.MNT_DETACH); err != nil && firstErr == nil {
+			firstErr = fmt.Errorf("unmounting %s: %w", p, err)
+		}
+	}
+	return firstErr
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			if n, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
+				b.WriteByte(byte(n))
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}

@@ -1,0 +1,413 @@
+package e2e
+
+import (
+	"archive/tar"
+	"bytes"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/buildgw/buildgw/api"
+)
+
+// TestLifecycleKillRestart kills the real gateway with SIGKILL while two
+// builds run their RUN step, one waits in the queue and one context is
+// half uploaded, then starts it again on the same state directory.
+func TestLifecycleKillRestart(t *testing.T) {
+	g := startGatewayWith(t, gatewayOptions{plainHTTP: true})
+	ci, other := g.tokens["ci"], g.tokens["other"]
+
+	// A build that finished before the crash.
+	finished := g.submitRaw(t, ci, g.dest.Host+"/team/life:done", map[string]string{
+		"Dockerfile": "FROM " + g.busybox + "\nRUN echo before > /before.txt\n",
+	})
+	before := g.waitBuild(t, ci, finished, 3*time.Minute)
+	if before.Status != api.StatusSucceeded {
+		t.Fatalf("build before the crash = %v %q, want succeeded", before.Status, before.Error)
+	}
+
+	// Two builds in RUN (concurrency is 2), one queued behind them.
+	sleep := map[string]string{"Dockerfile": "FROM " + g.busybox + "\nRUN sleep 3600\n"}
+	running := []struct{ id, token string }{
+		{g.submitRaw(t, ci, g.dest.Host+"/team/life:sleep1", sleep), ci},
+		{g.submitRaw(t, other, g.dest.Host+"/team/life:sleep2", sleep), other},
+	}
+	for _, r := range running {
+		g.waitLogLine(t, r.token, r.id, "Running: [/bin/sh -c sleep 3600]", 3*time.Minute)
+	}
+	queued := g.submitRaw(t, ci, g.dest.Host+"/team/life:queued", map[string]string{
+		"Dockerfile": "FROM " + g.busybox + "\nRUN echo requeued > /r.txt\n",
+	})
+	if b := g.status(t, ci, queued); b.Status != api.StatusQueued {
+		t.Fatalf("third build with two running = %v, want queued", b.Status)
+	}
+	sandboxes := sandboxProcs(t, g.stateDir)
+	if len(sandboxes) < 4 {
+		t.Fatalf("found %d sandbox processes of two running builds, want at least unshare, init, kaniko and sleep for each", len(sandboxes))
+	}
+	t.Logf("%d sandbox processes before the kill: %+v", len(sandboxes), sandboxes)
+
+	// A client that disconnects mid-upload leaves nothing behind.
+	up := g.startUpload(t, ci, g.dest.Host+"/team/life:gone")
+	g.waitWorkspaces(t, 4) // two running, one queued, the upload's
+	up.abort()
+	g.waitWorkspaces(t, 3)
+
+	// SIGKILL mid-build and mid-upload.
+	up = g.startUpload(t, ci, g.dest.Host+"/team/life:cut")
+	g.waitWorkspaces(t, 4)
+	g.proc.Process.Kill()
+	<-g.exited
+	up.abort()
+
+	g.launch(t)
+	for _, p := range sandboxes {
+		if p.alive() {
+			t.Errorf("sandbox process %d (%s) of a killed gateway is still alive after the restart", p.pid, p.comm)
+		}
+	}
+	for _, r := range running {
+		b := g.status(t, r.token, r.id)
+		if b.Status != api.StatusFailed || b.Error != "interrupted: gateway restarted" || b.FinishedAt == nil {
+			t.Errorf("build %s running at the crash = %v %q, want failed %q", r.id, b.Status, b.Error, "interrupted: gateway restarted")
+		}
+		if log := g.logOf(t, r.token, r.id); !strings.Contains(log, "Running: [/bin/sh -c sleep 3600]") || !strings.Contains(log, "#buildgw interrupted: gateway restarted") {
+			t.Errorf("log of %s after the restart lacks its RUN step or the interruption:\n%s", r.id, log)
+		}
+	}
+	if b := g.status(t, ci, finished); b.Status != api.StatusSucceeded || b.Digest != before.Digest {
+		t.Errorf("finished build after the restart = %v %s, want succeeded %s", b.Status, b.Digest, before.Digest)
+	}
+	if log := g.logOf(t, ci, finished); !strings.Contains(log, "#buildgw pushed "+before.Digest) {
+		t.Errorf("log of the finished build after the restart lacks its push:\n%s", log)
+	}
+	after := g.waitBuild(t, ci, queued, 3*time.Minute)
+	if after.Status != api.StatusSucceeded {
+		t.Fatalf("build queued at the crash = %v %q, want succeeded after the restart", after.Status, after.Error)
+	}
+	img := g.pull(t, g.dest.Host+"/team/life:queued")
+	if got := files(t, img)["r.txt"].content; got != "requeued\n" {
+		t.Errorf("r.txt of the requeued build = %q, want %q", got, "requeued\n")
+	}
+	if d, _ := img.Digest(); d.String() != after.Digest {
+		t.Errorf("pulled digest = %s, want the recorded %s", d, after.Digest)
+	}
+	// Nothing accepted was lost, nothing half-uploaded became a build.
+	var ids []string
+	for _, b := range g.listBuilds(t, ci) {
+		ids = append(ids, b.ID)
+	}
+	if want := []string{queued, running[0].id, finished}; strings.Join(ids, " ") != strings.Join(want, " ") {
+		t.Errorf("builds of ci after the restart = %v, want %v", ids, want)
+	}
+	g.waitNoWorkspaces(t)
+	if left := sandboxProcs(t, g.stateDir); len(left) != 0 {
+		t.Errorf("processes in workspaces after the restart: %+v", left)
+	}
+	mounts, _ := os.ReadFile("/proc/self/mountinfo")
+	if strings.Contains(string(mounts), g.stateDir) {
+		t.Errorf("mounts under the state directory remain:\n%s", mounts)
+	}
+}
+
+// submitRaw posts a build straight over HTTP, as curl would, and returns
+// its ID.
+func (g *gateway) submitRaw(t *testing.T, token, dest string, ctxFiles map[string]string) string {
+	t.Helper()
+	spec, _ := json.Marshal(api.BuildSpec{Destinations: []string{dest}})
+	var body bytes.Buffer
+	mw := multipart.NewWriter(&body)
+	w, _ := mw.CreateFormField("spec")
+	w.Write(spec)
+	w, _ = mw.CreateFormFile("context", "ctx.tar")
+	tw := tar.NewWriter(w)
+	for name, content := range ctxFiles {
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: name, Mode: 0o644, Size: int64(len(content))})
+		io.WriteString(tw, content)
+	}
+	tw.Close()
+	mw.Close()
+	status, raw := g.do(t, http.MethodPost, "/v1/builds", token, mw.FormDataContentType(), &body)
+	var acc api.Accepted
+	if status != http.StatusAccepted || json.Unmarshal(raw, &acc) != nil {
+		t.Fatalf("POST /v1/builds = %d %s, want 202", status, raw)
+	}
+	return acc.ID
+}
+
+func (g *gateway) status(t *testing.T, token, id string) api.Build {
+	t.Helper()
+	status, raw := g.do(t, http.MethodGet, "/v1/builds/"+id, token, "", nil)
+	var b api.Build
+	if status != http.StatusOK || json.Unmarshal(raw, &b) != nil {
+		t.Fatalf("GET /v1/builds/%s = %d %s, want 200", id, status, raw)
+	}
+	return b
+}
+
+func (g *gateway) waitBuild(t *testing.T, token, id string, d time.Duration) api.Build {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		b := g.status(t, token, id)
+		if b.Status.Final() {
+			return b
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("build %s still %v after %s; log:\n%s", id, b.Status, d, g.logOf(t, token, id))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (g *gateway) logOf(t *testing.T, token, id string) string {
+	t.Helper()
+	_, raw := g.do(t, http.MethodGet, "/v1/builds/"+id+"/logs", token, "", nil)
+	return string(raw)
+}
+
+func (g *gateway) waitLogLine(t *testing.T, token, id, line string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !strings.Contains(g.logOf(t, token, id), line) {
+		if time.Now().After(deadline) {
+			t.Fatalf("log of %s lacks %q after %s:\n%s", id, line, d, g.logOf(t, token, id))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+func (g *gateway) waitWorkspaces(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for len(g.jobsLeft(t)) != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("workspaces = %v, want %d", g.jobsLeft(t), n)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// upload is a submission whose context stops half way.
+type upload struct {
+	pw   *io.PipeWriter
+	done chan struct{}
+}
+
+// startUpload sends a spec and the first part of a large context, then
+// holds the request open.
+func (g *gateway) startUpload(t *testing.T, token, dest string) *upload {
+	t.Helper()
+	pr, pw := io.Pipe()
+	mw := multipart.NewWriter(pw)
+	u := &upload{pw: pw, done: make(chan struct{})}
+	req, err := http.NewRequest(http.MethodPost, g.url+"/v1/builds", pr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+token)
+	go func() {
+		defer close(u.done)
+		resp, err := g.httpClient().Do(req)
+		if err == nil {
+			resp.Body.Close()
+		}
+	}()
+	go func() {
+		spec, _ := json.Marshal(api.BuildSpec{Destinations: []string{dest}})
+		w, _ := mw.CreateFormField("spec")
+		w.Write(spec)
+		w, _ = mw.CreateFormFile("context", "ctx.tar")
+		tw := tar.NewWriter(w)
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "Dockerfile", Mode: 0o644, Size: 11})
+		io.WriteString(tw, "FROM scratch")
+		const size = 32 << 20
+		tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "big.bin", Mode: 0o644, Size: size})
+		// Half of the file, then the request hangs until aborted.
+		io.CopyN(tw, rand.Reader, size/2)
+	}()
+	return u
+}
+
+// abort breaks the upload off, as a client that goes away does.
+func (u *upload) abort() {
+	u.pw.CloseWithError(fmt.Errorf("client went away"))
+	<-u.done
+}
+
+// proc is a process, told apart from a later one with the same pid by its
+// start time.
+type proc struct {
+	pid   int
+	start string
+	comm  string
+}
+
+func readStat(pid int) (comm string, ppid int, state, start string, ok bool) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return "", 0, "", "", false
+	}
+	s := string(b)
+	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
+	if open < 0 || end < 0 {
+		return "", 0, "", "", false
+	}
+	f := strings.Fields(s[end+1:])
+	if len(f) < 20 {
+		return "", 0, "", "", false
+	}
+	ppid, _ = strconv.Atoi(f[1])
+	return s[open+1 : end], ppid, f[0], f[19], true
+}
+
+func (p proc) alive() bool {
+	_, _, state, start, ok := readStat(p.pid)
+	return ok && start == p.start && state != "Z"
+}
+
+// sandboxProcs returns the processes working in a workspace under
+// stateDir (unshare), in use or trashed, and all their descendants (the
+// sandbox's init, kaniko and the RUN steps).
+func sandboxProcs(t *testing.T, stateDir string) []proc {
+	t.Helper()
+	prefixes := []string{filepath.Join(stateDir, "jobs") + "/", filepath.Join(stateDir, "trash") + "/"}
+	ents, err := os.ReadDir("/proc")
+	if err != nil {
+		t.Fatal(err)
+	}
+	parent := map[int]int{}
+	in := map[int]bool{}
+	all := map[int]proc{}
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		comm, ppid, state, start, ok := readStat(pid)
+		if !ok || state == "Z" {
+			continue
+		}
+		parent[pid] = ppid
+		all[pid] = proc{pid, start, comm}
+		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil {
+			for _, p := range prefixes {
+				in[pid] = in[pid] || strings.HasPrefix(cwd, p)
+			}
+		}
+	}
+	var out []proc
+	for pid := range all {
+		for p := pid; p > 1; p = parent[p] {
+			if in[p] {
+				out = append(out, all[pid])
+				break
+			}
+		}
+	}
+	return out
+}
+
+// TestLifecycleGracefulShutdown stops the real gateway with SIGTERM while
+// two builds run and one waits: the running ones get the grace period
+// (2s here), then are cancelled with the reason recorded; the waiting one
+// is built after the next start.
+func TestLifecycleGracefulShutdown(t *testing.T) {
+	g := startGatewayWith(t, gatewayOptions{plainHTTP: true})
+	ci := g.tokens["ci"]
+	sleep := map[string]string{"Dockerfile": "FROM " + g.busybox + "\nRUN sleep 3600\n"}
+	running := []string{
+		g.submitRaw(t, ci, g.dest.Host+"/team/term:sleep1", sleep),
+		g.submitRaw(t, ci, g.dest.Host+"/team/term:sleep2", sleep),
+	}
+	for _, id := range running {
+		g.waitLogLine(t, ci, id, "Running: [/bin/sh -c sleep 3600]", 3*time.Minute)
+	}
+	queued := g.submitRaw(t, ci, g.dest.Host+"/team/term:queued", map[string]string{
+		"Dockerfile": "FROM " + g.busybox + "\nRUN echo after > /after.txt\n",
+	})
+	sandboxes := sandboxProcs(t, g.stateDir)
+
+	start := time.Now()
+	g.proc.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.exited:
+	case <-time.After(20 * time.Second):
+		t.Fatal("gateway still running 20s after SIGTERM with a 2s grace period")
+	}
+	if took := time.Since(start); took < 2*time.Second {
+		t.Errorf("gateway exited %s after SIGTERM, before its 2s grace period", took)
+	}
+	for _, p := range sandboxes {
+		if p.alive() {
+			t.Errorf("sandbox process %d (%s) survived the shutdown", p.pid, p.comm)
+		}
+	}
+	if ws := g.jobsLeft(t); len(ws) != 1 {
+		t.Errorf("workspaces after shutdown = %v, want only the queued build's", ws)
+	}
+
+	g.launch(t)
+	for _, id := range running {
+		b := g.status(t, ci, id)
+		if b.Status != api.StatusCancelled || !strings.Contains(b.Error, "grace period") {
+			t.Errorf("build %s running at SIGTERM = %v %q, want cancelled naming the grace period", id, b.Status, b.Error)
+		}
+	}
+	if b := g.waitBuild(t, ci, queued, 3*time.Minute); b.Status != api.StatusSucceeded {
+		t.Fatalf("build queued at SIGTERM = %v %q, want succeeded after the restart", b.Status, b.Error)
+	}
+	if got := files(t, g.pull(t, g.dest.Host+"/team/term:queued"))["after.txt"].content; got != "after\n" {
+		t.Errorf("after.txt of the build queued at SIGTERM = %q, want %q", got, "after\n")
+	}
+	g.waitNoWorkspaces(t)
+}
+
+// TestLifecycleTimeout gives the token a 3s build timeout by policy: a
+// RUN sleep 3600 ends failed with a timeout, its sandbox and workspace
+// gone.
+func TestLifecycleTimeout(t *testing.T) {
+	g := startGatewayWith(t, gatewayOptions{plainHTTP: true, policy: func(g *gateway) string {
+		return fmt.Sprintf(`rules:
+  - name: short-builds
+    match: {kind: token}
+    allow:
+      destinations: [%s/team/**]
+      from: [%s]
+      limits:
+        timeout: 3s
+`, g.dest.Host, g.base.Host)
+	}})
+	ci := g.tokens["ci"]
+	start := time.Now()
+	id := g.submitRaw(t, ci, g.dest.Host+"/team/slow:1", map[string]string{"Dockerfile": "FROM " + g.busybox + "\nRUN sleep 3600\n"})
+	g.waitLogLine(t, ci, id, "Running: [/bin/sh -c sleep 3600]", 3*time.Minute)
+	sandbox := sandboxProcs(t, g.stateDir)
+	if len(sandbox) < 3 {
+		t.Fatalf("found %d sandbox processes of a running build, want unshare, init, kaniko and sleep", len(sandbox))
+	}
+	b := g.waitBuild(t, ci, id, time.Minute)
+	if b.Status != api.StatusFailed || !strings.HasPrefix(b.Error, "timeout") {
+		t.Errorf("RUN sleep 3600 with a 3s timeout = %v %q, want failed with a timeout", b.Status, b.Error)
+	}
+	if took := time.Since(start); took > 45*time.Second {
+		t.Errorf("build with a 3s timeout ended after %s", took)
+	}
+	g.waitNoWorkspaces(t)
+	for _, p := range sandbox {
+		if p.alive() {
+			t.Errorf("sandbox process %d (%s) survived the timeout", p.pid, p.comm)
+		}
+	}
+}

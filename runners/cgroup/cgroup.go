@@ -1,0 +1,244 @@
+// Package cgroup bounds the memory and processes of one build sandbox
+// with a control group of its own, on cgroup v1 (memory and pids
+// hierarchies) or v2 (the unified hierarchy), whichever the host has. A
+// sandbox that exceeds its memory is killed by the kernel's OOM killer
+// inside its group; one that exceeds its pids cannot fork. Either way only
+// that build fails.
+package cgroup
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+)
+
+// Version is the cgroup layout of a host.
+type Version int
+
+// The layouts Detect tells apart.
+const (
+	None Version = iota
+	V1
+	V2
+)
+
+func (v Version) String() string {
+	switch v {
+	case V1:
+		return "cgroup v1"
+	case V2:
+		return "cgroup v2"
+	}
+	return "no cgroups"
+}
+
+// Limits are what one group may use. Zero fields are unbounded.
+type Limits struct {
+	MemoryBytes int64
+	Pids        int64
+}
+
+// Manager makes groups under one parent group, named for what holds them.
+type Manager struct {
+	root    string // the cgroup mount, /sys/fs/cgroup
+	parent  string // group holding every job's group, relative to a hierarchy
+	version Version
+}
+
+// New returns a Manager of groups under parent (a name like
+// "buildgw-kaniko") on the host's cgroup layout below root (normally
+// /sys/fs/cgroup). Version reports None when the host has neither layout
+// usable, so callers can say so instead of failing.
+func New(root, parent string) *Manager {
+	m := &Manager{root: root, parent: parent}
+	switch {
+	case exists(filepath.Join(root, "cgroup.controllers")):
+		m.version = V2
+	case exists(filepath.Join(root, "memory", "memory.limit_in_bytes")) && exists(filepath.Join(root, "pids")):
+		m.version = V1
+	}
+	return m
+}
+
+// Version is the layout in use.
+func (m *Manager) Version() Version { return m.version }
+
+// Group is one sandbox's control group.
+type Group struct {
+	version Version
+	dirs    []string // v1: memory then pids; v2: the one group
+	limits  Limits
+}
+
+// Create makes the group name with limits l. It fails on a host without
+// cgroups.
+func (m *Manager) Create(name string, l Limits) (*Group, error) {
+	g := &Group{version: m.version, limits: l}
+	switch m.version {
+	case V1:
+		g.dirs = []string{
+			filepath.Join(m.root, "memory", m.parent, name),
+			filepath.Join(m.root, "pids", m.parent, name),
+		}
+	case V2:
+		parent := filepath.Join(m.root, m.parent)
+		if err := os.MkdirAll(parent, 0o755); err != nil {
+			return nil, fmt.Errorf("creating cgroup %s: %w", parent, err)
+		}
+		// Children get memory and pids only if every ancestor passes them on.
+		for _, d := range []string{m.root, parent} {
+			if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte("+memory +pids"), 0o644); err != nil {
+				return nil, fmt.Errorf("enabling memory and pids controllers in %s: %w", d, err)
+			}
+		}
+		g.dirs = []string{filepath.Join(parent, name)}
+	default:
+		return nil, errors.New("this host has no usable cgroups")
+	}
+	for _, d := range g.dirs {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			g.Remove()
+			return nil, fmt.Errorf("creating cgroup %s: %w", d, err)
+		}
+	}
+	if err := g.setLimits(); err != nil {
+		g.Remove()
+		return nil, err
+	}
+	return g, nil
+}
+
+func (g *Group) setLimits() error {
+	type setting struct{ dir, file, value string }
+	var ss []setting
+	if g.version == V1 {
+		mem, pids := g.dirs[0], g.dirs[1]
+		if l := g.limits.MemoryBytes; l > 0 {
+			ss = append(ss, setting{mem, "memory.limit_in_bytes", strconv.FormatInt(l, 10)})
+			// With swap the limit would only slow a hog down.
+			if exists(filepath.Join(mem, "memory.memsw.limit_in_bytes")) {
+				ss = append(ss, setting{mem, "memory.memsw.limit_in_bytes", strconv.FormatInt(l, 10)})
+			}
+		}
+		if l := g.limits.Pids; l > 0 {
+			ss = append(ss, setting{pids, "pids.max", strconv.FormatInt(l, 10)})
+		}
+	} else {
+		d := g.dirs[0]
+		if l := g.limits.MemoryBytes; l > 0 {
+			ss = append(ss, setting{d, "memory.max", strconv.FormatInt(l, 10)}, setting{d, "memory.swap.max", "0"})
+		}
+		if l := g.limits.Pids; l > 0 {
+			ss = append(ss, setting{d, "pids.max", strconv.FormatInt(l, 10)})
+		}
+	}
+	for _, s := range ss {
+		if err := os.WriteFile(filepath.Join(s.dir, s.file), []byte(s.value), 0o644); err != nil {
+			if s.file == "memory.swap.max" && errors.Is(err, os.ErrNotExist) {
+				continue // no swap accounting: no swap to limit
+			}
+			return fmt.Errorf("setting %s of %s: %w", s.file, s.dir, err)
+		}
+	}
+	return nil
+}
+
+// Add moves process pid into the group; the processes it starts
+// afterwards are in it too.
+func (g *Group) Add(pid int) error {
+	for _, d := range g.dirs {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(strconv.Itoa(pid)), 0o644); err != nil {
+			return fmt.Errorf("moving pid %d into cgroup %s: %w", pid, d, err)
+		}
+	}
+	return nil
+}
+
+// Exceeded says which limit the group ran into, if any: "memory" when the
+// OOM killer killed in it, "pids" when a fork was refused.
+func (g *Group) Exceeded() string {
+	var memFile, memKey, pidsFile string
+	if g.version == V1 {
+		memFile, memKey, pidsFile = filepath.Join(g.dirs[0], "memory.oom_control"), "oom_kill", filepath.Join(g.dirs[1], "pids.events")
+	} else {
+		memFile, memKey, pidsFile = filepath.Join(g.dirs[0], "memory.events"), "oom_kill", filepath.Join(g.dirs[0], "pids.events")
+	}
+	if n := readKey(memFile, memKey); n > 0 {
+		return "memory"
+	}
+	if n := readKey(pidsFile, "max"); n > 0 {
+		return "pids"
+	}
+	return ""
+}
+
+// Limits returns the group's limits.
+func (g *Group) Limits() Limits { return g.limits }
+
+// Remove kills whatever still runs in the group and removes it. It is safe
+// to call more than once.
+func (g *Group) Remove() error {
+	var errs []error
+	for _, d := range g.dirs {
+		if !exists(d) {
+			continue
+		}
+		var err error
+		for range 50 {
+			if err = syscall.Rmdir(d); err == nil || errors.Is(err, os.ErrNotExist) {
+				err = nil
+				break
+			}
+			// Busy: processes left (a sandbox that escaped its parent's
+			// death). Kill them and wait for the kernel to let go.
+			for _, pid := range procs(d) {
+				syscall.Kill(pid, syscall.SIGKILL)
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func procs(dir string) []int {
+	b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs"))
+	if err != nil {
+		return nil
+	}
+	var out []int
+	for _, f := range strings.Fields(string(b)) {
+		if pid, err := strconv.Atoi(f); err == nil {
+			out = append(out, pid)
+		}
+	}
+	return out
+}
+
+// readKey reads "key N" from a flat-keyed cgroup file; 0 if absent.
+func readKey(path, key string) int64 {
+	f, err := os.Open(path)
+	if err != nil {
+		return 0
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		k, v, ok := strings.Cut(sc.Text(), " ")
+		if ok && k == key {
+			n, _ := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+			return n
+		}
+	}
+	return 0
+}
+
+func exists(p string) bool { _, err := os.Stat(p); return err == nil }
