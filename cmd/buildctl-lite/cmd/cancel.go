@@ -16,7 +16,7 @@ func NewCmdCancel(g *globals) *cobra.Command {
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeBuildIDs(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, err := g.client(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 
 	"github.com/buildgw/buildgw/api"
@@ -249,5 +250,28 @@ func TestDocsUpToDate(t *testing.T) {
 		if !bytes.Equal(got, exp) {
 			t.Errorf("docs/buildctl-lite/%s is out of date: run go generate ./cmd/buildctl-lite", filepath.Base(p))
 		}
+	}
+}
+
+// A full queue makes the CLI wait as Retry-After says, and say so.
+func TestQueueFullNotice(t *testing.T) {
+	var calls atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if calls.Add(1) == 1 {
+			w.Header().Set("Retry-After", "1")
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusTooManyRequests)
+			json.NewEncoder(w).Encode(api.ErrorBody{Error: api.ErrorDetail{Code: api.CodeQueueFull, Message: "build queue full"}})
+			return
+		}
+		json.NewEncoder(w).Encode(api.BuildList{})
+	}))
+	t.Cleanup(srv.Close)
+	stdout, stderr, err := runIn(t, t.TempDir(), "", "list", "--server", srv.URL, "--token", token, "-o", "json")
+	if err != nil || calls.Load() != 2 || !strings.Contains(stdout, `"builds"`) {
+		t.Fatalf("list against a full queue = %q, %v after %d requests, want the list after 2", stdout, err, calls.Load())
+	}
+	if want := "queue full; retrying in 1s"; !strings.Contains(stderr, want) {
+		t.Errorf("list against a full queue: stderr %q, want %q", stderr, want)
 	}
 }

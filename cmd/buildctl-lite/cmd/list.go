@@ -20,7 +20,7 @@ func NewCmdList(g *globals) *cobra.Command {
   buildctl-lite list -o json | jq -r '.builds[] | select(.status=="failed") | .id'`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
-			c, err := g.client()
+			c, err := g.client(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

@@ -19,7 +19,7 @@ With --output json it prints {"id", "log"} once the log is complete.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeBuildIDs(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, err := g.client(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -31,12 +32,16 @@ type globals struct {
 	clientVersion string
 }
 
-func (g *globals) client() (*client.Client, error) {
+// client returns a client of the gateway; when the gateway's queue is
+// full it waits and retries, saying so on stderr.
+func (g *globals) client(stderr io.Writer) (*client.Client, error) {
 	server, token, err := g.credentials()
 	if err != nil {
 		return nil, err
 	}
-	return client.New(server, token)
+	return client.New(server, token, client.WithWaitNotice(func(d time.Duration, reason string) {
+		fmt.Fprintf(stderr, "buildctl-lite: %s; retrying in %s\n", reason, d.Round(time.Second))
+	}))
 }
 
 // credentials resolves the server and token. A token saved by login is

@@ -16,7 +16,7 @@ digest, destinations, error and timestamps.`,
 		Args:              cobra.ExactArgs(1),
 		ValidArgsFunction: completeBuildIDs(g),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			c, err := g.client()
+			c, err := g.client(cmd.ErrOrStderr())
 			if err != nil {
 				return err
 			}
@@ -35,7 +35,7 @@ func completeBuildIDs(g *globals) cobra.CompletionFunc {
 		if len(args) > 0 {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}
-		c, err := g.client()
+		c, err := g.client(cmd.ErrOrStderr())
 		if err != nil {
 			return nil, cobra.ShellCompDirectiveNoFileComp
 		}

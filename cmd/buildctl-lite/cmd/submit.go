@@ -91,7 +91,7 @@ func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, quie
 	if df == "" {
 		df = "Dockerfile"
 	}
-	c, err := g.client()
+	c, err := g.client(cmd.ErrOrStderr())
 	if err != nil {
 		return err
 	}

@@ -34,7 +34,7 @@ when their major or minor versions differ.`,
 			// be asked; the exit status says that it could not.
 			var serverErr error
 			if server != "" {
-				c, err := g.client()
+				c, err := g.client(cmd.ErrOrStderr())
 				if err != nil {
 					return err
 				}
