@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -171,7 +172,8 @@ func checkGatewayImage(t *testing.T, img v1.Image) {
 
 // runGatewayImage runs the image in a Docker engine of its own with the
 // documented options and builds a small Dockerfile through the gateway
-// inside it, pushing to the test's authenticated registry.
+// inside it, pushing to the test's authenticated registry. Then it checks
+// that each of those options is needed: without it, builds fail.
 func runGatewayImage(t *testing.T, g *gateway, img v1.Image) {
 	t.Helper()
 	docker := startDocker(t)
@@ -182,13 +184,92 @@ func runGatewayImage(t *testing.T, g *gateway, img v1.Image) {
 	}
 	docker.run(t, "load", "-i", tarPath)
 
+	ctxDir := t.TempDir()
+	dockerfile := "ARG BASE\nFROM ${BASE}\nCOPY msg.txt /msg.txt\nRUN id -u > /uid.txt && cat /msg.txt > /inside.txt\nUSER nobody\n"
+	for n, c := range map[string]string{"Dockerfile": dockerfile, "msg.txt": "built inside the gateway image\n"} {
+		if err := os.WriteFile(filepath.Join(ctxDir, n), []byte(c), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	c := startContainer(t, g, docker, "buildgw-dogfood", tag.String(), dockerRunOptions)
+	if got := strings.TrimSpace(docker.run(t, "exec", c.name, "id", "-u")); got != imageUID {
+		t.Errorf("gateway in the container runs as uid %s, want %s", got, imageUID)
+	}
+	ref := g.dest.Host + "/team/inside:1"
+	start := time.Now()
+	stdout, stderr, code := runCLIAt(t, g, c.url, c.token, 5*time.Minute, "submit", "--build-arg", "BASE="+g.busybox, "-t", ref, ctxDir)
+	if code != 0 {
+		t.Fatalf("submit to the gateway in the container exited %d\nstderr:\n%s", code, tailLines(stderr, 40))
+	}
+	t.Logf("build through the gateway in the container: %s, %s", time.Since(start).Round(time.Millisecond), lastLine(stdout))
+	built := g.pull(t, ref+"@"+lastLine(stdout))
+	fsys := files(t, built)
+	for p, want := range map[string]string{"inside.txt": "built inside the gateway image\n", "uid.txt": "0\n"} {
+		if got := fsys[p].content; got != want {
+			t.Errorf("%s in the image built inside = %q, want %q", p, got, want)
+		}
+	}
+	if cf, err := built.ConfigFile(); err != nil || cf.Config.User != "nobody" {
+		t.Errorf("user of the image built inside = %v (%v), want nobody", cf, err)
+	}
+
+	// Least privilege: without any one of the options, builds fail (with
+	// the sandbox's own error in the build log).
+	without := []struct {
+		name, wantLog string
+		drop          []string
+	}{
+		{"setuid-setgid", "newuidmap", []string{"--cap-add=SETUID", "--cap-add=SETGID"}},
+		{"seccomp-profile", "unshare", []string{"--security-opt", "seccomp=examples/deploy/seccomp.json"}},
+		{"systempaths", "mounting proc", []string{"--security-opt", "systempaths=unconfined"}},
+	}
+	for _, w := range without {
+		var opts []string
+		for i := 0; i < len(dockerRunOptions); i++ {
+			o := dockerRunOptions[i]
+			if o == "--security-opt" {
+				i++
+				if v := dockerRunOptions[i]; !slices.Contains(w.drop, v) {
+					opts = append(opts, o, v)
+				}
+				continue
+			}
+			if !slices.Contains(w.drop, o) {
+				opts = append(opts, o)
+			}
+		}
+		c := startContainer(t, g, docker, "buildgw-without-"+w.name, tag.String(), opts)
+		_, stderr, code := runCLIAt(t, g, c.url, c.token, 2*time.Minute, "submit", "--build-arg", "BASE="+g.busybox, "-t", g.dest.Host+"/team/without:"+w.name, ctxDir)
+		if code == 0 {
+			t.Errorf("without %v a build succeeded; the option is not needed", w.drop)
+		} else if !strings.Contains(stderr, w.wantLog) {
+			t.Errorf("without %v the build failed, but its log does not mention %q:\n%s", w.drop, w.wantLog, tailLines(stderr, 10))
+		} else {
+			t.Logf("without %v: %s", w.drop, lastLine(stderr))
+		}
+	}
+}
+
+// container is a gateway running in the image.
+type container struct {
+	name, url, token string
+}
+
+// startContainer runs the image as a gateway on a free loopback port with
+// the docker run options opts (the seccomp profile's path relative to the
+// repository), pushing to the test's destination registry and pulling from
+// its base registry, and waits until it is healthy.
+func startContainer(t *testing.T, g *gateway, docker *dockerEngine, cname, image string, opts []string) *container {
+	t.Helper()
 	// Configuration, readable by the image's user.
 	cfgDir := filepath.Join(testenv.StateDir(t), "etc")
 	if err := os.Mkdir(cfgDir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	tok := "inside-" + fmt.Sprint(time.Now().UnixNano())
+	c := &container{name: cname, token: "inside-" + fmt.Sprint(time.Now().UnixNano())}
 	listen := testenv.FreeAddr(t)
+	c.url = "http://" + listen
 	write := func(name, content string) {
 		if err := os.WriteFile(filepath.Join(cfgDir, name), []byte(content), 0o644); err != nil {
 			t.Fatal(err)
@@ -224,54 +305,26 @@ registries:
 policy_file: /etc/buildgw/policy.yaml
 audit:
   stdout: true
-`, listen, token.HashToken(tok), g.dest.Host, g.dest.Username, g.base.Host))
+`, listen, token.HashToken(c.token), g.dest.Host, g.dest.Username, g.base.Host))
 
-	args := []string{"run", "-d", "--name", "buildgw-dogfood"}
-	for _, o := range dockerRunOptions {
+	args := []string{"run", "-d", "--name", cname}
+	for _, o := range opts {
 		if p, ok := strings.CutPrefix(o, "seccomp="); ok {
 			o = "seccomp=" + filepath.Join(testenv.ModuleRoot(t), p)
 		}
 		args = append(args, o)
 	}
-	args = append(args, "-v", cfgDir+":/etc/buildgw:ro", tag.String())
+	args = append(args, "-v", cfgDir+":/etc/buildgw:ro", image)
 	docker.run(t, args...)
 	t.Cleanup(func() {
 		if t.Failed() {
-			out, err := docker.command("logs", "buildgw-dogfood").CombinedOutput()
-			t.Logf("gateway container log (%v):\n%s", err, tailLines(string(out), 80))
+			out, err := docker.command("logs", cname).CombinedOutput()
+			t.Logf("container %s log (%v):\n%s", cname, err, tailLines(string(out), 80))
 		}
-		docker.command("rm", "-f", "buildgw-dogfood").Run()
+		docker.command("rm", "-f", cname).Run()
 	})
-	url := "http://" + listen
-	waitHealthy(t, url, 30*time.Second)
-	if got := strings.TrimSpace(docker.run(t, "exec", "buildgw-dogfood", "id", "-u")); got != imageUID {
-		t.Errorf("gateway in the container runs as uid %s, want %s", got, imageUID)
-	}
-
-	ctxDir := t.TempDir()
-	dockerfile := "ARG BASE\nFROM ${BASE}\nCOPY msg.txt /msg.txt\nRUN id -u > /uid.txt && cat /msg.txt > /inside.txt\nUSER nobody\n"
-	for n, c := range map[string]string{"Dockerfile": dockerfile, "msg.txt": "built inside the gateway image\n"} {
-		if err := os.WriteFile(filepath.Join(ctxDir, n), []byte(c), 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ref := g.dest.Host + "/team/inside:1"
-	start := time.Now()
-	stdout, stderr, code := runCLIAt(t, g, url, tok, 5*time.Minute, "submit", "--build-arg", "BASE="+g.busybox, "-t", ref, ctxDir)
-	if code != 0 {
-		t.Fatalf("submit to the gateway in the container exited %d\nstderr:\n%s", code, tailLines(stderr, 40))
-	}
-	t.Logf("build through the gateway in the container: %s, %s", time.Since(start).Round(time.Millisecond), lastLine(stdout))
-	built := g.pull(t, ref+"@"+lastLine(stdout))
-	fsys := files(t, built)
-	for p, want := range map[string]string{"inside.txt": "built inside the gateway image\n", "uid.txt": "0\n"} {
-		if got := fsys[p].content; got != want {
-			t.Errorf("%s in the image built inside = %q, want %q", p, got, want)
-		}
-	}
-	if cf, err := built.ConfigFile(); err != nil || cf.Config.User != "nobody" {
-		t.Errorf("user of the image built inside = %v (%v), want nobody", cf, err)
-	}
+	waitHealthy(t, c.url, 30*time.Second)
+	return c
 }
 
 func pushBase(t *testing.T, ref string, img v1.Image) string {
