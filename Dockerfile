@@ -26,7 +26,9 @@ ENV CGO_ENABLED=0 GOTOOLCHAIN=local GOFLAGS=-trimpath
 RUN if [ ! -d vendor ]; then go mod download; fi \
  && export GOCACHE=/tmp/gocache \
  && ldflags="-X github.com/buildgw/buildgw/version.Version=${VERSION} -X github.com/buildgw/buildgw/version.commit=${COMMIT}" \
- && go build -ldflags="-s -w ${ldflags}" -o /out/kaniko-executor ./cmd/kaniko-executor \
+ && kaniko=$(awk '$1 == "github.com/GoogleContainerTools/kaniko" {print $2}' go.mod) \
+ && go build -ldflags="-s -w ${ldflags} -X github.com/GoogleContainerTools/kaniko/pkg/version.version=${kaniko}" \
+      -o /out/kaniko-executor ./cmd/kaniko-executor \
  && go build -ldflags="${ldflags}" -o /out/ ./cmd/buildgw ./cmd/buildctl-lite \
  && rm -rf /tmp/gocache
 
