@@ -77,6 +77,10 @@ type gatewayOptions struct {
 	// policy replaces the default policy, which lets the static tokens
 	// push to DEST/team/** from the base registry and DEST.
 	policy func(g *gateway) string
+	// jobTimeout, maxContextBytes and maxContextFiles replace the
+	// defaults (5m, 64 MiB, 2000 files) when set.
+	jobTimeout                       time.Duration
+	maxContextBytes, maxContextFiles int64
 }
 
 // startGatewayWith starts the real buildgw with a config file, a policy
@@ -110,6 +114,15 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 		g.tokens[n] = tok
 		fmt.Fprintf(&tokens, "  - name: %s\n    sha256: %s\n", n, token.HashToken(tok))
 	}
+	if o.jobTimeout == 0 {
+		o.jobTimeout = 5 * time.Minute
+	}
+	if o.maxContextBytes == 0 {
+		o.maxContextBytes = 64 << 20
+	}
+	if o.maxContextFiles == 0 {
+		o.maxContextFiles = 2000
+	}
 	listen := testenv.FreeAddr(t)
 	// Known before the config is written, for audiences that name it.
 	g.url = "https://" + listen
@@ -123,11 +136,11 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 	cfg := fmt.Sprintf(`listen: %s
 %sstate_dir: %s
 concurrency: 2
-job_timeout: 5m
+job_timeout: %s
 shutdown_grace: 2s
 context:
-  max_bytes: 67108864
-  max_files: 2000
+  max_bytes: %d
+  max_files: %d
 tokens:
 %sregistries:
   %s:
@@ -142,7 +155,7 @@ tokens:
 runners:
   kaniko:
     executor: %s
-`, listen, tlsCfg, g.stateDir, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.dest.Puller, g.dest.PullerPasswordFile, g.base.Host, exe)
+`, listen, tlsCfg, g.stateDir, o.jobTimeout, o.maxContextBytes, o.maxContextFiles, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.dest.Puller, g.dest.PullerPasswordFile, g.base.Host, exe)
 	if o.config != nil {
 		cfg += o.config(g)
 	}

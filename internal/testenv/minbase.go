@@ -5,6 +5,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -16,11 +17,24 @@ import (
 // (default /var/cache/buildgw-test) since debootstrap takes a minute.
 func Minbase(t testing.TB) string {
 	t.Helper()
+	return MinbaseWith(t)
+}
+
+// MinbaseWith returns a Debian bookworm minbase root filesystem that also
+// has the given packages installed (debootstrap --include), cached like
+// Minbase under a name made of the packages.
+func MinbaseWith(t testing.TB, pkgs ...string) string {
+	t.Helper()
 	cache := os.Getenv("BUILDGW_TEST_CACHE")
 	if cache == "" {
 		cache = "/var/cache/buildgw-test"
 	}
-	dir := filepath.Join(cache, "minbase-bookworm")
+	name := "minbase-bookworm"
+	if len(pkgs) > 0 {
+		pkgs = slices.Sorted(slices.Values(pkgs))
+		name += "+" + strings.Join(pkgs, "+")
+	}
+	dir := filepath.Join(cache, name)
 	if _, err := os.Stat(filepath.Join(dir, "etc", "gshadow")); err == nil {
 		return dir
 	}
@@ -38,7 +52,11 @@ func Minbase(t testing.TB) string {
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("debootstrap", "--variant=minbase", "bookworm", tmp, mirror)
+	args := []string{"--variant=minbase"}
+	if len(pkgs) > 0 {
+		args = append(args, "--include="+strings.Join(pkgs, ","))
+	}
+	cmd := exec.Command("debootstrap", append(args, "bookworm", tmp, mirror)...)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("debootstrap: %v\n%s", err, out)
 	}

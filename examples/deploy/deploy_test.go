@@ -1,0 +1,415 @@
+// Package deploy_test checks the deployment examples offline: the
+// Kubernetes manifests against the API types (unknown or misspelt fields
+// are errors) and against what the image needs, the seccomp profile
+// against Docker's default, the systemd unit with systemd-analyze, and the
+// compose file and README against the documented docker run options.
+package deploy_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/docker/docker/profiles/seccomp"
+	specs "github.com/opencontainers/runtime-spec/specs-go"
+	"gopkg.in/yaml.v3"
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	sigsyaml "sigs.k8s.io/yaml"
+
+	"github.com/buildgw/buildgw/builder/policy"
+	"github.com/buildgw/buildgw/gateway"
+)
+
+// sandboxSyscalls are what seccomp.json allows beyond Docker's default.
+var sandboxSyscalls = []string{"mount", "umount2", "pivot_root", "unshare"}
+
+// documentedOptions are the docker run options README.md documents.
+var documentedOptions = []string{
+	"--cap-drop=ALL", "--cap-add=SETUID", "--cap-add=SETGID",
+	"--security-opt seccomp=examples/deploy/seccomp.json",
+	"--security-opt systempaths=unconfined",
+	"--network=host",
+}
+
+type manifests struct {
+	configMaps map[string]*corev1.ConfigMap
+	secrets    map[string]*corev1.Secret
+	deployment *appsv1.Deployment
+	service    *corev1.Service
+}
+
+// loadManifests decodes every document of the file strictly into its API
+// type.
+func loadManifests(t *testing.T, file string) manifests {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := manifests{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	for i := 1; ; i++ {
+		var doc map[string]any
+		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
+			break
+		} else if err != nil {
+			t.Fatalf("%s document %d: %v", file, i, err)
+		}
+		raw, err := json.Marshal(doc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apiVersion, _ := doc["apiVersion"].(string)
+		k, _ := doc["kind"].(string)
+		kind := apiVersion + "/" + k
+		var obj any
+		switch kind {
+		case "v1/ConfigMap":
+			obj = &corev1.ConfigMap{}
+		case "v1/Secret":
+			obj = &corev1.Secret{}
+		case "apps/v1/Deployment":
+			obj = &appsv1.Deployment{}
+		case "v1/Service":
+			obj = &corev1.Service{}
+		default:
+			t.Fatalf("%s document %d: unexpected kind %s", file, i, kind)
+		}
+		if err := sigsyaml.UnmarshalStrict(raw, obj); err != nil {
+			t.Fatalf("%s document %d (%s): %v", file, i, kind, err)
+		}
+		switch o := obj.(type) {
+		case *corev1.ConfigMap:
+			m.configMaps[o.Name] = o
+		case *corev1.Secret:
+			m.secrets[o.Name] = o
+		case *appsv1.Deployment:
+			m.deployment = o
+		case *corev1.Service:
+			m.service = o
+		}
+	}
+	if m.deployment == nil || m.service == nil || len(m.configMaps) == 0 || len(m.secrets) == 0 {
+		t.Fatalf("%s: want a Deployment, a Service, a ConfigMap and Secrets", file)
+	}
+	return m
+}
+
+func TestKubernetesManifests(t *testing.T) {
+	m := loadManifests(t, "kubernetes/buildgw.yaml")
+	d := m.deployment
+	pod := d.Spec.Template.Spec
+	labels := d.Spec.Template.Labels
+	for k, v := range d.Spec.Selector.MatchLabels {
+		if labels[k] != v {
+			t.Errorf("deployment selector %s=%s does not match the pod labels %v", k, v, labels)
+		}
+	}
+	for k, v := range m.service.Spec.Selector {
+		if labels[k] != v {
+			t.Errorf("service selector %s=%s does not match the pod labels %v", k, v, labels)
+		}
+	}
+	if len(pod.Containers) != 1 {
+		t.Fatalf("containers = %d, want 1", len(pod.Containers))
+	}
+	c := pod.Containers[0]
+	ports := map[string]int32{}
+	for _, p := range c.Ports {
+		ports[p.Name] = p.ContainerPort
+	}
+	for _, p := range m.service.Spec.Ports {
+		if _, ok := ports[p.TargetPort.String()]; !ok {
+			t.Errorf("service port %s targets %s, which the container does not expose (%v)", p.Name, p.TargetPort.String(), ports)
+		}
+	}
+
+	// What rootless builds need, as README.md explains.
+	psc, sc := pod.SecurityContext, c.SecurityContext
+	if psc == nil || sc == nil {
+		t.Fatal("pod and container need a securityContext")
+	}
+	if pod.HostUsers == nil || *pod.HostUsers {
+		t.Errorf("hostUsers = %v, want false (procMount Unmasked needs a pod user namespace)", pod.HostUsers)
+	}
+	if psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 10001 {
+		t.Errorf("pod runAsNonRoot/runAsUser = %v/%v, want true/10001 (the image's buildgw user)", psc.RunAsNonRoot, psc.RunAsUser)
+	}
+	if sp := psc.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeLocalhost || sp.LocalhostProfile == nil || path.Base(*sp.LocalhostProfile) != "seccomp.json" {
+		t.Errorf("seccompProfile = %+v, want Localhost .../seccomp.json", sp)
+	}
+	if ap := psc.AppArmorProfile; ap == nil || ap.Type != corev1.AppArmorProfileTypeUnconfined {
+		t.Errorf("appArmorProfile = %+v, want Unconfined", ap)
+	}
+	if sc.AllowPrivilegeEscalation == nil || !*sc.AllowPrivilegeEscalation {
+		t.Errorf("allowPrivilegeEscalation = %v, want true (no_new_privs disables newuidmap's file capabilities)", sc.AllowPrivilegeEscalation)
+	}
+	if sc.ProcMount == nil || *sc.ProcMount != corev1.UnmaskedProcMount {
+		t.Errorf("procMount = %v, want Unmasked", sc.ProcMount)
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("container is privileged")
+	}
+	if caps := sc.Capabilities; caps == nil || !slices.Equal(caps.Drop, []corev1.Capability{"ALL"}) || !slices.Equal(caps.Add, []corev1.Capability{"SETUID", "SETGID"}) {
+		t.Errorf("capabilities = %+v, want drop [ALL], add [SETUID SETGID]", caps)
+	}
+
+	// Every mounted volume exists and points at objects in the file; the
+	// configuration's paths are where the volumes are mounted.
+	mounts := map[string]string{} // volume name -> mount path
+	for _, vm := range c.VolumeMounts {
+		mounts[vm.Name] = vm.MountPath
+	}
+	files := map[string][]byte{} // path in the container -> content
+	for _, v := range pod.Volumes {
+		dir, ok := mounts[v.Name]
+		if !ok {
+			t.Errorf("volume %s is not mounted", v.Name)
+			continue
+		}
+		delete(mounts, v.Name)
+		switch {
+		case v.ConfigMap != nil:
+			cm := m.configMaps[v.ConfigMap.Name]
+			if cm == nil {
+				t.Errorf("volume %s: no ConfigMap %s", v.Name, v.ConfigMap.Name)
+				continue
+			}
+			for _, it := range v.ConfigMap.Items {
+				data, ok := cm.Data[it.Key]
+				if !ok {
+					t.Errorf("volume %s: ConfigMap %s has no key %s", v.Name, cm.Name, it.Key)
+				}
+				files[path.Join(dir, it.Path)] = []byte(data)
+			}
+		case v.Secret != nil:
+			s := m.secrets[v.Secret.SecretName]
+			if s == nil {
+				t.Errorf("volume %s: no Secret %s", v.Name, v.Secret.SecretName)
+				continue
+			}
+			for k, val := range s.Data {
+				files[path.Join(dir, k)] = val
+			}
+			for k, val := range s.StringData {
+				files[path.Join(dir, k)] = []byte(val)
+			}
+		}
+	}
+	for name := range mounts {
+		t.Errorf("volume mount %s has no volume", name)
+	}
+	cfgPath := c.Args[len(c.Args)-1]
+	raw, ok := files[cfgPath]
+	if !ok {
+		t.Fatalf("config %s (from the container's args) is not in any volume", cfgPath)
+	}
+	cfg := gateway.DefaultConfig()
+	dec := yaml.NewDecoder(bytes.NewReader(raw))
+	dec.KnownFields(true)
+	if err := dec.Decode(&cfg); err != nil {
+		t.Fatalf("decoding %s = %v, want nil", cfgPath, err)
+	}
+	pol, ok := files[cfg.PolicyFile]
+	if !ok {
+		t.Errorf("policy_file %s is not in any volume", cfg.PolicyFile)
+	} else if _, err := policy.Parse(pol); err != nil {
+		t.Errorf("policy %s: %v", cfg.PolicyFile, err)
+	}
+	want := []string{cfg.TLS.CertFile, cfg.TLS.KeyFile}
+	for _, r := range cfg.Registries {
+		want = append(want, r.PasswordFile)
+	}
+	for _, p := range want {
+		if _, ok := files[p]; !ok {
+			t.Errorf("%s, named in the configuration, is not in any volume", p)
+		}
+	}
+	if cfg.StateDir != mounts["state"] && !slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.MountPath == cfg.StateDir }) {
+		t.Errorf("state_dir %s is not a mounted volume", cfg.StateDir)
+	}
+}
+
+// TestSeccompProfile checks that seccomp.json is Docker's default profile
+// (of the Docker version this module pins) plus one rule that allows what
+// a build sandbox calls, and that Docker accepts it for a container with
+// the documented capabilities.
+func TestSeccompProfile(t *testing.T) {
+	b, err := os.ReadFile("seccomp.json")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got seccomp.Seccomp
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatalf("seccomp.json: %v", err)
+	}
+	want := seccomp.DefaultProfile()
+	if n := len(got.Syscalls); n != len(want.Syscalls)+1 {
+		t.Fatalf("seccomp.json has %d rules, want Docker's %d plus one", n, len(want.Syscalls))
+	}
+	extra := got.Syscalls[len(got.Syscalls)-1]
+	got.Syscalls = got.Syscalls[:len(got.Syscalls)-1]
+	// Compare as JSON, as Docker reads it.
+	gj, _ := json.Marshal(got)
+	wj, _ := json.Marshal(want)
+	if !bytes.Equal(gj, wj) {
+		t.Errorf("seccomp.json without its last rule differs from Docker's default profile: regenerate it from profiles/seccomp/default.json")
+	}
+	if extra.Action != "SCMP_ACT_ALLOW" || !slices.Equal(extra.Names, sandboxSyscalls) || len(extra.Args) != 0 || extra.Includes != nil || extra.Excludes != nil {
+		t.Errorf("extra rule = %+v, want an unconditional allow of %v", extra, sandboxSyscalls)
+	}
+
+	// Docker loads it; the calls are allowed without CAP_SYS_ADMIN.
+	spec := specWithCaps("CAP_SETUID", "CAP_SETGID")
+	ls, err := seccomp.LoadProfile(string(b), spec)
+	if err != nil {
+		t.Fatalf("LoadProfile(seccomp.json) = %v", err)
+	}
+	allowed := map[string]bool{}
+	for _, s := range ls.Syscalls {
+		if s.Action == "SCMP_ACT_ALLOW" && len(s.Args) == 0 {
+			for _, n := range s.Names {
+				allowed[n] = true
+			}
+		}
+	}
+	for _, n := range sandboxSyscalls {
+		if !allowed[n] {
+			t.Errorf("%s is not allowed for a container with only SETUID and SETGID", n)
+		}
+	}
+	// Docker's default alone does not allow them: the profile is needed.
+	def, err := seccomp.GetDefaultProfile(spec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range def.Syscalls {
+		for _, n := range s.Names {
+			if s.Action == "SCMP_ACT_ALLOW" && len(s.Args) == 0 && slices.Contains(sandboxSyscalls, n) {
+				t.Errorf("Docker's default profile already allows %s; seccomp.json may be unnecessary", n)
+			}
+		}
+	}
+}
+
+// TestSystemdUnit runs systemd-analyze verify on the unit and checks the
+// settings README.md explains.
+func TestSystemdUnit(t *testing.T) {
+	b, err := os.ReadFile("buildgw.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	unit := string(b)
+	settings := map[string]string{}
+	for _, line := range strings.Split(unit, "\n") {
+		if k, v, ok := strings.Cut(line, "="); ok && !strings.HasPrefix(line, "#") {
+			settings[k] = v
+		}
+	}
+	for k, want := range map[string]string{
+		"User":               "buildgw",
+		"NoNewPrivileges":    "no",
+		"ProtectSystem":      "strict",
+		"ProtectHome":        "yes",
+		"PrivateTmp":         "yes",
+		"StateDirectory":     "buildgw",
+		"StateDirectoryMode": "0711",
+	} {
+		if got := settings[k]; got != want {
+			t.Errorf("%s=%q, want %q", k, got, want)
+		}
+	}
+	// Each of these makes systemd set no_new_privs for a non-root service,
+	// and then newuidmap cannot work.
+	for _, k := range []string{"SystemCallFilter", "SystemCallArchitectures", "RestrictAddressFamilies", "RestrictNamespaces",
+		"PrivateDevices", "ProtectKernelTunables", "ProtectKernelModules", "ProtectKernelLogs", "ProtectClock",
+		"MemoryDenyWriteExecute", "RestrictRealtime", "RestrictSUIDSGID", "LockPersonality", "DynamicUser"} {
+		if _, ok := settings[k]; ok {
+			t.Errorf("%s is set; it implies NoNewPrivileges=yes for a non-root service", k)
+		}
+	}
+
+	analyze, err := exec.LookPath("systemd-analyze")
+	if err != nil {
+		t.Fatal("systemd-analyze not found: run scripts/setup --test (it installs systemd)")
+	}
+	// verify wants ExecStart's binary to exist.
+	bin, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	p := filepath.Join(dir, "buildgw.service")
+	if err := os.WriteFile(p, []byte(strings.ReplaceAll(unit, "/usr/local/bin/buildgw", bin)), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command(analyze, "verify", p).CombinedOutput()
+	if err != nil || len(bytes.TrimSpace(out)) > 0 {
+		t.Errorf("systemd-analyze verify buildgw.service: %v\n%s", err, out)
+	}
+}
+
+// TestDocumentedOptions checks that README.md and compose.yaml give the
+// same docker run options (the end-to-end test runs the image with them).
+func TestDocumentedOptions(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range documentedOptions {
+		if !bytes.Contains(readme, []byte(o)) {
+			t.Errorf("README.md does not document %q", o)
+		}
+	}
+	b, err := os.ReadFile("compose.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var compose struct {
+		Services map[string]struct {
+			NetworkMode string   `yaml:"network_mode"`
+			CapDrop     []string `yaml:"cap_drop"`
+			CapAdd      []string `yaml:"cap_add"`
+			SecurityOpt []string `yaml:"security_opt"`
+			Privileged  bool     `yaml:"privileged"`
+		} `yaml:"services"`
+	}
+	if err := yaml.Unmarshal(b, &compose); err != nil {
+		t.Fatalf("compose.yaml: %v", err)
+	}
+	s, ok := compose.Services["buildgw"]
+	if !ok {
+		t.Fatal("compose.yaml has no buildgw service")
+	}
+	var opts []string
+	for _, c := range s.CapDrop {
+		opts = append(opts, "--cap-drop="+c)
+	}
+	for _, c := range s.CapAdd {
+		opts = append(opts, "--cap-add="+c)
+	}
+	for _, o := range s.SecurityOpt {
+		opts = append(opts, "--security-opt "+strings.Replace(o, "./seccomp.json", "examples/deploy/seccomp.json", 1))
+	}
+	opts = append(opts, "--network="+s.NetworkMode)
+	if !slices.Equal(opts, documentedOptions) || s.Privileged {
+		t.Errorf("compose.yaml options = %q (privileged %v), want %q", opts, s.Privileged, documentedOptions)
+	}
+}
+
+// specWithCaps is the runtime spec of a container with these capabilities,
+// as Docker passes it to its seccomp profile loader.
+func specWithCaps(caps ...string) *specs.Spec {
+	return &specs.Spec{Process: &specs.Process{Capabilities: &specs.LinuxCapabilities{
+		Bounding: caps, Effective: caps, Permitted: caps,
+	}}}
+}
