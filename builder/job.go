@@ -27,6 +27,7 @@ type Job struct {
 	workspace string
 
 	mu       sync.Mutex
+	bases    []BaseImage
 	status   api.Status
 	digest   string
 	err      string
@@ -101,4 +102,18 @@ func (j *Job) finish(s api.Status, digest, errMsg string, now time.Time) bool {
 	j.mu.Unlock()
 	close(j.done)
 	return true
+}
+
+// BaseImages returns the images the build pulled, as the gateway resolved
+// them before it ran; nil until then.
+func (j *Job) BaseImages() []BaseImage {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.bases
+}
+
+func (j *Job) setBaseImages(b []BaseImage) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.bases = b
 }

@@ -45,6 +45,9 @@ func (a auditObserver) Finished(j *builder.Job) {
 		Destinations: j.Spec.Destinations, BuildArgNames: audit.BuildArgNames(j.Spec.BuildArgs),
 		Runner: j.Spec.Runner, Status: string(b.Status), Digest: b.Digest, Error: b.Error,
 	}
+	for _, bi := range j.BaseImages() {
+		rec.BaseImages = append(rec.BaseImages, bi.Name+"@"+bi.Digest)
+	}
 	if b.FinishedAt != nil {
 		rec.TotalSeconds = b.FinishedAt.Sub(b.CreatedAt).Seconds()
 		if b.StartedAt != nil {

@@ -15,6 +15,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/runners/dind"
 )
@@ -50,8 +51,18 @@ type Config struct {
 	Registries map[string]Registry `yaml:"registries"`
 	// DockerConfig is a Docker config.json whose "auths" give push
 	// credentials for registries not listed in Registries.
-	DockerConfig string  `yaml:"docker_config"`
-	Runners      Runners `yaml:"runners"`
+	DockerConfig string `yaml:"docker_config"`
+	// BaseImages is the shared store of base images that the gateway
+	// fetches for builds, under state_dir/base-images.
+	BaseImages BaseImageStore `yaml:"base_images"`
+	Runners    Runners        `yaml:"runners"`
+}
+
+// BaseImageStore bounds the shared base image store.
+type BaseImageStore struct {
+	// MaxBytes bounds the store; least recently used blobs go first.
+	// Default 10 GiB.
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // TLS is the listener's certificate.
@@ -135,9 +146,11 @@ type Registry struct {
 	CAFile string `yaml:"ca_file"`
 	// Insecure allows plain HTTP for pushes, and for FROM in builds.
 	Insecure bool `yaml:"insecure"`
-	// SandboxPull, if set, is a read-only account given to build sandboxes
-	// so FROM can pull private base images from this registry. RUN steps
-	// can read it: never put push credentials here.
+	// SandboxPull, if set, is a read-only account with which the gateway
+	// fetches base images from this registry, instead of the account
+	// above. Sandboxes of the kaniko runner never see it; the dind runner
+	// gives it to its daemon, where RUN steps could read it: never put push
+	// credentials here.
 	SandboxPull *PullAccount `yaml:"sandbox_pull"`
 }
 
@@ -228,6 +241,7 @@ func DefaultConfig() Config {
 		StateDir:   "/var/lib/buildgw",
 		JobTimeout: Duration(time.Hour),
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
+		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
 		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox"}},
 	}
 }
@@ -275,6 +289,9 @@ func (c *Config) Validate() error {
 	}
 	if c.JobTimeout <= 0 {
 		errs = append(errs, errors.New("job_timeout: must be positive"))
+	}
+	if c.BaseImages.MaxBytes <= 0 {
+		errs = append(errs, errors.New("base_images: max_bytes must be positive"))
 	}
 	if c.Context.MaxBytes <= 0 || c.Context.MaxFiles <= 0 {
 		errs = append(errs, errors.New("context: max_bytes and max_files must be positive"))

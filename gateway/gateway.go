@@ -23,6 +23,7 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/builder/audit"
+	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/kaniko"
@@ -53,7 +54,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, regOpts, err := cfg.registryAccess()
+	p, regOpts, fetchOpts, err := cfg.registryAccess()
 	if err != nil {
 		return nil, err
 	}
@@ -112,6 +113,14 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 			return nil, err
 		}
 	}
+	// Base images are fetched by the gateway, once, into a store shared by
+	// all builds.
+	bases, err := basestore.New(filepath.Join(cfg.StateDir, "base-images"),
+		basestore.WithMaxBytes(cfg.BaseImages.MaxBytes), basestore.WithRemoteOptions(fetchOpts))
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, builder.WithBaseImages(bases))
 	mgr, err := builder.New(cfg.StateDir, p, opts...)
 	if err != nil {
 		return nil, err

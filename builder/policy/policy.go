@@ -150,7 +150,7 @@ func (p *Policy) Decide(r Request) Decision {
 	}
 
 	if r.Dockerfile != nil {
-		imgs, err := baseImages(r.Dockerfile, r.BuildArgs)
+		imgs, _, err := baseImages(r.Dockerfile, r.BuildArgs)
 		if err != nil {
 			// The Dockerfile's own problems are not the rule's doing,
 			// but the rule is still the one that decided.

@@ -2,7 +2,7 @@
 // in this module's go.mod so that go.sum fixes exactly what runs in the
 // build sandbox. Before kaniko starts it sets up the job's root (see
 // runners/kaniko/sandbox); the rootless kaniko runner starts it inside fresh
-// user, mount and pid namespaces.
+// user, mount, pid and network namespaces.
 package main
 
 import (
@@ -10,6 +10,9 @@ import (
 	"os"
 
 	"github.com/GoogleContainerTools/kaniko/cmd/executor/cmd"
+	"github.com/GoogleContainerTools/kaniko/pkg/config"
+	"github.com/GoogleContainerTools/kaniko/pkg/image"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
@@ -22,6 +25,14 @@ func main() {
 	}
 	if !run {
 		return
+	}
+	if sandbox.Sealed() {
+		// Base images come from what the gateway fetched, never from a
+		// registry: the sandbox has neither the network nor the
+		// credentials for one.
+		image.RetrieveRemoteImage = func(ref string, _ config.RegistryOptions, _ string) (v1.Image, error) {
+			return sandbox.RetrieveImage(ref)
+		}
 	}
 	if err := cmd.RootCmd.Execute(); err != nil {
 		os.Exit(1)

@@ -2,14 +2,14 @@
 // gets its own user, mount and pid namespaces (entered with unshare and the
 // full subordinate uid/gid range), and a private root holding only the
 // executor, CA certificates, the read-only context and the output
-// directory. kaniko writes an OCI layout; it never pushes, so no registry
-// credential exists inside the sandbox.
+// directory. The gateway fetches base images (builder.BasePreparer) and the
+// executor reads them from a read-only layout instead of a registry; kaniko
+// writes an OCI layout and never pushes, so no registry credential of any
+// kind exists inside the sandbox.
 package kaniko
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -122,6 +122,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		sandbox.EnvContext + "=" + req.ContextDir,
 		sandbox.EnvOutput + "=" + req.OutputDir,
 	}
+	if req.BaseImages != nil {
+		cmd.Env = append(cmd.Env, sandbox.EnvBase+"="+req.BaseImages.Layout)
+	}
 	lw := builder.NewLineWriter(log)
 	cmd.Stdout, cmd.Stderr = lw, lw
 	// A session of its own: no controlling terminal reaches the build
@@ -150,7 +153,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 // prepareRoot lays out the job root: the executor, CA certificates and
 // the empty mount points the sandbox init binds into.
 func (r *Runner) prepareRoot(root string, req *builder.Request) error {
-	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
+	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/base", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
 	for _, d := range dirs {
 		p := filepath.Join(root, d)
 		if err := os.Mkdir(p, 0o755); err != nil {
@@ -172,31 +175,9 @@ func (r *Runner) prepareRoot(root string, req *builder.Request) error {
 	if err := installCAs(r.o.caCerts, req.ExtraCAs, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt")); err != nil {
 		return fmt.Errorf("installing CA certificates: %w", err)
 	}
-	if len(req.PullCredentials) > 0 {
-		// Only the read-only pull credentials the configuration gives to
-		// sandboxes; kaniko reads them from DOCKER_CONFIG.
-		p := filepath.Join(root, "kaniko", ".docker", "config.json")
-		if err := os.WriteFile(p, dockerConfig(req.PullCredentials), 0o600); err != nil {
-			return fmt.Errorf("installing pull credentials: %w", err)
-		}
-		if err := r.chown(p); err != nil {
-			return err
-		}
-	}
+	// No registry credential of any kind: the executor takes base images
+	// only from req.BaseImages, fetched by the gateway.
 	return nil
-}
-
-// dockerConfig renders credentials as a Docker config.json.
-func dockerConfig(creds map[string]builder.Credential) []byte {
-	type entry struct {
-		Auth string `json:"auth"`
-	}
-	auths := map[string]entry{}
-	for host, c := range creds {
-		auths[host] = entry{Auth: base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))}
-	}
-	b, _ := json.Marshal(map[string]any{"auths": auths})
-	return b
 }
 
 func installCAs(system string, extra []byte, dst string) error {

@@ -19,6 +19,7 @@ const (
 	EnvRoot    = "BUILDGW_SANDBOX_ROOT"    // the job root to pivot into
 	EnvContext = "BUILDGW_SANDBOX_CONTEXT" // mounted read-only at /workspace
 	EnvOutput  = "BUILDGW_SANDBOX_OUTPUT"  // mounted at /kaniko/out
+	EnvBase    = "BUILDGW_SANDBOX_BASE"    // mounted read-only at BaseImages
 	EnvRemove  = "BUILDGW_SANDBOX_REMOVE"  // remove this tree and exit
 )
 
@@ -42,17 +43,17 @@ func Enter() (bool, error) {
 	if root == "" {
 		return true, nil
 	}
-	ctxDir, out := os.Getenv(EnvContext), os.Getenv(EnvOutput)
-	for _, k := range []string{EnvRoot, EnvContext, EnvOutput} {
+	ctxDir, out, base := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase)
+	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase} {
 		os.Unsetenv(k)
 	}
-	if err := pivot(root, ctxDir, out); err != nil {
+	if err := pivot(root, ctxDir, out, base); err != nil {
 		return false, fmt.Errorf("preparing sandbox: %w", err)
 	}
 	// Start over inside the new root. Package initialisers have already run
 	// against the host's filesystem (kaniko loads its CA pool in one), and
 	// nothing the build trusts may come from there.
-	if err := unix.Exec(executorPath, os.Args, os.Environ()); err != nil {
+	if err := unix.Exec(executorPath, os.Args, append(os.Environ(), envSealed+"=1")); err != nil {
 		return false, fmt.Errorf("re-executing inside the sandbox: %w", err)
 	}
 	return false, nil // not reached
@@ -61,7 +62,7 @@ func Enter() (bool, error) {
 // executorPath is where the runner installs the executor in the job root.
 const executorPath = "/kaniko/executor"
 
-func pivot(root, ctxDir, out string) error {
+func pivot(root, ctxDir, out, base string) error {
 	// Nothing mounted here may propagate back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
@@ -73,13 +74,17 @@ func pivot(root, ctxDir, out string) error {
 	if err := mountDev(filepath.Join(root, "dev")); err != nil {
 		return err
 	}
-	binds := []struct {
+	type bind struct {
 		src, dst string
 		flags    uintptr
 		ro       bool
-	}{
+	}
+	binds := []bind{
 		{ctxDir, Workspace[1:], unix.MS_BIND, true},
 		{out, Output[1:], unix.MS_BIND, false},
+	}
+	if base != "" {
+		binds = append(binds, bind{base, BaseImages[1:], unix.MS_BIND, true})
 	}
 	for _, b := range binds {
 		dst := filepath.Join(root, b.dst)
