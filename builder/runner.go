@@ -66,6 +66,10 @@ type Request struct {
 	// ExtraCAs is PEM roots the sandbox trusts besides the system's, for
 	// registries with a private CA.
 	ExtraCAs []byte
+	// Network is the network RUN steps get: "none" (loopback only) or
+	// "egress" (outbound, but not to the gateway's host or link-local
+	// addresses). Empty: the runner's default.
+	Network string
 	// BaseImages are the images the build pulls, fetched by the gateway
 	// before the build (see BasePreparer); nil if none were. A runner that
 	// uses them needs neither network nor credentials to pull.

@@ -105,8 +105,17 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	// workspace, after the build is reported: unlinking an unpacked base
 	// image takes about a second.
 
+	network := req.Network
+	if network == "" {
+		network = r.o.network
+	}
+	if err := checkNetwork(network); err != nil {
+		return nil, err
+	}
+	// A network namespace of its own: loopback only, unless egress is
+	// added below.
 	args := append([]string{
-		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--fork", "--kill-child",
+		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--net", "--fork", "--kill-child",
 		"--", filepath.Join(root, "kaniko", "executor"),
 	}, r.kanikoArgs(req)...)
 	cmd := exec.CommandContext(ctx, r.o.unshare, args...)
@@ -135,7 +144,26 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 
-	err := cmd.Run()
+	var eg *egress
+	if network == sandbox.NetworkEgress {
+		var err error
+		if eg, err = newEgress(cmd); err != nil {
+			return nil, fmt.Errorf("preparing the sandbox's network: %w", err)
+		}
+		defer eg.stop()
+	}
+	err := cmd.Start()
+	if err == nil && eg != nil {
+		if err = eg.start(ctx, r, cmd.Process.Pid); err != nil {
+			cmd.Cancel()
+			cmd.Wait()
+			lw.Flush()
+			return nil, err
+		}
+	}
+	if err == nil {
+		err = cmd.Wait()
+	}
 	lw.Flush()
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)

@@ -32,7 +32,8 @@ const (
 
 // Enter prepares the sandbox if the environment asks for one. It reports
 // whether the caller should go on to run kaniko (false for a removal).
-// It must run in fresh user, mount and pid namespaces, as their root.
+// It must run in fresh user, mount, pid and network namespaces, as their
+// root.
 func Enter() (bool, error) {
 	if dir := os.Getenv(EnvRemove); dir != "" {
 		// Used by a gateway that is not root: files created under
@@ -43,12 +44,15 @@ func Enter() (bool, error) {
 	if root == "" {
 		return true, nil
 	}
-	ctxDir, out, base := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase)
-	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase} {
+	ctxDir, out, base, network := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), os.Getenv(EnvNetwork)
+	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork} {
 		os.Unsetenv(k)
 	}
 	if err := pivot(root, ctxDir, out, base); err != nil {
 		return false, fmt.Errorf("preparing sandbox: %w", err)
+	}
+	if err := setupNetwork(network); err != nil {
+		return false, fmt.Errorf("preparing sandbox network: %w", err)
 	}
 	// Start over inside the new root. Package initialisers have already run
 	// against the host's filesystem (kaniko loads its CA pool in one), and
