@@ -35,8 +35,8 @@ var defaultFlags = []string{"--compressed-caching=false"}
 
 func makeOptions(opts ...Option) (options, error) {
 	o := options{
-		unshare: "unshare",
-		user:    DefaultUser,
+		unshare:  "unshare",
+		user:     DefaultUser,
 		caCerts:  "/etc/ssl/certs/ca-certificates.crt",
 		flags:    append([]string(nil), defaultFlags...),
 		network:  sandbox.NetworkNone,
