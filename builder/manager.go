@@ -508,6 +508,7 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 		InsecureRegistries: m.o.insecure,
 		PullCredentials:    m.o.pullCreds,
 		ExtraCAs:           m.o.extraCAs,
+		Network:            j.Grant.Network,
 	}
 	if m.o.bases != nil {
 		b, err := m.o.bases.Prepare(ctx, req, j.Log)

@@ -22,7 +22,7 @@ func (p policyAuthorizer) Authorize(id auth.Identity, spec *builder.ValidSpec, d
 		BuildArgs:    spec.BuildArgs,
 		Target:       spec.Target,
 	})
-	g := builder.Grant{MaxContextBytes: d.Limits.MaxContextBytes, Timeout: d.Limits.Timeout, MaxConcurrent: d.Limits.MaxConcurrent}
+	g := builder.Grant{MaxContextBytes: d.Limits.MaxContextBytes, Timeout: d.Limits.Timeout, MaxConcurrent: d.Limits.MaxConcurrent, Network: d.Network}
 	if !d.Allowed {
 		return d.Rule, g, &builder.DeniedError{Rule: d.Rule, Reason: d.Reason}
 	}

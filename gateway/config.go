@@ -219,6 +219,11 @@ type KanikoRunner struct {
 	User string `yaml:"user"`
 	// Flags are extra kaniko flags. Default none.
 	Flags []string `yaml:"flags"`
+	// Network is what RUN steps reach when the policy rule does not say
+	// (allow.network): none (loopback only) or egress (outbound through
+	// slirp4netns, never the gateway's host or 169.254.0.0/16). Default
+	// none.
+	Network string `yaml:"network"`
 }
 
 // Duration is a time.Duration written as "90s" or "1h".
@@ -242,7 +247,7 @@ func DefaultConfig() Config {
 		JobTimeout: Duration(time.Hour),
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
 		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
-		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox"}},
+		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox", Network: "none"}},
 	}
 }
 
@@ -289,6 +294,9 @@ func (c *Config) Validate() error {
 	}
 	if c.JobTimeout <= 0 {
 		errs = append(errs, errors.New("job_timeout: must be positive"))
+	}
+	if n := c.Runners.Kaniko.Network; n != "none" && n != "egress" {
+		errs = append(errs, fmt.Errorf("runners.kaniko.network: %q is neither none nor egress", n))
 	}
 	if c.BaseImages.MaxBytes <= 0 {
 		errs = append(errs, errors.New("base_images: max_bytes must be positive"))

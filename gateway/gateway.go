@@ -63,7 +63,8 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if exe == "" {
 		exe = findExecutor()
 	}
-	kr, err := kaniko.New(kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...))
+	kr, err := kaniko.New(kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...),
+		kaniko.WithNetwork(cfg.Runners.Kaniko.Network))
 	if err != nil {
 		return nil, err
 	}

@@ -92,6 +92,13 @@ func (r *Runner) Available(ctx context.Context) error {
 			return fmt.Errorf("%s (package uidmap) not found: %w", b, err)
 		}
 	}
+	if r.o.network == sandbox.NetworkEgress {
+		for _, b := range []string{r.o.slirp, r.o.nsenter, r.o.iptables + "-restore"} {
+			if _, err := exec.LookPath(b); err != nil {
+				return fmt.Errorf("%s, needed for network egress, not found (packages slirp4netns, util-linux, iptables): %w", b, err)
+			}
+		}
+	}
 	return nil
 }
 
