@@ -138,9 +138,13 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		sandbox.EnvContext + "=" + req.ContextDir,
 		sandbox.EnvOutput + "=" + req.OutputDir,
 	}
+	// Images come only from what the gateway fetched; without any, an
+	// empty directory, so that a FROM fails saying so.
+	base := filepath.Join(root, "kaniko", "base")
 	if req.BaseImages != nil {
-		cmd.Env = append(cmd.Env, sandbox.EnvBase+"="+req.BaseImages.Layout)
+		base = req.BaseImages.Layout
 	}
+	cmd.Env = append(cmd.Env, sandbox.EnvBase+"="+base)
 	lw := builder.NewLineWriter(log)
 	cmd.Stdout, cmd.Stderr = lw, lw
 	// A session of its own: no controlling terminal reaches the build
@@ -151,6 +155,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 
+	cmd.Env = append(cmd.Env, sandbox.EnvNetwork+"="+network)
 	var eg *egress
 	if network == sandbox.NetworkEgress {
 		var err error

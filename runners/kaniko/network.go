@@ -11,8 +11,6 @@ import (
 	"strings"
 	"syscall"
 	"time"
-
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
 // slirpGateway is the host as slirp4netns shows it to the sandbox; with
@@ -45,7 +43,6 @@ func newEgress(cmd *exec.Cmd) (*egress, error) {
 	e := &egress{inNS: inR, ready: readyW, child: []*os.File{inW, readyR}}
 	// fds 3 and 4 of the executor, as sandbox expects them.
 	cmd.ExtraFiles = e.child
-	cmd.Env = append(cmd.Env, sandbox.EnvNetwork+"="+sandbox.NetworkEgress)
 	return e, nil
 }
 

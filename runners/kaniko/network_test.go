@@ -244,7 +244,8 @@ RUN /netprobe $TARGETS > /net.txt; cat /net.txt
 	wg.Wait()
 }
 
-// netRequest lays out a workspace for one build, as builder.Manager does.
+// netRequest lays out a workspace for one build, as builder.Manager does,
+// with the probe binary (if any) in the context as netprobe.
 func netRequest(t *testing.T, r *Runner, dockerfile, probe string, args map[string]string, insecure string) *builder.Request {
 	t.Helper()
 	parent, err := os.MkdirTemp("", "buildgw-nettest-")
@@ -264,15 +265,19 @@ func netRequest(t *testing.T, r *Runner, dockerfile, probe string, args map[stri
 	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	pb, err := os.ReadFile(probe)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(ctxDir, "netprobe"), pb, 0o755); err != nil {
-		t.Fatal(err)
+	owned := []string{ws, ctxDir, out, filepath.Join(ctxDir, "Dockerfile")}
+	if probe != "" {
+		pb, err := os.ReadFile(probe)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(ctxDir, "netprobe"), pb, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		owned = append(owned, filepath.Join(ctxDir, "netprobe"))
 	}
 	if uid, gid, differs := r.Owner(); differs {
-		for _, p := range []string{ws, ctxDir, out, filepath.Join(ctxDir, "Dockerfile"), filepath.Join(ctxDir, "netprobe")} {
+		for _, p := range owned {
 			if err := os.Chown(p, uid, gid); err != nil {
 				t.Fatal(err)
 			}
@@ -296,5 +301,29 @@ func fileOf(img v1.Image, p string) (string, error) {
 			b, err := io.ReadAll(tr)
 			return string(b), err
 		}
+	}
+}
+
+// TestNoPull checks that a sandbox never pulls: a base image the gateway
+// did not fetch fails the build, naming the image, although its registry
+// is on the host's loopback.
+func TestNoPull(t *testing.T) {
+	testenv.RequireSandbox(t)
+	exe := testenv.Executor(t)
+	regHost := testenv.Registry(t)
+	base := testenv.Busybox(t, regHost)
+	r, err := New(WithExecutor(exe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := netRequest(t, r, "ARG BASE\nFROM ${BASE}\nRUN true\n", "", map[string]string{"BASE": base}, regHost)
+	var logBuf strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	if img, err := r.Build(ctx, req, &logBuf); err == nil {
+		t.Fatalf("Build without base images = %v, nil; want an error", img)
+	}
+	if want := "no images were handed to this build"; !strings.Contains(logBuf.String(), want) {
+		t.Errorf("Build without base images: log lacks %q:\n%s", want, logBuf.String())
 	}
 }

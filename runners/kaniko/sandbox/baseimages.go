@@ -19,8 +19,8 @@ const refNameAnnotation = "org.opencontainers.image.ref.name"
 // envSealed marks the executor started inside the sandbox's root.
 const envSealed = "BUILDGW_SANDBOX_SEALED"
 
-// Sealed reports whether the executor runs inside a sandbox's root, where
-// images come only from BaseImages.
+// Sealed reports whether the executor runs inside a sandbox's root that
+// was handed base images: images then come only from BaseImages.
 func Sealed() bool { return os.Getenv(envSealed) == "1" }
 
 // RetrieveImage returns the image called ref (as a Dockerfile names it)

@@ -8,9 +8,10 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// EnvNetwork is "egress" when the runner gives the sandbox a user-mode
-// network: the executor then tells the runner through fd 3 that the
-// namespaces exist, and waits on fd 4 until the network is set up.
+// EnvNetwork is the sandbox's network mode. With "egress" the runner gives
+// the sandbox a user-mode network: the executor tells the runner through
+// fd 3 that the namespaces exist, and waits on fd 4 until the network is
+// set up.
 const EnvNetwork = "BUILDGW_SANDBOX_NETWORK"
 
 // Network modes of a sandbox.
@@ -33,7 +34,13 @@ const (
 // give it egress if mode asks for it, and then takes away CAP_NET_ADMIN
 // for good, so that no build step can change interfaces, routes or the
 // rules that keep it from the host.
+//
+// Without a mode the sandbox shares the network of whoever started it (a
+// benchmark running plain kaniko does); the runner always sets one.
 func setupNetwork(mode string) error {
+	if mode == "" {
+		return nil
+	}
 	if err := loopbackUp(); err != nil {
 		return fmt.Errorf("bringing up loopback: %w", err)
 	}

@@ -57,7 +57,11 @@ func Enter() (bool, error) {
 	// Start over inside the new root. Package initialisers have already run
 	// against the host's filesystem (kaniko loads its CA pool in one), and
 	// nothing the build trusts may come from there.
-	if err := unix.Exec(executorPath, os.Args, append(os.Environ(), envSealed+"=1")); err != nil {
+	env := os.Environ()
+	if base != "" {
+		env = append(env, envSealed+"=1")
+	}
+	if err := unix.Exec(executorPath, os.Args, env); err != nil {
 		return false, fmt.Errorf("re-executing inside the sandbox: %w", err)
 	}
 	return false, nil // not reached
