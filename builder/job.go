@@ -117,3 +117,12 @@ func (j *Job) setBaseImages(b []BaseImage) {
 	defer j.mu.Unlock()
 	j.bases = b
 }
+
+// Tenant is whose layer cache the job's build uses: the identity's
+// namespace_path (a CI project's group) if it has one, else the owner.
+func (j *Job) Tenant() string {
+	if ns := j.Identity.Attributes["namespace_path"]; ns != "" {
+		return "namespace_path:" + ns
+	}
+	return "owner:" + j.Owner
+}

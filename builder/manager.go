@@ -509,6 +509,7 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 		PullCredentials:    m.o.pullCreds,
 		ExtraCAs:           m.o.extraCAs,
 		Network:            j.Grant.Network,
+		Tenant:             j.Tenant(),
 	}
 	if m.o.bases != nil {
 		b, err := m.o.bases.Prepare(ctx, req, j.Log)

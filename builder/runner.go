@@ -66,6 +66,9 @@ type Request struct {
 	// ExtraCAs is PEM roots the sandbox trusts besides the system's, for
 	// registries with a private CA.
 	ExtraCAs []byte
+	// Tenant names whose layer cache the build may use and fill; builds of
+	// different tenants never share cached layers. Empty: no cache.
+	Tenant string
 	// Network is the network RUN steps get: "none" (loopback only) or
 	// "egress" (outbound, but not to the gateway's host or link-local
 	// addresses). Empty: the runner's default.

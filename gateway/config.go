@@ -224,6 +224,11 @@ type KanikoRunner struct {
 	// slirp4netns, never the gateway's host or 169.254.0.0/16). Default
 	// none.
 	Network string `yaml:"network"`
+	// DisableLayerCache turns off kaniko's layer cache. By default each
+	// tenant (an identity's namespace_path, else the identity) has a cache
+	// of its own under state_dir/layer-cache, which only its builds read
+	// and fill.
+	DisableLayerCache bool `yaml:"disable_layer_cache"`
 }
 
 // Duration is a time.Duration written as "90s" or "1h".

@@ -63,8 +63,12 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if exe == "" {
 		exe = findExecutor()
 	}
-	kr, err := kaniko.New(kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...),
-		kaniko.WithNetwork(cfg.Runners.Kaniko.Network))
+	kopts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...),
+		kaniko.WithNetwork(cfg.Runners.Kaniko.Network)}
+	if !cfg.Runners.Kaniko.DisableLayerCache {
+		kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(cfg.StateDir, "layer-cache")))
+	}
+	kr, err := kaniko.New(kopts...)
 	if err != nil {
 		return nil, err
 	}

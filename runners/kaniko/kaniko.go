@@ -10,6 +10,8 @@ package kaniko
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -125,6 +127,13 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--net", "--fork", "--kill-child",
 		"--", filepath.Join(root, "kaniko", "executor"),
 	}, r.kanikoArgs(req)...)
+	cache, err := r.tenantCache(req.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	if cache != "" {
+		args = append(args, "--cache=true", "--cache-repo=oci:"+path.Join(sandbox.LayerCache, "layers"))
+	}
 	cmd := exec.CommandContext(ctx, r.o.unshare, args...)
 	cmd.Dir = root
 	// The sandbox gets a fixed environment, never the gateway's, which may
@@ -145,6 +154,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		base = req.BaseImages.Layout
 	}
 	cmd.Env = append(cmd.Env, sandbox.EnvBase+"="+base)
+	if cache != "" {
+		cmd.Env = append(cmd.Env, sandbox.EnvCache+"="+cache)
+	}
 	lw := builder.NewLineWriter(log)
 	cmd.Stdout, cmd.Stderr = lw, lw
 	// A session of its own: no controlling terminal reaches the build
@@ -164,7 +176,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 		defer eg.stop()
 	}
-	err := cmd.Start()
+	err = cmd.Start()
 	if err == nil && eg != nil {
 		if err = eg.start(ctx, r, cmd.Process.Pid); err != nil {
 			cmd.Cancel()
@@ -190,10 +202,32 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	return readLayout(req.OutputDir)
 }
 
+// tenantCache returns the host directory of tenant's layer cache, made
+// for the sandbox user; "" if the runner keeps no cache or the build has
+// no tenant. Tenants are named by a hash, so no tenant name becomes a
+// path.
+func (r *Runner) tenantCache(tenant string) (string, error) {
+	if r.o.cacheDir == "" || tenant == "" {
+		return "", nil
+	}
+	if err := os.MkdirAll(r.o.cacheDir, 0o711); err != nil {
+		return "", fmt.Errorf("creating layer cache: %w", err)
+	}
+	sum := sha256.Sum256([]byte(tenant))
+	dir := filepath.Join(r.o.cacheDir, hex.EncodeToString(sum[:16]))
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("creating layer cache: %w", err)
+	}
+	if err := r.chown(dir); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
 // prepareRoot lays out the job root: the executor, CA certificates and
 // the empty mount points the sandbox init binds into.
 func (r *Runner) prepareRoot(root string, req *builder.Request) error {
-	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/base", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
+	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/base", "kaniko/cache", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
 	for _, d := range dirs {
 		p := filepath.Join(root, d)
 		if err := os.Mkdir(p, 0o755); err != nil {

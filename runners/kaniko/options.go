@@ -22,6 +22,7 @@ type options struct {
 	slirp    string
 	nsenter  string
 	iptables string
+	cacheDir string
 }
 
 // DefaultUser is the sandbox user a root gateway switches to.
@@ -120,4 +121,12 @@ func checkNetwork(mode string) error {
 		return nil
 	}
 	return fmt.Errorf("kaniko runner: network %q is neither %q nor %q", mode, sandbox.NetworkNone, sandbox.NetworkEgress)
+}
+
+// WithLayerCache enables kaniko's layer cache, kept under dir with one
+// directory per tenant (builder.Request.Tenant): a build reads and fills
+// only its own tenant's cache, so a hostile build can at worst poison the
+// cache of its own tenant. Default: no layer cache.
+func WithLayerCache(dir string) Option {
+	return func(o *options) error { o.cacheDir = dir; return nil }
 }

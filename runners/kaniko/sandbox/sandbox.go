@@ -20,6 +20,7 @@ const (
 	EnvContext = "BUILDGW_SANDBOX_CONTEXT" // mounted read-only at /workspace
 	EnvOutput  = "BUILDGW_SANDBOX_OUTPUT"  // mounted at /kaniko/out
 	EnvBase    = "BUILDGW_SANDBOX_BASE"    // mounted read-only at BaseImages
+	EnvCache   = "BUILDGW_SANDBOX_CACHE"   // the tenant's layer cache, mounted at LayerCache
 	EnvRemove  = "BUILDGW_SANDBOX_REMOVE"  // remove this tree and exit
 )
 
@@ -27,7 +28,10 @@ const (
 const (
 	Workspace = "/workspace"
 	Output    = "/kaniko/out"
-	oldRoot   = "/.oldroot"
+	// LayerCache holds the tenant's kaniko layer cache, one OCI layout
+	// per cache key.
+	LayerCache = "/kaniko/cache"
+	oldRoot    = "/.oldroot"
 )
 
 // Enter prepares the sandbox if the environment asks for one. It reports
@@ -44,11 +48,11 @@ func Enter() (bool, error) {
 	if root == "" {
 		return true, nil
 	}
-	ctxDir, out, base, network := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), os.Getenv(EnvNetwork)
-	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork} {
+	ctxDir, out, base, network, cache := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), os.Getenv(EnvNetwork), os.Getenv(EnvCache)
+	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork, EnvCache} {
 		os.Unsetenv(k)
 	}
-	if err := pivot(root, ctxDir, out, base); err != nil {
+	if err := pivot(root, ctxDir, out, base, cache); err != nil {
 		return false, fmt.Errorf("preparing sandbox: %w", err)
 	}
 	if err := setupNetwork(network); err != nil {
@@ -70,7 +74,7 @@ func Enter() (bool, error) {
 // executorPath is where the runner installs the executor in the job root.
 const executorPath = "/kaniko/executor"
 
-func pivot(root, ctxDir, out, base string) error {
+func pivot(root, ctxDir, out, base, cache string) error {
 	// Nothing mounted here may propagate back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
@@ -93,6 +97,9 @@ func pivot(root, ctxDir, out, base string) error {
 	}
 	if base != "" {
 		binds = append(binds, bind{base, BaseImages[1:], unix.MS_BIND, true})
+	}
+	if cache != "" {
+		binds = append(binds, bind{cache, LayerCache[1:], unix.MS_BIND, false})
 	}
 	for _, b := range binds {
 		dst := filepath.Join(root, b.dst)
