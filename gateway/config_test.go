@@ -60,6 +60,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad dind storage driver", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    storage_driver: aufs\n", "runners.dind"},
 		{"small dind tmpfs", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    tmpfs_bytes: 1024\n", "tmpfs"},
 		{"bad network", "listen: 127.0.0.1:1\ntokens:\n" + token + "    allow_networks: [not-a-net]\n", "not-a-net"},
+		{"bad sandbox network", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  kaniko:\n    network: host\n", "runners.kaniko.network"},
+		{"zero base image store", "listen: 127.0.0.1:1\ntokens:\n" + token + "base_images:\n  max_bytes: 0\n", "base_images"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -1,8 +1,9 @@
-// Command baseimages measures the gateway's shared base image store with
-// the real kaniko runner: a build of the reference project with a cold
-// store (the gateway fetches the base) against the same build with a warm
-// one (nothing fetched), and the base-image bytes that ten builds of the
-// same base download from the registry (target: the image once).
+// Command baseimages measures the gateway's shared caches with the real
+// kaniko runner: a build of the reference project with a cold base image
+// store and layer cache against the same build again (warm: nothing
+// fetched, the tenant's cached layers reused; -layer-cache=false for the
+// store alone), and the base-image bytes that ten builds of the same base
+// download from the registry (target: the image once).
 //
 //	go run ./bench/baseimages -n 5
 //
@@ -43,14 +44,15 @@ func main() {
 	builds := flag.Int("builds", 10, "builds of the same base for the download count")
 	exe := flag.String("executor", "bin/kaniko-executor", "kaniko executor")
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox for the base image")
+	layerCache := flag.Bool("layer-cache", true, "give the builds a tenant's layer cache")
 	flag.Parse()
-	bu.Main("baseimages", func(ctx context.Context) error { return run(ctx, *n, *builds, *exe, *busybox) })
+	bu.Main("baseimages", func(ctx context.Context) error { return run(ctx, *n, *builds, *exe, *busybox, *layerCache) })
 }
 
 // downloads counts the registry's blob downloads.
 type downloads struct{ blobs, bytes atomic.Int64 }
 
-func run(ctx context.Context, n, builds int, exe, busybox string) error {
+func run(ctx context.Context, n, builds int, exe, busybox string, layerCache bool) error {
 	tmp, err := os.MkdirTemp("", "buildgw-bench-baseimages-")
 	if err != nil {
 		return err
@@ -92,7 +94,11 @@ func run(ctx context.Context, n, builds int, exe, busybox string) error {
 	if err != nil {
 		return err
 	}
-	r, err := kaniko.New(kaniko.WithExecutor(exe))
+	kopts := []kaniko.Option{kaniko.WithExecutor(exe)}
+	if layerCache {
+		kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(tmp, "layer-cache")))
+	}
+	r, err := kaniko.New(kopts...)
 	if err != nil {
 		return err
 	}
@@ -100,11 +106,12 @@ func run(ctx context.Context, n, builds int, exe, busybox string) error {
 		return err
 	}
 	var seq atomic.Int64 // numbers the workspaces
-	build := func(store *basestore.Store) (prep, total time.Duration, err error) {
+	build := func(store *basestore.Store, tenant string) (prep, total time.Duration, err error) {
 		req, err := workspace(r, tmp, proj.Dir, int(seq.Add(1)), base, host)
 		if err != nil {
 			return 0, 0, err
 		}
+		req.Tenant = tenant
 		defer os.RemoveAll(filepath.Dir(req.Workspace))
 		start := time.Now()
 		b, err := store.Prepare(ctx, req, io.Discard)
@@ -126,12 +133,14 @@ func run(ctx context.Context, n, builds int, exe, busybox string) error {
 		if err != nil {
 			return err
 		}
-		p, d, err := build(store)
+		// A tenant of its own per pair: its cache starts empty.
+		tenant := fmt.Sprintf("bench-%d", i)
+		p, d, err := build(store, tenant)
 		if err != nil {
 			return fmt.Errorf("cold build: %w", err)
 		}
 		coldPrep, cold = append(coldPrep, p), append(cold, d)
-		p, d, err = build(store)
+		p, d, err = build(store, tenant)
 		if err != nil {
 			return fmt.Errorf("warm build: %w", err)
 		}
@@ -178,7 +187,7 @@ func run(ctx context.Context, n, builds int, exe, busybox string) error {
 		return fmt.Errorf("one of %d builds: %w", builds, err)
 	}
 
-	fmt.Printf("| measure | median of %d |\n|---|---|\n", n)
+	fmt.Printf("| measure (layer cache %v) | median of %d |\n|---|---|\n", layerCache, n)
 	fmt.Printf("| build, cold store (s) | %s |\n", bu.Secs(bu.Median(cold)))
 	fmt.Printf("| build, warm store (s) | %s |\n", bu.Secs(bu.Median(warm)))
 	fmt.Printf("| warm / cold | %.2f |\n", bu.Median(warm).Seconds()/bu.Median(cold).Seconds())
