@@ -45,14 +45,17 @@ func main() {
 	exe := flag.String("executor", "bin/kaniko-executor", "kaniko executor")
 	busybox := flag.String("busybox", "/bin/busybox", "static busybox for the base image")
 	layerCache := flag.Bool("layer-cache", true, "give the builds a tenant's layer cache")
+	kflags := flag.String("kaniko-flags", "", "extra kaniko flags, space-separated (e.g. --cache-copy-layers)")
 	flag.Parse()
-	bu.Main("baseimages", func(ctx context.Context) error { return run(ctx, *n, *builds, *exe, *busybox, *layerCache) })
+	bu.Main("baseimages", func(ctx context.Context) error {
+		return run(ctx, *n, *builds, *exe, *busybox, *layerCache, *kflags)
+	})
 }
 
 // downloads counts the registry's blob downloads.
 type downloads struct{ blobs, bytes atomic.Int64 }
 
-func run(ctx context.Context, n, builds int, exe, busybox string, layerCache bool) error {
+func run(ctx context.Context, n, builds int, exe, busybox string, layerCache bool, kflags string) error {
 	tmp, err := os.MkdirTemp("", "buildgw-bench-baseimages-")
 	if err != nil {
 		return err
@@ -94,7 +97,7 @@ func run(ctx context.Context, n, builds int, exe, busybox string, layerCache boo
 	if err != nil {
 		return err
 	}
-	kopts := []kaniko.Option{kaniko.WithExecutor(exe)}
+	kopts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithFlags(strings.Fields(kflags)...)}
 	if layerCache {
 		kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(tmp, "layer-cache")))
 	}
