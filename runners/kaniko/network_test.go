@@ -226,7 +226,11 @@ RUN /netprobe $TARGETS > /net.txt; cat /net.txt
 					t.Logf("build log:\n%s", logBuf.String())
 				}
 			})
-			if n := strings.Count(body, "\n"); n != len(targets) {
+			// No step may change the network it was given.
+			if !strings.Contains(body, "netadmin: operation not permitted\n") {
+				t.Errorf("network %s: a RUN step could change the sandbox's network:\n%s", mode, body)
+			}
+			if n := strings.Count(body, "\n"); n != len(targets)+1 {
 				t.Errorf("network %s: %d results, want %d:\n%s", mode, n, len(targets), body)
 			}
 			for name, addr := range targets {
