@@ -85,6 +85,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Opti
 
 	t.Run("Features", s.testFeatures)
 	t.Run("Target", s.testTarget)
+	t.Run("CopyFromImage", s.testCopyFromImage)
 	t.Run("FailingRun", s.testFailingRun)
 	t.Run("Cancel", s.testCancel)
 	t.Run("Credentials", s.testCredentials)
@@ -525,6 +526,19 @@ RUN echo last > /last.txt
 			checkWorkspace(t, st.req)
 		})
 	}
+}
+
+// testCopyFromImage copies a file out of an image that is no stage of the
+// Dockerfile: the runner must get that image like a base image.
+func (s *suite) testCopyFromImage(t *testing.T) {
+	t.Parallel()
+	r := s.newRunner(t)
+	st := s.newSetup(t, r, job{files: map[string]string{"Dockerfile": "FROM " + s.base + "\n" +
+		"COPY --from=" + s.base + " /bin/busybox /copied/busybox\n" +
+		"RUN test -x /copied/busybox && /copied/busybox echo copied-ok > /copied/ok.txt\n"}})
+	img, _ := mustBuild(t, r, st.req)
+	checkFiles(t, st.req, img, map[string]string{"/copied/ok.txt": "copied-ok\n"}, nil)
+	checkWorkspace(t, st.req)
 }
 
 func (s *suite) testFailingRun(t *testing.T) {

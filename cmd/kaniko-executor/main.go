@@ -8,6 +8,7 @@ package main
 import (
 	"fmt"
 	"os"
+	_ "unsafe" // go:linkname
 
 	"github.com/GoogleContainerTools/kaniko/cmd/executor/cmd"
 	"github.com/GoogleContainerTools/kaniko/pkg/config"
@@ -16,6 +17,12 @@ import (
 
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
+
+// kanikoManifestCache is kaniko's cache of remote images by reference
+// (pkg/image/remote), consulted before any registry is asked.
+//
+//go:linkname kanikoManifestCache github.com/GoogleContainerTools/kaniko/pkg/image/remote.manifestCache
+var kanikoManifestCache map[string]v1.Image
 
 func main() {
 	run, err := sandbox.Enter()
@@ -32,6 +39,17 @@ func main() {
 		// credentials for one.
 		image.RetrieveRemoteImage = func(ref string, _ config.RegistryOptions, _ string) (v1.Image, error) {
 			return sandbox.RetrieveImage(ref)
+		}
+		// COPY --from=IMAGE fetches through kaniko's remote package
+		// directly, which looks in its manifest cache first: the
+		// handed-in images go there, under every spelling.
+		imgs, err := sandbox.Images()
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "buildgw sandbox: %v\n", err)
+			os.Exit(125)
+		}
+		for ref, img := range imgs {
+			kanikoManifestCache[ref] = img
 		}
 	}
 	if err := cmd.RootCmd.Execute(); err != nil {

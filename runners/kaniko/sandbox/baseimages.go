@@ -3,6 +3,7 @@ package sandbox
 import (
 	"fmt"
 	"os"
+	"strings"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -49,4 +50,57 @@ func RetrieveImage(ref string) (v1.Image, error) {
 		}
 	}
 	return nil, fmt.Errorf("base image %s was not fetched by the gateway for this build (builds cannot pull images themselves)", r.Name())
+}
+
+// Images returns every handed-in image under each name a Dockerfile may
+// use for it ("alpine", "alpine:latest", "docker.io/library/alpine", ...,
+// besides the full reference), for kaniko paths that fetch without going
+// through image.RetrieveRemoteImage (COPY --from=IMAGE).
+func Images() (map[string]v1.Image, error) {
+	p, err := layout.FromPath(BaseImages)
+	if err != nil {
+		return nil, nil // no images handed in: nothing to serve
+	}
+	idx, err := p.ImageIndex()
+	if err != nil {
+		return nil, fmt.Errorf("reading the handed-in images: %w", err)
+	}
+	m, err := idx.IndexManifest()
+	if err != nil {
+		return nil, fmt.Errorf("reading the handed-in images: %w", err)
+	}
+	out := map[string]v1.Image{}
+	for _, d := range m.Manifests {
+		ref := d.Annotations[refNameAnnotation]
+		if ref == "" {
+			continue
+		}
+		img, err := p.Image(d.Digest)
+		if err != nil {
+			return nil, fmt.Errorf("handed-in image %s: %w", ref, err)
+		}
+		for _, n := range Spellings(ref) {
+			out[n] = img
+		}
+	}
+	return out, nil
+}
+
+// Spellings returns the ways a Dockerfile may write the image reference
+// ref (as name.Reference.Name gives it): with and without Docker Hub's
+// registry and "library/", with and without ":latest".
+func Spellings(ref string) []string {
+	names := []string{ref}
+	if rest, ok := strings.CutPrefix(ref, name.DefaultRegistry+"/"); ok {
+		names = append(names, "docker.io/"+rest, rest)
+		if short, ok := strings.CutPrefix(rest, "library/"); ok {
+			names = append(names, short)
+		}
+	}
+	if strings.HasSuffix(ref, ":latest") {
+		for _, n := range names {
+			names = append(names, strings.TrimSuffix(n, ":latest"))
+		}
+	}
+	return names
 }
