@@ -22,6 +22,8 @@ type Grant struct {
 	Timeout time.Duration
 	// MaxConcurrent bounds how many builds of the same owner run at once.
 	MaxConcurrent int
+	// Network is the network of the build's RUN steps (Request.Network).
+	Network string
 }
 
 // DeniedError is a refusal by policy. The HTTP layer answers it with 403.

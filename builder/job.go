@@ -43,6 +43,7 @@ type Job struct {
 	created     time.Time
 	started     time.Time
 	finished    time.Time
+	bases       []BaseImage
 	cancel      context.CancelCauseFunc // set while running
 	// cancelRequested is set by a Cancel that came after a worker took the
 	// job off the queue but before it started it.
@@ -168,4 +169,27 @@ func jobFromRecord(r *store.Record, spec *ValidSpec) *Job {
 		close(j.done)
 	}
 	return j
+}
+
+// BaseImages returns the images the build pulled, as the gateway resolved
+// them before it ran; nil until then.
+func (j *Job) BaseImages() []BaseImage {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.bases
+}
+
+func (j *Job) setBaseImages(b []BaseImage) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.bases = b
+}
+
+// Tenant is whose layer cache the job's build uses: the identity's
+// namespace_path (a CI project's group) if it has one, else the owner.
+func (j *Job) Tenant() string {
+	if ns := j.Identity.Attributes["namespace_path"]; ns != "" {
+		return "namespace_path:" + ns
+	}
+	return "owner:" + j.Owner
 }

@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth"
@@ -594,10 +595,23 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 		InsecureRegistries: m.o.insecure,
 		PullCredentials:    m.o.pullCreds,
 		ExtraCAs:           m.o.extraCAs,
+		Network:            j.Grant.Network,
+		Tenant:             j.Tenant(),
+	}
+	if m.o.bases != nil {
+		b, err := m.o.bases.Prepare(ctx, req, j.Log)
+		if err != nil {
+			return "", fmt.Errorf("fetching base images: %w", err)
+		}
+		req.BaseImages = b
+		j.setBaseImages(b.Images)
 	}
 	img, err := runner.Build(ctx, req, j.Log)
 	if err != nil {
 		return "", err
+	}
+	if req.BaseImages != nil && req.BaseImages.Final != nil {
+		img = annotateBase(img, *req.BaseImages.Final)
 	}
 	digest, err := img.Digest()
 	if err != nil {
@@ -620,6 +634,15 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 		}
 	}
 	return digest.String(), nil
+}
+
+// annotateBase records in the image's manifest what it was built from, as
+// the OCI image spec's pre-defined annotations say.
+func annotateBase(img v1.Image, base BaseImage) v1.Image {
+	return mutate.Annotations(img, map[string]string{
+		"org.opencontainers.image.base.name":   base.Name,
+		"org.opencontainers.image.base.digest": base.Digest,
+	}).(v1.Image)
 }
 
 // removeWorkspace takes ws out of the jobs directory at once, with one

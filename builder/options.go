@@ -24,6 +24,7 @@ type options struct {
 	insecure      []string
 	pullCreds     map[string]Credential
 	extraCAs      []byte
+	bases         BasePreparer
 	logger        *slog.Logger
 	observers     []Observer
 	now           func() time.Time
@@ -160,6 +161,12 @@ func WithPullCredentials(creds map[string]Credential) Option {
 // Default none.
 func WithExtraCAs(pem []byte) Option {
 	return func(o *options) error { o.extraCAs = pem; return nil }
+}
+
+// WithBaseImages has p fetch every build's base images before its runner
+// starts. Default: none; runners pull for themselves.
+func WithBaseImages(p BasePreparer) Option {
+	return func(o *options) error { o.bases = p; return nil }
 }
 
 // WithLogger sets the gateway log. Default: discard.

@@ -73,6 +73,46 @@ type Request struct {
 	// ExtraCAs is PEM roots the sandbox trusts besides the system's, for
 	// registries with a private CA.
 	ExtraCAs []byte
+	// Tenant names whose layer cache the build may use and fill; builds of
+	// different tenants never share cached layers. Empty: no cache.
+	Tenant string
+	// Network is the network RUN steps get: "none" (loopback only) or
+	// "egress" (outbound, but not to the gateway's host or link-local
+	// addresses). Empty: the runner's default.
+	Network string
+	// BaseImages are the images the build pulls, fetched by the gateway
+	// before the build (see BasePreparer); nil if none were. A runner that
+	// uses them needs neither network nor credentials to pull.
+	BaseImages *BaseImages
+}
+
+// BasePreparer fetches the images a build pulls (each stage's FROM, COPY
+// --from) before its runner starts, with the gateway's own credentials.
+type BasePreparer interface {
+	// Prepare resolves the images that req's Dockerfile pulls, after ARG
+	// substitution, fetches them and leaves them under req.Workspace, read
+	// only, for the runner.
+	Prepare(ctx context.Context, req *Request, log io.Writer) (*BaseImages, error)
+}
+
+// BaseImages are a build's pulled images, as resolved before it ran.
+type BaseImages struct {
+	// Layout is an OCI image layout (host path, under the workspace)
+	// holding every image, each named in index.json by the annotation
+	// org.opencontainers.image.ref.name with its full reference.
+	Layout string
+	Images []BaseImage
+	// Final is the image the built image is based on, or nil (scratch).
+	Final *BaseImage
+}
+
+// BaseImage is one image a build pulls.
+type BaseImage struct {
+	// Name is the full reference the Dockerfile names, after ARG
+	// substitution.
+	Name string
+	// Digest is the manifest digest Name resolved to.
+	Digest string
 }
 
 // Credential is a registry username and password.

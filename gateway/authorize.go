@@ -22,7 +22,7 @@ func (p policyAuthorizer) Authorize(id auth.Identity, spec *builder.ValidSpec, d
 		BuildArgs:    spec.BuildArgs,
 		Target:       spec.Target,
 	})
-	g := builder.Grant{MaxContextBytes: d.Limits.MaxContextBytes, Timeout: d.Limits.Timeout, MaxConcurrent: d.Limits.MaxConcurrent}
+	g := builder.Grant{MaxContextBytes: d.Limits.MaxContextBytes, Timeout: d.Limits.Timeout, MaxConcurrent: d.Limits.MaxConcurrent, Network: d.Network}
 	if !d.Allowed {
 		return d.Rule, g, &builder.DeniedError{Rule: d.Rule, Reason: d.Reason}
 	}
@@ -44,6 +44,9 @@ func (a auditObserver) Finished(j *builder.Job) {
 		ContextSHA256: j.ContextSHA256, Dockerfile: j.Spec.Dockerfile, DockerfileSHA256: j.DockerfileSHA256,
 		Destinations: j.Spec.Destinations, BuildArgNames: audit.BuildArgNames(j.Spec.BuildArgs),
 		Runner: j.Spec.Runner, Status: string(b.Status), Digest: b.Digest, Error: b.Error,
+	}
+	for _, bi := range j.BaseImages() {
+		rec.BaseImages = append(rec.BaseImages, bi.Name+"@"+bi.Digest)
 	}
 	if b.FinishedAt != nil {
 		rec.TotalSeconds = b.FinishedAt.Sub(b.CreatedAt).Seconds()

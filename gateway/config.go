@@ -16,6 +16,7 @@ import (
 
 	"gopkg.in/yaml.v3"
 
+	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/runners/dind"
 )
@@ -51,8 +52,11 @@ type Config struct {
 	Registries map[string]Registry `yaml:"registries"`
 	// DockerConfig is a Docker config.json whose "auths" give push
 	// credentials for registries not listed in Registries.
-	DockerConfig string  `yaml:"docker_config"`
-	Runners      Runners `yaml:"runners"`
+	DockerConfig string `yaml:"docker_config"`
+	// BaseImages is the shared store of base images that the gateway
+	// fetches for builds, under state_dir/base-images.
+	BaseImages BaseImageStore `yaml:"base_images"`
+	Runners    Runners        `yaml:"runners"`
 	// DownloadsDir holds the buildctl-lite release binaries
 	// (buildctl-lite-{os}-{arch}, SHA256SUMS) served without authentication
 	// at /dl/buildctl-lite/{os}/{arch}. Default: the directory of the
@@ -89,6 +93,13 @@ type Queue struct {
 	// MaxRunningPerIdentity builds of one identity may run at once (policy
 	// grants may lower it). Default 0: no bound but concurrency.
 	MaxRunningPerIdentity int `yaml:"max_running_per_identity"`
+}
+
+// BaseImageStore bounds the shared base image store.
+type BaseImageStore struct {
+	// MaxBytes bounds the store; least recently used blobs go first.
+	// Default 10 GiB.
+	MaxBytes int64 `yaml:"max_bytes"`
 }
 
 // TLS is the listener's certificate.
@@ -172,9 +183,11 @@ type Registry struct {
 	CAFile string `yaml:"ca_file"`
 	// Insecure allows plain HTTP for pushes, and for FROM in builds.
 	Insecure bool `yaml:"insecure"`
-	// SandboxPull, if set, is a read-only account given to build sandboxes
-	// so FROM can pull private base images from this registry. RUN steps
-	// can read it: never put push credentials here.
+	// SandboxPull, if set, is a read-only account with which the gateway
+	// fetches base images from this registry, instead of the account
+	// above. Sandboxes of the kaniko runner never see it; the dind runner
+	// gives it to its daemon, where RUN steps could read it: never put push
+	// credentials here.
 	SandboxPull *PullAccount `yaml:"sandbox_pull"`
 }
 
@@ -291,6 +304,16 @@ type KanikoRunner struct {
 	// PidsMax bounds one sandbox's processes and threads. Default 4096;
 	// 0: unbounded.
 	PidsMax int64 `yaml:"pids_max"`
+	// Network is what RUN steps reach when the policy rule does not say
+	// (allow.network): none (loopback only) or egress (outbound through
+	// slirp4netns, never the gateway's host or 169.254.0.0/16). Default
+	// none.
+	Network string `yaml:"network"`
+	// DisableLayerCache turns off kaniko's layer cache. By default each
+	// tenant (an identity's namespace_path, else the identity) has a cache
+	// of its own under state_dir/layer-cache, which only its builds read
+	// and fill.
+	DisableLayerCache bool `yaml:"disable_layer_cache"`
 }
 
 // Duration is a time.Duration written as "90s" or "1h".
@@ -313,7 +336,8 @@ func DefaultConfig() Config {
 		StateDir:   "/var/lib/buildgw",
 		JobTimeout: Duration(time.Hour),
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
-		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096}},
+		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
+		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096, Network: "none"}},
 		Lifecycle: Lifecycle{
 			Queue:         Queue{MaxQueued: 1000},
 			ShutdownGrace: Duration(30 * time.Second),
@@ -375,6 +399,12 @@ func (c *Config) Validate() error {
 	}
 	if c.JobTimeout <= 0 {
 		errs = append(errs, errors.New("job_timeout: must be positive"))
+	}
+	if n := c.Runners.Kaniko.Network; n != "none" && n != "egress" {
+		errs = append(errs, fmt.Errorf("runners.kaniko.network: %q is neither none nor egress", n))
+	}
+	if c.BaseImages.MaxBytes <= 0 {
+		errs = append(errs, errors.New("base_images: max_bytes must be positive"))
 	}
 	if c.Context.MaxBytes <= 0 || c.Context.MaxFiles <= 0 {
 		errs = append(errs, errors.New("context: max_bytes and max_files must be positive"))

@@ -23,6 +23,7 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/builder/audit"
+	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/kaniko"
@@ -53,7 +54,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	p, regOpts, err := cfg.registryAccess()
+	p, regOpts, fetchOpts, err := cfg.registryAccess()
 	if err != nil {
 		return nil, err
 	}
@@ -62,7 +63,11 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if exe == "" {
 		exe = findExecutor()
 	}
-	kopts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...)}
+	kopts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...),
+		kaniko.WithNetwork(cfg.Runners.Kaniko.Network)}
+	if !cfg.Runners.Kaniko.DisableLayerCache {
+		kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(cfg.StateDir, "layer-cache")))
+	}
 	kr, err := kaniko.New(append(kopts, kaniko.WithLimits(cfg.Runners.Kaniko.MemoryMax, cfg.Runners.Kaniko.PidsMax))...)
 	if errors.Is(err, kaniko.ErrNoCgroups) {
 		// A laptop or an unprivileged container: builds still run, with
@@ -126,6 +131,14 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 			return nil, err
 		}
 	}
+	// Base images are fetched by the gateway, once, into a store shared by
+	// all builds.
+	bases, err := basestore.New(filepath.Join(cfg.StateDir, "base-images"),
+		basestore.WithMaxBytes(cfg.BaseImages.MaxBytes), basestore.WithRemoteOptions(fetchOpts))
+	if err != nil {
+		return nil, err
+	}
+	opts = append(opts, builder.WithBaseImages(bases))
 	mgr, err := builder.New(cfg.StateDir, p, opts...)
 	if err != nil {
 		return nil, err

@@ -1,9 +1,16 @@
 package gateway
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"fmt"
+	"net/http"
 	"os"
 	"strings"
+
+	"github.com/google/go-containerregistry/pkg/authn"
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/audit"
@@ -14,25 +21,30 @@ import (
 // which holds the push credentials, and the builder options that say what
 // sandboxes may know: insecure registries, read-only pull accounts and
 // extra CAs. Push credentials never go into the options.
-func (c *Config) registryAccess() (*push.Pusher, []builder.Option, error) {
+//
+// It also returns how the gateway itself fetches base images from each
+// registry: with the registry's read-only pull account if it has one,
+// else with its push account, and with its CA.
+func (c *Config) registryAccess() (*push.Pusher, []builder.Option, func(name.Registry) []remote.Option, error) {
 	regs := map[string]push.Registry{}
 	if c.DockerConfig != "" {
 		var err error
 		if regs, err = readDockerConfig(c.DockerConfig); err != nil {
-			return nil, nil, fmt.Errorf("docker_config: %w", err)
+			return nil, nil, nil, fmt.Errorf("docker_config: %w", err)
 		}
 	}
 	var (
 		insecure []string
 		extraCAs []byte
 		pull     = map[string]builder.Credential{}
+		fetch    = map[string][]remote.Option{}
 	)
 	for host, r := range c.Registries {
 		pr := push.Registry{Username: r.Username, CAFile: r.CAFile, Insecure: r.Insecure}
 		if r.PasswordFile != "" {
 			pw, err := readSecret(r.PasswordFile)
 			if err != nil {
-				return nil, nil, fmt.Errorf("reading password of registry %s: %w", host, err)
+				return nil, nil, nil, fmt.Errorf("reading password of registry %s: %w", host, err)
 			}
 			pr.Password = pw
 		}
@@ -43,27 +55,64 @@ func (c *Config) registryAccess() (*push.Pusher, []builder.Option, error) {
 		if r.CAFile != "" {
 			pem, err := os.ReadFile(r.CAFile)
 			if err != nil {
-				return nil, nil, fmt.Errorf("reading CA file of registry %s: %w", host, err)
+				return nil, nil, nil, fmt.Errorf("reading CA file of registry %s: %w", host, err)
 			}
 			extraCAs = append(extraCAs, pem...)
+		}
+		auth := authn.Authenticator(authn.Anonymous)
+		if pr.Username != "" || pr.Password != "" {
+			auth = &authn.Basic{Username: pr.Username, Password: pr.Password}
 		}
 		if sp := r.SandboxPull; sp != nil {
 			pw, err := readSecret(sp.PasswordFile)
 			if err != nil {
-				return nil, nil, fmt.Errorf("reading sandbox pull password of registry %s: %w", host, err)
+				return nil, nil, nil, fmt.Errorf("reading sandbox pull password of registry %s: %w", host, err)
 			}
 			pull[host] = builder.Credential{Username: sp.Username, Password: pw}
+			auth = &authn.Basic{Username: sp.Username, Password: pw}
+		}
+		fetch[host] = append(fetch[host], remote.WithAuth(auth))
+		if r.CAFile != "" {
+			tr, err := caTransport(r.CAFile)
+			if err != nil {
+				return nil, nil, nil, fmt.Errorf("CA file of registry %s: %w", host, err)
+			}
+			fetch[host] = append(fetch[host], remote.WithTransport(tr))
+		}
+	}
+	// Registries known only from the Docker config: their push account.
+	for host, r := range regs {
+		if _, ok := fetch[host]; !ok && (r.Username != "" || r.Password != "") {
+			fetch[host] = []remote.Option{remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password})}
 		}
 	}
 	p, err := push.New(regs)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	return p, []builder.Option{
 		builder.WithInsecureRegistries(insecure...),
 		builder.WithPullCredentials(pull),
 		builder.WithExtraCAs(extraCAs),
-	}, nil
+	}, func(reg name.Registry) []remote.Option { return fetch[reg.RegistryStr()] }, nil
+}
+
+// caTransport trusts the PEM roots in file besides the system's.
+func caTransport(file string) (http.RoundTripper, error) {
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, err
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+	}
+	t := remote.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return t, nil
 }
 
 func readSecret(path string) (string, error) {

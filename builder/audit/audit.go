@@ -105,6 +105,9 @@ type Record struct {
 	// Digest is the pushed manifest's digest.
 	Digest string `json:"digest,omitempty"`
 	Error  string `json:"error,omitempty"`
+	// BaseImages are the images the build pulled, as NAME@DIGEST, resolved
+	// by the gateway before the build.
+	BaseImages []string `json:"base_images,omitempty"`
 
 	QueuedSeconds float64 `json:"queued_seconds,omitempty"`
 	BuildSeconds  float64 `json:"build_seconds,omitempty"`

@@ -19,6 +19,7 @@
 //	      from: [registry.example.com]
 //	      runners: [kaniko]
 //	      limits: {max_context_bytes: 1073741824, timeout: 30m, max_concurrent: 4}
+//	      network: egress
 //
 // # Which rule decides
 //
@@ -44,6 +45,10 @@
 //     registry in allow.from (default none: only scratch and earlier
 //     stages; "*" allows any);
 //   - the runner must be in allow.runners (default [kaniko]).
+//
+// allow.network gives the rule's builds a network for RUN steps: none
+// (loopback only) or egress (outbound, never to the gateway's host or
+// link-local addresses). Default: the gateway's runner setting.
 //
 // A destination pattern is host[:port]/path. The host is a literal, "*"
 // (any host) or "**"; in the path, "*" matches within one segment and a

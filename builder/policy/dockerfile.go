@@ -3,6 +3,7 @@ package policy
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -46,8 +47,9 @@ const buildkitSyntaxArg = "BUILDKIT_SYNTAX"
 
 // image is an image reference that a build pulls, and where it comes from.
 type image struct {
-	ref   name.Reference
-	where string // e.g. "FROM on line 3"
+	ref      name.Reference
+	where    string // e.g. "FROM on line 3"
+	frontend bool   // BuildKit's frontend, not part of the build itself
 }
 
 // FromImages returns the references of the images a build of dockerfile
@@ -68,13 +70,29 @@ type image struct {
 // Short Docker Hub names (FROM busybox) resolve to index.docker.io, as
 // name.ParseReference does.
 func FromImages(dockerfile []byte, buildArgs map[string]string) ([]name.Reference, error) {
-	imgs, err := baseImages(dockerfile, buildArgs)
+	imgs, _, err := baseImages(dockerfile, buildArgs)
 	if err != nil {
 		return nil, err
 	}
 	refs := make([]name.Reference, len(imgs))
 	for i, img := range imgs {
 		refs[i] = img.ref
+	}
+	return refs, nil
+}
+
+// BuildImages is FromImages without BuildKit's frontend image: the images
+// the build itself is made of, which the gateway fetches for it.
+func BuildImages(dockerfile []byte, buildArgs map[string]string) ([]name.Reference, error) {
+	imgs, _, err := baseImages(dockerfile, buildArgs)
+	if err != nil {
+		return nil, err
+	}
+	var refs []name.Reference
+	for _, img := range imgs {
+		if !img.frontend {
+			refs = append(refs, img.ref)
+		}
 	}
 	return refs, nil
 }
@@ -136,19 +154,50 @@ func (e argEnv) refProblem(buildArgs map[string]string, matched, unmatched map[s
 	return ""
 }
 
-// baseImages is FromImages with where each image comes from.
-func baseImages(dockerfile []byte, buildArgs map[string]string) ([]image, error) {
+// FinalBase returns the image that the stage target (the last stage if
+// target is empty) is built on, following FROM through earlier stages, as
+// FromImages resolves it; nil if that is scratch. The built image records
+// it (org.opencontainers.image.base.name).
+func FinalBase(dockerfile []byte, buildArgs map[string]string, target string) (name.Reference, error) {
+	_, stages, err := baseImages(dockerfile, buildArgs)
+	if err != nil {
+		return nil, err
+	}
+	i := len(stages) - 1
+	if target != "" {
+		i = slices.IndexFunc(stages, func(s stageBase) bool { return strings.EqualFold(s.name, target) })
+		if i < 0 {
+			return nil, fmt.Errorf("target stage %q not found", target)
+		}
+	}
+	for stages[i].parent >= 0 {
+		i = stages[i].parent
+	}
+	return stages[i].ref, nil
+}
+
+// stageBase is what one stage is built on: an image (nil for scratch) or
+// an earlier stage.
+type stageBase struct {
+	name   string
+	ref    name.Reference
+	parent int // index of the earlier stage, or -1
+}
+
+// baseImages is FromImages with where each image comes from, and what
+// each stage is built on.
+func baseImages(dockerfile []byte, buildArgs map[string]string) ([]image, []stageBase, error) {
 	res, err := parser.Parse(bytes.NewReader(dockerfile))
 	if err != nil {
-		return nil, fmt.Errorf("cannot parse Dockerfile: %w", err)
+		return nil, nil, fmt.Errorf("cannot parse Dockerfile: %w", err)
 	}
 	// The nil linter: policy only needs the instructions, not warnings.
 	stages, metaArgs, err := instructions.Parse(res.AST, nil)
 	if err != nil {
-		return nil, fmt.Errorf("cannot parse Dockerfile: %w", err)
+		return nil, nil, fmt.Errorf("cannot parse Dockerfile: %w", err)
 	}
 	if len(stages) == 0 {
-		return nil, fmt.Errorf("cannot parse Dockerfile: it has no FROM instruction")
+		return nil, nil, fmt.Errorf("cannot parse Dockerfile: it has no FROM instruction")
 	}
 	lex := shell.NewLex(res.EscapeToken)
 
@@ -181,7 +230,7 @@ func baseImages(dockerfile []byte, buildArgs map[string]string) ([]image, error)
 			}
 			r, err := lex.ProcessWordWithMatches(*kv.Value, env)
 			if err != nil {
-				return nil, fmt.Errorf("line %d: ARG %s: %w", line, k, err)
+				return nil, nil, fmt.Errorf("line %d: ARG %s: %w", line, k, err)
 			}
 			env[k] = argValue{
 				value:   r.Result,
@@ -210,15 +259,18 @@ func baseImages(dockerfile []byte, buildArgs map[string]string) ([]image, error)
 	if v := buildArgs[buildkitSyntaxArg]; v != "" {
 		ref, _, _ := strings.Cut(strings.TrimSpace(v), " ")
 		if err := add(v, ref, "build arg "+buildkitSyntaxArg); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		imgs[len(imgs)-1].frontend = true
 	}
 	if ref, _, loc, ok := parser.DetectSyntax(dockerfile); ok {
 		if err := add(ref, ref, fmt.Sprintf("# syntax directive on line %d", lineOf(loc))); err != nil {
-			return nil, err
+			return nil, nil, err
 		}
+		imgs[len(imgs)-1].frontend = true
 	}
 
+	var bases []stageBase
 	var names []string // stage names so far, lowercase as the parser makes them
 	isStage := func(ref string, current int) bool {
 		if containsFold(names, ref) {
@@ -234,22 +286,26 @@ func baseImages(dockerfile []byte, buildArgs map[string]string) ([]image, error)
 		where := fmt.Sprintf("FROM on line %d", line)
 		r, err := lex.ProcessWordWithMatches(st.BaseName, env)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %q: %w", where, st.BaseName, err)
+			return nil, nil, fmt.Errorf("%s: %q: %w", where, st.BaseName, err)
 		}
 		if p := env.refProblem(buildArgs, r.Matched, r.Unmatched, true); p != "" {
-			return nil, fmt.Errorf("%s: cannot resolve %q: %s", where, st.BaseName, p)
+			return nil, nil, fmt.Errorf("%s: cannot resolve %q: %s", where, st.BaseName, p)
 		}
 		base := r.Result
+		sb := stageBase{name: st.Name, parent: -1}
 		switch {
 		case base == "":
-			return nil, fmt.Errorf("%s: the image is empty", where)
+			return nil, nil, fmt.Errorf("%s: the image is empty", where)
 		case base == "scratch":
 		case containsFold(names, base):
+			sb.parent = slices.IndexFunc(bases, func(s stageBase) bool { return s.name != "" && strings.EqualFold(s.name, base) })
 		default:
 			if err := add(st.BaseName, base, where); err != nil {
-				return nil, err
+				return nil, nil, err
 			}
+			sb.ref = imgs[len(imgs)-1].ref
 		}
+		bases = append(bases, sb)
 
 		// COPY --from and RUN --mount from= are not expanded by either
 		// runner, so they are taken as written.
@@ -260,7 +316,7 @@ func baseImages(dockerfile []byte, buildArgs map[string]string) ([]image, error)
 					continue
 				}
 				if err := add(c.From, c.From, fmt.Sprintf("COPY --from on line %d", lineOf(c.Location()))); err != nil {
-					return nil, err
+					return nil, nil, err
 				}
 			case *instructions.RunCommand:
 				for _, m := range instructions.GetMounts(c) {
@@ -268,7 +324,7 @@ func baseImages(dockerfile []byte, buildArgs map[string]string) ([]image, error)
 						continue
 					}
 					if err := add(m.From, m.From, fmt.Sprintf("RUN --mount from= on line %d", lineOf(c.Location()))); err != nil {
-						return nil, err
+						return nil, nil, err
 					}
 				}
 			}
@@ -277,7 +333,7 @@ func baseImages(dockerfile []byte, buildArgs map[string]string) ([]image, error)
 			names = append(names, st.Name)
 		}
 	}
-	return imgs, nil
+	return imgs, bases, nil
 }
 
 func containsFold(names []string, s string) bool {

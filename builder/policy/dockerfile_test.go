@@ -83,3 +83,35 @@ func TestFromImages(t *testing.T) {
 		})
 	}
 }
+
+func TestFinalBase(t *testing.T) {
+	for _, tc := range []struct {
+		name, dockerfile, target string
+		args                     map[string]string
+		want                     string // "" for scratch
+	}{
+		{"single stage", "FROM r.example/app:1\nRUN true\n", "", nil, "r.example/app:1"},
+		{"last stage wins", "FROM r.example/app:1 AS b\nFROM r.example/cc:2\n", "", nil, "r.example/cc:2"},
+		{"through stages", "FROM r.example/app:1 AS b\nFROM b AS c\nFROM C\n", "", nil, "r.example/app:1"},
+		{"target", "FROM r.example/app:1 AS b\nFROM r.example/cc:2\n", "B", nil, "r.example/app:1"},
+		{"arg", "ARG BASE=r.example/app:1\nFROM ${BASE}\n", "", map[string]string{"BASE": "r.example/zz:9"}, "r.example/zz:9"},
+		{"scratch", "FROM r.example/app:1 AS b\nFROM scratch\nCOPY --from=b / /\n", "", nil, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ref, err := FinalBase([]byte(tc.dockerfile), tc.args, tc.target)
+			if err != nil {
+				t.Fatalf("FinalBase(%q) = %v", tc.dockerfile, err)
+			}
+			got := ""
+			if ref != nil {
+				got = ref.String()
+			}
+			if got != tc.want {
+				t.Errorf("FinalBase(%q, target %q) = %q, want %q", tc.dockerfile, tc.target, got, tc.want)
+			}
+		})
+	}
+	if _, err := FinalBase([]byte("FROM r.example/app:1\n"), nil, "nope"); err == nil {
+		t.Errorf("FinalBase with an unknown target = nil error, want one")
+	}
+}

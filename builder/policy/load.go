@@ -34,6 +34,7 @@ type allowYAML struct {
 	From         []scalar  `yaml:"from"`
 	Runners      []scalar  `yaml:"runners"`
 	Limits       limitYAML `yaml:"limits"`
+	Network      scalar    `yaml:"network"`
 }
 
 type limitYAML struct {
@@ -209,6 +210,12 @@ func compileRule(ry ruleYAML) (rule, error) {
 		return r, err
 	}
 	r.limits = lim
+	switch a.Network.Value {
+	case "", NetworkNone, NetworkEgress:
+		r.network = a.Network.Value
+	default:
+		return r, errAt(a.Network.Line, "allow.network: %q is neither %q nor %q", a.Network.Value, NetworkNone, NetworkEgress)
+	}
 	return r, nil
 }
 

@@ -27,7 +27,17 @@ type rule struct {
 	from         []string // normalized hosts, or "*"
 	runners      []string
 	limits       Limits
+	network      string
 }
+
+// Network modes a rule may give RUN steps (allow.network).
+const (
+	// NetworkNone is loopback only.
+	NetworkNone = "none"
+	// NetworkEgress is outbound connections, but never to the gateway's
+	// host or link-local addresses.
+	NetworkEgress = "egress"
+)
 
 type matcher struct {
 	key     string // kind, name, issuer, or an attribute name
@@ -70,6 +80,9 @@ type Decision struct {
 	Reason string
 	// Limits are the deciding rule's limits, set when Allowed.
 	Limits Limits
+	// Network is the deciding rule's allow.network, set when Allowed;
+	// empty if the rule leaves it to the gateway's default.
+	Network string
 }
 
 // Rules returns the names of the rules, in the order they are tried.
@@ -150,7 +163,7 @@ func (p *Policy) Decide(r Request) Decision {
 	}
 
 	if r.Dockerfile != nil {
-		imgs, err := baseImages(r.Dockerfile, r.BuildArgs)
+		imgs, _, err := baseImages(r.Dockerfile, r.BuildArgs)
 		if err != nil {
 			// The Dockerfile's own problems are not the rule's doing,
 			// but the rule is still the one that decided.
@@ -168,6 +181,7 @@ func (p *Policy) Decide(r Request) Decision {
 		Rule:    ru.name,
 		Reason:  fmt.Sprintf("allowed by policy rule %q", ru.name),
 		Limits:  ru.limits,
+		Network: ru.network,
 	}
 }
 

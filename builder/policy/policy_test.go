@@ -439,3 +439,38 @@ func TestExamplePolicy(t *testing.T) {
 		{name: "team", id: team("web"), dests: []string{"registry.example.com/teams/web/site:1"}, allowed: true, rule: "jenkins-teams"},
 	})
 }
+
+func TestDecideNetwork(t *testing.T) {
+	p := mustParse(t, `rules:
+  - name: open
+    match: {team: web}
+    allow: {destinations: ["r.example/web/**"], network: egress}
+  - name: sealed
+    match: {team: db}
+    allow: {destinations: ["r.example/db/**"], network: none}
+  - name: default
+    match: {kind: token}
+    allow: {destinations: ["r.example/**"]}
+`)
+	for _, tc := range []struct{ team, repo, want string }{
+		{"web", "r.example/web/app:1", NetworkEgress},
+		{"db", "r.example/db/app:1", NetworkNone},
+		{"other", "r.example/x/app:1", ""},
+	} {
+		tag, err := name.NewTag(tc.repo)
+		if err != nil {
+			t.Fatal(err)
+		}
+		d := p.Decide(Request{
+			Identity:     auth.Identity{Name: tc.team, Kind: "token", Attributes: map[string]string{"team": tc.team}},
+			Destinations: []name.Tag{tag},
+			Runner:       "kaniko",
+		})
+		if !d.Allowed || d.Network != tc.want {
+			t.Errorf("Decide(team %s).Network = %q (allowed %v: %s), want %q", tc.team, d.Network, d.Allowed, d.Reason, tc.want)
+		}
+	}
+	if _, err := Parse([]byte("rules:\n  - name: x\n    match: {kind: token}\n    allow: {destinations: [\"r.example/**\"], network: host}\n")); err == nil || !strings.Contains(err.Error(), "allow.network") {
+		t.Errorf("Parse(network: host) = %v, want an error about allow.network", err)
+	}
+}

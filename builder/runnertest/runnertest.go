@@ -67,13 +67,16 @@ const buildTimeout = 3 * time.Minute
 //
 // Run sets SecretEnv in the process environment for its duration, so it
 // must not be called from a parallel test. Its subtests run in parallel.
-func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner) {
+func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Option) {
 	host := startRegistry(t)
 	s := &suite{
 		newRunner: newRunner,
 		registry:  host,
 		base:      testenv.Busybox(t, host),
 		secret:    "buildgw-secret-" + randomHex(t, 16),
+	}
+	for _, o := range opts {
+		o(s)
 	}
 	// Every build of the suite runs with a secret in the runner's
 	// environment, as a gateway does with its push credentials; the
@@ -82,6 +85,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner) {
 
 	t.Run("Features", s.testFeatures)
 	t.Run("Target", s.testTarget)
+	t.Run("CopyFromImage", s.testCopyFromImage)
 	t.Run("FailingRun", s.testFailingRun)
 	t.Run("Cancel", s.testCancel)
 	t.Run("Credentials", s.testCredentials)
@@ -89,8 +93,18 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner) {
 	t.Run("Concurrent", s.testConcurrent)
 }
 
+// Option changes how the suite runs builds.
+type Option func(*suite)
+
+// WithBaseImages has p fetch every build's base images before the build
+// starts, as builder.Manager does with builder.WithBaseImages.
+func WithBaseImages(p builder.BasePreparer) Option {
+	return func(s *suite) { s.preparer = p }
+}
+
 type suite struct {
 	newRunner func(t *testing.T) builder.Runner
+	preparer  builder.BasePreparer
 	registry  string // host:port, plain HTTP
 	base      string // busybox on registry
 	secret    string
@@ -158,7 +172,7 @@ func (s *suite) newSetup(t *testing.T, r builder.Runner, j job) *setup {
 	if dockerfile == "" {
 		dockerfile = "Dockerfile"
 	}
-	return &setup{
+	st := &setup{
 		parent: parent,
 		req: &builder.Request{
 			ID:                 "runnertest-" + randomHex(t, 8),
@@ -172,6 +186,24 @@ func (s *suite) newSetup(t *testing.T, r builder.Runner, j job) *setup {
 			InsecureRegistries: []string{s.registry},
 		},
 	}
+	if _, ok := j.files[dockerfile]; ok {
+		s.prepare(t, st)
+	}
+	return st
+}
+
+// prepare fetches the base images of st's build, if the suite has a
+// preparer. newSetup calls it when the job comes with its Dockerfile.
+func (s *suite) prepare(t *testing.T, st *setup) {
+	t.Helper()
+	if s.preparer == nil {
+		return
+	}
+	b, err := s.preparer.Prepare(context.Background(), st.req, io.Discard)
+	if err != nil {
+		t.Fatalf("Prepare(%q): %v", st.req.Dockerfile, err)
+	}
+	st.req.BaseImages = b
 }
 
 // writeFile writes the context file name under ctxDir, with its
@@ -496,6 +528,19 @@ RUN echo last > /last.txt
 	}
 }
 
+// testCopyFromImage copies a file out of an image that is no stage of the
+// Dockerfile: the runner must get that image like a base image.
+func (s *suite) testCopyFromImage(t *testing.T) {
+	t.Parallel()
+	r := s.newRunner(t)
+	st := s.newSetup(t, r, job{files: map[string]string{"Dockerfile": "FROM " + s.base + "\n" +
+		"COPY --from=" + s.base + " /bin/busybox /copied/busybox\n" +
+		"RUN test -x /copied/busybox && /copied/busybox echo copied-ok > /copied/ok.txt\n"}})
+	img, _ := mustBuild(t, r, st.req)
+	checkFiles(t, st.req, img, map[string]string{"/copied/ok.txt": "copied-ok\n"}, nil)
+	checkWorkspace(t, st.req)
+}
+
 func (s *suite) testFailingRun(t *testing.T) {
 	t.Parallel()
 	r := s.newRunner(t)
@@ -762,6 +807,7 @@ func (s *suite) testReadOnlyContext(t *testing.T) {
 		// The context is still what the build copies from.
 		"COPY keep.txt /keep.txt\n"
 	writeFile(t, r, req.ContextDir, "Dockerfile", dockerfile)
+	s.prepare(t, st)
 	before, parentBefore := tree(t, req.ContextDir), tree(t, st.parent, req.Workspace)
 
 	img, _ := mustBuild(t, r, req)

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/push"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/runners/kaniko"
@@ -43,7 +44,11 @@ func New(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := []builder.Option{builder.WithRunner("kaniko", kr), builder.WithInsecureRegistries(reg)}
+	bases, err := basestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := []builder.Option{builder.WithRunner("kaniko", kr), builder.WithInsecureRegistries(reg), builder.WithBaseImages(bases)}
 	if uid, gid, differs := kr.Owner(); differs {
 		opts = append(opts, builder.WithWorkspaceOwner(uid, gid))
 	}

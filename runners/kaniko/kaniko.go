@@ -2,14 +2,16 @@
 // gets its own user, mount and pid namespaces (entered with unshare and the
 // full subordinate uid/gid range), and a private root holding only the
 // executor, CA certificates, the read-only context and the output
-// directory. kaniko writes an OCI layout; it never pushes, so no registry
-// credential exists inside the sandbox.
+// directory. The gateway fetches base images (builder.BasePreparer) and the
+// executor reads them from a read-only layout instead of a registry; kaniko
+// writes an OCI layout and never pushes, so no registry credential of any
+// kind exists inside the sandbox.
 package kaniko
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -118,6 +120,13 @@ func (r *Runner) Available(ctx context.Context) error {
 			return fmt.Errorf("%s (package uidmap) not found: %w", b, err)
 		}
 	}
+	if r.o.network == sandbox.NetworkEgress {
+		for _, b := range []string{r.o.slirp, r.o.nsenter, r.o.iptables + "-restore"} {
+			if _, err := exec.LookPath(b); err != nil {
+				return fmt.Errorf("%s, needed for network egress, not found (packages slirp4netns, util-linux, iptables): %w", b, err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -131,13 +140,29 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	// workspace, after the build is reported: unlinking an unpacked base
 	// image takes about a second.
 
+	network := req.Network
+	if network == "" {
+		network = r.o.network
+	}
+	if err := checkNetwork(network); err != nil {
+		return nil, err
+	}
+	// A network namespace of its own: loopback only, unless egress is
+	// added below.
 	args := append([]string{
-		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--fork", "--kill-child",
+		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--net", "--fork", "--kill-child",
 		"--", filepath.Join(root, "kaniko", "executor"),
 	}, r.kanikoArgs(req)...)
 	var grp *cgroup.Group
-	var release *os.File
+	var holdR, release *os.File
 	var holdProg string
+	cache, err := r.tenantCache(req.Tenant)
+	if err != nil {
+		return nil, err
+	}
+	if cache != "" {
+		args = append(args, "--cache=true", "--cache-repo=oci:"+path.Join(sandbox.LayerCache, "layers"))
+	}
 	cmd := exec.CommandContext(ctx, r.o.unshare, args...)
 	if r.cg != nil {
 		var err error
@@ -152,13 +177,11 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		// The executor holds until it is in the group, then becomes
 		// unshare: nothing of the build ever runs outside the group.
 		cmd = exec.CommandContext(ctx, filepath.Join(root, "kaniko", "executor"), args...)
-		hold, rel, err := os.Pipe()
-		if err != nil {
+		if holdR, release, err = os.Pipe(); err != nil {
 			return nil, err
 		}
-		defer hold.Close()
-		defer rel.Close()
-		cmd.ExtraFiles, release = []*os.File{hold}, rel
+		defer holdR.Close()
+		defer release.Close()
 	}
 	cmd.Dir = root
 	// The sandbox gets a fixed environment, never the gateway's, which may
@@ -175,6 +198,16 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if grp != nil {
 		cmd.Env = append(cmd.Env, sandbox.EnvHold+"="+holdProg)
 	}
+	// Images come only from what the gateway fetched; without any, an
+	// empty directory, so that a FROM fails saying so.
+	base := filepath.Join(root, "kaniko", "base")
+	if req.BaseImages != nil {
+		base = req.BaseImages.Layout
+	}
+	cmd.Env = append(cmd.Env, sandbox.EnvBase+"="+base)
+	if cache != "" {
+		cmd.Env = append(cmd.Env, sandbox.EnvCache+"="+cache)
+	}
 	lw := builder.NewLineWriter(log)
 	cmd.Stdout, cmd.Stderr = lw, lw
 	// A session of its own: no controlling terminal reaches the build
@@ -185,7 +218,24 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 
-	err := cmd.Start()
+	cmd.Env = append(cmd.Env, sandbox.EnvNetwork+"="+network)
+	var eg *egress
+	if network == sandbox.NetworkEgress {
+		if eg, err = newEgress(); err != nil {
+			return nil, fmt.Errorf("preparing the sandbox's network: %w", err)
+		}
+		defer eg.stop()
+	}
+	// The executor's fds 3 and 4 are the egress handshake, 5 the cgroup
+	// hold (see the sandbox package); nil leaves one closed.
+	cmd.ExtraFiles = make([]*os.File, 3)
+	if eg != nil {
+		copy(cmd.ExtraFiles, eg.child)
+	}
+	if grp != nil {
+		cmd.ExtraFiles[2] = holdR
+	}
+	err = cmd.Start()
 	if err == nil && r.o.nice > 0 {
 		// The whole group: the process and whatever it has forked by now;
 		// later processes inherit it.
@@ -194,7 +244,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 	}
 	if err == nil && grp != nil {
-		cmd.ExtraFiles[0].Close()
+		holdR.Close()
 		if err = grp.Add(cmd.Process.Pid); err == nil {
 			_, err = release.Write([]byte{1})
 		}
@@ -203,6 +253,14 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			cmd.Wait()
 			return nil, fmt.Errorf("starting the sandbox in its cgroup: %w", err)
+		}
+	}
+	if err == nil && eg != nil {
+		if err = eg.start(ctx, r, cmd.Process.Pid); err != nil {
+			cmd.Cancel()
+			cmd.Wait()
+			lw.Flush()
+			return nil, err
 		}
 	}
 	if err == nil {
@@ -243,10 +301,32 @@ func (r *Runner) Cleanup(ctx context.Context, id string) error {
 	return g.Remove()
 }
 
+// tenantCache returns the host directory of tenant's layer cache, made
+// for the sandbox user; "" if the runner keeps no cache or the build has
+// no tenant. Tenants are named by a hash, so no tenant name becomes a
+// path.
+func (r *Runner) tenantCache(tenant string) (string, error) {
+	if r.o.cacheDir == "" || tenant == "" {
+		return "", nil
+	}
+	if err := os.MkdirAll(r.o.cacheDir, 0o711); err != nil {
+		return "", fmt.Errorf("creating layer cache: %w", err)
+	}
+	sum := sha256.Sum256([]byte(tenant))
+	dir := filepath.Join(r.o.cacheDir, hex.EncodeToString(sum[:16]))
+	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
+		return "", fmt.Errorf("creating layer cache: %w", err)
+	}
+	if err := r.chown(dir); err != nil {
+		return "", err
+	}
+	return dir, nil
+}
+
 // prepareRoot lays out the job root: the executor, CA certificates and
 // the empty mount points the sandbox init binds into.
 func (r *Runner) prepareRoot(root string, req *builder.Request) error {
-	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
+	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/base", "kaniko/cache", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
 	for _, d := range dirs {
 		p := filepath.Join(root, d)
 		if err := os.Mkdir(p, 0o755); err != nil {
@@ -268,31 +348,9 @@ func (r *Runner) prepareRoot(root string, req *builder.Request) error {
 	if err := installCAs(r.o.caCerts, req.ExtraCAs, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt")); err != nil {
 		return fmt.Errorf("installing CA certificates: %w", err)
 	}
-	if len(req.PullCredentials) > 0 {
-		// Only the read-only pull credentials the configuration gives to
-		// sandboxes; kaniko reads them from DOCKER_CONFIG.
-		p := filepath.Join(root, "kaniko", ".docker", "config.json")
-		if err := os.WriteFile(p, dockerConfig(req.PullCredentials), 0o600); err != nil {
-			return fmt.Errorf("installing pull credentials: %w", err)
-		}
-		if err := r.chown(p); err != nil {
-			return err
-		}
-	}
+	// No registry credential of any kind: the executor takes base images
+	// only from req.BaseImages, fetched by the gateway.
 	return nil
-}
-
-// dockerConfig renders credentials as a Docker config.json.
-func dockerConfig(creds map[string]builder.Credential) []byte {
-	type entry struct {
-		Auth string `json:"auth"`
-	}
-	auths := map[string]entry{}
-	for host, c := range creds {
-		auths[host] = entry{Auth: base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))}
-	}
-	b, _ := json.Marshal(map[string]any{"auths": auths})
-	return b
 }
 
 func installCAs(system string, extra []byte, dst string) error {

@@ -12,6 +12,7 @@ import (
 	"testing"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
@@ -24,6 +25,12 @@ var _ runnertest.Owner = (*Runner)(nil)
 func TestConformance(t *testing.T) {
 	testenv.RequireSandbox(t)
 	exe := testenv.Executor(t)
+	// The gateway fetches base images; the sandbox never reaches the
+	// suite's registry itself.
+	store, err := basestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	runnertest.Run(t, func(t *testing.T) builder.Runner {
 		r, err := New(WithExecutor(exe))
 		if err != nil {
@@ -33,7 +40,7 @@ func TestConformance(t *testing.T) {
 			t.Fatalf("Available: %v", err)
 		}
 		return r
-	})
+	}, runnertest.WithBaseImages(store))
 }
 
 func TestKanikoArgs(t *testing.T) {

@@ -2,10 +2,12 @@ package kaniko
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 
 	"github.com/buildgw/buildgw/runners/cgroup"
+	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
 // Option configures a Runner.
@@ -20,6 +22,11 @@ type options struct {
 	nice     int
 	limits   cgroup.Limits
 	cgroups  string // cgroup mount
+	network  string
+	slirp    string
+	nsenter  string
+	iptables string
+	cacheDir string
 }
 
 // DefaultUser is the sandbox user a root gateway switches to.
@@ -33,17 +40,24 @@ var defaultFlags = []string{"--compressed-caching=false"}
 
 func makeOptions(opts ...Option) (options, error) {
 	o := options{
-		unshare: "unshare",
-		user:    DefaultUser,
-		caCerts: "/etc/ssl/certs/ca-certificates.crt",
-		flags:   append([]string(nil), defaultFlags...),
-		nice:    10,
-		cgroups: "/sys/fs/cgroup",
+		unshare:  "unshare",
+		user:     DefaultUser,
+		caCerts:  "/etc/ssl/certs/ca-certificates.crt",
+		flags:    append([]string(nil), defaultFlags...),
+		nice:     10,
+		cgroups:  "/sys/fs/cgroup",
+		network:  sandbox.NetworkNone,
+		slirp:    "slirp4netns",
+		nsenter:  "nsenter",
+		iptables: "iptables",
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
 			return o, err
 		}
+	}
+	if err := checkNetwork(o.network); err != nil {
+		return o, err
 	}
 	if o.executor == "" {
 		return o, errors.New("kaniko runner: no executor configured")
@@ -114,4 +128,38 @@ func WithCACerts(path string) Option {
 // WithFlags appends extra kaniko flags, for tuning. Default none.
 func WithFlags(flags ...string) Option {
 	return func(o *options) error { o.flags = append(o.flags, flags...); return nil }
+}
+
+// WithNetwork sets the network of builds whose request names none:
+// sandbox.NetworkNone (loopback only) or sandbox.NetworkEgress (outbound
+// through slirp4netns; the host's loopback and own addresses and
+// 169.254.0.0/16 refused). Default none: base images come from the
+// gateway, so a build needs no network unless its RUN steps do.
+func WithNetwork(mode string) Option {
+	return func(o *options) error { o.network = mode; return nil }
+}
+
+// WithNetworkTools sets the slirp4netns, nsenter and iptables binaries
+// that egress needs. Default: found on PATH.
+func WithNetworkTools(slirp4netns, nsenter, iptables string) Option {
+	return func(o *options) error {
+		o.slirp, o.nsenter, o.iptables = slirp4netns, nsenter, iptables
+		return nil
+	}
+}
+
+func checkNetwork(mode string) error {
+	switch mode {
+	case sandbox.NetworkNone, sandbox.NetworkEgress:
+		return nil
+	}
+	return fmt.Errorf("kaniko runner: network %q is neither %q nor %q", mode, sandbox.NetworkNone, sandbox.NetworkEgress)
+}
+
+// WithLayerCache enables kaniko's layer cache, kept under dir with one
+// directory per tenant (builder.Request.Tenant): a build reads and fills
+// only its own tenant's cache, so a hostile build can at worst poison the
+// cache of its own tenant. Default: no layer cache.
+func WithLayerCache(dir string) Option {
+	return func(o *options) error { o.cacheDir = dir; return nil }
 }

@@ -19,27 +19,37 @@ const (
 	EnvRoot    = "BUILDGW_SANDBOX_ROOT"    // the job root to pivot into
 	EnvContext = "BUILDGW_SANDBOX_CONTEXT" // mounted read-only at /workspace
 	EnvOutput  = "BUILDGW_SANDBOX_OUTPUT"  // mounted at /kaniko/out
+	EnvBase    = "BUILDGW_SANDBOX_BASE"    // mounted read-only at BaseImages
+	EnvCache   = "BUILDGW_SANDBOX_CACHE"   // the tenant's layer cache, mounted at LayerCache
 	EnvRemove  = "BUILDGW_SANDBOX_REMOVE"  // remove this tree and exit
 	// EnvHold names the program to become once the gateway writes a byte
-	// to file descriptor 3: the gateway first moves the process into the
-	// build's cgroup, so that everything the build starts is inside it.
+	// to file descriptor fdRelease: the gateway first moves the process
+	// into the build's cgroup, so that everything the build starts is
+	// inside it.
 	EnvHold = "BUILDGW_SANDBOX_HOLD"
 )
+
+// fdRelease is the hold's file descriptor, after the egress handshake's.
+const fdRelease = 5
 
 // Paths inside the job root.
 const (
 	Workspace = "/workspace"
 	Output    = "/kaniko/out"
-	oldRoot   = "/.oldroot"
+	// LayerCache holds the tenant's kaniko layer cache, one OCI layout
+	// per cache key.
+	LayerCache = "/kaniko/cache"
+	oldRoot    = "/.oldroot"
 )
 
 // Enter prepares the sandbox if the environment asks for one. It reports
 // whether the caller should go on to run kaniko (false for a removal).
-// It must run in fresh user, mount and pid namespaces, as their root.
+// It must run in fresh user, mount, pid and network namespaces, as their
+// root.
 func Enter() (bool, error) {
 	if prog := os.Getenv(EnvHold); prog != "" {
 		os.Unsetenv(EnvHold)
-		f := os.NewFile(3, "release")
+		f := os.NewFile(fdRelease, "release")
 		var b [1]byte
 		n, _ := f.Read(b[:])
 		f.Close()
@@ -59,17 +69,24 @@ func Enter() (bool, error) {
 	if root == "" {
 		return true, nil
 	}
-	ctxDir, out := os.Getenv(EnvContext), os.Getenv(EnvOutput)
-	for _, k := range []string{EnvRoot, EnvContext, EnvOutput} {
+	ctxDir, out, base, network, cache := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), os.Getenv(EnvNetwork), os.Getenv(EnvCache)
+	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork, EnvCache} {
 		os.Unsetenv(k)
 	}
-	if err := pivot(root, ctxDir, out); err != nil {
+	if err := pivot(root, ctxDir, out, base, cache); err != nil {
 		return false, fmt.Errorf("preparing sandbox: %w", err)
+	}
+	if err := setupNetwork(network); err != nil {
+		return false, fmt.Errorf("preparing sandbox network: %w", err)
 	}
 	// Start over inside the new root. Package initialisers have already run
 	// against the host's filesystem (kaniko loads its CA pool in one), and
 	// nothing the build trusts may come from there.
-	if err := unix.Exec(executorPath, os.Args, os.Environ()); err != nil {
+	env := os.Environ()
+	if base != "" {
+		env = append(env, envSealed+"=1")
+	}
+	if err := unix.Exec(executorPath, os.Args, env); err != nil {
 		return false, fmt.Errorf("re-executing inside the sandbox: %w", err)
 	}
 	return false, nil // not reached
@@ -78,7 +95,7 @@ func Enter() (bool, error) {
 // executorPath is where the runner installs the executor in the job root.
 const executorPath = "/kaniko/executor"
 
-func pivot(root, ctxDir, out string) error {
+func pivot(root, ctxDir, out, base, cache string) error {
 	// Nothing mounted here may propagate back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
@@ -90,13 +107,20 @@ func pivot(root, ctxDir, out string) error {
 	if err := mountDev(filepath.Join(root, "dev")); err != nil {
 		return err
 	}
-	binds := []struct {
+	type bind struct {
 		src, dst string
 		flags    uintptr
 		ro       bool
-	}{
+	}
+	binds := []bind{
 		{ctxDir, Workspace[1:], unix.MS_BIND, true},
 		{out, Output[1:], unix.MS_BIND, false},
+	}
+	if base != "" {
+		binds = append(binds, bind{base, BaseImages[1:], unix.MS_BIND, true})
+	}
+	if cache != "" {
+		binds = append(binds, bind{cache, LayerCache[1:], unix.MS_BIND, false})
 	}
 	for _, b := range binds {
 		dst := filepath.Join(root, b.dst)

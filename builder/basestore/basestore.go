@@ -1,0 +1,489 @@
+// Package basestore is the gateway's shared store of base images: the
+// images builds pull (FROM, COPY --from), fetched once by the gateway with
+// its own credentials, kept on disk by digest and bounded in size (least
+// recently used blobs go first). Each build gets the images it needs as a
+// read-only OCI layout in its workspace, so its sandbox needs neither
+// network nor credentials to pull them.
+package basestore
+
+import (
+	"bytes"
+	"container/list"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+)
+
+// Store is the on-disk store. Its methods may be called concurrently; the
+// same blob is downloaded once however many builds need it at a time.
+type Store struct {
+	dir string
+	o   options
+
+	mu       sync.Mutex
+	blobs    map[v1.Hash]*list.Element // of *blob, most recently used first
+	lru      *list.List
+	size     int64
+	inflight map[v1.Hash]*call
+	stats    Stats
+}
+
+type blob struct {
+	digest v1.Hash
+	size   int64
+	leases int // builds between fetching and linking it
+}
+
+type call struct {
+	done chan struct{}
+	err  error
+}
+
+// Stats counts what the store has done since it was opened.
+type Stats struct {
+	// Downloads is how many blobs (layers, configs and manifests) were
+	// downloaded, and DownloadedBytes their size.
+	Downloads       int
+	DownloadedBytes int64
+	// Hits is how many blobs a build needed that were already stored.
+	Hits int
+	// Evictions is how many blobs were removed to stay within the bound.
+	Evictions int
+}
+
+// New opens the store in dir, creating it if needed. Blobs already there
+// (from before a restart) are kept, oldest use first in line for eviction.
+func New(dir string, opts ...Option) (*Store, error) {
+	o, err := makeOptions(opts...)
+	if err != nil {
+		return nil, err
+	}
+	s := &Store{dir: dir, o: o, blobs: map[v1.Hash]*list.Element{}, lru: list.New(), inflight: map[v1.Hash]*call{}}
+	if err := os.RemoveAll(s.tmpDir()); err != nil {
+		return nil, fmt.Errorf("base image store: %w", err)
+	}
+	for _, d := range []string{s.blobDir(), s.tmpDir()} {
+		if err := os.MkdirAll(d, 0o700); err != nil {
+			return nil, fmt.Errorf("base image store: %w", err)
+		}
+	}
+	ents, err := os.ReadDir(s.blobDir())
+	if err != nil {
+		return nil, fmt.Errorf("base image store: %w", err)
+	}
+	type found struct {
+		b     *blob
+		mtime time.Time
+	}
+	var all []found
+	for _, e := range ents {
+		fi, err := e.Info()
+		if err != nil || !fi.Mode().IsRegular() {
+			continue
+		}
+		h, err := v1.NewHash("sha256:" + e.Name())
+		if err != nil {
+			continue
+		}
+		all = append(all, found{&blob{digest: h, size: fi.Size()}, fi.ModTime()})
+	}
+	// Most recently used first, as the list keeps them.
+	slices.SortFunc(all, func(a, b found) int { return b.mtime.Compare(a.mtime) })
+	for _, f := range all {
+		s.blobs[f.b.digest] = s.lru.PushBack(f.b)
+		s.size += f.b.size
+	}
+	s.mu.Lock()
+	s.evict()
+	s.mu.Unlock()
+	return s, nil
+}
+
+func (s *Store) blobDir() string { return filepath.Join(s.dir, "blobs", "sha256") }
+func (s *Store) tmpDir() string  { return filepath.Join(s.dir, "tmp") }
+
+func (s *Store) path(h v1.Hash) string { return filepath.Join(s.blobDir(), h.Hex) }
+
+// Stats returns the store's counters.
+func (s *Store) Stats() Stats {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.stats
+}
+
+// Size returns the bytes the store holds.
+func (s *Store) Size() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.size
+}
+
+// Has reports whether the blob is stored.
+func (s *Store) Has(h v1.Hash) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	_, ok := s.blobs[h]
+	return ok
+}
+
+// Image is a base image resolved and fetched into the store. Its blobs
+// stay leased, safe from eviction, until Release.
+type Image struct {
+	// Ref is the reference as asked for.
+	Ref name.Reference
+	// Digest is what Ref resolved to at the registry: an image manifest,
+	// or an index for several platforms.
+	Digest v1.Hash
+	// Manifest is the descriptor of the image manifest for the store's
+	// platform (the same as Digest unless Ref names an index).
+	Manifest v1.Descriptor
+	// Blobs are the manifest, config and layers.
+	Blobs []v1.Hash
+}
+
+// Fetch resolves ref at its registry and makes sure that every blob of the
+// image for the store's platform is stored. A reference by digest whose
+// manifest is stored needs no request at all; a tag needs one HEAD.
+// Release the image's leases when it has been linked.
+func (s *Store) Fetch(ctx context.Context, ref name.Reference) (_ *Image, err error) {
+	img := &Image{Ref: ref}
+	defer func() {
+		if err != nil {
+			s.Release(img)
+		}
+	}()
+	ropts := append(s.o.remote(ref.Context().Registry), remote.WithContext(ctx))
+	repo := ref.Context()
+
+	var top v1.Descriptor
+	if d, ok := ref.(name.Digest); ok {
+		h, err := v1.NewHash(d.DigestStr())
+		if err != nil {
+			return nil, fmt.Errorf("resolving %s: %w", ref, err)
+		}
+		top.Digest = h
+	} else {
+		desc, err := remote.Head(ref, ropts...)
+		if err != nil {
+			return nil, fmt.Errorf("resolving %s: %w", ref, err)
+		}
+		top = *desc
+	}
+	img.Digest = top.Digest
+	raw, err := s.manifest(ctx, repo, img, top.Digest, ropts)
+	if err != nil {
+		return nil, err
+	}
+	mt, err := mediaType(raw)
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest of %s: %w", ref, err)
+	}
+	img.Manifest = v1.Descriptor{MediaType: mt, Digest: top.Digest, Size: int64(len(raw))}
+	if mt.IsIndex() {
+		idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
+		if err != nil {
+			return nil, fmt.Errorf("reading index of %s: %w", ref, err)
+		}
+		child, err := pick(idx, s.o.platform)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+		if raw, err = s.manifest(ctx, repo, img, child.Digest, ropts); err != nil {
+			return nil, err
+		}
+		img.Manifest = v1.Descriptor{MediaType: child.MediaType, Digest: child.Digest, Size: int64(len(raw))}
+	}
+	m, err := v1.ParseManifest(bytes.NewReader(raw))
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest of %s: %w", ref, err)
+	}
+	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+		if err := s.ensure(ctx, d.Digest, func(w io.Writer) error {
+			l, err := remote.Layer(repo.Digest(d.Digest.String()), ropts...)
+			if err != nil {
+				return err
+			}
+			rc, err := l.Compressed()
+			if err != nil {
+				return err
+			}
+			defer rc.Close()
+			_, err = io.Copy(w, rc)
+			return err
+		}); err != nil {
+			return nil, fmt.Errorf("fetching %s of %s: %w", d.Digest, ref, err)
+		}
+		img.Blobs = append(img.Blobs, d.Digest)
+	}
+	return img, nil
+}
+
+// manifest stores the manifest h of repo if it is not stored yet, leases
+// it for img and returns its bytes.
+func (s *Store) manifest(ctx context.Context, repo name.Repository, img *Image, h v1.Hash, ropts []remote.Option) ([]byte, error) {
+	err := s.ensure(ctx, h, func(w io.Writer) error {
+		desc, err := remote.Get(repo.Digest(h.String()), ropts...)
+		if err != nil {
+			return err
+		}
+		_, err = w.Write(desc.Manifest)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("fetching manifest %s of %s: %w", h, repo, err)
+	}
+	img.Blobs = append(img.Blobs, h)
+	b, err := os.ReadFile(s.path(h))
+	if err != nil {
+		return nil, fmt.Errorf("reading manifest %s: %w", h, err)
+	}
+	return b, nil
+}
+
+// ensure makes sure blob h is stored, downloading it with get if not, and
+// leases it. Concurrent calls for the same blob wait for one download.
+func (s *Store) ensure(ctx context.Context, h v1.Hash, get func(io.Writer) error) error {
+	if h.Algorithm != "sha256" {
+		return fmt.Errorf("unsupported digest %s", h)
+	}
+	for {
+		s.mu.Lock()
+		if e, ok := s.blobs[h]; ok {
+			b := e.Value.(*blob)
+			b.leases++
+			s.lru.MoveToFront(e)
+			s.stats.Hits++
+			s.mu.Unlock()
+			// The file's time keeps the order across restarts.
+			now := time.Now()
+			os.Chtimes(s.path(h), now, now)
+			return nil
+		}
+		if c, ok := s.inflight[h]; ok {
+			s.mu.Unlock()
+			select {
+			case <-c.done:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+			if c.err != nil && ctx.Err() == nil && !errors.Is(c.err, context.Canceled) {
+				return c.err
+			}
+			// Stored now, or the download was given up by a build that was
+			// cancelled: look again.
+			continue
+		}
+		c := &call{done: make(chan struct{})}
+		s.inflight[h] = c
+		s.mu.Unlock()
+
+		size, err := s.download(h, get)
+		s.mu.Lock()
+		delete(s.inflight, h)
+		c.err = err
+		if err == nil {
+			b := &blob{digest: h, size: size, leases: 1}
+			s.blobs[h] = s.lru.PushFront(b)
+			s.size += size
+			s.stats.Downloads++
+			s.stats.DownloadedBytes += size
+			s.evict()
+		}
+		s.mu.Unlock()
+		close(c.done)
+		return err
+	}
+}
+
+// download writes the blob to a temporary file, checks its digest and
+// moves it into place, read-only.
+func (s *Store) download(h v1.Hash, get func(io.Writer) error) (int64, error) {
+	f, err := os.CreateTemp(s.tmpDir(), h.Hex+"-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.Remove(f.Name())
+	hw := sha256.New()
+	cw := &countWriter{}
+	err = get(io.MultiWriter(f, hw, cw))
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return 0, err
+	}
+	if got := hex.EncodeToString(hw.Sum(nil)); got != h.Hex {
+		return 0, fmt.Errorf("content has digest sha256:%s, want %s", got, h)
+	}
+	if err := os.Chmod(f.Name(), 0o444); err != nil {
+		return 0, err
+	}
+	if err := os.Rename(f.Name(), s.path(h)); err != nil {
+		return 0, err
+	}
+	return cw.n, nil
+}
+
+// evict removes least recently used blobs, but none that is leased, until
+// the store is within its bound. Called with s.mu held.
+func (s *Store) evict() {
+	for e := s.lru.Back(); e != nil && s.size > s.o.maxBytes; {
+		prev := e.Prev()
+		b := e.Value.(*blob)
+		if b.leases == 0 {
+			if err := os.Remove(s.path(b.digest)); err == nil || errors.Is(err, os.ErrNotExist) {
+				s.lru.Remove(e)
+				delete(s.blobs, b.digest)
+				s.size -= b.size
+				s.stats.Evictions++
+			}
+		}
+		e = prev
+	}
+}
+
+// Release returns img's leases: its blobs may be evicted again.
+func (s *Store) Release(img *Image) {
+	if img == nil {
+		return
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for _, h := range img.Blobs {
+		if e, ok := s.blobs[h]; ok {
+			if b := e.Value.(*blob); b.leases > 0 {
+				b.leases--
+			}
+		}
+	}
+	img.Blobs = nil
+	s.evict()
+}
+
+// Link writes an OCI image layout at dir holding imgs, each named in
+// index.json by its reference (org.opencontainers.image.ref.name). Blobs
+// are hard links into the store when the store's option allows, else
+// copies.
+func (s *Store) Link(dir string, imgs []*Image) error {
+	blobs := filepath.Join(dir, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		return err
+	}
+	type desc struct {
+		MediaType   types.MediaType   `json:"mediaType"`
+		Digest      v1.Hash           `json:"digest"`
+		Size        int64             `json:"size"`
+		Annotations map[string]string `json:"annotations"`
+	}
+	var manifests []desc
+	for _, img := range imgs {
+		for _, h := range img.Blobs {
+			dst := filepath.Join(blobs, h.Hex)
+			if _, err := os.Lstat(dst); err == nil {
+				continue
+			}
+			if err := s.linkBlob(s.path(h), dst); err != nil {
+				return fmt.Errorf("linking %s of %s: %w", h, img.Ref, err)
+			}
+		}
+		manifests = append(manifests, desc{
+			MediaType: img.Manifest.MediaType, Digest: img.Manifest.Digest, Size: img.Manifest.Size,
+			Annotations: map[string]string{RefNameAnnotation: img.Ref.Name()},
+		})
+	}
+	idx, err := json.Marshal(map[string]any{
+		"schemaVersion": 2,
+		"mediaType":     types.OCIImageIndex,
+		"manifests":     manifests,
+	})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "index.json"), idx, 0o444); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(dir, "oci-layout"), []byte(`{"imageLayoutVersion":"1.0.0"}`), 0o444)
+}
+
+// RefNameAnnotation names an image in an OCI layout's index.
+const RefNameAnnotation = "org.opencontainers.image.ref.name"
+
+func (s *Store) linkBlob(src, dst string) error {
+	if s.o.link {
+		if err := os.Link(src, dst); err == nil {
+			return nil
+		}
+		// Another file system: copy.
+	}
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o444)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
+}
+
+func mediaType(raw []byte) (types.MediaType, error) {
+	var m struct {
+		MediaType     types.MediaType `json:"mediaType"`
+		SchemaVersion int             `json:"schemaVersion"`
+		Manifests     json.RawMessage `json:"manifests"`
+	}
+	if err := json.Unmarshal(raw, &m); err != nil {
+		return "", err
+	}
+	switch {
+	case m.MediaType != "":
+		if !m.MediaType.IsIndex() && !m.MediaType.IsImage() {
+			return "", fmt.Errorf("unsupported manifest type %s", m.MediaType)
+		}
+		return m.MediaType, nil
+	case m.Manifests != nil:
+		return types.OCIImageIndex, nil
+	default:
+		return types.OCIManifestSchema1, nil
+	}
+}
+
+// pick chooses the manifest for platform from an index.
+func pick(idx *v1.IndexManifest, p v1.Platform) (v1.Descriptor, error) {
+	var have []string
+	for _, m := range idx.Manifests {
+		if m.Platform == nil {
+			continue
+		}
+		if m.Platform.OS == p.OS && m.Platform.Architecture == p.Architecture &&
+			(p.Variant == "" || m.Platform.Variant == p.Variant) {
+			return m, nil
+		}
+		have = append(have, m.Platform.String())
+	}
+	return v1.Descriptor{}, fmt.Errorf("no image for platform %s (has %s)", p.String(), strings.Join(have, ", "))
+}
+
+type countWriter struct{ n int64 }
+
+func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }

@@ -1,0 +1,75 @@
+package basestore
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+// Option configures a Store.
+type Option func(*options) error
+
+type options struct {
+	maxBytes int64
+	remote   func(name.Registry) []remote.Option
+	platform v1.Platform
+	link     bool
+}
+
+// DefaultMaxBytes bounds a store that WithMaxBytes does not: 10 GiB.
+const DefaultMaxBytes = 10 << 30
+
+func makeOptions(opts ...Option) (options, error) {
+	o := options{
+		maxBytes: DefaultMaxBytes,
+		remote:   func(name.Registry) []remote.Option { return nil },
+		platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		// Hard links are safe only where the sandbox cannot write to the
+		// store's files through them: a root gateway's files belong to no
+		// user of a sandbox's namespace. Any other gateway's sandboxes run
+		// as its own user, so they get copies.
+		link: os.Geteuid() == 0,
+	}
+	for _, opt := range opts {
+		if err := opt(&o); err != nil {
+			return o, err
+		}
+	}
+	return o, nil
+}
+
+// WithMaxBytes bounds the store's size. When a download takes it beyond,
+// the least recently used blobs that no build is about to use are
+// removed. Default DefaultMaxBytes.
+func WithMaxBytes(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("base image store: size bound must be positive, got %d", n)
+		}
+		o.maxBytes = n
+		return nil
+	}
+}
+
+// WithRemoteOptions gives the options (credentials, transport) with which
+// images are fetched from a registry. Default: anonymous, over the default
+// transport.
+func WithRemoteOptions(f func(name.Registry) []remote.Option) Option {
+	return func(o *options) error { o.remote = f; return nil }
+}
+
+// WithPlatform sets the platform chosen from multi-platform images.
+// Default linux and the gateway's architecture.
+func WithPlatform(p v1.Platform) Option {
+	return func(o *options) error { o.platform = p; return nil }
+}
+
+// WithCopies makes workspaces get copies of blobs instead of hard links.
+// Default: hard links when the gateway is root, copies otherwise.
+func WithCopies() Option {
+	return func(o *options) error { o.link = false; return nil }
+}

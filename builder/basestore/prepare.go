@@ -1,0 +1,100 @@
+package basestore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"slices"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
+	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/policy"
+)
+
+var _ builder.BasePreparer = (*Store)(nil)
+
+// LayoutDir is the directory of the workspace where Prepare leaves the
+// build's images.
+const LayoutDir = "base"
+
+// maxDockerfileBytes bounds the Dockerfile read, as the gateway does when
+// it authorizes the build.
+const maxDockerfileBytes = 1 << 20
+
+// Prepare resolves the images req's Dockerfile pulls (policy.BuildImages:
+// every stage's FROM after ARG substitution, COPY --from images; stages
+// and scratch skipped), fetches them into the store and links them into
+// the workspace as an OCI layout. The policy checked the same references
+// when the build was accepted.
+func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer) (*builder.BaseImages, error) {
+	df, err := readDockerfile(req.ContextDir, req.Dockerfile)
+	if err != nil {
+		return nil, err
+	}
+	refs, err := policy.BuildImages(df, req.BuildArgs)
+	if err != nil {
+		return nil, err
+	}
+	final, err := policy.FinalBase(df, req.BuildArgs, req.Target)
+	if err != nil {
+		return nil, err
+	}
+	out := &builder.BaseImages{Layout: filepath.Join(req.Workspace, LayoutDir)}
+	var imgs []*Image
+	defer func() {
+		for _, img := range imgs {
+			s.Release(img)
+		}
+	}()
+	seen := map[string]bool{}
+	for _, ref := range refs {
+		if seen[ref.Name()] {
+			continue
+		}
+		seen[ref.Name()] = true
+		if slices.Contains(req.InsecureRegistries, ref.Context().RegistryStr()) {
+			if ref, err = name.ParseReference(ref.String(), name.Insecure); err != nil {
+				return nil, err
+			}
+		}
+		img, err := s.Fetch(ctx, ref)
+		if err != nil {
+			return nil, err
+		}
+		imgs = append(imgs, img)
+		bi := builder.BaseImage{Name: ref.Name(), Digest: img.Digest.String()}
+		out.Images = append(out.Images, bi)
+		if final != nil && final.Name() == ref.Name() {
+			out.Final = &bi
+		}
+		fmt.Fprintf(log, "base image %s: %s\n", bi.Name, bi.Digest)
+	}
+	if err := s.Link(out.Layout, imgs); err != nil {
+		return nil, fmt.Errorf("handing base images to the build: %w", err)
+	}
+	return out, nil
+}
+
+func readDockerfile(ctxDir, rel string) ([]byte, error) {
+	root, err := os.OpenRoot(ctxDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening context: %w", err)
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, fmt.Errorf("reading Dockerfile: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxDockerfileBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading Dockerfile: %w", err)
+	}
+	if len(b) > maxDockerfileBytes {
+		return nil, fmt.Errorf("reading Dockerfile: larger than %d bytes", maxDockerfileBytes)
+	}
+	return b, nil
+}

@@ -1,0 +1,87 @@
+package sandbox
+
+import (
+	"errors"
+	"fmt"
+	"os"
+
+	"golang.org/x/sys/unix"
+)
+
+// EnvNetwork is the sandbox's network mode. With "egress" the runner gives
+// the sandbox a user-mode network: the executor tells the runner through
+// fd 3 that the namespaces exist, and waits on fd 4 until the network is
+// set up.
+const EnvNetwork = "BUILDGW_SANDBOX_NETWORK"
+
+// Network modes of a sandbox.
+const (
+	// NetworkNone is loopback only.
+	NetworkNone = "none"
+	// NetworkEgress is outbound connections through slirp4netns, with the
+	// host's loopback, link-local addresses and the host's own addresses
+	// refused.
+	NetworkEgress = "egress"
+)
+
+// File descriptors of the egress handshake, as the runner passes them.
+const (
+	fdInNamespace  = 3
+	fdNetworkReady = 4
+)
+
+// setupNetwork brings up the sandbox's loopback, waits for the runner to
+// give it egress if mode asks for it, and then takes away CAP_NET_ADMIN
+// for good, so that no build step can change interfaces, routes or the
+// rules that keep it from the host.
+//
+// Without a mode the sandbox shares the network of whoever started it (a
+// benchmark running plain kaniko does); the runner always sets one.
+func setupNetwork(mode string) error {
+	if mode == "" {
+		return nil
+	}
+	if err := loopbackUp(); err != nil {
+		return fmt.Errorf("bringing up loopback: %w", err)
+	}
+	if mode == NetworkEgress {
+		in := os.NewFile(fdInNamespace, "in-namespace")
+		ready := os.NewFile(fdNetworkReady, "network-ready")
+		if _, err := in.Write([]byte{1}); err != nil {
+			return fmt.Errorf("signalling the runner: %w", err)
+		}
+		in.Close()
+		b := make([]byte, 1)
+		if n, err := ready.Read(b); n != 1 || b[0] != 1 {
+			return fmt.Errorf("the runner did not set up the network: %v", err)
+		}
+		ready.Close()
+	}
+	if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_NET_ADMIN, 0, 0, 0); err != nil {
+		return fmt.Errorf("dropping CAP_NET_ADMIN: %w", err)
+	}
+	return nil
+}
+
+func loopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
+		if errors.Is(err, unix.EPERM) {
+			return fmt.Errorf("%w (is the sandbox in a network namespace of its own?)", err)
+		}
+		return err
+	}
+	return nil
+}
