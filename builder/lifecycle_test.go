@@ -23,6 +23,7 @@ import (
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/push"
 	"github.com/buildgw/buildgw/builder/store"
 	"github.com/buildgw/buildgw/internal/testenv"
@@ -43,8 +44,12 @@ func newRestartable(t *testing.T, kopts ...kaniko.Option) *restartable {
 	if err != nil {
 		t.Fatal(err)
 	}
+	bases, err := basestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	r := &restartable{dir: testenv.StateDir(t), reg: testenv.Registry(t)}
-	r.base = []builder.Option{builder.WithRunner("kaniko", kr), builder.WithInsecureRegistries(r.reg)}
+	r.base = []builder.Option{builder.WithRunner("kaniko", kr), builder.WithInsecureRegistries(r.reg), builder.WithBaseImages(bases)}
 	if uid, gid, differs := kr.Owner(); differs {
 		r.base = append(r.base, builder.WithWorkspaceOwner(uid, gid))
 	}
