@@ -497,7 +497,9 @@ func (m *Manager) next(ctx context.Context) *Job {
 }
 
 func (m *Manager) run(ctx context.Context, j *Job) {
-	defer func() {
+	// The slot is given back before the final state is reported, so that
+	// whoever sees the state also sees the build no longer running.
+	release := sync.OnceFunc(func() {
 		m.mu.Lock()
 		m.running--
 		if m.runningBy[j.Owner]--; m.runningBy[j.Owner] == 0 {
@@ -507,7 +509,8 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 		close(m.wake)
 		m.wake = make(chan struct{})
 		m.mu.Unlock()
-	}()
+	})
+	defer release()
 	jctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	timeout := m.o.jobTimeout
@@ -560,6 +563,7 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	// Clean up before reporting the final state, so that whoever waits for
 	// it finds the workspace gone and the log complete.
 	m.removeWorkspace(context.WithoutCancel(ctx), j.Spec.Runner, j.workspace)
+	release()
 	j.finish(status, digest, msg, m.o.now())
 	j.Log.Close()
 	m.saveLogged(j)
