@@ -192,8 +192,8 @@ func (m *Manager) Submit(ctx context.Context, sr SubmitRequest, r io.Reader) (*J
 	return m.accept(ctx, sr, spec, r)
 }
 
-// maxDockerfileBytes bounds the Dockerfile read for authorization.
-const maxDockerfileBytes = 1 << 20
+// MaxDockerfileBytes bounds a Dockerfile read from a context.
+const MaxDockerfileBytes = 1 << 20
 
 func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec, r io.Reader) (_ *Job, err error) {
 	owner := sr.Owner
@@ -250,7 +250,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		return nil, err
 	}
 	spec.Dockerfile = df
-	dockerfile, err := readDockerfile(ctxDir, df)
+	dockerfile, err := ReadDockerfile(ctxDir, df)
 	if err != nil {
 		return nil, err
 	}
@@ -713,7 +713,9 @@ func (m *Manager) finished(j *Job) {
 	}
 }
 
-func readDockerfile(ctxDir, rel string) ([]byte, error) {
+// ReadDockerfile reads the Dockerfile rel of the context in ctxDir,
+// without following anything out of it, up to MaxDockerfileBytes.
+func ReadDockerfile(ctxDir, rel string) ([]byte, error) {
 	root, err := os.OpenRoot(ctxDir)
 	if err != nil {
 		return nil, fmt.Errorf("opening context: %w", err)
@@ -724,11 +726,11 @@ func readDockerfile(ctxDir, rel string) ([]byte, error) {
 		return nil, fmt.Errorf("reading Dockerfile: %w", err)
 	}
 	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxDockerfileBytes+1))
+	b, err := io.ReadAll(io.LimitReader(f, MaxDockerfileBytes+1))
 	if err != nil {
 		return nil, fmt.Errorf("reading Dockerfile: %w", err)
 	}
-	if len(b) > maxDockerfileBytes {
+	if len(b) > MaxDockerfileBytes {
 		return nil, &archive.Error{Entry: rel, Reason: "Dockerfile is larger than 1 MiB", TooLarge: true}
 	}
 	return b, nil

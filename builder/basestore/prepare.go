@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
 	"path/filepath"
 	"slices"
 
@@ -20,17 +19,13 @@ var _ builder.BasePreparer = (*Store)(nil)
 // build's images.
 const LayoutDir = "base"
 
-// maxDockerfileBytes bounds the Dockerfile read, as the gateway does when
-// it authorizes the build.
-const maxDockerfileBytes = 1 << 20
-
 // Prepare resolves the images req's Dockerfile pulls (policy.BuildImages:
 // every stage's FROM after ARG substitution, COPY --from images; stages
 // and scratch skipped), fetches them into the store and links them into
 // the workspace as an OCI layout. The policy checked the same references
 // when the build was accepted.
 func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer) (*builder.BaseImages, error) {
-	df, err := readDockerfile(req.ContextDir, req.Dockerfile)
+	df, err := builder.ReadDockerfile(req.ContextDir, req.Dockerfile)
 	if err != nil {
 		return nil, err
 	}
@@ -76,25 +71,4 @@ func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer
 		return nil, fmt.Errorf("handing base images to the build: %w", err)
 	}
 	return out, nil
-}
-
-func readDockerfile(ctxDir, rel string) ([]byte, error) {
-	root, err := os.OpenRoot(ctxDir)
-	if err != nil {
-		return nil, fmt.Errorf("opening context: %w", err)
-	}
-	defer root.Close()
-	f, err := root.Open(rel)
-	if err != nil {
-		return nil, fmt.Errorf("reading Dockerfile: %w", err)
-	}
-	defer f.Close()
-	b, err := io.ReadAll(io.LimitReader(f, maxDockerfileBytes+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading Dockerfile: %w", err)
-	}
-	if len(b) > maxDockerfileBytes {
-		return nil, fmt.Errorf("reading Dockerfile: larger than %d bytes", maxDockerfileBytes)
-	}
-	return b, nil
 }
