@@ -533,15 +533,7 @@ func runCLIAt(t *testing.T, g *gateway, url, tok string, timeout time.Duration, 
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(g.bin, "buildctl-lite"), args...)
 	cmd.Env = append(os.Environ(), "BUILDGW_URL="+url, "BUILDGW_TOKEN="+tok, "SSL_CERT_FILE="+g.caFile)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); ok {
-		return stdout.String(), stderr.String(), ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running buildctl-lite: %v", err)
-	}
-	return stdout.String(), stderr.String(), 0
+	return runOut(t, cmd)
 }
 
 func waitHealthy(t *testing.T, url string, d time.Duration) {

@@ -257,6 +257,13 @@ func (g *gateway) cliEnv(t *testing.T, url, token string, args ...string) (strin
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(g.bin, "buildctl-lite"), args...)
 	cmd.Env = append(os.Environ(), "BUILDGW_URL="+url, "BUILDGW_TOKEN="+token, "SSL_CERT_FILE="+g.caFile)
+	return runOut(t, cmd)
+}
+
+// runOut runs cmd and returns its stdout, stderr and exit code; only a
+// command that cannot run at all fails the test.
+func runOut(t *testing.T, cmd *exec.Cmd) (string, string, int) {
+	t.Helper()
 	var stdout, stderr bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &stdout, &stderr
 	err := cmd.Run()
@@ -264,7 +271,7 @@ func (g *gateway) cliEnv(t *testing.T, url, token string, args ...string) (strin
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("running buildctl-lite: %v", err)
+		t.Fatalf("running %s: %v", cmd.Path, err)
 	}
 	return stdout.String(), stderr.String(), code
 }

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"os"
@@ -29,16 +28,7 @@ func (g *gateway) laptop(t *testing.T, home, stdin string, args ...string) (stri
 	}
 	cmd.Env = append(cmd.Env, "HOME="+home, "SSL_CERT_FILE="+g.caFile)
 	cmd.Stdin = strings.NewReader(stdin)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		t.Fatalf("running buildctl-lite: %v", err)
-	}
-	return stdout.String(), stderr.String(), code
+	return runOut(t, cmd)
 }
 
 // TestLaptop is the laptop flow with the real binaries: login once, then
