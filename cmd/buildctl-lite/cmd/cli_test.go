@@ -25,14 +25,7 @@ func runIn(t *testing.T, configDir string, stdin string, args ...string) (stdout
 	t.Setenv("BUILDGW_URL", "")
 	t.Setenv("BUILDGW_TOKEN", "")
 	t.Setenv("BUILDGW_CONFIG_DIR", configDir)
-	cmd := New()
-	var o, e bytes.Buffer
-	cmd.SetOut(&o)
-	cmd.SetErr(&e)
-	cmd.SetIn(strings.NewReader(stdin))
-	cmd.SetArgs(args)
-	err = cmd.ExecuteContext(context.Background())
-	return o.String(), e.String(), err
+	return runStdin(t, stdin, args...)
 }
 
 func TestLoginAndJSON(t *testing.T) {

@@ -18,10 +18,17 @@ const token = "cli-test-token"
 
 func run(t *testing.T, args ...string) (stdout, stderr string, err error) {
 	t.Helper()
+	return runStdin(t, "", args...)
+}
+
+// runStdin runs buildctl-lite with stdin and returns what it wrote.
+func runStdin(t *testing.T, stdin string, args ...string) (stdout, stderr string, err error) {
+	t.Helper()
 	cmd := New()
 	var o, e bytes.Buffer
 	cmd.SetOut(&o)
 	cmd.SetErr(&e)
+	cmd.SetIn(strings.NewReader(stdin))
 	cmd.SetArgs(args)
 	err = cmd.ExecuteContext(context.Background())
 	return o.String(), e.String(), err
