@@ -4,13 +4,14 @@ package buildcontext
 import (
 	"archive/tar"
 	"bufio"
-	"compress/gzip"
 	"context"
 	"fmt"
 	"io"
 	"io/fs"
 	"os"
 	"time"
+
+	"github.com/klauspost/compress/gzip"
 )
 
 // Option configures Write.

@@ -2,9 +2,10 @@
 // clients so that kaniko can build from them.
 //
 // The archives are hostile: every entry is validated before it touches the
-// disk, every write goes through an [os.Root] opened on the context
-// directory, and no symlink is created that could lead a later reader (kaniko
-// follows symlinks in the context) out of that directory.
+// disk, every write is made relative to a directory the extraction created
+// itself, one path component at a time and never through a symlink, and no
+// symlink is created that could lead a later reader (kaniko follows symlinks
+// in the context) out of that directory.
 package archive
 
 import (
@@ -108,7 +109,7 @@ func Extract(ctx context.Context, r io.Reader, dir string, lim Limits, opts ...O
 		opt(&o)
 	}
 
-	root, err := os.OpenRoot(dir)
+	root, err := os.Open(dir)
 	if err != nil {
 		return nil, fmt.Errorf("opening context directory: %w", err)
 	}
@@ -119,7 +120,8 @@ func Extract(ctx context.Context, r io.Reader, dir string, lim Limits, opts ...O
 
 	src := &sourceReader{ctx: ctx, r: r}
 	h := sha256.New()
-	x := newExtractor(root, lim.withDefaults(), o, src)
+	x := newExtractor(int(root.Fd()), lim.withDefaults(), o, src)
+	defer x.close()
 	if err := x.run(ctx, bufio.NewReader(io.TeeReader(src, h))); err != nil {
 		return nil, err
 	}
@@ -130,12 +132,14 @@ func Extract(ctx context.Context, r io.Reader, dir string, lim Limits, opts ...O
 	}, nil
 }
 
-func checkEmpty(root *os.Root) error {
-	f, err := root.Open(".")
+func checkEmpty(f *os.File) error {
+	fi, err := f.Stat()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
+	if !fi.IsDir() {
+		return errors.New("not a directory")
+	}
 	names, err := f.Readdirnames(1)
 	if err != nil && !errors.Is(err, io.EOF) {
 		return err

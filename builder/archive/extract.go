@@ -3,17 +3,18 @@ package archive
 import (
 	"archive/tar"
 	"bufio"
-	"compress/gzip"
 	"context"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
-	"os"
 	"path"
 	"strings"
-	"syscall"
 	"time"
+	"unsafe"
+
+	"github.com/klauspost/compress/gzip"
+	"golang.org/x/sys/unix"
 )
 
 const (
@@ -30,11 +31,19 @@ const (
 	entryOverhead = 16 << 10
 	// maxSymlinks matches Linux's MAXSYMLINKS.
 	maxSymlinks = 40
+	// maxOpenDirs bounds the directory descriptors an extraction keeps.
+	// Archives list a directory's entries together, so a few suffice.
+	maxOpenDirs = 64
 )
 
 // extractor holds the state of one Extract call.
+//
+// Every change to the disk is a *at system call on a descriptor of a
+// directory this extraction made (or the context directory itself), with a
+// single path component and never following a symlink. That needs no path
+// walk per entry, which is what creating files through os.Root costs: a
+// few openat and close calls per level of every path.
 type extractor struct {
-	root *os.Root
 	lim  Limits
 	opts options
 	src  *sourceReader
@@ -44,25 +53,59 @@ type extractor struct {
 	// through real directories only; this also spares re-checking every
 	// parent of every entry.
 	dirs dirTree
+	// open lists the nodes of dirs holding a descriptor, oldest first
+	// (never node 0, the context directory, whose descriptor Extract owns).
+	open []int
 
 	entries int // headers seen, against MaxFiles
 	implied int // parent directories created without an entry
 	files   int
 	bytes   int64
 
-	// buf carries file content to disk in large writes: os.File's
-	// ReadFrom would copy through 32 KiB, one write syscall for each.
+	// buf carries file content to disk in large writes.
 	buf []byte
 }
 
 // copyBufferSize is the size of an extractor's copy buffer.
 const copyBufferSize = 256 << 10
 
-// writerOnly hides a writer's ReadFrom so io.CopyBuffer uses the buffer.
-type writerOnly struct{ io.Writer }
+func newExtractor(rootFD int, lim Limits, o options, src *sourceReader) *extractor {
+	return &extractor{lim: lim, opts: o, src: src, dirs: newDirTree(rootFD), buf: make([]byte, copyBufferSize)}
+}
 
-func newExtractor(root *os.Root, lim Limits, o options, src *sourceReader) *extractor {
-	return &extractor{root: root, lim: lim, opts: o, src: src, dirs: newDirTree(), buf: make([]byte, copyBufferSize)}
+// close releases the directory descriptors the extraction opened.
+func (x *extractor) close() {
+	for _, id := range x.open {
+		unix.Close(x.dirs.nodes[id].fd)
+		x.dirs.nodes[id].fd = -1
+	}
+	x.open = nil
+}
+
+// dirFD returns a descriptor of directory node id, opening it (and its
+// parents) if needed. It stays valid until the next call: opening one may
+// close the oldest.
+func (x *extractor) dirFD(id int) (int, error) {
+	if fd := x.dirs.nodes[id].fd; fd >= 0 {
+		return fd, nil
+	}
+	pfd, err := x.dirFD(x.dirs.nodes[id].parent)
+	if err != nil {
+		return -1, err
+	}
+	fd, err := openat(pfd, x.dirs.nodes[id].name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return -1, fmt.Errorf("opening directory %s: %w", x.dirs.path(id), err)
+	}
+	x.dirs.nodes[id].fd = fd
+	x.open = append(x.open, id)
+	if len(x.open) > maxOpenDirs {
+		old := x.open[0]
+		x.open = x.open[1:]
+		unix.Close(x.dirs.nodes[old].fd)
+		x.dirs.nodes[old].fd = -1
+	}
+	return fd, nil
 }
 
 func (x *extractor) run(ctx context.Context, br *bufio.Reader) error {
@@ -184,15 +227,20 @@ func (x *extractor) entry(tr *tar.Reader, hdr *tar.Header) error {
 	if err != nil {
 		return err
 	}
+	pfd, err := x.dirFD(parent)
+	if err != nil {
+		return err
+	}
+	base := path.Base(rel)
 	switch hdr.Typeflag {
 	case tar.TypeDir:
-		err = x.dir(hdr, rel, parent)
+		err = x.dir(hdr, rel, parent, pfd, base)
 	case tar.TypeSymlink:
-		err = x.symlink(hdr, rel)
+		err = x.symlink(hdr, rel, pfd, base)
 	case tar.TypeLink:
-		err = x.hardlink(hdr, rel)
+		err = x.hardlink(hdr, rel, pfd, base)
 	default:
-		err = x.file(tr, hdr, rel)
+		err = x.file(tr, hdr, rel, pfd, base)
 	}
 	if err != nil {
 		return err
@@ -279,17 +327,23 @@ func (x *extractor) checkHardlink(entry, rel, target string) error {
 		return &Error{Entry: entry, Reason: "hardlink to itself"}
 	}
 	notFile := &Error{Entry: entry, Reason: fmt.Sprintf("hardlink target %q is not a previously extracted regular file", target)}
-	if _, ok := x.dirs.find(path.Dir(clean)); !ok {
+	id, ok := x.dirs.find(path.Dir(clean))
+	if !ok {
 		return notFile
 	}
-	fi, err := x.root.Lstat(clean)
-	if errors.Is(err, fs.ErrNotExist) {
+	fd, err := x.dirFD(id)
+	if err != nil {
+		return err
+	}
+	var st unix.Stat_t
+	err = fstatat(fd, path.Base(clean), &st)
+	if errors.Is(err, unix.ENOENT) {
 		return notFile
 	}
 	if err != nil {
 		return fmt.Errorf("inspecting %s: %w", clean, err)
 	}
-	if !fi.Mode().IsRegular() {
+	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		return notFile
 	}
 	return nil
@@ -314,178 +368,227 @@ func (x *extractor) mkdirParents(entry, rel string) (int, error) {
 			id = child
 			continue
 		}
-		// Every component before cur is a known real directory, so Lstat
+		// Every component before cur is a known real directory, so this
 		// looks at exactly this one.
-		fi, err := x.root.Lstat(cur)
-		switch {
-		case err == nil && fi.IsDir():
-		case err == nil && fi.Mode()&fs.ModeSymlink != 0:
-			return 0, &Error{Entry: entry, Reason: fmt.Sprintf("parent %q is a symlink", cur)}
-		case err == nil:
-			return 0, &Error{Entry: entry, Reason: fmt.Sprintf("parent %q is not a directory", cur)}
-		case errors.Is(err, fs.ErrNotExist):
-			// Implied directories are not entries, but still cost memory
-			// and syscalls, so bound them as well.
-			x.implied++
-			if x.implied > x.lim.MaxFiles {
-				return 0, &Error{Entry: entry, Reason: fmt.Sprintf("archive implies more than %d directories", x.lim.MaxFiles), TooLarge: true}
+		pfd, err := x.dirFD(id)
+		if err != nil {
+			return 0, err
+		}
+		// Implied directories are not entries, but still cost memory and
+		// syscalls, so bound them as well.
+		x.implied++
+		if x.implied > x.lim.MaxFiles {
+			return 0, &Error{Entry: entry, Reason: fmt.Sprintf("archive implies more than %d directories", x.lim.MaxFiles), TooLarge: true}
+		}
+		err = x.mkdir(entry, cur, pfd, base, 0o755)
+		if errors.Is(err, unix.EEXIST) {
+			var st unix.Stat_t
+			if err := fstatat(pfd, base, &st); err != nil {
+				return 0, fmt.Errorf("inspecting %s: %w", cur, err)
 			}
-			if err := x.mkdir(entry, cur, 0o755); err != nil {
-				return 0, err
+			switch st.Mode & unix.S_IFMT {
+			case unix.S_IFDIR:
+				err = nil
+			case unix.S_IFLNK:
+				return 0, &Error{Entry: entry, Reason: fmt.Sprintf("parent %q is a symlink", cur)}
+			default:
+				return 0, &Error{Entry: entry, Reason: fmt.Sprintf("parent %q is not a directory", cur)}
 			}
-		default:
-			return 0, fmt.Errorf("inspecting %s: %w", cur, err)
+		}
+		if err != nil {
+			return 0, err
 		}
 		id = x.dirs.add(id, base)
 	}
 	return id, nil
 }
 
-func (x *extractor) mkdir(entry, rel string, mode fs.FileMode) error {
-	if err := x.root.Mkdir(rel, mode); err != nil {
+// mkdir creates directory name in pfd with mode and the extraction's owner.
+// An existing entry is returned as unix.EEXIST, unwrapped, for the caller to
+// decide.
+func (x *extractor) mkdir(entry, rel string, pfd int, name string, mode fs.FileMode) error {
+	err := ignoringEINTR(func() error { return unix.Mkdirat(pfd, name, 0o700) })
+	if err == unix.EEXIST {
+		return err
+	}
+	if err != nil {
 		return x.fsErr(entry, "creating directory", rel, err)
 	}
-	return x.setMode(rel, mode)
+	return x.setMode(rel, pfd, name, mode)
 }
 
-// setMode applies mode regardless of the umask, then the owner.
-func (x *extractor) setMode(rel string, mode fs.FileMode) error {
-	if err := x.root.Chmod(rel, mode); err != nil {
+// setMode applies mode to directory name in pfd regardless of the umask,
+// then the owner.
+func (x *extractor) setMode(rel string, pfd int, name string, mode fs.FileMode) error {
+	if err := ignoringEINTR(func() error { return unix.Fchmodat(pfd, name, uint32(mode.Perm()), 0) }); err != nil {
 		return fmt.Errorf("setting mode of %s: %w", rel, err)
 	}
-	return x.lchown(rel)
+	return x.lchown(rel, pfd, name)
 }
 
-func (x *extractor) lchown(rel string) error {
+func (x *extractor) lchown(rel string, pfd int, name string) error {
 	if !x.opts.chown {
 		return nil
 	}
-	if err := x.root.Lchown(rel, x.opts.uid, x.opts.gid); err != nil {
+	if err := ignoringEINTR(func() error {
+		return unix.Fchownat(pfd, name, x.opts.uid, x.opts.gid, unix.AT_SYMLINK_NOFOLLOW)
+	}); err != nil {
 		return fmt.Errorf("changing owner of %s: %w", rel, err)
 	}
 	return nil
 }
 
-// fsErr turns errors that only hostile names cause into *Error.
+// fsErr turns errors that only hostile names cause into *Error, and
+// returns an *Error as it is.
 func (x *extractor) fsErr(entry, op, rel string, err error) error {
-	if errors.Is(err, syscall.ENAMETOOLONG) {
+	var ae *Error
+	if errors.As(err, &ae) {
+		return err
+	}
+	if errors.Is(err, unix.ENAMETOOLONG) {
 		return &Error{Entry: entry, Reason: "name too long"}
 	}
 	return fmt.Errorf("%s %s: %w", op, rel, err)
 }
 
-// removeExisting deletes a non-directory at rel so that the entry replacing
-// it is created afresh instead of being written through a symlink or into a
-// file that is hard-linked elsewhere.
-func (x *extractor) removeExisting(entry, rel string) error {
-	fi, err := x.root.Lstat(rel)
-	if errors.Is(err, fs.ErrNotExist) {
+// removeExisting deletes the non-directory name in pfd so that the entry
+// replacing it is created afresh instead of being written through a symlink
+// or into a file that is hard-linked elsewhere.
+func (x *extractor) removeExisting(entry, rel string, pfd int, name string) error {
+	var st unix.Stat_t
+	err := fstatat(pfd, name, &st)
+	if errors.Is(err, unix.ENOENT) {
 		return nil
 	}
 	if err != nil {
 		return fmt.Errorf("inspecting %s: %w", rel, err)
 	}
-	if fi.IsDir() {
+	if st.Mode&unix.S_IFMT == unix.S_IFDIR {
 		return &Error{Entry: entry, Reason: "entry would replace a directory"}
 	}
-	if err := x.root.Remove(rel); err != nil {
+	if err := ignoringEINTR(func() error { return unix.Unlinkat(pfd, name, 0) }); err != nil {
 		return fmt.Errorf("removing %s: %w", rel, err)
 	}
 	return nil
 }
 
-func (x *extractor) dir(hdr *tar.Header, rel string, parent int) error {
+// replacing runs create, which makes name in pfd and fails with EEXIST if
+// something is there; then it removes what was there and tries once more.
+// Entries are rarely replaced, so this spares a stat per entry.
+func (x *extractor) replacing(entry, rel string, pfd int, name string, create func() error) error {
+	err := create()
+	if !errors.Is(err, unix.EEXIST) {
+		return err
+	}
+	if err := x.removeExisting(entry, rel, pfd, name); err != nil {
+		return err
+	}
+	return create()
+}
+
+func (x *extractor) dir(hdr *tar.Header, rel string, parent, pfd int, name string) error {
 	// The sandbox user must be able to traverse and list every directory.
 	mode := fs.FileMode(hdr.Mode)&0o777 | 0o755
-	base := path.Base(rel)
-	id, ok := x.dirs.lookup(parent, base)
+	id, ok := x.dirs.lookup(parent, name)
 	if ok {
-		if err := x.setMode(rel, mode); err != nil {
+		if err := x.setMode(rel, pfd, name, mode); err != nil {
 			return err
 		}
 	} else {
-		if err := x.removeExisting(hdr.Name, rel); err != nil {
+		if err := x.replacing(hdr.Name, rel, pfd, name, func() error {
+			return x.mkdir(hdr.Name, rel, pfd, name, mode)
+		}); err != nil {
 			return err
 		}
-		if err := x.mkdir(hdr.Name, rel, mode); err != nil {
-			return err
-		}
-		id = x.dirs.add(parent, base)
+		id = x.dirs.add(parent, name)
 	}
 	// Creating entries inside would change the mtime again; set it last.
 	x.dirs.nodes[id].atime, x.dirs.nodes[id].mtime = accessTime(hdr), hdr.ModTime
 	return nil
 }
 
-func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, rel string) error {
-	name := hdr.Name
+func (x *extractor) file(tr *tar.Reader, hdr *tar.Header, rel string, pfd int, name string) error {
 	if hdr.Size < 0 {
-		return &Error{Entry: name, Reason: "negative size"}
+		return &Error{Entry: hdr.Name, Reason: "negative size"}
 	}
 	if hdr.Size > x.lim.MaxBytes-x.bytes {
-		return &Error{Entry: name, Reason: fmt.Sprintf("archive content exceeds %d bytes", x.lim.MaxBytes), TooLarge: true}
-	}
-	if err := x.removeExisting(name, rel); err != nil {
-		return err
+		return &Error{Entry: hdr.Name, Reason: fmt.Sprintf("archive content exceeds %d bytes", x.lim.MaxBytes), TooLarge: true}
 	}
 	// O_EXCL|O_NOFOLLOW: never open something that appeared in the meantime.
-	f, err := x.root.OpenFile(rel, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, 0o600)
+	fd := -1
+	err := x.replacing(hdr.Name, rel, pfd, name, func() error {
+		var err error
+		fd, err = openat(pfd, name, unix.O_WRONLY|unix.O_CREAT|unix.O_EXCL|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0o600)
+		return err
+	})
 	if err != nil {
-		return x.fsErr(name, "creating", rel, err)
+		return x.fsErr(hdr.Name, "creating", rel, err)
 	}
-	defer f.Close()
+	f := fdFile(fd)
+	defer f.close()
 
 	src := &errRecorder{r: io.LimitReader(tr, hdr.Size)}
-	n, err := io.CopyBuffer(writerOnly{f}, src, x.buf)
+	n, err := io.CopyBuffer(f, src, x.buf)
 	if src.err != nil {
-		return x.archiveErr(name, src.err)
+		return x.archiveErr(hdr.Name, src.err)
 	}
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", rel, err)
 	}
 	if n != hdr.Size {
-		return x.archiveErr(name, io.ErrUnexpectedEOF)
+		return x.archiveErr(hdr.Name, io.ErrUnexpectedEOF)
 	}
 	x.bytes += n
 
 	if x.opts.chown {
-		if err := f.Chown(x.opts.uid, x.opts.gid); err != nil {
+		if err := ignoringEINTR(func() error { return unix.Fchown(fd, x.opts.uid, x.opts.gid) }); err != nil {
 			return fmt.Errorf("changing owner of %s: %w", rel, err)
 		}
 	}
 	// Keep the permission bits, drop setuid/setgid/sticky, and let the owner
 	// always read and write. Chmod after Chown, which may clear bits.
-	if err := f.Chmod(fs.FileMode(hdr.Mode)&0o777 | 0o600); err != nil {
+	if err := ignoringEINTR(func() error { return unix.Fchmod(fd, uint32(hdr.Mode&0o777|0o600)) }); err != nil {
 		return fmt.Errorf("setting mode of %s: %w", rel, err)
 	}
-	if err := f.Close(); err != nil {
-		return fmt.Errorf("writing %s: %w", rel, err)
-	}
 	if !hdr.ModTime.IsZero() {
-		if err := x.root.Chtimes(rel, accessTime(hdr), hdr.ModTime); err != nil {
+		ts := [2]unix.Timespec{timespec(accessTime(hdr)), timespec(hdr.ModTime)}
+		if err := futimens(fd, &ts); err != nil {
 			return fmt.Errorf("setting times of %s: %w", rel, err)
 		}
+	}
+	if err := f.close(); err != nil {
+		return fmt.Errorf("writing %s: %w", rel, err)
 	}
 	return nil
 }
 
-func (x *extractor) symlink(hdr *tar.Header, rel string) error {
-	if err := x.removeExisting(hdr.Name, rel); err != nil {
-		return err
-	}
-	if err := x.root.Symlink(hdr.Linkname, rel); err != nil {
+func (x *extractor) symlink(hdr *tar.Header, rel string, pfd int, name string) error {
+	if err := x.replacing(hdr.Name, rel, pfd, name, func() error {
+		return ignoringEINTR(func() error { return unix.Symlinkat(hdr.Linkname, pfd, name) })
+	}); err != nil {
 		return x.fsErr(hdr.Name, "creating symlink", rel, err)
 	}
-	return x.lchown(rel)
+	return x.lchown(rel, pfd, name)
 }
 
-func (x *extractor) hardlink(hdr *tar.Header, rel string) error {
+func (x *extractor) hardlink(hdr *tar.Header, rel string, pfd int, name string) error {
 	target := path.Clean(hdr.Linkname) // validated by checkHardlink
-	if err := x.removeExisting(hdr.Name, rel); err != nil {
+	id, _ := x.dirs.find(path.Dir(target))
+	// Looking up the target's directory may close pfd: keep a copy.
+	pfd, err := unix.FcntlInt(uintptr(pfd), unix.F_DUPFD_CLOEXEC, 0)
+	if err != nil {
+		return fmt.Errorf("creating hardlink %s: %w", rel, err)
+	}
+	defer unix.Close(pfd)
+	tfd, err := x.dirFD(id)
+	if err != nil {
 		return err
 	}
-	// The inode already has the target's owner, mode and times.
-	if err := x.root.Link(target, rel); err != nil {
+	// The inode already has the target's owner, mode and times. Without
+	// AT_SYMLINK_FOLLOW, linkat never follows a symlink.
+	if err := x.replacing(hdr.Name, rel, pfd, name, func() error {
+		return ignoringEINTR(func() error { return unix.Linkat(tfd, path.Base(target), pfd, name, 0) })
+	}); err != nil {
 		return x.fsErr(hdr.Name, "creating hardlink", rel, err)
 	}
 	return nil
@@ -498,12 +601,85 @@ func (x *extractor) setDirTimes() error {
 		if n.mtime.IsZero() {
 			continue
 		}
-		rel := x.dirs.path(id)
-		if err := x.root.Chtimes(rel, n.atime, n.mtime); err != nil {
-			return fmt.Errorf("setting times of %s: %w", rel, err)
+		pfd, err := x.dirFD(n.parent)
+		if err != nil {
+			return err
+		}
+		ts := []unix.Timespec{timespec(n.atime), timespec(n.mtime)}
+		if err := ignoringEINTR(func() error {
+			return unix.UtimesNanoAt(pfd, n.name, ts, unix.AT_SYMLINK_NOFOLLOW)
+		}); err != nil {
+			return fmt.Errorf("setting times of %s: %w", x.dirs.path(id), err)
 		}
 	}
 	return nil
+}
+
+func timespec(t time.Time) unix.Timespec {
+	return unix.Timespec{Sec: t.Unix(), Nsec: int64(t.Nanosecond())}
+}
+
+// futimens sets the times of an open file: utimensat with a NULL path,
+// which x/sys/unix has no wrapper for.
+func futimens(fd int, ts *[2]unix.Timespec) error {
+	return ignoringEINTR(func() error {
+		_, _, e := unix.Syscall6(unix.SYS_UTIMENSAT, uintptr(fd), 0, uintptr(unsafe.Pointer(ts)), 0, 0, 0)
+		if e != 0 {
+			return e
+		}
+		return nil
+	})
+}
+
+func openat(dirfd int, name string, flags int, mode uint32) (int, error) {
+	for {
+		fd, err := unix.Openat(dirfd, name, flags, mode)
+		if err != unix.EINTR {
+			return fd, err
+		}
+	}
+}
+
+func fstatat(dirfd int, name string, st *unix.Stat_t) error {
+	return ignoringEINTR(func() error { return unix.Fstatat(dirfd, name, st, unix.AT_SYMLINK_NOFOLLOW) })
+}
+
+func ignoringEINTR(fn func() error) error {
+	for {
+		if err := fn(); err != unix.EINTR {
+			return err
+		}
+	}
+}
+
+// fdFile writes to a file descriptor with plain write calls; an os.File
+// would cost extra fcntl calls per file.
+type fdFile int
+
+func (f fdFile) Write(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		m, err := unix.Write(int(f), p[n:])
+		if err == unix.EINTR {
+			continue
+		}
+		if err != nil {
+			return n, err
+		}
+		n += m
+	}
+	return n, nil
+}
+
+// close is safe to call twice: the deferred call after an explicit one
+// does nothing.
+func (f *fdFile) close() error {
+	if *f < 0 {
+		return nil
+	}
+	err := unix.Close(int(*f))
+	*f = -1
+	return err
 }
 
 func accessTime(hdr *tar.Header) time.Time {
@@ -543,11 +719,14 @@ type dirKey struct {
 type dirNode struct {
 	parent       int
 	name         string
+	fd           int // an open descriptor, or -1
 	atime, mtime time.Time
 }
 
-func newDirTree() dirTree {
-	return dirTree{ids: map[dirKey]int{}, nodes: []dirNode{{}}}
+// newDirTree returns a tree whose root, the context directory, is open as
+// rootFD.
+func newDirTree(rootFD int) dirTree {
+	return dirTree{ids: map[dirKey]int{}, nodes: []dirNode{{fd: rootFD}}}
 }
 
 func (t *dirTree) lookup(parent int, name string) (int, bool) {
@@ -558,7 +737,7 @@ func (t *dirTree) lookup(parent int, name string) (int, bool) {
 func (t *dirTree) add(parent int, name string) int {
 	name = strings.Clone(name) // don't pin the whole header name
 	id := len(t.nodes)
-	t.nodes = append(t.nodes, dirNode{parent: parent, name: name})
+	t.nodes = append(t.nodes, dirNode{parent: parent, name: name, fd: -1})
 	t.ids[dirKey{parent, name}] = id
 	return id
 }
