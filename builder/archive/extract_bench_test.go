@@ -10,8 +10,8 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/buildcontext"
+	"github.com/buildgw/buildgw/builder/archive"
 )
 
 // benchProject writes a project shaped like the overhead benchmark's
