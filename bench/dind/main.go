@@ -176,7 +176,7 @@ func run(ctx context.Context, c *config) (err error) {
 		return err
 	}
 	// (b)'s daemon: same binaries and flags as a job's, started once.
-	e.host, err = e.hr.StartDaemon(ctx, filepath.Join(e.tmp, "hostd"), dind.DaemonConfig{InsecureRegistries: []string{e.regAddr}, Tag: "bench-host"})
+	e.host, err = e.hr.StartDaemon(ctx, filepath.Join(e.tmp, "hostd"), dind.DaemonConfig{InsecureRegistries: []string{e.regAddr}, Tag: "bench-host", Network: dind.NetworkHost})
 	if err != nil {
 		return fmt.Errorf("starting the long-lived daemon: %w", err)
 	}
@@ -452,7 +452,7 @@ func (e *env) runB(ctx context.Context, i int, ref string, r *abRun) error {
 	defer lf.Close()
 	if e.c.bFresh {
 		old := e.host
-		h, err := e.hr.StartDaemon(ctx, filepath.Join(e.tmp, fmt.Sprintf("hostd-%d", i)), dind.DaemonConfig{InsecureRegistries: []string{e.regAddr}, Tag: "bench-host"})
+		h, err := e.hr.StartDaemon(ctx, filepath.Join(e.tmp, fmt.Sprintf("hostd-%d", i)), dind.DaemonConfig{InsecureRegistries: []string{e.regAddr}, Tag: "bench-host", Network: dind.NetworkHost})
 		if err != nil {
 			return err
 		}

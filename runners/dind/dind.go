@@ -110,8 +110,6 @@ package dind
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -130,6 +128,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/runners/egress"
 )
 
 // Runner builds each job against a Docker daemon of its own.
@@ -195,6 +194,11 @@ func (r *Runner) Available(ctx context.Context) error {
 			return fmt.Errorf("init for the daemon's namespace: %w", err)
 		}
 	}
+	if r.o.network == egress.Egress {
+		if err := r.o.tools.Check(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -237,11 +241,24 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 			return nil, fmt.Errorf("dind: cleaning up an earlier daemon: %w", err)
 		}
 	}
+	network := req.Network
+	if network == "" {
+		network = r.o.network
+	}
+	if err := egress.CheckMode(network); err != nil {
+		return nil, fmt.Errorf("dind runner: %w", err)
+	}
+	bases, err := readBases(req.BaseImages)
+	if err != nil {
+		return nil, fmt.Errorf("dind: %w", err)
+	}
 	started := time.Now()
 	dcfg := DaemonConfig{
 		InsecureRegistries: req.InsecureRegistries,
 		ExtraCAs:           req.ExtraCAs,
 		Tag:                req.ID,
+		Network:            network,
+		DigestRefs:         digestRefs(bases),
 	}
 	d, err := r.StartDaemon(ctx, dir, dcfg)
 	if err != nil {
@@ -263,7 +280,17 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if r.o.tmpfs > 0 {
 		where = fmt.Sprintf("on a %d MiB tmpfs", r.o.tmpfs>>20)
 	}
-	fmt.Fprintf(log, "dind: job daemon ready in %.2fs (storage driver %s, data root %s)\n", time.Since(started).Seconds(), d.StorageDriver(), where)
+	fmt.Fprintf(log, "dind: job daemon ready in %.2fs (storage driver %s, data root %s, network %s)\n", time.Since(started).Seconds(), d.StorageDriver(), where, network)
+	if len(bases) > 0 {
+		loaded := time.Now()
+		if _, err := d.LoadImages(ctx, req.BaseImages); err != nil {
+			if ctx.Err() != nil {
+				return nil, context.Cause(ctx)
+			}
+			return nil, err
+		}
+		fmt.Fprintf(log, "dind: %d base images loaded in %.2fs\n", len(bases), time.Since(loaded).Seconds())
+	}
 
 	tag := "buildgw/job:" + tagName(req.ID)
 	if err := r.dockerBuild(ctx, d, req, tag, log); err != nil {
@@ -306,10 +333,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 
 // dockerBuild runs docker build against d, streaming its output to log.
 func (r *Runner) dockerBuild(ctx context.Context, d *Daemon, req *builder.Request, tag string, log io.Writer) error {
-	// The CLI's configuration holds only the pull credentials the
-	// gateway's configuration gives sandboxes; it sends them to the daemon
-	// for FROM.
-	if err := os.WriteFile(filepath.Join(d.dir, clientDir, "config.json"), dockerConfig(req.PullCredentials), 0o600); err != nil {
+	// No credential at all: base images are loaded from the gateway's
+	// store, and the daemon never pulls.
+	if err := os.WriteFile(filepath.Join(d.dir, clientDir, "config.json"), []byte("{}\n"), 0o600); err != nil {
 		return fmt.Errorf("dind: writing the CLI's configuration: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, r.o.docker, r.buildArgs(d, req, tag)...)
@@ -379,9 +405,11 @@ func (r *Runner) buildArgs(d *Daemon, req *builder.Request, tag string) []string
 		"--tag=" + tag,
 		"--iidfile=" + filepath.Join(d.dir, runDir, "iid"),
 		"--rm", "--force-rm",
-	}
-	if r.o.network != "default" {
-		args = append(args, "--network="+r.o.network)
+		// RUN containers share the daemon's network namespace: loopback
+		// only, or the job's egress; never the gateway host's.
+		"--network=host",
+		// Base images are in the daemon already.
+		"--pull=false",
 	}
 	for _, k := range slices.Sorted(maps.Keys(req.BuildArgs)) {
 		args = append(args, "--build-arg="+k+"="+req.BuildArgs[k])
@@ -517,17 +545,4 @@ func tagName(id string) string {
 		return "job" + b.String()
 	}
 	return b.String()
-}
-
-// dockerConfig renders credentials as a Docker config.json.
-func dockerConfig(creds map[string]builder.Credential) []byte {
-	type entry struct {
-		Auth string `json:"auth"`
-	}
-	auths := map[string]entry{}
-	for host, c := range creds {
-		auths[host] = entry{Auth: base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))}
-	}
-	b, _ := json.Marshal(map[string]any{"auths": auths})
-	return b
 }
