@@ -462,7 +462,7 @@ func (c *Config) Validate() error {
 		if d.DataRoot != "" && d.DataRoot != "tmpfs" && d.DataRoot != "disk" {
 			errs = append(errs, fmt.Errorf("runners.dind.data_root: %q: want tmpfs or disk", d.DataRoot))
 		}
-		if n := d.Network; n != "none" && n != "egress" {
+		if n := d.Network; n != "" && n != "none" && n != "egress" {
 			errs = append(errs, fmt.Errorf("runners.dind.network: %q is neither none nor egress", n))
 		}
 		opts, _ := c.dindOptions()
