@@ -309,7 +309,8 @@ func TestNewErrors(t *testing.T) {
 		want string
 	}{
 		{WithStorageDriver("aufs"), "storage driver"},
-		{WithNetwork("bridge"), "network mode"},
+		{WithNetwork("bridge"), `network "bridge"`},
+		{WithNetwork("host"), `network "host"`},
 		{WithStartTimeout(0), "start timeout"},
 		{WithCgroupRoot("relative"), "cgroup root"},
 		{WithCgroupRoot("/"), "cgroup root"},
@@ -331,7 +332,8 @@ func TestReap(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(ws, "dind")
-	d, err := r.StartDaemon(context.Background(), dir, DaemonConfig{Tag: "crashed"})
+	// In the host's network, to pull from the test's registry on loopback.
+	d, err := r.StartDaemon(context.Background(), dir, DaemonConfig{Tag: "crashed", Network: NetworkHost})
 	if err != nil {
 		t.Fatalf("StartDaemon: %v", err)
 	}
@@ -550,7 +552,7 @@ func TestBuildArgs(t *testing.T) {
 	want := []string{
 		"--host=unix:///ws/dind/run/docker.sock", "build",
 		"--file=/ws/context/docker/Dockerfile.prod", "--tag=buildgw/job:x", "--iidfile=/ws/dind/run/iid",
-		"--rm", "--force-rm", "--network=host",
+		"--rm", "--force-rm", "--network=host", "--pull=false",
 		"--build-arg=A=x=y z", "--build-arg=B=2", "--build-arg=E=",
 		"--label=org.a=a", "--label=org.b=b", "--target=final", "/ws/context",
 	}
