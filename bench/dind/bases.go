@@ -161,7 +161,7 @@ func compressedSize(img v1.Image) (int64, int, error) {
 }
 
 func (f *baseFigures) print(n int) {
-	fmt.Printf("### Base image into a fresh job daemon: daemon pull vs gateway store + load\n\n")
+	fmt.Printf("\n### Base image into a fresh job daemon: daemon pull vs gateway store + load\n\n")
 	fmt.Printf("busybox plus random layers: %d layers, %s MiB compressed, on a docker-registry on loopback. %d runs, alternating order; daemon start and stop untimed. "+
 		"The store's first fetch of the image (once per base image per gateway, not per build): %s s.\n\n", f.layers, bu.MiB(f.size), n, bu.Secs(f.coldPrepare))
 	fmt.Println("| way | median s | max s |")
