@@ -62,6 +62,7 @@ type config struct {
 	bFresh             bool
 	order              string
 	baseMiB            int64
+	cacheFrom          bool
 }
 
 func main() {
@@ -81,6 +82,7 @@ func main() {
 	flag.Int64Var(&c.tmpfsMiB, "tmpfs", 0, "run (a) with the data root on a tmpfs of this many MiB (dind.WithTmpfs); 0: on disk")
 	flag.BoolVar(&c.bFresh, "b-fresh", false, "diagnosis: run each (b) on a daemon of its own, started untimed, instead of the long-lived one")
 	flag.Int64Var(&c.baseMiB, "base-mib", 64, "random MiB added to busybox for the base image pull vs load figures")
+	flag.BoolVar(&c.cacheFrom, "cache-from", false, "also measure a per-tenant cache kept as the last built image, loaded and used with --cache-from")
 	flag.StringVar(&c.order, "order", "", "diagnosis: fixed order of each run instead of alternating a,b / b,a, e.g. \"b\" for (b) only")
 	flag.Parse()
 	if c.n < 1 || c.warmup < 0 || c.daemons < 1 || c.files < 10 || c.bytes < int64(c.files) || c.baseMiB < 0 {
@@ -379,8 +381,16 @@ func (e *env) abBench(ctx context.Context, dm *daemonFigures, bf *baseFigures) e
 			runs = append(runs, r)
 		}
 	}
+	var cf *cacheFigures
+	if c.cacheFrom {
+		var err error
+		if cf, err = e.cacheBench(ctx); err != nil {
+			return fmt.Errorf("cache: %w", err)
+		}
+	}
 	e.print(runs, dm)
 	bf.print(c.n)
+	cf.print()
 	return nil
 }
 
