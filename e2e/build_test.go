@@ -179,8 +179,12 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatalf("submit --runner dind = exit %d, want 0\n%s", code, tail(stderr, 20))
 		}
 		// By default the job's daemon keeps its data on a tmpfs.
-		if !regexp.MustCompile(`dind: job daemon ready in .*data root on a \d+ MiB tmpfs`).MatchString(stderr) {
-			t.Errorf("submit --runner dind log does not show a tmpfs data root:\n%s", tail(stderr, 20))
+		if !regexp.MustCompile(`dind: job daemon ready in .*data root on a \d+ MiB tmpfs, network none`).MatchString(stderr) {
+			t.Errorf("submit --runner dind log does not show a tmpfs data root and network none:\n%s", tail(stderr, 20))
+		}
+		// Its base comes from the gateway's store; the daemon never pulls.
+		if !strings.Contains(stderr, "base images loaded in") || strings.Contains(stderr, "Pulling from") {
+			t.Errorf("submit --runner dind log does not show the base loaded from the store:\n%s", tail(stderr, 20))
 		}
 		img := g.pull(t, ref+"@"+lastLine(stdout))
 		fs := files(t, img)
@@ -200,6 +204,30 @@ func TestEndToEnd(t *testing.T) {
 		}
 		if left, _ := filepath.Glob(filepath.Join(g.stateDir, "jobs", "*", "dind")); len(left) > 0 {
 			t.Errorf("dind state after the build = %v, want none", left)
+		}
+	})
+
+	t.Run("dind runner, private base", func(t *testing.T) {
+		// The base lives in the authenticated registry: the gateway
+		// fetches it with the read-only puller account; the job's daemon
+		// has no credential and no way to the registry.
+		img, err := baseimage.Busybox(testenv.BusyboxBinary(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		base, _ := name.NewTag(g.dest.Host + "/team/base/busybox:dind")
+		if err := remote.Write(base, img, remote.WithAuth(&authn.Basic{Username: g.dest.Username, Password: g.dest.Password}),
+			remote.WithTransport(g.dest.HTTPClient().Transport)); err != nil {
+			t.Fatalf("pushing private base: %v", err)
+		}
+		ref := g.dest.Host + "/team/private-base:dind"
+		stdout, stderr, code := g.cli(t, tok, "submit", "--runner", "dind", "-t", ref, "--build-arg", "BASE="+base.String(), "testdata/simple")
+		if code != 0 {
+			t.Fatalf("submit --runner dind FROM a private base = exit %d, want 0\n%s", code, tail(stderr, 8))
+		}
+		fs := files(t, g.pull(t, ref+"@"+lastLine(stdout)))
+		if got := fs["r.txt"].content; got != "retried\n" {
+			t.Errorf("file r.txt = %q, want %q", got, "retried\n")
 		}
 	})
 

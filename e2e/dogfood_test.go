@@ -569,7 +569,7 @@ func startDocker(t *testing.T) *dockerEngine {
 	if err != nil {
 		t.Fatalf("dind.New: %v", err)
 	}
-	d, err := r.StartDaemon(context.Background(), filepath.Join(testenv.StateDir(t), "dockerd"), dind.DaemonConfig{Tag: "dogfood"})
+	d, err := r.StartDaemon(context.Background(), filepath.Join(testenv.StateDir(t), "dockerd"), dind.DaemonConfig{Tag: "dogfood", Network: dind.NetworkHost})
 	if err != nil {
 		t.Fatalf("starting dockerd: %v", err)
 	}

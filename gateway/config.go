@@ -184,10 +184,9 @@ type Registry struct {
 	// Insecure allows plain HTTP for pushes, and for FROM in builds.
 	Insecure bool `yaml:"insecure"`
 	// SandboxPull, if set, is a read-only account with which the gateway
-	// fetches base images from this registry, instead of the account
-	// above. Sandboxes of the kaniko runner never see it; the dind runner
-	// gives it to its daemon, where RUN steps could read it: never put push
-	// credentials here.
+	// fetches base images from this registry into its store, instead of
+	// the account above. No sandbox sees it (neither runner pulls: both
+	// get their base images from the gateway's store).
 	SandboxPull *PullAccount `yaml:"sandbox_pull"`
 }
 
@@ -230,6 +229,12 @@ type DindRunner struct {
 	// StartTimeout bounds how long a job's daemon may take to answer.
 	// Default 60s.
 	StartTimeout Duration `yaml:"start_timeout"`
+	// Network is what RUN steps reach when the policy rule does not say
+	// (allow.network): each job's daemon has a network namespace of its
+	// own, which its RUN steps share; none (loopback only) or egress
+	// (outbound through slirp4netns, never the gateway's host or
+	// 169.254.0.0/16). Default none.
+	Network string `yaml:"network"`
 }
 
 // Bounds of the dind runner's default tmpfs size.
@@ -254,6 +259,9 @@ func (c Config) dindOptions() ([]dind.Option, string) {
 	}
 	if d.StartTimeout != 0 {
 		o = append(o, dind.WithStartTimeout(time.Duration(d.StartTimeout)))
+	}
+	if d.Network != "" {
+		o = append(o, dind.WithNetwork(d.Network))
 	}
 	if d.DataRoot == "disk" {
 		return o, "disk"
@@ -337,7 +345,10 @@ func DefaultConfig() Config {
 		JobTimeout: Duration(time.Hour),
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
 		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
-		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096, Network: "none"}},
+		Runners: Runners{
+			Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096, Network: "none"},
+			Dind:   DindRunner{Network: "none"},
+		},
 		Lifecycle: Lifecycle{
 			Queue:         Queue{MaxQueued: 1000},
 			ShutdownGrace: Duration(30 * time.Second),
@@ -450,6 +461,9 @@ func (c *Config) Validate() error {
 	if d := c.Runners.Dind; !d.Disabled {
 		if d.DataRoot != "" && d.DataRoot != "tmpfs" && d.DataRoot != "disk" {
 			errs = append(errs, fmt.Errorf("runners.dind.data_root: %q: want tmpfs or disk", d.DataRoot))
+		}
+		if n := d.Network; n != "" && n != "none" && n != "egress" {
+			errs = append(errs, fmt.Errorf("runners.dind.network: %q is neither none nor egress", n))
 		}
 		opts, _ := c.dindOptions()
 		if _, err := dind.New(opts...); err != nil {

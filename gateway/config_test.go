@@ -74,6 +74,7 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad dind data root", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    data_root: ram\n", "data_root"},
 		{"bad network", "listen: 127.0.0.1:1\ntokens:\n" + token + "    allow_networks: [not-a-net]\n", "not-a-net"},
 		{"bad sandbox network", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  kaniko:\n    network: host\n", "runners.kaniko.network"},
+		{"bad dind network", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    network: host\n", "runners.dind.network"},
 		{"zero base image store", "listen: 127.0.0.1:1\ntokens:\n" + token + "base_images:\n  max_bytes: 0\n", "base_images"},
 	}
 	for _, tc := range tests {

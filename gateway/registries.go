@@ -19,8 +19,9 @@ import (
 
 // registryAccess turns the registries' configuration into the pusher,
 // which holds the push credentials, and the builder options that say what
-// sandboxes may know: insecure registries, read-only pull accounts and
-// extra CAs. Push credentials never go into the options.
+// sandboxes may know: insecure registries and extra CAs. No credential
+// goes into the options: no runner pulls (both get their base images from
+// the gateway's store), so sandboxes need none.
 //
 // It also returns how the gateway itself fetches base images from each
 // registry: with the registry's read-only pull account if it has one,
@@ -36,7 +37,6 @@ func (c *Config) registryAccess() (*push.Pusher, []builder.Option, func(name.Reg
 	var (
 		insecure []string
 		extraCAs []byte
-		pull     = map[string]builder.Credential{}
 		fetch    = map[string][]remote.Option{}
 	)
 	for host, r := range c.Registries {
@@ -68,7 +68,6 @@ func (c *Config) registryAccess() (*push.Pusher, []builder.Option, func(name.Reg
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("reading sandbox pull password of registry %s: %w", host, err)
 			}
-			pull[host] = builder.Credential{Username: sp.Username, Password: pw}
 			auth = &authn.Basic{Username: sp.Username, Password: pw}
 		}
 		fetch[host] = append(fetch[host], remote.WithAuth(auth))
@@ -92,7 +91,6 @@ func (c *Config) registryAccess() (*push.Pusher, []builder.Option, func(name.Reg
 	}
 	return p, []builder.Option{
 		builder.WithInsecureRegistries(insecure...),
-		builder.WithPullCredentials(pull),
 		builder.WithExtraCAs(extraCAs),
 	}, func(reg name.Registry) []remote.Option { return fetch[reg.RegistryStr()] }, nil
 }

@@ -42,6 +42,7 @@ import (
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/bench/internal/refproject"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/push"
 	"github.com/buildgw/buildgw/runners/dind"
 )
@@ -60,6 +61,8 @@ type config struct {
 	tmpfsMiB           int64
 	bFresh             bool
 	order              string
+	baseMiB            int64
+	cacheFrom          bool
 }
 
 func main() {
@@ -78,10 +81,12 @@ func main() {
 	flag.BoolVar(&c.skipVerify, "skip-verify", false, "do not pull images back to check them")
 	flag.Int64Var(&c.tmpfsMiB, "tmpfs", 0, "run (a) with the data root on a tmpfs of this many MiB (dind.WithTmpfs); 0: on disk")
 	flag.BoolVar(&c.bFresh, "b-fresh", false, "diagnosis: run each (b) on a daemon of its own, started untimed, instead of the long-lived one")
+	flag.Int64Var(&c.baseMiB, "base-mib", 64, "random MiB added to busybox for the base image pull vs load figures")
+	flag.BoolVar(&c.cacheFrom, "cache-from", false, "also measure a per-tenant cache kept as the last built image, loaded and used with --cache-from")
 	flag.StringVar(&c.order, "order", "", "diagnosis: fixed order of each run instead of alternating a,b / b,a, e.g. \"b\" for (b) only")
 	flag.Parse()
-	if c.n < 1 || c.warmup < 0 || c.daemons < 1 || c.files < 10 || c.bytes < int64(c.files) {
-		fmt.Fprintln(os.Stderr, "dind: -n and -daemons must be >= 1, -warmup >= 0, -files >= 10, -bytes >= -files")
+	if c.n < 1 || c.warmup < 0 || c.daemons < 1 || c.files < 10 || c.bytes < int64(c.files) || c.baseMiB < 0 {
+		fmt.Fprintln(os.Stderr, "dind: -n and -daemons must be >= 1, -warmup and -base-mib >= 0, -files >= 10, -bytes >= -files")
 		os.Exit(2)
 	}
 	bu.Main("dind", func(ctx context.Context) error { return run(ctx, &c) })
@@ -101,6 +106,7 @@ type env struct {
 	base    string
 	pusher  *push.Pusher
 	host    *dind.Daemon // (b)'s long-lived daemon
+	store   *basestore.Store
 }
 
 func run(ctx context.Context, c *config) (err error) {
@@ -176,7 +182,7 @@ func run(ctx context.Context, c *config) (err error) {
 		return err
 	}
 	// (b)'s daemon: same binaries and flags as a job's, started once.
-	e.host, err = e.hr.StartDaemon(ctx, filepath.Join(e.tmp, "hostd"), dind.DaemonConfig{InsecureRegistries: []string{e.regAddr}, Tag: "bench-host"})
+	e.host, err = e.hr.StartDaemon(ctx, filepath.Join(e.tmp, "hostd"), dind.DaemonConfig{InsecureRegistries: []string{e.regAddr}, Tag: "bench-host", Network: dind.NetworkHost})
 	if err != nil {
 		return fmt.Errorf("starting the long-lived daemon: %w", err)
 	}
@@ -189,7 +195,16 @@ func run(ctx context.Context, c *config) (err error) {
 	if err := os.WriteFile(filepath.Join(e.tmp, "hostd-client", "config.json"), []byte("{}"), 0o600); err != nil {
 		return err
 	}
-	return e.abBench(ctx, dm)
+	bf, err := e.baseBench(ctx)
+	if err != nil {
+		return fmt.Errorf("base images: %w", err)
+	}
+	// (a)'s base images, as the gateway has them: one store for all
+	// builds, so each build after the first fetches nothing.
+	if e.store, err = basestore.New(filepath.Join(e.tmp, "store")); err != nil {
+		return err
+	}
+	return e.abBench(ctx, dm, bf)
 }
 
 // ---------------------------------------------------------------------
@@ -298,17 +313,18 @@ func tmpfsUsed(dir string) int64 {
 // (a) dind runner + gateway push vs (b) docker build + push, one daemon
 
 type abRun struct {
-	order                          string
-	a, b                           time.Duration
-	ready, export, teardown, aPush time.Duration
-	aRemove                        time.Duration // workspace removal, after the timed part
-	bBuild, bPush                  time.Duration
-	aDaemonRSS, aSelfHWM, aTmpfs   int64
-	bDaemonRSS                     int64
-	aOK, bOK                       string
+	order                        string
+	a, b                         time.Duration
+	prepare, ready, load         time.Duration
+	export, teardown, aPush      time.Duration
+	aRemove                      time.Duration // workspace removal, after the timed part
+	bBuild, bPush                time.Duration
+	aDaemonRSS, aSelfHWM, aTmpfs int64
+	bDaemonRSS                   int64
+	aOK, bOK                     string
 }
 
-func (e *env) abBench(ctx context.Context, dm *daemonFigures) error {
+func (e *env) abBench(ctx context.Context, dm *daemonFigures, bf *baseFigures) error {
 	c := e.c
 	var runs []abRun
 	for i := 0; i < c.warmup+c.n; i++ {
@@ -339,8 +355,8 @@ func (e *env) abBench(ctx context.Context, dm *daemonFigures) error {
 				if err := e.runA(ctx, i, ref, &r); err != nil {
 					return fmt.Errorf("%s (a): %w", label, err)
 				}
-				bu.Log.Printf("%s (a) dind: %s s (daemon ready %s, export %s, stop %s, push %s; then workspace removal %s), job daemon peak RSS %s MiB, bench VmHWM %s MiB",
-					label, bu.Secs(r.a), bu.Secs(r.ready), bu.Secs(r.export), bu.Secs(r.teardown), bu.Secs(r.aPush), bu.Secs(r.aRemove), bu.MiB(r.aDaemonRSS), bu.MiB(r.aSelfHWM))
+				bu.Log.Printf("%s (a) dind: %s s (bases prepared %s, daemon ready %s, bases loaded %s, export %s, stop %s, push %s; then workspace removal %s), job daemon peak RSS %s MiB, bench VmHWM %s MiB",
+					label, bu.Secs(r.a), bu.Secs(r.prepare), bu.Secs(r.ready), bu.Secs(r.load), bu.Secs(r.export), bu.Secs(r.teardown), bu.Secs(r.aPush), bu.Secs(r.aRemove), bu.MiB(r.aDaemonRSS), bu.MiB(r.aSelfHWM))
 				if !c.skipVerify {
 					r.aOK = verifyLogged(ctx, ref, e.proj)
 				}
@@ -365,12 +381,22 @@ func (e *env) abBench(ctx context.Context, dm *daemonFigures) error {
 			runs = append(runs, r)
 		}
 	}
+	var cf *cacheFigures
+	if c.cacheFrom {
+		var err error
+		if cf, err = e.cacheBench(ctx); err != nil {
+			return fmt.Errorf("cache: %w", err)
+		}
+	}
 	e.print(runs, dm)
+	bf.print(c.n)
+	cf.print()
 	return nil
 }
 
 var phaseRE = map[string]*regexp.Regexp{
 	"ready":    regexp.MustCompile(`dind: job daemon ready in ([0-9.]+)s`),
+	"load":     regexp.MustCompile(`dind: \d+ base images loaded in ([0-9.]+)s`),
 	"export":   regexp.MustCompile(`dind: image exported in ([0-9.]+)s`),
 	"teardown": regexp.MustCompile(`dind: job daemon stopped in ([0-9.]+)s`),
 }
@@ -415,6 +441,15 @@ func (e *env) runA(ctx context.Context, i int, ref string, r *abRun) error {
 	bu.ResetHWM(os.Getpid())
 	sample := peakRSS(filepath.Join(ws, "dind"))
 	t0 := time.Now()
+	// As the gateway does before each build: the base images, from its
+	// store (one HEAD once the store has them).
+	bases, err := e.store.Prepare(ctx, req, lf)
+	if err != nil {
+		sample()
+		return err
+	}
+	req.BaseImages = bases
+	r.prepare = time.Since(t0)
 	img, err := e.r.Build(ctx, req, &stampWriter{w: lf, t0: t0})
 	r.aDaemonRSS, r.aTmpfs = sample()
 	if err != nil {
@@ -430,7 +465,7 @@ func (e *env) runA(ctx context.Context, i int, ref string, r *abRun) error {
 		r.aSelfHWM = m.HWM
 	}
 	b, _ := os.ReadFile(logPath)
-	r.ready, r.export, r.teardown = phase(string(b), "ready"), phase(string(b), "export"), phase(string(b), "teardown")
+	r.ready, r.load, r.export, r.teardown = phase(string(b), "ready"), phase(string(b), "load"), phase(string(b), "export"), phase(string(b), "teardown")
 	// Untimed, as the Manager's reaper does it after the build is
 	// reported: the daemon's files, through the runner's RemoveAll.
 	t2 := time.Now()
@@ -452,7 +487,7 @@ func (e *env) runB(ctx context.Context, i int, ref string, r *abRun) error {
 	defer lf.Close()
 	if e.c.bFresh {
 		old := e.host
-		h, err := e.hr.StartDaemon(ctx, filepath.Join(e.tmp, fmt.Sprintf("hostd-%d", i)), dind.DaemonConfig{InsecureRegistries: []string{e.regAddr}, Tag: "bench-host"})
+		h, err := e.hr.StartDaemon(ctx, filepath.Join(e.tmp, fmt.Sprintf("hostd-%d", i)), dind.DaemonConfig{InsecureRegistries: []string{e.regAddr}, Tag: "bench-host", Network: dind.NetworkHost})
 		if err != nil {
 			return err
 		}
@@ -505,7 +540,12 @@ func (s *stampWriter) Write(p []byte) (int, error) {
 }
 
 func (e *env) docker(ctx context.Context, out io.Writer, args ...string) error {
-	cmd := exec.CommandContext(ctx, e.r.Docker(), append([]string{"--host=unix://" + e.host.Socket()}, args...)...)
+	return e.dockerAt(ctx, e.host, out, args...)
+}
+
+// dockerAt runs the docker CLI against d.
+func (e *env) dockerAt(ctx context.Context, d *dind.Daemon, out io.Writer, args ...string) error {
+	cmd := exec.CommandContext(ctx, e.r.Docker(), append([]string{"--host=unix://" + d.Socket()}, args...)...)
 	cmd.Env = []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=" + filepath.Join(e.tmp, "hostd-home"),
@@ -613,7 +653,7 @@ func (e *env) print(runs []abRun, dm *daemonFigures) {
 	if c.bFresh {
 		fmt.Printf("(b) runs on a daemon of its own each time (-b-fresh), started and stopped untimed: not one long-lived daemon.\n\n")
 	}
-	fmt.Println("| run | order | (a) dind s | of which: daemon ready / export / stop / push s | (a) then: workspace removal s | (b) one daemon s | of which: build / push s | (a)/(b) | (a) job daemon peak RSS MiB | (a) bench VmHWM MiB | (b) daemon peak RSS MiB | images (a)/(b) |")
+	fmt.Println("| run | order | (a) dind s | of which: bases prepared / daemon ready / bases loaded / export / stop / push s | (a) then: workspace removal s | (b) one daemon s | of which: build / push s | (a)/(b) | (a) job daemon peak RSS MiB | (a) bench VmHWM MiB | (b) daemon peak RSS MiB | images (a)/(b) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|---|---|---|---|")
 	var as, bs []time.Duration
 	var aRSS, aHWM, bRSS, aTmpfs []int64
@@ -631,8 +671,8 @@ func (e *env) print(runs []abRun, dm *daemonFigures) {
 		if c.skipVerify {
 			img = "not checked"
 		}
-		fmt.Printf("| %d | %s | %s | %s / %s / %s / %s | %s | %s | %s / %s | %.2f | %s | %s | %s | %s |\n", i+1, r.order,
-			bu.Secs(r.a), bu.Secs(r.ready), bu.Secs(r.export), bu.Secs(r.teardown), bu.Secs(r.aPush), bu.Secs(r.aRemove),
+		fmt.Printf("| %d | %s | %s | %s / %s / %s / %s / %s / %s | %s | %s | %s / %s | %.2f | %s | %s | %s | %s |\n", i+1, r.order,
+			bu.Secs(r.a), bu.Secs(r.prepare), bu.Secs(r.ready), bu.Secs(r.load), bu.Secs(r.export), bu.Secs(r.teardown), bu.Secs(r.aPush), bu.Secs(r.aRemove),
 			bu.Secs(r.b), bu.Secs(r.bBuild), bu.Secs(r.bPush), r.a.Seconds()/r.b.Seconds(),
 			bu.MiB(r.aDaemonRSS), bu.MiB(r.aSelfHWM), bu.MiB(r.bDaemonRSS), img)
 	}

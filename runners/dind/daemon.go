@@ -19,6 +19,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/buildgw/buildgw/runners/egress"
 )
 
 // DaemonConfig is what a per-job daemon is started with.
@@ -31,6 +33,17 @@ type DaemonConfig struct {
 	// Tag names the daemon's state for the cgroup of its containers; the
 	// job's ID. Optional.
 	Tag string
+	// Network is the daemon's network namespace: egress.None (loopback
+	// only; the default) or egress.Egress (slirp4netns, the gateway's host
+	// and link-local addresses refused). Its RUN containers share it.
+	// NetworkHost keeps the daemon in the caller's network namespace: for
+	// benchmarks and tests that stand for a host's daemon, never for jobs.
+	Network string
+	// DigestRefs are references by digest (name@sha256:...) and the IDs
+	// of the images they name, which the daemon knows from its start:
+	// docker load only tags, so images loaded later (LoadImages) are found
+	// by digest this way. See the package documentation.
+	DigestRefs map[string]string
 }
 
 // Daemon is one running per-job dockerd: pid 1 of a pid namespace of its
@@ -46,10 +59,15 @@ type Daemon struct {
 	pid     int
 	client  *http.Client
 	stop    time.Duration
+	net     *egress.Network
 
 	stopOnce sync.Once
 	stopErr  error
 }
+
+// NetworkHost is DaemonConfig.Network for a daemon in the caller's own
+// network namespace. Build never uses it.
+const NetworkHost = "host"
 
 // execRoot is the daemon's --exec-root (containerd's state and sockets
 // too): the private tmpfs initScript mounts over /run/docker, so that it
@@ -65,6 +83,8 @@ const (
 	homeDir    = "home"   // HOME of the daemon and the CLI
 	clientDir  = "client" // DOCKER_CONFIG of the CLI
 	certsDir   = "certs"  // CA bundle with Request.ExtraCAs
+	refsFile   = "repositories.json"
+	resolvFile = "resolv.conf"
 	stateFile  = "state.json"
 	logFile    = "dockerd.log"
 	socketName = "docker.sock"
@@ -84,20 +104,24 @@ type state struct {
 	Cgroup string `json:"cgroup"`
 }
 
-// initScript runs as pid 1 of the daemon's new pid and mount namespaces
-// (the mount namespace is private: Go marks / MS_REC|MS_PRIVATE after
-// unsharing it). It mounts a /proc of the new pid namespace, hides the
-// host's /run/docker and /run/containerd behind private tmpfs mounts (the
-// daemon and its containerd put plugin and shim sockets there, whatever
-// --exec-root says), mounts a tmpfs of the given size (bytes; "" for none)
-// over the data root, then becomes the init or dockerd. Every mount made
-// in the namespace vanishes with it.
+// initScript runs as pid 1 of the daemon's new pid, mount and network
+// namespaces (the mount namespace is private: Go marks / MS_REC|MS_PRIVATE
+// after unsharing it). It mounts a /proc of the new pid namespace, hides
+// the host's /run/docker and /run/containerd behind private tmpfs mounts
+// (the daemon and its containerd put plugin and shim sockets there,
+// whatever --exec-root says), mounts a tmpfs of the given size (bytes; ""
+// for none) over the data root, installs the reference store the daemon
+// starts with (if any), puts the job's resolv.conf over /etc/resolv.conf
+// (RUN steps with the daemon's network read it), then becomes the init or
+// dockerd. Every mount made in the namespace vanishes with it.
 const initScript = `set -e
-m=$1; size=$2; data=$3; shift 3
+m=$1; size=$2; data=$3; refs=$4; refsdir=$5; resolv=$6; shift 6
 "$m" -t proc -o nosuid,nodev,noexec proc /proc
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/docker
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/containerd
 if [ -n "$size" ]; then "$m" -t tmpfs -o "mode=0700,size=$size" tmpfs "$data"; fi
+if [ -n "$refs" ]; then mkdir -p -m 0700 "$refsdir"; cp "$refs" "$refsdir/repositories.json"; fi
+if [ -n "$resolv" ] && [ -e /etc/resolv.conf ]; then "$m" --bind "$resolv" /etc/resolv.conf; fi
 exec "$@"
 `
 
@@ -127,6 +151,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 			if d.cmd != nil && d.cmd.Process != nil {
 				<-d.done
 			}
+			d.net.Stop()
 			cleanupDir(dir)
 		}
 	}()
@@ -169,7 +194,40 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	if r.o.tmpfs > 0 {
 		size = fmt.Sprint(r.o.tmpfs)
 	}
-	args := []string{r.o.sh, "-c", initScript, "dind-init", r.o.mount, size, filepath.Join(dir, dataDir)}
+	network := cfg.Network
+	if network == "" {
+		network = egress.None
+	}
+	if network != NetworkHost {
+		if err := egress.CheckMode(network); err != nil {
+			return nil, fmt.Errorf("dind: %w", err)
+		}
+	}
+	// Names resolve through slirp4netns's DNS forwarder, never the host's
+	// resolver (which may listen on the host's loopback).
+	resolv := ""
+	switch network {
+	case egress.None:
+		resolv = filepath.Join(dir, etcDir, resolvFile)
+		err = os.WriteFile(resolv, []byte("# no network\n"), 0o644)
+	case egress.Egress:
+		resolv = filepath.Join(dir, etcDir, resolvFile)
+		err = os.WriteFile(resolv, []byte("nameserver "+egress.DNS+"\n"), 0o644)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dind: writing resolv.conf: %w", err)
+	}
+	refs := ""
+	if len(cfg.DigestRefs) > 0 {
+		refs = filepath.Join(dir, etcDir, refsFile)
+		if err := os.WriteFile(refs, referenceStore(cfg.DigestRefs), 0o600); err != nil {
+			return nil, fmt.Errorf("dind: writing the daemon's references: %w", err)
+		}
+	}
+	// The daemon's reference store: data-root/image/DRIVER/repositories.json.
+	refsDir := filepath.Join(dir, dataDir, "image", d.driver)
+	args := []string{r.o.sh, "-c", initScript, "dind-init", r.o.mount, size, filepath.Join(dir, dataDir),
+		refs, refsDir, resolv}
 	if r.o.init != "" {
 		args = append(args, r.o.init, "--")
 	}
@@ -181,6 +239,10 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 		return nil, fmt.Errorf("dind: %w", err)
 	}
 	defer logf.Close()
+	cloneflags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNET)
+	if network == NetworkHost {
+		cloneflags = syscall.CLONE_NEWPID
+	}
 	d.cmd = &exec.Cmd{
 		Path:   r.o.sh,
 		Args:   args,
@@ -194,11 +256,13 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 			// process of the daemon (containerd, shims, the build's
 			// containers, all in that namespace or below); a private
 			// mount namespace, so that every mount the daemon makes
-			// (overlays, shm, netns) dies with it. Pdeathsig: a gateway
-			// that dies takes the whole namespace with it.
+			// (overlays, shm, netns) dies with it; a network namespace
+			// of its own, which its RUN containers share (docker build
+			// --network=host): loopback only, or egress below. Pdeathsig:
+			// a gateway that dies takes the whole namespace with it.
 			Setsid:       true,
 			Pdeathsig:    syscall.SIGKILL,
-			Cloneflags:   syscall.CLONE_NEWPID,
+			Cloneflags:   cloneflags,
 			Unshareflags: syscall.CLONE_NEWNS,
 		},
 	}
@@ -215,6 +279,19 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	b, _ := json.Marshal(st)
 	if err := os.WriteFile(filepath.Join(dir, stateFile), b, 0o600); err != nil {
 		return nil, fmt.Errorf("dind: recording daemon state: %w", err)
+	}
+
+	if network != NetworkHost {
+		if err := loopbackUp(d.pid); err != nil {
+			return nil, fmt.Errorf("dind: bringing up the daemon's loopback: %w", err)
+		}
+	}
+	if network == egress.Egress {
+		// Started from this goroutine: in the caller's network namespace,
+		// the gateway's host.
+		if d.net, err = egress.Start(ctx, r.o.tools, d.pid); err != nil {
+			return nil, fmt.Errorf("dind: %w", err)
+		}
 	}
 
 	d.client = &http.Client{Transport: &http.Transport{
@@ -242,8 +319,9 @@ func (r *Runner) daemonArgs(dir, driver, cgroup string, insecure []string) []str
 		"--host=unix://" + filepath.Join(dir, runDir, socketName),
 		"--group=root",
 		"--config-file=" + filepath.Join(dir, etcDir, "daemon.json"),
-		// No bridge and no host firewall or sysctl changes; RUN steps use
-		// the network mode the runner asks for (host by default).
+		// No bridge and no firewall or sysctl changes (the egress rules
+		// in the daemon's namespace are the runner's); RUN steps use the
+		// daemon's own network namespace (docker build --network=host).
 		"--bridge=none",
 		"--iptables=false",
 		"--ip6tables=false",
@@ -377,6 +455,7 @@ func (d *Daemon) Halt() error {
 			// dies; only an unkillable (D state) process holds this up.
 		}
 		d.client.CloseIdleConnections()
+		d.net.Stop()
 		d.stopErr = haltDir(d.dir)
 	})
 	return d.stopErr

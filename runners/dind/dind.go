@@ -9,9 +9,10 @@
 //
 //	data/     --data-root (images, containers, the managed containerd's root)
 //	run/      --host unix://.../run/docker.sock (never TCP), --pidfile
-//	etc/      --config-file (so /etc/docker/daemon.json is never read) and
-//	          the daemon's key (20.10 would write /etc/docker/key.json)
-//	client/   DOCKER_CONFIG of the docker CLI: only Request.PullCredentials
+//	etc/      --config-file (so /etc/docker/daemon.json is never read),
+//	          the daemon's key (20.10 would write /etc/docker/key.json),
+//	          the resolv.conf of its namespace, the initial reference store
+//	client/   DOCKER_CONFIG of the docker CLI: empty, no credential
 //	home/     HOME of both
 //	certs/    the CA bundle with Request.ExtraCAs (SSL_CERT_FILE)
 //
@@ -28,10 +29,11 @@
 // SSL_CERT_FILE; nothing of the gateway's, no DOCKER_* variable).
 //
 // The daemon runs as pid 1 (under Docker's init, tini, when installed) of
-// a new pid namespace, in a new private mount namespace. A small /bin/sh
-// script first mounts the namespace's /proc and private tmpfs over
-// /run/docker and /run/containerd, where dockerd and containerd put plugin
-// and shim sockets whatever --exec-root says. So:
+// a new pid namespace, in a new private mount namespace and a new network
+// namespace. A small /bin/sh script first mounts the namespace's /proc and
+// private tmpfs over /run/docker and /run/containerd, where dockerd and
+// containerd put plugin and shim sockets whatever --exec-root says, and
+// the job's resolv.conf over /etc/resolv.conf. So:
 //   - killing that one process makes the kernel kill every process of the
 //     daemon: dockerd, containerd, the shims and the build's containers
 //     (which live in pid namespaces below it), and the runner knows they
@@ -41,13 +43,13 @@
 //     never sees them;
 //   - Pdeathsig kills the namespace if the gateway dies.
 //
-// The runner waits for /_ping on the socket (DefaultStartTimeout), then
-// runs the docker CLI against it: DOCKER_BUILDKIT=0 docker build --file
-// --tag buildgw/job:ID --iidfile --network host --build-arg --label
-// --target CONTEXT. The legacy builder is used because the 20.10 CLI has
-// it built in, it streams RUN output line by line, and it honours the
-// daemon's --insecure-registry for FROM without buildx; the output goes to
-// the build log line by line. The image is exported through the Engine
+// The runner waits for /_ping on the socket (DefaultStartTimeout), loads
+// the base images (below), then runs the docker CLI against it:
+// DOCKER_BUILDKIT=0 docker build --file --tag buildgw/job:ID --iidfile
+// --network=host --pull=false --build-arg --label --target CONTEXT. The
+// legacy builder is used because the 20.10 CLI has it built in and it
+// streams RUN output line by line; the output goes to the build log line
+// by line. The image is exported through the Engine
 // API (GET /images/get): the docker-save stream becomes, as it arrives, an
 // OCI layout in Request.OutputDir like the kaniko runner's, each layer
 // gzip-compressed once on the way (checked against the config's diff IDs,
@@ -68,6 +70,42 @@
 // the build's critical path that way. Daemon.Stop, which the Manager does
 // not use, deletes them too.
 //
+// # Network
+//
+// The daemon's network namespace is the job's: Request.Network, else
+// WithNetwork (default none). "none" is loopback only (brought up by the
+// runner). "egress" connects it to the outside through slirp4netns, run
+// by the runner in the gateway's namespace, with the host's loopback, the
+// host's own addresses and 169.254.0.0/16 refused by rules inside the
+// namespace (package egress, shared with the kaniko runner); names
+// resolve through slirp4netns's DNS forwarder. RUN containers are started
+// with --network=host, which in the daemon's namespace means that
+// namespace: they never get the gateway host's network, and, lacking
+// CAP_NET_ADMIN (Docker's default capabilities), cannot change interfaces
+// or rules. The daemon has --bridge=none --iptables=false: it changes no
+// firewall anywhere.
+//
+// # Base images
+//
+// The daemon never pulls. The gateway resolves, checks and fetches every
+// image the Dockerfile names into its shared store and hands the build an
+// OCI layout of them (Request.BaseImages, see builder.BasePreparer). The
+// runner streams that layout into the daemon as one docker-save archive
+// (POST /images/load; the compressed layers as stored, which dockerd
+// decompresses) with each image tagged as the Dockerfile names it (the
+// docker CLI's familiar form: Docker Hub images without docker.io/ and
+// library/). docker load cannot record references by digest, which the
+// legacy builder looks up in the daemon's reference store for FROM
+// NAME@sha256:DIGEST (and NAME:TAG@sha256:DIGEST): those are written into
+// the reference store (data-root/image/DRIVER/repositories.json) before
+// the daemon starts, pointing at the image IDs (config digests) the load
+// then fills in. The runner checks that the daemon finds every image by
+// its reference before it builds, and builds with --pull=false, so a base
+// image the gateway did not fetch fails the build: the daemon has no
+// registry credential, and with network none no way to a registry either.
+// Loading costs about what a pull from a registry on the same host costs
+// (bench/README.md, bench/dind).
+//
 // # Storage
 //
 // Unless WithStorageDriver says otherwise, the first build probes an
@@ -86,19 +124,14 @@
 //
 // # Limitations
 //
-//   - RUN steps use the host's network namespace by default, like the
-//     kaniko runner's: they can reach the gateway host's loopback services.
-//     WithNetwork("none") cuts them off.
 //   - The daemon is rootful and the build's containers run as real root
 //     (with Docker's default seccomp and capabilities); the gateway must
 //     run as root.
-//   - ExtraCAs reach the daemon through SSL_CERT_FILE, which Go's x509
-//     reads for the system roots; the daemon uses them for every registry
-//     that has no /etc/docker/certs.d/HOST directory on the host (that
-//     directory is the host's, and still read). dockerd treats 127.0.0.0/8
-//     as insecure (TLS not verified) whatever it is told.
-//   - PullCredentials are given to the CLI, which sends them to the daemon
-//     for FROM; RUN steps never see them.
+//   - Request.PullCredentials are ignored: the daemon never pulls.
+//     ExtraCAs and InsecureRegistries are still passed to the daemon
+//     (SSL_CERT_FILE, --insecure-registry), but no FROM needs them now.
+//   - Images in zstd layers cannot be loaded into dockerd 20.10; such a
+//     base fails the build, naming it.
 //   - No memory, CPU or pids limit is set yet; the per-job cgroup parent is
 //     where they would go. WithTmpfs bounds the data root's size.
 //   - The host's /run/docker and /run/containerd are created (empty) if
@@ -110,8 +143,6 @@ package dind
 
 import (
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -130,6 +161,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/runners/egress"
 )
 
 // Runner builds each job against a Docker daemon of its own.
@@ -195,6 +227,11 @@ func (r *Runner) Available(ctx context.Context) error {
 			return fmt.Errorf("init for the daemon's namespace: %w", err)
 		}
 	}
+	if r.o.network == egress.Egress {
+		if err := r.o.tools.Check(); err != nil {
+			return err
+		}
+	}
 	return nil
 }
 
@@ -237,11 +274,24 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 			return nil, fmt.Errorf("dind: cleaning up an earlier daemon: %w", err)
 		}
 	}
+	network := req.Network
+	if network == "" {
+		network = r.o.network
+	}
+	if err := egress.CheckMode(network); err != nil {
+		return nil, fmt.Errorf("dind runner: %w", err)
+	}
+	bases, err := readBases(req.BaseImages)
+	if err != nil {
+		return nil, fmt.Errorf("dind: %w", err)
+	}
 	started := time.Now()
 	dcfg := DaemonConfig{
 		InsecureRegistries: req.InsecureRegistries,
 		ExtraCAs:           req.ExtraCAs,
 		Tag:                req.ID,
+		Network:            network,
+		DigestRefs:         digestRefs(bases),
 	}
 	d, err := r.StartDaemon(ctx, dir, dcfg)
 	if err != nil {
@@ -263,7 +313,17 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if r.o.tmpfs > 0 {
 		where = fmt.Sprintf("on a %d MiB tmpfs", r.o.tmpfs>>20)
 	}
-	fmt.Fprintf(log, "dind: job daemon ready in %.2fs (storage driver %s, data root %s)\n", time.Since(started).Seconds(), d.StorageDriver(), where)
+	fmt.Fprintf(log, "dind: job daemon ready in %.2fs (storage driver %s, data root %s, network %s)\n", time.Since(started).Seconds(), d.StorageDriver(), where, network)
+	if len(bases) > 0 {
+		loaded := time.Now()
+		if _, err := d.LoadImages(ctx, req.BaseImages); err != nil {
+			if ctx.Err() != nil {
+				return nil, context.Cause(ctx)
+			}
+			return nil, err
+		}
+		fmt.Fprintf(log, "dind: %d base images loaded in %.2fs\n", len(bases), time.Since(loaded).Seconds())
+	}
 
 	tag := "buildgw/job:" + tagName(req.ID)
 	if err := r.dockerBuild(ctx, d, req, tag, log); err != nil {
@@ -306,10 +366,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 
 // dockerBuild runs docker build against d, streaming its output to log.
 func (r *Runner) dockerBuild(ctx context.Context, d *Daemon, req *builder.Request, tag string, log io.Writer) error {
-	// The CLI's configuration holds only the pull credentials the
-	// gateway's configuration gives sandboxes; it sends them to the daemon
-	// for FROM.
-	if err := os.WriteFile(filepath.Join(d.dir, clientDir, "config.json"), dockerConfig(req.PullCredentials), 0o600); err != nil {
+	// No credential at all: base images are loaded from the gateway's
+	// store, and the daemon never pulls.
+	if err := os.WriteFile(filepath.Join(d.dir, clientDir, "config.json"), []byte("{}\n"), 0o600); err != nil {
 		return fmt.Errorf("dind: writing the CLI's configuration: %w", err)
 	}
 	cmd := exec.CommandContext(ctx, r.o.docker, r.buildArgs(d, req, tag)...)
@@ -379,9 +438,11 @@ func (r *Runner) buildArgs(d *Daemon, req *builder.Request, tag string) []string
 		"--tag=" + tag,
 		"--iidfile=" + filepath.Join(d.dir, runDir, "iid"),
 		"--rm", "--force-rm",
-	}
-	if r.o.network != "default" {
-		args = append(args, "--network="+r.o.network)
+		// RUN containers share the daemon's network namespace: loopback
+		// only, or the job's egress; never the gateway host's.
+		"--network=host",
+		// Base images are in the daemon already.
+		"--pull=false",
 	}
 	for _, k := range slices.Sorted(maps.Keys(req.BuildArgs)) {
 		args = append(args, "--build-arg="+k+"="+req.BuildArgs[k])
@@ -517,17 +578,4 @@ func tagName(id string) string {
 		return "job" + b.String()
 	}
 	return b.String()
-}
-
-// dockerConfig renders credentials as a Docker config.json.
-func dockerConfig(creds map[string]builder.Credential) []byte {
-	type entry struct {
-		Auth string `json:"auth"`
-	}
-	auths := map[string]entry{}
-	for host, c := range creds {
-		auths[host] = entry{Auth: base64.StdEncoding.EncodeToString([]byte(c.Username + ":" + c.Password))}
-	}
-	b, _ := json.Marshal(map[string]any{"auths": auths})
-	return b
 }

@@ -17,7 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -26,6 +25,7 @@ import (
 
 	"github.com/buildgw/buildgw/baseimage"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
@@ -51,13 +51,17 @@ func TestConformance(t *testing.T) {
 	// After the suite's parallel subtests, which run once this function
 	// has returned.
 	t.Cleanup(func() { checkNoLeftovers(t) })
+	store, err := basestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	runnertest.Run(t, func(t *testing.T) builder.Runner {
 		r, err := New()
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
 		return r
-	})
+	}, runnertest.WithBaseImages(store))
 }
 
 // checkNoLeftovers checks that no daemon of the conformance suite's
@@ -88,6 +92,14 @@ func checkNoLeftovers(t *testing.T) {
 // Dockerfile and files in its context.
 func newRequest(t *testing.T, reg string, files map[string]string, args map[string]string) *builder.Request {
 	t.Helper()
+	req := newRequestNoBases(t, reg, files, args)
+	prepareBases(t, req)
+	return req
+}
+
+// newRequestNoBases is newRequest without base images.
+func newRequestNoBases(t *testing.T, reg string, files map[string]string, args map[string]string) *builder.Request {
+	t.Helper()
 	ws := filepath.Join(testenv.StateDir(t), "jobs", "job")
 	ctxDir, out := filepath.Join(ws, "context"), filepath.Join(ws, "out")
 	for _, d := range []string{ctxDir, out} {
@@ -100,7 +112,7 @@ func newRequest(t *testing.T, reg string, files map[string]string, args map[stri
 			t.Fatal(err)
 		}
 	}
-	return &builder.Request{
+	req := &builder.Request{
 		ID:                 "dindtest-" + filepath.Base(filepath.Dir(filepath.Dir(ws))),
 		Workspace:          ws,
 		ContextDir:         ctxDir,
@@ -109,6 +121,22 @@ func newRequest(t *testing.T, reg string, files map[string]string, args map[stri
 		OutputDir:          out,
 		InsecureRegistries: []string{reg},
 	}
+	return req
+}
+
+// prepareBases fetches req's base images into a store of the test's own,
+// as the gateway does before every build.
+func prepareBases(t *testing.T, req *builder.Request, opts ...basestore.Option) {
+	t.Helper()
+	store, err := basestore.New(t.TempDir(), opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := store.Prepare(context.Background(), req, io.Discard)
+	if err != nil {
+		t.Fatalf("Prepare(%q): %v", req.Dockerfile, err)
+	}
+	req.BaseImages = b
 }
 
 // images lists the repository tags a daemon holds.
@@ -281,7 +309,8 @@ func TestNewErrors(t *testing.T) {
 		want string
 	}{
 		{WithStorageDriver("aufs"), "storage driver"},
-		{WithNetwork("bridge"), "network mode"},
+		{WithNetwork("bridge"), `network "bridge"`},
+		{WithNetwork("host"), `network "host"`},
 		{WithStartTimeout(0), "start timeout"},
 		{WithCgroupRoot("relative"), "cgroup root"},
 		{WithCgroupRoot("/"), "cgroup root"},
@@ -303,7 +332,8 @@ func TestReap(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := filepath.Join(ws, "dind")
-	d, err := r.StartDaemon(context.Background(), dir, DaemonConfig{Tag: "crashed"})
+	// In the host's network, to pull from the test's registry on loopback.
+	d, err := r.StartDaemon(context.Background(), dir, DaemonConfig{Tag: "crashed", Network: NetworkHost})
 	if err != nil {
 		t.Fatalf("StartDaemon: %v", err)
 	}
@@ -522,7 +552,7 @@ func TestBuildArgs(t *testing.T) {
 	want := []string{
 		"--host=unix:///ws/dind/run/docker.sock", "build",
 		"--file=/ws/context/docker/Dockerfile.prod", "--tag=buildgw/job:x", "--iidfile=/ws/dind/run/iid",
-		"--rm", "--force-rm", "--network=host",
+		"--rm", "--force-rm", "--network=host", "--pull=false",
 		"--build-arg=A=x=y z", "--build-arg=B=2", "--build-arg=E=",
 		"--label=org.a=a", "--label=org.b=b", "--target=final", "/ws/context",
 	}
@@ -571,67 +601,6 @@ func TestNames(t *testing.T) {
 	if got := unescapeMount(`/a\040b/c`); got != "/a b/c" {
 		t.Errorf("unescapeMount = %q", got)
 	}
-}
-
-// TestPullCredentials builds FROM a private registry (TLS, htpasswd) with
-// the read-only pull account as Request.PullCredentials: the build pulls
-// with it, without it the pull is refused, and the password appears in
-// neither the log nor the image.
-func TestPullCredentials(t *testing.T) {
-	r := requireDocker(t)
-	reg := testenv.StartDockerRegistry(t, true)
-	img, err := baseimage.Busybox(testenv.BusyboxBinary(t))
-	if err != nil {
-		t.Fatal(err)
-	}
-	base := reg.Host + "/private/busybox:latest"
-	tag, err := name.NewTag(base)
-	if err != nil {
-		t.Fatal(err)
-	}
-	auth := &authn.Basic{Username: reg.Username, Password: reg.Password}
-	if err := remote.Write(tag, img, remote.WithAuth(auth), remote.WithTransport(reg.HTTPClient().Transport)); err != nil {
-		t.Fatalf("pushing the private base: %v", err)
-	}
-	ca, err := os.ReadFile(reg.CAFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	dockerfile := "ARG BASE\nFROM ${BASE}\nRUN cat /root/.docker/config.json /.docker/config.json 2>/dev/null; env; echo pulled-ok\n"
-
-	t.Run("with credentials", func(t *testing.T) {
-		req := newRequest(t, "127.0.0.1:1", map[string]string{"Dockerfile": dockerfile}, map[string]string{"BASE": base})
-		req.PullCredentials = map[string]builder.Credential{reg.Host: {Username: reg.Puller, Password: reg.PullerPassword}}
-		req.ExtraCAs = ca
-		var log strings.Builder
-		built, err := r.Build(context.Background(), req, &log)
-		if err != nil {
-			t.Fatalf("Build: %v\n%s", err, log.String())
-		}
-		if !strings.Contains(log.String(), "pulled-ok") {
-			t.Errorf("log lacks the RUN step's output:\n%s", log.String())
-		}
-		if strings.Contains(log.String(), reg.PullerPassword) {
-			t.Errorf("log holds the pull password:\n%s", log.String())
-		}
-		for p, f := range imageFiles(t, built) {
-			if strings.Contains(f, reg.PullerPassword) {
-				t.Errorf("image file %s holds the pull password", p)
-			}
-		}
-	})
-	t.Run("without credentials", func(t *testing.T) {
-		req := newRequest(t, "127.0.0.1:1", map[string]string{"Dockerfile": dockerfile}, map[string]string{"BASE": base})
-		var log strings.Builder
-		if _, err := r.Build(context.Background(), req, &log); err == nil {
-			t.Fatalf("Build FROM a private registry without credentials succeeded:\n%s", log.String())
-		}
-		// (The daemon reports its last attempt: after the refused HTTPS
-		// pull, plain HTTP, which 127.0.0.0/8 is allowed as insecure.)
-		if left := referencing(filepath.Join(req.Workspace, "dind")); len(left) > 0 {
-			t.Errorf("failed build left processes of its daemon: %v", left)
-		}
-	})
 }
 
 // imageFiles returns the regular files of img's flattened filesystem.

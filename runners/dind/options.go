@@ -6,6 +6,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"time"
+
+	"github.com/buildgw/buildgw/runners/egress"
 )
 
 // Option configures a Runner.
@@ -26,14 +28,16 @@ type options struct {
 	stopTimeout time.Duration
 	cgroupRoot  string
 	tmpfs       int64
+	tools       egress.Tools
 }
 
 // Defaults.
 const (
-	// DefaultNetwork is the network mode of RUN steps. "host" matches the
-	// kaniko runner, whose RUN steps share the gateway's network
-	// namespace; see the package documentation.
-	DefaultNetwork = "host"
+	// DefaultNetwork is the network of a job's daemon, and of its RUN
+	// steps, when the request names none: loopback only, like the kaniko
+	// runner's default. Base images come from the gateway, so a build
+	// needs no network unless its RUN steps do.
+	DefaultNetwork = egress.None
 	// DefaultStartTimeout bounds how long a per-job daemon may take to
 	// answer /_ping.
 	DefaultStartTimeout = 60 * time.Second
@@ -57,6 +61,7 @@ func makeOptions(opts ...Option) (options, error) {
 		startTime:   DefaultStartTimeout,
 		stopTimeout: 0,
 		cgroupRoot:  DefaultCgroupRoot,
+		tools:       egress.DefaultTools(),
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -68,10 +73,8 @@ func makeOptions(opts ...Option) (options, error) {
 	default:
 		return o, fmt.Errorf("dind runner: unsupported storage driver %q", o.storage)
 	}
-	switch o.network {
-	case "host", "none", "default":
-	default:
-		return o, fmt.Errorf("dind runner: network mode %q: want host, none or default", o.network)
+	if err := egress.CheckMode(o.network); err != nil {
+		return o, fmt.Errorf("dind runner: %w", err)
 	}
 	if o.tmpfs < 0 || (o.tmpfs > 0 && o.tmpfs < 64<<20) {
 		return o, fmt.Errorf("dind runner: tmpfs size %d: want 0 (none) or at least 64 MiB", o.tmpfs)
@@ -168,12 +171,22 @@ func WithStorageDriver(name string) Option {
 	return func(o *options) error { o.storage = name; return nil }
 }
 
-// WithNetwork sets the network mode of RUN steps: "host" (default, like
-// kaniko: the gateway host's network), "none" (no network at all), or
-// "default" (the daemon's default, which with --bridge=none is no
-// network either).
+// WithNetwork sets the network of builds whose request names none (the
+// network namespace of the job's daemon, which its RUN steps share):
+// egress.None (loopback only; the default, DefaultNetwork) or
+// egress.Egress (outbound through slirp4netns; the host's loopback and
+// own addresses and 169.254.0.0/16 refused).
 func WithNetwork(mode string) Option {
 	return func(o *options) error { o.network = mode; return nil }
+}
+
+// WithNetworkTools sets the slirp4netns, nsenter and iptables binaries
+// that egress needs. Default: found on PATH.
+func WithNetworkTools(slirp4netns, nsenter, iptables string) Option {
+	return func(o *options) error {
+		o.tools = egress.Tools{Slirp4netns: slirp4netns, Nsenter: nsenter, Iptables: iptables}
+		return nil
+	}
 }
 
 // WithCACerts sets the system CA bundle that a job's daemon trusts, with

@@ -219,7 +219,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	cmd.WaitDelay = 10 * time.Second
 
 	cmd.Env = append(cmd.Env, sandbox.EnvNetwork+"="+network)
-	var eg *egress
+	var eg *sandboxEgress
 	if network == sandbox.NetworkEgress {
 		if eg, err = newEgress(); err != nil {
 			return nil, fmt.Errorf("preparing the sandbox's network: %w", err)
