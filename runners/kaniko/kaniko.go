@@ -44,6 +44,8 @@ type Runner struct {
 	cred *syscall.Credential
 	// cg makes the sandboxes' cgroups; nil without limits.
 	cg *cgroup.Manager
+	// results is the whole-build result cache; nil without one.
+	results *results
 }
 
 var (
@@ -68,6 +70,11 @@ func New(opts ...Option) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{o: o}
+	if o.resultDir != "" {
+		if r.results, err = newResults(o.resultDir, o.resultMax, o.executor); err != nil {
+			return nil, err
+		}
+	}
 	if o.limits != (cgroup.Limits{}) {
 		r.cg = cgroup.New(o.cgroups, cgroupParent)
 		if r.cg.Version() == cgroup.None {
@@ -147,18 +154,40 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if err := checkNetwork(network); err != nil {
 		return nil, err
 	}
+	kargs := r.kanikoArgs(req)
+	var resultKey string
+	if r.results != nil && req.Tenant != "" && !req.NoCache {
+		var err error
+		if resultKey, err = r.results.key(req, kargs, network); err != nil {
+			return nil, err
+		}
+	}
+	if resultKey != "" {
+		cached := filepath.Join(req.Workspace, "cached-result")
+		ok, err := r.results.load(req.Tenant, resultKey, cached)
+		if err != nil {
+			return nil, err
+		}
+		if ok {
+			fmt.Fprintf(log, "buildgw: every step cached (result of an identical earlier build, key %s), kaniko not run\n", resultKey[:16])
+			return readLayout(cached)
+		}
+	}
 	// A network namespace of its own: loopback only, unless egress is
 	// added below.
 	args := append([]string{
 		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--net", "--fork", "--kill-child",
 		"--", filepath.Join(root, "kaniko", "executor"),
-	}, r.kanikoArgs(req)...)
+	}, kargs...)
 	var grp *cgroup.Group
 	var holdR, release *os.File
 	var holdProg string
-	cache, err := r.tenantCache(req.Tenant)
-	if err != nil {
-		return nil, err
+	var err error
+	cache := ""
+	if !req.NoCache {
+		if cache, err = r.tenantCache(req.Tenant); err != nil {
+			return nil, err
+		}
 	}
 	if cache != "" {
 		args = append(args, "--cache=true", "--cache-repo=oci:"+path.Join(sandbox.LayerCache, "layers"))
@@ -285,7 +314,18 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 		return nil, fmt.Errorf("starting kaniko sandbox: %w", err)
 	}
-	return readLayout(req.OutputDir)
+	img, err := readLayout(req.OutputDir)
+	if err != nil {
+		return nil, err
+	}
+	if resultKey != "" {
+		// A cache that cannot be filled costs the next build time, never
+		// this one its image.
+		if err := r.results.store(req.Tenant, resultKey, req.OutputDir, img); err != nil {
+			fmt.Fprintf(log, "buildgw: keeping the result for identical rebuilds: %v\n", err)
+		}
+	}
+	return img, nil
 }
 
 // Cleanup removes the cgroup of job id, left by a gateway that died while
