@@ -315,6 +315,10 @@ type KanikoRunner struct {
 	// of its own under state_dir/layer-cache, which only its builds read
 	// and fill.
 	DisableLayerCache bool `yaml:"disable_layer_cache"`
+	// LayerCacheMaxBytes bounds all tenants' layer caches together; the
+	// oldest cached layers of tenants with no build running go first.
+	// Default 20 GiB.
+	LayerCacheMaxBytes int64 `yaml:"layer_cache_max_bytes"`
 	// ResultCacheMaxBytes bounds the result cache under
 	// state_dir/result-cache: per tenant, the image of each successful
 	// build, returned without running kaniko when an identical build
@@ -346,7 +350,7 @@ func DefaultConfig() Config {
 		JobTimeout: Duration(time.Hour),
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
 		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
-		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096, Network: "none", ResultCacheMaxBytes: kaniko.DefaultResultCacheBytes}},
+		Runners:    Runners{Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096, Network: "none", LayerCacheMaxBytes: kaniko.DefaultLayerCacheBytes, ResultCacheMaxBytes: kaniko.DefaultResultCacheBytes}},
 		Lifecycle: Lifecycle{
 			Queue:         Queue{MaxQueued: 1000},
 			ShutdownGrace: Duration(30 * time.Second),

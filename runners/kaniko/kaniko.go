@@ -46,6 +46,8 @@ type Runner struct {
 	cg *cgroup.Manager
 	// results is the whole-build result cache; nil without one.
 	results *results
+	// layers bounds the tenants' layer caches; nil without them.
+	layers *layerCaches
 }
 
 var (
@@ -70,6 +72,9 @@ func New(opts ...Option) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{o: o}
+	if o.cacheDir != "" {
+		r.layers = &layerCaches{dir: o.cacheDir, maxBytes: o.cacheMax}
+	}
 	if o.resultDir != "" {
 		if r.results, err = newResults(o.resultDir, o.resultMax, o.executor); err != nil {
 			return nil, err
@@ -190,6 +195,12 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 	}
 	if cache != "" {
+		r.layers.enter(cache)
+		defer func() {
+			if err := r.layers.leave(cache); err != nil {
+				fmt.Fprintf(log, "buildgw: bounding the layer caches: %v\n", err)
+			}
+		}()
 		args = append(args, "--cache=true", "--cache-repo=oci:"+path.Join(sandbox.LayerCache, "layers"))
 	}
 	cmd := exec.CommandContext(ctx, r.o.unshare, args...)

@@ -27,10 +27,15 @@ type options struct {
 	nsenter  string
 	iptables string
 	cacheDir string
+	cacheMax int64
 	// resultDir and resultMax configure the whole-build result cache.
 	resultDir string
 	resultMax int64
 }
+
+// DefaultLayerCacheBytes bounds all tenants' layer caches together when
+// WithLayerCacheMaxBytes is not given.
+const DefaultLayerCacheBytes = 20 << 30
 
 // DefaultResultCacheBytes bounds the result cache when WithResultCache is
 // given no bound: room for a few hundred typical application images.
@@ -54,6 +59,7 @@ func makeOptions(opts ...Option) (options, error) {
 		nice:     10,
 		cgroups:  "/sys/fs/cgroup",
 		network:  sandbox.NetworkNone,
+		cacheMax: DefaultLayerCacheBytes,
 		slirp:    "slirp4netns",
 		nsenter:  "nsenter",
 		iptables: "iptables",
@@ -169,6 +175,19 @@ func checkNetwork(mode string) error {
 // cache of its own tenant. Default: no layer cache.
 func WithLayerCache(dir string) Option {
 	return func(o *options) error { o.cacheDir = dir; return nil }
+}
+
+// WithLayerCacheMaxBytes bounds the layer caches of all tenants together:
+// after a build, the oldest cached layers of tenants with no build running
+// are removed until the rest fit. Default DefaultLayerCacheBytes.
+func WithLayerCacheMaxBytes(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return errors.New("kaniko runner: layer cache bound must be positive")
+		}
+		o.cacheMax = n
+		return nil
+	}
 }
 
 // WithResultCache keeps, under dir, the image of every successful build of
