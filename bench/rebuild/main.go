@@ -25,6 +25,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -47,7 +48,7 @@ type config struct {
 	bytes              int64
 	seed               uint64
 	exe, busybox, work string
-	kflags             string
+	kflags, variants   string
 	docker, results    bool
 	layers, keep       bool
 }
@@ -63,6 +64,7 @@ func main() {
 	flag.StringVar(&c.busybox, "busybox", "/bin/busybox", "static busybox for the base image")
 	flag.StringVar(&c.work, "work", "", "directory for the temporary directory (default $TMPDIR)")
 	flag.StringVar(&c.kflags, "kaniko-flags", "", "extra kaniko flags for (g), space-separated")
+	flag.StringVar(&c.variants, "variants", "", "compare (g) variants in the same run: ';'-separated kaniko flag sets, 'none' for no extra flags, the word no-layer-cache for a variant without layer cache (e.g. 'none;--single-snapshot')")
 	flag.BoolVar(&c.docker, "docker", true, "measure (d), docker build on a long-lived daemon")
 	flag.BoolVar(&c.results, "result-cache", true, "give (g) the result cache")
 	flag.BoolVar(&c.layers, "layer-cache", true, "give (g) kaniko's layer cache")
@@ -81,17 +83,20 @@ type sample struct {
 }
 
 type env struct {
-	c     *config
-	tmp   string
-	host  string // registry
-	base  string
-	proj  *refproject.Project
-	r     *kaniko.Runner
-	store *basestore.Store
-	dr    *dind.Runner
-	d     *dind.Daemon
-	seq   int
-	edits int
+	c    *config
+	tmp  string
+	host string // registry
+	base string
+	proj *refproject.Project
+	r    *kaniko.Runner // the first (g) variant's
+	// runners and names of the (g) variants, by system key g, g2, ...
+	runners map[string]*kaniko.Runner
+	names   map[string]string
+	store   *basestore.Store
+	dr      *dind.Runner
+	d       *dind.Daemon
+	seq     int
+	edits   int
 	// res[system][kind]
 	res map[string]map[string][]sample
 }
@@ -103,7 +108,8 @@ func run(ctx context.Context, c *config) error {
 	if os.Geteuid() != 0 {
 		return errors.New("run as root, like a production gateway (dockerd is rootful too)")
 	}
-	e := &env{c: c, res: map[string]map[string][]sample{"g": {}, "d": {}}}
+	e := &env{c: c, res: map[string]map[string][]sample{"d": {}}, runners: map[string]*kaniko.Runner{},
+		names: map[string]string{"d": "(d) docker build, long-lived daemon"}}
 	var err error
 	if e.tmp, err = os.MkdirTemp(c.work, "buildgw-bench-rebuild-"); err != nil {
 		return err
@@ -147,18 +153,58 @@ func run(ctx context.Context, c *config) error {
 	if e.proj, err = refproject.Generate(filepath.Join(e.tmp, "project"), c.files, c.bytes, c.seed, c.genFiles); err != nil {
 		return err
 	}
-	kopts := []kaniko.Option{kaniko.WithExecutor(c.exe), kaniko.WithFlags(strings.Fields(c.kflags)...)}
-	if c.layers {
-		kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(e.tmp, "layer-cache")))
+	variants := []string{c.kflags}
+	if c.variants != "" {
+		variants = strings.Split(c.variants, ";")
 	}
-	if c.results {
-		kopts = append(kopts, kaniko.WithResultCache(filepath.Join(e.tmp, "result-cache"), 0))
-	}
-	if e.r, err = kaniko.New(kopts...); err != nil {
-		return err
-	}
-	if err := e.r.Available(ctx); err != nil {
-		return err
+	var systems []string
+	for i, v := range variants {
+		key := "g"
+		if i > 0 {
+			key = fmt.Sprintf("g%d", i+1)
+		}
+		layers := c.layers
+		var flags []string
+		for _, f := range strings.Fields(v) {
+			switch f {
+			case "none":
+			case "no-layer-cache":
+				layers = false
+			default:
+				flags = append(flags, f)
+			}
+		}
+		kopts := []kaniko.Option{kaniko.WithExecutor(c.exe), kaniko.WithFlags(flags...)}
+		desc := "tenant caches"
+		if layers {
+			kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(e.tmp, key, "layer-cache")))
+		} else {
+			desc = "no layer cache"
+		}
+		if c.results {
+			kopts = append(kopts, kaniko.WithResultCache(filepath.Join(e.tmp, key, "result-cache"), 0))
+			desc += ", result cache"
+		}
+		if len(flags) > 0 {
+			desc += ", " + strings.Join(flags, " ")
+		}
+		if err := os.Mkdir(filepath.Join(e.tmp, key), 0o711); err != nil {
+			return err
+		}
+		r, err := kaniko.New(kopts...)
+		if err != nil {
+			return err
+		}
+		if err := r.Available(ctx); err != nil {
+			return err
+		}
+		if e.r == nil {
+			e.r = r
+		}
+		e.runners[key] = r
+		e.names[key] = fmt.Sprintf("(%s) kaniko runner: %s", key, desc)
+		e.res[key] = map[string][]sample{}
+		systems = append(systems, key)
 	}
 	if e.store, err = basestore.New(filepath.Join(e.tmp, "basestore")); err != nil {
 		return err
@@ -184,15 +230,12 @@ func run(ctx context.Context, c *config) error {
 		bu.Log.Printf("long-lived daemon: storage driver %s", e.d.StorageDriver())
 	}
 
-	systems := []string{"g"}
 	if c.docker {
 		systems = append(systems, "d")
 	}
 	for i := range c.n {
-		order := systems
-		if i%2 == 1 && len(systems) == 2 {
-			order = []string{"d", "g"}
-		}
+		// Each system leads in turn.
+		order := append(slices.Clone(systems[i%len(systems):]), systems[:i%len(systems)]...)
 		for _, s := range order {
 			for _, k := range kinds {
 				if k == "one-file" {
@@ -204,10 +247,10 @@ func run(ctx context.Context, c *config) error {
 				exec.Command("sync").Run()
 				var sm sample
 				var err error
-				if s == "g" {
-					sm, err = e.gateway(ctx, i, k)
-				} else {
+				if s == "d" {
 					sm, err = e.dockerBuild(ctx, i, k)
+				} else {
+					sm, err = e.gateway(ctx, s, i, k)
 				}
 				if err != nil {
 					return fmt.Errorf("round %d, (%s) %s: %w", i+1, s, k, err)
@@ -226,9 +269,10 @@ func run(ctx context.Context, c *config) error {
 // in a job workspace (what the upload's extraction does), base images
 // from the shared store, the kaniko runner with the round's tenant, the
 // push of the result.
-func (e *env) gateway(ctx context.Context, round int, kind string) (sample, error) {
+func (e *env) gateway(ctx context.Context, sys string, round int, kind string) (sample, error) {
 	e.seq++
-	logPath := filepath.Join(e.tmp, "logs", fmt.Sprintf("g-%d-%s.log", round+1, kind))
+	r := e.runners[sys]
+	logPath := filepath.Join(e.tmp, "logs", fmt.Sprintf("%s-%d-%s.log", sys, round+1, kind))
 	lf, err := os.Create(logPath)
 	if err != nil {
 		return sample{}, err
@@ -239,7 +283,7 @@ func (e *env) gateway(ctx context.Context, round int, kind string) (sample, erro
 	if err != nil {
 		return sample{}, err
 	}
-	defer e.r.RemoveAll(ctx, filepath.Dir(req.Workspace))
+	defer r.RemoveAll(ctx, filepath.Dir(req.Workspace))
 	// A tenant per round: its caches start empty for the cold build.
 	req.Tenant = fmt.Sprintf("bench-%d", round)
 	stop := peakRSS(req.Workspace)
@@ -251,15 +295,15 @@ func (e *env) gateway(ctx context.Context, round int, kind string) (sample, erro
 	}
 	req.BaseImages = b
 	var logBuf strings.Builder
-	img, err := e.r.Build(ctx, req, io.MultiWriter(&stampWriter{w: lf, t0: t0}, &logBuf))
+	img, err := r.Build(ctx, req, io.MultiWriter(&stampWriter{w: lf, t0: t0}, &logBuf))
 	rss := stop()
 	if err != nil {
 		return sample{}, fmt.Errorf("%v\n%s", err, bu.Tail(logPath, 20))
 	}
 	t2 := time.Now()
-	ref := fmt.Sprintf("%s/bench/g:%d-%s", e.host, round+1, kind)
-	r, _ := name.ParseReference(ref)
-	if err := remote.Write(r, img, remote.WithContext(ctx)); err != nil {
+	ref := fmt.Sprintf("%s/bench/%s:%d-%s", e.host, sys, round+1, kind)
+	pr, _ := name.ParseReference(ref)
+	if err := remote.Write(pr, img, remote.WithContext(ctx)); err != nil {
 		return sample{}, fmt.Errorf("pushing: %w", err)
 	}
 	sm := sample{total: time.Since(t0), build: t2.Sub(t1), push: time.Since(t2), rss: rss,
@@ -416,16 +460,17 @@ func peakRSS(dir string) (stop func() int64) {
 }
 
 func (e *env) print(systems []string) {
-	names := map[string]string{"g": "(g) gateway: kaniko runner, tenant caches", "d": "(d) docker build, long-lived daemon"}
 	fmt.Printf("Reference project: %d files, %s MiB, RUN writes %d files; median of %d rounds. Load average at the end: %s.\n\n",
 		len(e.proj.Files), bu.MiB(e.proj.Total), e.proj.GenFiles, e.c.n, bu.LoadAvg())
+	total := func(s, k string) time.Duration {
+		return median(e.res[s][k], func(x sample) time.Duration { return x.total })
+	}
 	fmt.Println("| system | build | total (s) | build (s) | push (s) | total / cold | every step cached | peak RSS (MiB) |")
 	fmt.Println("|---|---|---|---|---|---|---|---|")
 	for _, s := range systems {
-		cold := median(e.res[s]["cold"], func(x sample) time.Duration { return x.total })
+		cold := total(s, "cold")
 		for _, k := range kinds {
 			xs := e.res[s][k]
-			tot := median(xs, func(x sample) time.Duration { return x.total })
 			var rss []int64
 			cached := 0
 			for _, x := range xs {
@@ -434,30 +479,32 @@ func (e *env) print(systems []string) {
 					cached++
 				}
 			}
-			fmt.Printf("| %s | %s | %s | %s | %s | %.2f | %d/%d | %s |\n", names[s], k, bu.Secs(tot),
+			fmt.Printf("| %s | %s | %s | %s | %s | %.2f | %d/%d | %s |\n", e.names[s], k, bu.Secs(total(s, k)),
 				bu.Secs(median(xs, func(x sample) time.Duration { return x.build })),
 				bu.Secs(median(xs, func(x sample) time.Duration { return x.push })),
-				tot.Seconds()/cold.Seconds(), cached, len(xs), bu.MiB(bu.MedianInt(rss)))
+				total(s, k).Seconds()/cold.Seconds(), cached, len(xs), bu.MiB(bu.MedianInt(rss)))
 		}
 	}
-	gc := median(e.res["g"]["cold"], func(x sample) time.Duration { return x.total })
-	verdict := func(k string, limit float64) string {
-		r := median(e.res["g"][k], func(x sample) time.Duration { return x.total }).Seconds() / gc.Seconds()
+	verdict := func(s, k string, limit float64) string {
+		r := total(s, k).Seconds() / total(s, "cold").Seconds()
 		if r <= limit {
 			return fmt.Sprintf("%.2f ≤ %.2f PASS", r, limit)
 		}
 		return fmt.Sprintf("%.2f > %.2f FAIL", r, limit)
 	}
-	fmt.Println()
-	fmt.Printf("| target (g) | ratio |\n|---|---|\n| warm unchanged ≤ 25 %% of cold | %s |\n| one file changed ≤ 50 %% of cold | %s |\n",
-		verdict("warm", 0.25), verdict("one-file", 0.50))
-	if len(systems) == 2 {
-		fmt.Println()
-		fmt.Println("| build | (g) / (d) |\n|---|---|")
-		for _, k := range kinds {
-			g := median(e.res["g"][k], func(x sample) time.Duration { return x.total })
-			d := median(e.res["d"][k], func(x sample) time.Duration { return x.total })
-			fmt.Printf("| %s | %.2f |\n", k, g.Seconds()/d.Seconds())
+	fmt.Println("\n| system | warm unchanged ≤ 25 % of cold | one file changed ≤ 50 % of cold |\n|---|---|---|")
+	for _, s := range systems {
+		if s != "d" {
+			fmt.Printf("| %s | %s | %s |\n", s, verdict(s, "warm", 0.25), verdict(s, "one-file", 0.50))
+		}
+	}
+	if e.c.docker {
+		fmt.Println("\n| system | cold / (d) cold | warm / (d) warm | one-file / (d) one-file |\n|---|---|---|---|")
+		for _, s := range systems {
+			if s != "d" {
+				fmt.Printf("| %s | %.2f | %.2f | %.2f |\n", s, total(s, "cold").Seconds()/total("d", "cold").Seconds(),
+					total(s, "warm").Seconds()/total("d", "warm").Seconds(), total(s, "one-file").Seconds()/total("d", "one-file").Seconds())
+			}
 		}
 	}
 	fmt.Println("\nEvery image was pushed, pulled back and checked file by file (refproject.Verify).")
