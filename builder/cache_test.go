@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/api"
-	"github.com/buildgw/buildgw/internal/testmanager"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/internal/testmanager"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
