@@ -11,6 +11,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -21,6 +22,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
 // resultKeyVersion changes whenever what goes into a key changes, so that
@@ -76,10 +78,23 @@ func (rc *results) tenantDir(tenant string) string {
 	return filepath.Join(rc.dir, hex.EncodeToString(sum[:16]))
 }
 
+// remoteADD finds an ADD of a URL: its content is fetched when the step
+// runs and is not in the context, so the context cannot tell whether it
+// changed.
+var remoteADD = regexp.MustCompile(`(?im)^\s*ADD\s.*\b(https?|git)://`)
+
 // key returns the result key of req run with args, or "" if its result
-// cannot be known in advance (base images not resolved by the gateway).
+// cannot be known in advance: base images not resolved by the gateway, or
+// a step that fetches from the network what the key cannot cover.
 func (rc *results) key(req *builder.Request, args []string, network string) (string, error) {
 	if req.BaseImages == nil {
+		return "", nil
+	}
+	df, err := builder.ReadDockerfile(req.ContextDir, req.Dockerfile)
+	if err != nil {
+		return "", err
+	}
+	if network != sandbox.NetworkNone && remoteADD.Match(df) {
 		return "", nil
 	}
 	h := sha256.New()

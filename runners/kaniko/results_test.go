@@ -347,7 +347,7 @@ func TestResultKey(t *testing.T) {
 		if mod != nil {
 			mod(dir)
 		}
-		req := &builder.Request{ContextDir: dir, BaseImages: &builder.BaseImages{Images: []builder.BaseImage{{Name: "r/busybox", Digest: "sha256:1"}}}}
+		req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", BaseImages: &builder.BaseImages{Images: []builder.BaseImage{{Name: "r/busybox", Digest: "sha256:1"}}}}
 		k, err := rc.key(req, []string{"--dockerfile=/workspace/Dockerfile"}, "none")
 		if err != nil {
 			t.Fatal(err)
@@ -375,8 +375,26 @@ func TestResultKey(t *testing.T) {
 		})
 	}
 	// Without base images resolved by the gateway, nothing is cached.
-	if k, err := rc.key(&builder.Request{ContextDir: t.TempDir()}, nil, "none"); k != "" || err != nil {
+	if k, err := rc.key(&builder.Request{ContextDir: t.TempDir(), Dockerfile: "Dockerfile"}, nil, "none"); k != "" || err != nil {
 		t.Errorf("key without base images = %q, %v; want \"\", nil", k, err)
+	}
+	// Nor is a build that can ADD from the network.
+	for _, tc := range []struct {
+		df, network string
+		cached      bool
+	}{
+		{"FROM b\nADD https://example.com/x.tgz /x\n", "egress", false},
+		{"FROM b\nadd  --chmod=644 git://example.com/r.git /r\n", "egress", false},
+		{"FROM b\nADD https://example.com/x.tgz /x\n", "none", true},
+		{"FROM b\nADD x.tgz /x\nRUN echo https://example.com\n", "egress", true},
+	} {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(tc.df), 0o644)
+		req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", BaseImages: &builder.BaseImages{}}
+		k, err := rc.key(req, nil, tc.network)
+		if err != nil || (k != "") != tc.cached {
+			t.Errorf("key(%q, %s) = %q, %v; want cached %v", tc.df, tc.network, k, err, tc.cached)
+		}
 	}
 }
 
@@ -400,7 +418,8 @@ func BenchmarkResultKey(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	req := &builder.Request{ContextDir: dir, BaseImages: &builder.BaseImages{}}
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM b\n"), 0o644)
+	req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", BaseImages: &builder.BaseImages{}}
 	b.SetBytes(1500 * int64(len(buf)))
 	for b.Loop() {
 		if _, err := rc.key(req, nil, "none"); err != nil {
