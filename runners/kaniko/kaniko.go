@@ -160,23 +160,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		return nil, err
 	}
 	kargs := r.kanikoArgs(req)
-	var resultKey string
-	if r.results != nil && req.Tenant != "" && !req.NoCache {
-		var err error
-		if resultKey, err = r.results.key(req, kargs, network); err != nil {
-			return nil, err
-		}
-	}
-	if resultKey != "" {
-		cached := filepath.Join(req.Workspace, "cached-result")
-		ok, err := r.results.load(req.Tenant, resultKey, cached)
-		if err != nil {
-			return nil, err
-		}
-		if ok {
-			fmt.Fprintf(log, "buildgw: every step cached (result of an identical earlier build, key %s), kaniko not run\n", resultKey[:16])
-			return readLayout(cached)
-		}
+	resultKey, img := r.cachedResult(req, kargs, network, log)
+	if img != nil {
+		return img, nil
 	}
 	// A network namespace of its own: loopback only, unless egress is
 	// added below.
@@ -325,7 +311,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 		return nil, fmt.Errorf("starting kaniko sandbox: %w", err)
 	}
-	img, err := readLayout(req.OutputDir)
+	img, err = readLayout(req.OutputDir)
 	if err != nil {
 		return nil, err
 	}
@@ -337,6 +323,40 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 	}
 	return img, nil
+}
+
+// cachedResult returns the key of req's result, and the image of an
+// identical earlier build of its tenant if there is one. A result cache
+// that cannot answer never fails the build: kaniko runs.
+func (r *Runner) cachedResult(req *builder.Request, kargs []string, network string, log io.Writer) (string, v1.Image) {
+	if r.results == nil || req.Tenant == "" || req.NoCache {
+		return "", nil
+	}
+	key, err := r.results.key(req, kargs, network)
+	if err != nil {
+		fmt.Fprintf(log, "buildgw: not using cached results: %v\n", err)
+		return "", nil
+	}
+	if key == "" {
+		return "", nil
+	}
+	cached := filepath.Join(req.Workspace, "cached-result")
+	ok, err := r.results.load(req.Tenant, key, cached)
+	var img v1.Image
+	if err == nil && ok {
+		img, err = readLayout(cached)
+	}
+	if err != nil {
+		fmt.Fprintf(log, "buildgw: not using the cached result: %v\n", err)
+		if derr := r.results.drop(req.Tenant, key); derr != nil {
+			fmt.Fprintf(log, "buildgw: removing the cached result: %v\n", derr)
+		}
+		return key, nil
+	}
+	if img != nil {
+		fmt.Fprintf(log, "buildgw: every step cached (result of an identical earlier build, key %s), kaniko not run\n", key[:16])
+	}
+	return key, img
 }
 
 // Cleanup removes the cgroup of job id, left by a gateway that died while

@@ -184,6 +184,14 @@ func (rc *results) load(tenant, key, dst string) (bool, error) {
 	return true, nil
 }
 
+// drop removes the entry of key, found unreadable, so that the next
+// build stores a good one.
+func (rc *results) drop(tenant, key string) error {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return os.RemoveAll(filepath.Join(rc.tenantDir(tenant), key))
+}
+
 // store copies img, found in the layout kaniko wrote (owned by the
 // sandbox), into the entry of key, checking every blob against its digest
 // on the way, then evicts. An entry that a concurrent identical build

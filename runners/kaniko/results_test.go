@@ -150,6 +150,26 @@ func TestResultCache(t *testing.T) {
 		})
 	}
 
+	// A damaged entry is not served: kaniko runs, and the entry is
+	// replaced by a good one.
+	t.Run("damaged entry", func(t *testing.T) {
+		entries, err := filepath.Glob(filepath.Join(r.results.tenantDir("namespace_path:team-a"), "*", "index.json"))
+		if err != nil || len(entries) == 0 {
+			t.Fatalf("no entries of team-a (%v)", err)
+		}
+		for _, e := range entries {
+			os.WriteFile(e, []byte("{}"), 0o600)
+		}
+		got := build("namespace_path:team-a", "one", nil, false)
+		if got.cached || got.a != "one" {
+			t.Errorf("build over a damaged entry: cached %v, a.txt %q; want kaniko run, %q\n%s", got.cached, got.a, "one", got.log)
+		}
+		again := build("namespace_path:team-a", "one", nil, false)
+		if !again.cached || again.digest != got.digest {
+			t.Errorf("rebuild after the damaged entry = %s (cached %v), want %s from the new entry\n%s", again.digest, again.cached, got.digest, again.log)
+		}
+	})
+
 	// The same name now resolves to another base image digest.
 	t.Run("base digest changed", func(t *testing.T) {
 		ref, err := name.ParseReference(base, name.Insecure)
