@@ -317,14 +317,14 @@ type KanikoRunner struct {
 	DisableLayerCache bool `yaml:"disable_layer_cache"`
 	// LayerCacheMaxBytes bounds all tenants' layer caches together; the
 	// oldest cached layers of tenants with no build running go first.
-	// Default 20 GiB.
+	// Default (and 0) 20 GiB.
 	LayerCacheMaxBytes int64 `yaml:"layer_cache_max_bytes"`
 	// ResultCacheMaxBytes bounds the result cache under
 	// state_dir/result-cache: per tenant, the image of each successful
 	// build, returned without running kaniko when an identical build
 	// (same Dockerfile, context contents, build args, labels, target, base
 	// image digests and kaniko flags) comes again. The least recently
-	// used entries go first. Default 10 GiB. It is off with
+	// used entries go first. Default (and 0) 10 GiB. It is off with
 	// disable_layer_cache.
 	ResultCacheMaxBytes int64 `yaml:"result_cache_max_bytes"`
 }

@@ -179,11 +179,14 @@ func WithLayerCache(dir string) Option {
 
 // WithLayerCacheMaxBytes bounds the layer caches of all tenants together:
 // after a build, the oldest cached layers of tenants with no build running
-// are removed until the rest fit. Default DefaultLayerCacheBytes.
+// are removed until the rest fit. Default (and 0) DefaultLayerCacheBytes.
 func WithLayerCacheMaxBytes(n int64) Option {
 	return func(o *options) error {
-		if n <= 0 {
-			return errors.New("kaniko runner: layer cache bound must be positive")
+		if n < 0 {
+			return errors.New("kaniko runner: layer cache bound must not be negative")
+		}
+		if n == 0 {
+			n = DefaultLayerCacheBytes
 		}
 		o.cacheMax = n
 		return nil
