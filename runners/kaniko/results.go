@@ -121,7 +121,7 @@ func (rc *results) key(req *builder.Request, args []string, network string) (str
 }
 
 // hashTree writes into h every entry of dir: path, type, permission bits,
-// and a regular file's content or a symlink's target. Modification times
+// owner, and a regular file's content or a symlink's target. Modification times
 // are left out, as docker's cache does: a fresh checkout of the same
 // commit is the same build. Nothing is followed: dir is the sandbox's.
 func hashTree(h hash.Hash, dir string) error {
@@ -139,6 +139,10 @@ func hashTree(h hash.Hash, dir string) error {
 		}
 		mode := info.Mode()
 		fmt.Fprintf(h, "%d:%s %o %o ", len(rel), rel, mode.Type(), mode&(fs.ModePerm|fs.ModeSetuid|fs.ModeSetgid|fs.ModeSticky))
+		// COPY without --chown keeps the owner.
+		if st, ok := info.Sys().(*syscall.Stat_t); ok {
+			fmt.Fprintf(h, "%d:%d ", st.Uid, st.Gid)
+		}
 		switch {
 		case mode.IsRegular():
 			f, err := os.OpenFile(p, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
