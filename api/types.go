@@ -35,6 +35,9 @@ type BuildSpec struct {
 	Labels       map[string]string `json:"labels,omitempty"`
 	// Runner is "kaniko" (default) or "dind".
 	Runner string `json:"runner,omitempty"`
+	// NoCache builds every step afresh: no cached layer or result of an
+	// earlier build is used, and none is kept. Default false.
+	NoCache bool `json:"no_cache,omitempty"`
 }
 
 // Accepted is the 202 answer to POST /v1/builds.

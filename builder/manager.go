@@ -601,6 +601,7 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 		ExtraCAs:           m.o.extraCAs,
 		Network:            j.Grant.Network,
 		Tenant:             j.Tenant(),
+		NoCache:            j.Spec.NoCache,
 	}
 	if m.o.bases != nil {
 		b, err := m.o.bases.Prepare(ctx, req, j.Log)

@@ -76,6 +76,9 @@ type Request struct {
 	// Tenant names whose layer cache the build may use and fill; builds of
 	// different tenants never share cached layers. Empty: no cache.
 	Tenant string
+	// NoCache makes the build use no cache of earlier builds (layers or
+	// results) and leave nothing in one.
+	NoCache bool
 	// Network is the network RUN steps get: "none" (loopback only) or
 	// "egress" (outbound, but not to the gateway's host or link-local
 	// addresses). Empty: the runner's default.

@@ -19,6 +19,7 @@ import (
 	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/runners/dind"
+	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
 // Config is the gateway's configuration file. Every field has a default;
@@ -322,6 +323,18 @@ type KanikoRunner struct {
 	// of its own under state_dir/layer-cache, which only its builds read
 	// and fill.
 	DisableLayerCache bool `yaml:"disable_layer_cache"`
+	// LayerCacheMaxBytes bounds all tenants' layer caches together; the
+	// oldest cached layers of tenants with no build running go first.
+	// Default (and 0) 20 GiB.
+	LayerCacheMaxBytes int64 `yaml:"layer_cache_max_bytes"`
+	// ResultCacheMaxBytes bounds the result cache under
+	// state_dir/result-cache: per tenant, the image of each successful
+	// build, returned without running kaniko when an identical build
+	// (same Dockerfile, context contents, build args, labels, target, base
+	// image digests and kaniko flags) comes again. The least recently
+	// used entries go first. Default (and 0) 10 GiB. It is off with
+	// disable_layer_cache.
+	ResultCacheMaxBytes int64 `yaml:"result_cache_max_bytes"`
 }
 
 // Duration is a time.Duration written as "90s" or "1h".
@@ -346,7 +359,7 @@ func DefaultConfig() Config {
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
 		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
 		Runners: Runners{
-			Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096, Network: "none"},
+			Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096, Network: "none", LayerCacheMaxBytes: kaniko.DefaultLayerCacheBytes, ResultCacheMaxBytes: kaniko.DefaultResultCacheBytes},
 			Dind:   DindRunner{Network: "none"},
 		},
 		Lifecycle: Lifecycle{

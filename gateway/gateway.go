@@ -66,7 +66,8 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	kopts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...),
 		kaniko.WithNetwork(cfg.Runners.Kaniko.Network)}
 	if !cfg.Runners.Kaniko.DisableLayerCache {
-		kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(cfg.StateDir, "layer-cache")))
+		kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(cfg.StateDir, "layer-cache")), kaniko.WithLayerCacheMaxBytes(cfg.Runners.Kaniko.LayerCacheMaxBytes),
+			kaniko.WithResultCache(filepath.Join(cfg.StateDir, "result-cache"), cfg.Runners.Kaniko.ResultCacheMaxBytes))
 	}
 	kr, err := kaniko.New(append(kopts, kaniko.WithLimits(cfg.Runners.Kaniko.MemoryMax, cfg.Runners.Kaniko.PidsMax))...)
 	if errors.Is(err, kaniko.ErrNoCgroups) {

@@ -28,13 +28,15 @@ type Options struct {
 	// NoWorkers accepts builds but never runs them.
 	NoWorkers bool
 	Builder   []builder.Option
+	// Kaniko are options of the kaniko runner besides its executor.
+	Kaniko []kaniko.Option
 }
 
 // New returns a Manager whose workers run until the test ends.
 func New(t testing.TB, o Options) *Env {
 	t.Helper()
 	testenv.RequireSandbox(t)
-	kr, err := kaniko.New(kaniko.WithExecutor(testenv.Executor(t)))
+	kr, err := kaniko.New(append([]kaniko.Option{kaniko.WithExecutor(testenv.Executor(t))}, o.Kaniko...)...)
 	if err != nil {
 		t.Fatalf("kaniko.New = %v", err)
 	}

@@ -44,6 +44,10 @@ type Runner struct {
 	cred *syscall.Credential
 	// cg makes the sandboxes' cgroups; nil without limits.
 	cg *cgroup.Manager
+	// results is the whole-build result cache; nil without one.
+	results *results
+	// layers bounds the tenants' layer caches; nil without them.
+	layers *layerCaches
 }
 
 var (
@@ -68,6 +72,14 @@ func New(opts ...Option) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{o: o}
+	if o.cacheDir != "" {
+		r.layers = &layerCaches{dir: o.cacheDir, maxBytes: o.cacheMax}
+	}
+	if o.resultDir != "" {
+		if r.results, err = newResults(o.resultDir, o.resultMax, o.executor); err != nil {
+			return nil, err
+		}
+	}
 	if o.limits != (cgroup.Limits{}) {
 		r.cg = cgroup.New(o.cgroups, cgroupParent)
 		if r.cg.Version() == cgroup.None {
@@ -147,20 +159,34 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if err := checkNetwork(network); err != nil {
 		return nil, err
 	}
+	kargs := r.kanikoArgs(req)
+	resultKey, img := r.cachedResult(req, kargs, network, log)
+	if img != nil {
+		return img, nil
+	}
 	// A network namespace of its own: loopback only, unless egress is
 	// added below.
 	args := append([]string{
 		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--net", "--fork", "--kill-child",
 		"--", filepath.Join(root, "kaniko", "executor"),
-	}, r.kanikoArgs(req)...)
+	}, kargs...)
 	var grp *cgroup.Group
 	var holdR, release *os.File
 	var holdProg string
-	cache, err := r.tenantCache(req.Tenant)
-	if err != nil {
-		return nil, err
+	var err error
+	cache := ""
+	if !req.NoCache {
+		if cache, err = r.tenantCache(req.Tenant); err != nil {
+			return nil, err
+		}
 	}
 	if cache != "" {
+		r.layers.enter(cache)
+		defer func() {
+			if err := r.layers.leave(cache); err != nil {
+				fmt.Fprintf(log, "buildgw: bounding the layer caches: %v\n", err)
+			}
+		}()
 		args = append(args, "--cache=true", "--cache-repo=oci:"+path.Join(sandbox.LayerCache, "layers"))
 	}
 	cmd := exec.CommandContext(ctx, r.o.unshare, args...)
@@ -285,7 +311,52 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 		return nil, fmt.Errorf("starting kaniko sandbox: %w", err)
 	}
-	return readLayout(req.OutputDir)
+	img, err = readLayout(req.OutputDir)
+	if err != nil {
+		return nil, err
+	}
+	if resultKey != "" {
+		// A cache that cannot be filled costs the next build time, never
+		// this one its image.
+		if err := r.results.store(req.Tenant, resultKey, req.OutputDir, img); err != nil {
+			fmt.Fprintf(log, "buildgw: keeping the result for identical rebuilds: %v\n", err)
+		}
+	}
+	return img, nil
+}
+
+// cachedResult returns the key of req's result, and the image of an
+// identical earlier build of its tenant if there is one. A result cache
+// that cannot answer never fails the build: kaniko runs.
+func (r *Runner) cachedResult(req *builder.Request, kargs []string, network string, log io.Writer) (string, v1.Image) {
+	if r.results == nil || req.Tenant == "" || req.NoCache {
+		return "", nil
+	}
+	key, err := r.results.key(req, kargs, network)
+	if err != nil {
+		fmt.Fprintf(log, "buildgw: not using cached results: %v\n", err)
+		return "", nil
+	}
+	if key == "" {
+		return "", nil
+	}
+	cached := filepath.Join(req.Workspace, "cached-result")
+	ok, err := r.results.load(req.Tenant, key, cached)
+	var img v1.Image
+	if err == nil && ok {
+		img, err = readLayout(cached)
+	}
+	if err != nil {
+		fmt.Fprintf(log, "buildgw: not using the cached result: %v\n", err)
+		if derr := r.results.drop(req.Tenant, key); derr != nil {
+			fmt.Fprintf(log, "buildgw: removing the cached result: %v\n", derr)
+		}
+		return key, nil
+	}
+	if img != nil {
+		fmt.Fprintf(log, "buildgw: every step cached (result of an identical earlier build, key %s), kaniko not run\n", key[:16])
+	}
+	return key, img
 }
 
 // Cleanup removes the cgroup of job id, left by a gateway that died while

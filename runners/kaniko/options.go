@@ -27,7 +27,19 @@ type options struct {
 	nsenter  string
 	iptables string
 	cacheDir string
+	cacheMax int64
+	// resultDir and resultMax configure the whole-build result cache.
+	resultDir string
+	resultMax int64
 }
+
+// DefaultLayerCacheBytes bounds all tenants' layer caches together when
+// WithLayerCacheMaxBytes is not given.
+const DefaultLayerCacheBytes = 20 << 30
+
+// DefaultResultCacheBytes bounds the result cache when WithResultCache is
+// given no bound: room for a few hundred typical application images.
+const DefaultResultCacheBytes = 10 << 30
 
 // DefaultUser is the sandbox user a root gateway switches to.
 const DefaultUser = "buildgw-sandbox"
@@ -47,6 +59,7 @@ func makeOptions(opts ...Option) (options, error) {
 		nice:     10,
 		cgroups:  "/sys/fs/cgroup",
 		network:  sandbox.NetworkNone,
+		cacheMax: DefaultLayerCacheBytes,
 		slirp:    "slirp4netns",
 		nsenter:  "nsenter",
 		iptables: "iptables",
@@ -162,4 +175,43 @@ func checkNetwork(mode string) error {
 // cache of its own tenant. Default: no layer cache.
 func WithLayerCache(dir string) Option {
 	return func(o *options) error { o.cacheDir = dir; return nil }
+}
+
+// WithLayerCacheMaxBytes bounds the layer caches of all tenants together:
+// after a build, the oldest cached layers of tenants with no build running
+// are removed until the rest fit. Default (and 0) DefaultLayerCacheBytes.
+func WithLayerCacheMaxBytes(n int64) Option {
+	return func(o *options) error {
+		if n < 0 {
+			return errors.New("kaniko runner: layer cache bound must not be negative")
+		}
+		if n == 0 {
+			n = DefaultLayerCacheBytes
+		}
+		o.cacheMax = n
+		return nil
+	}
+}
+
+// WithResultCache keeps, under dir, the image of every successful build of
+// a tenant under a key over everything that determines it (Dockerfile and
+// context contents, build args, labels, target, resolved base image
+// digests, network, kaniko flags and executor), and answers an identical
+// later build of the same tenant with that image without running kaniko:
+// what docker gives when every step is a cache hit. Tenants never share
+// entries. The least recently used entries are removed once all of them
+// exceed maxBytes (0: DefaultResultCacheBytes). Builds without a tenant,
+// or with Request.NoCache, neither read nor fill it. Default: no result
+// cache.
+func WithResultCache(dir string, maxBytes int64) Option {
+	return func(o *options) error {
+		if maxBytes < 0 {
+			return errors.New("kaniko runner: result cache bound must not be negative")
+		}
+		if maxBytes == 0 {
+			maxBytes = DefaultResultCacheBytes
+		}
+		o.resultDir, o.resultMax = dir, maxBytes
+		return nil
+	}
 }

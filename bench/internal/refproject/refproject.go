@@ -236,3 +236,31 @@ func Verify(ctx context.Context, ref string, p *Project) error {
 	}
 	return nil
 }
+
+// ChangeOne rewrites one source file that the build copies into the
+// image with new content of the same size (different for every n), as an
+// edit between two commits does, and returns its path in the project.
+func (p *Project) ChangeOne(n int) (string, error) {
+	var copied []int
+	for i, f := range p.Files {
+		if Copied(f.rel) && strings.HasPrefix(f.rel, "src/") && f.size >= 64 {
+			copied = append(copied, i)
+		}
+	}
+	if len(copied) == 0 {
+		return "", errors.New("no source file to change")
+	}
+	f := &p.Files[copied[n%len(copied)]]
+	full := filepath.Join(p.Dir, filepath.FromSlash(f.rel))
+	b, err := os.ReadFile(full)
+	if err != nil {
+		return "", err
+	}
+	copy(b, fmt.Sprintf("// change %d\n", n))
+	if err := os.WriteFile(full, b, 0o644); err != nil {
+		return "", err
+	}
+	h := sha256.Sum256(b)
+	f.sum = hex.EncodeToString(h[:])
+	return f.rel, nil
+}

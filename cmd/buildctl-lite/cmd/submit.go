@@ -58,6 +58,7 @@ exits 0 only if the build succeeded; an interrupt cancels the build.`,
 	f.StringArrayVar(&labels, "label", nil, "image label K=V, repeatable")
 	f.StringVar(&spec.Target, "target", "", "build stage to stop at")
 	f.StringVar(&spec.Runner, "runner", "", "sandbox to build in: kaniko (default) or dind")
+	f.BoolVar(&spec.NoCache, "no-cache", false, "build every step afresh, using and keeping no cache of earlier builds")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress and no build log on stderr")
 	return cmd
 }

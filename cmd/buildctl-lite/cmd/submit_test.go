@@ -12,6 +12,7 @@ import (
 	"github.com/buildgw/buildgw/api/server"
 	tokenauth "github.com/buildgw/buildgw/auth/token"
 	"github.com/buildgw/buildgw/internal/testmanager"
+	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
 const token = "cli-test-token"
@@ -81,5 +82,43 @@ func TestSubmit(t *testing.T) {
 				t.Errorf("buildctl-lite %s = %v, want one line naming %q", strings.Join(tc.args, " "), err, tc.want)
 			}
 		})
+	}
+}
+
+// TestSubmitNoCache: an identical second submit is answered from the
+// gateway's cached result; --no-cache makes kaniko run again.
+func TestSubmitNoCache(t *testing.T) {
+	cacheDir, err := os.MkdirTemp("", "buildgw-clicache-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(cacheDir) })
+	os.Chmod(cacheDir, 0o711)
+	te := testmanager.New(t, testmanager.Options{Kaniko: []kaniko.Option{
+		kaniko.WithLayerCache(filepath.Join(cacheDir, "layers")),
+		kaniko.WithResultCache(filepath.Join(cacheDir, "results"), 0),
+	}})
+	auth, err := tokenauth.New([]tokenauth.Token{{Name: "ci", SHA256: tokenauth.HashToken(token)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(server.New(te.M, auth, nil))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\nCOPY a.txt /a.txt\n"), 0o644)
+	os.WriteFile(filepath.Join(dir, "a.txt"), []byte("a\n"), 0o644)
+	const cached = "kaniko not run"
+	for i, tc := range []struct {
+		flags  []string
+		cached bool
+	}{{nil, false}, {nil, true}, {[]string{"--no-cache"}, false}} {
+		args := append([]string{"submit", "--server", srv.URL, "--token", token, "-t", te.Registry + "/cli/cache:1"}, tc.flags...)
+		_, stderr, err := run(t, append(args, dir)...)
+		if err != nil {
+			t.Fatalf("submit #%d %v = %v, want nil\n%s", i+1, tc.flags, err, stderr)
+		}
+		if got := strings.Contains(stderr, cached); got != tc.cached {
+			t.Errorf("submit #%d %v: log says %q = %v, want %v\n%s", i+1, tc.flags, cached, got, tc.cached, stderr)
+		}
 	}
 }
