@@ -70,6 +70,7 @@ type config struct {
 	genFiles   int
 	seed       uint64
 	skipVerify bool
+	cache      bool
 }
 
 func main() {
@@ -91,6 +92,7 @@ func main() {
 	flag.IntVar(&c.genFiles, "gen-files", 2000, "files the Dockerfile's RUN writes")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed of the reference project")
 	flag.BoolVar(&c.skipVerify, "skip-verify", false, "do not pull images back to check them")
+	flag.BoolVar(&c.cache, "cache", false, "let (b) use the gateway's caches (by default it submits with --no-cache, so that both sides build cold)")
 	flag.Parse()
 	if c.flagMode && c.phaseMode {
 		fmt.Fprintln(os.Stderr, "overhead: -kaniko-flags and -phases exclude each other")
@@ -587,7 +589,13 @@ func (e *env) viaGateway(ctx context.Context, tag string) (*gwRun, error) {
 		return nil, err
 	}
 	defer lf.Close()
-	cmd := exec.CommandContext(ctx, e.ctl, "submit", "-t", tag, "--build-arg", "BASE="+e.base, e.proj.Dir)
+	args := []string{"submit", "-t", tag, "--build-arg", "BASE=" + e.base}
+	if !e.c.cache {
+		// Every (b) builds the same project: with the caches, all but the
+		// first would be answered from the tenant's result cache.
+		args = append(args, "--no-cache")
+	}
+	cmd := exec.CommandContext(ctx, e.ctl, append(args, e.proj.Dir)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "BUILDGW_URL=" + e.url, "BUILDGW_TOKEN=" + e.token}
 	cmd.Stderr = lf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
