@@ -64,6 +64,7 @@ func TestGitLabCI(t *testing.T) {
       gateway_url: %[1]s
       tags: "$CI_REGISTRY_IMAGE:component-$CI_COMMIT_SHORT_SHA"
       build_args: "BASE=%[2]s"
+      no_cache: true
 
 template-build:
   extends: .buildgw-build

@@ -117,6 +117,30 @@ func TestJenkinsStep(t *testing.T) {
 		}
 	})
 
+	// The same build again is answered from the project's cache, unless
+	// noCache asks for every step afresh.
+	t.Run("noCache", func(t *testing.T) {
+		const cached = "every step cached"
+		// The first build fills the cache (if no earlier subtest has).
+		for i, noCache := range []bool{false, false, true} {
+			ref := fmt.Sprintf("%s/team/jenkins:nocache-%d", g.dest.Host, i)
+			out, code := step(t, "simple", map[string]any{
+				"tags":      []string{ref},
+				"buildArgs": map[string]string{"BASE": g.busybox},
+				"noCache":   noCache,
+			})
+			if code != 0 {
+				t.Fatalf("buildgwBuild(noCache: %v) = exit %d, want 0\n%s", noCache, code, out)
+			}
+			if got := strings.Contains(out, cached); i > 0 && got == noCache {
+				t.Errorf("buildgwBuild(noCache: %v): log says %q = %v, want %v\n%s", noCache, cached, got, !noCache, out)
+			}
+			if got := files(t, g.pull(t, ref))["r.txt"].content; got != "retried\n" {
+				t.Errorf("%s: r.txt = %q, want %q", ref, got, "retried\n")
+			}
+		}
+	})
+
 	t.Run("failing build raises error", func(t *testing.T) {
 		ref := g.dest.Host + "/team/jenkins:fail"
 		out, code := step(t, "fail", map[string]any{

@@ -30,6 +30,9 @@ def call(Map args = [:]) {
     if (args.runner) {
         flags += ['--runner', args.runner.toString()]
     }
+    if (args.noCache) {
+        flags << '--no-cache'
+    }
     flags << (args.context ?: '.').toString()
 
     // The client: a given one, else the gateway's own, verified against
