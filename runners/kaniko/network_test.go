@@ -6,13 +6,10 @@ import (
 	"fmt"
 	"io"
 	"log"
-	"net"
-	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -21,81 +18,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
-	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/internal/testnetns"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
-
-// netns is a network namespace that the test made, with a goroutine
-// locked to a thread inside it: processes started from that thread and
-// sockets opened on it belong to the namespace.
-type netns struct {
-	work chan func()
-	done chan struct{}
-}
-
-// newNetns makes a fresh network namespace with loopback up.
-func newNetns(t *testing.T) *netns {
-	t.Helper()
-	n := &netns{work: make(chan func()), done: make(chan struct{})}
-	errc := make(chan error, 1)
-	go func() {
-		// Never unlocked: the thread ends with the goroutine, and with it
-		// the namespace.
-		runtime.LockOSThread()
-		defer close(n.done)
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			errc <- err
-			return
-		}
-		errc <- nil
-		for f := range n.work {
-			f()
-		}
-	}()
-	if err := <-errc; err != nil {
-		t.Fatalf("unshare(CLONE_NEWNET): %v", err)
-	}
-	t.Cleanup(func() { close(n.work); <-n.done })
-	n.run(t, "ip", "link", "set", "lo", "up")
-	return n
-}
-
-// do runs f on the namespace's thread.
-func (n *netns) do(f func()) {
-	ran := make(chan struct{})
-	n.work <- func() { defer close(ran); f() }
-	<-ran
-}
-
-// run runs a command inside the namespace.
-func (n *netns) run(t *testing.T, args ...string) {
-	t.Helper()
-	var out []byte
-	var err error
-	n.do(func() { out, err = exec.Command(args[0], args[1:]...).CombinedOutput() })
-	if err != nil {
-		t.Fatalf("%s: %v: %s", strings.Join(args, " "), err, out)
-	}
-}
-
-// serve answers body over HTTP on addr inside the namespace.
-func (n *netns) serve(t *testing.T, addr, body string) string {
-	t.Helper()
-	var ln net.Listener
-	var err error
-	n.do(func() { ln, err = net.Listen("tcp4", addr) })
-	if err != nil {
-		t.Fatalf("listening on %s: %v", addr, err)
-	}
-	s := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { io.WriteString(w, body) })}
-	go s.Serve(ln)
-	t.Cleanup(func() { s.Close() })
-	return ln.Addr().String()
-}
 
 // TestNetwork checks what RUN steps can reach in each network mode. The
 // gateway side of the sandbox (the runner, slirp4netns) runs in a network
@@ -124,67 +53,8 @@ func TestNetwork(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	host := newNetns(t)
-	host.run(t, "ip", "addr", "add", "169.254.169.254/32", "dev", "lo")
-	// The outside world: a namespace of its own behind a veth pair.
-	holder := exec.Command("unshare", "--net", "sleep", "3600")
-	if err := holder.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
-	time.Sleep(100 * time.Millisecond) // let unshare enter its namespace
-	pid := fmt.Sprint(holder.Process.Pid)
-	host.run(t, "ip", "link", "add", "bgwhost", "type", "veth", "peer", "name", "bgwfar", "netns", pid)
-	host.run(t, "ip", "addr", "add", "10.213.0.1/24", "dev", "bgwhost")
-	host.run(t, "ip", "link", "set", "bgwhost", "up")
-	far := &netns{work: make(chan func()), done: make(chan struct{})}
-	go func() {
-		runtime.LockOSThread()
-		defer close(far.done)
-		f, err := os.Open("/proc/" + pid + "/ns/net")
-		if err == nil {
-			err = unix.Setns(int(f.Fd()), unix.CLONE_NEWNET)
-			f.Close()
-		}
-		if err != nil {
-			panic(err)
-		}
-		for fn := range far.work {
-			fn()
-		}
-	}()
-	t.Cleanup(func() { close(far.work); <-far.done })
-	far.run(t, "ip", "link", "set", "lo", "up")
-	far.run(t, "ip", "addr", "add", "10.213.0.2/24", "dev", "bgwfar")
-	far.run(t, "ip", "link", "set", "bgwfar", "up")
-
-	// The gateway's API and registry stand-in: every address of the host.
-	_, port, _ := net.SplitHostPort(host.serve(t, "0.0.0.0:0", "gateway"))
-	outside := far.serve(t, "10.213.0.2:0", "outside")
-	targets := map[string]string{
-		"host loopback":           "127.0.0.1:" + port,
-		"host through slirp":      slirpGateway + ":" + port,
-		"metadata service":        "169.254.169.254:" + port,
-		"host's own address":      "10.213.0.1:" + port,
-		"server outside the host": outside,
-	}
-	// Make sure the test's world is as described before a sandbox looks.
-	for name, addr := range targets {
-		if name == "host through slirp" {
-			continue
-		}
-		var c net.Conn
-		host.do(func() { c, err = net.DialTimeout("tcp4", addr, 2*time.Second) })
-		if err != nil {
-			t.Fatalf("%s (%s) unreachable from the host namespace: %v", name, addr, err)
-		}
-		c.Close()
-	}
-
-	var urls []string
-	for _, addr := range targets {
-		urls = append(urls, "http://"+addr+"/")
-	}
+	w := testnetns.NewWorld(t, "10.213.0", slirpGateway)
+	host, targets, urls := w.Host, w.Targets, w.URLs()
 	dockerfile := `ARG BASE
 FROM ${BASE}
 ARG TARGETS
@@ -210,7 +80,7 @@ RUN /netprobe $TARGETS > /net.txt; cat /net.txt
 			var logBuf strings.Builder
 			var berr error
 			var body string
-			host.do(func() {
+			host.Do(func() {
 				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 				defer cancel()
 				im, err := r.Build(ctx, req, &logBuf)
@@ -235,12 +105,12 @@ RUN /netprobe $TARGETS > /net.txt; cat /net.txt
 			}
 			for name, addr := range targets {
 				reached := strings.Contains(body, "reached http://"+addr+"/ ")
-				want := mode == sandbox.NetworkEgress && name == "server outside the host"
+				want := mode == sandbox.NetworkEgress && name == testnetns.Outside
 				if reached != want {
 					t.Errorf("network %s: %s (%s) reached = %v, want %v\n%s", mode, name, addr, reached, want, body)
 				}
 			}
-			if mode == sandbox.NetworkEgress && !strings.Contains(body, "reached http://"+outside+"/ outside") {
+			if mode == sandbox.NetworkEgress && !strings.Contains(body, "reached http://"+targets[testnetns.Outside]+"/ outside") {
 				t.Errorf("network egress: the outside server's answer is missing:\n%s", body)
 			}
 		})
