@@ -16,7 +16,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log"
 	"net/http"
 	"net/http/httptest"
@@ -34,7 +33,6 @@ import (
 	"github.com/buildgw/buildgw/baseimage"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/bench/internal/refproject"
-	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
@@ -110,7 +108,7 @@ func run(ctx context.Context, n, builds int, exe, busybox string, layerCache boo
 	}
 	var seq atomic.Int64 // numbers the workspaces
 	build := func(store *basestore.Store, tenant string) (prep, total time.Duration, err error) {
-		req, err := workspace(r, tmp, proj.Dir, int(seq.Add(1)), base, host)
+		req, err := bu.Workspace(r, tmp, proj.Dir, int(seq.Add(1)), base, host)
 		if err != nil {
 			return 0, 0, err
 		}
@@ -167,7 +165,7 @@ func run(ctx context.Context, n, builds int, exe, busybox string, layerCache boo
 			defer wg.Done()
 			sem <- struct{}{}
 			defer func() { <-sem }()
-			req, err := workspace(r, tmp, proj.Dir, int(seq.Add(1)), base, host)
+			req, err := bu.Workspace(r, tmp, proj.Dir, int(seq.Add(1)), base, host)
 			if err != nil {
 				errs <- err
 				return
@@ -203,52 +201,6 @@ func run(ctx context.Context, n, builds int, exe, busybox string, layerCache boo
 	fmt.Printf("| bytes downloaded | %d |\n", c.bytes.Load())
 	fmt.Printf("| downloads of the base | %.2f |\n", float64(c.bytes.Load())/float64(baseBytes))
 	return nil
-}
-
-// workspace lays out a build of the project as builder.Manager does.
-func workspace(r *kaniko.Runner, tmp, proj string, i int, base, host string) (*builder.Request, error) {
-	parent := filepath.Join(tmp, fmt.Sprintf("job-%d", i))
-	ws := filepath.Join(parent, "ws")
-	ctxDir, out := filepath.Join(ws, "context"), filepath.Join(ws, "out")
-	if err := os.MkdirAll(ws, 0o700); err != nil {
-		return nil, err
-	}
-	os.Chmod(parent, 0o711)
-	if err := os.Mkdir(out, 0o700); err != nil {
-		return nil, err
-	}
-	uid, gid, differs := r.Owner()
-	err := filepath.WalkDir(proj, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(proj, p)
-		dst := filepath.Join(ctxDir, rel)
-		if d.IsDir() {
-			err = os.Mkdir(dst, 0o755)
-		} else {
-			var b []byte
-			if b, err = os.ReadFile(p); err == nil {
-				err = os.WriteFile(dst, b, 0o644)
-			}
-		}
-		if err == nil && differs {
-			err = os.Lchown(dst, uid, gid)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if differs {
-		for _, p := range []string{ws, out} {
-			if err := os.Lchown(p, uid, gid); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return &builder.Request{ID: fmt.Sprintf("bench-%d", i), Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile",
-		BuildArgs: map[string]string{"BASE": base}, OutputDir: out, InsecureRegistries: []string{host}}, nil
 }
 
 type countingWriter struct {

@@ -450,7 +450,7 @@ func (e *env) runA(ctx context.Context, i int, ref string, r *abRun) error {
 	}
 	req.BaseImages = bases
 	r.prepare = time.Since(t0)
-	img, err := e.r.Build(ctx, req, &stampWriter{w: lf, t0: t0})
+	img, err := e.r.Build(ctx, req, &bu.StampWriter{W: lf, T0: t0})
 	r.aDaemonRSS, r.aTmpfs = sample()
 	if err != nil {
 		return fmt.Errorf("%w\n%s", err, bu.Tail(logPath, 20))
@@ -496,7 +496,7 @@ func (e *env) runB(ctx context.Context, i int, ref string, r *abRun) error {
 	}
 	sample := peakRSS(e.host.Dir())
 	t0 := time.Now()
-	sw := &stampWriter{w: lf, t0: t0}
+	sw := &bu.StampWriter{W: lf, T0: t0}
 	if err := e.docker(ctx, sw, "build", "--no-cache", "--network=host", "--rm", "--force-rm",
 		"--build-arg=BASE="+e.base, "--tag="+ref, e.proj.Dir); err != nil {
 		sample()
@@ -511,32 +511,6 @@ func (e *env) runB(ctx context.Context, i int, ref string, r *abRun) error {
 	r.bBuild, r.bPush = t1.Sub(t0), time.Since(t1)
 	r.bDaemonRSS, _ = sample()
 	return nil
-}
-
-// stampWriter prefixes each line of a build log with the seconds since
-// t0, so the logs (-keep) show where the time goes.
-type stampWriter struct {
-	w       io.Writer
-	t0      time.Time
-	midLine bool
-}
-
-func (s *stampWriter) Write(p []byte) (int, error) {
-	var b []byte
-	for _, c := range p {
-		if !s.midLine {
-			b = fmt.Appendf(b, "[%7.2f] ", time.Since(s.t0).Seconds())
-			s.midLine = true
-		}
-		b = append(b, c)
-		if c == '\n' {
-			s.midLine = false
-		}
-	}
-	if _, err := s.w.Write(b); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }
 
 func (e *env) docker(ctx context.Context, out io.Writer, args ...string) error {

@@ -19,7 +19,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"io/fs"
 	"log"
 	"net/http/httptest"
 	"os"
@@ -295,7 +294,7 @@ func (e *env) gateway(ctx context.Context, sys string, round int, kind string) (
 	}
 	req.BaseImages = b
 	var logBuf strings.Builder
-	img, err := r.Build(ctx, req, io.MultiWriter(&stampWriter{w: lf, t0: t0}, &logBuf))
+	img, err := r.Build(ctx, req, io.MultiWriter(&bu.StampWriter{W: lf, T0: t0}, &logBuf))
 	rss := stop()
 	if err != nil {
 		return sample{}, fmt.Errorf("%v\n%s", err, bu.Tail(logPath, 20))
@@ -330,7 +329,7 @@ func (e *env) dockerBuild(ctx context.Context, round int, kind string) (sample, 
 	}
 	stop := peakRSS(e.d.Dir())
 	t0 := time.Now()
-	sw := &stampWriter{w: lf, t0: t0}
+	sw := &bu.StampWriter{W: lf, T0: t0}
 	if err := e.docker(ctx, sw, append(args, e.proj.Dir)...); err != nil {
 		stop()
 		return sample{}, fmt.Errorf("docker build: %w\n%s", err, bu.Tail(logPath, 20))
@@ -362,58 +361,8 @@ func (e *env) docker(ctx context.Context, out io.Writer, args ...string) error {
 	return cmd.Run()
 }
 
-// workspace lays out a build of the project as builder.Manager does,
-// the context owned by the sandbox user.
 func (e *env) workspace(i int) (*builder.Request, error) {
-	parent := filepath.Join(e.tmp, fmt.Sprintf("job-%d", i))
-	ws := filepath.Join(parent, "ws")
-	ctxDir, out := filepath.Join(ws, "context"), filepath.Join(ws, "out")
-	if err := os.MkdirAll(ws, 0o700); err != nil {
-		return nil, err
-	}
-	os.Chmod(parent, 0o711)
-	if err := os.Mkdir(out, 0o700); err != nil {
-		return nil, err
-	}
-	uid, gid, differs := e.r.Owner()
-	proj := e.proj.Dir
-	err := filepath.WalkDir(proj, func(p string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, _ := filepath.Rel(proj, p)
-		dst := filepath.Join(ctxDir, rel)
-		if d.IsDir() {
-			err = os.Mkdir(dst, 0o755)
-		} else {
-			var b []byte
-			if b, err = os.ReadFile(p); err == nil {
-				err = os.WriteFile(dst, b, 0o644)
-			}
-			if err == nil {
-				// As the upload's extraction keeps them.
-				if info, ierr := d.Info(); ierr == nil {
-					os.Chtimes(dst, info.ModTime(), info.ModTime())
-				}
-			}
-		}
-		if err == nil && differs {
-			err = os.Lchown(dst, uid, gid)
-		}
-		return err
-	})
-	if err != nil {
-		return nil, err
-	}
-	if differs {
-		for _, p := range []string{ws, out} {
-			if err := os.Lchown(p, uid, gid); err != nil {
-				return nil, err
-			}
-		}
-	}
-	return &builder.Request{ID: fmt.Sprintf("bench-%d", i), Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile",
-		BuildArgs: map[string]string{"BASE": e.base}, OutputDir: out, InsecureRegistries: []string{e.host}}, nil
+	return bu.Workspace(e.r, e.tmp, e.proj.Dir, i, e.base, e.host)
 }
 
 // rssOf sums the VmRSS of every process whose command line names a path
@@ -516,30 +465,4 @@ func median(xs []sample, f func(sample) time.Duration) time.Duration {
 		ds[i] = f(x)
 	}
 	return bu.Median(ds)
-}
-
-// stampWriter prefixes each line with the seconds since t0, so that the
-// logs (-keep) show where the time goes.
-type stampWriter struct {
-	w       io.Writer
-	t0      time.Time
-	midLine bool
-}
-
-func (s *stampWriter) Write(p []byte) (int, error) {
-	var b []byte
-	for _, c := range p {
-		if !s.midLine {
-			b = fmt.Appendf(b, "[%7.2f] ", time.Since(s.t0).Seconds())
-			s.midLine = true
-		}
-		b = append(b, c)
-		if c == '\n' {
-			s.midLine = false
-		}
-	}
-	if _, err := s.w.Write(b); err != nil {
-		return 0, err
-	}
-	return len(p), nil
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"log"
 	"os"
 	"os/exec"
@@ -20,6 +21,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/buildgw/buildgw/builder"
 )
 
 // Log writes progress to stderr; results go to stdout.
@@ -275,4 +278,90 @@ func Main(name string, run func(context.Context) error) {
 		fmt.Fprintln(os.Stderr, name+":", err)
 		os.Exit(1)
 	}
+}
+
+// StampWriter prefixes each line written to W with the seconds since T0,
+// so that kept build logs show where the time goes.
+type StampWriter struct {
+	W       io.Writer
+	T0      time.Time
+	midLine bool
+}
+
+func (s *StampWriter) Write(p []byte) (int, error) {
+	var b []byte
+	for _, c := range p {
+		if !s.midLine {
+			b = fmt.Appendf(b, "[%7.2f] ", time.Since(s.T0).Seconds())
+			s.midLine = true
+		}
+		b = append(b, c)
+		if c == '\n' {
+			s.midLine = false
+		}
+	}
+	if _, err := s.W.Write(b); err != nil {
+		return 0, err
+	}
+	return len(p), nil
+}
+
+// Owner is the part of a runner that tells who its sandbox runs as.
+type Owner interface {
+	Owner() (uid, gid int, differs bool)
+}
+
+// Workspace lays out build i of the project in dir proj under tmp as
+// builder.Manager does: the context (owned by o's sandbox user, with the
+// modification times the upload's extraction keeps) and an output
+// directory.
+func Workspace(o Owner, tmp, proj string, i int, base, host string) (*builder.Request, error) {
+	parent := filepath.Join(tmp, fmt.Sprintf("job-%d", i))
+	ws := filepath.Join(parent, "ws")
+	ctxDir, out := filepath.Join(ws, "context"), filepath.Join(ws, "out")
+	if err := os.MkdirAll(ws, 0o700); err != nil {
+		return nil, err
+	}
+	os.Chmod(parent, 0o711)
+	if err := os.Mkdir(out, 0o700); err != nil {
+		return nil, err
+	}
+	uid, gid, differs := o.Owner()
+	err := filepath.WalkDir(proj, func(p string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(proj, p)
+		dst := filepath.Join(ctxDir, rel)
+		if d.IsDir() {
+			err = os.Mkdir(dst, 0o755)
+		} else {
+			var b []byte
+			if b, err = os.ReadFile(p); err == nil {
+				err = os.WriteFile(dst, b, 0o644)
+			}
+			if err == nil {
+				// As the upload's extraction keeps them.
+				if info, ierr := d.Info(); ierr == nil {
+					os.Chtimes(dst, info.ModTime(), info.ModTime())
+				}
+			}
+		}
+		if err == nil && differs {
+			err = os.Lchown(dst, uid, gid)
+		}
+		return err
+	})
+	if err != nil {
+		return nil, err
+	}
+	if differs {
+		for _, p := range []string{ws, out} {
+			if err := os.Lchown(p, uid, gid); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return &builder.Request{ID: fmt.Sprintf("bench-%d", i), Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile",
+		BuildArgs: map[string]string{"BASE": base}, OutputDir: out, InsecureRegistries: []string{host}}, nil
 }
