@@ -17,22 +17,7 @@ import (
 // tenant's rebuild reuses its own cached RUN layer; the other tenant's
 // first build, with the same cache key, must run the step itself.
 func TestLayerCachePerTenant(t *testing.T) {
-	testenv.RequireSandbox(t)
-	exe := testenv.Executor(t)
-	regHost := testenv.Registry(t)
-	base := testenv.Busybox(t, regHost)
-	store, err := basestore.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Not t.TempDir: the sandbox user must traverse to its cache, as it
-	// does in a gateway's state directory (0711).
-	cacheDir, err := os.MkdirTemp("", "buildgw-cachetest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(cacheDir) })
-	os.Chmod(cacheDir, 0o711)
+	exe, regHost, base, store, cacheDir := cacheTestEnv(t)
 	r, err := New(WithExecutor(exe), WithLayerCache(filepath.Join(cacheDir, "layers")))
 	if err != nil {
 		t.Fatal(err)
@@ -76,4 +61,27 @@ func TestLayerCachePerTenant(t *testing.T) {
 	if n1 == n2 || n1 == a1 || n1 == b1 {
 		t.Errorf("builds without a tenant share a layer: %q, %q (tenants' %q, %q)", n1, n2, a1, b1)
 	}
+}
+
+// cacheTestEnv gives a cache test the executor, a registry with a busybox
+// base, a base image store and a directory for caches. Not t.TempDir: the
+// sandbox user must traverse to its cache, as it does in a gateway's state
+// directory (0711).
+func cacheTestEnv(t *testing.T) (exe, regHost, base string, store *basestore.Store, cacheDir string) {
+	t.Helper()
+	testenv.RequireSandbox(t)
+	exe = testenv.Executor(t)
+	regHost = testenv.Registry(t)
+	base = testenv.Busybox(t, regHost)
+	store, err := basestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	cacheDir, err = os.MkdirTemp("", "buildgw-cachetest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(cacheDir) })
+	os.Chmod(cacheDir, 0o711)
+	return exe, regHost, base, store, cacheDir
 }

@@ -22,8 +22,6 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/basestore"
-	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 const cachedLine = "kaniko not run"
@@ -33,20 +31,7 @@ const cachedLine = "kaniko not run"
 // with the same digest; any change to what determines the image runs
 // kaniko; tenants never share; no_cache bypasses both caches.
 func TestResultCache(t *testing.T) {
-	testenv.RequireSandbox(t)
-	exe := testenv.Executor(t)
-	regHost := testenv.Registry(t)
-	base := testenv.Busybox(t, regHost)
-	store, err := basestore.New(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	cacheDir, err := os.MkdirTemp("", "buildgw-resulttest-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(cacheDir) })
-	os.Chmod(cacheDir, 0o711)
+	exe, regHost, base, store, cacheDir := cacheTestEnv(t)
 	r, err := New(WithExecutor(exe), WithLayerCache(filepath.Join(cacheDir, "layers")), WithResultCache(filepath.Join(cacheDir, "results"), 0))
 	if err != nil {
 		t.Fatal(err)
