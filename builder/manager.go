@@ -530,7 +530,7 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 		m.cancelUnstarted(j)
 		return
 	}
-	j.status, j.started, j.cancel = api.StatusRunning, m.o.now(), cancel
+	j.status, j.started, j.cancel, j.statusJSON = api.StatusRunning, m.o.now(), cancel, nil
 	j.transitions = append(j.transitions, store.Transition{Status: api.StatusRunning, At: j.started})
 	j.mu.Unlock()
 	m.saveLogged(j)

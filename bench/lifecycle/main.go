@@ -62,7 +62,14 @@ type config struct {
 	work         string
 	keep         bool
 	cpuprofile   string
+	gatewayEnv   envList
 }
+
+// envList is a repeatable -gateway-env K=V flag.
+type envList []string
+
+func (e *envList) String() string     { return strings.Join(*e, " ") }
+func (e *envList) Set(v string) error { *e = append(*e, v); return nil }
 
 func main() {
 	var c config
@@ -79,6 +86,7 @@ func main() {
 	flag.StringVar(&c.work, "work", "", "parent of the temporary directory (default $TMPDIR or /tmp)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (config, gateway log) for inspection")
 	flag.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the gateway (pprof_listen) taken during the load of the last run to this file")
+	flag.Var(&c.gatewayEnv, "gateway-env", "K=V added to the gateway's environment only, e.g. GOGC=400 or GODEBUG=gctrace=1 (repeatable)")
 	flag.Parse()
 	if c.runs < 1 || c.n < 1 || c.clients < 1 || c.pollers < 1 || c.concurrency < 1 {
 		fmt.Fprintln(os.Stderr, "lifecycle: -runs, -n, -c, -pollers and -concurrency must be positive")
@@ -188,6 +196,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 	defer logf.Close()
 	cmd := exec.Command(filepath.Join(c.bin, "buildgw"), "serve", "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), c.gatewayEnv...)
 	d, err := bu.StartDaemon(cmd)
 	if err != nil {
 		return res, err
@@ -236,8 +245,14 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 		if err != nil {
 			return res, err
 		}
-		if _, err := waitFinal(ctx, clients[ci], id); err != nil {
+		b, err := waitFinal(ctx, clients[ci], id)
+		if err != nil {
 			return res, err
+		}
+		if b.Status != api.StatusSucceeded {
+			// A broken setup (an executor built with cgo cannot run in the
+			// sandbox's root) shows here, not after the whole load.
+			return res, fmt.Errorf("warm-up build %s = %s %q, want succeeded (see its log under %s with -keep)", id, b.Status, b.Error, filepath.Join(tmp, "state", "logs"))
 		}
 	}
 
