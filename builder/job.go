@@ -3,6 +3,7 @@ package builder
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"slices"
 	"sync"
 	"time"
@@ -49,12 +50,35 @@ type Job struct {
 	// job off the queue but before it started it.
 	cancelRequested bool
 	done            chan struct{} // closed when the job reaches a final state
+	// statusJSON is Snapshot encoded, kept until the job changes: status
+	// pollers, hundreds per second, then cost neither encoding nor garbage
+	// (fewer collections, whose pauses are what a busy host stretches).
+	statusJSON []byte
 }
 
 // Snapshot returns the job's state as the API reports it.
 func (j *Job) Snapshot() api.Build {
 	j.mu.Lock()
 	defer j.mu.Unlock()
+	return j.snapshotLocked()
+}
+
+// SnapshotJSON returns Snapshot encoded as JSON, from a copy kept until
+// the job changes. The caller must not modify it.
+func (j *Job) SnapshotJSON() ([]byte, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.statusJSON == nil {
+		b, err := json.Marshal(j.snapshotLocked())
+		if err != nil {
+			return nil, fmt.Errorf("encoding status of %s: %w", j.ID, err)
+		}
+		j.statusJSON = b
+	}
+	return j.statusJSON, nil
+}
+
+func (j *Job) snapshotLocked() api.Build {
 	b := api.Build{
 		ID:           j.ID,
 		Status:       j.status,
@@ -93,7 +117,7 @@ func (j *Job) setStatus(s api.Status, now time.Time) bool {
 	if j.status.Final() {
 		return false
 	}
-	j.status = s
+	j.status, j.statusJSON = s, nil
 	if s == api.StatusRunning {
 		j.started = now
 	}
@@ -108,7 +132,7 @@ func (j *Job) finish(s api.Status, digest, errMsg string, now time.Time) bool {
 		j.mu.Unlock()
 		return false
 	}
-	j.status, j.digest, j.err, j.finished = s, digest, errMsg, now
+	j.status, j.digest, j.err, j.finished, j.statusJSON = s, digest, errMsg, now, nil
 	j.transitions = append(j.transitions, store.Transition{Status: s, At: now, Reason: errMsg})
 	j.cancel = nil
 	j.mu.Unlock()

@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/crane"
 	"github.com/google/go-containerregistry/pkg/registry"
 	"golang.org/x/sys/unix"
 
@@ -423,5 +424,100 @@ func TestManagerCancelDuringPush(t *testing.T) {
 	}
 	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 0 {
 		t.Errorf("workspaces after cancelling the push = %d, want none", len(ws))
+	}
+}
+
+// TestManagerWorkspaceLimit runs a RUN step that writes 50 MiB under a
+// workspace limit of 20 MiB beside a normal build: the first is stopped
+// and fails naming the limit, with nothing left of its workspace; the
+// second succeeds.
+func TestManagerWorkspaceLimit(t *testing.T) {
+	r := newRestartable(t)
+	base := testenv.Busybox(t, r.reg)
+	m, _ := r.start(t, true, builder.WithConcurrency(2), builder.WithJobTimeout(2*time.Minute),
+		builder.WithWorkspaceLimit(20<<20), builder.WithDiskCheckInterval(200*time.Millisecond))
+	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
+	// The sleep keeps the build going, so only the limit can end it early.
+	big := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{dest("big")}},
+		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=50 && sleep 60"))
+	normal := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{dest("normal")}},
+		busyboxContext(t, base, "echo fine > /fine"))
+	start := time.Now()
+	tests := []struct {
+		name       string
+		j          *builder.Job
+		wantStatus api.Status
+		wantError  string
+	}{
+		{"50 MiB written", big, api.StatusFailed, "the build's workspace exceeded 20 MiB (workspace_max_bytes); see the build log"},
+		{"normal build beside it", normal, api.StatusSucceeded, ""},
+	}
+	for _, tc := range tests {
+		b := wait(t, tc.j, 2*time.Minute)
+		if b.Status != tc.wantStatus || b.Error != tc.wantError {
+			t.Errorf("%s = %v %q, want %v %q; log:\n%s", tc.name, b.Status, b.Error, tc.wantStatus, tc.wantError, logOf(t, tc.j))
+		}
+	}
+	if took := time.Since(start); took > 50*time.Second {
+		t.Errorf("the build over its workspace limit took %s to fail, want it stopped before its sleep ends", took)
+	}
+	if l := logOf(t, big); !strings.Contains(l, "over the limit of 20 MiB") {
+		t.Errorf("log of the stopped build lacks the measured size:\n%s", l)
+	}
+	if got := registryDigestOrEmpty(dest("big")); got != "" {
+		t.Errorf("the stopped build pushed %s", got)
+	}
+	// Nothing of either workspace is left, in place or in the trash.
+	for _, d := range []string{"jobs", "trash"} {
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			ents, err := os.ReadDir(filepath.Join(r.dir, d))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ents) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Errorf("%s/ still holds %d entries, want none", d, len(ents))
+				break
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+}
+
+// registryDigestOrEmpty is the digest ref has in the registry, or "" if
+// it is not there.
+func registryDigestOrEmpty(ref string) string {
+	d, err := crane.Digest(ref, crane.Insecure)
+	if err != nil {
+		return ""
+	}
+	return d
+}
+
+// TestManagerDiskAlmostFull runs a build on a state directory of 256 MiB
+// that must keep 120 MiB free: its RUN writes 100 MiB, so the disk falls
+// under the minimum while the workspace grows, and the build is stopped
+// before the disk fills, naming min_free_bytes.
+func TestManagerDiskAlmostFull(t *testing.T) {
+	r := newRestartable(t)
+	base := testenv.Busybox(t, r.reg)
+	if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, "size=256m,mode=0711"); err != nil {
+		t.Fatalf("mounting a 256 MiB tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
+	m, _ := r.start(t, true, builder.WithJobTimeout(2*time.Minute), builder.WithMinFreeBytes(120<<20),
+		builder.WithDiskCheckInterval(200*time.Millisecond))
+	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/filler:v1"}},
+		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=100; sleep 60"))
+	b := wait(t, j, 2*time.Minute)
+	const want = "under min_free_bytes of 120 MiB) and the build's workspace kept growing"
+	if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
+		t.Errorf("build filling the disk = %v %q, want failed %q; log:\n%s", b.Status, b.Error, want, logOf(t, j))
+	}
+	if b.FinishedAt.Sub(*b.StartedAt) > 50*time.Second {
+		t.Errorf("build filling the disk ran %s, want it stopped before its sleep ends", b.FinishedAt.Sub(*b.StartedAt))
 	}
 }

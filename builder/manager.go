@@ -530,14 +530,20 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 		m.cancelUnstarted(j)
 		return
 	}
-	j.status, j.started, j.cancel = api.StatusRunning, m.o.now(), cancel
+	j.status, j.started, j.cancel, j.statusJSON = api.StatusRunning, m.o.now(), cancel, nil
 	j.transitions = append(j.transitions, store.Transition{Status: api.StatusRunning, At: j.started})
 	j.mu.Unlock()
 	m.saveLogged(j)
 
 	log := m.o.logger.With("job", j.ID, "owner", j.Owner)
 	log.Info("build started", "runner", j.Spec.Runner)
+	wctx, stopWatch := context.WithCancel(jctx)
+	peak := make(chan int64, 1)
+	go func() { peak <- m.watchDisk(wctx, j, cancel) }()
 	digest, err := m.build(jctx, j)
+	stopWatch()
+	wsPeak := <-peak
+	var diskErr *DiskError
 	var status api.Status
 	var msg string
 	switch {
@@ -550,6 +556,9 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	case errors.Is(context.Cause(jctx), errTimeout):
 		status, msg = api.StatusFailed, fmt.Sprintf("timeout: the build ran longer than %s", timeout)
 		j.Log.Printf("%s", msg)
+	case errors.As(context.Cause(jctx), &diskErr):
+		status, msg = api.StatusFailed, diskErr.Error()
+		j.Log.Printf("failed: %s", msg)
 	case errors.Is(context.Cause(jctx), errShutdown):
 		status, msg = api.StatusCancelled, fmt.Sprintf("cancelled: the gateway shut down and the build did not finish within the %s grace period", m.o.shutdownGrace)
 		j.Log.Printf("%s", msg)
@@ -573,7 +582,7 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	m.mu.Unlock()
 	m.finished(j)
 	log.Info("build finished", "status", b.Status, "digest", b.Digest, "error", b.Error,
-		"duration", b.FinishedAt.Sub(*b.StartedAt).String())
+		"duration", b.FinishedAt.Sub(*b.StartedAt).String(), "workspace_peak_bytes", wsPeak)
 }
 
 var errTimeout = errors.New("timeout")

@@ -5,6 +5,7 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -581,5 +582,43 @@ func TestManagerGrants(t *testing.T) {
 	var de *builder.DeniedError
 	if !errors.As(err, &de) {
 		t.Errorf("Submit(denied) = %v, want a *DeniedError", err)
+	}
+}
+
+// TestJobSnapshotJSON: the status kept encoded between changes is always
+// the job's current Snapshot, through every state to the final one.
+func TestJobSnapshotJSON(t *testing.T) {
+	e := newEnv(t)
+	j := e.submit(t, "alice", api.BuildSpec{Destinations: []string{e.dest("snap")}}, scratchContext(t, "snap"))
+	seen := map[api.Status]bool{}
+	check := func() bool {
+		t.Helper()
+		before := j.Snapshot()
+		got, err := j.SnapshotJSON()
+		if err != nil {
+			t.Fatalf("SnapshotJSON() = %v", err)
+		}
+		if after := j.Snapshot(); after.Status != before.Status || after.Digest != before.Digest {
+			return false // changed while being read: try again
+		}
+		want, err := json.Marshal(before)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, want) {
+			t.Fatalf("SnapshotJSON() in state %s = %s, want %s", before.Status, got, want)
+		}
+		seen[before.Status] = true
+		return before.Status.Final()
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	for !check() {
+		if time.Now().After(deadline) {
+			t.Fatalf("build still %s after 2m", j.Status())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if !seen[api.StatusSucceeded] {
+		t.Errorf("states seen = %v, want it to end succeeded; log:\n%s", seen, logOf(t, j))
 	}
 }

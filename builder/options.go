@@ -35,6 +35,8 @@ type options struct {
 	shutdownGrace    time.Duration
 	retention        time.Duration
 	minFreeBytes     uint64
+	workspaceMax     int64
+	diskCheckEvery   time.Duration
 }
 
 // Observer is told of every accepted and every finished build, for
@@ -62,8 +64,11 @@ func makeOptions(opts ...Option) (options, error) {
 		shutdownGrace: 30 * time.Second,
 		retention:     7 * 24 * time.Hour,
 		minFreeBytes:  1 << 30,
-		logger:        slog.New(slog.NewTextHandler(io.Discard, nil)),
-		now:           time.Now,
+		// Walking a workspace of 50000 files takes about 0.1 s; the
+		// watcher waits at least 20 walks between two (lifecycle_disk.go).
+		diskCheckEvery: 2 * time.Second,
+		logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
+		now:            time.Now,
 	}
 	for _, opt := range opts {
 		if err := opt(&o); err != nil {
@@ -226,7 +231,36 @@ func WithRetention(d time.Duration) Option {
 }
 
 // WithMinFreeBytes is the free space the state directory needs for the
-// gateway to report itself ready. Default 1 GiB.
+// gateway to report itself ready. A running build whose workspace grows
+// while less than this is free is stopped before the disk fills. Default
+// 1 GiB; 0: no check.
 func WithMinFreeBytes(n uint64) Option {
 	return func(o *options) error { o.minFreeBytes = n; return nil }
+}
+
+// WithWorkspaceLimit bounds the disk one running build's workspace may
+// take (context, unpacked base images, RUN output, the built image):
+// beyond it the build is stopped and fails naming the limit. Default 0:
+// unbounded.
+func WithWorkspaceLimit(maxBytes int64) Option {
+	return func(o *options) error {
+		if maxBytes < 0 {
+			return fmt.Errorf("workspace limit must not be negative, got %d", maxBytes)
+		}
+		o.workspaceMax = maxBytes
+		return nil
+	}
+}
+
+// WithDiskCheckInterval is how often a running build's workspace is
+// measured against the workspace limit and the free space of the state
+// directory; longer when measuring takes long. Default 2s.
+func WithDiskCheckInterval(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("disk check interval must be positive, got %s", d)
+		}
+		o.diskCheckEvery = d
+		return nil
+	}
 }

@@ -63,6 +63,10 @@ type Config struct {
 	// at /dl/buildctl-lite/{os}/{arch}. Default: the directory of the
 	// running buildgw binary if it holds a buildctl-lite, else none.
 	DownloadsDir string `yaml:"downloads_dir"`
+	// PprofListen, if set, serves Go's net/http/pprof profiles on this
+	// loopback address, without authentication, for diagnosing the
+	// gateway under load. Default: off.
+	PprofListen string `yaml:"pprof_listen"`
 	// Lifecycle bounds the queue, shutdown and retention of builds.
 	Lifecycle `yaml:",inline"`
 }
@@ -79,8 +83,15 @@ type Lifecycle struct {
 	// Default 168h (7 days).
 	Retention Duration `yaml:"retention"`
 	// MinFreeBytes is the free space of state_dir below which /readyz
-	// fails. Default 1 GiB.
+	// fails, and below which a running build whose workspace keeps
+	// growing is stopped before the disk fills. Default 1 GiB; 0: no
+	// check.
 	MinFreeBytes uint64 `yaml:"min_free_bytes"`
+	// WorkspaceMaxBytes bounds the disk one running build's workspace
+	// takes (context, unpacked base images, RUN output, the built image),
+	// measured every few seconds while it runs; beyond it the build fails
+	// naming this limit. Default 20 GiB; 0: unbounded.
+	WorkspaceMaxBytes int64 `yaml:"workspace_max_bytes"`
 }
 
 // Queue bounds waiting and running builds; identities take turns.
@@ -363,10 +374,11 @@ func DefaultConfig() Config {
 			Dind:   DindRunner{Network: "none"},
 		},
 		Lifecycle: Lifecycle{
-			Queue:         Queue{MaxQueued: 1000},
-			ShutdownGrace: Duration(30 * time.Second),
-			Retention:     Duration(7 * 24 * time.Hour),
-			MinFreeBytes:  1 << 30,
+			Queue:             Queue{MaxQueued: 1000},
+			ShutdownGrace:     Duration(30 * time.Second),
+			Retention:         Duration(7 * 24 * time.Hour),
+			MinFreeBytes:      1 << 30,
+			WorkspaceMaxBytes: 20 << 30,
 		},
 	}
 }
@@ -399,6 +411,11 @@ func (c *Config) Validate() error {
 	} else if !isLoopback(host) && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, fmt.Errorf("listen: %q is not loopback, so tls.cert_file and tls.key_file are required", c.Listen))
 	}
+	if c.PprofListen != "" {
+		if h, _, err := net.SplitHostPort(c.PprofListen); err != nil || !isLoopback(h) {
+			errs = append(errs, fmt.Errorf("pprof_listen: %q must be a loopback host:port (profiles are served without authentication)", c.PprofListen))
+		}
+	}
 	for _, f := range []string{c.TLS.CertFile, c.TLS.KeyFile} {
 		if f != "" {
 			if _, err := os.Stat(f); err != nil {
@@ -417,6 +434,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("shutdown_grace: must not be negative"))
+	}
+	if c.WorkspaceMaxBytes < 0 {
+		errs = append(errs, errors.New("workspace_max_bytes: must not be negative (0: unbounded)"))
 	}
 	if c.Retention <= 0 {
 		errs = append(errs, errors.New("retention: must be positive"))

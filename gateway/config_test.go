@@ -37,6 +37,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"shutdown_grace", time.Duration(c.ShutdownGrace), 10 * time.Second},
 		{"retention", time.Duration(c.Retention), 7 * 24 * time.Hour},
 		{"min_free_bytes", c.MinFreeBytes, uint64(1 << 30)},
+		{"workspace_max_bytes", c.WorkspaceMaxBytes, int64(20 << 30)},
+		{"pprof_listen", c.PprofListen, ""},
 	}
 	for _, tc := range checks {
 		if tc.got != tc.want {
@@ -60,6 +62,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"negative timeout", "listen: 127.0.0.1:1\njob_timeout: -1s\ntokens:\n" + token, "job_timeout"},
 		{"negative queue bound", "listen: 127.0.0.1:1\nqueue:\n  max_queued: -1\ntokens:\n" + token, "queue: bounds"},
 		{"zero retention", "listen: 127.0.0.1:1\nretention: 0s\ntokens:\n" + token, "retention"},
+		{"negative workspace limit", "listen: 127.0.0.1:1\nworkspace_max_bytes: -1\ntokens:\n" + token, "workspace_max_bytes"},
+		{"pprof off loopback", "listen: 127.0.0.1:1\npprof_listen: 0.0.0.0:6060\ntokens:\n" + token, "pprof_listen"},
 		{"unknown queue key", "listen: 127.0.0.1:1\nqueue:\n  max_waiting: 3\ntokens:\n" + token, "max_waiting"},
 		{"relative state dir", "listen: 127.0.0.1:1\nstate_dir: state\ntokens:\n" + token, "absolute path"},
 		{"missing password file", "listen: 127.0.0.1:1\ntokens:\n" + token + "registries:\n  r.example.com:\n    password_file: /nonexistent/pw\n", "/nonexistent/pw"},

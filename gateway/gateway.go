@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -93,6 +94,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithShutdownGrace(time.Duration(cfg.ShutdownGrace)),
 		builder.WithRetention(time.Duration(cfg.Retention)),
 		builder.WithMinFreeBytes(cfg.MinFreeBytes),
+		builder.WithWorkspaceLimit(cfg.WorkspaceMaxBytes),
 	}
 	opts = append(opts, regOpts...)
 	if !cfg.Runners.Dind.Disabled {
@@ -196,6 +198,13 @@ func (g *Gateway) URL() string {
 // Serve serves the API and runs builds until ctx ends, then shuts down:
 // no new requests, running builds are stopped and recorded.
 func (g *Gateway) Serve(ctx context.Context) error {
+	var pprofLn net.Listener
+	if g.cfg.PprofListen != "" {
+		var err error
+		if pprofLn, err = net.Listen("tcp", g.cfg.PprofListen); err != nil {
+			return fmt.Errorf("pprof_listen: %w", err)
+		}
+	}
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.mgr.Run(ctx) })
 	eg.Go(func() error {
@@ -229,12 +238,35 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		defer cancel()
 		return g.srv.Shutdown(sctx)
 	})
+	if pprofLn != nil {
+		g.servePprof(ctx, eg, pprofLn)
+	}
 	g.log.Info("buildgw serving", "url", g.URL(), "state_dir", g.cfg.StateDir)
 	err := eg.Wait()
 	if cerr := g.mgr.Close(); err == nil {
 		err = cerr
 	}
 	return err
+}
+
+// servePprof serves Go's profiles on ln (pprof_listen, loopback) until
+// ctx ends.
+func (g *Gateway) servePprof(ctx context.Context, eg *errgroup.Group, ln net.Listener) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	eg.Go(func() error {
+		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			return fmt.Errorf("serving pprof: %w", err)
+		}
+		return nil
+	})
+	eg.Go(func() error { <-ctx.Done(); return srv.Close() })
+	g.log.Info("pprof serving", "url", "http://"+ln.Addr().String()+"/debug/pprof/")
 }
 
 // Reload re-reads the policy file and reopens the audit log.

@@ -267,7 +267,14 @@ func (s *Server) get(c *gin.Context) {
 		c.Error(err)
 		return
 	}
-	c.JSON(http.StatusOK, j.Snapshot())
+	// The job keeps its status encoded between changes: pollers cost
+	// neither encoding nor garbage.
+	b, err := j.SnapshotJSON()
+	if err != nil {
+		c.Error(err)
+		return
+	}
+	c.Data(http.StatusOK, "application/json; charset=utf-8", b)
 }
 
 func (s *Server) list(c *gin.Context) {

@@ -61,7 +61,15 @@ type config struct {
 	user         string
 	work         string
 	keep         bool
+	cpuprofile   string
+	gatewayEnv   envList
 }
+
+// envList is a repeatable -gateway-env K=V flag.
+type envList []string
+
+func (e *envList) String() string     { return strings.Join(*e, " ") }
+func (e *envList) Set(v string) error { *e = append(*e, v); return nil }
 
 func main() {
 	var c config
@@ -77,6 +85,8 @@ func main() {
 	flag.StringVar(&c.user, "sandbox-user", "buildgw-sandbox", "user the sandbox runs as when run as root")
 	flag.StringVar(&c.work, "work", "", "parent of the temporary directory (default $TMPDIR or /tmp)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (config, gateway log) for inspection")
+	flag.StringVar(&c.cpuprofile, "cpuprofile", "", "write a CPU profile of the gateway (pprof_listen) taken during the load of the last run to this file")
+	flag.Var(&c.gatewayEnv, "gateway-env", "K=V added to the gateway's environment only, e.g. GOGC=400 or GODEBUG=gctrace=1 (repeatable)")
 	flag.Parse()
 	if c.runs < 1 || c.n < 1 || c.clients < 1 || c.pollers < 1 || c.concurrency < 1 {
 		fmt.Fprintln(os.Stderr, "lifecycle: -runs, -n, -c, -pollers and -concurrency must be positive")
@@ -159,9 +169,18 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 	if err != nil {
 		return res, err
 	}
+	pprofAddr := ""
+	if c.cpuprofile != "" {
+		if pprofAddr, err = freeAddr(); err != nil {
+			return res, err
+		}
+	}
 	queue := ""
 	if c.maxQueued > 0 {
 		queue = fmt.Sprintf("queue:\n  max_queued: %d\n", c.maxQueued)
+	}
+	if pprofAddr != "" {
+		queue += fmt.Sprintf("pprof_listen: %s\n", pprofAddr)
 	}
 	cfg := fmt.Sprintf("listen: %s\nstate_dir: %s\nconcurrency: %d\n%stokens:\n%sregistries:\n  %s:\n    insecure: true\npolicy_file: %s\nrunners:\n  kaniko:\n    executor: %s\n    user: %s\n",
 		listen, filepath.Join(tmp, "state"), c.concurrency, queue, tokYAML.String(), regHost, policy, filepath.Join(c.bin, "kaniko-executor"), c.user)
@@ -177,6 +196,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 	defer logf.Close()
 	cmd := exec.Command(filepath.Join(c.bin, "buildgw"), "serve", "--config", cfgPath)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	cmd.Env = append(os.Environ(), c.gatewayEnv...)
 	d, err := bu.StartDaemon(cmd)
 	if err != nil {
 		return res, err
@@ -225,8 +245,14 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 		if err != nil {
 			return res, err
 		}
-		if _, err := waitFinal(ctx, clients[ci], id); err != nil {
+		b, err := waitFinal(ctx, clients[ci], id)
+		if err != nil {
 			return res, err
+		}
+		if b.Status != api.StatusSucceeded {
+			// A broken setup (an executor built with cgo cannot run in the
+			// sandbox's root) shows here, not after the whole load.
+			return res, fmt.Errorf("warm-up build %s = %s %q, want succeeded (see its log under %s with -keep)", id, b.Status, b.Error, filepath.Join(tmp, "state", "logs"))
 		}
 	}
 
@@ -252,6 +278,15 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 		defer close(pollDone)
 		loadPoll = poll(ctx, hc, url, c, func() []polled { mu.Lock(); defer mu.Unlock(); return known }, 0, allDone)
 	}()
+	profDone := make(chan error, 1)
+	if pprofAddr != "" {
+		// Profile the middle of the load: from a few seconds in for half
+		// of the expected wall time (about 1 s per build per slot).
+		secs := max(5, c.n/c.concurrency/2)
+		go func() { profDone <- cpuProfile(ctx, "http://"+pprofAddr, 3*time.Second, secs, c.cpuprofile) }()
+	} else {
+		profDone <- nil
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, c.clients)
 	for ci := range c.clients {
@@ -290,6 +325,9 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 	<-pollDone
 	close(errs)
 	if err := <-errs; err != nil {
+		return res, err
+	}
+	if err := <-profDone; err != nil {
 		return res, err
 	}
 	res.rssMax, _ = sampler.Stop()
@@ -393,6 +431,35 @@ func poll(ctx context.Context, hc *http.Client, url string, c *config, known fun
 	}
 	wg.Wait()
 	return out
+}
+
+// cpuProfile waits delay, then takes a CPU profile of secs seconds from
+// the gateway's pprof endpoint into path.
+func cpuProfile(ctx context.Context, base string, delay time.Duration, secs int, path string) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(delay):
+	}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, fmt.Sprintf("%s/debug/pprof/profile?seconds=%d", base, secs), nil)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("cpu profile: %s", resp.Status)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	if _, err := io.Copy(f, resp.Body); err != nil {
+		f.Close()
+		return fmt.Errorf("cpu profile: %w", err)
+	}
+	bu.Log.Printf("gateway CPU profile of %ds written to %s", secs, path)
+	return f.Close()
 }
 
 func waitFinal(ctx context.Context, cl *client.Client, id string) (*api.Build, error) {

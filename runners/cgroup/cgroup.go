@@ -12,6 +12,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -88,13 +89,37 @@ func (m *Manager) Create(name string, l Limits) (*Group, error) {
 		}
 	case V2:
 		parent := filepath.Join(m.root, m.parent)
+		// Only the controllers the limits need: a hybrid host's unified
+		// hierarchy has none of those bound to v1, and groups without
+		// limits still hold and kill a sandbox.
+		var need []string
+		if l.MemoryBytes > 0 {
+			need = append(need, "memory")
+		}
+		if l.Pids > 0 {
+			need = append(need, "pids")
+		}
+		if len(need) > 0 {
+			have, err := os.ReadFile(filepath.Join(m.root, "cgroup.controllers"))
+			if err != nil {
+				return nil, fmt.Errorf("reading cgroup controllers: %w", err)
+			}
+			for _, c := range need {
+				if !slices.Contains(strings.Fields(string(have)), c) {
+					return nil, fmt.Errorf("cgroup v2 at %s lacks the %s controller (it offers %q; on a hybrid host it is bound to cgroup v1)", m.root, c, strings.TrimSpace(string(have)))
+				}
+			}
+		}
 		if err := os.MkdirAll(parent, 0o755); err != nil {
 			return nil, fmt.Errorf("creating cgroup %s: %w", parent, err)
 		}
-		// Children get memory and pids only if every ancestor passes them on.
-		for _, d := range []string{m.root, parent} {
-			if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte("+memory +pids"), 0o644); err != nil {
-				return nil, fmt.Errorf("enabling memory and pids controllers in %s: %w", d, err)
+		if len(need) > 0 {
+			// Children get a controller only if every ancestor passes it on.
+			enable := "+" + strings.Join(need, " +")
+			for _, d := range []string{m.root, parent} {
+				if err := os.WriteFile(filepath.Join(d, "cgroup.subtree_control"), []byte(enable), 0o644); err != nil {
+					return nil, fmt.Errorf("enabling %s in %s: %w", enable, d, err)
+				}
 			}
 		}
 		g.dirs = []string{filepath.Join(parent, name)}
@@ -188,6 +213,12 @@ func (g *Group) Remove() error {
 	for _, d := range g.dirs {
 		if !exists(d) {
 			continue
+		}
+		// cgroup v2 (Linux 5.14+) kills every process of the group at once.
+		if kill := filepath.Join(d, "cgroup.kill"); g.version == V2 && exists(kill) {
+			if err := os.WriteFile(kill, []byte("1"), 0o644); err != nil {
+				errs = append(errs, fmt.Errorf("killing cgroup %s: %w", d, err))
+			}
 		}
 		var err error
 		for range 50 {
