@@ -59,6 +59,18 @@ type Build struct {
 	CreatedAt    time.Time  `json:"created_at"`
 	StartedAt    *time.Time `json:"started_at,omitempty"`
 	FinishedAt   *time.Time `json:"finished_at,omitempty"`
+	// BaseImages are the images the build started from, as the gateway
+	// resolved them before it ran (every stage's FROM); the pushed image
+	// names the final stage's in its annotations.
+	BaseImages []BaseImage `json:"base_images,omitempty"`
+}
+
+// BaseImage is an image a build started from.
+type BaseImage struct {
+	// Name is the reference the Dockerfile names, after ARG substitution.
+	Name string `json:"name"`
+	// Digest is the manifest digest the gateway resolved Name to.
+	Digest string `json:"digest"`
 }
 
 // BuildList is the answer to GET /v1/builds.

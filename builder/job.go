@@ -87,6 +87,7 @@ func (j *Job) snapshotLocked() api.Build {
 		Runner:       j.Spec.Runner,
 		Error:        j.err,
 		CreatedAt:    j.created,
+		BaseImages:   apiBaseImages(j.bases),
 	}
 	if !j.started.IsZero() {
 		t := j.started
@@ -161,6 +162,7 @@ func (j *Job) record() *store.Record {
 		StartedAt:        j.started,
 		FinishedAt:       j.finished,
 		Transitions:      slices.Clone(j.transitions),
+		BaseImages:       apiBaseImages(j.bases),
 		LogPath:          j.Log.path,
 		Workspace:        j.workspace,
 	}
@@ -186,6 +188,9 @@ func jobFromRecord(r *store.Record, spec *ValidSpec) *Job {
 		transitions:      r.Transitions,
 		done:             make(chan struct{}),
 	}
+	for _, b := range r.BaseImages {
+		j.bases = append(j.bases, BaseImage{Name: b.Name, Digest: b.Digest})
+	}
 	if len(r.Grant) > 0 {
 		json.Unmarshal(r.Grant, &j.Grant)
 	}
@@ -206,7 +211,15 @@ func (j *Job) BaseImages() []BaseImage {
 func (j *Job) setBaseImages(b []BaseImage) {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	j.bases = b
+	j.bases, j.statusJSON = b, nil
+}
+
+func apiBaseImages(bs []BaseImage) []api.BaseImage {
+	var out []api.BaseImage
+	for _, b := range bs {
+		out = append(out, api.BaseImage{Name: b.Name, Digest: b.Digest})
+	}
+	return out
 }
 
 // Tenant is whose layer cache the job's build uses: the identity's

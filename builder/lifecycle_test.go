@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"sync"
 	"syscall"
@@ -150,7 +151,16 @@ func TestManagerRestart(t *testing.T) {
 	go func() { orphanDone <- orphan.Wait() }()
 	defer orphan.Process.Kill()
 
+	bases := long.Snapshot().BaseImages
+	if len(bases) != 1 || bases[0].Name != base || !strings.HasPrefix(bases[0].Digest, "sha256:") {
+		t.Errorf("base images of the running build = %+v, want %s and its digest", bases, base)
+	}
+
 	m2, _ := r.start(t, true, builder.WithConcurrency(1))
+	// What a build started from is on record after the restart.
+	if j, err := m2.Get("alice", long.ID); err != nil || !reflect.DeepEqual(j.Snapshot().BaseImages, bases) {
+		t.Errorf("base images of %s after restart = %+v (%v), want %+v", long.ID, j.Snapshot().BaseImages, err, bases)
+	}
 	select {
 	case <-orphanDone:
 	case <-time.After(10 * time.Second):

@@ -606,7 +606,6 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 		Labels:             j.Spec.Labels,
 		OutputDir:          out,
 		InsecureRegistries: m.o.insecure,
-		PullCredentials:    m.o.pullCreds,
 		ExtraCAs:           m.o.extraCAs,
 		Network:            j.Grant.Network,
 		Tenant:             j.Tenant(),
@@ -619,6 +618,7 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 		}
 		req.BaseImages = b
 		j.setBaseImages(b.Images)
+		m.saveLogged(j)
 	}
 	img, err := runner.Build(ctx, req, j.Log)
 	if err != nil {

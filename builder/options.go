@@ -22,7 +22,6 @@ type options struct {
 	limits        archive.Limits
 	owner         *owner
 	insecure      []string
-	pullCreds     map[string]Credential
 	extraCAs      []byte
 	bases         BasePreparer
 	logger        *slog.Logger
@@ -153,13 +152,6 @@ func WithObserver(o Observer) Option {
 		opts.observers = append(opts.observers, o)
 		return nil
 	}
-}
-
-// WithPullCredentials gives sandboxes read-only credentials for pulling
-// base images from these registries. Only what the configuration marks for
-// sandboxes belongs here, never push credentials. Default none.
-func WithPullCredentials(creds map[string]Credential) Option {
-	return func(o *options) error { o.pullCreds = creds; return nil }
 }
 
 // WithExtraCAs makes sandboxes trust these PEM roots besides the system's.

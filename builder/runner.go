@@ -66,10 +66,6 @@ type Request struct {
 	OutputDir string
 	// InsecureRegistries are registries that FROM may reach over plain HTTP.
 	InsecureRegistries []string
-	// PullCredentials are the read-only credentials, by registry host, that
-	// the configuration explicitly allows inside sandboxes for pulling base
-	// images. Push credentials are never among them.
-	PullCredentials map[string]Credential
 	// ExtraCAs is PEM roots the sandbox trusts besides the system's, for
 	// registries with a private CA.
 	ExtraCAs []byte
@@ -116,10 +112,4 @@ type BaseImage struct {
 	Name string
 	// Digest is the manifest digest Name resolved to.
 	Digest string
-}
-
-// Credential is a registry username and password.
-type Credential struct {
-	Username string
-	Password string
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -13,6 +14,7 @@ import (
 	"sync/atomic"
 	"testing"
 
+	"github.com/buildgw/buildgw/api"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
@@ -111,6 +113,22 @@ func TestEndToEndBaseImages(t *testing.T) {
 				t.Errorf("%s: annotation %s = %q, want %q", ref, k, got, want)
 			}
 		}
+	}
+
+	// The API shows what each build started from.
+	code, body := g.do(t, http.MethodGet, "/v1/builds", tok, "", nil)
+	var list api.BuildList
+	if err := json.Unmarshal(body, &list); code != http.StatusOK || err != nil {
+		t.Fatalf("GET /v1/builds = %d %v\n%s", code, err, body)
+	}
+	onBase := 0
+	for _, b := range list.Builds {
+		if len(b.BaseImages) == 1 && b.BaseImages[0] == (api.BaseImage{Name: base, Digest: baseDigest.String()}) {
+			onBase++
+		}
+	}
+	if onBase != builds {
+		t.Errorf("GET /v1/builds shows %d builds with base_images [%s %s], want %d\n%s", onBase, base, baseDigest, builds, body)
 	}
 
 	// The audit record of each build names the digest of its base. (The

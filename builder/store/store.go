@@ -47,6 +47,8 @@ type Record struct {
 	FinishedAt time.Time  `json:"finished_at,omitzero"`
 	// Transitions are the states the job went through, oldest first.
 	Transitions []Transition `json:"transitions"`
+	// BaseImages are what the build started from, once resolved.
+	BaseImages []api.BaseImage `json:"base_images,omitempty"`
 
 	// LogPath is the job's log file; Workspace its directory while it
 	// lives.

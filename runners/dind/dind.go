@@ -127,9 +127,9 @@
 //   - The daemon is rootful and the build's containers run as real root
 //     (with Docker's default seccomp and capabilities); the gateway must
 //     run as root.
-//   - Request.PullCredentials are ignored: the daemon never pulls.
-//     ExtraCAs and InsecureRegistries are still passed to the daemon
-//     (SSL_CERT_FILE, --insecure-registry), but no FROM needs them now.
+//   - The daemon never pulls: ExtraCAs and InsecureRegistries are still
+//     passed to it (SSL_CERT_FILE, --insecure-registry), but no FROM needs
+//     them now.
 //   - Images in zstd layers cannot be loaded into dockerd 20.10; such a
 //     base fails the build, naming it.
 //   - No memory, CPU or pids limit is set yet; the per-job cgroup parent is
