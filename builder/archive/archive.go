@@ -119,14 +119,15 @@ func Extract(ctx context.Context, r io.Reader, dir string, lim Limits, opts ...O
 	}
 
 	src := &sourceReader{ctx: ctx, r: r}
-	h := sha256.New()
+	h := newAsyncHash(sha256.New())
+	defer h.close()
 	x := newExtractor(int(root.Fd()), lim.withDefaults(), o, src)
 	defer x.close()
 	if err := x.run(ctx, bufio.NewReader(io.TeeReader(src, h))); err != nil {
 		return nil, err
 	}
 	return &Stats{
-		SHA256: hex.EncodeToString(h.Sum(nil)),
+		SHA256: hex.EncodeToString(h.Sum()),
 		Files:  x.files,
 		Bytes:  x.bytes,
 	}, nil
