@@ -5,6 +5,7 @@ import (
 	"os"
 	"runtime"
 
+	"github.com/buildgw/buildgw/runners/egress"
 	"golang.org/x/sys/unix"
 )
 
@@ -34,7 +35,7 @@ func loopbackUp(pid int) error {
 			errc <- fmt.Errorf("entering the network namespace: %w", err)
 			return
 		}
-		err = setLoopbackUp()
+		err = egress.LoopbackUp()
 		if rerr := unix.Setns(int(self.Fd()), unix.CLONE_NEWNET); rerr != nil {
 			errc <- fmt.Errorf("leaving the network namespace: %w", rerr)
 			return
@@ -43,21 +44,4 @@ func loopbackUp(pid int) error {
 		errc <- err
 	}()
 	return <-errc
-}
-
-func setLoopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return err
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }

@@ -18,6 +18,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Network modes of a sandbox, the values of runners.*.network.
@@ -162,4 +164,23 @@ func Refuse(ctx context.Context, t Tools, pid int, dsts []string) error {
 		return fmt.Errorf("installing the sandbox's network rules: %v: %s", err, strings.TrimSpace(string(out)))
 	}
 	return nil
+}
+
+// LoopbackUp brings up the loopback interface of the calling thread's
+// network namespace: a new namespace starts with it down.
+func LoopbackUp() error {
+	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	ifr, err := unix.NewIfreq("lo")
+	if err != nil {
+		return err
+	}
+	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
+		return err
+	}
+	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
+	return unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr)
 }

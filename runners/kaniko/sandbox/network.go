@@ -1,10 +1,10 @@
 package sandbox
 
 import (
-	"errors"
 	"fmt"
 	"os"
 
+	"github.com/buildgw/buildgw/runners/egress"
 	"golang.org/x/sys/unix"
 )
 
@@ -41,7 +41,7 @@ func setupNetwork(mode string) error {
 	if mode == "" {
 		return nil
 	}
-	if err := loopbackUp(); err != nil {
+	if err := egress.LoopbackUp(); err != nil {
 		return fmt.Errorf("bringing up loopback: %w", err)
 	}
 	if mode == NetworkEgress {
@@ -59,29 +59,6 @@ func setupNetwork(mode string) error {
 	}
 	if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_NET_ADMIN, 0, 0, 0); err != nil {
 		return fmt.Errorf("dropping CAP_NET_ADMIN: %w", err)
-	}
-	return nil
-}
-
-func loopbackUp() error {
-	fd, err := unix.Socket(unix.AF_INET, unix.SOCK_DGRAM|unix.SOCK_CLOEXEC, 0)
-	if err != nil {
-		return err
-	}
-	defer unix.Close(fd)
-	ifr, err := unix.NewIfreq("lo")
-	if err != nil {
-		return err
-	}
-	if err := unix.IoctlIfreq(fd, unix.SIOCGIFFLAGS, ifr); err != nil {
-		return err
-	}
-	ifr.SetUint16(ifr.Uint16() | unix.IFF_UP)
-	if err := unix.IoctlIfreq(fd, unix.SIOCSIFFLAGS, ifr); err != nil {
-		if errors.Is(err, unix.EPERM) {
-			return fmt.Errorf("%w (is the sandbox in a network namespace of its own?)", err)
-		}
-		return err
 	}
 	return nil
 }
