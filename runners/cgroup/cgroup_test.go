@@ -60,35 +60,7 @@ func TestGroupOnHost(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Create = %v", err)
 	}
-	defer g.Remove()
-	cmd := exec.Command("sleep", "300")
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	defer cmd.Process.Kill()
-	if err := g.Add(cmd.Process.Pid); err != nil {
-		t.Fatalf("Add = %v", err)
-	}
-	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
-	if !strings.Contains(string(b), "buildgw-test/"+name) {
-		t.Errorf("/proc/PID/cgroup of an added process = %q, want buildgw-test/%s", b, name)
-	}
-	if got := g.Exceeded(); got != "" {
-		t.Errorf("Exceeded() of an idle group = %q, want none", got)
-	}
-	if err := g.Remove(); err != nil {
-		t.Fatalf("Remove = %v", err)
-	}
-	select {
-	case <-done:
-	case <-time.After(10 * time.Second):
-		t.Error("process in a removed group still runs")
-	}
-	if err := g.Remove(); err != nil {
-		t.Errorf("second Remove = %v, want nil", err)
-	}
+	holdAndKill(t, g, "buildgw-test/"+name)
 }
 
 // TestGroupOnCgroup2 runs the v2 code path against a real cgroup2
@@ -152,35 +124,42 @@ func TestGroupOnCgroup2(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Create without limits = %v", err)
 		}
-		defer g.Remove()
-		cmd := exec.Command("sleep", "300")
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan struct{})
-		go func() { cmd.Wait(); close(done) }()
-		defer cmd.Process.Kill()
-		if err := g.Add(cmd.Process.Pid); err != nil {
-			t.Fatalf("Add = %v", err)
-		}
-		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
-		want := fmt.Sprintf("0::/buildgw-test-v2-%d/%s", os.Getpid(), name)
-		if !strings.Contains(string(b), want) {
-			t.Errorf("/proc/PID/cgroup of an added process = %q, want %s", b, want)
-		}
-		if got := g.Exceeded(); got != "" {
-			t.Errorf("Exceeded() of an idle group = %q, want none", got)
-		}
-		if err := g.Remove(); err != nil {
-			t.Fatalf("Remove = %v", err)
-		}
-		select {
-		case <-done:
-		case <-time.After(10 * time.Second):
-			t.Error("process in a removed group still runs")
-		}
-		if err := g.Remove(); err != nil {
-			t.Errorf("second Remove = %v, want nil", err)
-		}
+		holdAndKill(t, g, fmt.Sprintf("0::/buildgw-test-v2-%d/%s", os.Getpid(), name))
 	})
+}
+
+// holdAndKill adds a process to g, checks that /proc/PID/cgroup names the
+// group (want), and that removing g kills the process; a second Remove
+// does nothing.
+func holdAndKill(t *testing.T, g *cgroup.Group, want string) {
+	t.Helper()
+	defer g.Remove()
+	cmd := exec.Command("sleep", "300")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	defer cmd.Process.Kill()
+	if err := g.Add(cmd.Process.Pid); err != nil {
+		t.Fatalf("Add = %v", err)
+	}
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
+	if !strings.Contains(string(b), want) {
+		t.Errorf("/proc/PID/cgroup of an added process = %q, want %s", b, want)
+	}
+	if got := g.Exceeded(); got != "" {
+		t.Errorf("Exceeded() of an idle group = %q, want none", got)
+	}
+	if err := g.Remove(); err != nil {
+		t.Fatalf("Remove = %v", err)
+	}
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Error("process in a removed group still runs")
+	}
+	if err := g.Remove(); err != nil {
+		t.Errorf("second Remove = %v, want nil", err)
+	}
 }
