@@ -230,7 +230,7 @@ func (e *env) daemonBench(ctx context.Context) (*daemonFigures, error) {
 		f.driver = d.StorageDriver()
 		// Idle footprint once it answers: init, dockerd and containerd.
 		time.Sleep(200 * time.Millisecond)
-		rss := rssOf(dir)
+		rss := bu.RSSUnder(dir)
 		t0 = time.Now()
 		if err := d.Stop(); err != nil {
 			return nil, fmt.Errorf("daemon %d: stopping: %w", i, err)
@@ -245,28 +245,7 @@ func (e *env) daemonBench(ctx context.Context) (*daemonFigures, error) {
 	return f, nil
 }
 
-// rssOf sums the VmRSS of every process whose command line names a path
-// under dir: a daemon's init, dockerd, containerd and shims.
-func rssOf(dir string) int64 {
-	ents, _ := os.ReadDir("/proc")
-	var sum int64
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !strings.Contains(string(b), dir+"/") {
-			continue
-		}
-		if m, err := bu.ReadMem(pid); err == nil {
-			sum += m.RSS
-		}
-	}
-	return sum
-}
-
-// peakRSS samples rssOf(dir) every 100ms until stop is called, and, for a
+// peakRSS samples RSSUnder(dir) every 100ms until stop is called, and, for a
 // job daemon whose data root is a tmpfs, how much of it is used.
 func peakRSS(dir string) (stop func() (rss, tmpfs int64)) {
 	done := make(chan struct{})
@@ -277,7 +256,7 @@ func peakRSS(dir string) (stop func() (rss, tmpfs int64)) {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			p.rss = max(p.rss, rssOf(dir))
+			p.rss = max(p.rss, bu.RSSUnder(dir))
 			p.tmpfs = max(p.tmpfs, tmpfsUsed(dir))
 			select {
 			case <-done:

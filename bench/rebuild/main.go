@@ -25,7 +25,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
@@ -365,29 +364,7 @@ func (e *env) workspace(i int) (*builder.Request, error) {
 	return bu.Workspace(e.r, e.tmp, e.proj.Dir, i, e.base, e.host)
 }
 
-// rssOf sums the VmRSS of every process whose command line names a path
-// under dir: the sandbox's unshare and executor (under the job's
-// workspace), or a daemon's init, dockerd, containerd and shims.
-func rssOf(dir string) int64 {
-	ents, _ := os.ReadDir("/proc")
-	var sum int64
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !strings.Contains(string(b), dir+"/") {
-			continue
-		}
-		if m, err := bu.ReadMem(pid); err == nil {
-			sum += m.RSS
-		}
-	}
-	return sum
-}
-
-// peakRSS samples rssOf(dir) every 100ms until stop is called.
+// peakRSS samples RSSUnder(dir) every 100ms until stop is called.
 func peakRSS(dir string) (stop func() int64) {
 	done := make(chan struct{})
 	res := make(chan int64)
@@ -396,7 +373,7 @@ func peakRSS(dir string) (stop func() int64) {
 		t := time.NewTicker(100 * time.Millisecond)
 		defer t.Stop()
 		for {
-			p = max(p, rssOf(dir))
+			p = max(p, bu.RSSUnder(dir))
 			select {
 			case <-done:
 				res <- p

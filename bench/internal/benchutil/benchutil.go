@@ -365,3 +365,25 @@ func Workspace(o Owner, tmp, proj string, i int, base, host string) (*builder.Re
 	return &builder.Request{ID: fmt.Sprintf("bench-%d", i), Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile",
 		BuildArgs: map[string]string{"BASE": base}, OutputDir: out, InsecureRegistries: []string{host}}, nil
 }
+
+// RSSUnder sums the VmRSS of every process whose command line names a
+// path under dir: a sandbox's unshare and executor (under the job's
+// workspace), or a job daemon's init, dockerd, containerd and shims.
+func RSSUnder(dir string) int64 {
+	ents, _ := os.ReadDir("/proc")
+	var sum int64
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err != nil || !strings.Contains(string(b), dir+"/") {
+			continue
+		}
+		if m, err := ReadMem(pid); err == nil {
+			sum += m.RSS
+		}
+	}
+	return sum
+}
