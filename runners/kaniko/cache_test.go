@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/internal/testenv"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // TestLayerCachePerTenant builds the same Dockerfile for two tenants. A
@@ -28,23 +30,12 @@ func TestLayerCachePerTenant(t *testing.T) {
 		t.Helper()
 		req := netRequest(t, r, dockerfile, "", map[string]string{"BASE": base}, regHost)
 		req.Tenant = tenant
-		b, err := store.Prepare(context.Background(), req, io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.BaseImages = b
-		var logBuf strings.Builder
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		img, err := r.Build(ctx, req, &logBuf)
-		if err != nil {
-			t.Fatalf("Build for %s: %v\n%s", tenant, err, logBuf.String())
-		}
+		img, log := buildWithBases(t, r, store, req)
 		s, err := fileOf(img, "stamp")
 		if err != nil {
 			t.Fatal(err)
 		}
-		return s, logBuf.String()
+		return s, log
 	}
 	a1, _ := build("namespace_path:team-a")
 	a2, logA2 := build("namespace_path:team-a")
@@ -84,4 +75,23 @@ func cacheTestEnv(t *testing.T) (exe, regHost, base string, store *basestore.Sto
 	t.Cleanup(func() { os.RemoveAll(cacheDir) })
 	os.Chmod(cacheDir, 0o711)
 	return exe, regHost, base, store, cacheDir
+}
+
+// buildWithBases has the store fetch req's base images, as the gateway
+// does, then builds, failing the test with the log if the build fails.
+func buildWithBases(t *testing.T, r *Runner, store *basestore.Store, req *builder.Request) (v1.Image, string) {
+	t.Helper()
+	b, err := store.Prepare(context.Background(), req, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.BaseImages = b
+	var log strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	img, err := r.Build(ctx, req, &log)
+	if err != nil {
+		t.Fatalf("Build for %s: %v\n%s", req.Tenant, err, log.String())
+	}
+	return img, log.String()
 }

@@ -1,7 +1,6 @@
 package kaniko
 
 import (
-	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -56,20 +55,9 @@ func TestResultCache(t *testing.T) {
 		if uid, gid, differs := r.Owner(); differs {
 			os.Chown(a, uid, gid)
 		}
-		b, err := store.Prepare(context.Background(), req, io.Discard)
-		if err != nil {
-			t.Fatal(err)
-		}
-		req.BaseImages = b
-		var logBuf strings.Builder
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-		defer cancel()
-		img, err := r.Build(ctx, req, &logBuf)
-		if err != nil {
-			t.Fatalf("Build for %s: %v\n%s", tenant, err, logBuf.String())
-		}
+		img, log := buildWithBases(t, r, store, req)
 		var res result
-		res.log = logBuf.String()
+		res.log = log
 		res.cached = strings.Contains(res.log, cachedLine)
 		d, err := img.Digest()
 		if err != nil {
