@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"path/filepath"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -52,11 +53,18 @@ func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCaus
 			return peak
 		}
 		if minFree := m.o.minFreeBytes; minFree > 0 && u.Bytes > last {
+			where, setting := "the state directory", "min_free_bytes"
+			if m.inMemory(j.workspace) {
+				// Shared by the builds in memory: an eighth of it is
+				// enough of a margin.
+				minFree = min(minFree, uint64(m.o.memBytes/8))
+				where, setting = "the workspaces' tmpfs", "min_free_bytes, or an eighth of workspace_memory_bytes"
+			}
 			var st unix.Statfs_t
-			if err := unix.Statfs(m.stateDir, &st); err == nil {
+			if err := unix.Statfs(filepath.Dir(j.workspace), &st); err == nil {
 				if free := st.Bavail * uint64(st.Bsize); free < minFree {
-					j.Log.Printf("the workspace grew to %s while the state directory has %s free, under the minimum of %s", sizeString(u.Bytes), sizeString(int64(free)), sizeString(int64(minFree)))
-					stop(&DiskError{fmt.Sprintf("the gateway's disk is almost full (%s free, under min_free_bytes of %s) and the build's workspace kept growing; see the build log", sizeString(int64(free)), sizeString(int64(minFree)))})
+					j.Log.Printf("the workspace grew to %s while %s has %s free, under the minimum of %s", sizeString(u.Bytes), where, sizeString(int64(free)), sizeString(int64(minFree)))
+					stop(&DiskError{fmt.Sprintf("%s is almost full (%s free, under %s of %s) and the build's workspace kept growing; see the build log", where, sizeString(int64(free)), setting, sizeString(int64(minFree)))})
 					return peak
 				}
 			}

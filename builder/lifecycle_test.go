@@ -508,7 +508,7 @@ func registryDigestOrEmpty(ref string) string {
 }
 
 // TestManagerDiskAlmostFull runs a build on a state directory of 256 MiB
-// that must keep 120 MiB free: its RUN writes 100 MiB, so the disk falls
+// that must keep 200 MiB free: its RUN writes 100 MiB, so the disk falls
 // under the minimum while the workspace grows, and the build is stopped
 // before the disk fills, naming min_free_bytes.
 func TestManagerDiskAlmostFull(t *testing.T) {
@@ -518,12 +518,12 @@ func TestManagerDiskAlmostFull(t *testing.T) {
 		t.Fatalf("mounting a 256 MiB tmpfs: %v", err)
 	}
 	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
-	m, _ := r.start(t, true, builder.WithJobTimeout(2*time.Minute), builder.WithMinFreeBytes(120<<20),
+	m, _ := r.start(t, true, builder.WithJobTimeout(2*time.Minute), builder.WithMinFreeBytes(200<<20),
 		builder.WithDiskCheckInterval(200*time.Millisecond))
 	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/filler:v1"}},
 		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=100; sleep 60"))
 	b := wait(t, j, 2*time.Minute)
-	const want = "under min_free_bytes of 120 MiB) and the build's workspace kept growing"
+	const want = "under min_free_bytes of 200 MiB) and the build's workspace kept growing"
 	if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
 		t.Errorf("build filling the disk = %v %q, want failed %q; log:\n%s", b.Status, b.Error, want, logOf(t, j))
 	}

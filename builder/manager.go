@@ -79,6 +79,10 @@ type Manager struct {
 	// meanBuild is a moving average of build durations, for Retry-After.
 	meanBuild time.Duration
 
+	// mounted is set when the Manager mounted the workspaces' tmpfs (and
+	// so may unmount it).
+	mounted bool
+
 	trash   chan trashItem // workspaces for the reaper to remove
 	reaping atomic.Bool    // whether a reaper runs (Run was called)
 }
@@ -121,6 +125,12 @@ func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 		meanBuild: 10 * time.Second,
 		trash:     make(chan trashItem, 256),
 	}
+	if o.memBytes > 0 {
+		if err := m.mountMemory(); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	if err := m.recover(); err != nil {
 		st.Close()
 		return nil, err
@@ -128,8 +138,12 @@ func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 	return m, nil
 }
 
-// Close closes the job store. Call it after Run has returned.
-func (m *Manager) Close() error { return m.store.Close() }
+// Close closes the job store, and unmounts the workspaces' tmpfs unless
+// queued builds are kept in it. Call it after Run has returned.
+func (m *Manager) Close() error {
+	m.unmountMemory()
+	return m.store.Close()
+}
 
 // DefaultRunner names the runner of specs that name none.
 func (m *Manager) DefaultRunner() string { return m.o.defaultRunner }
@@ -221,7 +235,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 	if err != nil {
 		return nil, err
 	}
-	ws := filepath.Join(m.stateDir, "jobs", id)
+	ws := filepath.Join(m.workspaceParent(), id)
 	if err := os.Mkdir(ws, 0o700); err != nil {
 		return nil, fmt.Errorf("creating workspace: %w", err)
 	}

@@ -36,6 +36,7 @@ type options struct {
 	minFreeBytes     uint64
 	workspaceMax     int64
 	diskCheckEvery   time.Duration
+	memBytes         int64
 }
 
 // Observer is told of every accepted and every finished build, for
@@ -240,6 +241,22 @@ func WithWorkspaceLimit(maxBytes int64) Option {
 			return fmt.Errorf("workspace limit must not be negative, got %d", maxBytes)
 		}
 		o.workspaceMax = maxBytes
+		return nil
+	}
+}
+
+// WithMemoryWorkspaces keeps workspaces on a tmpfs of maxBytes that the
+// Manager mounts under the state directory (it needs root with
+// CAP_SYS_ADMIN), or keeps the one already mounted there. A build
+// submitted while less than a quarter of it is free goes to disk. The
+// tmpfs stays mounted while it holds queued builds, so they survive a
+// restart of the gateway (not of the host). Default 0: workspaces on disk.
+func WithMemoryWorkspaces(maxBytes int64) Option {
+	return func(o *options) error {
+		if maxBytes < 0 {
+			return fmt.Errorf("memory for workspaces must not be negative, got %d", maxBytes)
+		}
+		o.memBytes = maxBytes
 		return nil
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -27,10 +28,11 @@ func (m *Manager) recover() error {
 	if err != nil {
 		return err
 	}
-	if n := killSandboxes(m.stateDir); n > 0 {
+	if n := killSandboxes(append(m.workspaceDirs(), filepath.Join(m.stateDir, "trash"))); n > 0 {
 		m.o.logger.Warn("killed sandbox processes left by a previous run", "count", n)
 	}
-	if err := unmountUnder(m.stateDir); err != nil {
+	// The workspaces' tmpfs itself stays: it holds the queued builds.
+	if err := unmountUnder(m.stateDir, filepath.Join(m.stateDir, memDir)); err != nil {
 		m.o.logger.Error("unmounting leftovers", "error", err)
 	}
 	sort.Slice(recs, func(a, b int) bool { return recs[a].CreatedAt.Before(recs[b].CreatedAt) })
@@ -94,19 +96,22 @@ func (m *Manager) recover() error {
 	}
 	// Workspaces of jobs that will not run again, and of uploads the
 	// previous run never accepted, go at once.
-	dir := filepath.Join(m.stateDir, "jobs")
-	ents, err := os.ReadDir(dir)
-	if err != nil {
-		return fmt.Errorf("reading workspaces: %w", err)
-	}
-	for _, e := range ents {
-		ws := filepath.Join(dir, e.Name())
-		if !keep[ws] {
-			m.remove(context.Background(), m.o.defaultRunner, ws)
+	removed := 0
+	for _, dir := range m.workspaceDirs() {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return fmt.Errorf("reading workspaces: %w", err)
+		}
+		for _, e := range ents {
+			ws := filepath.Join(dir, e.Name())
+			if !keep[ws] {
+				m.remove(context.Background(), m.o.defaultRunner, ws)
+				removed++
+			}
 		}
 	}
 	if len(recs) > 0 {
-		m.o.logger.Info("job store loaded", "jobs", len(recs), "requeued", requeued, "failed_interrupted", failed, "removed_workspaces", len(ents)-len(keep))
+		m.o.logger.Info("job store loaded", "jobs", len(recs), "requeued", requeued, "failed_interrupted", failed, "removed_workspaces", removed)
 	}
 	return nil
 }
@@ -125,11 +130,14 @@ func contextIntact(ws, dockerfile string) bool {
 }
 
 // killSandboxes kills every process working in, rooted in or run from a
-// workspace under stateDir: sandboxes of a gateway that died without
+// workspace in one of dirs: sandboxes of a gateway that died without
 // stopping them. (They normally die with it, through the parent-death
 // signal; this covers what escaped.) It returns how many it killed.
-func killSandboxes(stateDir string) int {
-	prefixes := []string{filepath.Join(stateDir, "jobs") + "/", filepath.Join(stateDir, "trash") + "/"}
+func killSandboxes(dirs []string) int {
+	var prefixes []string
+	for _, d := range dirs {
+		prefixes = append(prefixes, d+"/")
+	}
 	self := os.Getpid()
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
@@ -186,8 +194,8 @@ func isZombie(pid int) bool {
 }
 
 // unmountUnder detaches every mount of this mount namespace below dir,
-// deepest first.
-func unmountUnder(dir string) error {
+// deepest first, but the mount points in keep.
+func unmountUnder(dir string, keep ...string) error {
 	f, err := os.Open("/proc/self/mountinfo")
 	if err != nil {
 		return err
@@ -201,7 +209,7 @@ func unmountUnder(dir string) error {
 			continue
 		}
 		mp := unescapeMount(fields[4])
-		if strings.HasPrefix(mp, dir+"/") {
+		if strings.HasPrefix(mp, dir+"/") && !slices.Contains(keep, mp) {
 			points = append(points, mp)
 		}
 	}

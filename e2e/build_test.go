@@ -14,6 +14,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/baseimage"
 	"github.com/buildgw/buildgw/internal/testenv"
@@ -202,7 +203,7 @@ func TestEndToEnd(t *testing.T) {
 		if n := countProcs(t, g.stateDir+"/"); n != 0 {
 			t.Errorf("processes naming the state directory after the build = %d, want 0", n)
 		}
-		if left, _ := filepath.Glob(filepath.Join(g.stateDir, "jobs", "*", "dind")); len(left) > 0 {
+		if left, _ := filepath.Glob(filepath.Join(g.stateDir, "*", "*", "dind")); len(left) > 0 {
 			t.Errorf("dind state after the build = %v, want none", left)
 		}
 	})
@@ -270,6 +271,13 @@ func TestEndToEnd(t *testing.T) {
 			time.Sleep(100 * time.Millisecond)
 		}
 		id := g.listBuilds(t, g.tokens["other"])[0].ID
+		// A gateway running as root keeps workspaces on its tmpfs
+		// (workspaces: auto), the job root with the unpacked base too.
+		var st unix.Statfs_t
+		root := filepath.Join(g.stateDir, "mem", id, "root")
+		if err := unix.Statfs(root, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
+			t.Errorf("statfs(%s) = type %#x, %v; want a tmpfs", root, st.Type, err)
+		}
 		stdout, stderr, code := g.cli(t, g.tokens["other"], "cancel", id)
 		if code != 0 || strings.TrimSpace(stdout) != "cancelled" {
 			t.Errorf("cancel = %q, exit %d (%s), want cancelled, 0", stdout, code, stderr)

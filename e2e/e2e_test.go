@@ -27,6 +27,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth/token"
@@ -102,8 +103,13 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 		t.Fatal(err)
 	}
 	os.Chmod(state, 0o711)
-	t.Cleanup(func() { os.RemoveAll(state) })
 	g.stateDir = filepath.Join(state, "state")
+	t.Cleanup(func() {
+		// A gateway killed with builds queued leaves the workspaces'
+		// tmpfs mounted for the next start.
+		unix.Unmount(filepath.Join(g.stateDir, "mem"), unix.MNT_DETACH)
+		os.RemoveAll(state)
+	})
 	tlsDir := t.TempDir()
 	cert, key, ca := testenv.SelfSigned(t, tlsDir)
 	g.caFile = ca
@@ -357,18 +363,27 @@ func (g *gateway) listBuilds(t *testing.T, token string) []api.Build {
 	return l.Builds
 }
 
-// jobsLeft lists the workspaces left in the gateway's state directory.
+// jobsLeft lists the workspaces left in the gateway's state directory,
+// on disk or in memory.
 func (g *gateway) jobsLeft(t *testing.T) []string {
 	t.Helper()
-	entries, err := os.ReadDir(filepath.Join(g.stateDir, "jobs"))
-	if err != nil {
-		t.Fatal(err)
-	}
 	var names []string
-	for _, e := range entries {
-		names = append(names, e.Name())
+	for _, d := range workspaceDirs(g.stateDir) {
+		entries, err := os.ReadDir(d)
+		if err != nil && !os.IsNotExist(err) {
+			t.Fatal(err)
+		}
+		for _, e := range entries {
+			names = append(names, e.Name())
+		}
 	}
 	return names
+}
+
+// workspaceDirs are where a gateway with state directory stateDir keeps
+// workspaces: on disk, and on its tmpfs.
+func workspaceDirs(stateDir string) []string {
+	return []string{filepath.Join(stateDir, "jobs"), filepath.Join(stateDir, "mem")}
 }
 
 // waitNoWorkspaces waits for running jobs' workspaces to be removed.

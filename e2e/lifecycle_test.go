@@ -282,7 +282,10 @@ func (p proc) alive() bool {
 // sandbox's init, kaniko and the RUN steps).
 func sandboxProcs(t *testing.T, stateDir string) []proc {
 	t.Helper()
-	prefixes := []string{filepath.Join(stateDir, "jobs") + "/", filepath.Join(stateDir, "trash") + "/"}
+	var prefixes []string
+	for _, d := range append(workspaceDirs(stateDir), filepath.Join(stateDir, "trash")) {
+		prefixes = append(prefixes, d+"/")
+	}
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)

@@ -79,6 +79,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad network", "listen: 127.0.0.1:1\ntokens:\n" + token + "    allow_networks: [not-a-net]\n", "not-a-net"},
 		{"bad sandbox network", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  kaniko:\n    network: host\n", "runners.kaniko.network"},
 		{"bad dind network", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    network: host\n", "runners.dind.network"},
+		{"bad workspaces", "listen: 127.0.0.1:1\ntokens:\n" + token + "workspaces: ram\n", "workspaces"},
+		{"small workspace tmpfs", "listen: 127.0.0.1:1\ntokens:\n" + token + "workspace_memory_bytes: 4096\n", "workspace_memory_bytes"},
 		{"zero base image store", "listen: 127.0.0.1:1\ntokens:\n" + token + "base_images:\n  max_bytes: 0\n", "base_images"},
 	}
 	for _, tc := range tests {
@@ -171,5 +173,39 @@ func TestDindDataRoot(t *testing.T) {
 		if _, got := c.dindOptions(); got != tc.want {
 			t.Errorf("dindOptions(%s) data root = %q, want %q", tc.name, got, tc.want)
 		}
+	}
+}
+
+func TestWorkspaceMemory(t *testing.T) {
+	mem := memTotal()
+	auto := min(mem/4, maxDefaultWorkspaceMemory) &^ (1<<20 - 1)
+	tests := []struct {
+		name       string
+		workspaces string
+		bytes      int64
+		canMount   bool
+		mounted    int64
+		want       int64
+	}{
+		{"disk", "disk", 1 << 30, true, 0, 0},
+		{"disk, a tmpfs mounted", "disk", 0, false, 1 << 30, 0},
+		{"auto without CAP_SYS_ADMIN", "auto", 1 << 30, false, 0, 0},
+		{"auto without CAP_SYS_ADMIN, a tmpfs mounted", "auto", 0, false, 2 << 30, 2 << 30},
+		{"auto, default size", "auto", 0, true, 0, auto},
+		{"auto, explicit size", "", 512 << 20, true, 0, 512 << 20},
+		// Asked for explicitly: the Manager's mount fails at start-up,
+		// naming what is missing, rather than falling back quietly.
+		{"memory without CAP_SYS_ADMIN", "memory", 512 << 20, false, 0, 512 << 20},
+	}
+	for _, tc := range tests {
+		c := Config{Lifecycle: Lifecycle{Workspaces: tc.workspaces, WorkspaceMemoryBytes: tc.bytes}}
+		if got, where := c.workspaceMemory(tc.canMount, tc.mounted); got != tc.want {
+			t.Errorf("workspaceMemory(%s) = %d (%s), want %d", tc.name, got, where, tc.want)
+		}
+	}
+	// This test runs as root where CI runs it; either way canMount must
+	// agree with the effective capabilities.
+	if got, want := canMount(), os.Geteuid() == 0; got != want {
+		t.Errorf("canMount() = %v as uid %d, want %v", got, os.Geteuid(), want)
 	}
 }

@@ -26,6 +26,8 @@ type DevOptions struct {
 	Listen string
 	// Executor is the kaniko executor. Default as in KanikoRunner.
 	Executor string
+	// Workspaces is auto, memory or disk, as in Lifecycle. Default auto.
+	Workspaces string
 }
 
 // RunDev runs the embedded default: the API and a registry (blobs on
@@ -89,6 +91,9 @@ rules:
 		return err
 	}
 	cfg.Runners.Kaniko.Executor = o.Executor
+	if o.Workspaces != "" {
+		cfg.Workspaces = o.Workspaces
+	}
 	g, err := New(cfg, log)
 	if err != nil {
 		return err

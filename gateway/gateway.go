@@ -96,6 +96,9 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithMinFreeBytes(cfg.MinFreeBytes),
 		builder.WithWorkspaceLimit(cfg.WorkspaceMaxBytes),
 	}
+	memBytes, workspaces := cfg.workspaceMemory(canMount(), builder.MountedMemory(cfg.StateDir))
+	opts = append(opts, builder.WithMemoryWorkspaces(memBytes))
+	log.Info("workspaces", "in", workspaces)
 	opts = append(opts, regOpts...)
 	if !cfg.Runners.Dind.Disabled {
 		dopts, dataRoot := cfg.dindOptions()

@@ -72,6 +72,7 @@ type config struct {
 	seed       uint64
 	skipVerify bool
 	cache      bool
+	workspaces string
 }
 
 func main() {
@@ -93,6 +94,7 @@ func main() {
 	flag.IntVar(&c.genFiles, "gen-files", 2000, "files the Dockerfile's RUN writes")
 	flag.Uint64Var(&c.seed, "seed", 1, "seed of the reference project")
 	flag.BoolVar(&c.skipVerify, "skip-verify", false, "do not pull images back to check them")
+	flag.StringVar(&c.workspaces, "workspaces", "auto", "where workspaces live, for (a) and the gateway of (b) alike: memory (a tmpfs; needs root), disk, or auto (memory as root, as the gateway's default)")
 	flag.BoolVar(&c.cache, "cache", false, "let (b) use the gateway's caches (by default it submits with --no-cache, so that both sides build cold)")
 	flag.Parse()
 	if c.flagMode && c.phaseMode {
@@ -122,6 +124,9 @@ type env struct {
 	reg     string
 	base    string
 	counter int
+	// memory: workspaces on a tmpfs, (a)'s mounted by the benchmark, (b)'s
+	// by the gateway.
+	memory bool
 	// lastCopy is how long direct's (untimed) copy of the context took.
 	lastCopy time.Duration
 }
@@ -179,6 +184,27 @@ func run(ctx context.Context, c *config) (err error) {
 	if err := os.Mkdir(e.logs, 0o700); err != nil {
 		return err
 	}
+	switch c.workspaces {
+	case "memory":
+		e.memory = true
+	case "auto":
+		e.memory = os.Geteuid() == 0
+	case "disk":
+	default:
+		return fmt.Errorf("-workspaces %q: want auto, memory or disk", c.workspaces)
+	}
+	if e.memory {
+		// (a)'s workspaces on a tmpfs, as the gateway keeps (b)'s.
+		direct := filepath.Join(e.tmp, "direct")
+		if err := os.Mkdir(direct, 0o711); err != nil {
+			return err
+		}
+		if err := unix.Mount("bench-workspaces", direct, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0711,size=4g"); err != nil {
+			return fmt.Errorf("mounting a tmpfs for (a)'s workspaces: %w", err)
+		}
+		defer unix.Unmount(direct, unix.MNT_DETACH)
+	}
+	bu.Log.Printf("workspaces in memory: %v", e.memory)
 
 	bu.Log.Printf("generating the reference project (%d files, %s MiB) in %s", c.files, bu.MiB(c.bytes), e.tmp)
 	e.proj, err = refproject.Generate(filepath.Join(e.tmp, "project"), c.files, c.bytes, c.seed, c.genFiles)
@@ -215,7 +241,11 @@ func (e *env) startGateway(ctx context.Context, bin string) error {
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(bin, "serve", "--dev", "--state-dir", state, "--executor", e.exe)
+	ws := "disk"
+	if e.memory {
+		ws = "memory"
+	}
+	cmd := exec.Command(bin, "serve", "--dev", "--state-dir", state, "--executor", e.exe, "--workspaces", ws)
 	cmd.Stdout = lf
 	cmd.Stderr = lf
 	if e.c.verbose {
@@ -447,7 +477,7 @@ const sandboxNice = 10
 func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.Duration, int64, error) {
 	args := []string{
 		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--fork", "--kill-child",
-		"--", filepath.Join(w.root, "kaniko", "executor"),
+		"--", e.executorFor(w.root),
 		"--context=dir://" + sandbox.Workspace,
 		"--dockerfile=" + path.Join(sandbox.Workspace, "Dockerfile"),
 		"--force",
@@ -467,6 +497,9 @@ func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.
 		sandbox.EnvRoot + "=" + w.root,
 		sandbox.EnvContext + "=" + w.ctxDir,
 		sandbox.EnvOutput + "=" + w.out,
+	}
+	if e.cred != nil {
+		cmd.Env = append(cmd.Env, sandbox.EnvExecutor+"="+e.exe)
 	}
 	logPath := filepath.Join(e.logs, fmt.Sprintf("direct-%d.log", e.counter))
 	lf, err := os.Create(logPath)
@@ -508,6 +541,15 @@ func (e *env) chown(p string) error {
 	return os.Lchown(p, int(e.cred.Uid), int(e.cred.Gid))
 }
 
+// executorFor is the program the sandbox of root starts, as in
+// runners/kaniko.
+func (e *env) executorFor(root string) string {
+	if e.cred != nil {
+		return e.exe
+	}
+	return filepath.Join(root, "kaniko", "executor")
+}
+
 // prepareRoot lays out the job root as runners/kaniko prepareRoot does.
 func (e *env) prepareRoot(root string) error {
 	for _, d := range []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"} {
@@ -519,11 +561,15 @@ func (e *env) prepareRoot(root string) error {
 			return err
 		}
 	}
+	// As root, the executor is bound over an empty file in the sandbox
+	// (sandbox.EnvExecutor); otherwise each job has its own copy.
 	exe := filepath.Join(root, "kaniko", "executor")
-	if e.cred == nil || os.Link(e.exe, exe) != nil {
-		if err := copyFile(e.exe, exe, 0o755); err != nil {
+	if e.cred != nil {
+		if err := os.WriteFile(exe, nil, 0o755); err != nil {
 			return fmt.Errorf("installing executor: %w", err)
 		}
+	} else if err := copyFile(e.exe, exe, 0o755); err != nil {
+		return fmt.Errorf("installing executor: %w", err)
 	}
 	if err := copyFile(e.c.caCerts, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt"), 0o644); err != nil {
 		return fmt.Errorf("installing CA certificates: %w", err)

@@ -484,28 +484,34 @@ func Reap(stateDir string) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	jobs := filepath.Join(stateDir, "jobs")
 	dirs := map[string]bool{}
 	// Workspaces the Manager trashed but had not removed yet hold no
 	// process or mount any more, but are cleaned all the same.
-	for _, pat := range []string{filepath.Join(jobs, "*", "dind"), filepath.Join(stateDir, "trash", "*", "dind")} {
-		if m, err := filepath.Glob(pat); err == nil {
+	if m, err := filepath.Glob(filepath.Join(stateDir, "trash", "*", "dind")); err == nil {
+		for _, d := range m {
+			dirs[d] = true
+		}
+	}
+	// Workspaces are on disk (jobs) or on the Manager's tmpfs (mem).
+	for _, parent := range []string{"jobs", "mem"} {
+		jobs := filepath.Join(stateDir, parent)
+		if m, err := filepath.Glob(filepath.Join(jobs, "*", "dind")); err == nil {
 			for _, d := range m {
 				dirs[d] = true
 			}
 		}
-	}
-	// Processes whose directory is gone already.
-	for _, p := range procs() {
-		for _, a := range p.args {
-			i := strings.Index(a, jobs+"/")
-			if i < 0 {
-				continue
-			}
-			rest := a[i+len(jobs)+1:]
-			id, after, ok := strings.Cut(rest, "/")
-			if ok && id != "" && (after == "dind" || strings.HasPrefix(after, "dind/")) {
-				dirs[filepath.Join(jobs, id, "dind")] = true
+		// Processes whose directory is gone already.
+		for _, p := range procs() {
+			for _, a := range p.args {
+				i := strings.Index(a, jobs+"/")
+				if i < 0 {
+					continue
+				}
+				rest := a[i+len(jobs)+1:]
+				id, after, ok := strings.Cut(rest, "/")
+				if ok && id != "" && (after == "dind" || strings.HasPrefix(after, "dind/")) {
+					dirs[filepath.Join(jobs, id, "dind")] = true
+				}
 			}
 		}
 	}

@@ -168,7 +168,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	// added below.
 	args := append([]string{
 		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--net", "--fork", "--kill-child",
-		"--", filepath.Join(root, "kaniko", "executor"),
+		"--", r.executorFor(root),
 	}, kargs...)
 	var grp *cgroup.Group
 	var holdR, release *os.File
@@ -202,7 +202,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 		// The executor holds until it is in the group, then becomes
 		// unshare: nothing of the build ever runs outside the group.
-		cmd = exec.CommandContext(ctx, filepath.Join(root, "kaniko", "executor"), args...)
+		cmd = exec.CommandContext(ctx, r.executorFor(root), args...)
 		if holdR, release, err = os.Pipe(); err != nil {
 			return nil, err
 		}
@@ -223,6 +223,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	}
 	if grp != nil {
 		cmd.Env = append(cmd.Env, sandbox.EnvHold+"="+holdProg)
+	}
+	if r.cred != nil {
+		cmd.Env = append(cmd.Env, sandbox.EnvExecutor+"="+r.o.executor)
 	}
 	// Images come only from what the gateway fetched; without any, an
 	// empty directory, so that a FROM fails saying so.
@@ -407,14 +410,19 @@ func (r *Runner) prepareRoot(root string, req *builder.Request) error {
 			return err
 		}
 	}
-	// The executor stays owned by the gateway: when the gateway is root,
-	// it maps to no user inside the sandbox, so no build step can alter it,
-	// and a hard link costs nothing. Otherwise each job gets its own copy.
+	// When the gateway is root, the sandbox gets the gateway's executor
+	// itself, bound read-only over an empty file (sandbox.EnvExecutor): it
+	// is owned by a user that does not exist inside the sandbox, so no
+	// build step can alter it, and it costs nothing (a hard link could not
+	// reach a workspace on another file system, a tmpfs). Otherwise the
+	// sandbox's root would own it: each job gets its own copy.
 	exe := filepath.Join(root, "kaniko", "executor")
-	if r.cred == nil || os.Link(r.o.executor, exe) != nil {
-		if err := copyFile(r.o.executor, exe, 0o755); err != nil {
-			return fmt.Errorf("installing executor: %w", err)
+	if r.cred != nil {
+		if err := os.WriteFile(exe, nil, 0o755); err != nil {
+			return fmt.Errorf("preparing job root: %w", err)
 		}
+	} else if err := copyFile(r.o.executor, exe, 0o755); err != nil {
+		return fmt.Errorf("installing executor: %w", err)
 	}
 	if err := installCAs(r.o.caCerts, req.ExtraCAs, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt")); err != nil {
 		return fmt.Errorf("installing CA certificates: %w", err)
@@ -422,6 +430,15 @@ func (r *Runner) prepareRoot(root string, req *builder.Request) error {
 	// No registry credential of any kind: the executor takes base images
 	// only from req.BaseImages, fetched by the gateway.
 	return nil
+}
+
+// executorFor is the executor the sandbox of the job root starts: the
+// gateway's own when it is bound into the root, else the job's copy.
+func (r *Runner) executorFor(root string) string {
+	if r.cred != nil {
+		return r.o.executor
+	}
+	return filepath.Join(root, "kaniko", "executor")
 }
 
 func installCAs(system string, extra []byte, dst string) error {

@@ -65,6 +65,7 @@ func NewCmdServe() *cobra.Command {
 	f.StringVar(&dopts.StateDir, "state-dir", "", "state directory (overrides the config's state_dir)")
 	f.StringVar(&dopts.Listen, "listen", "", "dev mode API address (default 127.0.0.1:0, any free port)")
 	f.StringVar(&dopts.Executor, "executor", "", "dev mode kaniko executor (default: kaniko-executor beside buildgw, else on PATH)")
+	f.StringVar(&dopts.Workspaces, "workspaces", "", "dev mode: where workspaces live, auto, memory or disk (default auto, as the config's workspaces)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

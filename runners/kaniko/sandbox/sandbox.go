@@ -22,6 +22,9 @@ const (
 	EnvBase    = "BUILDGW_SANDBOX_BASE"    // mounted read-only at BaseImages
 	EnvCache   = "BUILDGW_SANDBOX_CACHE"   // the tenant's layer cache, mounted at LayerCache
 	EnvRemove  = "BUILDGW_SANDBOX_REMOVE"  // remove this tree and exit
+	// EnvExecutor, if set, is the gateway's executor, bound read-only at
+	// /kaniko/executor.
+	EnvExecutor = "BUILDGW_SANDBOX_EXECUTOR"
 	// EnvHold names the program to become once the gateway writes a byte
 	// to file descriptor fdRelease: the gateway first moves the process
 	// into the build's cgroup, so that everything the build starts is
@@ -69,11 +72,11 @@ func Enter() (bool, error) {
 	if root == "" {
 		return true, nil
 	}
-	ctxDir, out, base, network, cache := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), os.Getenv(EnvNetwork), os.Getenv(EnvCache)
-	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork, EnvCache} {
+	ctxDir, out, base, network, cache, exe := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), os.Getenv(EnvNetwork), os.Getenv(EnvCache), os.Getenv(EnvExecutor)
+	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork, EnvCache, EnvExecutor} {
 		os.Unsetenv(k)
 	}
-	if err := pivot(root, ctxDir, out, base, cache); err != nil {
+	if err := pivot(root, ctxDir, out, base, cache, exe); err != nil {
 		return false, fmt.Errorf("preparing sandbox: %w", err)
 	}
 	if err := setupNetwork(network); err != nil {
@@ -95,7 +98,7 @@ func Enter() (bool, error) {
 // executorPath is where the runner installs the executor in the job root.
 const executorPath = "/kaniko/executor"
 
-func pivot(root, ctxDir, out, base, cache string) error {
+func pivot(root, ctxDir, out, base, cache, exe string) error {
 	// Nothing mounted here may propagate back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
@@ -115,6 +118,9 @@ func pivot(root, ctxDir, out, base, cache string) error {
 	binds := []bind{
 		{ctxDir, Workspace[1:], unix.MS_BIND, true},
 		{out, Output[1:], unix.MS_BIND, false},
+	}
+	if exe != "" {
+		binds = append(binds, bind{exe, executorPath[1:], unix.MS_BIND, true})
 	}
 	if base != "" {
 		binds = append(binds, bind{base, BaseImages[1:], unix.MS_BIND, true})
