@@ -1,7 +1,9 @@
 package builder_test
 
 import (
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -76,9 +78,42 @@ func TestMemoryWorkspaces(t *testing.T) {
 		t.Errorf("workspaces in memory after shutdown = %v, want only the queued build's %s", got, queued.ID)
 	}
 
-	// The next start finds it and builds it; the cancelled one's
-	// workspace is gone.
+	// A process a killed gateway left in a workspace in memory, in a
+	// mount namespace of its own where the tmpfs is detached, as after a
+	// sandbox's pivot_root: seen from outside, its directory reads
+	// "/leftover", not a path under the state directory.
+	left := filepath.Join(mem, "leftover")
+	if err := os.Mkdir(left, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	orphan := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "umount -l "+mem+" && exec sleep 300")
+	orphan.Dir = left
+	if err := orphan.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { orphan.Wait(); close(exited) }()
+	t.Cleanup(func() { orphan.Process.Kill() })
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", orphan.Process.Pid)); cwd == "/leftover" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the process left in the workspace never detached it")
+		}
+	}
+
+	// The next start kills it, finds the queued build and builds it; the
+	// other workspaces are gone.
 	m2, stop2 := r.start(t, true, opts...)
+	select {
+	case <-exited:
+	case <-time.After(10 * time.Second):
+		t.Errorf("the process left in a workspace in memory still runs after a restart")
+	}
+	if _, err := os.Stat(left); !os.IsNotExist(err) {
+		t.Errorf("leftover workspace after a restart: stat = %v, want it gone", err)
+	}
 	j, err := m2.Get("bob", queued.ID)
 	if err != nil {
 		t.Fatal(err)

@@ -135,8 +135,18 @@ func contextIntact(ws, dockerfile string) bool {
 // signal; this covers what escaped.) It returns how many it killed.
 func killSandboxes(dirs []string) int {
 	var prefixes []string
+	var devs []uint64
 	for _, d := range dirs {
 		prefixes = append(prefixes, d+"/")
+		// A process in a mount namespace of its own shows a directory on
+		// a file system other than the root's relative to that file
+		// system's root ("/ID/root"), not under d; its device tells.
+		if isTmpfs(d) {
+			var st unix.Stat_t
+			if unix.Stat(d, &st) == nil {
+				devs = append(devs, st.Dev)
+			}
+		}
 	}
 	self := os.Getpid()
 	ents, err := os.ReadDir("/proc")
@@ -149,7 +159,7 @@ func killSandboxes(dirs []string) int {
 		if err != nil || pid == self || pid == 1 {
 			continue
 		}
-		if procUnder(pid, prefixes) {
+		if procUnder(pid, prefixes, devs) {
 			if unix.Kill(pid, unix.SIGKILL) == nil {
 				killed = append(killed, pid)
 			}
@@ -168,8 +178,12 @@ func killSandboxes(dirs []string) int {
 	return len(killed)
 }
 
-func procUnder(pid int, prefixes []string) bool {
+func procUnder(pid int, prefixes []string, devs []uint64) bool {
 	for _, l := range []string{"cwd", "root", "exe"} {
+		var st unix.Stat_t
+		if len(devs) > 0 && unix.Stat(fmt.Sprintf("/proc/%d/%s", pid, l), &st) == nil && slices.Contains(devs, st.Dev) {
+			return true
+		}
 		t, err := os.Readlink(fmt.Sprintf("/proc/%d/%s", pid, l))
 		if err != nil {
 			continue

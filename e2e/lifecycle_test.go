@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"golang.org/x/sys/unix"
+
 	"github.com/buildgw/buildgw/api"
 )
 
@@ -114,9 +116,12 @@ func TestLifecycleKillRestart(t *testing.T) {
 	if left := sandboxProcs(t, g.stateDir); len(left) != 0 {
 		t.Errorf("processes in workspaces after the restart: %+v", left)
 	}
+	// The workspaces' tmpfs stays while the gateway runs; nothing else.
 	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	if strings.Contains(string(mounts), g.stateDir) {
-		t.Errorf("mounts under the state directory remain:\n%s", mounts)
+	for _, l := range strings.Split(string(mounts), "\n") {
+		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], g.stateDir) && f[4] != filepath.Join(g.stateDir, "mem") {
+			t.Errorf("mount under the state directory remains: %s", l)
+		}
 	}
 }
 
@@ -286,6 +291,13 @@ func sandboxProcs(t *testing.T, stateDir string) []proc {
 	for _, d := range append(workspaceDirs(stateDir), filepath.Join(stateDir, "trash")) {
 		prefixes = append(prefixes, d+"/")
 	}
+	// Seen from outside its mount namespace, a sandbox's directory on the
+	// workspaces' tmpfs reads "/ID/root": its device tells.
+	var mem, state unix.Stat_t
+	var memFS unix.Statfs_t
+	memOK := unix.Stat(filepath.Join(stateDir, "mem"), &mem) == nil && unix.Stat(stateDir, &state) == nil &&
+		unix.Statfs(filepath.Join(stateDir, "mem"), &memFS) == nil && memFS.Type == unix.TMPFS_MAGIC && mem.Dev != state.Dev
+	memDev := mem.Dev
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
@@ -308,6 +320,10 @@ func sandboxProcs(t *testing.T, stateDir string) []proc {
 			for _, p := range prefixes {
 				in[pid] = in[pid] || strings.HasPrefix(cwd, p)
 			}
+		}
+		var st unix.Stat_t
+		if memOK && unix.Stat(fmt.Sprintf("/proc/%d/cwd", pid), &st) == nil && st.Dev == memDev {
+			in[pid] = true
 		}
 	}
 	var out []proc

@@ -48,6 +48,8 @@ type config struct {
 	work     string
 	keep     bool
 	verbose  bool
+	// workspaces is the gateway's workspaces setting.
+	workspaces string
 }
 
 func main() {
@@ -58,6 +60,7 @@ func main() {
 	flag.DurationVar(&c.sample, "sample", 50*time.Millisecond, "VmRSS sampling interval of the gateway")
 	flag.StringVar(&c.bin, "bin", "bin", "directory holding buildgw and kaniko-executor (scripts/setup builds them)")
 	flag.StringVar(&c.work, "work", "", "parent of the temporary directory (default $TMPDIR or /tmp); the gateway's state directory goes there, so it needs room for one context")
+	flag.StringVar(&c.workspaces, "workspaces", "auto", "the gateway's workspaces setting: auto (memory when run as root), memory (a tmpfs the gateway mounts; the context then takes memory, not disk) or disk")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (logs) for inspection")
 	flag.BoolVar(&c.verbose, "v", false, "also copy the gateway's log to stderr")
 	flag.Parse()
@@ -263,10 +266,11 @@ tokens:
   - name: bench
     sha256: %s
 policy_file: %s
+workspaces: %s
 runners:
   kaniko:
     executor: %s
-`, filepath.Join(e.tmp, "state"), strings.TrimSpace(string(out)), policy, exe)
+`, filepath.Join(e.tmp, "state"), strings.TrimSpace(string(out)), policy, e.c.workspaces, exe)
 	cfgPath := filepath.Join(e.tmp, "buildgw.yaml")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		return err
