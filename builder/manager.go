@@ -679,7 +679,7 @@ func annotateBase(img v1.Image, base BaseImage) v1.Image {
 // reported as soon as it is over. Without a reaper (Run not started) it
 // removes in place.
 func (m *Manager) removeWorkspace(ctx context.Context, runner, ws string) {
-	trash := filepath.Join(m.stateDir, "trash", filepath.Base(ws))
+	trash := filepath.Join(m.trashDir(ws), filepath.Base(ws))
 	if m.reaping.Load() && os.Rename(ws, trash) == nil {
 		select {
 		case m.trash <- trashItem{runner, trash}:
@@ -696,10 +696,11 @@ type trashItem struct{ runner, dir string }
 // reap removes trashed workspaces until ctx ends, then what is left.
 // Workspaces trashed before a restart are removed first.
 func (m *Manager) reap(ctx context.Context) {
-	dir := filepath.Join(m.stateDir, "trash")
-	if ents, err := os.ReadDir(dir); err == nil {
-		for _, e := range ents {
-			m.remove(ctx, m.o.defaultRunner, filepath.Join(dir, e.Name()))
+	for _, dir := range m.trashDirs() {
+		if ents, err := os.ReadDir(dir); err == nil {
+			for _, e := range ents {
+				m.remove(ctx, m.o.defaultRunner, filepath.Join(dir, e.Name()))
+			}
 		}
 	}
 	for {

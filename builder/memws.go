@@ -25,6 +25,10 @@ import (
 // memDir is the tmpfs's mount point under the state directory.
 const memDir = "mem"
 
+// memTrash is where workspaces in memory go to be removed: a rename
+// within the tmpfs.
+const memTrash = ".trash"
+
 // memSource is the source of the tmpfs the Manager mounts, which tells it
 // apart from one the operator mounted.
 const memSource = "buildgw-workspaces"
@@ -37,6 +41,7 @@ func (m *Manager) mountMemory() error {
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
+	defer os.Mkdir(filepath.Join(dir, memTrash), 0o700)
 	if isTmpfs(dir) {
 		// Ours from an earlier run (with queued builds in it) is ours
 		// to unmount; the operator's is not.
@@ -59,6 +64,7 @@ func (m *Manager) unmountMemory() {
 		return // not ours
 	}
 	dir := filepath.Join(m.stateDir, memDir)
+	os.Remove(filepath.Join(dir, memTrash)) // fails unless empty
 	if ents, err := os.ReadDir(dir); err != nil || len(ents) > 0 {
 		return
 	}
@@ -83,6 +89,24 @@ func (m *Manager) workspaceParent() string {
 // inMemory reports whether ws is on the workspaces' tmpfs.
 func (m *Manager) inMemory(ws string) bool {
 	return m.o.memBytes > 0 && filepath.Dir(ws) == filepath.Join(m.stateDir, memDir)
+}
+
+// trashDir is where ws goes when its build is over: a rename away, on the
+// same file system.
+func (m *Manager) trashDir(ws string) string {
+	if m.inMemory(ws) {
+		return filepath.Join(m.stateDir, memDir, memTrash)
+	}
+	return filepath.Join(m.stateDir, "trash")
+}
+
+// trashDirs are the directories trashDir returns.
+func (m *Manager) trashDirs() []string {
+	dirs := []string{filepath.Join(m.stateDir, "trash")}
+	if m.o.memBytes > 0 {
+		dirs = append(dirs, filepath.Join(m.stateDir, memDir, memTrash))
+	}
+	return dirs
 }
 
 // workspaceDirs are the directories that hold workspaces.

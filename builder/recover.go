@@ -28,7 +28,7 @@ func (m *Manager) recover() error {
 	if err != nil {
 		return err
 	}
-	if n := killSandboxes(append(m.workspaceDirs(), filepath.Join(m.stateDir, "trash"))); n > 0 {
+	if n := killSandboxes(append(m.workspaceDirs(), m.trashDirs()...)); n > 0 {
 		m.o.logger.Warn("killed sandbox processes left by a previous run", "count", n)
 	}
 	// The workspaces' tmpfs itself stays: it holds the queued builds.
@@ -104,6 +104,9 @@ func (m *Manager) recover() error {
 		}
 		for _, e := range ents {
 			ws := filepath.Join(dir, e.Name())
+			if e.Name() == memTrash {
+				continue // emptied by the reaper
+			}
 			if !keep[ws] {
 				m.remove(context.Background(), m.o.defaultRunner, ws)
 				removed++

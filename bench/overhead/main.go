@@ -507,12 +507,14 @@ func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.
 		return 0, 0, err
 	}
 	defer lf.Close()
-	cmd.Stdout, cmd.Stderr = lf, lf
+	stamped := &bu.StampWriter{W: lf}
+	cmd.Stdout, cmd.Stderr = stamped, stamped
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, Credential: e.cred}
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 
 	start := time.Now()
+	stamped.T0 = start
 	err = cmd.Start()
 	if err == nil {
 		// At the runner's niceness: the gateway runs every sandbox at
@@ -653,13 +655,17 @@ func (e *env) viaGateway(ctx context.Context, tag string) (*gwRun, error) {
 	}
 	cmd := exec.CommandContext(ctx, e.ctl, append(args, e.proj.Dir)...)
 	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME"), "BUILDGW_URL=" + e.url, "BUILDGW_TOKEN=" + e.token}
-	cmd.Stderr = lf
+	// Stamped with the time since the start, for finding where the time
+	// goes.
+	stamped := &bu.StampWriter{W: lf}
+	cmd.Stderr = stamped
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	stdout, err := cmd.StdoutPipe()
 	if err != nil {
 		return nil, err
 	}
 	start := time.Now()
+	stamped.T0 = start
 	if err := cmd.Start(); err != nil {
 		return nil, err
 	}
@@ -689,7 +695,13 @@ func (e *env) viaGateway(ctx context.Context, tag string) (*gwRun, error) {
 	}
 	// Phases from the gateway's own log.
 	if id := jobID(logPath); id != "" {
+		// The gateway logs "build finished" just after it reports the
+		// result, so it may not be written yet.
 		acc, started, finished := gatewayPhases(e.gwLog, id)
+		for deadline := time.Now().Add(2 * time.Second); finished.IsZero() && time.Now().Before(deadline); {
+			time.Sleep(20 * time.Millisecond)
+			acc, started, finished = gatewayPhases(e.gwLog, id)
+		}
 		if !acc.IsZero() {
 			r.upload = acc.Sub(start)
 		}
@@ -700,10 +712,13 @@ func (e *env) viaGateway(ctx context.Context, tag string) (*gwRun, error) {
 	return r, nil
 }
 
-// jobID finds "build ID queued" in buildctl-lite's stderr.
+// jobID finds "build ID queued" in buildctl-lite's stderr (stamped).
 func jobID(logPath string) string {
 	b, _ := os.ReadFile(logPath)
 	for _, l := range strings.Split(string(b), "\n") {
+		if _, rest, ok := strings.Cut(l, "] "); ok && strings.HasPrefix(l, "[") {
+			l = rest
+		}
 		f := strings.Fields(l)
 		if len(f) == 3 && f[0] == "build" && f[2] == "queued" {
 			return f[1]

@@ -487,9 +487,11 @@ func Reap(stateDir string) ([]string, error) {
 	dirs := map[string]bool{}
 	// Workspaces the Manager trashed but had not removed yet hold no
 	// process or mount any more, but are cleaned all the same.
-	if m, err := filepath.Glob(filepath.Join(stateDir, "trash", "*", "dind")); err == nil {
-		for _, d := range m {
-			dirs[d] = true
+	for _, trash := range []string{filepath.Join(stateDir, "trash"), filepath.Join(stateDir, "mem", ".trash")} {
+		if m, err := filepath.Glob(filepath.Join(trash, "*", "dind")); err == nil {
+			for _, d := range m {
+				dirs[d] = true
+			}
 		}
 	}
 	// Workspaces are on disk (jobs) or on the Manager's tmpfs (mem).

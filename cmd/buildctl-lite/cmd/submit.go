@@ -5,12 +5,15 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/klauspost/compress/gzip"
 	"github.com/spf13/cobra"
 	"golang.org/x/sync/errgroup"
 	"golang.org/x/term"
@@ -26,6 +29,7 @@ func NewCmdSubmit(g *globals) *cobra.Command {
 		buildArgs []string
 		labels    []string
 		quiet     bool
+		compress  string
 	)
 	cmd := &cobra.Command{
 		Use:   "submit [flags] CONTEXT_DIR",
@@ -48,7 +52,7 @@ exits 0 only if the build succeeded; an interrupt cancels the build.`,
 			if len(spec.Destinations) == 0 {
 				return errors.New("no destination: give at least one -t/--tag registry/repo:tag")
 			}
-			return submit(cmd, g, args[0], spec, quiet || g.json())
+			return submit(cmd, g, args[0], spec, compress, quiet || g.json())
 		},
 	}
 	f := cmd.Flags()
@@ -60,6 +64,7 @@ exits 0 only if the build succeeded; an interrupt cancels the build.`,
 	f.StringVar(&spec.Runner, "runner", "", "sandbox to build in: kaniko (default) or dind")
 	f.BoolVar(&spec.NoCache, "no-cache", false, "build every step afresh, using and keeping no cache of earlier builds")
 	f.BoolVarP(&quiet, "quiet", "q", false, "no progress and no build log on stderr")
+	f.StringVar(&compress, "compress", "auto", "compression of the uploaded context: gzip, none, or auto (none when the gateway is on this host's loopback, where it would only cost time, else gzip)")
 	return cmd
 }
 
@@ -78,7 +83,30 @@ func keyValues(flag string, kvs []string) (map[string]string, error) {
 	return m, nil
 }
 
-func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, quiet bool) error {
+// contextCompression is the gzip level of the context sent to server for
+// the --compress mode.
+func contextCompression(mode, server string) (int, error) {
+	switch mode {
+	case "gzip":
+		return gzip.BestSpeed, nil
+	case "none":
+		return gzip.NoCompression, nil
+	case "auto":
+		// Over loopback the bytes cross no network: compressing them
+		// takes longer than sending them (0.24 s against 0.04 s for 30 MiB
+		// of context, bench/overhead -phases).
+		if u, err := url.Parse(server); err == nil {
+			h := u.Hostname()
+			if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {
+				return gzip.NoCompression, nil
+			}
+		}
+		return gzip.BestSpeed, nil
+	}
+	return 0, fmt.Errorf("--compress %q: want auto, gzip or none", mode)
+}
+
+func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, compress string, quiet bool) error {
 	ctx := cmd.Context()
 	stderr := cmd.ErrOrStderr()
 	if quiet {
@@ -96,7 +124,12 @@ func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, quie
 	if err != nil {
 		return err
 	}
-	copts := []buildcontext.Option{buildcontext.WithDockerfile(df)}
+	server, _, _ := g.credentials()
+	level, err := contextCompression(compress, server)
+	if err != nil {
+		return err
+	}
+	copts := []buildcontext.Option{buildcontext.WithDockerfile(df), buildcontext.WithCompression(level)}
 	if _, err := os.Stat(filepath.Join(dir, df)); err != nil {
 		return fmt.Errorf("no Dockerfile: %s not found in %s", df, dir)
 	}

@@ -3,16 +3,20 @@ package cmd
 import (
 	"bytes"
 	"context"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/buildgw/buildgw/api/server"
 	tokenauth "github.com/buildgw/buildgw/auth/token"
 	"github.com/buildgw/buildgw/internal/testmanager"
 	"github.com/buildgw/buildgw/runners/kaniko"
+	"github.com/klauspost/compress/gzip"
 )
 
 const token = "cli-test-token"
@@ -119,6 +123,79 @@ func TestSubmitNoCache(t *testing.T) {
 		}
 		if got := strings.Contains(stderr, cached); got != tc.cached {
 			t.Errorf("submit #%d %v: log says %q = %v, want %v\n%s", i+1, tc.flags, cached, got, tc.cached, stderr)
+		}
+	}
+}
+
+func TestContextCompression(t *testing.T) {
+	tests := []struct {
+		mode, server string
+		want         int
+	}{
+		{"auto", "http://127.0.0.1:8080", gzip.NoCompression},
+		{"auto", "https://localhost:8443", gzip.NoCompression},
+		{"auto", "https://[::1]:8443", gzip.NoCompression},
+		{"auto", "https://127.8.9.1", gzip.NoCompression},
+		{"auto", "https://buildgw.example.com", gzip.BestSpeed},
+		{"auto", "https://10.0.0.7:8443", gzip.BestSpeed},
+		{"gzip", "http://127.0.0.1:8080", gzip.BestSpeed},
+		{"none", "https://buildgw.example.com", gzip.NoCompression},
+	}
+	for _, tc := range tests {
+		if got, err := contextCompression(tc.mode, tc.server); err != nil || got != tc.want {
+			t.Errorf("contextCompression(%q, %q) = %d, %v, want %d", tc.mode, tc.server, got, err, tc.want)
+		}
+	}
+	if _, err := contextCompression("zstd", "https://x"); err == nil || !strings.Contains(err.Error(), "--compress") {
+		t.Errorf("contextCompression(%q) = %v, want an error naming --compress", "zstd", err)
+	}
+}
+
+// TestSubmitCompression checks what goes on the wire: a plain tar to a
+// gateway on loopback, gzip when asked.
+func TestSubmitCompression(t *testing.T) {
+	var mu sync.Mutex
+	var magic []byte
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mr, err := r.MultipartReader()
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		for {
+			p, err := mr.NextPart()
+			if err != nil {
+				break
+			}
+			if p.FormName() == "context" {
+				b := make([]byte, 2)
+				io.ReadFull(p, b)
+				mu.Lock()
+				magic = b
+				mu.Unlock()
+				break
+			}
+		}
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusBadRequest)
+		io.WriteString(w, `{"error":{"code":"INVALID_CONTEXT","message":"stop here"}}`)
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM scratch\n"), 0o644)
+	for _, tc := range []struct {
+		flags []string
+		gzip  bool
+	}{{nil, false}, {[]string{"--compress", "gzip"}, true}, {[]string{"--compress", "none"}, false}} {
+		args := append([]string{"submit", "--server", srv.URL, "--token", token, "-t", "r.example.com/a/b:1"}, tc.flags...)
+		if _, _, err := run(t, append(args, dir)...); err == nil || !strings.Contains(err.Error(), "stop here") {
+			t.Fatalf("submit %v = %v, want the server's error", tc.flags, err)
+		}
+		mu.Lock()
+		got := bytes.Equal(magic, []byte{0x1f, 0x8b})
+		mu.Unlock()
+		if got != tc.gzip {
+			t.Errorf("submit %v to %s: context starts %x, gzip = %v, want %v", tc.flags, srv.URL, magic, got, tc.gzip)
 		}
 	}
 }
