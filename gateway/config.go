@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"time"
 
@@ -342,20 +341,19 @@ func (c Config) dindOptions() ([]dind.Option, string) {
 	return append(o, dind.WithTmpfs(size)), fmt.Sprintf("tmpfs of %d MiB", size>>20)
 }
 
-// canMount reports whether this process holds CAP_SYS_ADMIN, which
-// mounting a tmpfs needs.
+// canMount reports whether this process may mount a tmpfs: it tries,
+// on an empty directory of its own. Holding CAP_SYS_ADMIN is not enough
+// (a container's seccomp profile or LSM may refuse mount).
 func canMount() bool {
-	b, err := os.ReadFile("/proc/self/status")
+	dir, err := os.MkdirTemp("", "buildgw-mount-probe-")
 	if err != nil {
 		return false
 	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "CapEff:"); ok {
-			caps, err := strconv.ParseUint(strings.TrimSpace(v), 16, 64)
-			return err == nil && caps&(1<<unix.CAP_SYS_ADMIN) != 0
-		}
+	defer os.Remove(dir)
+	if unix.Mount("buildgw-probe", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=64k") != nil {
+		return false
 	}
-	return false
+	return unix.Unmount(dir, unix.MNT_DETACH) == nil
 }
 
 // memTotal is the host's memory in bytes, or 0 if unknown.
