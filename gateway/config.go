@@ -342,10 +342,10 @@ func (c Config) dindOptions() ([]dind.Option, string) {
 }
 
 // canMount reports whether this process may mount a tmpfs: it tries,
-// on an empty directory of its own. Holding CAP_SYS_ADMIN is not enough
-// (a container's seccomp profile or LSM may refuse mount).
-func canMount() bool {
-	dir, err := os.MkdirTemp("", "buildgw-mount-probe-")
+// on an empty directory of its own under parent. Holding CAP_SYS_ADMIN is
+// not enough (a container's seccomp profile or LSM may refuse mount).
+func canMount(parent string) bool {
+	dir, err := os.MkdirTemp(parent, "buildgw-mount-probe-")
 	if err != nil {
 		return false
 	}
@@ -382,6 +382,12 @@ type KanikoRunner struct {
 	User string `yaml:"user"`
 	// Flags are extra kaniko flags. Default none.
 	Flags []string `yaml:"flags"`
+	// Nice is the scheduling niceness of every sandbox process, so that
+	// builds yield to the gateway's API, and CI pollers keep their
+	// latency while builds use every core. Default 19 (the lowest
+	// priority; builds still get all the CPU nothing else wants); 0 keeps
+	// the gateway's own priority.
+	Nice int `yaml:"nice"`
 	// MemoryMax bounds one sandbox's memory, in bytes, through cgroups (v1
 	// or v2). Default 4 GiB; 0: unbounded.
 	MemoryMax int64 `yaml:"memory_max"`
@@ -434,7 +440,7 @@ func DefaultConfig() Config {
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
 		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
 		Runners: Runners{
-			Kaniko: KanikoRunner{User: "buildgw-sandbox", MemoryMax: 4 << 30, PidsMax: 4096, Network: "none", LayerCacheMaxBytes: kaniko.DefaultLayerCacheBytes, ResultCacheMaxBytes: kaniko.DefaultResultCacheBytes},
+			Kaniko: KanikoRunner{User: "buildgw-sandbox", Nice: 19, MemoryMax: 4 << 30, PidsMax: 4096, Network: "none", LayerCacheMaxBytes: kaniko.DefaultLayerCacheBytes, ResultCacheMaxBytes: kaniko.DefaultResultCacheBytes},
 			Dind:   DindRunner{Network: "none"},
 		},
 		Lifecycle: Lifecycle{
@@ -502,6 +508,9 @@ func (c *Config) Validate() error {
 	}
 	if c.WorkspaceMaxBytes < 0 {
 		errs = append(errs, errors.New("workspace_max_bytes: must not be negative (0: unbounded)"))
+	}
+	if n := c.Runners.Kaniko.Nice; n < 0 || n > 19 {
+		errs = append(errs, fmt.Errorf("runners.kaniko.nice: %d: want 0 to 19", n))
 	}
 	switch c.Workspaces {
 	case "", "auto", "memory", "disk":

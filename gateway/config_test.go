@@ -204,10 +204,11 @@ func TestWorkspaceMemory(t *testing.T) {
 		}
 	}
 	// Root may mount here (CI runs as root); other users may not.
-	if got, want := canMount(), os.Geteuid() == 0; got != want {
-		t.Errorf("canMount() = %v as uid %d, want %v", got, os.Geteuid(), want)
+	dir := t.TempDir()
+	if got, want := canMount(dir), os.Geteuid() == 0; got != want {
+		t.Errorf("canMount(%s) = %v as uid %d, want %v", dir, got, os.Geteuid(), want)
 	}
-	if left, _ := filepath.Glob(filepath.Join(os.TempDir(), "buildgw-mount-probe-*")); len(left) > 0 {
-		t.Errorf("canMount() left %v behind", left)
+	if left, _ := os.ReadDir(dir); len(left) > 0 {
+		t.Errorf("canMount(%s) left %v behind", dir, left)
 	}
 }

@@ -65,7 +65,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		exe = findExecutor()
 	}
 	kopts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...),
-		kaniko.WithNetwork(cfg.Runners.Kaniko.Network)}
+		kaniko.WithNetwork(cfg.Runners.Kaniko.Network), kaniko.WithNice(cfg.Runners.Kaniko.Nice)}
 	if !cfg.Runners.Kaniko.DisableLayerCache {
 		kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(cfg.StateDir, "layer-cache")), kaniko.WithLayerCacheMaxBytes(cfg.Runners.Kaniko.LayerCacheMaxBytes),
 			kaniko.WithResultCache(filepath.Join(cfg.StateDir, "result-cache"), cfg.Runners.Kaniko.ResultCacheMaxBytes))
@@ -96,7 +96,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithMinFreeBytes(cfg.MinFreeBytes),
 		builder.WithWorkspaceLimit(cfg.WorkspaceMaxBytes),
 	}
-	memBytes, workspaces := cfg.workspaceMemory(canMount(), builder.MountedMemory(cfg.StateDir))
+	memBytes, workspaces := cfg.workspaceMemory(canMount(os.TempDir()), builder.MountedMemory(cfg.StateDir))
 	opts = append(opts, builder.WithMemoryWorkspaces(memBytes))
 	log.Info("workspaces", "in", workspaces)
 	opts = append(opts, regOpts...)

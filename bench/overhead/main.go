@@ -472,7 +472,7 @@ func (e *env) direct(ctx context.Context, tag string, flags []string) (time.Dura
 // process attributes, same leading kaniko flags), followed by kargs, and
 // times it.
 // sandboxNice is the niceness runners/kaniko gives sandboxes by default.
-const sandboxNice = 10
+const sandboxNice = 19
 
 func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.Duration, int64, error) {
 	args := []string{
@@ -518,7 +518,7 @@ func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.
 	err = cmd.Start()
 	if err == nil {
 		// At the runner's niceness: the gateway runs every sandbox at
-		// niceness 10, so that builds yield to the gateway's own work.
+		// niceness 19, so that builds yield to the gateway's own work.
 		unix.Setpriority(unix.PRIO_PGRP, cmd.Process.Pid, sandboxNice)
 		err = cmd.Wait()
 	}
