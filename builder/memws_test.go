@@ -41,12 +41,20 @@ func entries(t *testing.T, dir string) []string {
 	return names
 }
 
-func TestMemoryWorkspaces(t *testing.T) {
+// memoryEnv is a restartable whose workspaces' tmpfs, if left mounted, is
+// unmounted when the test ends.
+func memoryEnv(t *testing.T) *restartable {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("mounting a tmpfs needs root")
 	}
 	r := newRestartable(t)
 	t.Cleanup(func() { unix.Unmount(filepath.Join(r.dir, "mem"), unix.MNT_DETACH) })
+	return r
+}
+
+func TestMemoryWorkspaces(t *testing.T) {
+	r := memoryEnv(t)
 	base := testenv.Busybox(t, r.reg)
 	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
 	mem, jobs := filepath.Join(r.dir, "mem"), filepath.Join(r.dir, "jobs")
@@ -159,10 +167,7 @@ func TestMemoryWorkspaces(t *testing.T) {
 // A tmpfs the operator mounted (so that a gateway without CAP_SYS_ADMIN
 // gets memory workspaces) is used as it is and never unmounted.
 func TestMemoryWorkspacesOperatorMount(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	r := newRestartable(t)
+	r := memoryEnv(t)
 	mem := filepath.Join(r.dir, "mem")
 	if err := os.Mkdir(mem, 0o711); err != nil {
 		t.Fatal(err)
@@ -191,11 +196,7 @@ func TestMemoryWorkspacesOperatorMount(t *testing.T) {
 // A build that fills the workspaces' tmpfs is stopped while an eighth of
 // it is still free, so that the other builds in memory go on.
 func TestMemoryWorkspacesAlmostFull(t *testing.T) {
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a tmpfs needs root")
-	}
-	r := newRestartable(t)
-	t.Cleanup(func() { unix.Unmount(filepath.Join(r.dir, "mem"), unix.MNT_DETACH) })
+	r := memoryEnv(t)
 	base := testenv.Busybox(t, r.reg)
 	m, _ := r.start(t, true, builder.WithMemoryWorkspaces(256<<20), builder.WithDiskCheckInterval(200*time.Millisecond))
 	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/filler:v1"}},
