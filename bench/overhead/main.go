@@ -38,6 +38,7 @@ import (
 	"github.com/buildgw/buildgw/buildcontext"
 	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/builder/push"
+	"github.com/buildgw/buildgw/runners/kaniko"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
@@ -124,6 +125,9 @@ type env struct {
 	reg     string
 	base    string
 	counter int
+	// bind: the executor is bound into the sandbox, as the runner does
+	// when the sandbox user can reach it.
+	bind bool
 	// memory: workspaces on a tmpfs, (a)'s mounted by the benchmark, (b)'s
 	// by the gateway.
 	memory bool
@@ -160,6 +164,7 @@ func run(ctx context.Context, c *config) (err error) {
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		e.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+		e.bind = kaniko.ExecutableBy(e.exe, uid, gid)
 	}
 
 	e.tmp, err = os.MkdirTemp(c.work, "buildgw-bench-overhead-")
@@ -498,7 +503,7 @@ func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.
 		sandbox.EnvContext + "=" + w.ctxDir,
 		sandbox.EnvOutput + "=" + w.out,
 	}
-	if e.cred != nil {
+	if e.bind {
 		cmd.Env = append(cmd.Env, sandbox.EnvExecutor+"="+e.exe)
 	}
 	logPath := filepath.Join(e.logs, fmt.Sprintf("direct-%d.log", e.counter))
@@ -546,7 +551,7 @@ func (e *env) chown(p string) error {
 // executorFor is the program the sandbox of root starts, as in
 // runners/kaniko.
 func (e *env) executorFor(root string) string {
-	if e.cred != nil {
+	if e.bind {
 		return e.exe
 	}
 	return filepath.Join(root, "kaniko", "executor")
@@ -563,15 +568,20 @@ func (e *env) prepareRoot(root string) error {
 			return err
 		}
 	}
-	// As root, the executor is bound over an empty file in the sandbox
-	// (sandbox.EnvExecutor); otherwise each job has its own copy.
+	// As in the runner: bound over an empty file in the sandbox
+	// (sandbox.EnvExecutor) when the sandbox user can reach it, else a
+	// hard link (root) or a copy.
 	exe := filepath.Join(root, "kaniko", "executor")
-	if e.cred != nil {
+	switch {
+	case e.bind:
 		if err := os.WriteFile(exe, nil, 0o755); err != nil {
 			return fmt.Errorf("installing executor: %w", err)
 		}
-	} else if err := copyFile(e.exe, exe, 0o755); err != nil {
-		return fmt.Errorf("installing executor: %w", err)
+	case e.cred != nil && os.Link(e.exe, exe) == nil:
+	default:
+		if err := copyFile(e.exe, exe, 0o755); err != nil {
+			return fmt.Errorf("installing executor: %w", err)
+		}
 	}
 	if err := copyFile(e.c.caCerts, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt"), 0o644); err != nil {
 		return fmt.Errorf("installing CA certificates: %w", err)

@@ -48,6 +48,9 @@ type Runner struct {
 	results *results
 	// layers bounds the tenants' layer caches; nil without them.
 	layers *layerCaches
+	// bindExecutor: the sandbox gets the gateway's executor bound in,
+	// not a link or copy of it in the job root (see prepareRoot).
+	bindExecutor bool
 }
 
 var (
@@ -105,6 +108,7 @@ func New(opts ...Option) (*Runner, error) {
 			return nil, fmt.Errorf("sandbox user %q must not be root", o.user)
 		}
 		r.cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}
+		r.bindExecutor = ExecutableBy(o.executor, uid, gid)
 	}
 	return r, nil
 }
@@ -224,7 +228,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if grp != nil {
 		cmd.Env = append(cmd.Env, sandbox.EnvHold+"="+holdProg)
 	}
-	if r.cred != nil {
+	if r.bindExecutor {
 		cmd.Env = append(cmd.Env, sandbox.EnvExecutor+"="+r.o.executor)
 	}
 	// Images come only from what the gateway fetched; without any, an
@@ -413,16 +417,22 @@ func (r *Runner) prepareRoot(root string, req *builder.Request) error {
 	// When the gateway is root, the sandbox gets the gateway's executor
 	// itself, bound read-only over an empty file (sandbox.EnvExecutor): it
 	// is owned by a user that does not exist inside the sandbox, so no
-	// build step can alter it, and it costs nothing (a hard link could not
-	// reach a workspace on another file system, a tmpfs). Otherwise the
-	// sandbox's root would own it: each job gets its own copy.
+	// build step can alter it, and it costs nothing (a hard link cannot
+	// reach a workspace on another file system, a tmpfs). That needs the
+	// sandbox user to reach it; else a hard link, else a copy. When the
+	// gateway is not root the sandbox's root would own it: each job gets
+	// its own copy.
 	exe := filepath.Join(root, "kaniko", "executor")
-	if r.cred != nil {
+	switch {
+	case r.bindExecutor:
 		if err := os.WriteFile(exe, nil, 0o755); err != nil {
 			return fmt.Errorf("preparing job root: %w", err)
 		}
-	} else if err := copyFile(r.o.executor, exe, 0o755); err != nil {
-		return fmt.Errorf("installing executor: %w", err)
+	case r.cred != nil && os.Link(r.o.executor, exe) == nil:
+	default:
+		if err := copyFile(r.o.executor, exe, 0o755); err != nil {
+			return fmt.Errorf("installing executor: %w", err)
+		}
 	}
 	if err := installCAs(r.o.caCerts, req.ExtraCAs, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt")); err != nil {
 		return fmt.Errorf("installing CA certificates: %w", err)
@@ -435,10 +445,39 @@ func (r *Runner) prepareRoot(root string, req *builder.Request) error {
 // executorFor is the executor the sandbox of the job root starts: the
 // gateway's own when it is bound into the root, else the job's copy.
 func (r *Runner) executorFor(root string) string {
-	if r.cred != nil {
+	if r.bindExecutor {
 		return r.o.executor
 	}
 	return filepath.Join(root, "kaniko", "executor")
+}
+
+// ExecutableBy reports whether uid (with primary group gid and no other)
+// may execute the file at path: search permission on every directory on
+// the way and execute permission on the file, by the mode bits.
+func ExecutableBy(path string, uid, gid int) bool {
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return false
+	}
+	for p := abs; ; p = filepath.Dir(p) {
+		var st unix.Stat_t
+		if unix.Stat(p, &st) != nil {
+			return false
+		}
+		perm := st.Mode & 0o7
+		switch {
+		case int(st.Uid) == uid:
+			perm = st.Mode >> 6 & 0o7
+		case int(st.Gid) == gid:
+			perm = st.Mode >> 3 & 0o7
+		}
+		if perm&1 == 0 {
+			return false
+		}
+		if p == "/" {
+			return true
+		}
+	}
 }
 
 func installCAs(system string, extra []byte, dst string) error {
