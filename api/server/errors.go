@@ -62,7 +62,7 @@ func toHTTP(err error) *Error {
 	case errors.Is(err, builder.ErrFinished):
 		return errorf(http.StatusConflict, api.CodeConflict, err.Error())
 	case errors.Is(err, syscall.ENOSPC):
-		return errorf(http.StatusInsufficientStorage, api.CodeUnavailable, "the gateway is out of disk space; retry later")
+		return errorf(http.StatusInsufficientStorage, api.CodeUnavailable, "the gateway is out of space for build workspaces; retry later")
 	case errors.Is(err, context.Canceled):
 		// The client went away; nobody reads this answer.
 		return errorf(http.StatusBadRequest, api.CodeInvalidContext, "request cancelled")

@@ -21,6 +21,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/server"
@@ -659,5 +660,36 @@ func TestEarlyRejectionOfLargeUpload(t *testing.T) {
 				t.Errorf("POST /v1/builds (%s) code = %q, want %q", tc.name, eb.Error.Code, tc.wantCode)
 			}
 		})
+	}
+}
+
+// An upload that finds no room left for its workspace gets 507 and a
+// JSON error saying so, and leaves nothing behind.
+func TestWorkspaceFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("the workspaces' tmpfs needs root")
+	}
+	g := newGateway(t, gwOptions{noWorkers: true, builder: []builder.Option{builder.WithMemoryWorkspaces(16 << 20)}})
+	mem := filepath.Join(g.stateDir, "mem")
+	t.Cleanup(func() { unix.Unmount(mem, unix.MNT_DETACH) })
+	body, ct := streamingBody(specJSON(g.dest("full")), 32<<20)
+	r := do(t, http.MethodPost, g.url+"/v1/builds", aliceToken, ct, body)
+	if r.status != http.StatusInsufficientStorage {
+		t.Fatalf("POST /v1/builds (32 MiB into a 16 MiB tmpfs) = %d %s, want 507", r.status, r.body)
+	}
+	if eb := r.errorBody(t); eb.Error.Code != api.CodeUnavailable || !strings.Contains(eb.Error.Message, "out of space for build workspaces") {
+		t.Errorf("POST /v1/builds (tmpfs full) error = %+v, want %s naming the workspaces", eb.Error, api.CodeUnavailable)
+	}
+	ents, err := os.ReadDir(mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range ents {
+		if e.Name() != ".trash" {
+			t.Errorf("left in the workspaces' tmpfs after a rejected upload: %s", e.Name())
+		}
+	}
+	if len(g.m.List("alice")) != 0 {
+		t.Errorf("builds after a rejected upload = %d, want 0", len(g.m.List("alice")))
 	}
 }
