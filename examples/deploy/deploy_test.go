@@ -237,6 +237,19 @@ func TestKubernetesManifests(t *testing.T) {
 	if cfg.StateDir != mounts["state"] && !slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.MountPath == cfg.StateDir }) {
 		t.Errorf("state_dir %s is not a mounted volume", cfg.StateDir)
 	}
+	// The pod cannot mount; workspaces are in memory only through a
+	// memory-backed volume at state_dir/mem.
+	memory := false
+	for _, vm := range c.VolumeMounts {
+		for _, v := range pod.Volumes {
+			if vm.MountPath == path.Join(cfg.StateDir, "mem") && v.Name == vm.Name && v.EmptyDir != nil && v.EmptyDir.Medium == corev1.StorageMediumMemory {
+				memory = true
+			}
+		}
+	}
+	if !memory {
+		t.Errorf("no memory-backed emptyDir at %s/mem: workspaces stay on disk", cfg.StateDir)
+	}
 }
 
 // TestSeccompProfile checks that seccomp.json is Docker's default profile
