@@ -5,10 +5,13 @@ import "hash"
 // Every buffer handed over can wake the hashing goroutine, and those
 // wake-ups cost an upload more than the memory: 2 MiB buffers took the
 // gateway from about 330 to about 400 MiB/s against 512 KiB ones
-// (bench/upload), for 8 MiB per upload.
+// (bench/upload), for 8 MiB per large upload. Buffers are made as they
+// are needed, the first one small, so that the many small uploads of a
+// CI burst do not each cost 8 MiB.
 const (
-	hashBuffers    = 4
-	hashBufferSize = 2 << 20
+	hashBuffers     = 4
+	hashBufferSize  = 2 << 20
+	firstHashBuffer = 64 << 10
 )
 
 // asyncHash feeds what is written to it to a hash on a goroutine of its
@@ -20,6 +23,7 @@ type asyncHash struct {
 	full chan []byte // filled buffers, for the hashing goroutine
 	free chan []byte // hashed buffers, to fill again
 	done chan struct{}
+	made int // buffers made so far
 }
 
 func newAsyncHash(h hash.Hash) *asyncHash {
@@ -28,9 +32,6 @@ func newAsyncHash(h hash.Hash) *asyncHash {
 		full: make(chan []byte, hashBuffers),
 		free: make(chan []byte, hashBuffers),
 		done: make(chan struct{}),
-	}
-	for range hashBuffers {
-		a.free <- make([]byte, 0, hashBufferSize)
 	}
 	// The channels as they are now: close clears a.full.
 	go func(full <-chan []byte, free chan<- []byte) {
@@ -47,7 +48,7 @@ func (a *asyncHash) Write(p []byte) (int, error) {
 	n := len(p)
 	for len(p) > 0 {
 		if a.cur == nil {
-			a.cur = <-a.free
+			a.cur = a.next()
 		}
 		k := copy(a.cur[len(a.cur):cap(a.cur)], p)
 		a.cur, p = a.cur[:len(a.cur)+k], p[k:]
@@ -57,6 +58,25 @@ func (a *asyncHash) Write(p []byte) (int, error) {
 		}
 	}
 	return n, nil
+}
+
+// next returns an empty buffer: a hashed one if there is one, else a new
+// one while fewer than hashBuffers exist, else the next to be hashed.
+func (a *asyncHash) next() []byte {
+	select {
+	case b := <-a.free:
+		return b
+	default:
+	}
+	if a.made < hashBuffers {
+		size := hashBufferSize
+		if a.made == 0 {
+			size = firstHashBuffer
+		}
+		a.made++
+		return make([]byte, 0, size)
+	}
+	return <-a.free
 }
 
 // Sum hashes what is left and returns the hash of everything written. It
