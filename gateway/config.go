@@ -119,9 +119,9 @@ const (
 
 // workspaceMemory returns the size of the workspaces' tmpfs (0: disk)
 // and where workspaces go, for the start-up log. canMount reports whether
-// this process may mount a tmpfs; mounted is the size of one already
-// mounted in its place, or 0.
-func (c Config) workspaceMemory(canMount bool, mounted int64) (int64, string) {
+// this process may mount a tmpfs (asked only when it matters: it tries a
+// mount); mounted is the size of one already mounted in its place, or 0.
+func (c Config) workspaceMemory(canMount func() bool, mounted int64) (int64, string) {
 	switch c.Workspaces {
 	case "disk":
 		return 0, "disk"
@@ -129,7 +129,7 @@ func (c Config) workspaceMemory(canMount bool, mounted int64) (int64, string) {
 		if mounted > 0 {
 			return mounted, fmt.Sprintf("memory, the tmpfs of %d MiB mounted at state_dir/mem", mounted>>20)
 		}
-		if !canMount {
+		if !canMount() {
 			return 0, "disk (mounting a tmpfs needs root with CAP_SYS_ADMIN, or one mounted at state_dir/mem)"
 		}
 	}

@@ -199,7 +199,7 @@ func TestWorkspaceMemory(t *testing.T) {
 	}
 	for _, tc := range tests {
 		c := Config{Lifecycle: Lifecycle{Workspaces: tc.workspaces, WorkspaceMemoryBytes: tc.bytes}}
-		if got, where := c.workspaceMemory(tc.canMount, tc.mounted); got != tc.want {
+		if got, where := c.workspaceMemory(func() bool { return tc.canMount }, tc.mounted); got != tc.want {
 			t.Errorf("workspaceMemory(%s) = %d (%s), want %d", tc.name, got, where, tc.want)
 		}
 	}

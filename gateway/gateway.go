@@ -96,7 +96,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithMinFreeBytes(cfg.MinFreeBytes),
 		builder.WithWorkspaceLimit(cfg.WorkspaceMaxBytes),
 	}
-	memBytes, workspaces := cfg.workspaceMemory(canMount(os.TempDir()), builder.MountedMemory(cfg.StateDir))
+	memBytes, workspaces := cfg.workspaceMemory(func() bool { return canMount(os.TempDir()) }, builder.MountedMemory(cfg.StateDir))
 	opts = append(opts, builder.WithMemoryWorkspaces(memBytes))
 	log.Info("workspaces", "in", workspaces)
 	opts = append(opts, regOpts...)

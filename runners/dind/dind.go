@@ -485,34 +485,29 @@ func Reap(stateDir string) ([]string, error) {
 		return nil, err
 	}
 	dirs := map[string]bool{}
-	// Workspaces the Manager trashed but had not removed yet hold no
-	// process or mount any more, but are cleaned all the same.
-	for _, trash := range []string{filepath.Join(stateDir, "trash"), filepath.Join(stateDir, "mem", ".trash")} {
-		if m, err := filepath.Glob(filepath.Join(trash, "*", "dind")); err == nil {
+	// Workspaces are on disk (jobs) or on the Manager's tmpfs (mem). Those
+	// the Manager trashed but had not removed yet hold no process or mount
+	// any more, but are cleaned all the same.
+	jobs := []string{filepath.Join(stateDir, "jobs"), filepath.Join(stateDir, "mem")}
+	trash := []string{filepath.Join(stateDir, "trash"), filepath.Join(stateDir, "mem", ".trash")}
+	for _, parent := range append(jobs, trash...) {
+		if m, err := filepath.Glob(filepath.Join(parent, "*", "dind")); err == nil {
 			for _, d := range m {
 				dirs[d] = true
 			}
 		}
 	}
-	// Workspaces are on disk (jobs) or on the Manager's tmpfs (mem).
-	for _, parent := range []string{"jobs", "mem"} {
-		jobs := filepath.Join(stateDir, parent)
-		if m, err := filepath.Glob(filepath.Join(jobs, "*", "dind")); err == nil {
-			for _, d := range m {
-				dirs[d] = true
-			}
-		}
-		// Processes whose directory is gone already.
-		for _, p := range procs() {
-			for _, a := range p.args {
-				i := strings.Index(a, jobs+"/")
+	// Processes whose directory is gone already.
+	for _, p := range procs() {
+		for _, a := range p.args {
+			for _, parent := range jobs {
+				i := strings.Index(a, parent+"/")
 				if i < 0 {
 					continue
 				}
-				rest := a[i+len(jobs)+1:]
-				id, after, ok := strings.Cut(rest, "/")
+				id, after, ok := strings.Cut(a[i+len(parent)+1:], "/")
 				if ok && id != "" && (after == "dind" || strings.HasPrefix(after, "dind/")) {
-					dirs[filepath.Join(jobs, id, "dind")] = true
+					dirs[filepath.Join(parent, id, "dind")] = true
 				}
 			}
 		}
