@@ -5,7 +5,6 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
-	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -166,23 +165,13 @@ func newAuthzEnv(t *testing.T) *authzEnv {
 		t.Fatalf("gateway.New: %v", err)
 	}
 	e.g, e.url = g, g.URL()
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- g.Serve(ctx) }()
+	// Registered first, so it runs after serve has stopped the gateway.
 	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("Serve = %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("Serve did not return 30s after its context ended")
-		}
 		if t.Failed() {
 			t.Logf("gateway log:\n%s", e.log.String())
 		}
 	})
+	serve(t, g)
 
 	roots := x509.NewCertPool()
 	roots.AppendCertsFromPEM([]byte(readFile(t, serverCA)))

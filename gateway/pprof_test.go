@@ -1,17 +1,14 @@
 package gateway_test
 
 import (
-	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/buildgw/buildgw/auth/token"
 	"github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
@@ -26,35 +23,14 @@ func TestPprofListen(t *testing.T) {
 	}
 	pprofAddr := ln.Addr().String()
 	ln.Close()
-	pol := filepath.Join(t.TempDir(), "policy.yaml")
-	writeFile(t, pol, "rules:\n  - name: all\n    match: {kind: token}\n    allow:\n      destinations: [\"127.0.0.1:1/**\"]\n")
-	cfg := gateway.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
-	cfg.StateDir = testenv.StateDir(t)
-	cfg.Runners.Kaniko.Executor = testenv.Executor(t)
-	cfg.Runners.Kaniko.User = testenv.SandboxUser
+	cfg := testConfig(t, "bgw_pprof_test", "rules:\n  - name: all\n    match: {kind: token}\n    allow:\n      destinations: [\"127.0.0.1:1/**\"]\n")
 	cfg.Runners.Dind.Disabled = true
-	cfg.Tokens = []gateway.Token{{Name: "ci", SHA256: token.HashToken("bgw_pprof_test")}}
-	cfg.PolicyFile = pol
 	cfg.PprofListen = pprofAddr
 	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatalf("gateway.New = %v", err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	served := make(chan error, 1)
-	go func() { served <- g.Serve(ctx) }()
-	defer func() {
-		cancel()
-		select {
-		case err := <-served:
-			if err != nil {
-				t.Errorf("Serve = %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Error("Serve did not return after its context ended")
-		}
-	}()
+	serve(t, g)
 
 	get := func(url string) (int, string) {
 		t.Helper()

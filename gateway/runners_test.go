@@ -2,7 +2,6 @@ package gateway_test
 
 import (
 	"bytes"
-	"context"
 	"encoding/json"
 	"io"
 	"log/slog"
@@ -10,10 +9,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/buildgw/buildgw/api"
-	"github.com/buildgw/buildgw/auth/token"
 	"github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
@@ -35,32 +32,13 @@ func TestDindRunnerUnavailable(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			testenv.RequireSandbox(t)
 			tok := "bgw_test_" + tc.name
-			dir := t.TempDir()
-			pol := filepath.Join(dir, "policy.yaml")
-			writeFile(t, pol, "rules:\n  - name: all\n    match: {kind: token}\n    allow:\n      destinations: [\"127.0.0.1:1/**\"]\n      runners: [kaniko, dind]\n")
-			cfg := gateway.DefaultConfig()
-			cfg.Listen = "127.0.0.1:0"
-			cfg.StateDir = testenv.StateDir(t)
-			cfg.Runners.Kaniko.Executor = testenv.Executor(t)
-			cfg.Runners.Kaniko.User = testenv.SandboxUser
+			cfg := testConfig(t, tok, "rules:\n  - name: all\n    match: {kind: token}\n    allow:\n      destinations: [\"127.0.0.1:1/**\"]\n      runners: [kaniko, dind]\n")
 			cfg.Runners.Dind = tc.dind
-			cfg.Tokens = []gateway.Token{{Name: "ci", SHA256: token.HashToken(tok)}}
-			cfg.PolicyFile = pol
 			g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
 			if err != nil {
 				t.Fatalf("gateway.New with %+v = %v, want a gateway", tc.dind, err)
 			}
-			ctx, cancel := context.WithCancel(context.Background())
-			served := make(chan error, 1)
-			go func() { served <- g.Serve(ctx) }()
-			defer func() {
-				cancel()
-				select {
-				case <-served:
-				case <-time.After(30 * time.Second):
-					t.Error("Serve did not return after its context ended")
-				}
-			}()
+			serve(t, g)
 
 			resp, err := http.Get(g.URL() + "/readyz")
 			if err != nil {
