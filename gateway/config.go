@@ -111,11 +111,9 @@ type Lifecycle struct {
 	WorkspaceMemoryBytes int64 `yaml:"workspace_memory_bytes"`
 }
 
-// Bounds of the default size of the workspaces' tmpfs.
-const (
-	maxDefaultWorkspaceMemory = 16 << 30
-	minDefaultWorkspaceMemory = 1 << 30
-)
+// maxDefaultWorkspaceMemory bounds the default size of the workspaces'
+// tmpfs.
+const maxDefaultWorkspaceMemory = 16 << 30
 
 // workspaceMemory returns the size of the workspaces' tmpfs (0: disk)
 // and where workspaces go, for the start-up log. canMount reports whether
@@ -135,8 +133,8 @@ func (c Config) workspaceMemory(canMount func() bool, mounted int64) (int64, str
 	}
 	size := c.WorkspaceMemoryBytes
 	if size == 0 {
-		size = min(memTotal()/4, maxDefaultWorkspaceMemory) &^ (1<<20 - 1)
-		if size < minDefaultWorkspaceMemory {
+		var ok bool
+		if size, ok = defaultTmpfsSize(4, maxDefaultWorkspaceMemory); !ok {
 			return 0, fmt.Sprintf("disk (a quarter of the memory, %d MiB, is too little for a tmpfs)", size>>20)
 		}
 	}
@@ -298,7 +296,8 @@ type DindRunner struct {
 	Network string `yaml:"network"`
 }
 
-// Bounds of the dind runner's default tmpfs size.
+// Bounds of a default tmpfs size: the dind runner's data roots at most
+// maxDefaultTmpfs; below minDefaultTmpfs, any tmpfs goes to disk instead.
 const (
 	maxDefaultTmpfs = 8 << 30
 	minDefaultTmpfs = 1 << 30
@@ -333,8 +332,8 @@ func (c Config) dindOptions() ([]dind.Option, string) {
 		if conc <= 0 {
 			conc = runtime.NumCPU()
 		}
-		size = min(memTotal()/int64(2*conc), maxDefaultTmpfs) &^ (1<<20 - 1)
-		if size < minDefaultTmpfs {
+		var ok bool
+		if size, ok = defaultTmpfsSize(int64(2*conc), maxDefaultTmpfs); !ok {
 			return o, fmt.Sprintf("disk (%d MiB of memory per job is too little for a tmpfs)", size>>20)
 		}
 	}
@@ -354,6 +353,14 @@ func canMount(parent string) bool {
 		return false
 	}
 	return unix.Unmount(dir, unix.MNT_DETACH) == nil
+}
+
+// defaultTmpfsSize is the host's memory divided by div, in whole MiB, at
+// most maxSize; ok is false when that is under minDefaultTmpfs, too little
+// to be worth a tmpfs.
+func defaultTmpfsSize(div, maxSize int64) (size int64, ok bool) {
+	size = min(memTotal()/div, maxSize) &^ (1<<20 - 1)
+	return size, size >= minDefaultTmpfs
 }
 
 // memTotal is the host's memory in bytes, or 0 if unknown.
