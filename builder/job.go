@@ -49,7 +49,10 @@ type Job struct {
 	// cancelRequested is set by a Cancel that came after a worker took the
 	// job off the queue but before it started it.
 	cancelRequested bool
-	done            chan struct{} // closed when the job reaches a final state
+	// ending is set while the final state is being reported to observers,
+	// before it is visible: a second finish then loses.
+	ending bool
+	done   chan struct{} // closed when the job reaches a final state
 	// statusJSON is Snapshot encoded, kept until the job changes: status
 	// pollers, hundreds per second, then cost neither encoding nor garbage
 	// (fewer collections, whose pauses are what a busy host stretches).
@@ -126,13 +129,23 @@ func (j *Job) setStatus(s api.Status, now time.Time) bool {
 	return true
 }
 
-// finish ends the job. The first final state wins.
-func (j *Job) finish(s api.Status, digest, errMsg string, now time.Time) bool {
+// finish ends the job. The first final state wins. notify, if not nil,
+// gets the final state before anyone else can see it, so that whoever sees
+// the job final also finds what notify wrote (its audit record).
+func (j *Job) finish(s api.Status, digest, errMsg string, now time.Time, notify func(api.Build)) bool {
 	j.mu.Lock()
-	if j.status.Final() {
+	if j.status.Final() || j.ending {
 		j.mu.Unlock()
 		return false
 	}
+	j.ending = true
+	b := j.snapshotLocked()
+	j.mu.Unlock()
+	if notify != nil {
+		b.Status, b.Digest, b.Error, b.FinishedAt = s, digest, errMsg, &now
+		notify(b)
+	}
+	j.mu.Lock()
 	j.status, j.digest, j.err, j.finished, j.statusJSON = s, digest, errMsg, now, nil
 	j.transitions = append(j.transitions, store.Transition{Status: s, At: now, Reason: errMsg})
 	j.cancel = nil

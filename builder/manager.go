@@ -412,10 +412,9 @@ func (m *Manager) Cancel(owner, id string) (*Job, error) {
 func (m *Manager) cancelUnstarted(j *Job) {
 	j.Log.Printf("cancelled before it started")
 	m.removeWorkspace(context.Background(), j.Spec.Runner, j.workspace)
-	j.finish(api.StatusCancelled, "", "cancelled before it started", m.o.now())
+	j.finish(api.StatusCancelled, "", "cancelled before it started", m.o.now(), m.finished(j))
 	j.Log.Close()
 	m.saveLogged(j)
-	m.finished(j)
 }
 
 var errCancelled = errors.New("cancelled")
@@ -587,14 +586,13 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	// it finds the workspace gone and the log complete.
 	m.removeWorkspace(context.WithoutCancel(ctx), j.Spec.Runner, j.workspace)
 	release()
-	j.finish(status, digest, msg, m.o.now())
+	j.finish(status, digest, msg, m.o.now(), m.finished(j))
 	j.Log.Close()
 	m.saveLogged(j)
 	b := j.Snapshot()
 	m.mu.Lock()
 	m.meanBuild = (m.meanBuild*7 + b.FinishedAt.Sub(*b.StartedAt)) / 8
 	m.mu.Unlock()
-	m.finished(j)
 	log.Info("build finished", "status", b.Status, "digest", b.Digest, "error", b.Error,
 		"duration", b.FinishedAt.Sub(*b.StartedAt).String(), "workspace_peak_bytes", wsPeak)
 }
@@ -732,9 +730,12 @@ func (m *Manager) remove(ctx context.Context, runner, ws string) {
 	}
 }
 
-func (m *Manager) finished(j *Job) {
-	for _, o := range m.o.observers {
-		o.Finished(j)
+// finished returns what tells the observers of j's final state.
+func (m *Manager) finished(j *Job) func(api.Build) {
+	return func(b api.Build) {
+		for _, o := range m.o.observers {
+			o.Finished(j, b)
+		}
 	}
 }
 

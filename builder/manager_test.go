@@ -622,3 +622,61 @@ func TestJobSnapshotJSON(t *testing.T) {
 		t.Errorf("states seen = %v, want it to end succeeded; log:\n%s", seen, logOf(t, j))
 	}
 }
+
+// seenObserver records, for each final state it hears of, what anyone else
+// could see of the job at that moment.
+type seenObserver struct {
+	mu   sync.Mutex
+	seen map[string][2]api.Status // job id: {what it was told, what the job showed}
+}
+
+func (o *seenObserver) Accepted(*builder.Job, int64) {}
+
+func (o *seenObserver) Finished(j *builder.Job, b api.Build) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.seen[j.ID] = [2]api.Status{b.Status, j.Snapshot().Status}
+}
+
+// An observer (the audit log) hears of a job's end before a status poll
+// can see it, so a client that sees a build final finds its audit record.
+func TestObserverHearsFirst(t *testing.T) {
+	o := &seenObserver{seen: map[string][2]api.Status{}}
+	e := newEnv(t, builder.WithConcurrency(1), builder.WithObserver(o))
+	base := testenv.Busybox(t, e.reg)
+
+	long := e.submit(t, "alice", api.BuildSpec{Destinations: []string{e.dest("long")}}, busyboxContext(t, base, "sleep 30"))
+	waitStatus(t, long, api.StatusRunning, time.Minute)
+	queued := e.submit(t, "alice", api.BuildSpec{Destinations: []string{e.dest("queued")}}, scratchContext(t, "q"))
+	if _, err := e.m.Cancel("alice", queued.ID); err != nil {
+		t.Fatalf("Cancel(%q) = %v", queued.ID, err)
+	}
+	if _, err := e.m.Cancel("alice", long.ID); err != nil {
+		t.Fatalf("Cancel(%q) = %v", long.ID, err)
+	}
+	ok := e.submit(t, "alice", api.BuildSpec{Destinations: []string{e.dest("ok")}}, scratchContext(t, "ok"))
+	wait(t, long, time.Minute)
+	wait(t, ok, time.Minute)
+
+	tests := []struct {
+		name string
+		job  *builder.Job
+		want api.Status
+	}{
+		{"cancelled while queued", queued, api.StatusCancelled},
+		{"cancelled while running", long, api.StatusCancelled},
+		{"succeeded", ok, api.StatusSucceeded},
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	for _, tt := range tests {
+		got, heard := o.seen[tt.job.ID]
+		if !heard {
+			t.Errorf("%s: observer never heard of job %s", tt.name, tt.job.ID)
+			continue
+		}
+		if got[0] != tt.want || got[1].Final() {
+			t.Errorf("%s: Finished got %v while the job showed %v, want %v while it showed a state not final", tt.name, got[0], got[1], tt.want)
+		}
+	}
+}

@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"time"
 
+	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/builder/archive"
 )
 
@@ -43,7 +44,9 @@ type options struct {
 // metrics. Its methods must not block.
 type Observer interface {
 	Accepted(j *Job, contextBytes int64)
-	Finished(j *Job)
+	// Finished gets the job's final state before it is visible to anyone
+	// else.
+	Finished(j *Job, final api.Build)
 }
 
 // PushObserver is an Observer that is also told of every push to a

@@ -80,7 +80,7 @@ func (m *Manager) recover() error {
 					m.o.logger.Error("cleaning up after an interrupted build", "job", j.ID, "error", err)
 				}
 			}
-			j.finish(api.StatusFailed, "", msg, m.o.now())
+			j.finish(api.StatusFailed, "", msg, m.o.now(), nil)
 			lg.Close()
 			if err := m.store.Put(j.record()); err != nil {
 				return err

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder"
@@ -36,8 +37,7 @@ var _ builder.Observer = auditObserver{}
 
 func (auditObserver) Accepted(*builder.Job, int64) {}
 
-func (a auditObserver) Finished(j *builder.Job) {
-	b := j.Snapshot()
+func (a auditObserver) Finished(j *builder.Job, b api.Build) {
 	id := j.Identity
 	rec := audit.Record{
 		Event: audit.EventBuild, JobID: j.ID, Identity: &id, Action: "build.run",

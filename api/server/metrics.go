@@ -8,6 +8,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/builder"
 )
 
@@ -82,8 +83,7 @@ func (m *Metrics) Accepted(j *builder.Job, contextBytes int64) {
 }
 
 // Finished implements builder.Observer.
-func (m *Metrics) Finished(j *builder.Job) {
-	b := j.Snapshot()
+func (m *Metrics) Finished(_ *builder.Job, b api.Build) {
 	m.finished.WithLabelValues(b.Runner, string(b.Status)).Inc()
 	if b.StartedAt != nil && b.FinishedAt != nil {
 		m.duration.WithLabelValues(b.Runner, string(b.Status)).Observe(b.FinishedAt.Sub(*b.StartedAt).Seconds())
