@@ -139,10 +139,21 @@ func (p *Pusher) Push(ctx context.Context, img v1.Image, dst name.Tag) error {
 }
 
 // retryable reports whether a failed push may succeed if tried again: the
-// registry failed (5xx, 408, 429) or could not be reached.
+// registry failed (5xx, 408, 429), could not be reached, or lost track of
+// a blob. The last happens when two pushes of images that share a layer
+// (two builds on one base) link it into a repository at the same time:
+// Distribution's filesystem storage rewrites the link in place, and a
+// manifest checked in between finds the layer unknown. A new attempt
+// checks every blob again and uploads whatever is missing.
 func retryable(err error) bool {
 	var te *transport.Error
 	if errors.As(err, &te) {
+		for _, d := range te.Errors {
+			switch d.Code {
+			case transport.ManifestBlobUnknownErrorCode, transport.BlobUnknownErrorCode, transport.BlobUploadUnknownErrorCode:
+				return true
+			}
+		}
 		return te.StatusCode >= 500 || te.StatusCode == http.StatusRequestTimeout || te.StatusCode == http.StatusTooManyRequests
 	}
 	var ne net.Error

@@ -21,17 +21,24 @@ import (
 )
 
 // flakyRegistry is a real in-memory registry whose first failures
-// manifest uploads are answered with status instead.
+// manifest uploads are answered with status instead, and body if set.
 type flakyRegistry struct {
 	reg       http.Handler
 	failures  int32
 	status    int
+	body      string
 	manifests atomic.Int32
 }
 
 func (f *flakyRegistry) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/manifests/") {
 		if f.manifests.Add(1) <= f.failures {
+			if f.body != "" {
+				w.Header().Set("Content-Type", "application/json")
+				w.WriteHeader(f.status)
+				io.WriteString(w, f.body)
+				return
+			}
 			http.Error(w, "registry hiccup", f.status)
 			return
 		}
@@ -44,6 +51,7 @@ func TestPushRetries(t *testing.T) {
 		name     string
 		failures int32
 		status   int
+		body     string
 		wantErr  string // empty: the push succeeds
 		wantPuts int32
 		attempts int
@@ -51,10 +59,16 @@ func TestPushRetries(t *testing.T) {
 		{name: "500 twice then success", failures: 2, status: http.StatusInternalServerError, wantPuts: 3, attempts: 4},
 		{name: "503 for good", failures: 100, status: http.StatusServiceUnavailable, wantErr: "answered 503 Service Unavailable after 3 attempts", wantPuts: 3, attempts: 3},
 		{name: "400 is not retried", failures: 100, status: http.StatusBadRequest, wantErr: "answered 400 Bad Request after 1 attempt", wantPuts: 1, attempts: 4},
+		// What Distribution answers when another push links the same
+		// layer into the repository while it checks the manifest.
+		{name: "blob the registry lost track of is retried", failures: 1, status: http.StatusBadRequest, wantPuts: 2, attempts: 4,
+			body: `{"errors":[{"code":"DIGEST_INVALID","message":"provided digest did not match uploaded content"},{"code":"MANIFEST_BLOB_UNKNOWN","message":"blob unknown to registry","detail":"sha256:c4b4"}]}`},
+		{name: "invalid manifest is not retried", failures: 100, status: http.StatusBadRequest, wantErr: "answered 400 Bad Request after 1 attempt", wantPuts: 1, attempts: 4,
+			body: `{"errors":[{"code":"MANIFEST_INVALID","message":"manifest invalid"}]}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			f := &flakyRegistry{reg: registry.New(registry.Logger(log.New(io.Discard, "", 0))), failures: tt.failures, status: tt.status}
+			f := &flakyRegistry{reg: registry.New(registry.Logger(log.New(io.Discard, "", 0))), failures: tt.failures, status: tt.status, body: tt.body}
 			srv := httptest.NewServer(f)
 			defer srv.Close()
 			host := strings.TrimPrefix(srv.URL, "http://")
