@@ -26,6 +26,25 @@ func fsType(path string) int64 {
 }
 
 // entries lists dir's names, but the trash's and the filler's.
+// superOptions returns the options of the file system mounted on top at
+// dir, as mountinfo shows them.
+func superOptions(t *testing.T, dir string) string {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	opts := ""
+	for _, l := range strings.Split(string(b), "\n") {
+		pre, post, ok := strings.Cut(l, " - ")
+		f, g := strings.Fields(pre), strings.Fields(post)
+		if ok && len(f) >= 5 && len(g) >= 3 && f[4] == dir {
+			opts = g[2]
+		}
+	}
+	return opts
+}
+
 func entries(t *testing.T, dir string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
@@ -63,6 +82,12 @@ func TestMemoryWorkspaces(t *testing.T) {
 	m1, stop1 := r.start(t, true, opts...)
 	if got := fsType(mem); got != unix.TMPFS_MAGIC {
 		t.Fatalf("statfs(%s).Type = %#x, want tmpfs", mem, got)
+	}
+	// Large files in huge pages, where the kernel has them for tmpfs.
+	if _, err := os.Stat("/sys/kernel/mm/transparent_hugepage/shmem_enabled"); err == nil {
+		if got := superOptions(t, mem); !strings.Contains(got, "huge=within_size") {
+			t.Errorf("options of the tmpfs at %s = %q, want huge=within_size", mem, got)
+		}
 	}
 	// A running build's whole workspace, its job root too, is in memory.
 	long := submitTo(t, m1, "alice", "", api.BuildSpec{Destinations: []string{dest("long")}}, busyboxContext(t, base, "sleep 300"))
