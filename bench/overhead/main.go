@@ -14,6 +14,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -204,7 +205,12 @@ func run(ctx context.Context, c *config) (err error) {
 		if err := os.Mkdir(direct, 0o711); err != nil {
 			return err
 		}
-		if err := unix.Mount("bench-workspaces", direct, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0711,size=4g"); err != nil {
+		// With the gateway's options, huge pages for large files too.
+		err := unix.Mount("bench-workspaces", direct, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0711,size=4g,huge=within_size")
+		if errors.Is(err, unix.EINVAL) {
+			err = unix.Mount("bench-workspaces", direct, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0711,size=4g")
+		}
+		if err != nil {
 			return fmt.Errorf("mounting a tmpfs for (a)'s workspaces: %w", err)
 		}
 		defer unix.Unmount(direct, unix.MNT_DETACH)
