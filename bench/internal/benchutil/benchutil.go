@@ -366,23 +366,43 @@ func Workspace(o Owner, tmp, proj string, i int, base, host string) (*builder.Re
 		BuildArgs: map[string]string{"BASE": base}, OutputDir: out, InsecureRegistries: []string{host}}, nil
 }
 
-// RSSUnder sums the VmRSS of every process whose command line names a
-// path under dir: a sandbox's unshare and executor (under the job's
-// workspace), or a job daemon's init, dockerd, containerd and shims.
+// RSSUnder sums the VmRSS of every process whose command line or
+// environment names a path under dir, and of their descendants: a
+// sandbox's unshare (given the job root under the workspace) and the
+// executor it starts, or a job daemon's init, dockerd, containerd and
+// shims.
 func RSSUnder(dir string) int64 {
 	ents, _ := os.ReadDir("/proc")
-	var sum int64
+	parent := map[int]int{}
+	in := map[int]bool{}
 	for _, e := range ents {
 		pid, err := strconv.Atoi(e.Name())
 		if err != nil {
 			continue
 		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !strings.Contains(string(b), dir+"/") {
-			continue
+		if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
+			// pid (comm) state ppid ...: comm may hold spaces.
+			if i := strings.LastIndexByte(string(st), ')'); i > 0 {
+				if f := strings.Fields(string(st[i+1:])); len(f) > 1 {
+					parent[pid], _ = strconv.Atoi(f[1])
+				}
+			}
 		}
-		if m, err := ReadMem(pid); err == nil {
-			sum += m.RSS
+		for _, f := range []string{"cmdline", "environ"} {
+			if b, err := os.ReadFile("/proc/" + e.Name() + "/" + f); err == nil && strings.Contains(string(b), dir+"/") {
+				in[pid] = true
+			}
+		}
+	}
+	var sum int64
+	for pid := range parent {
+		for p, n := pid, 0; p > 1 && n < 64; p, n = parent[p], n+1 {
+			if in[p] {
+				if m, err := ReadMem(pid); err == nil {
+					sum += m.RSS
+				}
+				break
+			}
 		}
 	}
 	return sum
