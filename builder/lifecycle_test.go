@@ -337,6 +337,17 @@ func TestManagerSandboxLimits(t *testing.T) {
 	if took := time.Since(start); took > 28*time.Second {
 		t.Errorf("limited builds took %s to fail, want them stopped before their sleeps end", took)
 	}
+
+	// In memory, the files a build writes are charged to its memory: it
+	// fails saying so, not with a full disk.
+	mr := newRestartable(t, kaniko.WithLimits(256<<20, 200))
+	mm, _ := mr.start(t, true, builder.WithMemoryWorkspaces(1<<30))
+	writer := submitTo(t, mm, "dave", "", api.BuildSpec{Destinations: []string{mr.reg + "/test/writer:v1"}},
+		busyboxContext(t, testenv.Busybox(t, mr.reg), "head -c 400000000 /dev/zero > /big"))
+	const want = "ran out of memory (limit 256 MiB, which counts the files it writes: its workspace is in memory)"
+	if b := wait(t, writer, 2*time.Minute); b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
+		t.Errorf("build writing 400 MB in memory = %v %q, want %v %q; log:\n%s", b.Status, b.Error, api.StatusFailed, want, logOf(t, writer))
+	}
 	// No group is left behind.
 	for _, h := range []string{"memory", "pids"} {
 		if ents, err := os.ReadDir(filepath.Join("/sys/fs/cgroup", h, "buildgw-kaniko")); err == nil {

@@ -308,6 +308,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		if grp != nil {
 			switch grp.Exceeded() {
 			case "memory":
+				if inMemory(req.Workspace) {
+					return nil, fmt.Errorf("the build ran out of memory (limit %d MiB, which counts the files it writes: its workspace is in memory); see the build log", r.o.limits.MemoryBytes>>20)
+				}
 				return nil, fmt.Errorf("the build ran out of memory (limit %d MiB); see the build log", r.o.limits.MemoryBytes>>20)
 			case "pids":
 				return nil, fmt.Errorf("the build reached its process limit (%d); see the build log", r.o.limits.Pids)
@@ -586,4 +589,11 @@ func copyFile(src, dst string, mode os.FileMode) error {
 		return err
 	}
 	return out.Close()
+}
+
+// inMemory reports whether dir is on a tmpfs, where the files a build
+// writes are charged to its memory.
+func inMemory(dir string) bool {
+	var st unix.Statfs_t
+	return unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC
 }
