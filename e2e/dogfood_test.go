@@ -214,6 +214,21 @@ func runGatewayImage(t *testing.T, g *gateway, img v1.Image) {
 		t.Errorf("user of the image built inside = %v (%v), want nobody", cf, err)
 	}
 
+	// The container cannot mount a tmpfs; given one at state_dir/mem, as
+	// examples/deploy documents, it keeps its workspaces there.
+	mem := startContainer(t, g, docker, "buildgw-dogfood-mem", tag.String(),
+		append(slices.Clone(dockerRunOptions), "--tmpfs", "/var/lib/buildgw/mem:exec,size=512m,mode=0711,uid="+imageUID+",gid="+imageUID))
+	stdout, stderr, code = runCLIAt(t, g, mem.url, mem.token, 5*time.Minute, "submit", "--build-arg", "BASE="+g.busybox, "-t", g.dest.Host+"/team/inside-mem:1", ctxDir)
+	if code != 0 {
+		t.Fatalf("submit to the gateway in the container with a tmpfs exited %d\nstderr:\n%s", code, tailLines(stderr, 40))
+	}
+	if got := files(t, g.pull(t, g.dest.Host+"/team/inside-mem:1@"+lastLine(stdout)))["inside.txt"].content; got != "built inside the gateway image\n" {
+		t.Errorf("inside.txt in the image built in memory = %q, want the context's msg.txt", got)
+	}
+	if logs, err := docker.command("logs", mem.name).CombinedOutput(); err != nil || !strings.Contains(string(logs), "memory, the tmpfs of 512 MiB mounted at state_dir/mem") {
+		t.Errorf("log of the gateway given a tmpfs (%v) does not say its workspaces are in it:\n%s", err, tailLines(string(logs), 20))
+	}
+
 	// Least privilege: without any one of the options, builds fail (with
 	// the sandbox's own error in the build log).
 	without := []struct {
