@@ -20,6 +20,7 @@ import (
 	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/runners/dind"
+	"github.com/buildgw/buildgw/runners/egress"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
@@ -259,6 +260,11 @@ type PullAccount struct {
 type Runners struct {
 	Kaniko KanikoRunner `yaml:"kaniko"`
 	Dind   DindRunner   `yaml:"dind"`
+	// EgressRefuse lists IPv4 addresses and CIDR networks that RUN steps
+	// of either runner never reach in egress mode, on top of the gateway's
+	// own host and 169.254.0.0/16, which are always refused: the
+	// networks of internal services, say 10.0.0.0/8. Default none.
+	EgressRefuse []string `yaml:"egress_refuse"`
 }
 
 // DindRunner configures the per-job Docker daemon runner. It is offered
@@ -322,6 +328,9 @@ func (c Config) dindOptions() ([]dind.Option, string) {
 	}
 	if d.Network != "" {
 		o = append(o, dind.WithNetwork(d.Network))
+	}
+	if len(c.Runners.EgressRefuse) > 0 {
+		o = append(o, dind.WithEgressRefuse(c.Runners.EgressRefuse...))
 	}
 	if d.DataRoot == "disk" {
 		return o, "disk"
@@ -535,6 +544,9 @@ func (c *Config) Validate() error {
 	}
 	if n := c.Runners.Kaniko.Network; n != "none" && n != "egress" {
 		errs = append(errs, fmt.Errorf("runners.kaniko.network: %q is neither none nor egress", n))
+	}
+	if _, err := egress.ParseRefuse(c.Runners.EgressRefuse); err != nil {
+		errs = append(errs, fmt.Errorf("runners.egress_refuse: %w", err))
 	}
 	if c.BaseImages.MaxBytes <= 0 {
 		errs = append(errs, errors.New("base_images: max_bytes must be positive"))

@@ -65,7 +65,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		exe = findExecutor()
 	}
 	kopts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...),
-		kaniko.WithNetwork(cfg.Runners.Kaniko.Network), kaniko.WithNice(cfg.Runners.Kaniko.Nice)}
+		kaniko.WithNetwork(cfg.Runners.Kaniko.Network), kaniko.WithNice(cfg.Runners.Kaniko.Nice), kaniko.WithEgressRefuse(cfg.Runners.EgressRefuse...)}
 	if !cfg.Runners.Kaniko.DisableLayerCache {
 		kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(cfg.StateDir, "layer-cache")), kaniko.WithLayerCacheMaxBytes(cfg.Runners.Kaniko.LayerCacheMaxBytes),
 			kaniko.WithResultCache(filepath.Join(cfg.StateDir, "result-cache"), cfg.Runners.Kaniko.ResultCacheMaxBytes))

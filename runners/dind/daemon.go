@@ -289,7 +289,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	if network == egress.Egress {
 		// Started from this goroutine: in the caller's network namespace,
 		// the gateway's host.
-		if d.net, err = egress.Start(ctx, r.o.tools, d.pid); err != nil {
+		if d.net, err = egress.Start(ctx, r.o.tools, d.pid, r.o.refuse); err != nil {
 			return nil, fmt.Errorf("dind: %w", err)
 		}
 	}

@@ -45,17 +45,25 @@ func TestNetwork(t *testing.T) {
 		name    string
 		option  string // the runner's network (WithNetwork), "" for the default
 		request string // Request.Network
-		egress  bool
+		refuse  []string
+		egress  bool // egress mode
+		outside bool // the outside server reached
 	}{
-		{"none (default)", "", "", false},
-		{"egress", egress.Egress, "", true},
-		{"none by request", egress.Egress, egress.None, false},
-		{"egress by request", egress.None, egress.Egress, true},
+		{"none (default)", "", "", nil, false, false},
+		{"egress", egress.Egress, "", nil, true, true},
+		{"none by request", egress.Egress, egress.None, nil, false, false},
+		{"egress by request", egress.None, egress.Egress, nil, true, true},
+		// The operator's own refusals: the far namespace's network,
+		// standing for an internal one.
+		{"egress refusing the outside network", egress.Egress, "", []string{"10.214.0.0/24"}, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var opts []Option
 			if c.option != "" {
 				opts = append(opts, WithNetwork(c.option))
+			}
+			if c.refuse != nil {
+				opts = append(opts, WithEgressRefuse(c.refuse...))
 			}
 			r, err := New(opts...)
 			if err != nil {
@@ -95,12 +103,12 @@ func TestNetwork(t *testing.T) {
 			}
 			for name, addr := range targets {
 				reached := strings.Contains(body, "reached http://"+addr+"/ ")
-				want := c.egress && name == testnetns.Outside
+				want := c.outside && name == testnetns.Outside
 				if reached != want {
 					t.Errorf("%s (%s) reached = %v, want %v\n%s", name, addr, reached, want, body)
 				}
 			}
-			if c.egress && !strings.Contains(body, "reached http://"+targets[testnetns.Outside]+"/ outside") {
+			if c.outside && !strings.Contains(body, "reached http://"+targets[testnetns.Outside]+"/ outside") {
 				t.Errorf("the outside server's answer is missing:\n%s", body)
 			}
 			if left := referencing(filepath.Join(req.Workspace, "dind")); len(left) > 0 {

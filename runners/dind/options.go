@@ -23,6 +23,7 @@ type options struct {
 	mount       string
 	storage     string
 	network     string
+	refuse      []string // egress.ParseRefuse's
 	caCerts     string
 	startTime   time.Duration
 	stopTimeout time.Duration
@@ -178,6 +179,20 @@ func WithStorageDriver(name string) Option {
 // own addresses and 169.254.0.0/16 refused).
 func WithNetwork(mode string) Option {
 	return func(o *options) error { o.network = mode; return nil }
+}
+
+// WithEgressRefuse adds destinations (IPv4 addresses or CIDR networks)
+// that RUN steps in egress mode never reach, on top of the gateway's host
+// and 169.254.0.0/16: the operator's internal networks, say.
+func WithEgressRefuse(dsts ...string) Option {
+	return func(o *options) error {
+		r, err := egress.ParseRefuse(dsts)
+		if err != nil {
+			return fmt.Errorf("dind runner: %w", err)
+		}
+		o.refuse = r
+		return nil
+	}
 }
 
 // WithNetworkTools sets the slirp4netns, nsenter and iptables binaries

@@ -79,14 +79,14 @@ type Network struct {
 
 // Start connects the network namespace of pid to the outside through
 // slirp4netns (interface tap0, 10.0.2.100/24, DNS at DNS) and refuses
-// Refused() in it. The namespace's processes must not hold CAP_NET_ADMIN
+// Refused() and refuse (ParseRefuse's result) in it. The namespace's processes must not hold CAP_NET_ADMIN
 // in it, or they could lift the rules. Stop ends the network.
 //
 // slirp4netns runs as the caller's user in the caller's network
 // namespace; it confines itself (--enable-sandbox, --enable-seccomp). A
 // caller that is not root reaches the namespace through its user
 // namespace, which it must own.
-func Start(ctx context.Context, t Tools, pid int) (*Network, error) {
+func Start(ctx context.Context, t Tools, pid int, refuse []string) (*Network, error) {
 	readyR, readyW, err := os.Pipe()
 	if err != nil {
 		return nil, err
@@ -112,7 +112,7 @@ func Start(ctx context.Context, t Tools, pid int) (*Network, error) {
 		n.Stop()
 		return nil, fmt.Errorf("slirp4netns did not configure the network: %v: %s", err, strings.TrimSpace(n.log.String()))
 	}
-	if err := Refuse(ctx, t, pid, Refused()); err != nil {
+	if err := Refuse(ctx, t, pid, append(Refused(), refuse...)); err != nil {
 		n.Stop()
 		return nil, err
 	}
@@ -143,6 +143,32 @@ func Refused() []string {
 		dst = append(dst, ipn.IP.String()+"/32")
 	}
 	return dst
+}
+
+// ParseRefuse checks a list of IPv4 networks (CIDR) or addresses that
+// builds must not reach on top of Refused(), the operator's own (internal
+// networks, say), and returns them in CIDR form. IPv6 is refused: the
+// namespace has no IPv6 route at all.
+func ParseRefuse(list []string) ([]string, error) {
+	out := make([]string, 0, len(list))
+	for _, s := range list {
+		if ip := net.ParseIP(s); ip != nil {
+			if ip.To4() == nil {
+				return nil, fmt.Errorf("refused destination %q: IPv6 never leaves the sandbox, only IPv4 needs refusing", s)
+			}
+			out = append(out, ip.To4().String()+"/32")
+			continue
+		}
+		ip, n, err := net.ParseCIDR(s)
+		if err != nil {
+			return nil, fmt.Errorf("refused destination %q is neither an IPv4 address nor a network in CIDR form", s)
+		}
+		if ip.To4() == nil {
+			return nil, fmt.Errorf("refused destination %q: IPv6 never leaves the sandbox, only IPv4 needs refusing", s)
+		}
+		out = append(out, n.String())
+	}
+	return out, nil
 }
 
 // Refuse installs REJECT rules for dsts in the network namespace of pid.

@@ -29,3 +29,30 @@ func TestRefused(t *testing.T) {
 		}
 	}
 }
+
+func TestParseRefuse(t *testing.T) {
+	tests := []struct {
+		in      []string
+		want    []string
+		wantErr string
+	}{
+		{in: nil, want: []string{}},
+		{in: []string{"10.0.0.0/8", "192.168.1.7", "172.16.5.9/12"}, want: []string{"10.0.0.0/8", "192.168.1.7/32", "172.16.0.0/12"}},
+		{in: []string{"fd00::/8"}, wantErr: "IPv6"},
+		{in: []string{"::1"}, wantErr: "IPv6"},
+		{in: []string{"10.0.0.0/33"}, wantErr: `"10.0.0.0/33" is neither`},
+		{in: []string{"intranet"}, wantErr: `"intranet" is neither`},
+	}
+	for _, tt := range tests {
+		got, err := ParseRefuse(tt.in)
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Errorf("ParseRefuse(%q) = %q, %v, want an error containing %q", tt.in, got, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || !slices.Equal(got, tt.want) {
+			t.Errorf("ParseRefuse(%q) = %q, %v, want %q", tt.in, got, err, tt.want)
+		}
+	}
+}

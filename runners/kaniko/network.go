@@ -52,7 +52,7 @@ func (e *sandboxEgress) start(ctx context.Context, r *Runner, pid int) error {
 	if _, err := e.inNS.Read(b); err != nil {
 		return fmt.Errorf("waiting for the sandbox's namespaces: %w", err)
 	}
-	n, err := egress.Start(ctx, egress.Tools{Slirp4netns: r.o.slirp, Nsenter: r.o.nsenter, Iptables: r.o.iptables}, pid)
+	n, err := egress.Start(ctx, egress.Tools{Slirp4netns: r.o.slirp, Nsenter: r.o.nsenter, Iptables: r.o.iptables}, pid, r.o.refuse)
 	if err != nil {
 		return err
 	}

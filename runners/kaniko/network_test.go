@@ -65,10 +65,25 @@ RUN /netprobe $TARGETS > /net.txt; cat /net.txt
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The operator's own refusals: here the far namespace's network,
+	// standing for an internal one.
+	refusing, err := New(WithExecutor(exe), WithEgressRefuse("10.213.0.0/24"))
+	if err != nil {
+		t.Fatal(err)
+	}
 	var wg sync.WaitGroup
-	for _, mode := range []string{sandbox.NetworkNone, sandbox.NetworkEgress} {
+	for _, tc := range []struct {
+		name, mode string
+		r          *Runner
+		outside    bool // reached in this mode
+	}{
+		{sandbox.NetworkNone, sandbox.NetworkNone, r, false},
+		{sandbox.NetworkEgress, sandbox.NetworkEgress, r, true},
+		{"egress refusing the outside network", sandbox.NetworkEgress, refusing, false},
+	} {
 		wg.Add(1)
-		t.Run(mode, func(t *testing.T) {
+		mode, r := tc.mode, tc.r
+		t.Run(tc.name, func(t *testing.T) {
 			defer wg.Done()
 			req := netRequest(t, r, dockerfile, probe, map[string]string{"BASE": base, "TARGETS": strings.Join(urls, " ")}, regHost)
 			req.Network = mode
@@ -105,12 +120,12 @@ RUN /netprobe $TARGETS > /net.txt; cat /net.txt
 			}
 			for name, addr := range targets {
 				reached := strings.Contains(body, "reached http://"+addr+"/ ")
-				want := mode == sandbox.NetworkEgress && name == testnetns.Outside
+				want := tc.outside && name == testnetns.Outside
 				if reached != want {
 					t.Errorf("network %s: %s (%s) reached = %v, want %v\n%s", mode, name, addr, reached, want, body)
 				}
 			}
-			if mode == sandbox.NetworkEgress && !strings.Contains(body, "reached http://"+targets[testnetns.Outside]+"/ outside") {
+			if tc.outside && !strings.Contains(body, "reached http://"+targets[testnetns.Outside]+"/ outside") {
 				t.Errorf("network egress: the outside server's answer is missing:\n%s", body)
 			}
 		})

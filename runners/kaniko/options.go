@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 
 	"github.com/buildgw/buildgw/runners/cgroup"
+	"github.com/buildgw/buildgw/runners/egress"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
@@ -23,6 +24,7 @@ type options struct {
 	limits   cgroup.Limits
 	cgroups  string // cgroup mount
 	network  string
+	refuse   []string // egress.ParseRefuse's
 	slirp    string
 	nsenter  string
 	iptables string
@@ -151,6 +153,20 @@ func WithFlags(flags ...string) Option {
 // gateway, so a build needs no network unless its RUN steps do.
 func WithNetwork(mode string) Option {
 	return func(o *options) error { o.network = mode; return nil }
+}
+
+// WithEgressRefuse adds destinations (IPv4 addresses or CIDR networks)
+// that RUN steps in egress mode never reach, on top of the gateway's host
+// and 169.254.0.0/16: the operator's internal networks, say.
+func WithEgressRefuse(dsts ...string) Option {
+	return func(o *options) error {
+		r, err := egress.ParseRefuse(dsts)
+		if err != nil {
+			return fmt.Errorf("kaniko runner: %w", err)
+		}
+		o.refuse = r
+		return nil
+	}
 }
 
 // WithNetworkTools sets the slirp4netns, nsenter and iptables binaries
