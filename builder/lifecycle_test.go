@@ -156,7 +156,14 @@ func TestManagerRestart(t *testing.T) {
 		t.Errorf("base images of the running build = %+v, want %s and its digest", bases, base)
 	}
 
-	m2, _ := r.start(t, true, builder.WithConcurrency(1))
+	o := &seenObserver{seen: map[string][2]api.Status{}}
+	m2, _ := r.start(t, true, builder.WithConcurrency(1), builder.WithObserver(o))
+	// The observers (the audit log) hear of the interrupted build's end.
+	o.mu.Lock()
+	if got := o.seen["crashedjob"]; got[0] != api.StatusFailed {
+		t.Errorf("observer heard of the interrupted build's end as %q, want %v", got[0], api.StatusFailed)
+	}
+	o.mu.Unlock()
 	// What a build started from is on record after the restart.
 	if j, err := m2.Get("alice", long.ID); err != nil || !reflect.DeepEqual(j.Snapshot().BaseImages, bases) {
 		t.Errorf("base images of %s after restart = %+v (%v), want %+v", long.ID, j.Snapshot().BaseImages, err, bases)

@@ -80,7 +80,8 @@ func (m *Manager) recover() error {
 					m.o.logger.Error("cleaning up after an interrupted build", "job", j.ID, "error", err)
 				}
 			}
-			j.finish(api.StatusFailed, "", msg, m.o.now(), nil)
+			// Its outcome is audited like any other.
+			j.finish(api.StatusFailed, "", msg, m.o.now(), m.finished(j))
 			lg.Close()
 			if err := m.store.Put(j.record()); err != nil {
 				return err
