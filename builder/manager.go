@@ -85,6 +85,8 @@ type Manager struct {
 
 	trash   chan trashItem // workspaces for the reaper to remove
 	reaping atomic.Bool    // whether a reaper runs (Run was called)
+	// placed counts new workspaces: [0] in memory, [1] on disk.
+	placed [2]atomic.Int64
 }
 
 type idemEntry struct {

@@ -88,10 +88,33 @@ func (m *Manager) workspaceParent() string {
 		dir := filepath.Join(m.stateDir, memDir)
 		var st unix.Statfs_t
 		if unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC && st.Bavail*4 >= st.Blocks {
+			m.placed[0].Add(1)
 			return dir
 		}
 	}
+	m.placed[1].Add(1)
 	return filepath.Join(m.stateDir, "jobs")
+}
+
+// Workspaces returns how many workspaces were made in memory and on disk
+// since the Manager started: builds that went to disk while memory
+// workspaces are on found the tmpfs too full (an undersized tmpfs shows
+// there first).
+func (m *Manager) Workspaces() (memory, disk int64) {
+	return m.placed[0].Load(), m.placed[1].Load()
+}
+
+// WorkspaceMemory returns the size and free bytes of the workspaces'
+// tmpfs, or zeros when workspaces are on disk.
+func (m *Manager) WorkspaceMemory() (size, free int64) {
+	if m.o.memBytes == 0 {
+		return 0, 0
+	}
+	var st unix.Statfs_t
+	if unix.Statfs(filepath.Join(m.stateDir, memDir), &st) != nil || st.Type != unix.TMPFS_MAGIC {
+		return 0, 0
+	}
+	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize
 }
 
 // inMemory reports whether ws is on the workspaces' tmpfs.

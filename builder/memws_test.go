@@ -100,6 +100,12 @@ func TestMemoryWorkspaces(t *testing.T) {
 		t.Errorf("workspaces on disk = %v, want none", got)
 	}
 	queued := submitTo(t, m1, "bob", "", api.BuildSpec{Destinations: []string{dest("queued")}}, scratchContext(t, "queued in memory"))
+	if mem, disk := m1.Workspaces(); mem != 2 || disk != 0 {
+		t.Errorf("Workspaces() = %d in memory, %d on disk, want 2, 0", mem, disk)
+	}
+	if size, free := m1.WorkspaceMemory(); size != 64<<20 || free <= 0 || free >= size {
+		t.Errorf("WorkspaceMemory() = %d, %d, want a size of 64 MiB and some of it used", size, free)
+	}
 
 	// Shut down: the tmpfs stays, with the queued build's context.
 	stop1()
@@ -167,6 +173,9 @@ func TestMemoryWorkspaces(t *testing.T) {
 	waitLog(t, onDisk, "Running: [/bin/sh -c sleep 300]", time.Minute)
 	if got := entries(t, jobs); len(got) != 1 || got[0] != onDisk.ID {
 		t.Errorf("workspaces on disk with the tmpfs full = %v, want %s", got, onDisk.ID)
+	}
+	if _, disk := m2.Workspaces(); disk != 1 {
+		t.Errorf("Workspaces() on disk = %d with the tmpfs full, want 1", disk)
 	}
 	if _, err := m2.Cancel("alice", onDisk.ID); err != nil {
 		t.Fatal(err)

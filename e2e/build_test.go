@@ -352,6 +352,11 @@ func TestEndToEnd(t *testing.T) {
 			`(?m)^buildgw_build_duration_seconds_count\{runner="kaniko",status="failed"\} [1-9]`,
 			`(?m)^buildgw_context_bytes_total [1-9]`,
 			`(?m)^buildgw_upload_bytes_total [1-9]`,
+			// The test gateway runs as root: workspaces in memory.
+			`(?m)^buildgw_workspaces_total\{place="memory"\} [1-9]`,
+			`(?m)^buildgw_workspaces_total\{place="disk"\} 0$`,
+			`(?m)^buildgw_workspace_memory_bytes [1-9]`,
+			`(?m)^buildgw_workspace_memory_free_bytes [1-9]`,
 		} {
 			if !regexp.MustCompile(want).MatchString(body) {
 				t.Errorf("GET /metrics lacks a line matching %s", want)

@@ -73,6 +73,16 @@ func (m *Metrics) Watch(mgr *builder.Manager) {
 			func() float64 { q, _ := mgr.Stats(); return float64(q) }),
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "buildgw_builds_running", Help: "Builds running now."},
 			func() float64 { _, r := mgr.Stats(); return float64(r) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "buildgw_workspaces_total", Help: "Workspaces made, in memory (the tmpfs) or on disk.",
+			ConstLabels: prometheus.Labels{"place": "memory"}},
+			func() float64 { n, _ := mgr.Workspaces(); return float64(n) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "buildgw_workspaces_total", Help: "Workspaces made, in memory (the tmpfs) or on disk.",
+			ConstLabels: prometheus.Labels{"place": "disk"}},
+			func() float64 { _, n := mgr.Workspaces(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "buildgw_workspace_memory_bytes", Help: "Size of the workspaces' tmpfs (0: workspaces on disk)."},
+			func() float64 { n, _ := mgr.WorkspaceMemory(); return float64(n) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "buildgw_workspace_memory_free_bytes", Help: "Free bytes of the workspaces' tmpfs; under a quarter free, new workspaces go to disk."},
+			func() float64 { _, n := mgr.WorkspaceMemory(); return float64(n) }),
 	)
 }
 
