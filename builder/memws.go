@@ -86,8 +86,7 @@ func (m *Manager) unmountMemory() {
 func (m *Manager) workspaceParent() string {
 	if m.o.memBytes > 0 {
 		dir := filepath.Join(m.stateDir, memDir)
-		var st unix.Statfs_t
-		if unix.Statfs(dir, &st) == nil && st.Type == unix.TMPFS_MAGIC && st.Bavail*4 >= st.Blocks {
+		if size, free, ok := tmpfsSpace(dir); ok && free*4 >= size {
 			m.placed[0].Add(1)
 			return dir
 		}
@@ -110,11 +109,18 @@ func (m *Manager) WorkspaceMemory() (size, free int64) {
 	if m.o.memBytes == 0 {
 		return 0, 0
 	}
+	size, free, _ = tmpfsSpace(filepath.Join(m.stateDir, memDir))
+	return size, free
+}
+
+// tmpfsSpace returns the size and free bytes of the tmpfs dir is on; ok
+// is false if it is on no tmpfs.
+func tmpfsSpace(dir string) (size, free int64, ok bool) {
 	var st unix.Statfs_t
-	if unix.Statfs(filepath.Join(m.stateDir, memDir), &st) != nil || st.Type != unix.TMPFS_MAGIC {
-		return 0, 0
+	if unix.Statfs(dir, &st) != nil || st.Type != unix.TMPFS_MAGIC {
+		return 0, 0, false
 	}
-	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize
+	return int64(st.Blocks) * st.Bsize, int64(st.Bavail) * st.Bsize, true
 }
 
 // inMemory reports whether ws is on the workspaces' tmpfs.
@@ -133,20 +139,32 @@ func (m *Manager) trashDir(ws string) string {
 
 // trashDirs are the directories trashDir returns.
 func (m *Manager) trashDirs() []string {
-	dirs := []string{filepath.Join(m.stateDir, "trash")}
-	if m.o.memBytes > 0 {
-		dirs = append(dirs, filepath.Join(m.stateDir, memDir, memTrash))
-	}
-	return dirs
+	_, trash := m.places()
+	return trash
+}
+
+// WorkspacePlaces lists every directory under stateDir where a Manager
+// keeps workspaces (on disk, and on its tmpfs) and where it trashes them,
+// for cleaners that run without a Manager (dind.Reap).
+func WorkspacePlaces(stateDir string) (workspaces, trash []string) {
+	return []string{filepath.Join(stateDir, "jobs"), filepath.Join(stateDir, memDir)},
+		[]string{filepath.Join(stateDir, "trash"), filepath.Join(stateDir, memDir, memTrash)}
 }
 
 // workspaceDirs are the directories that hold workspaces.
 func (m *Manager) workspaceDirs() []string {
-	dirs := []string{filepath.Join(m.stateDir, "jobs")}
-	if m.o.memBytes > 0 {
-		dirs = append(dirs, filepath.Join(m.stateDir, memDir))
+	ws, _ := m.places()
+	return ws
+}
+
+// places is WorkspacePlaces without the tmpfs's when workspaces are on
+// disk only.
+func (m *Manager) places() (workspaces, trash []string) {
+	ws, trash := WorkspacePlaces(m.stateDir)
+	if m.o.memBytes == 0 {
+		return ws[:1:1], trash[:1:1]
 	}
-	return dirs
+	return ws, trash
 }
 
 // MountedMemory returns the size of a tmpfs mounted at stateDir's place
@@ -156,16 +174,12 @@ func MountedMemory(stateDir string) int64 {
 	if !isTmpfs(dir) {
 		return 0
 	}
-	var st unix.Statfs_t
-	if unix.Statfs(dir, &st) != nil {
-		return 0
-	}
-	return int64(st.Blocks) * st.Bsize
+	size, _, _ := tmpfsSpace(dir)
+	return size
 }
 
 func isTmpfs(dir string) bool {
-	var st unix.Statfs_t
-	if unix.Statfs(dir, &st) != nil || st.Type != unix.TMPFS_MAGIC {
+	if _, _, ok := tmpfsSpace(dir); !ok {
 		return false
 	}
 	// A tmpfs further up (/tmp, say) is not ours: ours is mounted right

@@ -488,8 +488,7 @@ func Reap(stateDir string) ([]string, error) {
 	// Workspaces are on disk (jobs) or on the Manager's tmpfs (mem). Those
 	// the Manager trashed but had not removed yet hold no process or mount
 	// any more, but are cleaned all the same.
-	jobs := []string{filepath.Join(stateDir, "jobs"), filepath.Join(stateDir, "mem")}
-	trash := []string{filepath.Join(stateDir, "trash"), filepath.Join(stateDir, "mem", ".trash")}
+	jobs, trash := builder.WorkspacePlaces(stateDir)
 	for _, parent := range append(jobs, trash...) {
 		if m, err := filepath.Glob(filepath.Join(parent, "*", "dind")); err == nil {
 			for _, d := range m {
