@@ -689,10 +689,9 @@ func accessTime(hdr *tar.Header) time.Time {
 	return hdr.AccessTime
 }
 
-// errRecorder tells read errors (the archive's fault) from write errors.
 // copyFull copies src to dst in writes of len(buf) bytes but the last:
-// an upload's multipart reader hands out at most 4 KiB a read, and one
-// write system call per 4 KiB costs more than the rest of extracting.
+// an upload's reads return what has arrived, often a few KiB, and one
+// write system call per few KiB costs more than the rest of extracting.
 func copyFull(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
 	var n int64
 	for {
@@ -714,6 +713,7 @@ func copyFull(dst io.Writer, src io.Reader, buf []byte) (int64, error) {
 	}
 }
 
+// errRecorder tells read errors (the archive's fault) from write errors.
 type errRecorder struct {
 	r   io.Reader
 	err error

@@ -39,6 +39,11 @@ func (g *globals) client(stderr io.Writer) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
+	return clientAt(stderr, server, token)
+}
+
+// clientAt is a client of server that tells stderr when it waits.
+func clientAt(stderr io.Writer, server, token string) (*client.Client, error) {
 	return client.New(server, token, client.WithWaitNotice(func(d time.Duration, reason string) {
 		fmt.Fprintf(stderr, "buildctl-lite: %s; retrying in %s\n", reason, d.Round(time.Second))
 	}))

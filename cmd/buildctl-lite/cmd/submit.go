@@ -120,12 +120,15 @@ func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, comp
 	if df == "" {
 		df = "Dockerfile"
 	}
-	c, err := g.client(cmd.ErrOrStderr())
+	server, token, err := g.credentials()
 	if err != nil {
 		return err
 	}
-	server, _, _ := g.credentials()
 	level, err := contextCompression(compress, server)
+	if err != nil {
+		return err
+	}
+	c, err := clientAt(cmd.ErrOrStderr(), server, token)
 	if err != nil {
 		return err
 	}
