@@ -50,19 +50,25 @@ func (m *Manager) mountMemory() error {
 	}
 	m.mounted = true
 	// No exec restriction: the job roots run the executor and RUN steps.
-	opts := "mode=0711,size=" + strconv.FormatInt(m.o.memBytes, 10)
+	if err := MountWorkspaceTmpfs(memSource, dir, m.o.memBytes); err != nil {
+		return fmt.Errorf("mounting a tmpfs of %s for workspaces at %s (needs root with CAP_SYS_ADMIN; or keep workspaces on disk): %w", sizeString(m.o.memBytes), dir, err)
+	}
+	return nil
+}
+
+// MountWorkspaceTmpfs mounts a tmpfs of size bytes at dir as the Manager
+// mounts the one for its workspaces (benchmarks mount theirs alike).
+func MountWorkspaceTmpfs(source, dir string, size int64) error {
+	opts := "mode=0711,size=" + strconv.FormatInt(size, 10)
 	// Huge pages for files of 2 MiB and more, never past a file's end:
 	// writing a large file then costs a fifth of the time (a context's
 	// big files, kaniko's layer tarballs; bench/upload). A kernel without
 	// them refuses the option.
-	err := unix.Mount(memSource, dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts+",huge=within_size")
+	err := unix.Mount(source, dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts+",huge=within_size")
 	if errors.Is(err, unix.EINVAL) {
-		err = unix.Mount(memSource, dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
+		err = unix.Mount(source, dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
 	}
-	if err != nil {
-		return fmt.Errorf("mounting a tmpfs of %s for workspaces at %s (needs root with CAP_SYS_ADMIN; or keep workspaces on disk): %w", sizeString(m.o.memBytes), dir, err)
-	}
-	return nil
+	return err
 }
 
 // unmountMemory unmounts the workspaces' tmpfs unless it still holds

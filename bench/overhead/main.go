@@ -14,7 +14,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -37,6 +36,7 @@ import (
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/bench/internal/refproject"
 	"github.com/buildgw/buildgw/buildcontext"
+	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/builder/push"
 	"github.com/buildgw/buildgw/runners/kaniko"
@@ -205,12 +205,7 @@ func run(ctx context.Context, c *config) (err error) {
 		if err := os.Mkdir(direct, 0o711); err != nil {
 			return err
 		}
-		// With the gateway's options, huge pages for large files too.
-		err := unix.Mount("bench-workspaces", direct, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0711,size=4g,huge=within_size")
-		if errors.Is(err, unix.EINVAL) {
-			err = unix.Mount("bench-workspaces", direct, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "mode=0711,size=4g")
-		}
-		if err != nil {
+		if err := builder.MountWorkspaceTmpfs("bench-workspaces", direct, 4<<30); err != nil {
 			return fmt.Errorf("mounting a tmpfs for (a)'s workspaces: %w", err)
 		}
 		defer unix.Unmount(direct, unix.MNT_DETACH)
