@@ -12,6 +12,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/netip"
 	"os"
 	"os/exec"
 	"strconv"
@@ -79,8 +80,9 @@ type Network struct {
 
 // Start connects the network namespace of pid to the outside through
 // slirp4netns (interface tap0, 10.0.2.100/24, DNS at DNS) and refuses
-// Refused() and refuse (ParseRefuse's result) in it. The namespace's processes must not hold CAP_NET_ADMIN
-// in it, or they could lift the rules. Stop ends the network.
+// Refused() and refuse (ParseRefuse's result) in it. The namespace's
+// processes must not hold CAP_NET_ADMIN in it, or they could lift the
+// rules. Stop ends the network.
 //
 // slirp4netns runs as the caller's user in the caller's network
 // namespace; it confines itself (--enable-sandbox, --enable-seccomp). A
@@ -152,21 +154,18 @@ func Refused() []string {
 func ParseRefuse(list []string) ([]string, error) {
 	out := make([]string, 0, len(list))
 	for _, s := range list {
-		if ip := net.ParseIP(s); ip != nil {
-			if ip.To4() == nil {
-				return nil, fmt.Errorf("refused destination %q: IPv6 never leaves the sandbox, only IPv4 needs refusing", s)
-			}
-			out = append(out, ip.To4().String()+"/32")
-			continue
-		}
-		ip, n, err := net.ParseCIDR(s)
+		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return nil, fmt.Errorf("refused destination %q is neither an IPv4 address nor a network in CIDR form", s)
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("refused destination %q is neither an IPv4 address nor a network in CIDR form", s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
 		}
-		if ip.To4() == nil {
+		if !p.Addr().Is4() {
 			return nil, fmt.Errorf("refused destination %q: IPv6 never leaves the sandbox, only IPv4 needs refusing", s)
 		}
-		out = append(out, n.String())
+		out = append(out, p.Masked().String())
 	}
 	return out, nil
 }
