@@ -261,9 +261,12 @@ func TestEndToEnd(t *testing.T) {
 			t.Fatal(err)
 		}
 		// The log shows the RUN line before the step starts, so wait for its
-		// processes themselves.
+		// processes themselves: its sleep 307 and sleep 308, numbers no
+		// other test's build sleeps (those of packages tested meanwhile
+		// must not count).
+		sleeps := func() int { return countProcs(t, "sleep 307") + countProcs(t, "sleep 308") }
 		deadline := time.Now().Add(60 * time.Second)
-		for countProcs(t, "sleep 30") < 2 {
+		for sleeps() < 2 {
 			if time.Now().After(deadline) {
 				cmd.Process.Kill()
 				t.Fatalf("the build never reached its RUN step:\n%s", out.String())
@@ -286,7 +289,7 @@ func TestEndToEnd(t *testing.T) {
 		if err == nil {
 			t.Errorf("submit of a cancelled build = exit 0, want non-zero")
 		}
-		waitFor(t, 10*time.Second, "sleep processes to die", func() bool { return countProcs(t, "sleep 30") == 0 })
+		waitFor(t, 10*time.Second, "sleep processes to die", func() bool { return sleeps() == 0 })
 		g.waitNoWorkspaces(t)
 		stdout, _, _ = g.cli(t, g.tokens["other"], "status", id)
 		if !strings.Contains(stdout, `"status": "cancelled"`) {
