@@ -91,6 +91,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Opti
 	t.Run("Credentials", s.testCredentials)
 	t.Run("ReadOnlyContext", s.testReadOnlyContext)
 	t.Run("Concurrent", s.testConcurrent)
+	t.Run("Signals", s.testSignals)
 }
 
 // Option changes how the suite runs builds.
