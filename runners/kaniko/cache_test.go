@@ -1,6 +1,9 @@
 package kaniko
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"io"
 	"os"
@@ -13,6 +16,7 @@ import (
 	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/internal/testenv"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
 // TestLayerCachePerTenant builds the same Dockerfile for two tenants. A
@@ -94,4 +98,78 @@ func buildWithBases(t *testing.T, r *Runner, store *basestore.Store, req *builde
 		t.Fatalf("Build for %s: %v\n%s", req.Tenant, err, log.String())
 	}
 	return img, log.String()
+}
+
+// TestLayerCacheSandboxCannotPoison has a build's RUN step attack its
+// tenant's layer cache from inside: it overwrites the layer blobs of
+// every entry it can reach with a layer of its own, plants an entry under
+// an invented key and writes 32 MiB of junk into /kaniko/cache. A later
+// build of the first Dockerfile in the same tenant must still get the
+// first build's own layer (cached, unaltered, a valid image), and the
+// junk must have been the attacking build's (in its workspace), not the
+// shared cache's.
+func TestLayerCacheSandboxCannotPoison(t *testing.T) {
+	exe, regHost, base, store, cacheDir := cacheTestEnv(t)
+	shared := filepath.Join(cacheDir, "layers")
+	r, err := New(WithExecutor(exe), WithLayerCache(shared))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const tenant = `["project-ref-class","oidc","https://gitlab.example.com","grp/app","1","ref_protected=true"]`
+	const victim = "ARG BASE\nFROM ${BASE}\nRUN cat /proc/sys/kernel/random/uuid > /stamp\n"
+	const attack = `ARG BASE
+FROM ${BASE}
+COPY poison.tgz /poison.tgz
+RUN for f in /kaniko/cache/*/blobs/sha256/* /kaniko/cache-shared/*/blobs/sha256/*; do \
+      if [ "$(head -c 2 "$f" | od -An -tx1 | tr -d ' \n')" = 1f8b ]; then cat /poison.tgz > "$f" && echo "overwrote $f"; fi; \
+    done; \
+    mount -o remount,rw /kaniko/cache-shared && echo remounted; \
+    mkdir -p /kaniko/cache/layers:0000000000000000000000000000000000000000000000000000000000000000/blobs/sha256; \
+    dd if=/dev/zero of=/kaniko/cache/junk bs=1M count=32; \
+    echo attacked > /attacked
+`
+	// The poisoned layer comes with the context: busybox has no gzip.
+	var poison bytes.Buffer
+	zw := gzip.NewWriter(&poison)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Name: "stamp", Mode: 0o644, Size: 7, Typeflag: tar.TypeReg})
+	tw.Write([]byte("POISON\n"))
+	tw.Close()
+	zw.Close()
+	build := func(dockerfile string) (*builder.Request, v1.Image, string) {
+		t.Helper()
+		req := netRequest(t, r, dockerfile, "", map[string]string{"BASE": base}, regHost)
+		req.Tenant = tenant
+		if err := os.WriteFile(filepath.Join(req.ContextDir, "poison.tgz"), poison.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		img, log := buildWithBases(t, r, store, req)
+		return req, img, log
+	}
+	_, img1, _ := build(victim)
+	s1, err := fileOf(img1, "stamp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	attackReq, _, attackLog := build(attack)
+	if _, err := os.Stat(filepath.Join(attackReq.Workspace, "layer-cache", "junk")); err != nil {
+		t.Errorf("the junk the build wrote into /kaniko/cache is not in its workspace (%v), so its workspace limit does not count it\n%s", err, attackLog)
+	}
+	if n := treeSize(shared); n >= 32<<20 {
+		t.Errorf("the shared layer cache holds %d bytes after a build wrote 32 MiB of junk into /kaniko/cache, want the junk left out\n%s", n, attackLog)
+	}
+	_, img3, log3 := build(victim)
+	s3, err := fileOf(img3, "stamp")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s3 != s1 {
+		t.Errorf("rebuild after the attack: /stamp = %q, want the first build's %q (cached)\nattack log:\n%s\nrebuild log:\n%s", s3, s1, attackLog, log3)
+	}
+	if err := validate.Image(img3); err != nil {
+		t.Errorf("rebuild after the attack is not a valid image: %v\n%s", err, log3)
+	}
+	if !strings.Contains(log3, "Using caching version of cmd") {
+		t.Errorf("rebuild did not use the cache:\n%s", log3)
+	}
 }
