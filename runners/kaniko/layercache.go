@@ -112,15 +112,35 @@ func (lc *layerCaches) populate(tdir, jobDir string, copy bool) (int, error) {
 		return 0, err
 	}
 	defer src.Close()
-	n := 0
+	// The newest first, within a budget: each build pays for its copy in
+	// time and workspace.
+	mod := map[string]time.Time{}
+	for _, n := range names {
+		if info, err := os.Lstat(filepath.Join(tdir, n)); err == nil {
+			mod[n] = info.ModTime()
+		}
+	}
+	sort.SliceStable(names, func(i, j int) bool { return mod[names[i]].After(mod[names[j]]) })
+	n, budget := 0, min(lc.maxBytes, maxCopyBytes)
 	for _, name := range names {
 		// A damaged entry costs a cache miss, never the build.
-		if _, err := copyEntry(src, name, jobDir, lc.maxBytes, false); err == nil {
+		size, err := copyEntry(src, name, jobDir, budget, false)
+		if errors.Is(err, errOverBound) {
+			break
+		}
+		if err == nil {
 			n++
+			budget -= size
 		}
 	}
 	return n, nil
 }
+
+// errOverBound is an entry larger than what may still be copied.
+var errOverBound = errors.New("entry over the bound")
+
+// maxCopyBytes bounds what a copying populate hands one build.
+const maxCopyBytes = 2 << 30
 
 // entries lists the cache entries in dir.
 func entries(dir string) ([]string, error) {
@@ -230,7 +250,7 @@ func copyEntry(src *os.File, name, dstDir string, maxBytes int64, shared bool) (
 	total := md.Size
 	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
 		if total += d.Size; d.Size < 0 || total > maxBytes {
-			return 0, fmt.Errorf("entry over the cache's bound of %d bytes: %w", maxBytes, errTooLarge)
+			return 0, fmt.Errorf("%w of %d bytes", errOverBound, maxBytes)
 		}
 		if _, err := os.Lstat(filepath.Join(blobs, d.Digest.Hex)); err == nil && d.Digest.Algorithm == "sha256" {
 			total -= d.Size // named twice
