@@ -95,9 +95,17 @@ func (lc *layerCaches) tenantDir(tenant string) (string, error) {
 // of the shared cache tdir: symlinks into the read-only bind at
 // sandbox.SharedLayerCache, or with copy, checked copies.
 func (lc *layerCaches) populate(tdir, jobDir string, copy bool) (int, error) {
-	names, err := entries(tdir)
+	all, err := entries(tdir)
 	if err != nil {
 		return 0, err
+	}
+	// kaniko ignores an entry past its TTL and writes a new one, which
+	// importNew then takes in place of the old.
+	var names []string
+	for _, n := range all {
+		if info, err := os.Lstat(filepath.Join(tdir, n)); err == nil && time.Since(info.ModTime()) < staleAfter {
+			names = append(names, n)
+		}
 	}
 	if !copy {
 		for _, n := range names {
@@ -182,8 +190,12 @@ func (lc *layerCaches) importNew(tdir, jobDir string) (int, []error, error) {
 			refused = append(refused, fmt.Errorf("%q: not a cache entry", name))
 			continue
 		}
-		if _, err := os.Lstat(filepath.Join(tdir, name)); err == nil {
-			continue // entries are never replaced
+		if info, err := os.Lstat(filepath.Join(tdir, name)); err == nil {
+			// An entry is replaced only once stale, and only while no
+			// other build can be reading it.
+			if time.Since(info.ModTime()) < staleAfter || !lc.removeIfAlone(tdir, name) {
+				continue
+			}
 		}
 		if n == maxImportEntries {
 			refused = append(refused, fmt.Errorf("more than %d new entries", maxImportEntries))
@@ -329,6 +341,18 @@ func copyCacheBlob(src *os.File, name string, d v1.Descriptor, blobs string, kee
 		return nil, fmt.Errorf("content has digest sha256:%s", got)
 	}
 	return []byte(kept.String()), nil
+}
+
+// staleAfter is when a build stops getting an entry: a day before
+// kaniko's default --cache-ttl (two weeks) would make it ignore it.
+const staleAfter = 13 * 24 * time.Hour
+
+// removeIfAlone removes entry name of the tenant cache tdir if the caller's
+// build is the only one using tdir, and reports whether it did.
+func (lc *layerCaches) removeIfAlone(tdir, name string) bool {
+	lc.mu.Lock()
+	defer lc.mu.Unlock()
+	return lc.active[tdir] == 1 && os.RemoveAll(filepath.Join(tdir, name)) == nil
 }
 
 // enter marks dir in use by one more build.

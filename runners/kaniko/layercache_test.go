@@ -176,6 +176,30 @@ func TestLayerCacheImport(t *testing.T) {
 	if n, err := lc.populate(shared, job3, true); err != nil || n != 1 {
 		t.Errorf("populate(copy) of a tampered entry = %d, %v; want it left out", n, err)
 	}
+
+	// A stale entry is not handed out (kaniko would ignore it past its
+	// TTL); the build's fresh one replaces it, while no other build of the
+	// tenant runs.
+	old := time.Now().Add(-staleAfter - time.Hour)
+	os.Chtimes(existing, old, old)
+	job4 := t.TempDir()
+	if n, err := lc.populate(shared, job4, false); err != nil || n != 1 {
+		t.Errorf("populate with a stale entry = %d, %v; want 1 (the stale one left out)", n, err)
+	}
+	_, fresh := write(job4, key('1'), 2048)
+	lc.enter(shared)
+	lc.enter(shared)
+	if n, _, err := lc.importNew(shared, job4); err != nil || n != 0 {
+		t.Errorf("importNew over a stale entry with another build running = %d, %v; want 0", n, err)
+	}
+	lc.active[shared]--
+	if n, _, err := lc.importNew(shared, job4); err != nil || n != 1 {
+		t.Errorf("importNew over a stale entry = %d, %v; want 1", n, err)
+	}
+	ib, _ := os.ReadFile(filepath.Join(existing, "index.json"))
+	if fd, _ := fresh.Digest(); !strings.Contains(string(ib), fd.String()) {
+		t.Errorf("stale entry not replaced by the fresh one: index %s", ib)
+	}
 }
 
 // BenchmarkLayerCachePopulate measures handing a build a tenant's cache of
