@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/basestore"
+	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/internal/testenv"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
@@ -100,22 +102,31 @@ func buildWithBases(t *testing.T, r *Runner, store *basestore.Store, req *builde
 	return img, log.String()
 }
 
-// TestLayerCacheSandboxCannotPoison has a build's RUN step attack its
-// tenant's layer cache from inside: it overwrites the layer blobs of
-// every entry it can reach with a layer of its own, plants an entry under
-// an invented key and writes 32 MiB of junk into /kaniko/cache. A later
-// build of the first Dockerfile in the same tenant must still get the
-// first build's own layer (cached, unaltered, a valid image), and the
-// junk must have been the attacking build's (in its workspace), not the
-// shared cache's.
-func TestLayerCacheSandboxCannotPoison(t *testing.T) {
+// TestLayerCachePoisoning runs the cache poisoning sequence with the
+// tenants the policy's default cache.scope gives GitLab jobs. Feature
+// branches of the project and of another project of its group build the
+// release's Dockerfile first, one of them with a RUN step that attacks
+// the layer cache from inside: it overwrites the layer blobs of every
+// entry it can reach with a layer of its own, plants an entry under an
+// invented key and writes 32 MiB of junk into /kaniko/cache. The same
+// attack then comes from a protected build (a hostile dependency). The
+// protected release builds must run the step themselves, then reuse their
+// own cached layer, unaltered, as a valid image; the junk must have been
+// the attacking builds' (in their workspaces), never the shared cache's.
+func TestLayerCachePoisoning(t *testing.T) {
 	exe, regHost, base, store, cacheDir := cacheTestEnv(t)
 	shared := filepath.Join(cacheDir, "layers")
 	r, err := New(WithExecutor(exe), WithLayerCache(shared))
 	if err != nil {
 		t.Fatal(err)
 	}
-	const tenant = `["project-ref-class","oidc","https://gitlab.example.com","grp/app","1","ref_protected=true"]`
+	gitlab := func(project, ref, protected string) string {
+		return policy.CacheProjectRefClass.Tenant(auth.Identity{
+			Name: "gitlab:project_path:" + project + ":ref:" + ref, Kind: auth.KindOIDC, Issuer: "https://gitlab.example.com",
+			Attributes: map[string]string{"project_path": project, "project_id": "id-" + project, "namespace_path": "grp", "ref": ref, "ref_protected": protected},
+		})
+	}
+	release, feature, otherFeature := gitlab("grp/app", "main", "true"), gitlab("grp/app", "feature", "false"), gitlab("grp/other", "feature", "false")
 	const victim = "ARG BASE\nFROM ${BASE}\nRUN cat /proc/sys/kernel/random/uuid > /stamp\n"
 	const attack = `ARG BASE
 FROM ${BASE}
@@ -136,7 +147,7 @@ RUN for f in /kaniko/cache/*/blobs/sha256/* /kaniko/cache-shared/*/blobs/sha256/
 	tw.Write([]byte("POISON\n"))
 	tw.Close()
 	zw.Close()
-	build := func(dockerfile string) (*builder.Request, v1.Image, string) {
+	build := func(tenant, dockerfile string) (stamp, log string) {
 		t.Helper()
 		req := netRequest(t, r, dockerfile, "", map[string]string{"BASE": base}, regHost)
 		req.Tenant = tenant
@@ -144,32 +155,40 @@ RUN for f in /kaniko/cache/*/blobs/sha256/* /kaniko/cache-shared/*/blobs/sha256/
 			t.Fatal(err)
 		}
 		img, log := buildWithBases(t, r, store, req)
-		return req, img, log
+		if dockerfile == attack {
+			if _, err := os.Stat(filepath.Join(req.Workspace, "layer-cache", "junk")); err != nil {
+				t.Errorf("the junk the build wrote into /kaniko/cache is not in its workspace (%v), so its workspace limit does not count it\n%s", err, log)
+			}
+			if n := treeSize(shared); n >= 32<<20 {
+				t.Errorf("the shared layer cache holds %d bytes after a build wrote 32 MiB of junk into /kaniko/cache, want the junk left out\n%s", n, log)
+			}
+			return "", log
+		}
+		if err := validate.Image(img); err != nil {
+			t.Errorf("build for %s is not a valid image: %v\n%s", tenant, err, log)
+		}
+		stamp, err := fileOf(img, "stamp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stamp, log
 	}
-	_, img1, _ := build(victim)
-	s1, err := fileOf(img1, "stamp")
-	if err != nil {
-		t.Fatal(err)
+	other, _ := build(otherFeature, victim)
+	branch, _ := build(feature, victim)
+	_, attackLog := build(feature, attack)
+	if branch == other {
+		t.Errorf("grp/app's feature branch got grp/other's cached layer (%q)", other)
 	}
-	attackReq, _, attackLog := build(attack)
-	if _, err := os.Stat(filepath.Join(attackReq.Workspace, "layer-cache", "junk")); err != nil {
-		t.Errorf("the junk the build wrote into /kaniko/cache is not in its workspace (%v), so its workspace limit does not count it\n%s", err, attackLog)
+	p1, log1 := build(release, victim)
+	if p1 == other || p1 == branch {
+		t.Errorf("protected build of grp/app got a feature branch's layer: /stamp %q (grp/other %q, grp/app feature %q)\nattack log:\n%s\nrelease log:\n%s", p1, other, branch, attackLog, log1)
 	}
-	if n := treeSize(shared); n >= 32<<20 {
-		t.Errorf("the shared layer cache holds %d bytes after a build wrote 32 MiB of junk into /kaniko/cache, want the junk left out\n%s", n, attackLog)
+	_, attackLog = build(release, attack)
+	p2, log2 := build(release, victim)
+	if p2 != p1 {
+		t.Errorf("protected rebuild after the attack: /stamp = %q, want the first protected build's %q (cached)\nattack log:\n%s\nrebuild log:\n%s", p2, p1, attackLog, log2)
 	}
-	_, img3, log3 := build(victim)
-	s3, err := fileOf(img3, "stamp")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if s3 != s1 {
-		t.Errorf("rebuild after the attack: /stamp = %q, want the first build's %q (cached)\nattack log:\n%s\nrebuild log:\n%s", s3, s1, attackLog, log3)
-	}
-	if err := validate.Image(img3); err != nil {
-		t.Errorf("rebuild after the attack is not a valid image: %v\n%s", err, log3)
-	}
-	if !strings.Contains(log3, "Using caching version of cmd") {
-		t.Errorf("rebuild did not use the cache:\n%s", log3)
+	if !strings.Contains(log2, "Using caching version of cmd") {
+		t.Errorf("protected rebuild did not use the cache:\n%s", log2)
 	}
 }
