@@ -24,18 +24,6 @@ func openDir(path string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// openDirBeneath opens the directory rel under dir, see resolveInside.
-func openDirBeneath(dir *os.File, rel string) (*os.File, error) {
-	fd, err := unix.Openat2(int(dir.Fd()), rel, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_DIRECTORY | unix.O_NOFOLLOW | unix.O_CLOEXEC,
-		Resolve: resolveInside,
-	})
-	if err != nil {
-		return nil, &os.PathError{Op: "open", Path: rel, Err: err}
-	}
-	return os.NewFile(uintptr(fd), rel), nil
-}
-
 // errTooLarge is a file over the size its reader allows.
 var errTooLarge = errors.New("larger than allowed")
 
