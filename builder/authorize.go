@@ -24,6 +24,12 @@ type Grant struct {
 	MaxConcurrent int
 	// Network is the network of the build's RUN steps (Request.Network).
 	Network string
+	// CacheTenant names the caches the build shares with other builds
+	// (Request.Tenant), from the policy's cache.scope; empty: a cache of
+	// the identity's own, unless NoCache.
+	CacheTenant string
+	// NoCache: the build reads and fills no cache of other builds.
+	NoCache bool
 }
 
 // DeniedError is a refusal by policy. The HTTP layer answers it with 403.

@@ -1,6 +1,7 @@
 package builder_test
 
 import (
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -8,6 +9,7 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testmanager"
 	"github.com/buildgw/buildgw/runners/kaniko"
@@ -58,5 +60,43 @@ func TestManagerNoCache(t *testing.T) {
 	}
 	if got := registryDigest(t, e.dest("again")); got != d1 {
 		t.Errorf("pushed digest of the cached rebuild = %s, want %s", got, d1)
+	}
+}
+
+// TestManagerLayerCacheCountsAgainstWorkspace has a RUN step write 50 MiB
+// into kaniko's layer cache directory under a workspace limit of 20 MiB:
+// the build is stopped for its workspace, and nothing of what it wrote is
+// left in the layer cache.
+func TestManagerLayerCacheCountsAgainstWorkspace(t *testing.T) {
+	cacheDir, err := os.MkdirTemp("", "buildgw-cachelimittest-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(cacheDir) })
+	os.Chmod(cacheDir, 0o711)
+	layers := filepath.Join(cacheDir, "layers")
+	r := newRestartable(t, kaniko.WithLayerCache(layers))
+	base := testenv.Busybox(t, r.reg)
+	m, _ := r.start(t, true, builder.WithJobTimeout(2*time.Minute),
+		builder.WithWorkspaceLimit(20<<20), builder.WithDiskCheckInterval(200*time.Millisecond))
+	// The sleep keeps the build going, so only the limit can end it early.
+	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/cachebomb:v1"}},
+		busyboxContext(t, base, "dd if=/dev/zero of=/kaniko/cache/big bs=1M count=50 && sleep 30"))
+	b := wait(t, j, 2*time.Minute)
+	const want = "the build's workspace exceeded 20 MiB (workspace_max_bytes); see the build log"
+	if b.Status != api.StatusFailed || b.Error != want {
+		t.Errorf("build writing 50 MiB into /kaniko/cache = %v %q, want %v %q; log:\n%s", b.Status, b.Error, api.StatusFailed, want, logOf(t, j))
+	}
+	var left int64
+	filepath.WalkDir(layers, func(_ string, d fs.DirEntry, err error) error {
+		if err == nil && d.Type().IsRegular() {
+			if info, err := d.Info(); err == nil {
+				left += info.Size()
+			}
+		}
+		return nil
+	})
+	if left > 1<<20 {
+		t.Errorf("the layer cache holds %d bytes after the build, want nothing of what it wrote", left)
 	}
 }

@@ -235,11 +235,15 @@ func apiBaseImages(bs []BaseImage) []api.BaseImage {
 	return out
 }
 
-// Tenant is whose layer cache the job's build uses: the identity's
-// namespace_path (a CI project's group) if it has one, else the owner.
+// Tenant is whose layer and result caches the job's build uses: as the
+// authorization granted (the policy's cache.scope), else the owner's own,
+// which never crosses identities; "" for none.
 func (j *Job) Tenant() string {
-	if ns := j.Identity.Attributes["namespace_path"]; ns != "" {
-		return "namespace_path:" + ns
+	switch {
+	case j.Grant.NoCache:
+		return ""
+	case j.Grant.CacheTenant != "":
+		return j.Grant.CacheTenant
 	}
 	return "owner:" + j.Owner
 }

@@ -69,7 +69,8 @@ type Request struct {
 	// ExtraCAs is PEM roots the sandbox trusts besides the system's, for
 	// registries with a private CA.
 	ExtraCAs []byte
-	// Tenant names whose layer cache the build may use and fill; builds of
+	// Tenant names whose layer and result caches the build may use and
+	// fill (Job.Tenant, from the policy's cache.scope); builds of
 	// different tenants never share cached layers. Empty: no cache.
 	Tenant string
 	// NoCache makes the build use no cache of earlier builds (layers or

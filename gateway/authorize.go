@@ -24,6 +24,10 @@ func (p policyAuthorizer) Authorize(id auth.Identity, spec *builder.ValidSpec, d
 		Target:       spec.Target,
 	})
 	g := builder.Grant{MaxContextBytes: d.Limits.MaxContextBytes, Timeout: d.Limits.Timeout, MaxConcurrent: d.Limits.MaxConcurrent, Network: d.Network}
+	if d.Allowed {
+		g.CacheTenant = d.CacheScope.Tenant(id)
+		g.NoCache = g.CacheTenant == ""
+	}
 	if !d.Allowed {
 		return d.Rule, g, &builder.DeniedError{Rule: d.Rule, Reason: d.Reason}
 	}

@@ -416,9 +416,9 @@ type KanikoRunner struct {
 	// none.
 	Network string `yaml:"network"`
 	// DisableLayerCache turns off kaniko's layer cache. By default each
-	// tenant (an identity's namespace_path, else the identity) has a cache
-	// of its own under state_dir/layer-cache, which only its builds read
-	// and fill.
+	// tenant (named by the policy rule's cache.scope) has a cache of its
+	// own under state_dir/layer-cache, which only its builds read and
+	// fill.
 	DisableLayerCache bool `yaml:"disable_layer_cache"`
 	// LayerCacheMaxBytes bounds all tenants' layer caches together; the
 	// oldest cached layers of tenants with no build running go first.

@@ -73,6 +73,22 @@
 // registry index.docker.io. "docker.io" in allow.from or at the start of a
 // destination is an alias for it.
 //
+// # Caches
+//
+// cache.scope (a key of the rule, beside match and allow) says which
+// builds share kaniko's layer and result caches; see CacheScope. Every
+// build of a cache can plant what later builds of it use, so a scope must
+// not join identities of different trust. Default project-ref-class: one
+// project's protected refs share with each other only, its other refs
+// with each other; project, namespace and identity widen or narrow that,
+// none turns caching off.
+//
+//	rules:
+//	  - name: gitlab-branches
+//	    match: {kind: oidc, ref_protected: "false"}
+//	    allow: {destinations: ["registry.example.com/{project_path}"]}
+//	    cache: {scope: project-ref-class}
+//
 // # Limits
 //
 // A decision that allows carries the rule's limits; a limit left out is

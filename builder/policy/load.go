@@ -25,6 +25,11 @@ type ruleYAML struct {
 	Name  scalar            `yaml:"name"`
 	Match map[string]scalar `yaml:"match"`
 	Allow allowYAML         `yaml:"allow"`
+	Cache cacheYAML         `yaml:"cache"`
+}
+
+type cacheYAML struct {
+	Scope scalar `yaml:"scope"`
 }
 
 type allowYAML struct {
@@ -210,6 +215,9 @@ func compileRule(ry ruleYAML) (rule, error) {
 		return r, err
 	}
 	r.limits = lim
+	if r.cacheScope, err = compileCacheScope(ry.Cache.Scope); err != nil {
+		return r, err
+	}
 	switch a.Network.Value {
 	case "", NetworkNone, NetworkEgress:
 		r.network = a.Network.Value

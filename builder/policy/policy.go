@@ -28,6 +28,7 @@ type rule struct {
 	runners      []string
 	limits       Limits
 	network      string
+	cacheScope   CacheScope
 }
 
 // Network modes a rule may give RUN steps (allow.network).
@@ -83,6 +84,9 @@ type Decision struct {
 	// Network is the deciding rule's allow.network, set when Allowed;
 	// empty if the rule leaves it to the gateway's default.
 	Network string
+	// CacheScope is the deciding rule's cache.scope, set when Allowed:
+	// which identities' builds share caches (see CacheScope.Tenant).
+	CacheScope CacheScope
 }
 
 // Rules returns the names of the rules, in the order they are tried.
@@ -177,11 +181,12 @@ func (p *Policy) Decide(r Request) Decision {
 		}
 	}
 	return Decision{
-		Allowed: true,
-		Rule:    ru.name,
-		Reason:  fmt.Sprintf("allowed by policy rule %q", ru.name),
-		Limits:  ru.limits,
-		Network: ru.network,
+		Allowed:    true,
+		Rule:       ru.name,
+		Reason:     fmt.Sprintf("allowed by policy rule %q", ru.name),
+		Limits:     ru.limits,
+		Network:    ru.network,
+		CacheScope: ru.cacheScope,
 	}
 }
 

@@ -1,6 +1,9 @@
 package kaniko
 
 import (
+	"archive/tar"
+	"bytes"
+	"compress/gzip"
 	"context"
 	"io"
 	"os"
@@ -9,10 +12,13 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/basestore"
+	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/internal/testenv"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
 )
 
 // TestLayerCachePerTenant builds the same Dockerfile for two tenants. A
@@ -94,4 +100,95 @@ func buildWithBases(t *testing.T, r *Runner, store *basestore.Store, req *builde
 		t.Fatalf("Build for %s: %v\n%s", req.Tenant, err, log.String())
 	}
 	return img, log.String()
+}
+
+// TestLayerCachePoisoning runs the cache poisoning sequence with the
+// tenants the policy's default cache.scope gives GitLab jobs. Feature
+// branches of the project and of another project of its group build the
+// release's Dockerfile first, one of them with a RUN step that attacks
+// the layer cache from inside: it overwrites the layer blobs of every
+// entry it can reach with a layer of its own, plants an entry under an
+// invented key and writes 32 MiB of junk into /kaniko/cache. The same
+// attack then comes from a protected build (a hostile dependency). The
+// protected release builds must run the step themselves, then reuse their
+// own cached layer, unaltered, as a valid image; the junk must have been
+// the attacking builds' (in their workspaces), never the shared cache's.
+func TestLayerCachePoisoning(t *testing.T) {
+	exe, regHost, base, store, cacheDir := cacheTestEnv(t)
+	shared := filepath.Join(cacheDir, "layers")
+	r, err := New(WithExecutor(exe), WithLayerCache(shared))
+	if err != nil {
+		t.Fatal(err)
+	}
+	gitlab := func(project, ref, protected string) string {
+		return policy.CacheProjectRefClass.Tenant(auth.Identity{
+			Name: "gitlab:project_path:" + project + ":ref:" + ref, Kind: auth.KindOIDC, Issuer: "https://gitlab.example.com",
+			Attributes: map[string]string{"project_path": project, "project_id": "id-" + project, "namespace_path": "grp", "ref": ref, "ref_protected": protected},
+		})
+	}
+	release, feature, otherFeature := gitlab("grp/app", "main", "true"), gitlab("grp/app", "feature", "false"), gitlab("grp/other", "feature", "false")
+	const victim = "ARG BASE\nFROM ${BASE}\nRUN cat /proc/sys/kernel/random/uuid > /stamp\n"
+	const attack = `ARG BASE
+FROM ${BASE}
+COPY poison.tgz /poison.tgz
+RUN for f in /kaniko/cache/*/blobs/sha256/* /kaniko/cache-shared/*/blobs/sha256/*; do \
+      if [ "$(head -c 2 "$f" | od -An -tx1 | tr -d ' \n')" = 1f8b ]; then cat /poison.tgz > "$f" && echo "overwrote $f"; fi; \
+    done; \
+    mount -o remount,rw /kaniko/cache-shared && echo remounted; \
+    mkdir -p /kaniko/cache/layers:0000000000000000000000000000000000000000000000000000000000000000/blobs/sha256; \
+    dd if=/dev/zero of=/kaniko/cache/junk bs=1M count=32; \
+    echo attacked > /attacked
+`
+	// The poisoned layer comes with the context: busybox has no gzip.
+	var poison bytes.Buffer
+	zw := gzip.NewWriter(&poison)
+	tw := tar.NewWriter(zw)
+	tw.WriteHeader(&tar.Header{Name: "stamp", Mode: 0o644, Size: 7, Typeflag: tar.TypeReg})
+	tw.Write([]byte("POISON\n"))
+	tw.Close()
+	zw.Close()
+	build := func(tenant, dockerfile string) (stamp, log string) {
+		t.Helper()
+		req := netRequest(t, r, dockerfile, "", map[string]string{"BASE": base}, regHost)
+		req.Tenant = tenant
+		if err := os.WriteFile(filepath.Join(req.ContextDir, "poison.tgz"), poison.Bytes(), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		img, log := buildWithBases(t, r, store, req)
+		if dockerfile == attack {
+			if _, err := os.Stat(filepath.Join(req.Workspace, "layer-cache", "junk")); err != nil {
+				t.Errorf("the junk the build wrote into /kaniko/cache is not in its workspace (%v), so its workspace limit does not count it\n%s", err, log)
+			}
+			if n := treeSize(shared); n >= 32<<20 {
+				t.Errorf("the shared layer cache holds %d bytes after a build wrote 32 MiB of junk into /kaniko/cache, want the junk left out\n%s", n, log)
+			}
+			return "", log
+		}
+		if err := validate.Image(img); err != nil {
+			t.Errorf("build for %s is not a valid image: %v\n%s", tenant, err, log)
+		}
+		stamp, err := fileOf(img, "stamp")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return stamp, log
+	}
+	other, _ := build(otherFeature, victim)
+	branch, _ := build(feature, victim)
+	_, attackLog := build(feature, attack)
+	if branch == other {
+		t.Errorf("grp/app's feature branch got grp/other's cached layer (%q)", other)
+	}
+	p1, log1 := build(release, victim)
+	if p1 == other || p1 == branch {
+		t.Errorf("protected build of grp/app got a feature branch's layer: /stamp %q (grp/other %q, grp/app feature %q)\nattack log:\n%s\nrelease log:\n%s", p1, other, branch, attackLog, log1)
+	}
+	_, attackLog = build(release, attack)
+	p2, log2 := build(release, victim)
+	if p2 != p1 {
+		t.Errorf("protected rebuild after the attack: /stamp = %q, want the first protected build's %q (cached)\nattack log:\n%s\nrebuild log:\n%s", p2, p1, attackLog, log2)
+	}
+	if !strings.Contains(log2, "Using caching version of cmd") {
+		t.Errorf("protected rebuild did not use the cache:\n%s", log2)
+	}
 }

@@ -10,8 +10,6 @@ package kaniko
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -77,6 +75,7 @@ func New(opts ...Option) (*Runner, error) {
 	r := &Runner{o: o}
 	if o.cacheDir != "" {
 		r.layers = &layerCaches{dir: o.cacheDir, maxBytes: o.cacheMax}
+		r.layers.sweep()
 	}
 	if o.resultDir != "" {
 		if r.results, err = newResults(o.resultDir, o.resultMax, o.executor); err != nil {
@@ -178,20 +177,17 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	var holdR, release *os.File
 	var holdProg string
 	var err error
-	cache := ""
-	if !req.NoCache {
-		if cache, err = r.tenantCache(req.Tenant); err != nil {
+	var cache *jobCache
+	if !req.NoCache && req.Tenant != "" && r.layers != nil {
+		if cache, err = r.prepareCache(req, log); err != nil {
 			return nil, err
 		}
-	}
-	if cache != "" {
-		r.layers.enter(cache)
 		defer func() {
-			if err := r.layers.leave(cache); err != nil {
+			if err := r.layers.leave(cache.tenantDir); err != nil {
 				fmt.Fprintf(log, "buildgw: bounding the layer caches: %v\n", err)
 			}
 		}()
-		args = append(args, "--cache=true", "--cache-repo=oci:"+path.Join(sandbox.LayerCache, "layers"))
+		args = append(args, "--cache=true", "--cache-repo="+cacheRepo)
 	}
 	cmd := exec.CommandContext(ctx, r.o.unshare, args...)
 	if r.cg != nil {
@@ -238,8 +234,11 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		base = req.BaseImages.Layout
 	}
 	cmd.Env = append(cmd.Env, sandbox.EnvBase+"="+base)
-	if cache != "" {
-		cmd.Env = append(cmd.Env, sandbox.EnvCache+"="+cache)
+	if cache != nil {
+		cmd.Env = append(cmd.Env, sandbox.EnvCache+"="+cache.dir)
+		if cache.bind {
+			cmd.Env = append(cmd.Env, sandbox.EnvSharedCache+"="+cache.tenantDir)
+		}
 	}
 	lw := builder.NewLineWriter(log)
 	cmd.Stdout, cmd.Stderr = lw, lw
@@ -325,6 +324,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if err != nil {
 		return nil, err
 	}
+	if cache != nil {
+		r.importCache(cache, log)
+	}
 	if resultKey != "" {
 		// A cache that cannot be filled costs the next build time, never
 		// this one its image.
@@ -382,32 +384,72 @@ func (r *Runner) Cleanup(ctx context.Context, id string) error {
 	return g.Remove()
 }
 
-// tenantCache returns the host directory of tenant's layer cache, made
-// for the sandbox user; "" if the runner keeps no cache or the build has
-// no tenant. Tenants are named by a hash, so no tenant name becomes a
-// path.
-func (r *Runner) tenantCache(tenant string) (string, error) {
-	if r.o.cacheDir == "" || tenant == "" {
-		return "", nil
+// jobCache is a build's view of its tenant's layer cache.
+type jobCache struct {
+	// tenantDir is the tenant's shared cache, the gateway's.
+	tenantDir string
+	// dir is the build's own cache directory, in its workspace, the
+	// sandbox's kaniko's --cache-repo.
+	dir string
+	// bind: the sandbox gets tenantDir bound read-only and dir links into
+	// it, rather than copies.
+	bind bool
+}
+
+// prepareCache makes the build's cache directory in its workspace and
+// fills it from its tenant's shared cache (see layerCaches), marking the
+// shared cache in use until the caller leaves it.
+func (r *Runner) prepareCache(req *builder.Request, log io.Writer) (*jobCache, error) {
+	td, err := r.layers.tenantDir(req.Tenant)
+	if err != nil {
+		return nil, err
 	}
-	if err := os.MkdirAll(r.o.cacheDir, 0o711); err != nil {
-		return "", fmt.Errorf("creating layer cache: %w", err)
+	c := &jobCache{tenantDir: td, dir: filepath.Join(req.Workspace, "layer-cache"), bind: r.cred != nil}
+	if err := os.Mkdir(c.dir, 0o755); err != nil {
+		return nil, fmt.Errorf("preparing the layer cache: %w", err)
 	}
-	sum := sha256.Sum256([]byte(tenant))
-	dir := filepath.Join(r.o.cacheDir, hex.EncodeToString(sum[:16]))
-	if err := os.Mkdir(dir, 0o700); err != nil && !errors.Is(err, os.ErrExist) {
-		return "", fmt.Errorf("creating layer cache: %w", err)
+	r.layers.enter(td)
+	start := time.Now()
+	n, err := r.layers.populate(td, c.dir, !c.bind)
+	if err == nil {
+		err = r.chown(c.dir)
 	}
-	if err := r.chown(dir); err != nil {
-		return "", err
+	if err != nil {
+		if lerr := r.layers.leave(td); lerr != nil {
+			fmt.Fprintf(log, "buildgw: bounding the layer caches: %v\n", lerr)
+		}
+		return nil, err
 	}
-	return dir, nil
+	how := "linked"
+	if !c.bind {
+		how = "copied"
+	}
+	fmt.Fprintf(log, "buildgw: layer cache: %d entries %s in %s\n", n, how, time.Since(start).Round(time.Millisecond))
+	return c, nil
+}
+
+// importCache takes the entries the build added to its cache directory
+// into its tenant's shared cache, checked. A cache that cannot be filled
+// costs the next build time, never this one its image.
+func (r *Runner) importCache(c *jobCache, log io.Writer) {
+	start := time.Now()
+	n, refused, err := r.layers.importNew(c.tenantDir, c.dir)
+	if err != nil {
+		fmt.Fprintf(log, "buildgw: keeping cached layers: %v\n", err)
+		return
+	}
+	for _, e := range refused {
+		fmt.Fprintf(log, "buildgw: layer cache entry refused: %v\n", e)
+	}
+	if n > 0 {
+		fmt.Fprintf(log, "buildgw: layer cache: %d new entries kept in %s\n", n, time.Since(start).Round(time.Millisecond))
+	}
 }
 
 // prepareRoot lays out the job root: the executor, CA certificates and
 // the empty mount points the sandbox init binds into.
 func (r *Runner) prepareRoot(root string, req *builder.Request) error {
-	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/base", "kaniko/cache", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
+	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/base", "kaniko/cache", "kaniko/cache-shared", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
 	for _, d := range dirs {
 		p := filepath.Join(root, d)
 		if err := os.Mkdir(p, 0o755); err != nil {

@@ -1,10 +1,20 @@
 package kaniko
 
 import (
+	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+	"golang.org/x/sys/unix"
 )
 
 // TestLayerCacheEviction fills two tenants' layer caches beyond the bound:
@@ -49,5 +59,176 @@ func TestLayerCacheEviction(t *testing.T) {
 	}
 	if s := treeSize(dir); s > lc.maxBytes {
 		t.Errorf("layer caches hold %d bytes, bound %d", s, lc.maxBytes)
+	}
+}
+
+// TestLayerCacheImport imports what a build left in its cache directory:
+// only well-formed entries whose every blob is a regular file inside the
+// entry with its descriptor's size and digest, never replacing an entry;
+// and a copying populate hands them out again checked.
+func TestLayerCacheImport(t *testing.T) {
+	shared, job := t.TempDir(), t.TempDir()
+	lc := &layerCaches{dir: filepath.Dir(shared), maxBytes: 1 << 20}
+	key := func(c byte) string { return "layers:" + strings.Repeat(string(c), 64) }
+	write := func(dir, name string, size int64) (string, v1.Image) {
+		t.Helper()
+		img, err := random.Image(size, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := layout.Write(filepath.Join(dir, name), empty.Index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.AppendImage(img); err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(dir, name), img
+	}
+	layerOf := func(entry string, img v1.Image) string {
+		ls, _ := img.Layers()
+		d, _ := ls[0].Digest()
+		return filepath.Join(entry, "blobs", "sha256", d.Hex)
+	}
+	_, good := write(job, key('a'), 2048)
+	tampered, img := write(job, key('b'), 2048)
+	os.WriteFile(layerOf(tampered, img), []byte("not the layer"), 0o644)
+	linked, _ := write(job, key('c'), 2048)
+	elsewhere := filepath.Join(t.TempDir(), "blobs")
+	os.Rename(filepath.Join(linked, "blobs"), elsewhere)
+	os.Symlink(elsewhere, filepath.Join(linked, "blobs"))
+	fifo := filepath.Join(job, key('d'))
+	os.Mkdir(fifo, 0o755)
+	if err := unix.Mkfifo(filepath.Join(fifo, "index.json"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	write(job, key('e'), 1<<20) // two layers: over the bound
+	os.Symlink("/kaniko/cache-shared/"+key('f'), filepath.Join(job, key('f')))
+	os.WriteFile(filepath.Join(job, "junk"), make([]byte, 1024), 0o644)
+	// An entry the shared cache has already is never replaced.
+	existing, _ := write(shared, key('1'), 2048)
+	before, _ := os.ReadFile(filepath.Join(existing, "index.json"))
+	write(job, key('1'), 2048)
+
+	done := make(chan struct{})
+	var n int
+	var refused []error
+	var err error
+	go func() {
+		defer close(done)
+		n, refused, err = lc.importNew(shared, job)
+	}()
+	select {
+	case <-done:
+	case <-time.After(30 * time.Second):
+		t.Fatal("importNew blocked (on the FIFO?)")
+	}
+	if err != nil || n != 1 {
+		t.Fatalf("importNew = %d, %v, %v; want 1 entry", n, refused, err)
+	}
+	if len(refused) != 5 {
+		t.Errorf("importNew refused %v, want the tampered, linked, FIFO, oversized entries and the junk", refused)
+	}
+	names, _ := entries(shared)
+	if want := []string{key('1'), key('a')}; strings.Join(names, " ") != strings.Join(want, " ") {
+		t.Errorf("shared cache holds %v, want %v", names, want)
+	}
+	if after, _ := os.ReadFile(filepath.Join(existing, "index.json")); string(after) != string(before) {
+		t.Errorf("an existing entry was replaced")
+	}
+	filepath.WalkDir(filepath.Join(shared, key('a')), func(p string, d fs.DirEntry, err error) error {
+		info, _ := d.Info()
+		if want := fs.FileMode(0o444); !d.IsDir() && info.Mode().Perm() != want {
+			t.Errorf("imported %s has mode %v, want %v", p, info.Mode().Perm(), want)
+		}
+		if want := fs.FileMode(0o755); d.IsDir() && info.Mode().Perm()&0o022 != 0 {
+			t.Errorf("imported directory %s has mode %v, want at most %v", p, info.Mode().Perm(), want)
+		}
+		return nil
+	})
+
+	// A copying populate (a gateway that is not root) checks what it copies.
+	job2 := t.TempDir()
+	if n, err := lc.populate(shared, job2, true); err != nil || n != 2 {
+		t.Fatalf("populate(copy) = %d, %v; want 2", n, err)
+	}
+	lp, err := layout.FromPath(filepath.Join(job2, key('a')))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ii, _ := lp.ImageIndex()
+	im, _ := ii.IndexManifest()
+	got, err := lp.Image(im.Manifests[0].Digest)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := validate.Image(got); err != nil {
+		t.Errorf("populated entry: %v", err)
+	}
+	if wd, _ := good.Digest(); im.Manifests[0].Digest != wd {
+		t.Errorf("populated entry holds %s, want %s", im.Manifests[0].Digest, wd)
+	}
+	// A tampered shared entry is not handed out.
+	sharedEntry := filepath.Join(shared, key('a'))
+	os.Chmod(layerOf(sharedEntry, good), 0o644)
+	os.WriteFile(layerOf(sharedEntry, good), []byte("tampered"), 0o644)
+	job3 := t.TempDir()
+	if n, err := lc.populate(shared, job3, true); err != nil || n != 1 {
+		t.Errorf("populate(copy) of a tampered entry = %d, %v; want it left out", n, err)
+	}
+
+	// A stale entry is not handed out (kaniko would ignore it past its
+	// TTL); the build's fresh one replaces it, while no other build of the
+	// tenant runs.
+	old := time.Now().Add(-staleAfter - time.Hour)
+	os.Chtimes(existing, old, old)
+	job4 := t.TempDir()
+	if n, err := lc.populate(shared, job4, false); err != nil || n != 1 {
+		t.Errorf("populate with a stale entry = %d, %v; want 1 (the stale one left out)", n, err)
+	}
+	_, fresh := write(job4, key('1'), 2048)
+	lc.enter(shared)
+	lc.enter(shared)
+	if n, _, err := lc.importNew(shared, job4); err != nil || n != 0 {
+		t.Errorf("importNew over a stale entry with another build running = %d, %v; want 0", n, err)
+	}
+	lc.active[shared]--
+	if n, _, err := lc.importNew(shared, job4); err != nil || n != 1 {
+		t.Errorf("importNew over a stale entry = %d, %v; want 1", n, err)
+	}
+	ib, _ := os.ReadFile(filepath.Join(existing, "index.json"))
+	if fd, _ := fresh.Digest(); !strings.Contains(string(ib), fd.String()) {
+		t.Errorf("stale entry not replaced by the fresh one: index %s", ib)
+	}
+}
+
+// BenchmarkLayerCachePopulate measures handing a build a tenant's cache of
+// 200 entries of 1 MiB: links into the read-only bind (a root gateway), or
+// checked copies (a gateway that is not root).
+func BenchmarkLayerCachePopulate(b *testing.B) {
+	shared := b.TempDir()
+	lc := &layerCaches{dir: filepath.Dir(shared), maxBytes: 1 << 30}
+	for i := range 200 {
+		img, err := random.Image(1<<20, 1)
+		if err != nil {
+			b.Fatal(err)
+		}
+		p, err := layout.Write(filepath.Join(shared, fmt.Sprintf("layers:%064x", i)), empty.Index)
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := p.AppendImage(img); err != nil {
+			b.Fatal(err)
+		}
+	}
+	for _, copy := range []bool{false, true} {
+		b.Run(fmt.Sprintf("copy=%v", copy), func(b *testing.B) {
+			for range b.N {
+				job := b.TempDir()
+				if n, err := lc.populate(shared, job, copy); err != nil || n != 200 {
+					b.Fatalf("populate = %d, %v", n, err)
+				}
+			}
+		})
 	}
 }

@@ -187,9 +187,11 @@ func checkNetwork(mode string) error {
 }
 
 // WithLayerCache enables kaniko's layer cache, kept under dir with one
-// directory per tenant (builder.Request.Tenant): a build reads and fills
-// only its own tenant's cache, so a hostile build can at worst poison the
-// cache of its own tenant. Default: no layer cache.
+// directory per tenant (builder.Request.Tenant): a build reads only its
+// own tenant's cache, read-only, and the runner adds what the build wrote
+// to it, checked, once the build succeeded (see layerCaches), so a hostile
+// build can at worst add entries to its own tenant's cache, never alter
+// one. Default: no layer cache.
 func WithLayerCache(dir string) Option {
 	return func(o *options) error { o.cacheDir = dir; return nil }
 }

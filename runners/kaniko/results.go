@@ -9,6 +9,7 @@ import (
 	"hash"
 	"io"
 	"io/fs"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -313,12 +314,17 @@ func copyImage(src, dst string, img v1.Image) (int64, error) {
 	if err := os.MkdirAll(filepath.Join(dst, "blobs", "sha256"), 0o700); err != nil {
 		return 0, err
 	}
+	srcDir, err := openDir(src)
+	if err != nil {
+		return 0, err
+	}
+	defer srcDir.Close()
 	var total int64
 	for _, b := range slices.Compact(blobs) {
 		if b.Algorithm != "sha256" {
 			return 0, fmt.Errorf("blob %s: unsupported digest algorithm", b)
 		}
-		n, err := copyBlob(filepath.Join(src, "blobs", "sha256", b.Hex), filepath.Join(dst, "blobs", "sha256", b.Hex), b.Hex)
+		n, err := copyBlob(srcDir, "blobs/sha256/"+b.Hex, filepath.Join(dst, "blobs", "sha256", b.Hex), b.Hex)
 		if err != nil {
 			return 0, fmt.Errorf("copying blob %s: %w", b, err)
 		}
@@ -342,15 +348,16 @@ func copyImage(src, dst string, img v1.Image) (int64, error) {
 	return total + int64(len(ib)), nil
 }
 
-func copyBlob(src, dst, wantHex string) (int64, error) {
-	in, err := os.OpenFile(src, os.O_RDONLY|syscall.O_NOFOLLOW, 0)
+// copyBlob copies the blob at rel under srcDir, the sandbox's: opened
+// without following any link or leaving srcDir, a regular file.
+func copyBlob(srcDir *os.File, rel, dst, wantHex string) (int64, error) {
+	// The size is bounded by the cache's bound, checked by the caller,
+	// and by the workspace the sandbox wrote it in.
+	in, _, err := openFileBeneath(srcDir, rel, math.MaxInt64)
 	if err != nil {
 		return 0, err
 	}
 	defer in.Close()
-	if info, err := in.Stat(); err != nil || !info.Mode().IsRegular() {
-		return 0, fmt.Errorf("%s is not a regular file", src)
-	}
 	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o600)
 	if err != nil {
 		return 0, err

@@ -321,6 +321,14 @@ func TestResultStoreConcurrent(t *testing.T) {
 	if err := rc.store("t", "link", link, img); err == nil {
 		t.Errorf("store of a layout with a symlinked blob = nil, want an error")
 	}
+	// And a blobs directory that is a symlink, even to the right blobs:
+	// the sandbox could point it anywhere on the host.
+	dirLink := writeLayout(t, img)
+	os.Rename(filepath.Join(dirLink, "blobs"), filepath.Join(dirLink, "elsewhere"))
+	os.Symlink(filepath.Join(dirLink, "elsewhere"), filepath.Join(dirLink, "blobs"))
+	if err := rc.store("t", "dirlink", dirLink, img); err == nil {
+		t.Errorf("store of a layout whose blobs directory is a symlink = nil, want an error")
+	}
 }
 
 func TestResultKey(t *testing.T) {

@@ -32,6 +32,14 @@ const (
 	EnvHold = "BUILDGW_SANDBOX_HOLD"
 )
 
+// EnvSharedCache, if set, is the tenant's shared layer cache, mounted
+// read-only at SharedLayerCache. EnvCache is then the build's own cache
+// directory, whose entries link into it.
+const EnvSharedCache = "BUILDGW_SANDBOX_SHARED_CACHE"
+
+// SharedLayerCache holds the tenant's shared cache entries, read-only.
+const SharedLayerCache = "/kaniko/cache-shared"
+
 // fdRelease is the hold's file descriptor, after the egress handshake's.
 const fdRelease = 5
 
@@ -39,7 +47,7 @@ const fdRelease = 5
 const (
 	Workspace = "/workspace"
 	Output    = "/kaniko/out"
-	// LayerCache holds the tenant's kaniko layer cache, one OCI layout
+	// LayerCache holds the build's kaniko layer cache, one OCI layout
 	// per cache key.
 	LayerCache = "/kaniko/cache"
 	oldRoot    = "/.oldroot"
@@ -73,10 +81,11 @@ func Enter() (bool, error) {
 		return true, nil
 	}
 	ctxDir, out, base, network, cache, exe := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), os.Getenv(EnvNetwork), os.Getenv(EnvCache), os.Getenv(EnvExecutor)
-	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork, EnvCache, EnvExecutor} {
+	shared := os.Getenv(EnvSharedCache)
+	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork, EnvCache, EnvExecutor, EnvSharedCache} {
 		os.Unsetenv(k)
 	}
-	if err := pivot(root, ctxDir, out, base, cache, exe); err != nil {
+	if err := pivot(root, ctxDir, out, base, cache, shared, exe); err != nil {
 		return false, fmt.Errorf("preparing sandbox: %w", err)
 	}
 	if err := setupNetwork(network); err != nil {
@@ -98,7 +107,7 @@ func Enter() (bool, error) {
 // executorPath is where the runner installs the executor in the job root.
 const executorPath = "/kaniko/executor"
 
-func pivot(root, ctxDir, out, base, cache, exe string) error {
+func pivot(root, ctxDir, out, base, cache, shared, exe string) error {
 	// Nothing mounted here may propagate back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
@@ -127,6 +136,9 @@ func pivot(root, ctxDir, out, base, cache, exe string) error {
 	}
 	if cache != "" {
 		binds = append(binds, bind{cache, LayerCache[1:], unix.MS_BIND, false})
+	}
+	if shared != "" {
+		binds = append(binds, bind{shared, SharedLayerCache[1:], unix.MS_BIND, true})
 	}
 	for _, b := range binds {
 		dst := filepath.Join(root, b.dst)
