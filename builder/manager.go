@@ -277,7 +277,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		}
 	}
 
-	lg, err := newLog(filepath.Join(m.stateDir, "logs", id+".log"))
+	lg, err := newLog(filepath.Join(m.stateDir, "logs", id+".log"), m.o.logMax)
 	if err != nil {
 		return nil, err
 	}

@@ -38,6 +38,7 @@ type options struct {
 	workspaceMax     int64
 	diskCheckEvery   time.Duration
 	memBytes         int64
+	logMax           int64
 }
 
 // Observer is told of every accepted and every finished build, for
@@ -70,6 +71,7 @@ func makeOptions(opts ...Option) (options, error) {
 		// Walking a workspace of 50000 files takes about 0.1 s; the
 		// watcher waits at least 20 walks between two (lifecycle_disk.go).
 		diskCheckEvery: 2 * time.Second,
+		logMax:         DefaultLogMaxBytes,
 		logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		now:            time.Now,
 	}
@@ -273,6 +275,23 @@ func WithDiskCheckInterval(d time.Duration) Option {
 			return fmt.Errorf("disk check interval must be positive, got %s", d)
 		}
 		o.diskCheckEvery = d
+		return nil
+	}
+}
+
+// DefaultLogMaxBytes is the default cap of one build's log.
+const DefaultLogMaxBytes = 64 << 20
+
+// WithLogLimit caps the log one build keeps: past maxBytes it keeps its
+// first and its last half of maxBytes, with a line saying how many bytes
+// were dropped between them. Default DefaultLogMaxBytes (64 MiB); 0: no
+// cap.
+func WithLogLimit(maxBytes int64) Option {
+	return func(o *options) error {
+		if maxBytes < 0 || (maxBytes > 0 && maxBytes < 4<<10) {
+			return fmt.Errorf("log limit must be 0 or at least 4 KiB, got %d", maxBytes)
+		}
+		o.logMax = maxBytes
 		return nil
 	}
 }

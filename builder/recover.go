@@ -52,7 +52,7 @@ func (m *Manager) recover() error {
 		case r.Status.Final():
 			j.Log = closedLog(r.LogPath)
 		case r.Status == api.StatusQueued && verr == nil && contextIntact(r.Workspace, spec.Dockerfile):
-			lg, err := openLog(r.LogPath)
+			lg, err := openLog(r.LogPath, m.o.logMax)
 			if err != nil {
 				return err
 			}
@@ -69,7 +69,7 @@ func (m *Manager) recover() error {
 					msg += ": " + verr.Error()
 				}
 			}
-			lg, err := openLog(r.LogPath)
+			lg, err := openLog(r.LogPath, m.o.logMax)
 			if err != nil {
 				lg = closedLog(r.LogPath)
 			}

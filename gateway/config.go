@@ -84,6 +84,10 @@ type Lifecycle struct {
 	// Retention is how long finished builds' records and logs are kept.
 	// Default 168h (7 days).
 	Retention Duration `yaml:"retention"`
+	// LogMaxBytes caps what one build's log keeps: past it, its first
+	// and its last half, with a line saying how many bytes were dropped
+	// between them. Default 64 MiB; at least 4 KiB.
+	LogMaxBytes int64 `yaml:"log_max_bytes"`
 	// MinFreeBytes is the free space of state_dir below which /readyz
 	// fails, and below which a running build whose workspace keeps
 	// growing is stopped before the disk fills. Default 1 GiB; 0: no
@@ -464,6 +468,7 @@ func DefaultConfig() Config {
 			ShutdownGrace:     Duration(30 * time.Second),
 			Retention:         Duration(7 * 24 * time.Hour),
 			MinFreeBytes:      1 << 30,
+			LogMaxBytes:       64 << 20,
 			WorkspaceMaxBytes: 20 << 30,
 			Workspaces:        "auto",
 		},
@@ -521,6 +526,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("shutdown_grace: must not be negative"))
+	}
+	if c.LogMaxBytes < 4<<10 {
+		errs = append(errs, fmt.Errorf("log_max_bytes: %d: want at least 4 KiB", c.LogMaxBytes))
 	}
 	if c.WorkspaceMaxBytes < 0 {
 		errs = append(errs, errors.New("workspace_max_bytes: must not be negative (0: unbounded)"))
