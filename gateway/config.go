@@ -100,18 +100,21 @@ type Lifecycle struct {
 	WorkspaceMaxBytes int64 `yaml:"workspace_max_bytes"`
 	// Workspaces is where builds' workspaces live (the extracted context,
 	// the kaniko job root with unpacked base images and everything RUN
-	// steps write, the built image): "memory", on one tmpfs of
-	// WorkspaceMemoryBytes the gateway mounts at state_dir/mem (root with
-	// CAP_SYS_ADMIN only), or "disk", under state_dir/jobs. Creating
+	// steps write, the built image): "memory", each build on a tmpfs of
+	// its own under state_dir/mem, of WorkspaceMaxBytes reserved out of
+	// WorkspaceMemoryBytes (root with CAP_SYS_ADMIN only), or "disk",
+	// under state_dir/jobs. Creating
 	// files, which builds do by the ten thousand, costs a fraction on a
 	// tmpfs: the reference build of bench/overhead runs about 4× faster.
-	// A build submitted while the tmpfs is less than a quarter free goes
+	// A build whose reservation (or largest context) does not fit goes
 	// to disk. In memory, the files a build writes count against the
 	// runner's memory_max, and queued builds survive a restart of the
 	// gateway but not of the host. "auto" (default): memory when the
 	// gateway can mount a tmpfs, else disk.
 	Workspaces string `yaml:"workspaces"`
-	// WorkspaceMemoryBytes is the size of that tmpfs. Default: a quarter
+	// WorkspaceMemoryBytes is the memory all builds' tmpfs may reserve
+	// together (or the size of the one the operator mounted at
+	// state_dir/mem for a gateway that may not mount). Default: a quarter
 	// of the host's memory, at most 16 GiB; under 1 GiB, disk is used.
 	WorkspaceMemoryBytes int64 `yaml:"workspace_memory_bytes"`
 }
