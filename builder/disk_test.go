@@ -3,6 +3,7 @@ package builder_test
 import (
 	"bufio"
 	"fmt"
+	"golang.org/x/sys/unix"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -130,5 +131,26 @@ func TestManagerLogFlood(t *testing.T) {
 	}
 	if !strings.Contains(rest, "the-last-line") || !strings.Contains(rest, "#buildgw pushed sha256:") {
 		t.Errorf("log's tail lacks the end of the output and the outcome; it ends:\n%s", rest[max(0, len(rest)-500):])
+	}
+}
+
+// A RUN step that fills the disk faster than the watcher samples meets
+// ENOSPC; the build then fails saying the disk filled up, not how the
+// executor exited.
+func TestManagerDiskFilledByRun(t *testing.T) {
+	r := newRestartable(t)
+	if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, "size=96m,mode=0711"); err != nil {
+		t.Fatalf("mounting a 96 MiB tmpfs: %v", err)
+	}
+	// Registered before the Manager's, so it runs after the Manager stops.
+	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
+	base := testenv.Busybox(t, r.reg)
+	m, _ := r.start(t, true, builder.WithMinFreeBytes(0), builder.WithDiskCheckInterval(time.Hour))
+	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/fill:v1"}},
+		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=200"))
+	b := wait(t, j, 2*time.Minute)
+	const want = "the disk of the state directory filled up"
+	if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
+		t.Errorf("build filling the disk = %v %q, want failed %q; log:\n%s", b.Status, b.Error, want, logOf(t, j))
 	}
 }

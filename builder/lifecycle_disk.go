@@ -47,8 +47,8 @@ func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCaus
 		took := time.Since(start)
 		wait = max(m.o.diskCheckEvery, 20*took)
 		if err != nil {
-			if ctx.Err() != nil || errors.Is(err, fs.ErrNotExist) && !errors.Is(err, diskusage.ErrTooDeep) {
-				continue
+			if ctx.Err() != nil || errors.Is(err, fs.ErrNotExist) {
+				continue // the build is over, its workspace going
 			}
 			// Unmeasured, a build could fill the disk unseen.
 			j.Log.Printf("the workspace could not be measured: %v", err)
