@@ -165,7 +165,7 @@ func (m *Manager) diskCause(j *Job, peak int64) *DiskError {
 		j.Log.Printf("the workspace filled its tmpfs of %s", sizeString(size))
 		setting := "workspace_max_bytes"
 		if m.o.workspaceMax <= 0 || size < m.o.workspaceMax {
-			setting = "workspace_memory_bytes"
+			setting = "its share of workspace_memory_bytes, divided by concurrency"
 		}
 		return &DiskError{fmt.Sprintf("the build filled its workspace (limit %s, %s); see the build log", sizeString(size), setting)}
 	}

@@ -23,9 +23,9 @@ import (
 // faster, on a tmpfs.
 //
 // So each build can have a tmpfs of its own under state_dir/mem, as
-// large as its workspace limit (workspace_max_bytes, at most
-// workspace_memory_bytes), reserved out of workspace_memory_bytes when
-// the build is submitted: builds never share the room, so one that fills
+// large as its workspace limit (workspace_max_bytes, at most its share of
+// workspace_memory_bytes: that divided by the concurrency), reserved out
+// of workspace_memory_bytes when the build is submitted: builds never share the room, so one that fills
 // its tmpfs gets ENOSPC while the others go on, and the kernel stops it
 // at its limit at once rather than a sampler some seconds later. A build
 // whose reservation does not fit, or whose largest possible context does
@@ -110,13 +110,14 @@ func canMountTmpfs(dir string) error {
 }
 
 // memRoom is the room a build's own tmpfs gets: its workspace limit, at
-// most all the memory for workspaces.
+// most its share of the memory for workspaces (so that as many builds as
+// may run at once fit).
 func (m *Manager) memRoom() int64 {
-	size := m.o.memBytes
+	size := m.o.memBytes / int64(m.o.concurrency)
 	if w := m.o.workspaceMax; w > 0 && w < size {
 		size = w
 	}
-	return (size + 4095) &^ 4095
+	return size &^ 4095
 }
 
 // contextRoom is the most an extracted context within lim can take on a

@@ -101,7 +101,8 @@ type Lifecycle struct {
 	// Workspaces is where builds' workspaces live (the extracted context,
 	// the kaniko job root with unpacked base images and everything RUN
 	// steps write, the built image): "memory", each build on a tmpfs of
-	// its own under state_dir/mem, of WorkspaceMaxBytes reserved out of
+	// its own under state_dir/mem, of WorkspaceMaxBytes (at most
+	// WorkspaceMemoryBytes divided by the concurrency) reserved out of
 	// WorkspaceMemoryBytes (root with CAP_SYS_ADMIN only), or "disk",
 	// under state_dir/jobs. Creating
 	// files, which builds do by the ten thousand, costs a fraction on a
