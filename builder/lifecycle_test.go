@@ -348,7 +348,7 @@ func TestManagerSandboxLimits(t *testing.T) {
 	// In memory, the files a build writes are charged to its memory: it
 	// fails saying so, not with a full disk.
 	mr := newRestartable(t, kaniko.WithLimits(256<<20, 200))
-	mm, _ := mr.start(t, true, builder.WithMemoryWorkspaces(1<<30))
+	mm, _ := mr.start(t, true, builder.WithMemoryWorkspaces(1<<30), memLimits)
 	writer := submitTo(t, mm, "dave", "", api.BuildSpec{Destinations: []string{mr.reg + "/test/writer:v1"}},
 		busyboxContext(t, testenv.Busybox(t, mr.reg), "head -c 400000000 /dev/zero > /big"))
 	const want = "ran out of memory (limit 256 MiB, which counts the files it writes: its workspace is in memory)"

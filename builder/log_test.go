@@ -5,6 +5,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"golang.org/x/sys/unix"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -14,7 +16,7 @@ import (
 
 func testLog(t *testing.T) *Log {
 	t.Helper()
-	l, err := newLog(filepath.Join(t.TempDir(), "job.log"))
+	l, err := newLog(filepath.Join(t.TempDir(), "job.log"), 0)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -209,4 +211,97 @@ func TestLogFollowWriterError(t *testing.T) {
 	case <-time.After(5 * time.Second):
 		t.Fatal("WriteTo(follow) kept going after its writer failed")
 	}
+}
+
+// TestLogCap: a log flooded far past its cap keeps its head and its
+// tail, whole lines of it, with one line in between naming how many bytes
+// were dropped; a follower that started at an offset before the flood
+// reads exactly what is stored; and the disk it takes stays within the
+// cap while it is written.
+func TestLogCap(t *testing.T) {
+	const capBytes = 64 << 10
+	dir := t.TempDir()
+	path := filepath.Join(dir, "job.log")
+	l, err := newLog(path, capBytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var follower syncBuffer
+	followed := make(chan error, 1)
+	go func() { followed <- l.WriteTo(context.Background(), &follower, 5, true) }()
+
+	var all strings.Builder
+	for i := range 100000 {
+		fmt.Fprintf(&all, "line %06d %s\n", i, strings.Repeat("y", i%13))
+	}
+	in := all.String()
+	for p := in; len(p) > 0; {
+		n := min(len(p), 1+len(p)%7919)
+		if _, err := l.Write([]byte(p[:n])); err != nil {
+			t.Fatal(err)
+		}
+		p = p[n:]
+		if got := l.Stored(); got > capBytes {
+			t.Fatalf("Stored() while writing = %d, want at most %d", got, capBytes)
+		}
+		if n := du(t, dir); n > 2*capBytes {
+			t.Fatalf("log directory takes %d bytes on disk while writing, want at most about %d", n, capBytes)
+		}
+	}
+	l.Printf("failed: the end")
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	got, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(path + tailSuffix); !os.IsNotExist(err) {
+		t.Errorf("ring file after Close: stat = %v, want it gone", err)
+	}
+	if len(got) > capBytes+200 {
+		t.Errorf("stored log = %d bytes, want at most the cap %d and one line", len(got), capBytes)
+	}
+	head, rest, ok := strings.Cut(string(got), "#buildgw log_max_bytes: ")
+	if !ok {
+		t.Fatalf("stored log has no dropped-bytes line; it ends %q", got[max(0, len(got)-200):])
+	}
+	if !strings.HasPrefix(in, strings.TrimSuffix(head, "\n")) || len(head) < capBytes/2-100 {
+		t.Errorf("stored log's head (%d bytes) is not the start of what was written", len(head))
+	}
+	line, tail, _ := strings.Cut(rest, "\n")
+	var dropped int
+	if _, err := fmt.Sscanf(line, "%d bytes of output dropped", &dropped); err != nil {
+		t.Fatalf("dropped-bytes line %q: %v", line, err)
+	}
+	written := len(in) + len("#buildgw failed: the end\n")
+	if kept := len(strings.TrimSuffix(head, "\n")) + dropped + len(tail); kept != written {
+		t.Errorf("head %d + dropped %d + tail %d = %d, want the %d bytes written", len(head), dropped, len(tail), kept, written)
+	}
+	if !strings.HasSuffix(in+"#buildgw failed: the end\n", tail) || !strings.HasPrefix(tail, "line ") || len(tail) < capBytes/2-100 {
+		t.Errorf("stored log's tail (%d bytes) is not the end of what was written, from a line's start: %q...", len(tail), tail[:min(40, len(tail))])
+	}
+	if err := <-followed; err != nil {
+		t.Fatal(err)
+	}
+	if f := follower.String(); f != string(got[5:]) {
+		t.Errorf("follower from offset 5 read %d bytes, want the %d stored after it", len(f), len(got)-5)
+	}
+}
+
+// du is the disk dir's files take, in bytes.
+func du(t *testing.T, dir string) int64 {
+	t.Helper()
+	ents, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var n int64
+	for _, e := range ents {
+		var st unix.Stat_t
+		if err := unix.Stat(filepath.Join(dir, e.Name()), &st); err == nil {
+			n += st.Blocks * 512
+		}
+	}
+	return n
 }

@@ -9,6 +9,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -18,6 +19,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -82,6 +85,10 @@ type Manager struct {
 	// mounted is set when the Manager mounted the workspaces' tmpfs (and
 	// so may unmount it).
 	mounted bool
+	// perBuild is set when each workspace in memory is a tmpfs of its
+	// own; memReserved holds their sizes, by workspace (under mu).
+	perBuild    bool
+	memReserved map[string]int64
 
 	trash   chan trashItem // workspaces for the reaper to remove
 	reaping atomic.Bool    // whether a reaper runs (Run was called)
@@ -126,6 +133,8 @@ func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 		pendingBy: map[string]int{},
 		meanBuild: 10 * time.Second,
 		trash:     make(chan trashItem, 256),
+
+		memReserved: map[string]int64{},
 	}
 	if o.memBytes > 0 {
 		if err := m.mountMemory(); err != nil {
@@ -237,8 +246,8 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 	if err != nil {
 		return nil, err
 	}
-	ws := filepath.Join(m.workspaceParent(), id)
-	if err := os.Mkdir(ws, 0o700); err != nil {
+	ws, err := m.newWorkspace(id, limits)
+	if err != nil {
 		return nil, fmt.Errorf("creating workspace: %w", err)
 	}
 	defer func() {
@@ -277,7 +286,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		}
 	}
 
-	lg, err := newLog(filepath.Join(m.stateDir, "logs", id+".log"))
+	lg, err := newLog(filepath.Join(m.stateDir, "logs", id+".log"), m.o.logMax)
 	if err != nil {
 		return nil, err
 	}
@@ -558,6 +567,14 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	digest, err := m.build(jctx, j)
 	stopWatch()
 	wsPeak := <-peak
+	if err != nil && jctx.Err() == nil {
+		// The kernel stopped a writer (ENOSPC) before the watcher did:
+		// say so rather than how the runner failed.
+		if de := m.diskCause(j, wsPeak); de != nil {
+			j.Log.Printf("%s", err)
+			cancel(de)
+		}
+	}
 	var diskErr *DiskError
 	var status api.Status
 	var msg string
@@ -679,6 +696,10 @@ func annotateBase(img v1.Image, base BaseImage) v1.Image {
 // reported as soon as it is over. Without a reaper (Run not started) it
 // removes in place.
 func (m *Manager) removeWorkspace(ctx context.Context, runner, ws string) {
+	if _, ok := m.ownTmpfs(ws); ok {
+		m.remove(ctx, runner, ws) // an unmount
+		return
+	}
 	trash := filepath.Join(m.trashDir(ws), filepath.Base(ws))
 	if m.reaping.Load() && os.Rename(ws, trash) == nil {
 		select {
@@ -721,6 +742,19 @@ func (m *Manager) reap(ctx context.Context) {
 }
 
 func (m *Manager) remove(ctx context.Context, runner, ws string) {
+	if m.perBuild && m.inMemory(ws) {
+		// Its own tmpfs goes with everything in it (EINVAL: none).
+		if err := unix.Unmount(ws, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
+			m.o.logger.Error("unmounting workspace", "dir", ws, "error", err)
+		}
+		defer m.releaseMemory(ws)
+	}
+	// os.RemoveAll holds a descriptor and a buffer per level: a tree a
+	// RUN step made deep on purpose would take the gateway's descriptors
+	// and memory. Lift what is deeper up first.
+	if err := flattenTree(ws, flattenDepth); err != nil && !errors.Is(err, fs.ErrNotExist) {
+		m.o.logger.Warn("flattening workspace before removing it", "dir", ws, "error", err)
+	}
 	var err error
 	if rm, ok := m.o.runners[runner].(Remover); ok {
 		err = rm.RemoveAll(ctx, ws)

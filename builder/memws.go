@@ -2,7 +2,9 @@ package builder
 
 import (
 	"errors"
+
 	"fmt"
+	"github.com/buildgw/buildgw/builder/archive"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -18,9 +20,23 @@ import (
 // copies of them. On a disk each of those costs a journal update; on a
 // tmpfs it costs a page of memory. The reference build of bench/overhead
 // spends 4× less time in the executor, and its context extracts 7×
-// faster, on a tmpfs. So the Manager can keep workspaces on one tmpfs
-// under the state directory, bounded as a whole, and falls back to disk
-// for a build submitted while that tmpfs is short of room.
+// faster, on a tmpfs.
+//
+// So each build can have a tmpfs of its own under state_dir/mem, as
+// large as its workspace limit (workspace_max_bytes, at most its share of
+// workspace_memory_bytes: that divided by the concurrency), reserved out
+// of workspace_memory_bytes when the build is submitted: builds never share the room, so one that fills
+// its tmpfs gets ENOSPC while the others go on, and the kernel stops it
+// at its limit at once rather than a sampler some seconds later. A build
+// whose reservation does not fit, or whose largest possible context does
+// not fit in it, goes to disk. Removing such a workspace is an unmount.
+// (tmpfs quotas are per user or group, and every sandbox maps the same
+// subordinate ids: no use here.)
+//
+// A gateway that may not mount uses a tmpfs the operator mounted at
+// state_dir/mem as one pool for all builds, falling back to disk for a
+// build submitted while it is short of room, with no isolation between
+// the builds in it.
 
 // memDir is the tmpfs's mount point under the state directory.
 const memDir = "mem"
@@ -33,15 +49,24 @@ const memTrash = ".trash"
 // apart from one the operator mounted.
 const memSource = "buildgw-workspaces"
 
-// mountMemory mounts the tmpfs for workspaces, or keeps the one a
-// previous run (or the operator) left there, with the queued builds'
-// contexts in it.
+// memBuildSource is the source of a build's own tmpfs.
+const memBuildSource = "buildgw-workspace"
+
+// mountMemory prepares workspaces in memory: one tmpfs per build if the
+// gateway may mount, else the tmpfs the operator (or a previous run)
+// mounted, with the queued builds' contexts in it.
 func (m *Manager) mountMemory() error {
 	dir := filepath.Join(m.stateDir, memDir)
 	if err := os.MkdirAll(dir, 0o711); err != nil {
 		return fmt.Errorf("creating %s: %w", dir, err)
 	}
 	defer os.Mkdir(filepath.Join(dir, memTrash), 0o700)
+	if err := canMountTmpfs(dir); err == nil {
+		m.perBuild = true
+		// The shared tmpfs of an earlier version goes once empty.
+		m.mounted = isTmpfs(dir) && mountSource(dir) == memSource
+		return nil
+	}
 	if isTmpfs(dir) {
 		// Ours from an earlier run (with queued builds in it) is ours
 		// to unmount; the operator's is not.
@@ -69,6 +94,101 @@ func MountWorkspaceTmpfs(source, dir string, size int64) error {
 		err = unix.Mount(source, dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, opts)
 	}
 	return err
+}
+
+// canMountTmpfs tries a tmpfs in dir.
+func canMountTmpfs(dir string) error {
+	probe, err := os.MkdirTemp(dir, ".probe-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(probe)
+	if err := unix.Mount(memBuildSource, probe, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV, "size=4096"); err != nil {
+		return err
+	}
+	return unix.Unmount(probe, unix.MNT_DETACH)
+}
+
+// memRoom is the room a build's own tmpfs gets: its workspace limit, at
+// most its share of the memory for workspaces (so that as many builds as
+// may run at once fit).
+func (m *Manager) memRoom() int64 {
+	size := m.o.memBytes / int64(m.o.concurrency)
+	if w := m.o.workspaceMax; w > 0 && w < size {
+		size = w
+	}
+	return size &^ 4095
+}
+
+// contextRoom is the most an extracted context within lim can take on a
+// tmpfs: its bytes and a page for each file's tail.
+func contextRoom(lim archive.Limits) int64 {
+	lim = lim.WithDefaults()
+	return lim.MaxBytes + int64(lim.MaxFiles)*4096
+}
+
+// newWorkspace creates the workspace of build id: in memory if there is
+// room for all a context within lim could take, else on disk.
+func (m *Manager) newWorkspace(id string, lim archive.Limits) (string, error) {
+	if m.o.memBytes > 0 && m.perBuild {
+		ws := filepath.Join(m.stateDir, memDir, id)
+		size := m.memRoom()
+		if contextRoom(lim) <= size && m.reserveMemory(ws, size) {
+			err := os.Mkdir(ws, 0o700)
+			if err == nil {
+				if err = MountWorkspaceTmpfs(memBuildSource, ws, size); err == nil {
+					err = os.Chmod(ws, 0o700)
+				}
+			}
+			if err == nil {
+				m.placed[0].Add(1)
+				return ws, nil
+			}
+			m.o.logger.Warn("mounting a workspace in memory; using disk", "job", id, "error", err)
+			unix.Unmount(ws, unix.MNT_DETACH)
+			os.Remove(ws)
+			m.releaseMemory(ws)
+		}
+		m.placed[1].Add(1)
+		ws = filepath.Join(m.stateDir, "jobs", id)
+		return ws, os.Mkdir(ws, 0o700)
+	}
+	ws := filepath.Join(m.workspaceParent(), id)
+	return ws, os.Mkdir(ws, 0o700)
+}
+
+// reserveMemory sets size bytes of the memory for workspaces aside for
+// ws, if they are free.
+func (m *Manager) reserveMemory(ws string, size int64) bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var used int64
+	for _, n := range m.memReserved {
+		used += n
+	}
+	if used+size > m.o.memBytes {
+		return false
+	}
+	m.memReserved[ws] = size
+	return true
+}
+
+func (m *Manager) releaseMemory(ws string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	delete(m.memReserved, ws)
+}
+
+// ownTmpfs reports whether ws is a workspace with a tmpfs of its own,
+// and its size.
+func (m *Manager) ownTmpfs(ws string) (int64, bool) {
+	if !m.perBuild || !m.inMemory(ws) {
+		return 0, false
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	size, ok := m.memReserved[ws]
+	return size, ok
 }
 
 // unmountMemory unmounts the workspaces' tmpfs unless it still holds
@@ -109,11 +229,21 @@ func (m *Manager) Workspaces() (memory, disk int64) {
 	return m.placed[0].Load(), m.placed[1].Load()
 }
 
-// WorkspaceMemory returns the size and free bytes of the workspaces'
-// tmpfs, or zeros when workspaces are on disk.
+// WorkspaceMemory returns the size and free bytes of the memory for
+// workspaces (with a tmpfs per build: what is not reserved), or zeros
+// when workspaces are on disk.
 func (m *Manager) WorkspaceMemory() (size, free int64) {
 	if m.o.memBytes == 0 {
 		return 0, 0
+	}
+	if m.perBuild {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		free = m.o.memBytes
+		for _, n := range m.memReserved {
+			free -= n
+		}
+		return m.o.memBytes, free
 	}
 	size, free, _ = tmpfsSpace(filepath.Join(m.stateDir, memDir))
 	return size, free

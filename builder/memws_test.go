@@ -1,7 +1,11 @@
 package builder_test
 
 import (
+	"bytes"
+	"context"
+	"crypto/rand"
 	"fmt"
+	"github.com/buildgw/buildgw/builder/archive"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -72,29 +76,37 @@ func memoryEnv(t *testing.T) *restartable {
 	return r
 }
 
+// memLimits keeps the largest possible context small enough for the
+// tests' small memory for workspaces.
+var memLimits = builder.WithContextLimits(archive.Limits{MaxBytes: 4 << 20, MaxFiles: 100})
+
 func TestMemoryWorkspaces(t *testing.T) {
 	r := memoryEnv(t)
 	base := testenv.Busybox(t, r.reg)
 	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
 	mem, jobs := filepath.Join(r.dir, "mem"), filepath.Join(r.dir, "jobs")
-	opts := []builder.Option{builder.WithMemoryWorkspaces(64 << 20), builder.WithConcurrency(1), builder.WithShutdownGrace(200 * time.Millisecond)}
+	// Room for two builds' own tmpfs of 28 MiB in 64 MiB.
+	opts := []builder.Option{builder.WithMemoryWorkspaces(64 << 20), builder.WithWorkspaceLimit(28 << 20), memLimits,
+		builder.WithConcurrency(1), builder.WithShutdownGrace(200 * time.Millisecond)}
 
 	m1, stop1 := r.start(t, true, opts...)
-	if got := fsType(mem); got != unix.TMPFS_MAGIC {
-		t.Fatalf("statfs(%s).Type = %#x, want tmpfs", mem, got)
+	// A running build's whole workspace, its job root too, is in memory,
+	// on a tmpfs of its own as large as its limit.
+	long := submitTo(t, m1, "alice", "", api.BuildSpec{Destinations: []string{dest("long")}}, busyboxContext(t, base, "sleep 300"))
+	waitLog(t, long, "Running: [/bin/sh -c sleep 300]", time.Minute)
+	own := filepath.Join(mem, long.ID)
+	root := filepath.Join(own, "root")
+	if got := fsType(root); got != unix.TMPFS_MAGIC {
+		t.Errorf("statfs(%s).Type = %#x, want tmpfs", root, got)
+	}
+	if size := tmpfsSize(own); size != 28<<20 {
+		t.Errorf("size of the tmpfs at %s = %d, want the workspace limit, 28 MiB", own, size)
 	}
 	// Large files in huge pages, where the kernel has them for tmpfs.
 	if _, err := os.Stat("/sys/kernel/mm/transparent_hugepage/shmem_enabled"); err == nil {
-		if got := superOptions(t, mem); !strings.Contains(got, "huge=within_size") {
-			t.Errorf("options of the tmpfs at %s = %q, want huge=within_size", mem, got)
+		if got := superOptions(t, own); !strings.Contains(got, "huge=within_size") {
+			t.Errorf("options of the tmpfs at %s = %q, want huge=within_size", own, got)
 		}
-	}
-	// A running build's whole workspace, its job root too, is in memory.
-	long := submitTo(t, m1, "alice", "", api.BuildSpec{Destinations: []string{dest("long")}}, busyboxContext(t, base, "sleep 300"))
-	waitLog(t, long, "Running: [/bin/sh -c sleep 300]", time.Minute)
-	root := filepath.Join(mem, long.ID, "root")
-	if got := fsType(root); got != unix.TMPFS_MAGIC {
-		t.Errorf("statfs(%s).Type = %#x, want tmpfs", root, got)
 	}
 	if got := entries(t, jobs); len(got) != 0 {
 		t.Errorf("workspaces on disk = %v, want none", got)
@@ -103,17 +115,23 @@ func TestMemoryWorkspaces(t *testing.T) {
 	if mem, disk := m1.Workspaces(); mem != 2 || disk != 0 {
 		t.Errorf("Workspaces() = %d in memory, %d on disk, want 2, 0", mem, disk)
 	}
-	if size, free := m1.WorkspaceMemory(); size != 64<<20 || free <= 0 || free >= size {
-		t.Errorf("WorkspaceMemory() = %d, %d, want a size of 64 MiB and some of it used", size, free)
+	if size, free := m1.WorkspaceMemory(); size != 64<<20 || free != 8<<20 {
+		t.Errorf("WorkspaceMemory() = %d, %d, want 64 MiB with 8 MiB not reserved", size, free)
+	}
+	// No room left for a third: it goes to disk.
+	third := submitTo(t, m1, "carol", "", api.BuildSpec{Destinations: []string{dest("third")}}, scratchContext(t, "on disk"))
+	if got := entries(t, jobs); len(got) != 1 || got[0] != third.ID {
+		t.Errorf("workspaces on disk with the memory reserved = %v, want %s", got, third.ID)
 	}
 
-	// Shut down: the tmpfs stays, with the queued build's context.
+	// Shut down: the queued build's tmpfs stays, with its context; the
+	// running one's is gone.
 	stop1()
 	if got := queued.Status(); got != api.StatusQueued {
 		t.Fatalf("queued build after shutdown = %v, want queued", got)
 	}
-	if got := fsType(mem); got != unix.TMPFS_MAGIC {
-		t.Fatalf("after a shutdown with a queued build, statfs(%s).Type = %#x, want tmpfs still mounted", mem, got)
+	if got := fsType(filepath.Join(mem, queued.ID)); got != unix.TMPFS_MAGIC {
+		t.Fatalf("after a shutdown with a queued build, its workspace's statfs type = %#x, want its tmpfs still mounted", got)
 	}
 	if got := entries(t, mem); len(got) != 1 || got[0] != queued.ID {
 		t.Errorf("workspaces in memory after shutdown = %v, want only the queued build's %s", got, queued.ID)
@@ -121,13 +139,16 @@ func TestMemoryWorkspaces(t *testing.T) {
 
 	// A process a killed gateway left in a workspace in memory, in a
 	// mount namespace of its own where the tmpfs is detached, as after a
-	// sandbox's pivot_root: seen from outside, its directory reads
-	// "/leftover", not a path under the state directory.
+	// sandbox's pivot_root: seen from outside, its directory reads "/",
+	// not a path under the state directory.
 	left := filepath.Join(mem, "leftover")
 	if err := os.Mkdir(left, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	orphan := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "umount -l "+mem+" && exec sleep 300")
+	if err := builder.MountWorkspaceTmpfs("buildgw-workspace", left, 1<<20); err != nil {
+		t.Fatal(err)
+	}
+	orphan := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "umount -l "+left+" && exec sleep 300")
 	orphan.Dir = left
 	if err := orphan.Start(); err != nil {
 		t.Fatal(err)
@@ -136,7 +157,7 @@ func TestMemoryWorkspaces(t *testing.T) {
 	go func() { orphan.Wait(); close(exited) }()
 	t.Cleanup(func() { orphan.Process.Kill() })
 	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", orphan.Process.Pid)); cwd == "/leftover" {
+		if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", orphan.Process.Pid)); cwd == "/" {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -144,8 +165,8 @@ func TestMemoryWorkspaces(t *testing.T) {
 		}
 	}
 
-	// The next start kills it, finds the queued build and builds it; the
-	// other workspaces are gone.
+	// The next start kills it, finds the queued builds and builds them;
+	// the other workspaces are gone.
 	m2, stop2 := r.start(t, true, opts...)
 	select {
 	case <-exited:
@@ -155,47 +176,36 @@ func TestMemoryWorkspaces(t *testing.T) {
 	if _, err := os.Stat(left); !os.IsNotExist(err) {
 		t.Errorf("leftover workspace after a restart: stat = %v, want it gone", err)
 	}
-	j, err := m2.Get("bob", queued.ID)
-	if err != nil {
-		t.Fatal(err)
+	for _, q := range []*builder.Job{queued, third} {
+		j, err := m2.Get(q.Owner, q.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if b := wait(t, j, time.Minute); b.Status != api.StatusSucceeded {
+			t.Fatalf("build queued across the restart = %v %q, want succeeded", b.Status, b.Error)
+		}
 	}
-	if b := wait(t, j, time.Minute); b.Status != api.StatusSucceeded {
-		t.Fatalf("build queued across the restart = %v %q, want succeeded", b.Status, b.Error)
+	if size, free := m2.WorkspaceMemory(); free != size {
+		t.Errorf("WorkspaceMemory() with no build = %d, %d, want all of it free", size, free)
 	}
 
-	// A tmpfs with less than a quarter free: the next workspace goes to
-	// disk.
-	filler := filepath.Join(mem, "filler")
-	if err := os.WriteFile(filler, make([]byte, 50<<20), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	onDisk := submitTo(t, m2, "alice", "", api.BuildSpec{Destinations: []string{dest("disk")}}, busyboxContext(t, base, "sleep 300"))
-	waitLog(t, onDisk, "Running: [/bin/sh -c sleep 300]", time.Minute)
-	if got := entries(t, jobs); len(got) != 1 || got[0] != onDisk.ID {
-		t.Errorf("workspaces on disk with the tmpfs full = %v, want %s", got, onDisk.ID)
-	}
-	if _, disk := m2.Workspaces(); disk != 1 {
-		t.Errorf("Workspaces() on disk = %d with the tmpfs full, want 1", disk)
-	}
-	if _, err := m2.Cancel("alice", onDisk.ID); err != nil {
-		t.Fatal(err)
-	}
-	if b := wait(t, onDisk, time.Minute); b.Status != api.StatusCancelled {
-		t.Errorf("cancelled build = %v, want cancelled", b.Status)
-	}
-	os.Remove(filler)
-
-	// Nothing queued: a shutdown unmounts the tmpfs.
+	// Nothing queued: a shutdown leaves no workspace and no tmpfs.
 	stop2()
-	if got := fsType(mem); got == unix.TMPFS_MAGIC {
-		t.Errorf("after a shutdown with nothing queued, %s is still a tmpfs", mem)
-	}
 	if got := append(entries(t, mem), entries(t, jobs)...); len(got) != 0 {
 		t.Errorf("workspaces left = %v, want none", got)
 	}
 	if b := long.Snapshot(); b.Status != api.StatusCancelled || !strings.Contains(b.Error, "grace period") {
 		t.Errorf("running build after the first shutdown = %v %q, want cancelled", b.Status, b.Error)
 	}
+}
+
+// tmpfsSize is the size of the tmpfs at dir.
+func tmpfsSize(dir string) int64 {
+	var st unix.Statfs_t
+	if unix.Statfs(dir, &st) != nil || st.Type != unix.TMPFS_MAGIC {
+		return 0
+	}
+	return int64(st.Blocks) * st.Bsize
 }
 
 // A tmpfs the operator mounted (so that a gateway without CAP_SYS_ADMIN
@@ -227,20 +237,76 @@ func TestMemoryWorkspacesOperatorMount(t *testing.T) {
 	}
 }
 
-// A build that fills the workspaces' tmpfs is stopped while an eighth of
-// it is still free, so that the other builds in memory go on.
-func TestMemoryWorkspacesAlmostFull(t *testing.T) {
+// One build that fills its workspace in memory, as fast as dd writes,
+// takes no room from another tenant's build running beside it: each has
+// a tmpfs of its own, and the one that filled it fails naming its limit,
+// not "kaniko failed".
+func TestMemoryWorkspacesIsolated(t *testing.T) {
 	r := memoryEnv(t)
 	base := testenv.Busybox(t, r.reg)
-	m, _ := r.start(t, true, builder.WithMemoryWorkspaces(256<<20), builder.WithDiskCheckInterval(200*time.Millisecond))
-	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/filler:v1"}},
-		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=228; sleep 60"))
-	b := wait(t, j, 2*time.Minute)
-	const want = "the workspaces' tmpfs is almost full"
-	if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) || !strings.Contains(b.Error, "of 32 MiB") {
-		t.Errorf("build filling the tmpfs = %v %q, want failed %q naming 32 MiB; log:\n%s", b.Status, b.Error, want, logOf(t, j))
+	m, _ := r.start(t, true, builder.WithMemoryWorkspaces(256<<20), builder.WithWorkspaceLimit(112<<20), memLimits,
+		builder.WithConcurrency(2))
+	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
+	// bob writes a MiB ten times a second for 8 s: a moment without room
+	// fails his build.
+	bob := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{dest("bob")}},
+		busyboxContext(t, base, `i=0; while [ $i -lt 80 ]; do dd if=/dev/zero of=/x bs=1M count=1 2>/dev/null || exit 1; rm /x; i=$((i+1)); sleep 0.1; done`))
+	waitLog(t, bob, "Running: [/bin/sh -c i=0", time.Minute)
+	alice := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{dest("alice")}},
+		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=300; sleep 3; exit 1"))
+	const want = "the build filled its workspace (limit 112 MiB, workspace_max_bytes)"
+	if b := wait(t, alice, 2*time.Minute); b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
+		t.Errorf("build filling its tmpfs = %v %q, want failed %q; log:\n%s", b.Status, b.Error, want, logOf(t, alice))
 	}
-	if b.FinishedAt.Sub(*b.StartedAt) > 50*time.Second {
-		t.Errorf("build filling the tmpfs ran %s, want it stopped before its sleep ends", b.FinishedAt.Sub(*b.StartedAt))
+	if b := wait(t, bob, 2*time.Minute); b.Status != api.StatusSucceeded {
+		t.Errorf("other tenant's build beside it = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, bob))
 	}
+}
+
+// An upload that might not fit in the memory a build can have goes to
+// disk, and so do the ones that find the memory reserved: many large
+// uploads at once are all accepted (none gets ENOSPC, HTTP 507) while the
+// disk has room.
+func TestMemoryWorkspacesLargeUploads(t *testing.T) {
+	r := memoryEnv(t)
+	m, _ := r.start(t, false, builder.WithMemoryWorkspaces(64<<20),
+		builder.WithContextLimits(archive.Limits{MaxBytes: 100 << 20, MaxFiles: 100}))
+	big := contextTar(t, file{"Dockerfile", "FROM scratch\nCOPY big /big\n"}, file{"big", string(randomBytes(t, 80<<20))})
+	j, err := m.Submit(context.Background(), builder.SubmitRequest{Owner: "alice", Spec: api.BuildSpec{Destinations: []string{r.reg + "/test/big:v1"}}}, bytes.NewReader(big))
+	if err != nil {
+		t.Fatalf("Submit(80 MiB, with 64 MiB of memory for workspaces) = %v, want it accepted on disk", err)
+	}
+	if got := entries(t, filepath.Join(r.dir, "jobs")); len(got) != 1 || got[0] != j.ID {
+		t.Errorf("workspaces on disk = %v, want the large upload's %s", got, j.ID)
+	}
+
+	// Six uploads of 20 MiB at once, each of which fits alone.
+	m2dir := memoryEnv(t)
+	m2, _ := m2dir.start(t, false, builder.WithMemoryWorkspaces(64<<20),
+		builder.WithContextLimits(archive.Limits{MaxBytes: 24 << 20, MaxFiles: 100}))
+	mid := contextTar(t, file{"Dockerfile", "FROM scratch\nCOPY mid /mid\n"}, file{"mid", string(randomBytes(t, 20<<20))})
+	errs := make(chan error, 6)
+	for i := range 6 {
+		go func() {
+			_, err := m2.Submit(context.Background(), builder.SubmitRequest{Owner: fmt.Sprint("tenant", i), Spec: api.BuildSpec{Destinations: []string{m2dir.reg + "/test/mid:v1"}}}, bytes.NewReader(mid))
+			errs <- err
+		}()
+	}
+	for range 6 {
+		if err := <-errs; err != nil {
+			t.Errorf("Submit(one of 6 uploads of 20 MiB at once, 64 MiB of memory) = %v, want accepted", err)
+		}
+	}
+	if mem, disk := m2.Workspaces(); mem+disk != 6 || disk == 0 {
+		t.Errorf("Workspaces() = %d in memory, %d on disk, want all 6 placed, the ones without room on disk", mem, disk)
+	}
+}
+
+func randomBytes(t *testing.T, n int) []byte {
+	t.Helper()
+	b := make([]byte, n)
+	if _, err := rand.Read(b); err != nil {
+		t.Fatal(err)
+	}
+	return b
 }

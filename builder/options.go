@@ -38,6 +38,7 @@ type options struct {
 	workspaceMax     int64
 	diskCheckEvery   time.Duration
 	memBytes         int64
+	logMax           int64
 }
 
 // Observer is told of every accepted and every finished build, for
@@ -70,6 +71,7 @@ func makeOptions(opts ...Option) (options, error) {
 		// Walking a workspace of 50000 files takes about 0.1 s; the
 		// watcher waits at least 20 walks between two (lifecycle_disk.go).
 		diskCheckEvery: 2 * time.Second,
+		logMax:         DefaultLogMaxBytes,
 		logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		now:            time.Now,
 	}
@@ -248,12 +250,16 @@ func WithWorkspaceLimit(maxBytes int64) Option {
 	}
 }
 
-// WithMemoryWorkspaces keeps workspaces on a tmpfs of maxBytes that the
-// Manager mounts under the state directory (it needs root with
-// CAP_SYS_ADMIN), or keeps the one already mounted there. A build
-// submitted while less than a quarter of it is free goes to disk. The
-// tmpfs stays mounted while it holds queued builds, so they survive a
-// restart of the gateway (not of the host). Default 0: workspaces on disk.
+// WithMemoryWorkspaces keeps workspaces in memory, maxBytes of it in
+// all. If the Manager may mount (root with CAP_SYS_ADMIN), each build
+// gets a tmpfs of its own under the state directory, as large as the
+// workspace limit but at most maxBytes divided by the concurrency,
+// reserved when the build is submitted; a build whose reservation, or
+// largest allowed context, does not fit goes to disk. Otherwise the
+// Manager keeps workspaces on the tmpfs already mounted there, shared,
+// and a build submitted while less than a quarter of it is free goes to
+// disk. A queued build's tmpfs stays mounted, so it survives a restart
+// of the gateway (not of the host). Default 0: workspaces on disk.
 func WithMemoryWorkspaces(maxBytes int64) Option {
 	return func(o *options) error {
 		if maxBytes < 0 {
@@ -273,6 +279,23 @@ func WithDiskCheckInterval(d time.Duration) Option {
 			return fmt.Errorf("disk check interval must be positive, got %s", d)
 		}
 		o.diskCheckEvery = d
+		return nil
+	}
+}
+
+// DefaultLogMaxBytes is the default cap of one build's log.
+const DefaultLogMaxBytes = 64 << 20
+
+// WithLogLimit caps the log one build keeps: past maxBytes it keeps its
+// first and its last half of maxBytes, with a line saying how many bytes
+// were dropped between them. Default DefaultLogMaxBytes (64 MiB); 0: no
+// cap.
+func WithLogLimit(maxBytes int64) Option {
+	return func(o *options) error {
+		if maxBytes < 0 || (maxBytes > 0 && maxBytes < 4<<10) {
+			return fmt.Errorf("log limit must be 0 or at least 4 KiB, got %d", maxBytes)
+		}
+		o.logMax = maxBytes
 		return nil
 	}
 }

@@ -31,8 +31,16 @@ func (m *Manager) recover() error {
 	if n := killSandboxes(append(m.workspaceDirs(), m.trashDirs()...)); n > 0 {
 		m.o.logger.Warn("killed sandbox processes left by a previous run", "count", n)
 	}
-	// The workspaces' tmpfs itself stays: it holds the queued builds.
-	if err := unmountUnder(m.stateDir, filepath.Join(m.stateDir, memDir)); err != nil {
+	// The workspaces' tmpfs itself stays, and so do the queued builds'
+	// own: they hold their contexts.
+	mem := filepath.Join(m.stateDir, memDir)
+	stay := []string{mem}
+	for _, r := range recs {
+		if r.Status == api.StatusQueued && filepath.Dir(r.Workspace) == mem {
+			stay = append(stay, r.Workspace)
+		}
+	}
+	if err := unmountUnder(m.stateDir, stay...); err != nil {
 		m.o.logger.Error("unmounting leftovers", "error", err)
 	}
 	sort.Slice(recs, func(a, b int) bool { return recs[a].CreatedAt.Before(recs[b].CreatedAt) })
@@ -52,13 +60,18 @@ func (m *Manager) recover() error {
 		case r.Status.Final():
 			j.Log = closedLog(r.LogPath)
 		case r.Status == api.StatusQueued && verr == nil && contextIntact(r.Workspace, spec.Dockerfile):
-			lg, err := openLog(r.LogPath)
+			lg, err := openLog(r.LogPath, m.o.logMax)
 			if err != nil {
 				return err
 			}
 			j.Log = lg
 			lg.Printf("queued again after a gateway restart")
 			keep[r.Workspace] = true
+			if m.perBuild && m.inMemory(r.Workspace) {
+				if size, _, ok := tmpfsSpace(r.Workspace); ok && isTmpfs(r.Workspace) {
+					m.memReserved[r.Workspace] = size
+				}
+			}
 			m.queue.push(j)
 			requeued++
 		default:
@@ -69,7 +82,7 @@ func (m *Manager) recover() error {
 					msg += ": " + verr.Error()
 				}
 			}
-			lg, err := openLog(r.LogPath)
+			lg, err := openLog(r.LogPath, m.o.logMax)
 			if err != nil {
 				lg = closedLog(r.LogPath)
 			}
@@ -145,9 +158,15 @@ func killSandboxes(dirs []string) int {
 		// A process in a mount namespace of its own shows a directory on
 		// a file system other than the root's relative to that file
 		// system's root ("/ID/root"), not under d; its device tells.
-		if isTmpfs(d) {
+		tmpfs := []string{d}
+		if ents, err := os.ReadDir(d); err == nil {
+			for _, e := range ents {
+				tmpfs = append(tmpfs, filepath.Join(d, e.Name())) // a build's own
+			}
+		}
+		for _, t := range tmpfs {
 			var st unix.Stat_t
-			if unix.Stat(d, &st) == nil {
+			if isTmpfs(t) && unix.Stat(t, &st) == nil {
 				devs = append(devs, st.Dev)
 			}
 		}

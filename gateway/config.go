@@ -84,6 +84,10 @@ type Lifecycle struct {
 	// Retention is how long finished builds' records and logs are kept.
 	// Default 168h (7 days).
 	Retention Duration `yaml:"retention"`
+	// LogMaxBytes caps what one build's log keeps: past it, its first
+	// and its last half, with a line saying how many bytes were dropped
+	// between them. Default 64 MiB; at least 4 KiB.
+	LogMaxBytes int64 `yaml:"log_max_bytes"`
 	// MinFreeBytes is the free space of state_dir below which /readyz
 	// fails, and below which a running build whose workspace keeps
 	// growing is stopped before the disk fills. Default 1 GiB; 0: no
@@ -96,18 +100,22 @@ type Lifecycle struct {
 	WorkspaceMaxBytes int64 `yaml:"workspace_max_bytes"`
 	// Workspaces is where builds' workspaces live (the extracted context,
 	// the kaniko job root with unpacked base images and everything RUN
-	// steps write, the built image): "memory", on one tmpfs of
-	// WorkspaceMemoryBytes the gateway mounts at state_dir/mem (root with
-	// CAP_SYS_ADMIN only), or "disk", under state_dir/jobs. Creating
+	// steps write, the built image): "memory", each build on a tmpfs of
+	// its own under state_dir/mem, of WorkspaceMaxBytes (at most
+	// WorkspaceMemoryBytes divided by the concurrency) reserved out of
+	// WorkspaceMemoryBytes (root with CAP_SYS_ADMIN only), or "disk",
+	// under state_dir/jobs. Creating
 	// files, which builds do by the ten thousand, costs a fraction on a
 	// tmpfs: the reference build of bench/overhead runs about 4× faster.
-	// A build submitted while the tmpfs is less than a quarter free goes
+	// A build whose reservation (or largest context) does not fit goes
 	// to disk. In memory, the files a build writes count against the
 	// runner's memory_max, and queued builds survive a restart of the
 	// gateway but not of the host. "auto" (default): memory when the
 	// gateway can mount a tmpfs, else disk.
 	Workspaces string `yaml:"workspaces"`
-	// WorkspaceMemoryBytes is the size of that tmpfs. Default: a quarter
+	// WorkspaceMemoryBytes is the memory all builds' tmpfs may reserve
+	// together (or the size of the one the operator mounted at
+	// state_dir/mem for a gateway that may not mount). Default: a quarter
 	// of the host's memory, at most 16 GiB; under 1 GiB, disk is used.
 	WorkspaceMemoryBytes int64 `yaml:"workspace_memory_bytes"`
 }
@@ -464,6 +472,7 @@ func DefaultConfig() Config {
 			ShutdownGrace:     Duration(30 * time.Second),
 			Retention:         Duration(7 * 24 * time.Hour),
 			MinFreeBytes:      1 << 30,
+			LogMaxBytes:       64 << 20,
 			WorkspaceMaxBytes: 20 << 30,
 			Workspaces:        "auto",
 		},
@@ -521,6 +530,9 @@ func (c *Config) Validate() error {
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("shutdown_grace: must not be negative"))
+	}
+	if c.LogMaxBytes < 4<<10 {
+		errs = append(errs, fmt.Errorf("log_max_bytes: %d: want at least 4 KiB", c.LogMaxBytes))
 	}
 	if c.WorkspaceMaxBytes < 0 {
 		errs = append(errs, errors.New("workspace_max_bytes: must not be negative (0: unbounded)"))

@@ -95,6 +95,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithRetention(time.Duration(cfg.Retention)),
 		builder.WithMinFreeBytes(cfg.MinFreeBytes),
 		builder.WithWorkspaceLimit(cfg.WorkspaceMaxBytes),
+		builder.WithLogLimit(cfg.LogMaxBytes),
 	}
 	memBytes, workspaces := cfg.workspaceMemory(func() bool { return canMount(os.TempDir()) }, builder.MountedMemory(cfg.StateDir))
 	opts = append(opts, builder.WithMemoryWorkspaces(memBytes))

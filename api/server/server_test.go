@@ -669,13 +669,18 @@ func TestWorkspaceFull(t *testing.T) {
 	if os.Geteuid() != 0 {
 		t.Skip("the workspaces' tmpfs needs root")
 	}
-	g := newGateway(t, gwOptions{noWorkers: true, builder: []builder.Option{builder.WithMemoryWorkspaces(16 << 20)}})
-	mem := filepath.Join(g.stateDir, "mem")
+	g := newGateway(t, gwOptions{noWorkers: true})
+	// Workspaces on a disk of 16 MiB. (Workspaces in memory never run
+	// out: an upload that might not fit goes to disk.)
+	mem := filepath.Join(g.stateDir, "jobs")
+	if err := unix.Mount("tmpfs", mem, "tmpfs", 0, "size=16m,mode=0711"); err != nil {
+		t.Fatal(err)
+	}
 	t.Cleanup(func() { unix.Unmount(mem, unix.MNT_DETACH) })
 	body, ct := streamingBody(specJSON(g.dest("full")), 32<<20)
 	r := do(t, http.MethodPost, g.url+"/v1/builds", aliceToken, ct, body)
 	if r.status != http.StatusInsufficientStorage {
-		t.Fatalf("POST /v1/builds (32 MiB into a 16 MiB tmpfs) = %d %s, want 507", r.status, r.body)
+		t.Fatalf("POST /v1/builds (32 MiB into a 16 MiB disk) = %d %s, want 507", r.status, r.body)
 	}
 	if eb := r.errorBody(t); eb.Error.Code != api.CodeUnavailable || !strings.Contains(eb.Error.Message, "out of space for build workspaces") {
 		t.Errorf("POST /v1/builds (tmpfs full) error = %+v, want %s naming the workspaces", eb.Error, api.CodeUnavailable)
@@ -686,7 +691,7 @@ func TestWorkspaceFull(t *testing.T) {
 	}
 	for _, e := range ents {
 		if e.Name() != ".trash" {
-			t.Errorf("left in the workspaces' tmpfs after a rejected upload: %s", e.Name())
+			t.Errorf("left in the workspaces' disk after a rejected upload: %s", e.Name())
 		}
 	}
 	if len(g.m.List("alice")) != 0 {

@@ -213,3 +213,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// WithDefaults returns l with the defaults in place of its zero fields.
+func (l Limits) WithDefaults() Limits { return l.withDefaults() }

@@ -2,10 +2,12 @@ package diskusage_test
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -180,5 +182,118 @@ func BenchmarkMeasure(b *testing.B) {
 				du(b, dir)
 			}
 		})
+	}
+}
+
+// chain makes n nested directories of 1-byte names under dir, relative to
+// each parent (the path is far beyond PATH_MAX), and returns the last.
+func chain(t testing.TB, dir string, n int) {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range n {
+		if err := unix.Mkdirat(fd, "d", 0o755); err != nil {
+			t.Fatal(err)
+		}
+		nfd, err := unix.Openat(fd, "d", unix.O_RDONLY|unix.O_DIRECTORY, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd = nfd
+	}
+	unix.Close(fd)
+}
+
+// heapGrowth runs f and returns how many bytes it allocated.
+func allocated(f func()) uint64 {
+	var before, after runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&before)
+	f()
+	runtime.ReadMemStats(&after)
+	return after.TotalAlloc - before.TotalAlloc
+}
+
+// TestMeasureDeep: a tree as deep as a hostile RUN step makes it costs the
+// walk no more memory than a shallow one, and no more than MaxDepth open
+// directories: within the bound it is measured, beyond it Measure fails
+// saying so, never with a partial count passed off as the whole.
+func TestMeasureDeep(t *testing.T) {
+	for _, tc := range []struct {
+		depth   int
+		wantErr error
+	}{
+		{diskusage.MaxDepth - 1, nil},
+		{30000, diskusage.ErrTooDeep},
+	} {
+		dir := tmpfs(t)
+		chain(t, dir, tc.depth)
+		var u diskusage.Usage
+		var err error
+		got := allocated(func() { u, err = diskusage.Measure(dir) })
+		if !errors.Is(err, tc.wantErr) {
+			t.Errorf("Measure(a tree %d deep) = %v, want %v", tc.depth, err, tc.wantErr)
+		}
+		if err == nil && u.Entries != tc.depth+1 {
+			t.Errorf("Measure(a tree %d deep) = %d entries, want %d", tc.depth, u.Entries, tc.depth+1)
+		}
+		// A KiB of buffer per level and a few strings per entry.
+		if limit := uint64(2 << 20); got > limit {
+			t.Errorf("Measure(a tree %d deep) allocated %d bytes, want at most %d", tc.depth, got, limit)
+		}
+	}
+}
+
+// tmpfs mounts a tmpfs for a test (the tests run as root): making deep
+// trees on a busy disk takes a minute, on a tmpfs a second, and the
+// unmount removes what os.RemoveAll could not.
+func tmpfs(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	if err := unix.Mount("tmpfs", dir, "tmpfs", 0, "size=512m"); err != nil {
+		t.Fatalf("mounting a tmpfs (the tests run as root): %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(dir, unix.MNT_DETACH) })
+	return dir
+}
+
+// TestMeasureOutOfFiles: a walk that cannot open a directory (no file
+// descriptor left) fails rather than reporting what it saw.
+func TestMeasureOutOfFiles(t *testing.T) {
+	dir := t.TempDir()
+	chain(t, dir, 64)
+	var lim unix.Rlimit
+	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &lim); err != nil {
+		t.Fatal(err)
+	}
+	// Leave about 20 descriptors free.
+	var fds []int
+	defer func() {
+		for _, fd := range fds {
+			unix.Close(fd)
+		}
+	}()
+	low := lim
+	low.Cur = 64
+	if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &low); err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Setrlimit(unix.RLIMIT_NOFILE, &lim)
+	for {
+		fd, err := unix.Open("/dev/null", unix.O_RDONLY|unix.O_CLOEXEC, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fd >= 44 {
+			unix.Close(fd)
+			break
+		}
+		fds = append(fds, fd)
+	}
+	if _, err := diskusage.Measure(dir); !errors.Is(err, unix.EMFILE) {
+		t.Errorf("Measure(64 levels with 20 descriptors left) = %v, want EMFILE", err)
 	}
 }
