@@ -482,7 +482,7 @@ const sandboxNice = 19
 
 func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.Duration, int64, error) {
 	args := []string{
-		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--fork", "--kill-child",
+		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
 		"--", e.executorFor(w.root),
 		"--context=dir://" + sandbox.Workspace,
 		"--dockerfile=" + path.Join(sandbox.Workspace, "Dockerfile"),

@@ -92,6 +92,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Opti
 	t.Run("ReadOnlyContext", s.testReadOnlyContext)
 	t.Run("Concurrent", s.testConcurrent)
 	t.Run("Signals", s.testSignals)
+	t.Run("IPC", s.testIPC)
 }
 
 // Option changes how the suite runs builds.
@@ -109,6 +110,10 @@ type suite struct {
 	registry  string // host:port, plain HTTP
 	base      string // busybox on registry
 	secret    string
+
+	probeOnce sync.Once // builds probeBin, the sandbox probe, or fails with probeErr
+	probeBin  string
+	probeErr  error
 }
 
 // job is one build's input: the context's files (the Dockerfile among

@@ -30,7 +30,7 @@ import (
 )
 
 // sandboxSyscalls are what seccomp.json allows beyond Docker's default.
-var sandboxSyscalls = []string{"mount", "umount2", "pivot_root", "unshare"}
+var sandboxSyscalls = []string{"mount", "umount2", "pivot_root", "unshare", "sethostname"}
 
 // documentedOptions are the docker run options README.md documents.
 var documentedOptions = []string{

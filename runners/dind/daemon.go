@@ -112,11 +112,14 @@ type state struct {
 // whatever --exec-root says), mounts a tmpfs of the given size (bytes; ""
 // for none) over the data root, installs the reference store the daemon
 // starts with (if any), puts the job's resolv.conf over /etc/resolv.conf
-// (RUN steps with the daemon's network read it), then becomes the init or
-// dockerd. Every mount made in the namespace vanishes with it.
+// (RUN steps with the daemon's network read it), names its UTS namespace
+// (RUN steps with the daemon's network share it) after the gateway, not
+// the host, then becomes the init or dockerd. Every mount made in the
+// namespace vanishes with it.
 const initScript = `set -e
 m=$1; size=$2; data=$3; refs=$4; refsdir=$5; resolv=$6; shift 6
 "$m" -t proc -o nosuid,nodev,noexec proc /proc
+echo ` + sandboxHostname + ` > /proc/sys/kernel/hostname
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/docker
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/containerd
 if [ -n "$size" ]; then "$m" -t tmpfs -o "mode=0700,size=$size" tmpfs "$data"; fi
@@ -124,6 +127,13 @@ if [ -n "$refs" ]; then mkdir -p -m 0700 "$refsdir"; cp "$refs" "$refsdir/reposi
 if [ -n "$resolv" ] && [ -e /etc/resolv.conf ]; then "$m" --bind "$resolv" /etc/resolv.conf; fi
 exec "$@"
 `
+
+// seccompFile, in etcDir, is the containers' seccomp profile.
+const seccompFile = "seccomp.json"
+
+// sandboxHostname is the host name of a job's daemon and its RUN steps,
+// as of the kaniko runner's sandboxes.
+const sandboxHostname = "buildgw"
 
 // hostMountPoints must exist on the host for initScript to mount over
 // them; a Docker installation has them anyway.
@@ -174,6 +184,13 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	conf, _ := json.Marshal(map[string]any{"deprecated-key-path": filepath.Join(dir, etcDir, "key.json")})
 	if err := os.WriteFile(filepath.Join(dir, etcDir, "daemon.json"), conf, 0o600); err != nil {
 		return nil, fmt.Errorf("dind: writing daemon configuration: %w", err)
+	}
+	profile, err := seccompProfile()
+	if err == nil {
+		err = os.WriteFile(filepath.Join(dir, etcDir, seccompFile), profile, 0o600)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("dind: writing the containers' seccomp profile: %w", err)
 	}
 	env := []string{
 		"PATH=" + daemonPath(r.o.dockerd),
@@ -239,9 +256,12 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 		return nil, fmt.Errorf("dind: %w", err)
 	}
 	defer logf.Close()
-	cloneflags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNET)
+	// IPC and UTS namespaces of its own: SysV IPC objects of the daemon
+	// and of RUN steps that share its namespaces die with it, and the
+	// host's name stays hidden.
+	cloneflags := uintptr(syscall.CLONE_NEWPID | syscall.CLONE_NEWNET | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS)
 	if network == NetworkHost {
-		cloneflags = syscall.CLONE_NEWPID
+		cloneflags = syscall.CLONE_NEWPID | syscall.CLONE_NEWIPC | syscall.CLONE_NEWUTS
 	}
 	d.cmd = &exec.Cmd{
 		Path:   r.o.sh,
@@ -331,6 +351,11 @@ func (r *Runner) daemonArgs(dir, driver, cgroup string, insecure []string) []str
 		"--storage-driver=" + driver,
 		"--exec-opt=native.cgroupdriver=cgroupfs",
 		"--cgroup-parent=" + cgroup,
+		// Every container gets Docker's default seccomp profile without
+		// packet and raw sockets or io_uring (see seccompProfile), and
+		// an IPC namespace of its own.
+		"--seccomp-profile=" + filepath.Join(dir, etcDir, seccompFile),
+		"--default-ipc-mode=private",
 	}
 	for _, reg := range insecure {
 		args = append(args, "--insecure-registry="+reg)

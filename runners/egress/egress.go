@@ -5,6 +5,19 @@
 // metadata services), slirp4netns's door to the host and every address of
 // the host itself. Both runners use it: kaniko for its sandbox, dind for
 // the job's daemon, whose RUN containers share its namespace.
+//
+// The rules hold only at the IP layer of the namespace: slirp4netns
+// connects, from the gateway's host network namespace, wherever the frames
+// it receives on tap0 say, so a process that could write frames of its own
+// (an AF_PACKET or raw socket) would reach the host's loopback and the
+// metadata address past them. No build process can: the kaniko sandbox
+// drops CAP_NET_RAW and refuses such sockets with seccomp, and the dind
+// runner's containers run under a seccomp profile that refuses them.
+// slirp4netns's own hardening does not close this door and is no
+// substitute: --enable-sandbox and --enable-seccomp confine slirp4netns
+// itself (used here against a compromised slirp4netns), and
+// --outbound-addr only picks the source address of its connections,
+// which still reach 127.0.0.1.
 package egress
 
 import (

@@ -168,9 +168,11 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		return img, nil
 	}
 	// A network namespace of its own: loopback only, unless egress is
-	// added below.
+	// added below. IPC and UTS of its own: SysV IPC objects die with the
+	// build and are never shared with the host or other builds, and the
+	// host's name stays hidden (the sandbox sets its own).
 	args := append([]string{
-		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--net", "--fork", "--kill-child",
+		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child",
 		"--", r.executorFor(root),
 	}, kargs...)
 	var grp *cgroup.Group

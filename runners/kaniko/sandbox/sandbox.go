@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 
 	"golang.org/x/sys/unix"
 )
@@ -55,8 +56,8 @@ const (
 
 // Enter prepares the sandbox if the environment asks for one. It reports
 // whether the caller should go on to run kaniko (false for a removal).
-// It must run in fresh user, mount, pid and network namespaces, as their
-// root.
+// It must run in fresh user, mount, pid, network, IPC and UTS namespaces,
+// as their root.
 func Enter() (bool, error) {
 	if prog := os.Getenv(EnvHold); prog != "" {
 		os.Unsetenv(EnvHold)
@@ -80,6 +81,9 @@ func Enter() (bool, error) {
 	if root == "" {
 		return true, nil
 	}
+	// Capabilities are dropped per thread: this goroutine stays on the
+	// thread that drops them and then execs.
+	runtime.LockOSThread()
 	ctxDir, out, base, network, cache, exe := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), os.Getenv(EnvNetwork), os.Getenv(EnvCache), os.Getenv(EnvExecutor)
 	shared := os.Getenv(EnvSharedCache)
 	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork, EnvCache, EnvExecutor, EnvSharedCache} {
@@ -90,6 +94,9 @@ func Enter() (bool, error) {
 	}
 	if err := setupNetwork(network); err != nil {
 		return false, fmt.Errorf("preparing sandbox network: %w", err)
+	}
+	if err := harden(); err != nil {
+		return false, fmt.Errorf("hardening the sandbox: %w", err)
 	}
 	// Start over inside the new root. Package initialisers have already run
 	// against the host's filesystem (kaniko loads its CA pool in one), and

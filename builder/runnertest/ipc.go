@@ -1,0 +1,104 @@
+package runnertest
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"testing"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/internal/testenv"
+)
+
+// SandboxHostname is the host name every build sees in its RUN steps,
+// whatever the gateway host's.
+const SandboxHostname = "buildgw"
+
+// probe returns the sandbox probe (internal/sandboxprobe), built once for
+// the suite.
+func (s *suite) probe(t *testing.T) string {
+	t.Helper()
+	s.probeOnce.Do(func() {
+		p := testenv.Build(t, "./internal/sandboxprobe", "sandboxprobe")
+		b, err := os.ReadFile(p)
+		if err != nil {
+			s.probeErr = err
+			return
+		}
+		s.probeBin = string(b)
+	})
+	if s.probeErr != nil {
+		t.Fatalf("building the sandbox probe: %v", s.probeErr)
+	}
+	return s.probeBin
+}
+
+// testIPC checks that builds share no SysV IPC with each other or the
+// host, and that a build sees its own host name, not the host's: one
+// build leaves a shared memory segment with a marker behind, a later one
+// looks for it, and afterwards the host must not hold it either.
+func (s *suite) testIPC(t *testing.T) {
+	t.Parallel()
+	probe := s.probe(t)
+	key := 0x42470000 | int(randomInt(t, 0xffff))
+	marker := "buildgw-ipc-" + randomHex(t, 8)
+	r := s.newRunner(t)
+	t.Cleanup(func() { removeSegment(key) })
+
+	run := func(step string) string {
+		t.Helper()
+		st := s.newSetup(t, r, job{files: map[string]string{
+			"sandboxprobe": probe,
+			"Dockerfile": "ARG BASE\nFROM ${BASE}\nCOPY sandboxprobe /sandboxprobe\n" +
+				"RUN chmod +x /sandboxprobe && mkdir -p /probe && (" + step + ") > /probe/out.txt 2>&1; cat /probe/out.txt\n",
+		}})
+		img, _ := mustBuild(t, r, st.req)
+		return files(t, img)["/probe/out.txt"].body
+	}
+	k := strconv.Itoa(key)
+	a := run(fmt.Sprintf("/sandboxprobe shm-create %s 16777216 %s; /sandboxprobe hostname", k, marker))
+	if want := "shm-create " + k + ": created"; !strings.Contains(a, want) {
+		t.Fatalf("build A: the segment was not created (want %q):\n%s", want, a)
+	}
+	if want := "hostname: " + SandboxHostname + "\n"; !strings.Contains(a, want) {
+		host, _ := os.Hostname()
+		t.Errorf("RUN step's output %q lacks %q (the gateway host's name is %q)", a, want, host)
+	}
+	b := run("/sandboxprobe shm-read " + k)
+	if strings.Contains(b, marker) || !strings.Contains(b, "shm-read "+k+": shmget: no such file or directory") {
+		t.Errorf("build B found build A's shared memory segment (want shmget: no such file or directory):\n%s", b)
+	}
+	if hostSegment(t, key) {
+		t.Errorf("shared memory segment %#x of a build is left on the host after the build", key)
+	}
+}
+
+// hostSegment reports whether the host's IPC namespace holds a shared
+// memory segment with key.
+func hostSegment(t *testing.T, key int) bool {
+	t.Helper()
+	f, err := os.Open("/proc/sysvipc/shm")
+	if err != nil {
+		t.Fatalf("listing the host's shared memory: %v", err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fs := strings.Fields(sc.Text())
+		if len(fs) > 0 && fs[0] == strconv.Itoa(key) {
+			return true
+		}
+	}
+	return false
+}
+
+// removeSegment removes a segment a build left on the host, so that a
+// failing test leaks nothing.
+func removeSegment(key int) {
+	if id, err := unix.SysvShmGet(key, 0, 0); err == nil {
+		unix.SysvShmCtl(id, unix.IPC_RMID, nil)
+	}
+}

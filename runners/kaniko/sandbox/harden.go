@@ -1,0 +1,52 @@
+package sandbox
+
+import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+)
+
+// Hostname is the host name of every sandbox (its own UTS namespace), so
+// that no build learns the gateway host's.
+const Hostname = "buildgw"
+
+// harden takes from the sandbox what no build step may have: the host's
+// name (the runner gives the sandbox its own UTS namespace), CAP_NET_RAW,
+// and the system calls the seccomp filter refuses. It must run on the
+// thread that then execs kaniko: capabilities are per thread.
+func harden() error {
+	if err := unix.Sethostname([]byte(Hostname)); err != nil {
+		return fmt.Errorf("setting the host name: %w", err)
+	}
+	if err := dropNetRaw(); err != nil {
+		return err
+	}
+	return installFilter()
+}
+
+// dropNetRaw removes CAP_NET_RAW from every capability set of the calling
+// thread, the bounding set included, so that neither kaniko nor any
+// program it starts (setuid or not) can hold it: no packet sockets, no raw
+// IP sockets.
+func dropNetRaw() error {
+	if err := unix.Prctl(unix.PR_CAPBSET_DROP, unix.CAP_NET_RAW, 0, 0, 0); err != nil {
+		return fmt.Errorf("dropping CAP_NET_RAW from the bounding set: %w", err)
+	}
+	if err := unix.Prctl(unix.PR_CAP_AMBIENT, unix.PR_CAP_AMBIENT_LOWER, unix.CAP_NET_RAW, 0, 0); err != nil {
+		return fmt.Errorf("dropping CAP_NET_RAW from the ambient set: %w", err)
+	}
+	hdr := unix.CapUserHeader{Version: unix.LINUX_CAPABILITY_VERSION_3}
+	var data [2]unix.CapUserData
+	if err := unix.Capget(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("reading capabilities: %w", err)
+	}
+	bit := uint32(1) << (unix.CAP_NET_RAW % 32)
+	d := &data[unix.CAP_NET_RAW/32]
+	d.Effective &^= bit
+	d.Permitted &^= bit
+	d.Inheritable &^= bit
+	if err := unix.Capset(&hdr, &data[0]); err != nil {
+		return fmt.Errorf("dropping CAP_NET_RAW: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,81 @@
+package sandbox
+
+import (
+	"encoding/binary"
+	"testing"
+
+	"golang.org/x/net/bpf"
+	"golang.org/x/sys/unix"
+)
+
+// TestFilter runs the x86_64 filter in x/net/bpf's interpreter over
+// seccomp_data records. The interpreter loads words big-endian where the
+// kernel loads them in the machine's order, so the records are written
+// big-endian here: what is checked is the filter's logic.
+func TestFilter(t *testing.T) {
+	a := abi{
+		native: unix.AUDIT_ARCH_X86_64, compat: unix.AUDIT_ARCH_I386, x32: true,
+		socket: 41, ioUring: []uint32{425, 426, 427},
+		compatSocket: 359, compatSocketcall: 102, compatIOUring: []uint32{425, 426, 427},
+	}
+	raw, err := a.filter()
+	if err != nil {
+		t.Fatal(err)
+	}
+	insts, ok := bpf.Disassemble(raw)
+	if !ok {
+		t.Fatal("the filter does not disassemble")
+	}
+	vm, err := bpf.NewVM(insts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const (
+		x86_64 = unix.AUDIT_ARCH_X86_64
+		i386   = unix.AUDIT_ARCH_I386
+	)
+	tests := []struct {
+		name        string
+		arch, nr    uint32
+		family, typ uint32
+		want        uint32
+	}{
+		{"read", x86_64, 0, 0, 0, retAllow},
+		{"AF_INET SOCK_STREAM", x86_64, 41, unix.AF_INET, unix.SOCK_STREAM | unix.SOCK_CLOEXEC, retAllow},
+		{"AF_INET6 SOCK_DGRAM", x86_64, 41, unix.AF_INET6, unix.SOCK_DGRAM, retAllow},
+		{"AF_UNIX SOCK_SEQPACKET", x86_64, 41, unix.AF_UNIX, unix.SOCK_SEQPACKET, retAllow},
+		{"AF_NETLINK SOCK_RAW", x86_64, 41, unix.AF_NETLINK, unix.SOCK_RAW | unix.SOCK_CLOEXEC, retAllow},
+		{"AF_PACKET SOCK_RAW", x86_64, 41, unix.AF_PACKET, unix.SOCK_RAW, retEPERM},
+		{"AF_PACKET SOCK_DGRAM", x86_64, 41, unix.AF_PACKET, unix.SOCK_DGRAM, retEPERM},
+		{"AF_INET SOCK_RAW", x86_64, 41, unix.AF_INET, unix.SOCK_RAW, retEPERM},
+		{"AF_INET SOCK_RAW|SOCK_NONBLOCK", x86_64, 41, unix.AF_INET, unix.SOCK_RAW | unix.SOCK_NONBLOCK, retEPERM},
+		{"AF_INET6 SOCK_RAW", x86_64, 41, unix.AF_INET6, unix.SOCK_RAW, retEPERM},
+		{"AF_INET SOCK_PACKET", x86_64, 41, unix.AF_INET, unix.SOCK_PACKET, retEPERM},
+		{"io_uring_setup", x86_64, 425, 0, 0, retEPERM},
+		{"io_uring_enter", x86_64, 426, 0, 0, retEPERM},
+		{"io_uring_register", x86_64, 427, 0, 0, retEPERM},
+		{"x32 socket", x86_64, x32Bit | 41, unix.AF_INET, unix.SOCK_STREAM, retENOSYS},
+		{"x32 read", x86_64, x32Bit, 0, 0, retENOSYS},
+		{"i386 read", i386, 3, 0, 0, retAllow},
+		{"i386 socket AF_INET SOCK_STREAM", i386, 359, unix.AF_INET, unix.SOCK_STREAM, retAllow},
+		{"i386 socket AF_PACKET", i386, 359, unix.AF_PACKET, unix.SOCK_RAW, retEPERM},
+		{"i386 socket AF_INET SOCK_RAW", i386, 359, unix.AF_INET, unix.SOCK_RAW, retEPERM},
+		{"i386 socketcall", i386, 102, 1, 0, retEPERM},
+		{"i386 io_uring_setup", i386, 425, 0, 0, retEPERM},
+		{"other architecture", unix.AUDIT_ARCH_AARCH64, 0, 0, 0, retENOSYS},
+	}
+	for _, tc := range tests {
+		d := make([]byte, 64)
+		binary.BigEndian.PutUint32(d[offNr:], tc.nr)
+		binary.BigEndian.PutUint32(d[offArch:], tc.arch)
+		binary.BigEndian.PutUint32(d[offArg0:], tc.family)
+		binary.BigEndian.PutUint32(d[offArg1:], tc.typ)
+		got, err := vm.Run(d)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.name, err)
+		}
+		if uint32(got) != tc.want {
+			t.Errorf("filter(%s) = %#x, want %#x", tc.name, got, tc.want)
+		}
+	}
+}
