@@ -190,6 +190,9 @@ type OIDCIssuer struct {
 	CAFile string `yaml:"ca_file"`
 	// AllowNetworks, if set, limits where these tokens may come from.
 	AllowNetworks []string `yaml:"allow_networks"`
+	// MaxTokenAge refuses tokens minted to live longer (exp - iat), and
+	// tokens without iat. Default 24h.
+	MaxTokenAge Duration `yaml:"max_token_age"`
 }
 
 // MTLSIdentity maps client certificates to an identity.
