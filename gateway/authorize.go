@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"log/slog"
+
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/auth"
@@ -60,4 +62,12 @@ func (a auditObserver) Finished(j *builder.Job, b api.Build) {
 		secrets = append(secrets, v)
 	}
 	a.log.Log(rec, secrets...)
+}
+
+// logPolicyWarnings logs what a freshly loaded policy allows that is
+// likely not meant, once per load.
+func logPolicyWarnings(log *slog.Logger, p *policy.Policy) {
+	for _, w := range p.Warnings() {
+		log.Warn("policy: " + w)
+	}
 }

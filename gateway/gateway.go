@@ -51,6 +51,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
+	logPolicyWarnings(log, pstore.Policy())
 	alog, err := newAuditLog(cfg.Audit)
 	if err != nil {
 		return nil, err
@@ -278,6 +279,7 @@ func (g *Gateway) Reload() {
 		g.log.Error("policy reload failed; keeping the old policy", "file", g.cfg.PolicyFile, "error", err)
 	} else {
 		g.log.Info("policy reloaded", "file", g.cfg.PolicyFile)
+		logPolicyWarnings(g.log, g.policy.Policy())
 	}
 	if g.audit != nil {
 		if err := g.audit.Reopen(); err != nil {
