@@ -25,6 +25,7 @@ type options struct {
 	insecure      []string
 	extraCAs      []byte
 	bases         BasePreparer
+	baseCheck     BaseCheckFunc
 	logger        *slog.Logger
 	observers     []Observer
 	now           func() time.Time
@@ -168,6 +169,13 @@ func WithExtraCAs(pem []byte) Option {
 // starts. Default: none; runners pull for themselves.
 func WithBaseImages(p BasePreparer) Option {
 	return func(o *options) error { o.bases = p; return nil }
+}
+
+// WithBaseCheck makes the BasePreparer ask f about each image a stage of
+// a build is built on, with its ONBUILD triggers, before fetching its
+// layers. Default: no check.
+func WithBaseCheck(f BaseCheckFunc) Option {
+	return func(o *options) error { o.baseCheck = f; return nil }
 }
 
 // WithLogger sets the gateway log. Default: discard.

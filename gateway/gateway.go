@@ -145,7 +145,14 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, builder.WithBaseImages(bases))
+	var insecure []string
+	for host, r := range cfg.Registries {
+		if r.Insecure {
+			insecure = append(insecure, host)
+		}
+	}
+	authz := policyAuthorizer{store: pstore, bases: bases, insecure: insecure, log: log}
+	opts = append(opts, builder.WithBaseImages(bases), builder.WithBaseCheck(authz.CheckBase))
 	mgr, err := builder.New(cfg.StateDir, p, opts...)
 	if err != nil {
 		return nil, err
@@ -155,7 +162,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(policyAuthorizer{pstore}), server.WithDownloads(downloadsDir(cfg.DownloadsDir))}
+	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(authz), server.WithDownloads(downloadsDir(cfg.DownloadsDir))}
 	if alog != nil {
 		sopts = append(sopts, server.WithAudit(alog))
 	}

@@ -47,9 +47,10 @@ type Server struct {
 
 // Policy decides what an identity may build. It is asked twice per
 // submission: with a nil Dockerfile before the context is read, and with
-// the Dockerfile once it is. A refusal is a *builder.DeniedError.
+// the Dockerfile once it is. A refusal is a *builder.DeniedError. ctx is
+// the request's: the second check may look up base images.
 type Policy interface {
-	Authorize(id auth.Identity, spec *builder.ValidSpec, dockerfile []byte) (rule string, g builder.Grant, err error)
+	Authorize(ctx context.Context, id auth.Identity, spec *builder.ValidSpec, dockerfile []byte) (rule string, g builder.Grant, err error)
 }
 
 // Option configures a Server.
@@ -222,7 +223,7 @@ func (s *Server) authorizer(c *gin.Context, id auth.Identity) builder.AuthorizeF
 		return nil
 	}
 	return func(spec *builder.ValidSpec, dockerfile []byte) (builder.Grant, error) {
-		rule, g, err := s.policy.Authorize(id, spec, dockerfile)
+		rule, g, err := s.policy.Authorize(c.Request.Context(), id, spec, dockerfile)
 		if err == nil && dockerfile == nil {
 			return g, nil // the final check follows
 		}

@@ -28,10 +28,10 @@ func TestDecideFromRepositories(t *testing.T) {
 	runDecide(t, p, []decideCase{
 		{name: "tenant b's private image to tenant a", id: a, dests: destA, rule: "tenants",
 			dockerfile: "FROM registry.example.com/teamb/app/private:1\n",
-			reason: []string{`policy rule "tenants" does not allow image registry.example.com/teamb/app/private:1 (FROM on line 1): repository registry.example.com/teamb/app/private is not in allow.from`}},
+			reason:     []string{`policy rule "tenants" does not allow image registry.example.com/teamb/app/private:1 (FROM on line 1): repository registry.example.com/teamb/app/private is not in allow.from`}},
 		{name: "tenant b's private image to tenant a by copy --from", id: a, dests: destA, rule: "tenants",
 			dockerfile: "FROM registry.example.com/base/alpine:3\nCOPY --from=registry.example.com/teamb/app:1 /secret /\n",
-			reason: []string{`does not allow image registry.example.com/teamb/app:1 (COPY --from on line 2)`}},
+			reason:     []string{`does not allow image registry.example.com/teamb/app:1 (COPY --from on line 2)`}},
 		{name: "tenant b's private image to tenant b", id: b, dests: destB, allowed: true, rule: "tenants",
 			dockerfile: "FROM registry.example.com/teamb/app/private:1\nCOPY --from=registry.example.com/teamb/app:1 /secret /\n"},
 		{name: "shared base and docker hub official image", id: a, dests: destA, allowed: true, rule: "tenants",
