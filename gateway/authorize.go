@@ -116,11 +116,7 @@ func (a auditObserver) Finished(j *builder.Job, b api.Build) {
 			rec.BuildSeconds = b.FinishedAt.Sub(*b.StartedAt).Seconds()
 		}
 	}
-	var secrets []string
-	for _, v := range j.Spec.BuildArgs {
-		secrets = append(secrets, v)
-	}
-	a.log.Log(rec, secrets...)
+	a.log.Log(rec, audit.SecretBuildArgValues(j.Spec.BuildArgs, j.Spec.SecretBuildArgs)...)
 }
 
 // logPolicyWarnings logs what a freshly loaded policy allows that is

@@ -525,6 +525,15 @@ func TestAuthorization(t *testing.T) {
 			audit: deny("gitlab-protected", glName, auth.KindOIDC, `does not allow pushing to `+e.reg+`/group/other:1`),
 		},
 		{
+			// A build arg holding the job's own project path must not
+			// blank it out of its identity in the audit log.
+			name: "build arg equal to the project path",
+			req: request{bearer: valid, spec: api.BuildSpec{Destinations: dest("group/other:1"),
+				BuildArgs: map[string]string{"X": "group/app", "NPM_TOKEN": npmToken}}},
+			status: http.StatusForbidden, code: api.CodeDenied, msg: `does not allow pushing to ` + e.reg + `/group/other:1`,
+			audit: deny("gitlab-protected", glName, auth.KindOIDC, `policy rule "gitlab-protected" does not allow pushing to `+e.reg+`/group/other:1`),
+		},
+		{
 			name:   "latest from an unprotected ref",
 			req:    request{bearer: e.jwt(t, e.gitlab, glBranch), spec: api.BuildSpec{Destinations: dest("group/app:latest")}},
 			status: http.StatusForbidden, code: api.CodeDenied,
@@ -551,8 +560,9 @@ func TestAuthorization(t *testing.T) {
 				dockerfile: "ARG BASE=" + e.busybox + "\nFROM ${BASE}\nARG NPM_TOKEN\n"},
 			status: http.StatusForbidden, code: api.CodeDenied,
 			msg: `does not allow image ` + evil + ` (FROM on line 2): repository evil.test/library/busybox is not in allow.from`,
-			// The image is a build-arg value, so the audit log redacts it.
-			audit: deny("gitlab-protected", glName, auth.KindOIDC, `[REDACTED] (FROM on line 2): repository evil.test/library/busybox is not in allow.from`),
+			// The image is a build-arg value, but no secret: the audit log
+			// names it.
+			audit: deny("gitlab-protected", glName, auth.KindOIDC, evil+` (FROM on line 2): repository evil.test/library/busybox is not in allow.from`),
 		},
 		{
 			name:   "runner the rule does not allow",

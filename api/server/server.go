@@ -202,7 +202,7 @@ func (s *Server) submit(c *gin.Context) {
 				Event: audit.EventAuthz, RequestID: requestID(c), Identity: &id, SourceIP: c.ClientIP(),
 				Action: "build.submit", Decision: audit.DecisionDeny, Reason: he.Message,
 				Destinations: spec.Destinations, BuildArgNames: audit.BuildArgNames(spec.BuildArgs),
-			}, buildArgValues(spec.BuildArgs)...)
+			}, audit.SecretBuildArgValues(spec.BuildArgs, spec.SecretBuildArgs)...)
 		}
 		c.Error(err)
 		return
@@ -240,17 +240,9 @@ func (s *Server) authorizer(c *gin.Context, id auth.Identity) builder.AuthorizeF
 		if err != nil {
 			rec.Decision, rec.Reason = audit.DecisionDeny, err.Error()
 		}
-		s.audit(rec, buildArgValues(spec.BuildArgs)...)
+		s.audit(rec, audit.SecretBuildArgValues(spec.BuildArgs, spec.SecretBuildArgs)...)
 		return g, err
 	}
-}
-
-func buildArgValues(m map[string]string) []string {
-	vals := make([]string, 0, len(m))
-	for _, v := range m {
-		vals = append(vals, v)
-	}
-	return vals
 }
 
 func (s *Server) audit(r audit.Record, secrets ...string) {
