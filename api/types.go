@@ -98,7 +98,10 @@ const (
 	CodeUnavailable    = "UNAVAILABLE"
 	// CodeQueueFull comes with 429 and a Retry-After header.
 	CodeQueueFull = "QUEUE_FULL"
-	CodeInternal  = "INTERNAL"
+	// CodeTooSlow comes with 408: the upload arrived slower than the
+	// gateway's minimum rate.
+	CodeTooSlow  = "TOO_SLOW"
+	CodeInternal = "INTERNAL"
 )
 
 // ErrorBody is the JSON body of every error response:

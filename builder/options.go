@@ -33,6 +33,7 @@ type options struct {
 	ownerConcurrency int
 	maxQueued        int
 	maxQueuedOwner   int
+	maxUploadOwner   int
 	shutdownGrace    time.Duration
 	retention        time.Duration
 	minFreeBytes     uint64
@@ -205,6 +206,20 @@ func WithMaxQueued(total, perOwner int) Option {
 			return fmt.Errorf("queue bounds must not be negative, got %d and %d", total, perOwner)
 		}
 		o.maxQueued, o.maxQueuedOwner = total, perOwner
+		return nil
+	}
+}
+
+// WithMaxUploading bounds how many submissions of one identity may be
+// uploading their context at once; one more is refused with a
+// *QueueFullError before its context is read. 0 means no bound. Default
+// none.
+func WithMaxUploading(perOwner int) Option {
+	return func(o *options) error {
+		if perOwner < 0 {
+			return fmt.Errorf("upload bound must not be negative, got %d", perOwner)
+		}
+		o.maxUploadOwner = perOwner
 		return nil
 	}
 }

@@ -90,7 +90,8 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithContextLimits(archive.Limits{MaxBytes: cfg.Context.MaxBytes, MaxFiles: cfg.Context.MaxFiles}),
 		builder.WithLogger(log),
 		builder.WithObserver(metrics),
-		builder.WithMaxQueued(cfg.Queue.MaxQueued, cfg.Queue.MaxQueuedPerIdentity),
+		builder.WithMaxQueued(cfg.Queue.MaxQueued, cfg.Queue.perIdentity()),
+		builder.WithMaxUploading(cfg.Queue.MaxUploadingPerIdentity),
 		builder.WithOwnerConcurrency(cfg.Queue.MaxRunningPerIdentity),
 		builder.WithShutdownGrace(time.Duration(cfg.ShutdownGrace)),
 		builder.WithRetention(time.Duration(cfg.Retention)),
@@ -162,7 +163,8 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(authz), server.WithDownloads(downloadsDir(cfg.DownloadsDir))}
+	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(authz),
+		server.WithUploadRate(server.UploadRate{MinBytesPerSecond: cfg.Context.MinUploadBytesPerSecond, Window: time.Duration(cfg.Context.UploadRateWindow)}), server.WithDownloads(downloadsDir(cfg.DownloadsDir))}
 	if alog != nil {
 		sopts = append(sopts, server.WithAudit(alog))
 	}

@@ -40,6 +40,8 @@ type Server struct {
 	policy   Policy
 	auditLog *audit.Logger
 	networks auth.Networks
+	// uploadRate bounds how slowly a submission's body may arrive.
+	uploadRate UploadRate
 	// downloads holds the client binaries served at /dl; "" serves none.
 	downloads string
 	handler   http.Handler
@@ -157,12 +159,21 @@ func (s *Server) submit(c *gin.Context) {
 	// A large buffer under the multipart reader: through net/http's own
 	// 4 KiB one, every read down to the file writes is at most 4 KiB, and
 	// the upload becomes CPU-bound (bench/upload).
-	body := &countingBody{r: c.Request.Body}
+	var in io.Reader = c.Request.Body
+	if s.uploadRate.MinBytesPerSecond > 0 {
+		in = newRateBody(c.Writer, in, s.uploadRate)
+	}
+	body := &countingBody{r: in}
 	if s.metrics != nil {
 		defer func() { s.metrics.uploadBytes.Add(float64(body.n)) }()
 	}
 	mr := multipart.NewReader(bufio.NewReaderSize(body, uploadBufferSize), params["boundary"])
 	part, err := mr.NextPart()
+	var se *Error
+	if errors.As(err, &se) {
+		c.Error(se) // too slow
+		return
+	}
 	if err != nil || part.FormName() != "spec" {
 		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "the first part must be spec, a JSON BuildSpec"))
 		return
@@ -171,6 +182,10 @@ func (s *Server) submit(c *gin.Context) {
 	dec := json.NewDecoder(io.LimitReader(part, maxSpecBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&spec); err != nil {
+		if errors.As(err, &se) {
+			c.Error(se)
+			return
+		}
 		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "decoding spec: "+err.Error()))
 		return
 	}
@@ -181,6 +196,10 @@ func (s *Server) submit(c *gin.Context) {
 		return
 	}
 	part, err = mr.NextPart()
+	if errors.As(err, &se) {
+		c.Error(se)
+		return
+	}
 	if err != nil || part.FormName() != "context" {
 		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidContext, "the second part must be context, a tar archive (optionally gzip-compressed)"))
 		return
