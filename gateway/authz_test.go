@@ -475,6 +475,14 @@ func TestAuthorization(t *testing.T) {
 			status: http.StatusUnauthorized, code: api.CodeUnauthorized, msg: "token expired", audit: authn("token expired"),
 		},
 		{
+			name: "token minted to live a year",
+			req: request{bearer: e.jwt(t, e.gitlab, testoidc.With(gl, func(c map[string]any) {
+				c["iat"], c["nbf"], c["exp"] = now.Unix(), now.Unix(), now.Add(365*24*time.Hour).Unix()
+			})), spec: api.BuildSpec{Destinations: dest("group/app:1")}},
+			status: http.StatusUnauthorized, code: api.CodeUnauthorized, msg: "is longer than max_token_age 24h0m0s of issuer gitlab",
+			audit: authn("is longer than max_token_age 24h0m0s"),
+		},
+		{
 			name: "not yet valid",
 			req: request{bearer: e.jwt(t, e.gitlab, testoidc.With(gl, func(c map[string]any) {
 				c["iat"], c["nbf"], c["exp"] = now.Add(10*time.Minute).Unix(), now.Add(10*time.Minute).Unix(), now.Add(20*time.Minute).Unix()
