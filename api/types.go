@@ -31,8 +31,15 @@ type BuildSpec struct {
 	// Destinations are the image references to push; at least one.
 	Destinations []string          `json:"destinations"`
 	BuildArgs    map[string]string `json:"build_args,omitempty"`
-	Target       string            `json:"target,omitempty"`
-	Labels       map[string]string `json:"labels,omitempty"`
+	// SecretBuildArgs names build args whose values are secret: the audit
+	// log redacts them from error messages. Args named like *TOKEN*,
+	// *SECRET*, *PASSWORD*, *PASSWD*, *KEY*, *CREDENTIAL* or *AUTH*, and
+	// values shaped like generated tokens, are treated as secret anyway.
+	// Values are never written to the audit log in any case; redaction
+	// covers error text that quotes them.
+	SecretBuildArgs []string          `json:"secret_build_args,omitempty"`
+	Target          string            `json:"target,omitempty"`
+	Labels          map[string]string `json:"labels,omitempty"`
 	// Runner is "kaniko" (default) or "dind".
 	Runner string `json:"runner,omitempty"`
 	// NoCache builds every step afresh: no cached layer or result of an
@@ -91,7 +98,10 @@ const (
 	CodeUnavailable    = "UNAVAILABLE"
 	// CodeQueueFull comes with 429 and a Retry-After header.
 	CodeQueueFull = "QUEUE_FULL"
-	CodeInternal  = "INTERNAL"
+	// CodeTooSlow comes with 408: the upload arrived slower than the
+	// gateway's minimum rate.
+	CodeTooSlow  = "TOO_SLOW"
+	CodeInternal = "INTERNAL"
 )
 
 // ErrorBody is the JSON body of every error response:

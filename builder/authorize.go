@@ -3,6 +3,8 @@ package builder
 import (
 	"fmt"
 	"time"
+
+	"github.com/buildgw/buildgw/auth"
 )
 
 // AuthorizeFunc decides whether a submission may be built. It is called
@@ -11,6 +13,12 @@ import (
 // context is extracted (for the FROM check). A *DeniedError refuses the
 // build; nothing is queued and the workspace is removed.
 type AuthorizeFunc func(spec *ValidSpec, dockerfile []byte) (Grant, error)
+
+// BaseCheckFunc decides whether a build may use image, which a stage of
+// its dockerfile is built on, given the image's ONBUILD triggers. It is
+// asked when the build runs, once the image's config is fetched and before
+// any of its layers; a *DeniedError fails the build.
+type BaseCheckFunc func(id auth.Identity, spec *ValidSpec, dockerfile []byte, image string, onbuild []string) error
 
 // Grant is what an authorization allows a build. Zero fields mean the
 // gateway's own defaults.

@@ -11,12 +11,17 @@ import (
 )
 
 // reserve takes a queue slot for owner's submission before its context is
-// read, or refuses it when the queue is full.
+// read, or refuses it when the queue is full. An upload in progress holds
+// its slot, so it counts against every bound, and against the owner's
+// bound on uploads.
 func (m *Manager) reserve(owner string) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if l := m.o.maxQueued; l > 0 && m.queue.len()+m.pending >= l {
 		return &QueueFullError{Limit: l, RetryAfter: m.retryAfter()}
+	}
+	if l := m.o.maxUploadOwner; l > 0 && m.pendingBy[owner] >= l {
+		return &QueueFullError{Limit: l, PerOwner: true, Uploading: true, RetryAfter: m.retryAfter()}
 	}
 	if l := m.o.maxQueuedOwner; l > 0 && m.queue.ownerLen(owner)+m.pendingBy[owner] >= l {
 		return &QueueFullError{Limit: l, PerOwner: true, RetryAfter: m.retryAfter()}

@@ -642,6 +642,11 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 		Tenant:             j.Tenant(),
 		NoCache:            j.Spec.NoCache,
 	}
+	if f := m.o.baseCheck; f != nil {
+		req.CheckBase = func(df []byte, image string, onbuild []string) error {
+			return f(j.Identity, j.Spec, df, image, onbuild)
+		}
+	}
 	if m.o.bases != nil {
 		b, err := m.o.bases.Prepare(ctx, req, j.Log)
 		if err != nil {

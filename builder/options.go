@@ -25,6 +25,7 @@ type options struct {
 	insecure      []string
 	extraCAs      []byte
 	bases         BasePreparer
+	baseCheck     BaseCheckFunc
 	logger        *slog.Logger
 	observers     []Observer
 	now           func() time.Time
@@ -32,6 +33,7 @@ type options struct {
 	ownerConcurrency int
 	maxQueued        int
 	maxQueuedOwner   int
+	maxUploadOwner   int
 	shutdownGrace    time.Duration
 	retention        time.Duration
 	minFreeBytes     uint64
@@ -172,6 +174,13 @@ func WithBaseImages(p BasePreparer) Option {
 	return func(o *options) error { o.bases = p; return nil }
 }
 
+// WithBaseCheck makes the BasePreparer ask f about each image a stage of
+// a build is built on, with its ONBUILD triggers, before fetching its
+// layers. Default: no check.
+func WithBaseCheck(f BaseCheckFunc) Option {
+	return func(o *options) error { o.baseCheck = f; return nil }
+}
+
 // WithLogger sets the gateway log. Default: discard.
 func WithLogger(l *slog.Logger) Option {
 	return func(o *options) error { o.logger = l; return nil }
@@ -199,6 +208,20 @@ func WithMaxQueued(total, perOwner int) Option {
 			return fmt.Errorf("queue bounds must not be negative, got %d and %d", total, perOwner)
 		}
 		o.maxQueued, o.maxQueuedOwner = total, perOwner
+		return nil
+	}
+}
+
+// WithMaxUploading bounds how many submissions of one identity may be
+// uploading their context at once; one more is refused with a
+// *QueueFullError before its context is read. 0 means no bound. Default
+// none.
+func WithMaxUploading(perOwner int) Option {
+	return func(o *options) error {
+		if perOwner < 0 {
+			return fmt.Errorf("upload bound must not be negative, got %d", perOwner)
+		}
+		o.maxUploadOwner = perOwner
 		return nil
 	}
 }

@@ -94,15 +94,22 @@ type QueueFullError struct {
 	// PerOwner is set when it is the caller's own bound, not the
 	// gateway's.
 	PerOwner bool
+	// Uploading is set when the bound is on the caller's uploads in
+	// progress (WithMaxUploading).
+	Uploading bool
 	// RetryAfter is when trying again is likely to succeed.
 	RetryAfter time.Duration
 }
 
 func (e *QueueFullError) Error() string {
-	if e.PerOwner {
-		return fmt.Sprintf("queue full: this identity already has %d builds waiting; retry after %s", e.Limit, e.RetryAfter)
+	// The messages name the gateway settings (queue.*) that set the bound.
+	switch {
+	case e.Uploading:
+		return fmt.Sprintf("too many uploads: this identity already has %d uploads in progress (max_uploading_per_identity); retry after %s", e.Limit, e.RetryAfter)
+	case e.PerOwner:
+		return fmt.Sprintf("queue full: this identity already has %d builds waiting or uploading (max_queued_per_identity); retry after %s", e.Limit, e.RetryAfter)
 	}
-	return fmt.Sprintf("queue full: %d builds are waiting; retry after %s", e.Limit, e.RetryAfter)
+	return fmt.Sprintf("queue full: %d builds are waiting or uploading (max_queued); retry after %s", e.Limit, e.RetryAfter)
 }
 
 var _ error = (*QueueFullError)(nil)

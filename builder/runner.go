@@ -84,6 +84,10 @@ type Request struct {
 	// before the build (see BasePreparer); nil if none were. A runner that
 	// uses them needs neither network nor credentials to pull.
 	BaseImages *BaseImages
+	// CheckBase, if set, is asked by the BasePreparer about each image a
+	// stage is built on, with the ONBUILD triggers of its config, before
+	// any of its layers is fetched (see WithBaseCheck). Runners ignore it.
+	CheckBase func(dockerfile []byte, image string, onbuild []string) error
 }
 
 // BasePreparer fetches the images a build pulls (each stage's FROM, COPY

@@ -93,6 +93,11 @@ func Validate(s api.BuildSpec, runners []string, defaultRunner string) (*ValidSp
 			return nil, &SpecError{"build_args", fmt.Sprintf("value of %q is too long or holds a NUL byte", k)}
 		}
 	}
+	for _, k := range s.SecretBuildArgs {
+		if _, ok := s.BuildArgs[k]; !ok {
+			return nil, &SpecError{"secret_build_args", fmt.Sprintf("%q is not one of build_args", k)}
+		}
+	}
 	if len(s.Labels) > maxLabels {
 		return nil, &SpecError{"labels", fmt.Sprintf("at most %d are allowed", maxLabels)}
 	}

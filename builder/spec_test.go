@@ -122,6 +122,7 @@ func TestValidateRejects(t *testing.T) {
 		{"build arg with equals", base(func(s *api.BuildSpec) { s.BuildArgs = map[string]string{"A=B": "x"} }), "build_args", "not a valid argument name"},
 		{"empty build arg name", base(func(s *api.BuildSpec) { s.BuildArgs = map[string]string{"": "x"} }), "build_args", "not a valid argument name"},
 		{"build arg value with NUL", base(func(s *api.BuildSpec) { s.BuildArgs = map[string]string{"A": "x\x00y"} }), "build_args", "NUL"},
+		{"secret build arg that is not a build arg", base(func(s *api.BuildSpec) { s.BuildArgs = map[string]string{"A": "x"}; s.SecretBuildArgs = []string{"B"} }), "secret_build_args", `"B" is not one of build_args`},
 		{"build arg value too long", base(func(s *api.BuildSpec) { s.BuildArgs = map[string]string{"A": strings.Repeat("v", 16<<10+1)} }), "build_args", "too long"},
 		{"too many build args", base(func(s *api.BuildSpec) { s.BuildArgs = manyMap(129) }), "build_args", "at most 128"},
 		{"empty label key", base(func(s *api.BuildSpec) { s.Labels = map[string]string{"": "x"} }), "labels", "not a valid label key"},

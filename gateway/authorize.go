@@ -1,28 +1,44 @@
 package gateway
 
 import (
+	"context"
+	"log/slog"
+	"slices"
+
+	"github.com/google/go-containerregistry/pkg/name"
+
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/audit"
+	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/policy"
 )
 
 // policyAuthorizer enforces the policy file's current version.
-type policyAuthorizer struct{ store *policy.Store }
+type policyAuthorizer struct {
+	store *policy.Store
+	// bases resolves the configs of base images, for their ONBUILD
+	// triggers; nil: they are checked only when the build runs.
+	bases    *basestore.Store
+	insecure []string // registries reached over plain HTTP
+	log      *slog.Logger
+}
 
 var _ server.Policy = policyAuthorizer{}
 
-func (p policyAuthorizer) Authorize(id auth.Identity, spec *builder.ValidSpec, dockerfile []byte) (string, builder.Grant, error) {
-	d := p.store.Policy().Decide(policy.Request{
+func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec *builder.ValidSpec, dockerfile []byte) (string, builder.Grant, error) {
+	pol := p.store.Policy()
+	req := policy.Request{
 		Identity:     id,
 		Destinations: spec.Tags,
 		Runner:       spec.Runner,
 		Dockerfile:   dockerfile,
 		BuildArgs:    spec.BuildArgs,
 		Target:       spec.Target,
-	})
+	}
+	d := pol.Decide(req)
 	g := builder.Grant{MaxContextBytes: d.Limits.MaxContextBytes, Timeout: d.Limits.Timeout, MaxConcurrent: d.Limits.MaxConcurrent, Network: d.Network}
 	if d.Allowed {
 		g.CacheTenant = d.CacheScope.Tenant(id)
@@ -31,7 +47,52 @@ func (p policyAuthorizer) Authorize(id auth.Identity, spec *builder.ValidSpec, d
 	if !d.Allowed {
 		return d.Rule, g, &builder.DeniedError{Rule: d.Rule, Reason: d.Reason}
 	}
+	if dockerfile != nil && p.bases != nil {
+		if err := p.checkOnbuild(ctx, pol, req); err != nil {
+			return d.Rule, g, err
+		}
+	}
 	return d.Rule, g, nil
+}
+
+// checkOnbuild refuses, with a 403 at submission, a build whose base
+// images have ONBUILD triggers that read images the rule does not allow.
+// Only the manifests and configs are fetched. A base image that cannot be
+// resolved now is left to the build, which checks every base image again
+// before fetching its layers (a tag may move in between anyway).
+func (p policyAuthorizer) checkOnbuild(ctx context.Context, pol *policy.Policy, req policy.Request) error {
+	refs, err := policy.StageImages(req.Dockerfile, req.BuildArgs)
+	if err != nil {
+		return nil // Decide has allowed it, so this cannot fail
+	}
+	for _, ref := range refs {
+		if slices.Contains(p.insecure, ref.Context().RegistryStr()) {
+			if ref, err = name.ParseReference(ref.String(), name.Insecure); err != nil {
+				return nil
+			}
+		}
+		cfg, err := p.bases.Config(ctx, ref)
+		if err != nil {
+			p.log.Info("base image not resolved at submission; checked when the build runs", "image", ref.Name(), "error", err)
+			continue
+		}
+		if d := pol.CheckOnbuild(req, ref.Name(), cfg.Config.OnBuild); !d.Allowed {
+			return &builder.DeniedError{Rule: d.Rule, Reason: d.Reason}
+		}
+	}
+	return nil
+}
+
+// CheckBase is the builder.BaseCheckFunc: the ONBUILD triggers of a
+// build's base image, checked when it runs, against the current policy.
+func (p policyAuthorizer) CheckBase(id auth.Identity, spec *builder.ValidSpec, dockerfile []byte, image string, onbuild []string) error {
+	d := p.store.Policy().CheckOnbuild(policy.Request{
+		Identity: id, Destinations: spec.Tags, Runner: spec.Runner, Dockerfile: dockerfile, BuildArgs: spec.BuildArgs, Target: spec.Target,
+	}, image, onbuild)
+	if !d.Allowed {
+		return &builder.DeniedError{Rule: d.Rule, Reason: d.Reason}
+	}
+	return nil
 }
 
 // auditObserver writes one record per build outcome.
@@ -59,9 +120,13 @@ func (a auditObserver) Finished(j *builder.Job, b api.Build) {
 			rec.BuildSeconds = b.FinishedAt.Sub(*b.StartedAt).Seconds()
 		}
 	}
-	var secrets []string
-	for _, v := range j.Spec.BuildArgs {
-		secrets = append(secrets, v)
+	a.log.Log(rec, audit.SecretBuildArgValues(j.Spec.BuildArgs, j.Spec.SecretBuildArgs)...)
+}
+
+// logPolicyWarnings logs what a freshly loaded policy allows that is
+// likely not meant, once per load.
+func logPolicyWarnings(log *slog.Logger, p *policy.Policy) {
+	for _, w := range p.Warnings() {
+		log.Warn("policy: " + w)
 	}
-	a.log.Log(rec, secrets...)
 }

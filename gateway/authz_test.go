@@ -475,6 +475,14 @@ func TestAuthorization(t *testing.T) {
 			status: http.StatusUnauthorized, code: api.CodeUnauthorized, msg: "token expired", audit: authn("token expired"),
 		},
 		{
+			name: "token minted to live a year",
+			req: request{bearer: e.jwt(t, e.gitlab, testoidc.With(gl, func(c map[string]any) {
+				c["iat"], c["nbf"], c["exp"] = now.Unix(), now.Unix(), now.Add(365*24*time.Hour).Unix()
+			})), spec: api.BuildSpec{Destinations: dest("group/app:1")}},
+			status: http.StatusUnauthorized, code: api.CodeUnauthorized, msg: "is longer than max_token_age 24h0m0s of issuer gitlab",
+			audit: authn("is longer than max_token_age 24h0m0s"),
+		},
+		{
 			name: "not yet valid",
 			req: request{bearer: e.jwt(t, e.gitlab, testoidc.With(gl, func(c map[string]any) {
 				c["iat"], c["nbf"], c["exp"] = now.Add(10*time.Minute).Unix(), now.Add(10*time.Minute).Unix(), now.Add(20*time.Minute).Unix()
@@ -525,6 +533,15 @@ func TestAuthorization(t *testing.T) {
 			audit: deny("gitlab-protected", glName, auth.KindOIDC, `does not allow pushing to `+e.reg+`/group/other:1`),
 		},
 		{
+			// A build arg holding the job's own project path must not
+			// blank it out of its identity in the audit log.
+			name: "build arg equal to the project path",
+			req: request{bearer: valid, spec: api.BuildSpec{Destinations: dest("group/other:1"),
+				BuildArgs: map[string]string{"X": "group/app", "NPM_TOKEN": npmToken}}},
+			status: http.StatusForbidden, code: api.CodeDenied, msg: `does not allow pushing to ` + e.reg + `/group/other:1`,
+			audit: deny("gitlab-protected", glName, auth.KindOIDC, `policy rule "gitlab-protected" does not allow pushing to `+e.reg+`/group/other:1`),
+		},
+		{
 			name:   "latest from an unprotected ref",
 			req:    request{bearer: e.jwt(t, e.gitlab, glBranch), spec: api.BuildSpec{Destinations: dest("group/app:latest")}},
 			status: http.StatusForbidden, code: api.CodeDenied,
@@ -535,24 +552,25 @@ func TestAuthorization(t *testing.T) {
 			name:   "from a registry not allowed",
 			req:    request{bearer: valid, spec: api.BuildSpec{Destinations: dest("group/app:1"), BuildArgs: secretArgs}, dockerfile: "FROM " + evil + "\nARG NPM_TOKEN\n"},
 			status: http.StatusForbidden, code: api.CodeDenied,
-			msg:   `policy rule "gitlab-protected" does not allow image ` + evil + ` (FROM on line 1): registry evil.test is not in allow.from`,
-			audit: deny("gitlab-protected", glName, auth.KindOIDC, `registry evil.test is not in allow.from`),
+			msg:   `policy rule "gitlab-protected" does not allow image ` + evil + ` (FROM on line 1): repository evil.test/library/busybox is not in allow.from`,
+			audit: deny("gitlab-protected", glName, auth.KindOIDC, `repository evil.test/library/busybox is not in allow.from`),
 		},
 		{
 			name:   "from a registry not allowed behind an arg default",
 			req:    request{bearer: valid, spec: api.BuildSpec{Destinations: dest("group/app:1")}, dockerfile: "ARG BASE=" + evil + "\nFROM ${BASE}\n"},
 			status: http.StatusForbidden, code: api.CodeDenied,
-			msg:   `does not allow image ` + evil + ` (FROM on line 2): registry evil.test is not in allow.from`,
-			audit: deny("gitlab-protected", glName, auth.KindOIDC, `registry evil.test is not in allow.from`),
+			msg:   `does not allow image ` + evil + ` (FROM on line 2): repository evil.test/library/busybox is not in allow.from`,
+			audit: deny("gitlab-protected", glName, auth.KindOIDC, `repository evil.test/library/busybox is not in allow.from`),
 		},
 		{
 			name: "from a registry not allowed by build arg",
 			req: request{bearer: valid, spec: api.BuildSpec{Destinations: dest("group/app:1"), BuildArgs: map[string]string{"BASE": evil, "NPM_TOKEN": npmToken}},
 				dockerfile: "ARG BASE=" + e.busybox + "\nFROM ${BASE}\nARG NPM_TOKEN\n"},
 			status: http.StatusForbidden, code: api.CodeDenied,
-			msg: `does not allow image ` + evil + ` (FROM on line 2): registry evil.test is not in allow.from`,
-			// The image is a build-arg value, so the audit log redacts it.
-			audit: deny("gitlab-protected", glName, auth.KindOIDC, `[REDACTED] (FROM on line 2): registry evil.test is not in allow.from`),
+			msg: `does not allow image ` + evil + ` (FROM on line 2): repository evil.test/library/busybox is not in allow.from`,
+			// The image is a build-arg value, but no secret: the audit log
+			// names it.
+			audit: deny("gitlab-protected", glName, auth.KindOIDC, evil+` (FROM on line 2): repository evil.test/library/busybox is not in allow.from`),
 		},
 		{
 			name:   "runner the rule does not allow",

@@ -155,12 +155,25 @@ type Queue struct {
 	// MaxQueued builds may wait in all; beyond, submissions get 429 with
 	// Retry-After. Default 1000; 0: no bound.
 	MaxQueued int `yaml:"max_queued"`
-	// MaxQueuedPerIdentity builds of one identity may wait. Default 0: no
-	// bound but MaxQueued.
+	// MaxQueuedPerIdentity builds of one identity may wait or upload, so
+	// that no identity fills the queue for the others. Default 0: a tenth
+	// of MaxQueued, at least 1 (set it to MaxQueued for no bound of its
+	// own).
 	MaxQueuedPerIdentity int `yaml:"max_queued_per_identity"`
+	// MaxUploadingPerIdentity submissions of one identity may be uploading
+	// their context at once; more get 429. Default 8; 0: no bound.
+	MaxUploadingPerIdentity int `yaml:"max_uploading_per_identity"`
 	// MaxRunningPerIdentity builds of one identity may run at once (policy
 	// grants may lower it). Default 0: no bound but concurrency.
 	MaxRunningPerIdentity int `yaml:"max_running_per_identity"`
+}
+
+// perIdentity is MaxQueuedPerIdentity with its default applied.
+func (q Queue) perIdentity() int {
+	if q.MaxQueuedPerIdentity == 0 && q.MaxQueued > 0 {
+		return max(1, q.MaxQueued/10)
+	}
+	return q.MaxQueuedPerIdentity
 }
 
 // BaseImageStore bounds the shared base image store.
@@ -198,6 +211,9 @@ type OIDCIssuer struct {
 	CAFile string `yaml:"ca_file"`
 	// AllowNetworks, if set, limits where these tokens may come from.
 	AllowNetworks []string `yaml:"allow_networks"`
+	// MaxTokenAge refuses tokens minted to live longer (exp - iat), and
+	// tokens without iat. Default 24h.
+	MaxTokenAge Duration `yaml:"max_token_age"`
 }
 
 // MTLSIdentity maps client certificates to an identity.
@@ -229,6 +245,14 @@ type ContextLimits struct {
 	MaxBytes int64 `yaml:"max_bytes"`
 	// MaxFiles in the archive. Default 100000.
 	MaxFiles int `yaml:"max_files"`
+	// MinUploadBytesPerSecond is the slowest an upload may arrive,
+	// averaged over each UploadRateWindow; a slower one, or one with no
+	// data for a whole window, is cut off with 408. Default 4096; 0: no
+	// bound.
+	MinUploadBytesPerSecond int64 `yaml:"min_upload_bytes_per_second"`
+	// UploadRateWindow is the window of MinUploadBytesPerSecond.
+	// Default 30s.
+	UploadRateWindow Duration `yaml:"upload_rate_window"`
 }
 
 // Token is one static bearer token.
@@ -461,14 +485,14 @@ func DefaultConfig() Config {
 		Listen:     ":8443",
 		StateDir:   "/var/lib/buildgw",
 		JobTimeout: Duration(time.Hour),
-		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
+		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000, MinUploadBytesPerSecond: 4096, UploadRateWindow: Duration(30 * time.Second)},
 		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
 		Runners: Runners{
 			Kaniko: KanikoRunner{User: "buildgw-sandbox", Nice: 19, MemoryMax: 4 << 30, PidsMax: 4096, Network: "none", LayerCacheMaxBytes: kaniko.DefaultLayerCacheBytes, ResultCacheMaxBytes: kaniko.DefaultResultCacheBytes},
 			Dind:   DindRunner{Network: "none"},
 		},
 		Lifecycle: Lifecycle{
-			Queue:             Queue{MaxQueued: 1000},
+			Queue:             Queue{MaxQueued: 1000, MaxUploadingPerIdentity: 8},
 			ShutdownGrace:     Duration(30 * time.Second),
 			Retention:         Duration(7 * 24 * time.Hour),
 			MinFreeBytes:      1 << 30,
@@ -525,7 +549,10 @@ func (c *Config) Validate() error {
 	if c.Concurrency < 0 {
 		errs = append(errs, fmt.Errorf("concurrency: %d must not be negative", c.Concurrency))
 	}
-	if q := c.Queue; q.MaxQueued < 0 || q.MaxQueuedPerIdentity < 0 || q.MaxRunningPerIdentity < 0 {
+	if c.Context.MinUploadBytesPerSecond < 0 || (c.Context.MinUploadBytesPerSecond > 0 && c.Context.UploadRateWindow < Duration(time.Second)) {
+		errs = append(errs, errors.New("context: min_upload_bytes_per_second must not be negative, and upload_rate_window must be at least 1s"))
+	}
+	if q := c.Queue; q.MaxQueued < 0 || q.MaxQueuedPerIdentity < 0 || q.MaxRunningPerIdentity < 0 || q.MaxUploadingPerIdentity < 0 {
 		errs = append(errs, errors.New("queue: bounds must not be negative"))
 	}
 	if c.ShutdownGrace < 0 {

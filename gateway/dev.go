@@ -77,7 +77,8 @@ func RunDev(ctx context.Context, o DevOptions, log *slog.Logger) error {
 	cfg.Tokens = []Token{{Name: "dev", SHA256: tokenauth.HashToken(token)}}
 	cfg.Registries = map[string]Registry{regHost: {Insecure: true}}
 	// Deny by default holds in dev mode too: the dev token may push to the
-	// embedded registry only, and pull from any registry.
+	// embedded registry only, and read any image (one user: no tenant's
+	// images to keep apart).
 	cfg.PolicyFile = filepath.Join(abs, "policy.yaml")
 	devPolicy := fmt.Sprintf(`# Written by buildgw serve --dev.
 rules:
@@ -85,7 +86,7 @@ rules:
     match: {kind: token, name: dev}
     allow:
       destinations: [%s/**]
-      from: ["*"]
+      from: ["*/**"]
 `, regHost)
 	if err := writeFileAtomic(cfg.PolicyFile, []byte(devPolicy), 0o600); err != nil {
 		return err

@@ -51,6 +51,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, fmt.Errorf("policy: %w", err)
 	}
+	logPolicyWarnings(log, pstore.Policy())
 	alog, err := newAuditLog(cfg.Audit)
 	if err != nil {
 		return nil, err
@@ -89,7 +90,8 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		builder.WithContextLimits(archive.Limits{MaxBytes: cfg.Context.MaxBytes, MaxFiles: cfg.Context.MaxFiles}),
 		builder.WithLogger(log),
 		builder.WithObserver(metrics),
-		builder.WithMaxQueued(cfg.Queue.MaxQueued, cfg.Queue.MaxQueuedPerIdentity),
+		builder.WithMaxQueued(cfg.Queue.MaxQueued, cfg.Queue.perIdentity()),
+		builder.WithMaxUploading(cfg.Queue.MaxUploadingPerIdentity),
 		builder.WithOwnerConcurrency(cfg.Queue.MaxRunningPerIdentity),
 		builder.WithShutdownGrace(time.Duration(cfg.ShutdownGrace)),
 		builder.WithRetention(time.Duration(cfg.Retention)),
@@ -145,7 +147,14 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	opts = append(opts, builder.WithBaseImages(bases))
+	var insecure []string
+	for host, r := range cfg.Registries {
+		if r.Insecure {
+			insecure = append(insecure, host)
+		}
+	}
+	authz := policyAuthorizer{store: pstore, bases: bases, insecure: insecure, log: log}
+	opts = append(opts, builder.WithBaseImages(bases), builder.WithBaseCheck(authz.CheckBase))
 	mgr, err := builder.New(cfg.StateDir, p, opts...)
 	if err != nil {
 		return nil, err
@@ -155,7 +164,8 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	if err != nil {
 		return nil, err
 	}
-	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(policyAuthorizer{pstore}), server.WithDownloads(downloadsDir(cfg.DownloadsDir))}
+	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(authz),
+		server.WithUploadRate(server.UploadRate{MinBytesPerSecond: cfg.Context.MinUploadBytesPerSecond, Window: time.Duration(cfg.Context.UploadRateWindow)}), server.WithDownloads(downloadsDir(cfg.DownloadsDir))}
 	if alog != nil {
 		sopts = append(sopts, server.WithAudit(alog))
 	}
@@ -279,6 +289,7 @@ func (g *Gateway) Reload() {
 		g.log.Error("policy reload failed; keeping the old policy", "file", g.cfg.PolicyFile, "error", err)
 	} else {
 		g.log.Info("policy reloaded", "file", g.cfg.PolicyFile)
+		logPolicyWarnings(g.log, g.policy.Policy())
 	}
 	if g.audit != nil {
 		if err := g.audit.Reopen(); err != nil {

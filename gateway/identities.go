@@ -58,6 +58,7 @@ func (c *Config) authenticator() (auth.Authenticator, error) {
 			cfg := oidc.Issuer{
 				Name: iss.Name, URL: iss.URL, Audiences: iss.Audiences, Algorithms: iss.Algorithms,
 				ClockSkew: time.Duration(iss.ClockSkew), NameClaim: iss.NameClaim, JWKSURL: iss.JWKSURL,
+				MaxTokenAge: time.Duration(iss.MaxTokenAge),
 			}
 			if iss.CAFile != "" {
 				hc, err := httpClientWithCA(iss.CAFile)

@@ -47,7 +47,9 @@ func toHTTP(err error) *Error {
 	case errors.As(err, &spe):
 		return errorf(http.StatusBadRequest, api.CodeInvalidSpec, spe.Error())
 	case errors.As(err, &de):
-		return errorf(http.StatusForbidden, api.CodeDenied, de.Error())
+		// The code says denied; the message is the reason alone, which
+		// names the rule (clients add their own "denied: ").
+		return errorf(http.StatusForbidden, api.CodeDenied, de.Reason)
 	case errors.As(err, &ae):
 		if ae.TooLarge {
 			return errorf(http.StatusRequestEntityTooLarge, api.CodeTooLarge, ae.Error())

@@ -40,6 +40,8 @@ type Server struct {
 	policy   Policy
 	auditLog *audit.Logger
 	networks auth.Networks
+	// uploadRate bounds how slowly a submission's body may arrive.
+	uploadRate UploadRate
 	// downloads holds the client binaries served at /dl; "" serves none.
 	downloads string
 	handler   http.Handler
@@ -47,9 +49,10 @@ type Server struct {
 
 // Policy decides what an identity may build. It is asked twice per
 // submission: with a nil Dockerfile before the context is read, and with
-// the Dockerfile once it is. A refusal is a *builder.DeniedError.
+// the Dockerfile once it is. A refusal is a *builder.DeniedError. ctx is
+// the request's: the second check may look up base images.
 type Policy interface {
-	Authorize(id auth.Identity, spec *builder.ValidSpec, dockerfile []byte) (rule string, g builder.Grant, err error)
+	Authorize(ctx context.Context, id auth.Identity, spec *builder.ValidSpec, dockerfile []byte) (rule string, g builder.Grant, err error)
 }
 
 // Option configures a Server.
@@ -156,12 +159,21 @@ func (s *Server) submit(c *gin.Context) {
 	// A large buffer under the multipart reader: through net/http's own
 	// 4 KiB one, every read down to the file writes is at most 4 KiB, and
 	// the upload becomes CPU-bound (bench/upload).
-	body := &countingBody{r: c.Request.Body}
+	var in io.Reader = c.Request.Body
+	if s.uploadRate.MinBytesPerSecond > 0 {
+		in = newRateBody(c.Writer, in, s.uploadRate)
+	}
+	body := &countingBody{r: in}
 	if s.metrics != nil {
 		defer func() { s.metrics.uploadBytes.Add(float64(body.n)) }()
 	}
 	mr := multipart.NewReader(bufio.NewReaderSize(body, uploadBufferSize), params["boundary"])
 	part, err := mr.NextPart()
+	var se *Error
+	if errors.As(err, &se) {
+		c.Error(se) // too slow
+		return
+	}
 	if err != nil || part.FormName() != "spec" {
 		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "the first part must be spec, a JSON BuildSpec"))
 		return
@@ -170,6 +182,10 @@ func (s *Server) submit(c *gin.Context) {
 	dec := json.NewDecoder(io.LimitReader(part, maxSpecBytes))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(&spec); err != nil {
+		if errors.As(err, &se) {
+			c.Error(se)
+			return
+		}
 		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidSpec, "decoding spec: "+err.Error()))
 		return
 	}
@@ -180,6 +196,10 @@ func (s *Server) submit(c *gin.Context) {
 		return
 	}
 	part, err = mr.NextPart()
+	if errors.As(err, &se) {
+		c.Error(se)
+		return
+	}
 	if err != nil || part.FormName() != "context" {
 		c.Error(errorf(http.StatusBadRequest, api.CodeInvalidContext, "the second part must be context, a tar archive (optionally gzip-compressed)"))
 		return
@@ -201,7 +221,7 @@ func (s *Server) submit(c *gin.Context) {
 				Event: audit.EventAuthz, RequestID: requestID(c), Identity: &id, SourceIP: c.ClientIP(),
 				Action: "build.submit", Decision: audit.DecisionDeny, Reason: he.Message,
 				Destinations: spec.Destinations, BuildArgNames: audit.BuildArgNames(spec.BuildArgs),
-			}, buildArgValues(spec.BuildArgs)...)
+			}, audit.SecretBuildArgValues(spec.BuildArgs, spec.SecretBuildArgs)...)
 		}
 		c.Error(err)
 		return
@@ -222,7 +242,7 @@ func (s *Server) authorizer(c *gin.Context, id auth.Identity) builder.AuthorizeF
 		return nil
 	}
 	return func(spec *builder.ValidSpec, dockerfile []byte) (builder.Grant, error) {
-		rule, g, err := s.policy.Authorize(id, spec, dockerfile)
+		rule, g, err := s.policy.Authorize(c.Request.Context(), id, spec, dockerfile)
 		if err == nil && dockerfile == nil {
 			return g, nil // the final check follows
 		}
@@ -239,17 +259,9 @@ func (s *Server) authorizer(c *gin.Context, id auth.Identity) builder.AuthorizeF
 		if err != nil {
 			rec.Decision, rec.Reason = audit.DecisionDeny, err.Error()
 		}
-		s.audit(rec, buildArgValues(spec.BuildArgs)...)
+		s.audit(rec, audit.SecretBuildArgValues(spec.BuildArgs, spec.SecretBuildArgs)...)
 		return g, err
 	}
-}
-
-func buildArgValues(m map[string]string) []string {
-	vals := make([]string, 0, len(m))
-	for _, v := range m {
-		vals = append(vals, v)
-	}
-	return vals
 }
 
 func (s *Server) audit(r audit.Record, secrets ...string) {

@@ -34,6 +34,10 @@ const (
 	DefaultClockSkew = 60 * time.Second
 	MaxClockSkew     = 5 * time.Minute
 	DefaultNameClaim = "sub"
+	// DefaultMaxTokenAge bounds a token's lifetime (exp - iat) when an
+	// Issuer sets none. GitLab id_tokens live as long as the job's
+	// timeout (hours); the Jenkins oidc-provider's default is one hour.
+	DefaultMaxTokenAge = 24 * time.Hour
 )
 
 // DefaultAlgorithms returns the signing algorithms accepted when an Issuer
@@ -94,6 +98,12 @@ type Issuer struct {
 	// HTTPClient fetches discovery and keys, e.g. with a private CA;
 	// default an http.Client with a 10s timeout.
 	HTTPClient *http.Client
+	// MaxTokenAge refuses tokens whose lifetime, exp - iat, is longer: a
+	// token leaked from a job log stays usable for at most this long.
+	// A token without iat is refused too, since its lifetime cannot be
+	// told (GitLab and the Jenkins oidc-provider always set it). Default
+	// DefaultMaxTokenAge.
+	MaxTokenAge time.Duration
 }
 
 // Authenticator verifies bearer JWTs of the configured issuers.
@@ -189,6 +199,12 @@ func (a *Authenticator) newIssuer(ctx context.Context, cfg Issuer) (*issuer, err
 	}
 	if cfg.NameClaim == "" {
 		cfg.NameClaim = DefaultNameClaim
+	}
+	switch {
+	case cfg.MaxTokenAge == 0:
+		cfg.MaxTokenAge = DefaultMaxTokenAge
+	case cfg.MaxTokenAge < 0:
+		return nil, fmt.Errorf("max token age %v is negative", cfg.MaxTokenAge)
 	}
 	if cfg.HTTPClient == nil {
 		cfg.HTTPClient = &http.Client{Timeout: defaultHTTPTimeout}
@@ -297,6 +313,7 @@ const (
 	reasonExpired       = "token expired"
 	reasonNoExpiry      = "token has no expiry"
 	reasonNotYetValid   = "token not yet valid"
+	reasonNoIssuedAt    = "token has no iat claim, so its lifetime cannot be checked against max_token_age"
 	reasonAudience      = "wrong token audience"
 	reasonIssuer        = "wrong token issuer"
 	reasonFailed        = "token verification failed"
@@ -354,12 +371,33 @@ func (a *Authenticator) Authenticate(r *http.Request) (auth.Identity, error) {
 			return auth.Identity{}, fail(reasonNotYetValid)
 		}
 	}
+	if err := is.checkLifetime(claims, tok.Expiry); err != nil {
+		return auth.Identity{}, err
+	}
 	attrs := attributes(claims)
 	name := attrs[is.NameClaim]
 	if name == "" {
 		return auth.Identity{}, fail(fmt.Sprintf("token has no %s claim", is.NameClaim))
 	}
 	return auth.Identity{Name: is.Name + ":" + name, Kind: auth.KindOIDC, Issuer: is.URL, Attributes: attrs}, nil
+}
+
+// checkLifetime refuses a token that was minted to live longer than
+// MaxTokenAge, or whose lifetime is unknown (no iat).
+func (is *issuer) checkLifetime(claims map[string]json.RawMessage, exp time.Time) error {
+	raw, ok := claims["iat"]
+	if !ok {
+		return fail(reasonNoIssuedAt)
+	}
+	iat, err := numericDate(raw)
+	if err != nil {
+		return fail(reasonMalformed)
+	}
+	if life := exp.Sub(iat); life > is.MaxTokenAge {
+		return fail(fmt.Sprintf("token lifetime %v (exp - iat) is longer than max_token_age %v of issuer %s",
+			life.Round(time.Second), is.MaxTokenAge, is.Name))
+	}
+	return nil
 }
 
 // verifyError turns a go-oidc verification error into the check that

@@ -154,6 +154,15 @@ func TestAuthenticate(t *testing.T) {
 			wantErr: fail(reasonExpired)},
 		{name: "expired within skew", tok: gitlabKey.sign(t, with(gl, func(c map[string]any) { c["exp"] = now.Add(-30 * time.Second).Unix() })),
 			wantName: gitlabName},
+		{name: "lifetime of one year", tok: gitlabKey.sign(t, with(gl, func(c map[string]any) { c["exp"] = now.Add(365 * 24 * time.Hour).Unix() })),
+			wantErr: fail("token lifetime 8760h0m0s (exp - iat) is longer than max_token_age 24h0m0s of issuer gitlab")},
+		{name: "lifetime of one year, iat in the past", tok: gitlabKey.sign(t, with(gl, func(c map[string]any) {
+			c["iat"], c["exp"] = now.Add(-364*24*time.Hour).Unix(), now.Add(time.Hour).Unix()
+		})), wantErr: fail("token lifetime 8737h0m0s (exp - iat) is longer than max_token_age 24h0m0s of issuer gitlab")},
+		{name: "lifetime of a long gitlab job", tok: gitlabKey.sign(t, with(gl, func(c map[string]any) { c["exp"] = now.Add(23 * time.Hour).Unix() })),
+			wantName: gitlabName},
+		{name: "no iat", tok: gitlabKey.sign(t, with(gl, func(c map[string]any) { delete(c, "iat") })), wantErr: fail(reasonNoIssuedAt)},
+		{name: "iat not a number", tok: gitlabKey.sign(t, with(gl, func(c map[string]any) { c["iat"] = "now" })), wantErr: fail(reasonMalformed)},
 		{name: "no exp", tok: gitlabKey.sign(t, with(gl, func(c map[string]any) { delete(c, "exp") })), wantErr: fail(reasonNoExpiry)},
 		{name: "nbf beyond skew", tok: gitlabKey.sign(t, with(gl, func(c map[string]any) { c["nbf"] = now.Add(2 * time.Minute).Unix() })),
 			wantErr: fail(reasonNotYetValid)},
@@ -382,6 +391,7 @@ func TestNew(t *testing.T) {
 		{"none", []Issuer{with2(ok, func(i *Issuer) { i.Algorithms = []string{"none"} })}, `algorithm "none"`},
 		{"unknown algorithm", []Issuer{with2(ok, func(i *Issuer) { i.Algorithms = []string{"ES256K"} })}, `unsupported algorithm "ES256K"`},
 		{"negative skew", []Issuer{with2(ok, func(i *Issuer) { i.ClockSkew = -time.Second })}, "clock skew -1s is not within"},
+		{"negative max token age", []Issuer{with2(ok, func(i *Issuer) { i.MaxTokenAge = -time.Hour })}, "max token age -1h0m0s is negative"},
 		{"skew too large", []Issuer{with2(ok, func(i *Issuer) { i.ClockSkew = 6 * time.Minute })}, "clock skew 6m0s is not within 0 to 5m0s"},
 	}
 	for _, tt := range tests {
@@ -401,6 +411,29 @@ func TestNewDefaults(t *testing.T) {
 	if strings.Join(is.Algorithms, ",") != "RS256,ES256" || is.ClockSkew != DefaultClockSkew || is.NameClaim != "sub" || is.HTTPClient == nil || is.HTTPClient.Timeout == 0 {
 		t.Errorf("defaults = {Algorithms: %v, ClockSkew: %v, NameClaim: %q, HTTPClient: %v}, want {[RS256 ES256], %v, \"sub\", a client with a timeout}",
 			is.Algorithms, is.ClockSkew, is.NameClaim, is.HTTPClient, DefaultClockSkew)
+	}
+}
+
+// TestMaxTokenAge checks an issuer's own bound: the Jenkins
+// oidc-provider's default one-hour token passes a bound of one hour, a
+// two-hour one does not.
+func TestMaxTokenAge(t *testing.T) {
+	key := rsaKey(t, "k")
+	jenkins := newTestIssuer(t, "/oidc", "/oidc/jwks", key)
+	cfg := jenkins.config("jenkins", gatewayAud)
+	cfg.MaxTokenAge = time.Hour
+	a, err := New(context.Background(), []Issuer{cfg})
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now()
+	for _, life := range []time.Duration{time.Hour, 2 * time.Hour} {
+		claims := with(jenkinsClaims(jenkins.url, now), func(c map[string]any) { c["exp"] = now.Add(life).Unix() })
+		_, err := a.Authenticate(bearerRequest(key.sign(t, claims)))
+		wantErr := life > time.Hour
+		if (err != nil) != wantErr || wantErr && !strings.Contains(err.Error(), "max_token_age 1h0m0s") {
+			t.Errorf("Authenticate(token living %v) = %v, want refused: %v, naming max_token_age", life, err, wantErr)
+		}
 	}
 }
 

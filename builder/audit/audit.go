@@ -8,10 +8,14 @@
 // first place: a Record holds build-arg names, never values (see
 // [BuildArgNames]), and never a token, password or registry credential. The
 // Logger additionally redacts every secret it is told about (see
-// [WithSecrets] and [Logger.Log]) from each line before writing it. That
-// redaction is defence in depth against a secret leaking through a field
-// nobody expected to hold one, such as an error message quoting a
-// command line; it is not a licence to put secrets in records.
+// [WithSecrets], [Logger.Log] and [SecretBuildArgValues]) from the free
+// text of each record, its reason and error, before writing it. That
+// redaction is defence in depth against a secret leaking through text
+// nobody expected to hold one, such as an error message quoting a command
+// line; it is not a licence to put secrets in records. It never touches
+// the record's structure: the identity and its claims, destinations, base
+// images and rule names are written as they are, whatever a build arg
+// holds, so that no job can blank out its own identity.
 //
 // # Log rotation
 //

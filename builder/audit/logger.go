@@ -71,10 +71,11 @@ func openLog(path string) (*os.File, int64, error) {
 
 // Log writes r as one JSON line, filling in r.Time if it is zero. Every
 // occurrence of one of secrets, or of the secrets of WithSecrets, in the
-// line's strings is replaced by "[REDACTED]" first; pass the request's
-// credentials and build-arg values here. Secrets shorter than 4 bytes are
-// ignored: they would match ordinary text and cannot be credentials worth
-// the name.
+// record's free text (Reason and Error) is replaced by "[REDACTED]" first;
+// pass the request's secret build-arg values here (SecretBuildArgValues).
+// The rest of the record is structure and is written as it is. Secrets
+// shorter than 4 bytes are ignored: they would match ordinary text and
+// cannot be credentials worth the name.
 //
 // The line goes to every destination even if one fails; the error joins
 // the failures.
@@ -84,13 +85,10 @@ func (l *Logger) Log(r Record, secrets ...string) error {
 	}
 	// Marshalling and redaction happen outside the lock: they are the
 	// expensive part and need no shared state.
+	redactFreeText(&r, l.knownSecrets(secrets))
 	line, err := marshal(r)
 	if err != nil {
 		return fmt.Errorf("marshalling audit record: %w", err)
-	}
-	line, err = redact(line, l.knownSecrets(secrets))
-	if err != nil {
-		return fmt.Errorf("redacting audit record: %w", err)
 	}
 
 	l.mu.Lock()

@@ -1,9 +1,6 @@
 package audit
 
 import (
-	"bytes"
-	"encoding/json"
-	"errors"
 	"slices"
 	"strings"
 	"unicode/utf8"
@@ -17,70 +14,25 @@ const Redacted = "[REDACTED]"
 // credentials anyway.
 const minSecretLen = 4
 
-// redact replaces every occurrence of a secret in the strings of line, a
-// JSON text as marshal makes it, by Redacted.
-//
-// It works on the decoded strings, not on the raw bytes, for two reasons:
-// a secret with characters JSON escapes ('"', '\\', control characters)
-// appears escaped in the line and would be missed by a byte search; and a
-// byte search could match across a string's delimiters and corrupt the
-// line. Object keys are strings too and are redacted like values: claim
-// names come from outside.
-func redact(line []byte, secrets []string) ([]byte, error) {
+// redactFreeText redacts secrets from the free-text fields of r: the
+// reason and the error, which quote what went wrong and may quote a
+// command line or a registry's answer. Everything else in a Record is
+// structure (identity, claims, destinations, base images, rule names) and
+// is written as it is: redacting it because a build arg happened to hold
+// the same text would let the audited job scrub its own identity.
+func redactFreeText(r *Record, secrets []string) {
 	secrets = normalizeSecrets(secrets)
 	if len(secrets) == 0 {
-		return line, nil
+		return
 	}
-	out := make([]byte, 0, len(line))
-	for i := 0; i < len(line); {
-		if line[i] != '"' {
-			out = append(out, line[i])
-			i++
-			continue
-		}
-		// Find the closing quote; a backslash escapes the next byte, and
-		// no escape sequence contains a quote other than \".
-		end, escaped := i+1, false
-		for end < len(line) && line[end] != '"' {
-			if line[end] == '\\' {
-				escaped = true
-				end++
-			}
-			end++
-		}
-		if end >= len(line) {
-			return nil, errors.New("unterminated string")
-		}
-		lit := line[i : end+1]
-		i = end + 1
-
-		var s string
-		if escaped {
-			if err := json.Unmarshal(lit, &s); err != nil {
-				return nil, err
-			}
-		} else {
-			// Without escapes the literal's bytes are the string.
-			s = string(lit[1 : len(lit)-1])
-		}
-		r, ok := redactString(s, secrets)
-		if !ok {
-			out = append(out, lit...)
-			continue
-		}
-		enc, err := encodeString(r)
-		if err != nil {
-			return nil, err
-		}
-		out = append(out, enc...)
-	}
-	return out, nil
+	r.Reason, _ = redactString(r.Reason, secrets)
+	r.Error, _ = redactString(r.Error, secrets)
 }
 
 // normalizeSecrets drops secrets too short to redact and duplicates. For a
-// secret that is not valid UTF-8 it adds the form in which it appears in a
-// line: encoding/json replaces invalid bytes by U+FFFD, so the raw secret
-// never matches while most of it is still there.
+// secret that is not valid UTF-8 it adds the form encoding/json would
+// give it (invalid bytes as U+FFFD), in case the text was decoded from
+// JSON on its way here.
 func normalizeSecrets(secrets []string) []string {
 	var out []string
 	add := func(s string) {
@@ -133,15 +85,4 @@ func redactString(s string, secrets []string) (string, bool) {
 	}
 	b.WriteString(s[last:])
 	return b.String(), true
-}
-
-// encodeString encodes s as marshal would.
-func encodeString(s string) ([]byte, error) {
-	var b bytes.Buffer
-	enc := json.NewEncoder(&b)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(s); err != nil {
-		return nil, err
-	}
-	return bytes.TrimSuffix(b.Bytes(), []byte("\n")), nil
 }

@@ -160,7 +160,15 @@ type Image struct {
 // image for the store's platform is stored. A reference by digest whose
 // manifest is stored needs no request at all; a tag needs one HEAD.
 // Release the image's leases when it has been linked.
-func (s *Store) Fetch(ctx context.Context, ref name.Reference) (_ *Image, err error) {
+func (s *Store) Fetch(ctx context.Context, ref name.Reference) (*Image, error) {
+	return s.FetchChecked(ctx, ref, nil)
+}
+
+// FetchChecked is Fetch with a check of the image's config, made once the
+// manifest and config are stored and before any layer is fetched: an
+// image that check refuses costs two small blobs, and none of its layers
+// reaches the store. check may be nil.
+func (s *Store) FetchChecked(ctx context.Context, ref name.Reference, check func(*v1.ConfigFile) error) (_ *Image, err error) {
 	img := &Image{Ref: ref}
 	defer func() {
 		if err != nil {
@@ -212,7 +220,14 @@ func (s *Store) Fetch(ctx context.Context, ref name.Reference) (_ *Image, err er
 	if err != nil {
 		return nil, fmt.Errorf("reading manifest of %s: %w", ref, err)
 	}
-	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
+	blobs := append([]v1.Descriptor{m.Config}, m.Layers...)
+	for i, d := range blobs {
+		if i == 1 && check != nil {
+			// The config is stored (and leased): check it before the layers.
+			if err := s.checkConfig(m.Config.Digest, check); err != nil {
+				return nil, fmt.Errorf("%s: %w", ref, err)
+			}
+		}
 		if err := s.ensure(ctx, d.Digest, func(w io.Writer) error {
 			l, err := remote.Layer(repo.Digest(d.Digest.String()), ropts...)
 			if err != nil {
@@ -230,7 +245,40 @@ func (s *Store) Fetch(ctx context.Context, ref name.Reference) (_ *Image, err er
 		}
 		img.Blobs = append(img.Blobs, d.Digest)
 	}
+	if len(blobs) == 1 && check != nil {
+		if err := s.checkConfig(m.Config.Digest, check); err != nil {
+			return nil, fmt.Errorf("%s: %w", ref, err)
+		}
+	}
 	return img, nil
+}
+
+// errConfigOnly stops FetchChecked after the config, for Config.
+var errConfigOnly = errors.New("config only")
+
+// Config resolves ref and returns its config, fetching its manifest and
+// config into the store but none of its layers.
+func (s *Store) Config(ctx context.Context, ref name.Reference) (*v1.ConfigFile, error) {
+	var cfg *v1.ConfigFile
+	_, err := s.FetchChecked(ctx, ref, func(c *v1.ConfigFile) error { cfg = c; return errConfigOnly })
+	if cfg == nil {
+		return nil, err
+	}
+	return cfg, nil
+}
+
+// checkConfig reads the stored config h and applies check to it.
+func (s *Store) checkConfig(h v1.Hash, check func(*v1.ConfigFile) error) error {
+	f, err := os.Open(s.path(h))
+	if err != nil {
+		return fmt.Errorf("reading config %s: %w", h, err)
+	}
+	defer f.Close()
+	cfg, err := v1.ParseConfigFile(f)
+	if err != nil {
+		return fmt.Errorf("reading config %s: %w", h, err)
+	}
+	return check(cfg)
 }
 
 // manifest stores the manifest h of repo if it is not stored yet, leases

@@ -8,6 +8,7 @@ import (
 	"slices"
 
 	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/policy"
@@ -37,6 +38,16 @@ func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer
 	if err != nil {
 		return nil, err
 	}
+	// The ONBUILD triggers of the images stages are built on run in the
+	// build: they are checked before any layer is fetched, for every
+	// runner (the tag may have moved since the build was accepted).
+	stageRefs, err := policy.StageImages(df, req.BuildArgs)
+	if err != nil {
+		return nil, err
+	}
+	isStageBase := func(ref name.Reference) bool {
+		return slices.ContainsFunc(stageRefs, func(r name.Reference) bool { return r.Name() == ref.Name() })
+	}
 	out := &builder.BaseImages{Layout: filepath.Join(req.Workspace, LayoutDir)}
 	var imgs []*Image
 	defer func() {
@@ -55,7 +66,11 @@ func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer
 				return nil, err
 			}
 		}
-		img, err := s.Fetch(ctx, ref)
+		var check func(*v1.ConfigFile) error
+		if req.CheckBase != nil && isStageBase(ref) {
+			check = func(cfg *v1.ConfigFile) error { return req.CheckBase(df, ref.Name(), cfg.Config.OnBuild) }
+		}
+		img, err := s.FetchChecked(ctx, ref, check)
 		if err != nil {
 			return nil, err
 		}

@@ -16,7 +16,7 @@
 //	      destinations: [registry.example.com/{project_path}, registry.example.com/{project_path}/*]
 //	      tags: ["*"]
 //	      deny_tags: []
-//	      from: [registry.example.com]
+//	      from: [registry.example.com/{project_path}/**, registry.example.com/base/*, docker.io/library/*]
 //	      runners: [kaniko]
 //	      limits: {max_context_bytes: 1073741824, timeout: 30m, max_concurrent: 4}
 //	      network: egress
@@ -41,9 +41,14 @@
 //
 //   - every destination's repository must match one of allow.destinations,
 //     its tag one of allow.tags (default ["*"]) and none of deny_tags;
-//   - every image the Dockerfile pulls (see FromImages) must come from a
-//     registry in allow.from (default none: only scratch and earlier
-//     stages; "*" allows any);
+//   - every image the Dockerfile pulls (see FromImages), and every image
+//     the ONBUILD triggers of its base images read (CheckOnbuild), must
+//     match a repository pattern of allow.from (default none: only
+//     scratch and earlier stages). Patterns are those of destinations,
+//     placeholders included. A bare host[:port] or "*" means any
+//     repository, as before patterns existed; since the gateway pulls with
+//     its own credentials, that lets one tenant read another's private
+//     images, and Warnings says so;
 //   - the runner must be in allow.runners (default [kaniko]).
 //
 // allow.network gives the rule's builds a network for RUN steps: none

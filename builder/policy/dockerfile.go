@@ -356,3 +356,76 @@ func hasKey(m map[string]string, k string) bool {
 	_, ok := m[k]
 	return ok
 }
+
+// StageImages returns the images that stages of dockerfile are built on
+// directly (FROM, after ARG substitution; not scratch or earlier stages):
+// the images whose ONBUILD triggers run in the build.
+func StageImages(dockerfile []byte, buildArgs map[string]string) ([]name.Reference, error) {
+	_, stages, err := baseImages(dockerfile, buildArgs)
+	if err != nil {
+		return nil, err
+	}
+	var refs []name.Reference
+	for _, s := range stages {
+		if s.ref != nil {
+			refs = append(refs, s.ref)
+		}
+	}
+	return refs, nil
+}
+
+// onbuildImages returns the images that ONBUILD triggers of a base image
+// pull when a stage is built on it: COPY --from and RUN --mount from=
+// naming neither a stage (stageNames, or an index below nstages) nor
+// scratch. Each trigger is parsed alone, as the runners do; one that does
+// not parse is an error, never skipped.
+func onbuildImages(base string, triggers []string, stageNames []string, nstages int) ([]image, error) {
+	isStage := func(ref string) bool {
+		if containsFold(stageNames, ref) {
+			return true
+		}
+		n, err := strconv.Atoi(ref)
+		return err == nil && n >= 0 && n < nstages
+	}
+	var imgs []image
+	for i, trig := range triggers {
+		where := fmt.Sprintf("ONBUILD trigger %d of base image %s", i+1, base)
+		res, err := parser.Parse(strings.NewReader("FROM scratch\n" + trig + "\n"))
+		if err != nil {
+			return nil, fmt.Errorf("%s: cannot parse %q: %w", where, trig, err)
+		}
+		stages, _, err := instructions.Parse(res.AST, nil)
+		if err != nil {
+			return nil, fmt.Errorf("%s: cannot parse %q: %w", where, trig, err)
+		}
+		var froms []string
+		for j, st := range stages {
+			// A trigger holding a line break could smuggle in a FROM;
+			// its image is checked like any other.
+			if j > 0 && st.BaseName != "scratch" {
+				froms = append(froms, st.BaseName)
+			}
+			for _, c := range st.Commands {
+				switch c := c.(type) {
+				case *instructions.CopyCommand:
+					froms = append(froms, c.From)
+				case *instructions.RunCommand:
+					for _, m := range instructions.GetMounts(c) {
+						froms = append(froms, m.From)
+					}
+				}
+			}
+		}
+		for _, f := range froms {
+			if f == "" || isStage(f) {
+				continue
+			}
+			ref, err := name.ParseReference(f)
+			if err != nil {
+				return nil, fmt.Errorf("%s: %q is not a valid image reference: %w", where, f, err)
+			}
+			imgs = append(imgs, image{ref: ref, where: where})
+		}
+	}
+	return imgs, nil
+}

@@ -195,11 +195,11 @@ func compileRule(ry ruleYAML) (rule, error) {
 		r.denyTags = append(r.denyTags, tp.src)
 	}
 	for _, f := range a.From {
-		host, err := fromRegistry(f.Value)
+		fe, err := parseFrom(f.Value)
 		if err != nil {
 			return r, errAt(f.Line, "allow.from: %v", err)
 		}
-		r.from = append(r.from, host)
+		r.from = append(r.from, fe)
 	}
 	if a.Runners == nil {
 		r.runners = []string{"kaniko"}
@@ -227,6 +227,29 @@ func compileRule(ry ruleYAML) (rule, error) {
 	return r, nil
 }
 
+// parseFrom parses an allow.from entry: a repository pattern as in
+// allow.destinations, or a bare registry or "*" (any repository).
+func parseFrom(s string) (fromEntry, error) {
+	fe := fromEntry{src: s}
+	if !strings.Contains(s, "/") {
+		host, err := fromRegistry(s)
+		if err != nil {
+			return fe, err
+		}
+		fe.any, fe.host = host == "*", host
+		if fe.any {
+			fe.host = ""
+		}
+		return fe, nil
+	}
+	rp, err := parseRepoPattern(s)
+	if err != nil {
+		return fe, err
+	}
+	fe.repo = rp
+	return fe, nil
+}
+
 // fromRegistry validates a registry of allow.from and normalizes it to
 // what name.Registry.RegistryStr gives.
 func fromRegistry(s string) (string, error) {
@@ -234,7 +257,7 @@ func fromRegistry(s string) (string, error) {
 		return s, nil
 	}
 	if s == "" || !registryRE.MatchString(s) {
-		return "", fmt.Errorf("%q is not a registry host[:port] or \"*\"", s)
+		return "", fmt.Errorf("%q is not a repository pattern, a registry host[:port] or \"*\"", s)
 	}
 	reg, err := name.NewRegistry(s, name.StrictValidation)
 	if err != nil {

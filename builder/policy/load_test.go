@@ -50,7 +50,8 @@ func TestParseErrors(t *testing.T) {
 		{"bad tag glob", rule("      tags: [\"v[0-9\"]\n"), []string{"line 5", "allow.tags", "not a valid glob"}},
 		{"placeholder in deny_tags", rule("      deny_tags: [\"{ref}\"]\n"), []string{"allow.deny_tags", "not allowed"}},
 		{"bad from", rule("      from: [\"https://r.example.com\"]\n"), []string{"allow.from"}},
-		{"from with path", rule("      from: [r.example.com/aa]\n"), []string{"allow.from"}},
+		{"from with uppercase path", rule("      from: [r.example.com/AA]\n"), []string{"allow.from"}},
+		{"from with a bad placeholder", rule("      from: [\"r.example.com/{a-b}\"]\n"), []string{"allow.from"}},
 		{"empty runner", rule("      runners: [\"\"]\n"), []string{"allow.runners"}},
 	}
 	for _, tt := range tests {
@@ -93,8 +94,16 @@ rules:
 		t.Errorf("destinations[0] prefix = %q, want index.docker.io/team/app", got)
 	}
 	want := []string{"index.docker.io", "localhost:5000", "registry.example.com", "*"}
-	if strings.Join(r.from, ",") != strings.Join(want, ",") {
-		t.Errorf("from = %q, want %q", r.from, want)
+	var got []string
+	for _, f := range r.from {
+		if f.any {
+			got = append(got, "*")
+		} else {
+			got = append(got, f.host)
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Errorf("from = %q, want %q", got, want)
 	}
 	if len(r.runners) != 1 || r.runners[0] != "kaniko" || len(r.tags) != 1 || r.tags[0].src != "*" {
 		t.Errorf("defaults: runners %q, tags %+v, want [kaniko] and [*]", r.runners, r.tags)

@@ -24,11 +24,20 @@ type rule struct {
 	destinations []repoPattern
 	tags         []tagPattern
 	denyTags     []string
-	from         []string // normalized hosts, or "*"
+	from         []fromEntry
 	runners      []string
 	limits       Limits
 	network      string
 	cacheScope   CacheScope
+}
+
+// fromEntry is one allow.from entry: a repository pattern, or, as
+// policies wrote before repository patterns, a whole registry or "*".
+type fromEntry struct {
+	src  string
+	any  bool        // "*"
+	host string      // a bare registry: any repository of it
+	repo repoPattern // else
 }
 
 // Network modes a rule may give RUN steps (allow.network).
@@ -173,13 +182,60 @@ func (p *Policy) Decide(r Request) Decision {
 			// but the rule is still the one that decided.
 			return Decision{Rule: ru.name, Reason: err.Error()}
 		}
+		from := ru.bindFrom(attrs)
 		for _, img := range imgs {
-			reg := img.ref.Context().RegistryStr()
-			if !ru.allowsFrom(reg) {
-				return deny("does not allow image %s (%s): registry %s is not in allow.from", img.ref.Name(), img.where, reg)
+			if !from.allows(img.ref) {
+				return deny("does not allow image %s (%s): repository %s is not in allow.from%s",
+					img.ref.Name(), img.where, img.ref.Context().Name(), parens(from.notes))
 			}
 		}
 	}
+	return ru.allow()
+}
+
+// CheckOnbuild decides whether the ONBUILD triggers of base, an image a
+// stage of r.Dockerfile is built on, may run in the build: every image
+// they read (COPY --from, RUN --mount from=) must pass the deciding rule's
+// allow.from, as the Dockerfile's own images do. A trigger naming a stage
+// of the Dockerfile reads that stage. The triggers come from the image's
+// config, which the gateway fetches before any of the image's layers.
+func (p *Policy) CheckOnbuild(r Request, base string, triggers []string) Decision {
+	if p == nil {
+		return Decision{Reason: "no policy is loaded"}
+	}
+	ru := p.ruleFor(r.Identity)
+	if ru == nil {
+		return Decision{Reason: fmt.Sprintf("no policy rule matches identity %q", r.Identity.Name)}
+	}
+	if len(triggers) == 0 {
+		return ru.allow()
+	}
+	_, stages, err := baseImages(r.Dockerfile, r.BuildArgs)
+	if err != nil {
+		return Decision{Rule: ru.name, Reason: err.Error()}
+	}
+	var stageNames []string
+	for _, s := range stages {
+		if s.name != "" {
+			stageNames = append(stageNames, s.name)
+		}
+	}
+	imgs, err := onbuildImages(base, triggers, stageNames, len(stages))
+	if err != nil {
+		return Decision{Rule: ru.name, Reason: fmt.Sprintf("policy rule %q refuses the build: %v", ru.name, err)}
+	}
+	from := ru.bindFrom(r.Identity.Attributes)
+	for _, img := range imgs {
+		if !from.allows(img.ref) {
+			return Decision{Rule: ru.name, Reason: fmt.Sprintf("policy rule %q does not allow image %s (%s): repository %s is not in allow.from%s",
+				ru.name, img.ref.Name(), img.where, img.ref.Context().Name(), parens(from.notes))}
+		}
+	}
+	return ru.allow()
+}
+
+// allow is the Decision of a rule that allows.
+func (ru *rule) allow() Decision {
 	return Decision{
 		Allowed:    true,
 		Rule:       ru.name,
@@ -223,14 +279,65 @@ func (r *rule) matches(id auth.Identity) bool {
 	return true
 }
 
-func (r *rule) allowsFrom(registry string) bool {
-	registry = strings.ToLower(registry)
+// boundFrom is a rule's allow.from with an identity's attributes filled
+// in; notes explain entries unusable for it.
+type boundFrom struct {
+	any   bool
+	hosts []string
+	repos []boundRepo
+	notes []string
+}
+
+func (r *rule) bindFrom(attrs map[string]string) boundFrom {
+	var b boundFrom
 	for _, f := range r.from {
-		if f == "*" || f == registry {
-			return true
+		switch {
+		case f.any:
+			b.any = true
+		case f.host != "":
+			b.hosts = append(b.hosts, f.host)
+		default:
+			br, err := f.repo.bind(attrs)
+			if err != nil {
+				b.notes = append(b.notes, fmt.Sprintf("%s is unusable: %v", f.src, err))
+				continue
+			}
+			b.repos = append(b.repos, br)
 		}
 	}
-	return false
+	return b
+}
+
+// allows reports whether the image ref may be read.
+func (b boundFrom) allows(ref name.Reference) bool {
+	if b.any {
+		return true
+	}
+	repo := ref.Context()
+	if slices.Contains(b.hosts, strings.ToLower(repo.RegistryStr())) {
+		return true
+	}
+	return slices.ContainsFunc(b.repos, func(br boundRepo) bool { return br.match(repo.Name()) })
+}
+
+// Warnings are what a policy allows that is likely not meant: allow.from
+// entries that let one tenant read another's private images. They are
+// worth logging whenever the policy is loaded.
+func (p *Policy) Warnings() []string {
+	if p == nil {
+		return nil
+	}
+	var out []string
+	for _, r := range p.rules {
+		for _, f := range r.from {
+			if f.any || f.host != "" {
+				out = append(out, fmt.Sprintf("rule %q: allow.from %q lets its builds read any repository of %s, including other tenants' private images, "+
+					"which the gateway pulls with its own credentials; name repositories instead, e.g. registry.example.com/{project_path}/*",
+					r.name, f.src, map[bool]string{true: "any registry", false: f.host}[f.any]))
+			}
+		}
+	}
+	return out
 }
 
 // parens joins notes as a parenthesized suffix, or "" if there are none.

@@ -127,5 +127,8 @@ func (s *Store) Watch(ctx context.Context, log *slog.Logger, interval time.Durat
 			continue
 		}
 		log.Info("policy reloaded", "path", s.path)
+		for _, w := range s.Policy().Warnings() {
+			log.Warn("policy: " + w)
+		}
 	}
 }

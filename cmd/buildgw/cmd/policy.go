@@ -47,6 +47,9 @@ func newCmdPolicyCheck() *cobra.Command {
 				return err
 			}
 			out := cmd.OutOrStdout()
+			for _, w := range p.Warnings() {
+				fmt.Fprintf(cmd.ErrOrStderr(), "warning: %s\n", w)
+			}
 			if identityFile == "" && specFile == "" {
 				fmt.Fprintf(out, "%s: %d rules, valid\n", args[0], len(p.Rules()))
 				return nil

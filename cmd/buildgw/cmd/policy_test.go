@@ -58,3 +58,28 @@ func TestPolicyCheck(t *testing.T) {
 		})
 	}
 }
+
+// TestPolicyCheckWarns checks that a bare registry in allow.from, which
+// lets one tenant read another's private images, is pointed out.
+func TestPolicyCheckWarns(t *testing.T) {
+	dir := t.TempDir()
+	for _, tc := range []struct{ from, want string }{
+		{"[registry.example.com]", `warning: rule "r": allow.from "registry.example.com" lets its builds read any repository of registry.example.com, including other tenants' private images`},
+		{`["registry.example.com/{project_path}/**"]`, ""},
+	} {
+		pol := filepath.Join(dir, "policy.yaml")
+		doc := "rules:\n  - name: r\n    match: {kind: oidc}\n    allow:\n      destinations: [\"registry.example.com/{project_path}\"]\n      from: " + tc.from + "\n"
+		if err := os.WriteFile(pol, []byte(doc), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		cmd := New()
+		var out, errOut bytes.Buffer
+		cmd.SetOut(&out)
+		cmd.SetErr(&errOut)
+		cmd.SetArgs([]string{"policy", "check", pol})
+		err := cmd.Execute()
+		if err != nil || !strings.Contains(errOut.String(), tc.want) || (tc.want == "" && errOut.Len() > 0) {
+			t.Errorf("policy check (from: %s) = %v, stderr %q; want success and stderr holding %q", tc.from, err, errOut.String(), tc.want)
+		}
+	}
+}
