@@ -91,6 +91,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Opti
 	t.Run("Credentials", s.testCredentials)
 	t.Run("ReadOnlyContext", s.testReadOnlyContext)
 	t.Run("Concurrent", s.testConcurrent)
+	t.Run("Output", s.testOutput)
 }
 
 // Option changes how the suite runs builds.
@@ -108,6 +109,9 @@ type suite struct {
 	registry  string // host:port, plain HTTP
 	base      string // busybox on registry
 	secret    string
+	// See WithSandboxOutput and WithHostPaths.
+	sandboxOutput string
+	hostPaths     []string
 }
 
 // job is one build's input: the context's files (the Dockerfile among
