@@ -242,9 +242,22 @@ func (s *suite) testProcHostPaths(t *testing.T) {
 			}
 		}
 	}
-	// Reported, not asserted: what a build learns from its mounts.
-	if mi, ok := between(log.String(), "mountinfo-begin\n", "mountinfo-end\n"); ok {
-		t.Logf("mountinfo of a build step:\n%s", mi)
+	// The mounts' options (overlay's lowerdir and upperdir) name no host
+	// path. Their roots may: a bind of a directory shows its path within
+	// its file system, which is the host's path unless the workspace is a
+	// file system of its own; that is logged, not asserted.
+	mi, ok := between(log.String(), "mountinfo-begin\n", "mountinfo-end\n")
+	if !ok {
+		t.Fatalf("Build(%q): log lacks the step's mountinfo", st.req.Dockerfile)
+	}
+	t.Logf("mountinfo of a build step:\n%s", mi)
+	for _, line := range strings.Split(mi, "\n") {
+		_, opts, _ := strings.Cut(line, " - ")
+		for _, p := range append([]string{st.parent, st.req.Workspace}, s.hostPaths...) {
+			if strings.Contains(opts, p) {
+				t.Errorf("Build(%q): a build step sees host path %s in the options of mount %s", st.req.Dockerfile, p, line)
+			}
+		}
 	}
 	checkWorkspace(t, st.req)
 }
