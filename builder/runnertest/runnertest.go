@@ -85,13 +85,13 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Opti
 
 	t.Run("Features", s.testFeatures)
 	t.Run("Target", s.testTarget)
+	t.Run("Output", s.testOutput)
 	t.Run("CopyFromImage", s.testCopyFromImage)
 	t.Run("FailingRun", s.testFailingRun)
 	t.Run("Cancel", s.testCancel)
 	t.Run("Credentials", s.testCredentials)
 	t.Run("ReadOnlyContext", s.testReadOnlyContext)
 	t.Run("Concurrent", s.testConcurrent)
-	t.Run("Output", s.testOutput)
 }
 
 // Option changes how the suite runs builds.
@@ -106,12 +106,14 @@ func WithBaseImages(p builder.BasePreparer) Option {
 type suite struct {
 	newRunner func(t *testing.T) builder.Runner
 	preparer  builder.BasePreparer
-	registry  string // host:port, plain HTTP
-	base      string // busybox on registry
-	secret    string
+
 	// See WithSandboxOutput and WithHostPaths.
 	sandboxOutput string
 	hostPaths     []string
+
+	registry  string // host:port, plain HTTP
+	base      string // busybox on registry
+	secret    string
 }
 
 // job is one build's input: the context's files (the Dockerfile among

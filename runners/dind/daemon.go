@@ -112,15 +112,15 @@ type state struct {
 // whatever --exec-root says), mounts a tmpfs of the given size (bytes; ""
 // for none) over the data root, installs the reference store the daemon
 // starts with (if any), puts the job's resolv.conf over /etc/resolv.conf
-// (RUN steps with the daemon's network read it), binds the data root at
-// dataRoot, then becomes the init or dockerd. Every mount made in the namespace vanishes with it.
+// (RUN steps with the daemon's network read it), then becomes the init or
+// dockerd. Every mount made in the namespace vanishes with it.
 const initScript = `set -e
-m=$1; size=$2; data=$3; refs=$4; refsdir=$5; resolv=$6; root=$7; shift 7
+m=$1; size=$2; data=$3; refs=$4; refsdir=$5; resolv=$6; shift 6
 "$m" -t proc -o nosuid,nodev,noexec proc /proc
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/docker
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/containerd
 if [ -n "$size" ]; then "$m" -t tmpfs -o "mode=0700,size=$size" tmpfs "$data"; fi
-"$m" --bind "$data" "$root"
+"$m" --bind "$data" ` + dataRoot + `
 if [ -n "$refs" ]; then mkdir -p -m 0700 "$refsdir"; cp "$refs" "$refsdir/repositories.json"; fi
 if [ -n "$resolv" ] && [ -e /etc/resolv.conf ]; then "$m" --bind "$resolv" /etc/resolv.conf; fi
 exec "$@"
@@ -128,13 +128,14 @@ exec "$@"
 
 // hostMountPoints must exist on the host for initScript to mount over
 // them; a Docker installation has them anyway.
-var hostMountPoints = []string{"/run/docker", "/run/containerd", dataRoot}
+var hostMountPoints = []string{"/run/docker", "/run/containerd"}
 
 // dataRoot is where the daemon sees its data root (--data-root), the same
-// for every job, bound there in its private mount namespace: the daemon
-// names it in the overlay options of its containers' mounts, which every
-// RUN step reads in /proc/self/mountinfo, and the job's directory on the
-// host is no business of a build's.
+// for every job: initScript binds the job's there in the daemon's private
+// mount namespace (the host keeps an empty directory). The daemon names it
+// in the overlay options of its containers' mounts, which every RUN step
+// reads in /proc/self/mountinfo, and the job's directory on the host is no
+// business of a build's.
 const dataRoot = "/var/lib/buildgw-dind"
 
 // StartDaemon starts a daemon with its state in dir, which must not
@@ -168,7 +169,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 			return nil, fmt.Errorf("dind: preparing daemon directory: %w", err)
 		}
 	}
-	for _, p := range hostMountPoints {
+	for _, p := range append(hostMountPoints, dataRoot) {
 		if err := os.MkdirAll(p, 0o700); err != nil {
 			return nil, fmt.Errorf("dind: creating mount point %s: %w", p, err)
 		}
@@ -235,7 +236,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	// The daemon's reference store: data-root/image/DRIVER/repositories.json.
 	refsDir := filepath.Join(dir, dataDir, "image", d.driver)
 	args := []string{r.o.sh, "-c", initScript, "dind-init", r.o.mount, size, filepath.Join(dir, dataDir),
-		refs, refsDir, resolv, dataRoot}
+		refs, refsDir, resolv}
 	if r.o.init != "" {
 		args = append(args, r.o.init, "--")
 	}
