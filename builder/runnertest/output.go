@@ -20,7 +20,7 @@ import (
 // that the Output cases plant their traps there. Default: nowhere but the
 // output directory's host path, which no build should reach.
 func WithSandboxOutput(p string) Option {
-	return func(s *suite) { s.sandboxOutput = p }
+	return func(s *suite) { s.outInside = p }
 }
 
 // WithHostPaths adds host paths, such as the executor's, that no build
@@ -97,8 +97,8 @@ func (s *suite) testOutput(t *testing.T) {
 			req := st.req
 			target := tc.host(t, st.parent, req)
 			outs := []string{req.OutputDir}
-			if s.sandboxOutput != "" {
-				outs = append(outs, s.sandboxOutput)
+			if s.outInside != "" {
+				outs = append(outs, s.outInside)
 			}
 			// The step starts in the background and from a session of
 			// its own what a later step could not, and plants once more

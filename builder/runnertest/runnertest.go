@@ -106,11 +106,9 @@ func WithBaseImages(p builder.BasePreparer) Option {
 type suite struct {
 	newRunner func(t *testing.T) builder.Runner
 	preparer  builder.BasePreparer
-
-	// See WithSandboxOutput and WithHostPaths.
-	sandboxOutput string
-	hostPaths     []string
-
+	// outInside and hostPaths: see WithSandboxOutput and WithHostPaths.
+	outInside string
+	hostPaths []string
 	registry  string // host:port, plain HTTP
 	base      string // busybox on registry
 	secret    string
