@@ -29,8 +29,6 @@ import (
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/sys/unix"
 
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
@@ -39,6 +37,7 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/builder/push"
+	"github.com/buildgw/buildgw/ocilayout"
 	"github.com/buildgw/buildgw/runners/kaniko"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
@@ -869,7 +868,7 @@ func (e *env) phaseBench(ctx context.Context) error {
 			}},
 			{"rm-root", func() error { return os.RemoveAll(w.root) }},
 			{"push", func() error {
-				img, err := layoutImage(w.out)
+				img, err := ocilayout.Image(ctx, w.out)
 				if err != nil {
 					return err
 				}
@@ -944,26 +943,6 @@ func maxD(xs []time.Duration) time.Duration {
 		m = max(m, x)
 	}
 	return m
-}
-
-// layoutImage reads the one image of an OCI layout, as the runner does.
-func layoutImage(dir string) (v1.Image, error) {
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		return nil, err
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return nil, err
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return nil, err
-	}
-	if len(m.Manifests) != 1 {
-		return nil, fmt.Errorf("layout holds %d manifests, want 1", len(m.Manifests))
-	}
-	return idx.Image(m.Manifests[0].Digest)
 }
 
 // ---------------------------------------------------------------------

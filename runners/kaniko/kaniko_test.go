@@ -15,6 +15,7 @@ import (
 	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
 var _ runnertest.Owner = (*Runner)(nil)
@@ -40,7 +41,7 @@ func TestConformance(t *testing.T) {
 			t.Fatalf("Available: %v", err)
 		}
 		return r
-	}, runnertest.WithBaseImages(store))
+	}, runnertest.WithBaseImages(store), runnertest.WithSandboxOutput(sandbox.Output), runnertest.WithHostPaths(exe))
 }
 
 func TestKanikoArgs(t *testing.T) {
