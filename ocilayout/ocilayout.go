@@ -291,11 +291,20 @@ func (l *layout) readFile(ctx context.Context, name string, max int64) ([]byte, 
 	return b, nil
 }
 
-// open opens name beneath the root: only through directories, never
-// through a link or onto another mount, and only a regular file of at most
-// max bytes. O_NONBLOCK makes opening a FIFO return at once, so that it
-// can be refused.
+// open opens name beneath the root, see OpenBeneath.
 func (l *layout) open(name string, max int64) (*os.File, error) {
+	f, _, err := OpenBeneath(l.root, name, max)
+	// The root's finalizer must not close it under the call above.
+	runtime.KeepAlive(l.root)
+	return f, err
+}
+
+// OpenBeneath opens name beneath the directory root (which a sandbox may
+// have written) for reading: only through directories, never through a
+// link or onto another mount, and only a regular file of at most max
+// bytes, which it returns with its size. O_NONBLOCK makes opening a FIFO
+// return at once, so that it can be refused. root may be opened O_PATH.
+func OpenBeneath(root *os.File, name string, max int64) (*os.File, int64, error) {
 	how := unix.OpenHow{
 		Flags:   unix.O_RDONLY | unix.O_NONBLOCK | unix.O_NOFOLLOW | unix.O_CLOEXEC | unix.O_NOCTTY,
 		Resolve: unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV | unix.RESOLVE_NO_MAGICLINKS,
@@ -304,39 +313,40 @@ func (l *layout) open(name string, max int64) (*os.File, error) {
 	var err error
 	// openat2 answers EAGAIN when a rename elsewhere raced the lookup.
 	for range 8 {
-		if fd, err = unix.Openat2(int(l.root.Fd()), name, &how); !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
+		if fd, err = unix.Openat2(int(root.Fd()), name, &how); !errors.Is(err, unix.EAGAIN) && !errors.Is(err, unix.EINTR) {
 			break
 		}
 	}
-	// The root's finalizer must not close it under the call above.
-	runtime.KeepAlive(l.root)
 	switch {
 	case err == nil:
 	case errors.Is(err, unix.ELOOP):
-		return nil, fmt.Errorf("%s is a symbolic link, or is reached through one", name)
+		return nil, 0, fmt.Errorf("%s is a symbolic link, or is reached through one", name)
 	case errors.Is(err, unix.EXDEV):
-		return nil, fmt.Errorf("%s leads out of the layout", name)
+		return nil, 0, fmt.Errorf("%s leads out of its directory", name)
 	case errors.Is(err, unix.ENOENT):
-		return nil, fmt.Errorf("%s is missing", name)
+		return nil, 0, fmt.Errorf("%s is missing: %w", name, os.ErrNotExist)
 	default:
-		return nil, fmt.Errorf("opening %s: %w", name, err)
+		return nil, 0, fmt.Errorf("opening %s: %w", name, err)
 	}
 	f := os.NewFile(uintptr(fd), name)
 	var st unix.Stat_t
 	if err := unix.Fstat(fd, &st); err != nil {
 		f.Close()
-		return nil, fmt.Errorf("%s: %w", name, err)
+		return nil, 0, fmt.Errorf("%s: %w", name, err)
 	}
 	if st.Mode&unix.S_IFMT != unix.S_IFREG {
 		f.Close()
-		return nil, fmt.Errorf("%s is a %s, not a regular file", name, fileType(st.Mode))
+		return nil, 0, fmt.Errorf("%s is a %s, not a regular file", name, fileType(st.Mode))
 	}
 	if st.Size > max {
 		f.Close()
-		return nil, fmt.Errorf("%s is %d bytes, more than the %d allowed", name, st.Size, max)
+		return nil, 0, fmt.Errorf("%s is %d bytes, more than the %d allowed: %w", name, st.Size, max, ErrTooLarge)
 	}
-	return f, nil
+	return f, st.Size, nil
 }
+
+// ErrTooLarge is a file over the size its reader allows.
+var ErrTooLarge = errors.New("file too large")
 
 func fileSize(f *os.File) (int64, error) {
 	var st unix.Stat_t

@@ -383,10 +383,10 @@ func TestOpenBeneath(t *testing.T) {
 	must(t, os.Mkdir(filepath.Join(f.dir, "sub"), 0o755))
 	must(t, os.Symlink("/proc/self/root/etc/passwd", filepath.Join(f.dir, "magic")))
 	for _, tc := range []struct{ name, want string }{
-		{"../host-secret", "leads out of the layout"},
-		{f.outside, "leads out of the layout"},
-		{"/etc/passwd", "leads out of the layout"},
-		{"sub/../../host-secret", "leads out of the layout"},
+		{"../host-secret", "leads out of its directory"},
+		{f.outside, "leads out of its directory"},
+		{"/etc/passwd", "leads out of its directory"},
+		{"sub/../../host-secret", "leads out of its directory"},
 		{"magic", "is a symbolic link"},
 		{"sub", "is a directory"},
 		{"index.json", ""},
