@@ -277,6 +277,28 @@ func readStat(pid int) (comm string, ppid int, state, start string, ok bool) {
 	return s[open+1 : end], ppid, f[0], f[19], true
 }
 
+// workspaceTmpfsDevs returns the devices of the tmpfs mounted at mem and
+// of those mounted below it (a build's own).
+func workspaceTmpfsDevs(t *testing.T, mem string) map[uint64]bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs := map[uint64]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || (f[4] != mem && !strings.HasPrefix(f[4], mem+"/")) {
+			continue
+		}
+		var major, minor uint32
+		if _, err := fmt.Sscanf(f[2], "%d:%d", &major, &minor); err == nil {
+			devs[unix.Mkdev(major, minor)] = true
+		}
+	}
+	return devs
+}
+
 func (p proc) alive() bool {
 	_, _, state, start, ok := readStat(p.pid)
 	return ok && start == p.start && state != "Z"
@@ -291,13 +313,10 @@ func sandboxProcs(t *testing.T, stateDir string) []proc {
 	for _, d := range append(workspaceDirs(stateDir), filepath.Join(stateDir, "trash")) {
 		prefixes = append(prefixes, d+"/")
 	}
-	// Seen from outside its mount namespace, a sandbox's directory on the
-	// workspaces' tmpfs reads "/ID/root": its device tells.
-	var mem, state unix.Stat_t
-	var memFS unix.Statfs_t
-	memOK := unix.Stat(filepath.Join(stateDir, "mem"), &mem) == nil && unix.Stat(stateDir, &state) == nil &&
-		unix.Statfs(filepath.Join(stateDir, "mem"), &memFS) == nil && memFS.Type == unix.TMPFS_MAGIC && mem.Dev != state.Dev
-	memDev := mem.Dev
+	// Seen from outside its mount namespace (unshare enters it itself), a
+	// sandbox's directory on a workspace tmpfs reads "/root" or
+	// "/ID/root": the tmpfs's device tells.
+	memDevs := workspaceTmpfsDevs(t, filepath.Join(stateDir, "mem"))
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
@@ -322,7 +341,7 @@ func sandboxProcs(t *testing.T, stateDir string) []proc {
 			}
 		}
 		var st unix.Stat_t
-		if memOK && unix.Stat(fmt.Sprintf("/proc/%d/cwd", pid), &st) == nil && st.Dev == memDev {
+		if unix.Stat(fmt.Sprintf("/proc/%d/cwd", pid), &st) == nil && memDevs[st.Dev] {
 			in[pid] = true
 		}
 	}
