@@ -71,6 +71,10 @@ type Config struct {
 	PprofListen string `yaml:"pprof_listen"`
 	// Lifecycle bounds the queue, shutdown and retention of builds.
 	Lifecycle `yaml:",inline"`
+	// AcceptEmptyStore starts on a used state directory whose jobs.db is
+	// missing or empty (buildgw serve --accept-empty-store); never from
+	// the file, so that it cannot stay on by accident.
+	AcceptEmptyStore bool `yaml:"-"`
 }
 
 // Lifecycle configures the queue and how long builds and their records

@@ -26,6 +26,7 @@ import (
 	"github.com/buildgw/buildgw/builder/audit"
 	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/policy"
+	"github.com/buildgw/buildgw/builder/statedir"
 	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
@@ -39,11 +40,27 @@ type Gateway struct {
 	ln     net.Listener
 	policy *policy.Store
 	audit  *audit.Logger
+	// lock holds the state directory for as long as the gateway lives.
+	lock *statedir.Lock
 }
 
 // New builds a Gateway from a validated Config and opens its listener.
-func New(cfg Config, log *slog.Logger) (*Gateway, error) {
+func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	// Before anything cleans up or reaps in the state directory: a second
+	// gateway on it must touch nothing of the first's.
+	lock, err := statedir.Acquire(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Release()
+		}
+	}()
+	if err := checkJobStore(cfg.StateDir, cfg.AcceptEmptyStore, log); err != nil {
 		return nil, err
 	}
 	metrics := server.NewMetrics()
@@ -186,7 +203,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		srv.TLSConfig = tc
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	return &Gateway{cfg: cfg, log: log, mgr: mgr, srv: srv, ln: ln, policy: pstore, audit: alog}, nil
+	return &Gateway{cfg: cfg, log: log, mgr: mgr, srv: srv, ln: ln, policy: pstore, audit: alog, lock: lock}, nil
 }
 
 // URL is the API's base URL.
@@ -208,6 +225,11 @@ func (g *Gateway) Serve(ctx context.Context) error {
 			return fmt.Errorf("pprof_listen: %w", err)
 		}
 	}
+	stopBackups, err := serveBackups(g.cfg.StateDir, g.mgr, g.log)
+	if err != nil {
+		return err
+	}
+	defer stopBackups()
 	eg, ctx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return g.mgr.Run(ctx) })
 	eg.Go(func() error {
@@ -245,10 +267,11 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		g.servePprof(ctx, eg, pprofLn)
 	}
 	g.log.Info("buildgw serving", "url", g.URL(), "state_dir", g.cfg.StateDir)
-	err := eg.Wait()
+	err = eg.Wait()
 	if cerr := g.mgr.Close(); err == nil {
 		err = cerr
 	}
+	g.lock.Release()
 	return err
 }
 

@@ -400,11 +400,15 @@ func (s *Store) Ping() error {
 	return nil
 }
 
-// WriteTo writes a consistent copy of the database to w, while other
-// transactions go on, and returns the bytes written.
-func (s *Store) WriteTo(w io.Writer) (int64, error) {
+// Backup writes a consistent copy of the database to w while other
+// transactions go on, and returns the bytes written. size, if not nil, is
+// told the copy's size before it is written.
+func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
 	var n int64
 	err := s.db.View(func(tx *bolt.Tx) error {
+		if size != nil {
+			size(tx.Size())
+		}
 		var err error
 		n, err = tx.WriteTo(w)
 		return err
