@@ -56,6 +56,8 @@ type Config struct {
 	// DockerConfig is a Docker config.json whose "auths" give push
 	// credentials for registries not listed in Registries.
 	DockerConfig string `yaml:"docker_config"`
+	// Push bounds how pushes wait out registry trouble.
+	Push Push `yaml:"push"`
 	// BaseImages is the shared store of base images that the gateway
 	// fetches for builds, under state_dir/base-images.
 	BaseImages BaseImageStore `yaml:"base_images"`
@@ -252,6 +254,18 @@ type Registry struct {
 	// the account above. No sandbox sees it (neither runner pulls: both
 	// get their base images from the gateway's store).
 	SandboxPull *PullAccount `yaml:"sandbox_pull"`
+}
+
+// Push configures how the gateway pushes built images.
+type Push struct {
+	// RetryFor is how long a failing push (5xx, timeout, connection
+	// error) keeps retrying, with exponential backoff and jitter, before
+	// the build fails. Default 5m; 0: no retries.
+	RetryFor Duration `yaml:"retry_for"`
+	// RequestTimeout bounds how long one registry request may go without
+	// progress: before the answer begins, or between two pieces of an
+	// upload or answer. Default 1m.
+	RequestTimeout Duration `yaml:"request_timeout"`
 }
 
 // PullAccount is a read-only registry account.
@@ -459,6 +473,7 @@ func DefaultConfig() Config {
 		JobTimeout: Duration(time.Hour),
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000},
 		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
+		Push:       Push{RetryFor: Duration(5 * time.Minute), RequestTimeout: Duration(time.Minute)},
 		Runners: Runners{
 			Kaniko: KanikoRunner{User: "buildgw-sandbox", Nice: 19, MemoryMax: 4 << 30, PidsMax: 4096, Network: "none", LayerCacheMaxBytes: kaniko.DefaultLayerCacheBytes, ResultCacheMaxBytes: kaniko.DefaultResultCacheBytes},
 			Dind:   DindRunner{Network: "none"},
@@ -522,6 +537,9 @@ func (c *Config) Validate() error {
 	}
 	if q := c.Queue; q.MaxQueued < 0 || q.MaxQueuedPerIdentity < 0 || q.MaxRunningPerIdentity < 0 {
 		errs = append(errs, errors.New("queue: bounds must not be negative"))
+	}
+	if c.Push.RetryFor < 0 || c.Push.RequestTimeout <= 0 {
+		errs = append(errs, errors.New("push: retry_for must not be negative, request_timeout must be positive"))
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("shutdown_grace: must not be negative"))

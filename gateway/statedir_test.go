@@ -231,4 +231,3 @@ func waitFor(t *testing.T, cond func() bool) {
 		}
 	}
 }
-
