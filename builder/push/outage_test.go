@@ -31,7 +31,7 @@ type outageProxy struct {
 	hang     bool
 	stallPut bool // take 64 KiB of each upload body, then stop reading
 
-	quit     chan struct{} // closed when the test ends: hung handlers return
+	quit chan struct{} // closed when the test ends: hung handlers return
 
 	requests atomic.Int32
 	mu       sync.Mutex
