@@ -85,7 +85,10 @@ type Lifecycle struct {
 	Queue Queue `yaml:"queue"`
 	// ShutdownGrace is how long running builds may go on after SIGTERM
 	// before they are cancelled. Queued builds stay queued for the next
-	// start. Default 30s.
+	// start. Meanwhile the API still answers reads and refuses new builds
+	// (503); then log streams end saying how to reattach, and uploads
+	// still open get what is left of the period (at least 5s). A second
+	// SIGTERM or SIGINT stops at once. Default 30s.
 	ShutdownGrace Duration `yaml:"shutdown_grace"`
 	// Retention is how long finished builds' records and logs are kept.
 	// Default 168h (7 days).

@@ -37,6 +37,7 @@ type Gateway struct {
 	log    *slog.Logger
 	mgr    *builder.Manager
 	srv    *http.Server
+	drain  *drain
 	ln     net.Listener
 	policy *policy.Store
 	audit  *audit.Logger
@@ -188,8 +189,9 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		mgr.Close()
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
+	dr := newDrain(server.New(mgr, authn, log, sopts...))
 	srv := &http.Server{
-		Handler:           server.New(mgr, authn, log, sopts...),
+		Handler:           dr,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -203,7 +205,7 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		srv.TLSConfig = tc
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	return &Gateway{cfg: cfg, log: log, mgr: mgr, srv: srv, ln: ln, policy: pstore, audit: alog, lock: lock}, nil
+	return &Gateway{cfg: cfg, log: log, mgr: mgr, srv: srv, drain: dr, ln: ln, policy: pstore, audit: alog, lock: lock}, nil
 }
 
 // URL is the API's base URL.
@@ -231,7 +233,8 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	}
 	defer stopBackups()
 	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return g.mgr.Run(ctx) })
+	mgrDone := make(chan struct{})
+	eg.Go(func() error { defer close(mgrDone); return g.mgr.Run(ctx) })
 	eg.Go(func() error {
 		if err := g.srv.Serve(g.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving: %w", err)
@@ -256,12 +259,27 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	})
 	eg.Go(func() error {
 		<-ctx.Done()
+		// Reads, log streams and uploads under way go on while running
+		// builds get their grace period; then streams end saying how to
+		// reattach, and what is still open gets the rest of the period.
+		stopping := time.Now()
+		g.drain.start()
+		<-mgrDone
+		g.drain.closeStreams()
 		if g.audit != nil {
 			defer g.audit.Close()
 		}
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		deadline := stopping.Add(time.Duration(g.cfg.ShutdownGrace))
+		if soon := time.Now().Add(5 * time.Second); deadline.Before(soon) {
+			deadline = soon
+		}
+		sctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
-		return g.srv.Shutdown(sctx)
+		if err := g.srv.Shutdown(sctx); err != nil {
+			g.log.Warn("requests still open at the end of the shutdown grace period were cut off", "error", err)
+			g.srv.Close()
+		}
+		return nil
 	})
 	if pprofLn != nil {
 		g.servePprof(ctx, eg, pprofLn)
