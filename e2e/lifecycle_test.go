@@ -10,6 +10,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -358,8 +359,18 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 	})
 	sandboxes := sandboxProcs(t, g.stateDir)
 	// A follower of the queued build, whose log does not end with the
-	// shutdown.
+	// shutdown, and buildctl-lite following it through the restart.
 	followed := g.follow(t, ci, queued)
+	type cliResult struct {
+		stdout, stderr string
+		code           int
+	}
+	cliDone := make(chan cliResult, 1)
+	go func() {
+		o, e, c := g.cli(t, ci, "logs", "-f", queued)
+		cliDone <- cliResult{o, e, c}
+	}()
+	waitConnected(t, "buildctl-lite", g.url)
 
 	start := time.Now()
 	g.proc.Process.Signal(syscall.SIGTERM)
@@ -410,6 +421,22 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 	if got := files(t, g.pull(t, g.dest.Host+"/team/term:queued"))["after.txt"].content; got != "after\n" {
 		t.Errorf("after.txt of the build queued at SIGTERM = %q, want %q", got, "after\n")
 	}
+	// buildctl-lite waited out the restart and reattached where the log
+	// left off: its output is the whole log, and the line that said so.
+	select {
+	case r := <-cliDone:
+		const marker = "#buildgw gateway shutting down; reattach with: buildctl-lite logs -f "
+		i := strings.Index(r.stdout, marker)
+		if r.code != 0 || i < 0 {
+			t.Fatalf("buildctl-lite logs -f across the restart = exit %d, stdout %q, stderr %q; want 0 and the reattach line", r.code, r.stdout, r.stderr)
+		}
+		j := i + strings.Index(r.stdout[i:], "\n") + 1
+		if got, want := r.stdout[:i]+r.stdout[j:], g.logOf(t, ci, queued); got != want {
+			t.Errorf("buildctl-lite logs -f across the restart, less the reattach line =\n%s\nwant the build's log:\n%s", got, want)
+		}
+	case <-time.After(time.Minute):
+		t.Error("buildctl-lite logs -f still running a minute after the build ended")
+	}
 	g.waitNoWorkspaces(t)
 }
 
@@ -430,6 +457,25 @@ func (g *gateway) follow(t *testing.T, token, id string) <-chan string {
 		out <- string(b)
 	}()
 	return out
+}
+
+// waitConnected waits until a process named comm has a connection to the
+// gateway at url open.
+func waitConnected(t *testing.T, comm, url string) {
+	t.Helper()
+	addr := strings.TrimPrefix(strings.TrimPrefix(url, "http://"), "https://")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err := exec.Command("ss", "-Htnp", "state", "established", "dst", addr).Output()
+		if err != nil {
+			t.Fatalf("ss: %v", err)
+		}
+		if strings.Contains(string(out), `"`+comm+`"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no connection to %s after 30s", comm, addr)
+		}
+	}
 }
 
 // waitDraining waits until the gateway, told to stop, reports itself not

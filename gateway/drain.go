@@ -80,24 +80,22 @@ func (d *drain) follow(w http.ResponseWriter, r *http.Request) {
 		case <-ctx.Done():
 		}
 	}()
+	// The trailer says where the log stands, since the line below is not
+	// part of it: a client resumes from there.
+	w.Header().Set("Trailer", api.LogOffsetTrailer)
 	cw := &countingWriter{ResponseWriter: w}
 	d.next.ServeHTTP(cw, r.WithContext(ctx))
-	select {
-	case <-closed:
-	default:
-		return // ended by itself: the build ended, or the client left
-	}
 	if cw.status != http.StatusOK {
 		return
 	}
 	offset, _ := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
-	id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/builds/"), "/logs")
-	// Not counted in the log's offsets: the reattach offset is where the
-	// log went on.
-	fmt.Fprintf(w, "#buildgw gateway shutting down; reattach with: buildctl-lite logs -f %s (or GET %s?follow=1&offset=%d)\n", id, r.URL.Path, offset+cw.n)
-	if f, ok := w.(http.Flusher); ok {
-		f.Flush()
+	select {
+	case <-closed:
+		id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/builds/"), "/logs")
+		fmt.Fprintf(w, "#buildgw gateway shutting down; reattach with: buildctl-lite logs -f %s (or GET %s?follow=1&offset=%d)\n", id, r.URL.Path, offset+cw.n)
+	default: // ended by itself: the build ended, or the client left
 	}
+	w.Header().Set(api.LogOffsetTrailer, strconv.FormatInt(offset+cw.n, 10))
 }
 
 // countingWriter counts the body bytes written through it.
