@@ -227,11 +227,12 @@ func (g *Gateway) Serve(ctx context.Context) error {
 			return fmt.Errorf("pprof_listen: %w", err)
 		}
 	}
-	stopBackups, err := serveBackups(g.cfg.StateDir, g.mgr, g.log)
-	if err != nil {
-		return err
+	if stopBackups, err := serveBackups(g.cfg.StateDir, g.mgr, g.log); err != nil {
+		// Builds matter more than online backups.
+		g.log.Error("no backup socket: buildgw backup works only while the gateway is stopped", "error", err)
+	} else {
+		defer stopBackups()
 	}
-	defer stopBackups()
 	eg, ctx := errgroup.WithContext(ctx)
 	mgrDone := make(chan struct{})
 	eg.Go(func() error { defer close(mgrDone); return g.mgr.Run(ctx) })
@@ -285,7 +286,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 		g.servePprof(ctx, eg, pprofLn)
 	}
 	g.log.Info("buildgw serving", "url", g.URL(), "state_dir", g.cfg.StateDir)
-	err = eg.Wait()
+	err := eg.Wait()
 	if cerr := g.mgr.Close(); err == nil {
 		err = cerr
 	}
