@@ -38,6 +38,12 @@ func Acquire(dir string) (*Lock, error) {
 	if err != nil {
 		return nil, fmt.Errorf("opening state directory lock %s: %w", p, err)
 	}
+	// Made by root (buildgw backup, say) in the directory of a gateway
+	// that runs as another user: that user must still be able to lock it.
+	var st, dst unix.Stat_t
+	if unix.Fstat(int(f.Fd()), &st) == nil && unix.Stat(dir, &dst) == nil && st.Uid != dst.Uid && os.Geteuid() == 0 {
+		f.Chown(int(dst.Uid), int(dst.Gid))
+	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
 		f.Close()
 		if errors.Is(err, syscall.EWOULDBLOCK) {
