@@ -876,7 +876,7 @@ func (e *env) phaseBench(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				return pusher.Push(ctx, img, t)
+				return pusher.Push(ctx, img, t, nil)
 			}},
 			{"rm-ws", func() error { return os.RemoveAll(w.ws) }},
 		}

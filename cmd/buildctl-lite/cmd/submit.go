@@ -128,7 +128,7 @@ func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, comp
 	if err != nil {
 		return err
 	}
-	c, err := clientAt(cmd.ErrOrStderr(), server, token)
+	c, err := g.clientAt(cmd.ErrOrStderr(), server, token)
 	if err != nil {
 		return err
 	}
