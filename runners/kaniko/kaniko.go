@@ -127,6 +127,9 @@ func (r *Runner) Available(ctx context.Context) error {
 	if _, err := os.Stat(r.o.executor); err != nil {
 		return fmt.Errorf("kaniko executor: %w", err)
 	}
+	if err := checkStatic(r.o.executor); err != nil {
+		return err
+	}
 	if _, err := exec.LookPath(r.o.unshare); err != nil {
 		return fmt.Errorf("unshare (util-linux) not found: %w", err)
 	}
