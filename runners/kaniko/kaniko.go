@@ -245,7 +245,8 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 			cmd.Env = append(cmd.Env, sandbox.EnvSharedCache+"="+cache.tenantDir)
 		}
 	}
-	lw := builder.NewLineWriter(log)
+	chown := &chownHint{}
+	lw := builder.NewLineWriter(io.MultiWriter(log, chown))
 	cmd.Stdout, cmd.Stderr = lw, lw
 	// A session of its own: no controlling terminal reaches the build
 	// through /dev/tty, and the whole group can be killed at once.
@@ -319,6 +320,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 			case "pids":
 				return nil, fmt.Errorf("the build reached its process limit (%d); see the build log", r.o.limits.Pids)
 			}
+		}
+		if errors.As(err, &ee) && chown.Seen() {
+			return nil, r.idRangeError(ee.ExitCode())
 		}
 		if errors.As(err, &ee) {
 			return nil, fmt.Errorf("kaniko failed (exit status %d); see the build log", ee.ExitCode())
