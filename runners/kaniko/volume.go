@@ -6,10 +6,11 @@ import (
 	"io"
 	"strings"
 
-	"github.com/buildgw/buildgw/builder"
-
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
+
+	"github.com/buildgw/buildgw/builder"
 )
 
 // volumeLine returns the line of the first VOLUME instruction in a stage
@@ -54,6 +55,10 @@ func layerCacheSafe(req *builder.Request, log io.Writer) bool {
 	if err == nil {
 		line, err = volumeLine(df, req.Target)
 	}
+	trigger := ""
+	if err == nil && line == 0 {
+		trigger, err = onbuildVolume(req.BaseImages)
+	}
 	switch {
 	case err != nil:
 		fmt.Fprintf(log, "buildgw: kaniko's layer cache is off for this build: %v\n", err)
@@ -61,6 +66,52 @@ func layerCacheSafe(req *builder.Request, log io.Writer) bool {
 	case line > 0:
 		fmt.Fprintf(log, "buildgw: kaniko's layer cache is off for this build: with it, kaniko would run the VOLUME on line %d before the steps above it\n", line)
 		return false
+	case trigger != "":
+		fmt.Fprintf(log, "buildgw: kaniko's layer cache is off for this build: with it, kaniko would run the base image's ONBUILD %s before the steps above it\n", trigger)
+		return false
 	}
 	return true
+}
+
+// onbuildVolume returns the first VOLUME among the ONBUILD triggers of
+// the base images, which kaniko runs as part of the stages built on them,
+// or "".
+func onbuildVolume(b *builder.BaseImages) (string, error) {
+	if b == nil || len(b.Images) == 0 {
+		return "", nil
+	}
+	idx, err := layout.ImageIndexFromPath(b.Layout)
+	if err != nil {
+		return "", fmt.Errorf("reading the base images: %w", err)
+	}
+	im, err := idx.IndexManifest()
+	if err != nil {
+		return "", fmt.Errorf("reading the base images: %w", err)
+	}
+	for _, d := range im.Manifests {
+		if !d.MediaType.IsImage() {
+			continue
+		}
+		img, err := idx.Image(d.Digest)
+		if err != nil {
+			return "", fmt.Errorf("reading base image %s: %w", d.Digest, err)
+		}
+		cf, err := img.ConfigFile()
+		if err != nil {
+			return "", fmt.Errorf("reading base image %s: %w", d.Digest, err)
+		}
+		for _, trig := range cf.Config.OnBuild {
+			res, err := parser.Parse(strings.NewReader(trig))
+			if err != nil {
+				// kaniko will refuse it too.
+				continue
+			}
+			for _, n := range res.AST.Children {
+				if strings.EqualFold(n.Value, "volume") {
+					return trig, nil
+				}
+			}
+		}
+	}
+	return "", nil
 }

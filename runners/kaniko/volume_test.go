@@ -11,8 +11,10 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
 
 func TestVolumeLine(t *testing.T) {
@@ -52,13 +54,17 @@ func TestLayerCacheVolume(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, tc := range []struct{ name, dockerfile string }{
-		{"mkdir then volume under it", "ARG BASE\nFROM ${BASE}\nRUN mkdir /foo && echo hi > /foo/hi\nVOLUME /foo/bar\nRUN echo after > /after\n"},
-		{"trailing volume", "ARG BASE\nFROM ${BASE}\nRUN echo a > /a\nVOLUME /trailing\n"},
+	// A base image whose ONBUILD triggers hold the same sequence: kaniko
+	// runs them as the first steps of a stage built on it.
+	onbuild := pushOnbuildImage(t, base, "RUN mkdir /foo && echo hi > /foo/hi", "VOLUME /foo/bar")
+	for _, tc := range []struct{ name, base, dockerfile string }{
+		{"mkdir then volume under it", base, "ARG BASE\nFROM ${BASE}\nRUN mkdir /foo && echo hi > /foo/hi\nVOLUME /foo/bar\nRUN echo after > /after\n"},
+		{"trailing volume", base, "ARG BASE\nFROM ${BASE}\nRUN echo a > /a\nVOLUME /trailing\n"},
+		{"onbuild volume of the base image", onbuild, "ARG BASE\nFROM ${BASE}\nRUN echo after > /after\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			build := func(noCache bool) (v1.Image, string) {
-				req := netRequest(t, r, tc.dockerfile, "", map[string]string{"BASE": base}, regHost)
+				req := netRequest(t, r, tc.dockerfile, "", map[string]string{"BASE": tc.base}, regHost)
 				req.Tenant = "namespace_path:team-a"
 				req.NoCache = noCache
 				return buildWithBases(t, r, store, req)
@@ -115,4 +121,35 @@ func runConfig(t *testing.T, img v1.Image) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// pushOnbuildImage pushes base with the ONBUILD triggers given, and
+// returns its reference.
+func pushOnbuildImage(t *testing.T, base string, triggers ...string) string {
+	t.Helper()
+	baseRef, err := name.ParseReference(base, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(baseRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cf.Config
+	cfg.OnBuild = triggers
+	if img, err = mutate.Config(img, cfg); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewTag(strings.TrimSuffix(base, "busybox:latest")+"onbuild:1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	return ref.String()
 }
