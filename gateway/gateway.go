@@ -102,6 +102,10 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	if err := kr.Available(context.Background()); err != nil {
 		return nil, fmt.Errorf("kaniko runner: %w", err)
 	}
+	if err := kr.CheckIDRanges(); err != nil {
+		// Builds on base images owned by low ids still work.
+		log.Warn("kaniko runner: subordinate id range too small", "error", err)
+	}
 	opts := []builder.Option{
 		builder.WithRunner("kaniko", kr),
 		builder.WithJobTimeout(time.Duration(cfg.JobTimeout)),

@@ -127,6 +127,9 @@ func (r *Runner) Available(ctx context.Context) error {
 	if _, err := os.Stat(r.o.executor); err != nil {
 		return fmt.Errorf("kaniko executor: %w", err)
 	}
+	if err := checkStatic(r.o.executor); err != nil {
+		return err
+	}
 	if _, err := exec.LookPath(r.o.unshare); err != nil {
 		return fmt.Errorf("unshare (util-linux) not found: %w", err)
 	}
@@ -180,7 +183,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	var holdProg string
 	var err error
 	var cache *jobCache
-	if !req.NoCache && req.Tenant != "" && r.layers != nil {
+	if !req.NoCache && req.Tenant != "" && r.layers != nil && layerCacheSafe(req, log) {
 		if cache, err = r.prepareCache(req, log); err != nil {
 			return nil, err
 		}
@@ -242,7 +245,8 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 			cmd.Env = append(cmd.Env, sandbox.EnvSharedCache+"="+cache.tenantDir)
 		}
 	}
-	lw := builder.NewLineWriter(log)
+	chown := &chownHint{}
+	lw := builder.NewLineWriter(io.MultiWriter(log, chown))
 	cmd.Stdout, cmd.Stderr = lw, lw
 	// A session of its own: no controlling terminal reaches the build
 	// through /dev/tty, and the whole group can be killed at once.
@@ -316,6 +320,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 			case "pids":
 				return nil, fmt.Errorf("the build reached its process limit (%d); see the build log", r.o.limits.Pids)
 			}
+		}
+		if errors.As(err, &ee) && chown.Seen() {
+			return nil, r.idRangeError(ee.ExitCode())
 		}
 		if errors.As(err, &ee) {
 			return nil, fmt.Errorf("kaniko failed (exit status %d); see the build log", ee.ExitCode())
