@@ -365,6 +365,15 @@ func (m *Manager) Get(owner, id string) (*Job, error) {
 	return j, nil
 }
 
+// Ended reports whether build id, whoever owns it, has reached a final
+// state; false for a build the Manager does not know.
+func (m *Manager) Ended(id string) bool {
+	m.mu.Lock()
+	j, ok := m.jobs[id]
+	m.mu.Unlock()
+	return ok && j.Status().Final()
+}
+
 // List returns owner's builds, newest first.
 func (m *Manager) List(owner string) []*Job {
 	m.mu.Lock()

@@ -18,13 +18,16 @@ import (
 // the builds are over, log streams end with a line that says how to
 // reattach, so that the server can close without cutting them off.
 type drain struct {
-	next     http.Handler
+	next http.Handler
+	// ended reports whether a build is over; a stream of one that is not
+	// always ends saying how to reattach once the gateway drains.
+	ended    func(id string) bool
 	draining atomic.Bool
 	closing  chan struct{} // closed when log streams are to end
 }
 
-func newDrain(next http.Handler) *drain {
-	return &drain{next: next, closing: make(chan struct{})}
+func newDrain(next http.Handler, ended func(id string) bool) *drain {
+	return &drain{next: next, ended: ended, closing: make(chan struct{})}
 }
 
 // start refuses new builds from now on.
@@ -89,11 +92,19 @@ func (d *drain) follow(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	offset, _ := strconv.ParseInt(r.URL.Query().Get("offset"), 10, 64)
+	id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/builds/"), "/logs")
+	// A stream that ended while the gateway drains, of a build that is not
+	// over (its log closed with the Manager, or a client that reattached
+	// to this gateway before it closed), says so too, lest the client
+	// take the end of the stream for the end of the build.
+	ended := false
 	select {
 	case <-closed:
-		id := strings.TrimSuffix(strings.TrimPrefix(r.URL.Path, "/v1/builds/"), "/logs")
+	default:
+		ended = !d.draining.Load() || d.ended(id)
+	}
+	if !ended && r.Context().Err() == nil {
 		fmt.Fprintf(w, "#buildgw gateway shutting down; reattach with: buildctl-lite logs -f %s (or GET %s?follow=1&offset=%d)\n", id, r.URL.Path, offset+cw.n)
-	default: // ended by itself: the build ended, or the client left
 	}
 	w.Header().Set(api.LogOffsetTrailer, strconv.FormatInt(offset+cw.n, 10))
 }

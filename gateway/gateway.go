@@ -204,7 +204,7 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		mgr.Close()
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
-	dr := newDrain(server.New(mgr, authn, log, sopts...))
+	dr := newDrain(server.New(mgr, authn, log, sopts...), mgr.Ended)
 	srv := &http.Server{
 		Handler:           dr,
 		ReadHeaderTimeout: 30 * time.Second,
