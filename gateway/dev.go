@@ -11,6 +11,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -78,7 +79,12 @@ func RunDev(ctx context.Context, o DevOptions, log *slog.Logger) error {
 	cfg.Registries = map[string]Registry{regHost: {Insecure: true}}
 	// Deny by default holds in dev mode too: the dev token may push to the
 	// embedded registry only, and read any image (one user: no tenant's
-	// images to keep apart).
+	// images to keep apart). It may use every runner the gateway has; one
+	// this host cannot run is refused at submit with the reason why.
+	runners := []string{"kaniko"}
+	if !cfg.Runners.Dind.Disabled {
+		runners = append(runners, "dind")
+	}
 	cfg.PolicyFile = filepath.Join(abs, "policy.yaml")
 	devPolicy := fmt.Sprintf(`# Written by buildgw serve --dev.
 rules:
@@ -87,7 +93,8 @@ rules:
     allow:
       destinations: [%s/**]
       from: ["*/**"]
-`, regHost)
+      runners: [%s]
+`, regHost, strings.Join(runners, ", "))
 	if err := writeFileAtomic(cfg.PolicyFile, []byte(devPolicy), 0o600); err != nil {
 		return err
 	}
