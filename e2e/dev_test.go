@@ -2,7 +2,9 @@ package e2e
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,8 +12,11 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/remote/transport"
 
 	"github.com/buildgw/buildgw/internal/testenv"
 )
@@ -52,7 +57,7 @@ func TestDevMode(t *testing.T) {
 		return err == nil
 	})
 	env := readEnv(t, envFile)
-	for _, k := range []string{"BUILDGW_URL", "BUILDGW_TOKEN", "BUILDGW_REGISTRY"} {
+	for _, k := range []string{"BUILDGW_URL", "BUILDGW_TOKEN", "BUILDGW_REGISTRY", "BUILDGW_REGISTRY_USER", "BUILDGW_REGISTRY_PASSWORD"} {
 		if env[k] == "" {
 			t.Fatalf("dev.env lacks %s: %v", k, env)
 		}
@@ -65,8 +70,27 @@ func TestDevMode(t *testing.T) {
 	}
 
 	base := env["BUILDGW_REGISTRY"] + "/library/busybox:latest"
-	if out, err := exec.Command(filepath.Join(bin, "buildgw"), "import", "--busybox", testenv.BusyboxBinary(t), base).CombinedOutput(); err != nil {
+	// Any local user reaches loopback: without dev.env's account the
+	// registry refuses to take (or give) an image.
+	baseRef, _ := name.ParseReference(base)
+	fake, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range []authn.Authenticator{authn.Anonymous, &authn.Basic{Username: env["BUILDGW_REGISTRY_USER"], Password: "guess"}} {
+		var terr *transport.Error
+		if err := remote.Write(baseRef, fake, remote.WithAuth(a)); !errors.As(err, &terr) || terr.StatusCode != http.StatusUnauthorized {
+			t.Errorf("push to the embedded registry as %v = %v, want 401", a, err)
+		}
+	}
+	imp := exec.Command(filepath.Join(bin, "buildgw"), "import", "--busybox", testenv.BusyboxBinary(t), base)
+	imp.Env = append(os.Environ(), devEnv(env)...)
+	if out, err := imp.CombinedOutput(); err != nil {
 		t.Fatalf("buildgw import: %v\n%s", err, out)
+	}
+	regAuth := remote.WithAuth(&authn.Basic{Username: env["BUILDGW_REGISTRY_USER"], Password: env["BUILDGW_REGISTRY_PASSWORD"]})
+	if _, err := remote.Head(baseRef); err == nil {
+		t.Errorf("HEAD %s without credentials succeeded, want 401", base)
 	}
 	ref := env["BUILDGW_REGISTRY"] + "/examples/hello:dev"
 	sub := exec.Command(filepath.Join(bin, "buildctl-lite"), "submit", "--build-arg", "BASE="+base, "-t", ref, filepath.Join(testenv.ModuleRoot(t), "examples", "hello"))
@@ -77,7 +101,7 @@ func TestDevMode(t *testing.T) {
 	}
 	digest := lastLine(string(out))
 	r, _ := name.ParseReference(ref)
-	img, err := remote.Image(r)
+	img, err := remote.Image(r, regAuth)
 	if err != nil {
 		t.Fatalf("pulling %s: %v", ref, err)
 	}
@@ -102,6 +126,15 @@ func TestDevMode(t *testing.T) {
 	if _, err := os.Stat(envFile); !os.IsNotExist(err) {
 		t.Errorf("dev.env still exists after shutdown (err %v), want it removed", err)
 	}
+}
+
+// devEnv is what sourcing dev.env puts in the environment.
+func devEnv(env map[string]string) []string {
+	var kv []string
+	for k, v := range env {
+		kv = append(kv, k+"="+v)
+	}
+	return kv
 }
 
 func readEnv(t *testing.T, p string) map[string]string {
@@ -210,7 +243,7 @@ func TestDevScriptReusesKeptGateway(t *testing.T) {
 	digest := lastLine(out)
 	ref := env["BUILDGW_REGISTRY"] + "/examples/hello:dev"
 	r, _ := name.ParseReference(ref)
-	desc, err := remote.Head(r)
+	desc, err := remote.Head(r, remote.WithAuth(&authn.Basic{Username: env["BUILDGW_REGISTRY_USER"], Password: env["BUILDGW_REGISTRY_PASSWORD"]}))
 	if err != nil {
 		t.Fatalf("HEAD %s: %v", ref, err)
 	}

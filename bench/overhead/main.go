@@ -13,6 +13,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -134,6 +135,8 @@ type env struct {
 	memory bool
 	// lastCopy is how long direct's (untimed) copy of the context took.
 	lastCopy time.Duration
+	// regUser and regPassword are the embedded registry's account.
+	regUser, regPassword string
 }
 
 func run(ctx context.Context, c *config) (err error) {
@@ -226,6 +229,7 @@ func run(ctx context.Context, c *config) (err error) {
 
 	e.base = e.reg + "/library/busybox:latest"
 	imp := exec.CommandContext(ctx, gwBin, "import", "--busybox", c.busybox, e.base)
+	imp.Env = append(os.Environ(), "BUILDGW_REGISTRY="+e.reg, "BUILDGW_REGISTRY_USER="+e.regUser, "BUILDGW_REGISTRY_PASSWORD="+e.regPassword)
 	if out, err := imp.CombinedOutput(); err != nil {
 		return fmt.Errorf("importing busybox: %v: %s", err, out)
 	}
@@ -275,6 +279,10 @@ func (e *env) startGateway(ctx context.Context, bin string) error {
 					e.token = v
 				case "BUILDGW_REGISTRY":
 					e.reg = v
+				case "BUILDGW_REGISTRY_USER":
+					e.regUser = v
+				case "BUILDGW_REGISTRY_PASSWORD":
+					e.regPassword = v
 				}
 			}
 			break
@@ -291,7 +299,7 @@ func (e *env) startGateway(ctx context.Context, bin string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if e.url == "" || e.token == "" || e.reg == "" {
+	if e.url == "" || e.token == "" || e.reg == "" || e.regUser == "" {
 		return fmt.Errorf("incomplete %s", envFile)
 	}
 	bu.Log.Printf("dev gateway pid %d at %s, registry %s", e.gw.Cmd.Process.Pid, e.url, e.reg)
@@ -587,6 +595,16 @@ func (e *env) prepareRoot(root string) error {
 	if err := copyFile(e.c.caCerts, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt"), 0o644); err != nil {
 		return fmt.Errorf("installing CA certificates: %w", err)
 	}
+	// Plain kaniko's way to the push account (and the embedded
+	// registry's only account): a Docker config in the sandbox.
+	auth := base64.StdEncoding.EncodeToString([]byte(e.regUser + ":" + e.regPassword))
+	dc, err := json.Marshal(map[string]any{"auths": map[string]any{e.reg: map[string]string{"auth": auth}}})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(root, "kaniko", ".docker", "config.json"), dc, 0o644); err != nil {
+		return fmt.Errorf("installing Docker config: %w", err)
+	}
 	return nil
 }
 
@@ -787,7 +805,7 @@ var phases = []struct{ key, label string }{
 // runner), so each can be timed; and (a) for reference.
 func (e *env) phaseBench(ctx context.Context) error {
 	c := e.c
-	pusher, err := push.New(map[string]push.Registry{e.reg: {Insecure: true}})
+	pusher, err := push.New(map[string]push.Registry{e.reg: {Insecure: true, Username: e.regUser, Password: e.regPassword}})
 	if err != nil {
 		return err
 	}
