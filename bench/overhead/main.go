@@ -29,9 +29,11 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sys/unix"
 
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
@@ -371,8 +373,13 @@ func (e *env) overheadBench(ctx context.Context) error {
 	return nil
 }
 
+// regAuth is the embedded registry's account, for pulling images back.
+func (e *env) regAuth() remote.Option {
+	return remote.WithAuth(&authn.Basic{Username: e.regUser, Password: e.regPassword})
+}
+
 func (e *env) verifyLogged(ctx context.Context, ref string) string {
-	if err := refproject.Verify(ctx, ref, e.proj); err != nil {
+	if err := refproject.Verify(ctx, ref, e.proj, e.regAuth()); err != nil {
 		bu.Log.Printf("image %s is INCORRECT: %v", ref, err)
 		return "INCORRECT"
 	}
@@ -1046,7 +1053,7 @@ func (e *env) flagBench(ctx context.Context) error {
 			r.times, r.rss = append(r.times, d), append(r.rss, rss)
 			bu.Log.Printf("round %d/%d %q: %s s, executor peak RSS %s MiB", round+1, c.n, flagLabel(r.flags), bu.Secs(d), bu.MiB(rss))
 			if !c.skipVerify {
-				if err := refproject.Verify(ctx, tag, e.proj); err != nil {
+				if err := refproject.Verify(ctx, tag, e.proj, e.regAuth()); err != nil {
 					bu.Log.Printf("image %s built with %q is INCORRECT: %v", tag, flagLabel(r.flags), err)
 					r.wrong = append(r.wrong, err.Error())
 				} else {
