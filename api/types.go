@@ -126,3 +126,9 @@ type Version struct {
 	Commit  string `json:"commit"`
 	Kaniko  string `json:"kaniko"`
 }
+
+// LogOffsetTrailer is the HTTP trailer with which a followed log stream
+// (logs?follow=1) ends: the log offset it reached. A stream the gateway
+// ends because it shuts down has a last line that is not part of the log
+// (it says how to reattach); a client resumes from this offset.
+const LogOffsetTrailer = "Buildgw-Log-Offset"

@@ -33,9 +33,9 @@ import (
 )
 
 // Pusher sends a built image to a registry with the gateway's own
-// credentials.
+// credentials. It tells logf, the build log, what it retries and why.
 type Pusher interface {
-	Push(ctx context.Context, img v1.Image, dst name.Tag) error
+	Push(ctx context.Context, img v1.Image, dst name.Tag, logf func(format string, args ...any)) error
 }
 
 // ErrNotFound is returned for an unknown build ID, or one that belongs to
@@ -673,7 +673,7 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 	for _, t := range j.Spec.Tags {
 		j.Log.Printf("pushing %s@%s", t, digest)
 		start := time.Now()
-		err := m.pusher.Push(ctx, img, t)
+		err := m.pusher.Push(ctx, img, t, j.Log.Printf)
 		for _, o := range m.o.observers {
 			if po, ok := o.(PushObserver); ok {
 				po.Pushed(j, t.RegistryStr(), time.Since(start), err)

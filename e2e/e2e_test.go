@@ -8,6 +8,7 @@ package e2e
 import (
 	"archive/tar"
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
@@ -82,6 +83,8 @@ type gatewayOptions struct {
 	// defaults (5m, 64 MiB, 2000 files) when set.
 	jobTimeout                       time.Duration
 	maxContextBytes, maxContextFiles int64
+	// shutdownGrace replaces the default 2s when set.
+	shutdownGrace time.Duration
 }
 
 // startGatewayWith starts the real buildgw with a config file, a policy
@@ -143,7 +146,7 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 %sstate_dir: %s
 concurrency: 2
 job_timeout: %s
-shutdown_grace: 2s
+shutdown_grace: %s
 context:
   max_bytes: %d
   max_files: %d
@@ -161,7 +164,7 @@ tokens:
 runners:
   kaniko:
     executor: %s
-`, listen, tlsCfg, g.stateDir, o.jobTimeout, o.maxContextBytes, o.maxContextFiles, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.dest.Puller, g.dest.PullerPasswordFile, g.base.Host, exe)
+`, listen, tlsCfg, g.stateDir, o.jobTimeout, cmp.Or(o.shutdownGrace, 2*time.Second), o.maxContextBytes, o.maxContextFiles, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.dest.Puller, g.dest.PullerPasswordFile, g.base.Host, exe)
 	if o.config != nil {
 		cfg += o.config(g)
 	}

@@ -10,6 +10,7 @@ import (
 	"mime/multipart"
 	"net/http"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -277,6 +278,28 @@ func readStat(pid int) (comm string, ppid int, state, start string, ok bool) {
 	return s[open+1 : end], ppid, f[0], f[19], true
 }
 
+// workspaceTmpfsDevs returns the devices of the tmpfs mounted at mem and
+// of those mounted below it (a build's own).
+func workspaceTmpfsDevs(t *testing.T, mem string) map[uint64]bool {
+	t.Helper()
+	b, err := os.ReadFile("/proc/self/mountinfo")
+	if err != nil {
+		t.Fatal(err)
+	}
+	devs := map[uint64]bool{}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 5 || (f[4] != mem && !strings.HasPrefix(f[4], mem+"/")) {
+			continue
+		}
+		var major, minor uint32
+		if _, err := fmt.Sscanf(f[2], "%d:%d", &major, &minor); err == nil {
+			devs[unix.Mkdev(major, minor)] = true
+		}
+	}
+	return devs
+}
+
 func (p proc) alive() bool {
 	_, _, state, start, ok := readStat(p.pid)
 	return ok && start == p.start && state != "Z"
@@ -291,13 +314,10 @@ func sandboxProcs(t *testing.T, stateDir string) []proc {
 	for _, d := range append(workspaceDirs(stateDir), filepath.Join(stateDir, "trash")) {
 		prefixes = append(prefixes, d+"/")
 	}
-	// Seen from outside its mount namespace, a sandbox's directory on the
-	// workspaces' tmpfs reads "/ID/root": its device tells.
-	var mem, state unix.Stat_t
-	var memFS unix.Statfs_t
-	memOK := unix.Stat(filepath.Join(stateDir, "mem"), &mem) == nil && unix.Stat(stateDir, &state) == nil &&
-		unix.Statfs(filepath.Join(stateDir, "mem"), &memFS) == nil && memFS.Type == unix.TMPFS_MAGIC && mem.Dev != state.Dev
-	memDev := mem.Dev
+	// Seen from outside its mount namespace (unshare enters it itself), a
+	// sandbox's directory on a workspace tmpfs reads "/root" or
+	// "/ID/root": the tmpfs's device tells.
+	memDevs := workspaceTmpfsDevs(t, filepath.Join(stateDir, "mem"))
 	ents, err := os.ReadDir("/proc")
 	if err != nil {
 		t.Fatal(err)
@@ -322,7 +342,7 @@ func sandboxProcs(t *testing.T, stateDir string) []proc {
 			}
 		}
 		var st unix.Stat_t
-		if memOK && unix.Stat(fmt.Sprintf("/proc/%d/cwd", pid), &st) == nil && st.Dev == memDev {
+		if unix.Stat(fmt.Sprintf("/proc/%d/cwd", pid), &st) == nil && memDevs[st.Dev] {
 			in[pid] = true
 		}
 	}
@@ -357,9 +377,28 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 		"Dockerfile": "FROM " + g.busybox + "\nRUN echo after > /after.txt\n",
 	})
 	sandboxes := sandboxProcs(t, g.stateDir)
+	// A follower of the queued build, whose log does not end with the
+	// shutdown, and buildctl-lite following it through the restart.
+	followed := g.follow(t, ci, queued)
+	type cliResult struct {
+		stdout, stderr string
+		code           int
+	}
+	cliDone := make(chan cliResult, 1)
+	go func() {
+		o, e, c := g.cli(t, ci, "logs", "-f", queued)
+		cliDone <- cliResult{o, e, c}
+	}()
+	waitConnected(t, "buildctl-lite", g.url)
 
 	start := time.Now()
 	g.proc.Process.Signal(syscall.SIGTERM)
+	// During the grace period status reads still work; new builds are
+	// refused.
+	g.waitDraining(t)
+	if b := g.status(t, ci, running[0]); b.Status != api.StatusRunning {
+		t.Errorf("build %s during the grace period = %v, want running", running[0], b.Status)
+	}
 	select {
 	case <-g.exited:
 	case <-time.After(20 * time.Second):
@@ -367,6 +406,17 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 	}
 	if took := time.Since(start); took < 2*time.Second {
 		t.Errorf("gateway exited %s after SIGTERM, before its 2s grace period", took)
+	}
+	if code := g.proc.ProcessState.ExitCode(); code != 0 {
+		t.Errorf("gateway exit status after SIGTERM with a log follower = %d, want 0", code)
+	}
+	select {
+	case log := <-followed:
+		if !strings.Contains(log, "#buildgw gateway shutting down; reattach with: buildctl-lite logs -f "+queued) {
+			t.Errorf("followed log of the queued build at shutdown = %q, want it to end saying how to reattach", log)
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("log follower still open 10s after the gateway exited")
 	}
 	for _, p := range sandboxes {
 		if p.alive() {
@@ -390,7 +440,111 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 	if got := files(t, g.pull(t, g.dest.Host+"/team/term:queued"))["after.txt"].content; got != "after\n" {
 		t.Errorf("after.txt of the build queued at SIGTERM = %q, want %q", got, "after\n")
 	}
+	// buildctl-lite waited out the restart and reattached where the log
+	// left off: its output is the whole log, and the line that said so.
+	select {
+	case r := <-cliDone:
+		const marker = "#buildgw gateway shutting down; reattach with: buildctl-lite logs -f "
+		i := strings.Index(r.stdout, marker)
+		if r.code != 0 || i < 0 {
+			t.Fatalf("buildctl-lite logs -f across the restart = exit %d, stdout %q, stderr %q; want 0 and the reattach line", r.code, r.stdout, r.stderr)
+		}
+		j := i + strings.Index(r.stdout[i:], "\n") + 1
+		if got, want := r.stdout[:i]+r.stdout[j:], g.logOf(t, ci, queued); got != want {
+			t.Errorf("buildctl-lite logs -f across the restart, less the reattach line =\n%s\nwant the build's log:\n%s", got, want)
+		}
+	case <-time.After(time.Minute):
+		t.Error("buildctl-lite logs -f still running a minute after the build ended")
+	}
 	g.waitNoWorkspaces(t)
+}
+
+// follow streams id's log with follow=1 and sends what it read once the
+// stream ends.
+func (g *gateway) follow(t *testing.T, token, id string) <-chan string {
+	t.Helper()
+	req, _ := http.NewRequest(http.MethodGet, g.url+"/v1/builds/"+id+"/logs?follow=1", nil)
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := g.httpClient().Do(req)
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET logs?follow=1 of %s = %v, %v, want 200", id, resp, err)
+	}
+	out := make(chan string, 1)
+	go func() {
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		out <- string(b)
+	}()
+	return out
+}
+
+// waitConnected waits until a process named comm has a connection to the
+// gateway at url open.
+func waitConnected(t *testing.T, comm, url string) {
+	t.Helper()
+	addr := strings.TrimPrefix(strings.TrimPrefix(url, "http://"), "https://")
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		out, err := exec.Command("ss", "-Htnp", "state", "established", "dst", addr).Output()
+		if err != nil {
+			t.Fatalf("ss: %v", err)
+		}
+		if strings.Contains(string(out), `"`+comm+`"`) {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s has no connection to %s after 30s", comm, addr)
+		}
+	}
+}
+
+// waitDraining waits until the gateway, told to stop, reports itself not
+// ready while it still serves.
+func (g *gateway) waitDraining(t *testing.T) {
+	t.Helper()
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		resp, err := g.httpClient().Get(g.url + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusServiceUnavailable {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("GET /readyz after SIGTERM = %v, %v, want 503 while the gateway drains", resp, err)
+		}
+	}
+}
+
+// TestLifecycleSecondSignal: a second SIGTERM during the grace period
+// stops the gateway at once; the running build is recorded as
+// interrupted at the next start.
+func TestLifecycleSecondSignal(t *testing.T) {
+	g := startGatewayWith(t, gatewayOptions{plainHTTP: true, shutdownGrace: 10 * time.Minute})
+	ci := g.tokens["ci"]
+	id := g.submitRaw(t, ci, g.dest.Host+"/team/term:second", map[string]string{"Dockerfile": "FROM " + g.busybox + "\nRUN sleep 3600\n"})
+	g.waitLogLine(t, ci, id, "Running: [/bin/sh -c sleep 3600]", 3*time.Minute)
+
+	g.proc.Process.Signal(syscall.SIGTERM)
+	g.waitDraining(t)
+	// Draining: the build runs on and can be read.
+	if b := g.status(t, ci, id); b.Status != api.StatusRunning {
+		t.Fatalf("build during the grace period = %v, want running", b.Status)
+	}
+	start := time.Now()
+	g.proc.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-g.exited:
+	case <-time.After(10 * time.Second):
+		t.Fatal("gateway still running 10s after a second SIGTERM")
+	}
+	t.Logf("gateway exited %s after the second SIGTERM, status %d", time.Since(start), g.proc.ProcessState.ExitCode())
+	if g.proc.ProcessState.ExitCode() == 0 {
+		t.Errorf("gateway stopped by a second SIGTERM exited 0, want a failure status")
+	}
+	g.launch(t)
+	if b := g.waitBuild(t, ci, id, time.Minute); b.Status != api.StatusFailed || !strings.Contains(b.Error, "interrupted") {
+		t.Errorf("build running at the second SIGTERM = %v %q, want failed as interrupted", b.Status, b.Error)
+	}
 }
 
 // TestLifecycleTimeout gives the token a 3s build timeout by policy: a

@@ -573,6 +573,15 @@ func TestAuthorization(t *testing.T) {
 			audit: deny("gitlab-protected", glName, auth.KindOIDC, evil+` (FROM on line 2): repository evil.test/library/busybox is not in allow.from`),
 		},
 		{
+			// ARG VARIANT="" is a value every runner agrees on: docker,
+			// BuildKit and kaniko all build FROM busybox${VARIANT}.
+			name: "from an image named with a declared-empty arg",
+			req: request{bearer: valid, spec: api.BuildSpec{Destinations: dest("group/app:variant"), BuildArgs: secretArgs},
+				dockerfile: "ARG VARIANT=\"\"\nFROM " + strings.TrimSuffix(e.busybox, ":latest") + "${VARIANT}:latest\nARG NPM_TOKEN\n"},
+			status: http.StatusAccepted, wait: true,
+			audit: auditWant{event: "authz", decision: "allow", rule: "gitlab-protected", identity: glName, kind: auth.KindOIDC, buildArgNames: []string{"NPM_TOKEN"}},
+		},
+		{
 			name:   "runner the rule does not allow",
 			req:    request{bearer: e.tokens["dind-only"], spec: api.BuildSpec{Destinations: dest("any/app:1"), Runner: "kaniko"}},
 			status: http.StatusForbidden, code: api.CodeDenied, msg: `policy rule "dind-only" does not allow runner "kaniko" (allowed: dind)`,

@@ -56,6 +56,8 @@ type Config struct {
 	// DockerConfig is a Docker config.json whose "auths" give push
 	// credentials for registries not listed in Registries.
 	DockerConfig string `yaml:"docker_config"`
+	// Push bounds how pushes wait out registry trouble.
+	Push Push `yaml:"push"`
 	// BaseImages is the shared store of base images that the gateway
 	// fetches for builds, under state_dir/base-images.
 	BaseImages BaseImageStore `yaml:"base_images"`
@@ -71,6 +73,10 @@ type Config struct {
 	PprofListen string `yaml:"pprof_listen"`
 	// Lifecycle bounds the queue, shutdown and retention of builds.
 	Lifecycle `yaml:",inline"`
+	// AcceptEmptyStore starts on a used state directory whose jobs.db is
+	// missing or empty (buildgw serve --accept-empty-store); never from
+	// the file, so that it cannot stay on by accident.
+	AcceptEmptyStore bool `yaml:"-"`
 }
 
 // Lifecycle configures the queue and how long builds and their records
@@ -79,7 +85,10 @@ type Lifecycle struct {
 	Queue Queue `yaml:"queue"`
 	// ShutdownGrace is how long running builds may go on after SIGTERM
 	// before they are cancelled. Queued builds stay queued for the next
-	// start. Default 30s.
+	// start. Meanwhile the API still answers reads and refuses new builds
+	// (503); then log streams end saying how to reattach, and uploads
+	// still open get what is left of the period (at least 5s). A second
+	// SIGTERM or SIGINT stops at once. Default 30s.
 	ShutdownGrace Duration `yaml:"shutdown_grace"`
 	// Retention is how long finished builds' records and logs are kept.
 	// Default 168h (7 days).
@@ -280,6 +289,18 @@ type Registry struct {
 	// the account above. No sandbox sees it (neither runner pulls: both
 	// get their base images from the gateway's store).
 	SandboxPull *PullAccount `yaml:"sandbox_pull"`
+}
+
+// Push configures how the gateway pushes built images.
+type Push struct {
+	// RetryFor is how long a failing push (5xx, timeout, connection
+	// error) keeps retrying, with exponential backoff and jitter, before
+	// the build fails. Default 5m; 0: no retries.
+	RetryFor Duration `yaml:"retry_for"`
+	// RequestTimeout bounds how long one registry request may go without
+	// progress: before the answer begins, or between two pieces of an
+	// upload or answer. Default 1m.
+	RequestTimeout Duration `yaml:"request_timeout"`
 }
 
 // PullAccount is a read-only registry account.
@@ -487,6 +508,7 @@ func DefaultConfig() Config {
 		JobTimeout: Duration(time.Hour),
 		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000, MinUploadBytesPerSecond: 4096, UploadRateWindow: Duration(30 * time.Second)},
 		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
+		Push:       Push{RetryFor: Duration(5 * time.Minute), RequestTimeout: Duration(time.Minute)},
 		Runners: Runners{
 			Kaniko: KanikoRunner{User: "buildgw-sandbox", Nice: 19, MemoryMax: 4 << 30, PidsMax: 4096, Network: "none", LayerCacheMaxBytes: kaniko.DefaultLayerCacheBytes, ResultCacheMaxBytes: kaniko.DefaultResultCacheBytes},
 			Dind:   DindRunner{Network: "none"},
@@ -554,6 +576,9 @@ func (c *Config) Validate() error {
 	}
 	if q := c.Queue; q.MaxQueued < 0 || q.MaxQueuedPerIdentity < 0 || q.MaxRunningPerIdentity < 0 || q.MaxUploadingPerIdentity < 0 {
 		errs = append(errs, errors.New("queue: bounds must not be negative"))
+	}
+	if c.Push.RetryFor < 0 || c.Push.RequestTimeout <= 0 {
+		errs = append(errs, errors.New("push: retry_for must not be negative, request_timeout must be positive"))
 	}
 	if c.ShutdownGrace < 0 {
 		errs = append(errs, errors.New("shutdown_grace: must not be negative"))

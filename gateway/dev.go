@@ -31,6 +31,8 @@ type DevOptions struct {
 	Executor string
 	// Workspaces is auto, memory or disk, as in Lifecycle. Default auto.
 	Workspaces string
+	// AcceptEmptyStore is Config.AcceptEmptyStore.
+	AcceptEmptyStore bool
 }
 
 // RunDev runs the embedded default: the API and a registry (blobs on
@@ -115,6 +117,7 @@ rules:
 	if o.Workspaces != "" {
 		cfg.Workspaces = o.Workspaces
 	}
+	cfg.AcceptEmptyStore = o.AcceptEmptyStore
 	g, err := New(cfg, log)
 	if err != nil {
 		return err

@@ -26,6 +26,7 @@ import (
 	"github.com/buildgw/buildgw/builder/audit"
 	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/policy"
+	"github.com/buildgw/buildgw/builder/statedir"
 	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
@@ -36,14 +37,31 @@ type Gateway struct {
 	log    *slog.Logger
 	mgr    *builder.Manager
 	srv    *http.Server
+	drain  *drain
 	ln     net.Listener
 	policy *policy.Store
 	audit  *audit.Logger
+	// lock holds the state directory for as long as the gateway lives.
+	lock *statedir.Lock
 }
 
 // New builds a Gateway from a validated Config and opens its listener.
-func New(cfg Config, log *slog.Logger) (*Gateway, error) {
+func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	// Before anything cleans up or reaps in the state directory: a second
+	// gateway on it must touch nothing of the first's.
+	lock, err := statedir.Acquire(cfg.StateDir)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			lock.Release()
+		}
+	}()
+	if err := checkJobStore(cfg.StateDir, cfg.AcceptEmptyStore, log); err != nil {
 		return nil, err
 	}
 	metrics := server.NewMetrics()
@@ -83,6 +101,10 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 	}
 	if err := kr.Available(context.Background()); err != nil {
 		return nil, fmt.Errorf("kaniko runner: %w", err)
+	}
+	if err := kr.CheckIDRanges(); err != nil {
+		// Builds on base images owned by low ids still work.
+		log.Warn("kaniko runner: subordinate id range too small", "error", err)
 	}
 	opts := []builder.Option{
 		builder.WithRunner("kaniko", kr),
@@ -182,8 +204,9 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		mgr.Close()
 		return nil, fmt.Errorf("listening on %s: %w", cfg.Listen, err)
 	}
+	dr := newDrain(server.New(mgr, authn, log, sopts...))
 	srv := &http.Server{
-		Handler:           server.New(mgr, authn, log, sopts...),
+		Handler:           dr,
 		ReadHeaderTimeout: 30 * time.Second,
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
@@ -197,7 +220,7 @@ func New(cfg Config, log *slog.Logger) (*Gateway, error) {
 		srv.TLSConfig = tc
 		ln = tls.NewListener(ln, srv.TLSConfig)
 	}
-	return &Gateway{cfg: cfg, log: log, mgr: mgr, srv: srv, ln: ln, policy: pstore, audit: alog}, nil
+	return &Gateway{cfg: cfg, log: log, mgr: mgr, srv: srv, drain: dr, ln: ln, policy: pstore, audit: alog, lock: lock}, nil
 }
 
 // URL is the API's base URL.
@@ -219,8 +242,15 @@ func (g *Gateway) Serve(ctx context.Context) error {
 			return fmt.Errorf("pprof_listen: %w", err)
 		}
 	}
+	if stopBackups, err := serveBackups(g.cfg.StateDir, g.mgr, g.log); err != nil {
+		// Builds matter more than online backups.
+		g.log.Error("no backup socket: buildgw backup works only while the gateway is stopped", "error", err)
+	} else {
+		defer stopBackups()
+	}
 	eg, ctx := errgroup.WithContext(ctx)
-	eg.Go(func() error { return g.mgr.Run(ctx) })
+	mgrDone := make(chan struct{})
+	eg.Go(func() error { defer close(mgrDone); return g.mgr.Run(ctx) })
 	eg.Go(func() error {
 		if err := g.srv.Serve(g.ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			return fmt.Errorf("serving: %w", err)
@@ -245,12 +275,27 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	})
 	eg.Go(func() error {
 		<-ctx.Done()
+		// Reads, log streams and uploads under way go on while running
+		// builds get their grace period; then streams end saying how to
+		// reattach, and what is still open gets the rest of the period.
+		stopping := time.Now()
+		g.drain.start()
+		<-mgrDone
+		g.drain.closeStreams()
 		if g.audit != nil {
 			defer g.audit.Close()
 		}
-		sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		deadline := stopping.Add(time.Duration(g.cfg.ShutdownGrace))
+		if soon := time.Now().Add(5 * time.Second); deadline.Before(soon) {
+			deadline = soon
+		}
+		sctx, cancel := context.WithDeadline(context.Background(), deadline)
 		defer cancel()
-		return g.srv.Shutdown(sctx)
+		if err := g.srv.Shutdown(sctx); err != nil {
+			g.log.Warn("requests still open at the end of the shutdown grace period were cut off", "error", err)
+			g.srv.Close()
+		}
+		return nil
 	})
 	if pprofLn != nil {
 		g.servePprof(ctx, eg, pprofLn)
@@ -260,6 +305,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 	if cerr := g.mgr.Close(); err == nil {
 		err = cerr
 	}
+	g.lock.Release()
 	return err
 }
 

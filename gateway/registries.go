@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
@@ -85,7 +86,7 @@ func (c *Config) registryAccess() (*push.Pusher, []builder.Option, func(name.Reg
 			fetch[host] = []remote.Option{remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password})}
 		}
 	}
-	p, err := push.New(regs)
+	p, err := push.New(regs, push.WithRetryFor(time.Duration(c.Push.RetryFor)), push.WithRequestTimeout(time.Duration(c.Push.RequestTimeout)))
 	if err != nil {
 		return nil, nil, nil, err
 	}

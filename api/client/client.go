@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"mime/multipart"
+	"net"
 	"net/http"
 	"net/textproto"
 	"net/url"
@@ -49,6 +50,8 @@ type Client struct {
 	http      *retryablehttp.Client
 	queueWait time.Duration
 	onWait    func(d time.Duration, reason string)
+	// restartWait bounds how long Logs waits for an unreachable gateway.
+	restartWait time.Duration
 }
 
 // Option configures a Client.
@@ -68,6 +71,15 @@ func WithRetries(n int, minWait time.Duration) Option {
 // Retry-After asks for. Default 30 minutes; 0: no waiting.
 func WithQueueWait(d time.Duration) Option {
 	return func(c *Client) { c.queueWait = d }
+}
+
+// WithRestartWait bounds how long a followed log (Logs, and so a submit
+// that waits for its build) waits for a gateway that cannot be reached or
+// answers 502, 503 or 504, as during a restart, before it gives up; then
+// it reattaches to the build by its ID where the log left off. Each wait
+// is told to WithWaitNotice. Default 3 minutes; 0: no waiting.
+func WithRestartWait(d time.Duration) Option {
+	return func(c *Client) { c.restartWait = d }
 }
 
 // WithWaitNotice calls f before each wait for a full queue, with the wait
@@ -112,7 +124,7 @@ func New(server, token string, opts ...Option) (*Client, error) {
 		}
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
-	c := &Client{base: u, token: token, http: rc, queueWait: 30 * time.Minute}
+	c := &Client{base: u, token: token, http: rc, queueWait: 30 * time.Minute, restartWait: 3 * time.Minute}
 	for _, o := range opts {
 		o(c)
 	}
@@ -347,9 +359,38 @@ func (c *Client) Cancel(ctx context.Context, id string) (*api.Build, error) {
 }
 
 // Logs copies a build's log to w. With follow it returns when the build
-// has ended, resuming where it left off if the stream breaks.
+// has ended, resuming where it left off if the stream breaks, and waiting
+// out a gateway restart (WithRestartWait).
 func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) error {
 	var off int64
+	var down time.Time // since when the gateway cannot be reached
+	wait := time.Second
+	// unreachable waits before the next try and reports true while err is
+	// a gateway away for less than the restart wait.
+	unreachable := func(err error) bool {
+		if !follow || !gatewayAway(err) {
+			return false
+		}
+		if down.IsZero() {
+			down = time.Now()
+			wait = time.Second
+		}
+		if time.Since(down)+wait > c.restartWait {
+			return false
+		}
+		if c.onWait != nil {
+			c.onWait(wait, fmt.Sprintf("gateway unreachable (%v); waiting up to %s for it to come back, then reattaching to build %s", err, c.restartWait.Round(time.Second), id))
+		}
+		t := time.NewTimer(wait)
+		defer t.Stop()
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return false
+		}
+		wait = min(2*wait, 10*time.Second)
+		return true
+	}
 	for {
 		q := "?offset=" + strconv.FormatInt(off, 10)
 		if follow {
@@ -360,16 +401,29 @@ func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) 
 			return err
 		}
 		resp, err := c.send(req)
+		if err == nil && resp.StatusCode != http.StatusOK {
+			err = decodeError(resp)
+			resp.Body.Close()
+		}
 		if err != nil {
+			if unreachable(err) {
+				continue
+			}
+			if _, ok := err.(*Error); ok {
+				return err
+			}
 			return c.wrap(err)
 		}
-		if resp.StatusCode != http.StatusOK {
-			defer resp.Body.Close()
-			return decodeError(resp)
-		}
+		down = time.Time{}
 		n, cerr := io.Copy(w, resp.Body)
 		resp.Body.Close()
-		off += n
+		// A gateway that shuts down ends the stream with a line that is
+		// not part of the log, and says in the trailer where the log is.
+		if v, err := strconv.ParseInt(resp.Trailer.Get(api.LogOffsetTrailer), 10, 64); cerr == nil && err == nil && v >= off {
+			off = v
+		} else {
+			off += n
+		}
 		if !follow {
 			return cerr
 		}
@@ -377,15 +431,34 @@ func (c *Client) Logs(ctx context.Context, id string, follow bool, w io.Writer) 
 			return ctx.Err()
 		}
 		// The server ends a followed stream when the build ends; a break
-		// before that is a network hiccup: check and resume.
+		// before that is a network hiccup or a restart: check and resume.
 		b, err := c.Get(ctx, id)
 		if err != nil {
+			if unreachable(err) {
+				continue
+			}
 			return err
 		}
 		if b.Status.Final() && cerr == nil {
 			return nil
 		}
 	}
+}
+
+// gatewayAway reports whether err says the gateway is not there for the
+// moment: no connection, or 502, 503 or 504 from a proxy or a gateway
+// shutting down.
+func gatewayAway(err error) bool {
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		return false
+	}
+	var e *Error
+	if errors.As(err, &e) {
+		return e.StatusCode == http.StatusBadGateway || e.StatusCode == http.StatusServiceUnavailable || e.StatusCode == http.StatusGatewayTimeout
+	}
+	var ne net.Error
+	var ue *url.Error
+	return errors.As(err, &ne) || errors.As(err, &ue) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
 }
 
 func (c *Client) newRequest(ctx context.Context, method, path string, body any) (*retryablehttp.Request, error) {

@@ -435,7 +435,7 @@ func (e *env) runA(ctx context.Context, i int, ref string, r *abRun) error {
 		return fmt.Errorf("%w\n%s", err, bu.Tail(logPath, 20))
 	}
 	t1 := time.Now()
-	if err := e.pusher.Push(ctx, img, dst); err != nil {
+	if err := e.pusher.Push(ctx, img, dst, nil); err != nil {
 		return err
 	}
 	r.a = time.Since(t0)

@@ -31,8 +31,6 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
-	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sys/unix"
 
@@ -42,6 +40,7 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/builder/push"
+	"github.com/buildgw/buildgw/ocilayout"
 	"github.com/buildgw/buildgw/runners/kaniko"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
@@ -894,7 +893,7 @@ func (e *env) phaseBench(ctx context.Context) error {
 			}},
 			{"rm-root", func() error { return os.RemoveAll(w.root) }},
 			{"push", func() error {
-				img, err := layoutImage(w.out)
+				img, err := ocilayout.Image(ctx, w.out)
 				if err != nil {
 					return err
 				}
@@ -902,7 +901,7 @@ func (e *env) phaseBench(ctx context.Context) error {
 				if err != nil {
 					return err
 				}
-				return pusher.Push(ctx, img, t)
+				return pusher.Push(ctx, img, t, nil)
 			}},
 			{"rm-ws", func() error { return os.RemoveAll(w.ws) }},
 		}
@@ -969,26 +968,6 @@ func maxD(xs []time.Duration) time.Duration {
 		m = max(m, x)
 	}
 	return m
-}
-
-// layoutImage reads the one image of an OCI layout, as the runner does.
-func layoutImage(dir string) (v1.Image, error) {
-	p, err := layout.FromPath(dir)
-	if err != nil {
-		return nil, err
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return nil, err
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return nil, err
-	}
-	if len(m.Manifests) != 1 {
-		return nil, fmt.Errorf("layout holds %d manifests, want 1", len(m.Manifests))
-	}
-	return idx.Image(m.Manifests[0].Digest)
 }
 
 // ---------------------------------------------------------------------

@@ -128,7 +128,7 @@ func (e argEnv) Keys() []string {
 
 // refProblem returns why a word that looked up matched and unmatched
 // variables cannot be resolved with confidence, or "". strict is for
-// references themselves, where an unset or empty variable is refused too.
+// references themselves, where an unset variable is refused too.
 func (e argEnv) refProblem(buildArgs map[string]string, matched, unmatched map[string]struct{}, strict bool) string {
 	for _, k := range sortedKeys(unmatched) {
 		v, declared := e[k]
@@ -142,13 +142,12 @@ func (e argEnv) refProblem(buildArgs map[string]string, matched, unmatched map[s
 			return fmt.Sprintf("ARG %s has no value", k)
 		}
 	}
+	// A declared ARG with an empty value (ARG VARIANT="") is a value all
+	// runners agree on: FROM busybox${VARIANT} is built by docker, BuildKit
+	// and kaniko alike. A reference that ends up empty is refused later.
 	for _, k := range sortedKeys(matched) {
-		v := e[k]
-		switch {
-		case v.problem != "":
+		if v := e[k]; v.problem != "" {
 			return fmt.Sprintf("ARG %s %s", k, v.problem)
-		case strict && v.value == "":
-			return fmt.Sprintf("ARG %s is empty", k)
 		}
 	}
 	return ""

@@ -9,9 +9,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"syscall"
 	"time"
 
@@ -42,27 +44,55 @@ type Pusher struct {
 	regs       map[string]Registry
 	transports map[string]http.RoundTripper
 	base       http.RoundTripper
-	attempts   int
+	attempts   int // 0: as many as retryFor allows
+	retryFor   time.Duration
 	backoff    time.Duration
+	maxBackoff time.Duration
+	timeout    time.Duration
 }
 
 // Option configures a Pusher.
 type Option func(*Pusher)
 
-// WithRetry makes a push that fails on a 5xx answer or a connection error
-// try again, attempts times in all, waiting backoff before the first
-// retry and twice as long before each next one. Default 4 attempts from
-// 1s.
+// Defaults of the options below.
+const (
+	DefaultRetryFor       = 5 * time.Minute
+	DefaultRequestTimeout = time.Minute
+)
+
+// WithRetry makes a push that fails on a 5xx answer, a timeout or a
+// connection error try again, at most attempts times in all (0: no bound
+// but WithRetryFor), waiting backoff before the first retry and twice as
+// long before each next one, up to WithMaxBackoff. Default: no bound on
+// attempts, from 1s.
 func WithRetry(attempts int, backoff time.Duration) Option {
-	return func(p *Pusher) { p.attempts, p.backoff = max(attempts, 1), backoff }
+	return func(p *Pusher) { p.attempts, p.backoff = max(attempts, 0), backoff }
 }
+
+// WithRetryFor bounds the time a push keeps retrying: no retry starts
+// later than d after the first attempt began. Default DefaultRetryFor, so
+// that a registry restart or a short outage does not throw a finished
+// build away; 0: no retries.
+func WithRetryFor(d time.Duration) Option { return func(p *Pusher) { p.retryFor = d } }
+
+// WithMaxBackoff bounds the wait between two attempts. Default 30s.
+func WithMaxBackoff(d time.Duration) Option { return func(p *Pusher) { p.maxBackoff = d } }
+
+// WithRequestTimeout bounds how long one request to a registry may go
+// without progress: until its answer begins, and between two pieces of a
+// request or answer body, so that a registry that accepts connections but
+// never answers, or stops reading an upload, fails the attempt instead of
+// holding the build until its timeout. Default DefaultRequestTimeout; 0:
+// no bound.
+func WithRequestTimeout(d time.Duration) Option { return func(p *Pusher) { p.timeout = d } }
 
 var _ builder.Pusher = (*Pusher)(nil)
 
 // New returns a Pusher for the given registries, keyed by host[:port].
 // A registry not listed is pushed to anonymously over HTTPS.
 func New(regs map[string]Registry, opts ...Option) (*Pusher, error) {
-	p := &Pusher{regs: regs, transports: map[string]http.RoundTripper{}, base: remote.DefaultTransport, attempts: 4, backoff: time.Second}
+	p := &Pusher{regs: regs, transports: map[string]http.RoundTripper{}, base: remote.DefaultTransport,
+		retryFor: DefaultRetryFor, backoff: time.Second, maxBackoff: 30 * time.Second, timeout: DefaultRequestTimeout}
 	for _, o := range opts {
 		o(p)
 	}
@@ -89,8 +119,9 @@ func New(regs map[string]Registry, opts ...Option) (*Pusher, error) {
 }
 
 // Push writes img to dst, with its manifest unchanged, so the digest the
-// registry stores is the image's own digest.
-func (p *Pusher) Push(ctx context.Context, img v1.Image, dst name.Tag) error {
+// registry stores is the image's own digest. Each retry is told to logf
+// (if not nil) with its reason and wait.
+func (p *Pusher) Push(ctx context.Context, img v1.Image, dst name.Tag, logf func(format string, args ...any)) error {
 	host := dst.RegistryStr()
 	r := p.regs[host]
 	if r.Insecure {
@@ -109,12 +140,16 @@ func (p *Pusher) Push(ctx context.Context, img v1.Image, dst name.Tag) error {
 	if t, ok := p.transports[host]; ok {
 		tr = t
 	}
+	if p.timeout > 0 {
+		tr = &stallTransport{next: tr, idle: p.timeout}
+	}
 	// The retries are ours alone, so that their number and waits are
 	// what the configuration says: go-containerregistry's own are off.
 	wopts := []remote.Option{
 		remote.WithContext(ctx), remote.WithAuth(auth), remote.WithTransport(tr),
 		remote.WithRetryBackoff(remote.Backoff{Steps: 1}), remote.WithRetryStatusCodes(),
 	}
+	giveUp := time.Now().Add(p.retryFor)
 	wait := p.backoff
 	for attempt := 1; ; attempt++ {
 		err := remote.Write(dst, img, wopts...)
@@ -124,18 +159,41 @@ func (p *Pusher) Push(ctx context.Context, img v1.Image, dst name.Tag) error {
 		if ctx.Err() != nil {
 			return context.Cause(ctx)
 		}
-		if !retryable(err) || attempt >= p.attempts {
+		// Equal jitter: pushes that failed together do not all come back
+		// at the same moment.
+		d := wait/2 + rand.N(wait/2+1)
+		if !retryable(err) || (p.attempts > 0 && attempt >= p.attempts) || time.Now().Add(d).After(giveUp) {
 			return describe(host, attempt, err)
 		}
-		t := time.NewTimer(wait)
+		if logf != nil {
+			logf("push to %s failed (%s), retrying in %s", host, reason(err), d.Round(100*time.Millisecond))
+		}
+		t := time.NewTimer(d)
 		select {
 		case <-t.C:
 		case <-ctx.Done():
 			t.Stop()
 			return context.Cause(ctx)
 		}
-		wait *= 2
+		wait = min(wait*2, p.maxBackoff)
 	}
+}
+
+// reason is what went wrong in a few words, for the build log.
+func reason(err error) string {
+	var te *transport.Error
+	if errors.As(err, &te) {
+		return fmt.Sprintf("%d %s", te.StatusCode, http.StatusText(te.StatusCode))
+	}
+	var se *StallError
+	if errors.As(err, &se) {
+		return se.Error()
+	}
+	msg := err.Error()
+	if i := strings.LastIndex(msg, ": "); i >= 0 {
+		msg = msg[i+2:]
+	}
+	return msg
 }
 
 // retryable reports whether a failed push may succeed if tried again: the
@@ -171,6 +229,10 @@ func describe(host string, attempts int, err error) error {
 	var te *transport.Error
 	if errors.As(err, &te) {
 		return fmt.Errorf("registry %s answered %d %s %s: %w", host, te.StatusCode, http.StatusText(te.StatusCode), tries, err)
+	}
+	var se *StallError
+	if errors.As(err, &se) {
+		return fmt.Errorf("registry %s stopped answering %s: %w", host, tries, err)
 	}
 	if retryable(err) {
 		return fmt.Errorf("registry %s unreachable %s: %w", host, tries, err)

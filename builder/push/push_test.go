@@ -81,7 +81,7 @@ func TestPushRetries(t *testing.T) {
 				t.Fatal(err)
 			}
 			dst, _ := name.NewTag(host + "/team/app:v1")
-			err = p.Push(context.Background(), img, dst)
+			err = p.Push(context.Background(), img, dst, nil)
 			if got := f.manifests.Load(); got != tt.wantPuts {
 				t.Errorf("manifest uploads = %d, want %d", got, tt.wantPuts)
 			}
@@ -116,7 +116,7 @@ func TestPushRegistryDown(t *testing.T) {
 	}
 	img, _ := random.Image(256, 1)
 	dst, _ := name.NewTag(host + "/team/app:v1")
-	err = p.Push(context.Background(), img, dst)
+	err = p.Push(context.Background(), img, dst, nil)
 	if err == nil || !strings.Contains(err.Error(), "registry "+host+" unreachable after 3 attempts") {
 		t.Errorf("Push(to a closed port) = %v, want registry %s unreachable after 3 attempts", err, host)
 	}
@@ -126,7 +126,7 @@ func TestPushRegistryDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if err := p.Push(ctx, img, dst); err == nil || time.Since(start) > 10*time.Second {
+	if err := p.Push(ctx, img, dst, nil); err == nil || time.Since(start) > 10*time.Second {
 		t.Errorf("Push(cancelled during backoff) = %v after %s, want an error at once", err, time.Since(start))
 	}
 }

@@ -85,6 +85,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Opti
 
 	t.Run("Features", s.testFeatures)
 	t.Run("Target", s.testTarget)
+	t.Run("Output", s.testOutput)
 	t.Run("CopyFromImage", s.testCopyFromImage)
 	t.Run("FailingRun", s.testFailingRun)
 	t.Run("Cancel", s.testCancel)
@@ -107,6 +108,9 @@ func WithBaseImages(p builder.BasePreparer) Option {
 type suite struct {
 	newRunner func(t *testing.T) builder.Runner
 	preparer  builder.BasePreparer
+	// outInside and hostPaths: see WithSandboxOutput and WithHostPaths.
+	outInside string
+	hostPaths []string
 	registry  string // host:port, plain HTTP
 	base      string // busybox on registry
 	secret    string

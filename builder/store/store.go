@@ -5,12 +5,16 @@
 package store
 
 import (
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"os"
 	"time"
 
 	bolt "go.etcd.io/bbolt"
+	berrors "go.etcd.io/bbolt/errors"
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth"
@@ -87,25 +91,155 @@ type Store struct {
 	path string
 }
 
-// Open opens (creating it if needed) the database at path and migrates it
-// to the current schema. A database held by another running gateway is an
-// error after a few seconds, not a hang.
+// Open opens (creating it if needed) the database at path, checks it
+// whole and migrates it to the current schema. A database held by another
+// running gateway is an error after a few seconds, not a hang; a damaged
+// one is an error (a *DamagedError) that says what to do, not a panic.
 func Open(path string) (*Store, error) {
-	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: 5 * time.Second})
+	return open(path, &bolt.Options{Timeout: 5 * time.Second})
+}
+
+// OpenReadOnly opens the database at path for reading only, for a backup
+// while no gateway holds it.
+func OpenReadOnly(path string) (*Store, error) {
+	if _, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("opening job store: %w", err)
+	}
+	return open(path, &bolt.Options{Timeout: 5 * time.Second, ReadOnly: true})
+}
+
+func open(path string, opts *bolt.Options) (_ *Store, err error) {
+	// bbolt panics on some damage (a bad freelist or page header) instead
+	// of answering an error.
+	defer func() {
+		if r := recover(); r != nil {
+			err = &DamagedError{Path: path, Damage: fmt.Sprint(r)}
+		}
+	}()
+	if err := checkSize(path); err != nil {
+		return nil, err
+	}
+	db, err := bolt.Open(path, 0o600, opts)
 	if err != nil {
-		if errors.Is(err, bolt.ErrTimeout) {
+		switch {
+		case errors.Is(err, berrors.ErrTimeout):
 			return nil, fmt.Errorf("opening job store %s: held by another process (is another gateway using this state directory?)", path)
+		case errors.Is(err, berrors.ErrInvalid), errors.Is(err, berrors.ErrChecksum), errors.Is(err, berrors.ErrVersionMismatch), errors.Is(err, berrors.ErrInvalidMapping):
+			return nil, &DamagedError{Path: path, Damage: err.Error()}
 		}
 		return nil, fmt.Errorf("opening job store %s: %w", path, err)
 	}
+	s := &Store{db: db, path: path}
+	defer func() {
+		if err != nil {
+			// Closing a damaged database may panic in turn.
+			func() { defer func() { _ = recover() }(); db.Close() }()
+		}
+	}()
+	if err := s.check(); err != nil {
+		return nil, err
+	}
+	if opts.ReadOnly {
+		return s, nil
+	}
 	// Transitions of concurrent jobs share one commit and one fsync.
 	db.MaxBatchDelay = 2 * time.Millisecond
-	s := &Store{db: db, path: path}
 	if err := s.migrate(); err != nil {
-		db.Close()
 		return nil, err
 	}
 	return s, nil
+}
+
+// check walks every page of the database, so that damage shows at start-up
+// and not as a panic in the middle of a build.
+func (s *Store) check() (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = &DamagedError{Path: s.path, Damage: fmt.Sprint(r)}
+		}
+	}()
+	return s.db.View(func(tx *bolt.Tx) error {
+		// bbolt's Check reads pages in a goroutine of its own, where a
+		// panic on a bad page cannot be recovered: read every page here
+		// first.
+		if err := tx.ForEach(func(_ []byte, b *bolt.Bucket) error { return walk(b) }); err != nil {
+			return err
+		}
+		var errs []error
+		for e := range tx.Check() {
+			errs = append(errs, e)
+		}
+		if len(errs) > 0 {
+			return &DamagedError{Path: s.path, Damage: errors.Join(errs...).Error()}
+		}
+		return nil
+	})
+}
+
+// checkSize refuses a file shorter than its newest meta page says it is:
+// bbolt maps the missing pages and dies of SIGBUS reading them, which no
+// recover catches. A file that does not exist or is empty is new.
+func checkSize(path string) error {
+	f, err := os.Open(path)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("opening job store: %w", err)
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil || fi.Size() == 0 {
+		return nil // bbolt says what is wrong, or makes a new database
+	}
+	// A meta page: the page header (16 bytes), then magic, version and
+	// page size (uint32 each), flags, the root bucket (16), the freelist
+	// page, the page count and the transaction ID (uint64 each).
+	meta := func(off int64) (pgid, txid uint64, pageSize uint32, ok bool) {
+		b := make([]byte, 72)
+		if _, err := f.ReadAt(b, off); err != nil {
+			return 0, 0, 0, false
+		}
+		le := binary.LittleEndian
+		if le.Uint32(b[16:]) != 0xED0CDAED || le.Uint32(b[20:]) != 2 {
+			return 0, 0, 0, false
+		}
+		return le.Uint64(b[56:]), le.Uint64(b[64:]), le.Uint32(b[24:]), true
+	}
+	pgid, txid, ps, ok := meta(0)
+	if !ok {
+		return nil // bbolt tells a bad first meta page
+	}
+	if p1, t1, ps1, ok1 := meta(int64(ps)); ok1 && t1 > txid {
+		pgid, ps = p1, ps1
+	}
+	if need := int64(pgid) * int64(ps); fi.Size() < need {
+		return &DamagedError{Path: path, Damage: fmt.Sprintf("truncated: the file has %d bytes, its last transaction needs %d", fi.Size(), need)}
+	}
+	return nil
+}
+
+// walk reads every key of b and its nested buckets.
+func walk(b *bolt.Bucket) error {
+	return b.ForEach(func(k, v []byte) error {
+		if v == nil {
+			if nb := b.Bucket(k); nb != nil {
+				return walk(nb)
+			}
+		}
+		return nil
+	})
+}
+
+// DamagedError is a job store that bbolt cannot read safely.
+type DamagedError struct {
+	Path   string
+	Damage string
+}
+
+func (e *DamagedError) Error() string {
+	return fmt.Sprintf("job store %s is damaged (%s): stop the gateway and restore the file from a backup (buildgw backup), "+
+		"or move it aside and start with --accept-empty-store to begin an empty one (the builds it recorded are then forgotten)", e.Path, e.Damage)
 }
 
 func (s *Store) migrate() error {
@@ -264,6 +398,25 @@ func (s *Store) Ping() error {
 		return fmt.Errorf("writing job store: %w", err)
 	}
 	return nil
+}
+
+// Backup writes a consistent copy of the database to w while other
+// transactions go on, and returns the bytes written. size, if not nil, is
+// told the copy's size before it is written.
+func (s *Store) Backup(w io.Writer, size func(int64)) (int64, error) {
+	var n int64
+	err := s.db.View(func(tx *bolt.Tx) error {
+		if size != nil {
+			size(tx.Size())
+		}
+		var err error
+		n, err = tx.WriteTo(w)
+		return err
+	})
+	if err != nil {
+		return n, fmt.Errorf("copying job store %s: %w", s.path, err)
+	}
+	return n, nil
 }
 
 // Path is the database file.

@@ -17,6 +17,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/docker/docker/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
@@ -45,6 +46,7 @@ type manifests struct {
 	secrets    map[string]*corev1.Secret
 	deployment *appsv1.Deployment
 	service    *corev1.Service
+	claims     map[string]*corev1.PersistentVolumeClaim
 }
 
 // loadManifests decodes every document of the file strictly into its API
@@ -55,7 +57,7 @@ func loadManifests(t *testing.T, file string) manifests {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := manifests{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}}
+	m := manifests{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}, claims: map[string]*corev1.PersistentVolumeClaim{}}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	for i := 1; ; i++ {
 		var doc map[string]any
@@ -81,6 +83,8 @@ func loadManifests(t *testing.T, file string) manifests {
 			obj = &appsv1.Deployment{}
 		case "v1/Service":
 			obj = &corev1.Service{}
+		case "v1/PersistentVolumeClaim":
+			obj = &corev1.PersistentVolumeClaim{}
 		default:
 			t.Fatalf("%s document %d: unexpected kind %s", file, i, kind)
 		}
@@ -96,6 +100,8 @@ func loadManifests(t *testing.T, file string) manifests {
 			m.deployment = o
 		case *corev1.Service:
 			m.service = o
+		case *corev1.PersistentVolumeClaim:
+			m.claims[o.Name] = o
 		}
 	}
 	if m.deployment == nil || m.service == nil || len(m.configMaps) == 0 || len(m.secrets) == 0 {
@@ -250,6 +256,34 @@ func TestKubernetesManifests(t *testing.T) {
 	if !memory {
 		t.Errorf("no memory-backed emptyDir at %s/mem: workspaces stay on disk", cfg.StateDir)
 	}
+
+	// The state directory outlives the pod: a claim in this file, one pod
+	// at a time on it (the gateway locks it), and time to drain on stop.
+	var state *corev1.Volume
+	for _, vm := range c.VolumeMounts {
+		if vm.MountPath == cfg.StateDir {
+			for i := range pod.Volumes {
+				if pod.Volumes[i].Name == vm.Name {
+					state = &pod.Volumes[i]
+				}
+			}
+		}
+	}
+	switch {
+	case state == nil:
+		t.Errorf("no volume at state_dir %s", cfg.StateDir)
+	case state.PersistentVolumeClaim == nil:
+		t.Errorf("state_dir %s is volume %s, not a persistentVolumeClaim: anything else loses every build with the pod", cfg.StateDir, state.Name)
+	case m.claims[state.PersistentVolumeClaim.ClaimName] == nil:
+		t.Errorf("state volume claims %s, which the file does not define", state.PersistentVolumeClaim.ClaimName)
+	}
+	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
+		t.Errorf("deployment strategy %q, replicas %v, want Recreate and 1: a second pod cannot use the state directory", d.Spec.Strategy.Type, d.Spec.Replicas)
+	}
+	grace := time.Duration(cfg.ShutdownGrace)
+	if pod.TerminationGracePeriodSeconds == nil || time.Duration(*pod.TerminationGracePeriodSeconds)*time.Second < grace+15*time.Second {
+		t.Errorf("terminationGracePeriodSeconds = %v, want at least shutdown_grace (%s) + 15s, so that the gateway drains before it is killed", pod.TerminationGracePeriodSeconds, grace)
+	}
 }
 
 // TestSeccompProfile checks that seccomp.json is Docker's default profile
@@ -389,12 +423,15 @@ func TestDocumentedOptions(t *testing.T) {
 	}
 	var compose struct {
 		Services map[string]struct {
-			NetworkMode string   `yaml:"network_mode"`
-			CapDrop     []string `yaml:"cap_drop"`
-			CapAdd      []string `yaml:"cap_add"`
-			SecurityOpt []string `yaml:"security_opt"`
-			Privileged  bool     `yaml:"privileged"`
+			NetworkMode     string   `yaml:"network_mode"`
+			CapDrop         []string `yaml:"cap_drop"`
+			CapAdd          []string `yaml:"cap_add"`
+			SecurityOpt     []string `yaml:"security_opt"`
+			Privileged      bool     `yaml:"privileged"`
+			Volumes         []string `yaml:"volumes"`
+			StopGracePeriod string   `yaml:"stop_grace_period"`
 		} `yaml:"services"`
+		Volumes map[string]any `yaml:"volumes"`
 	}
 	if err := yaml.Unmarshal(b, &compose); err != nil {
 		t.Fatalf("compose.yaml: %v", err)
@@ -416,6 +453,25 @@ func TestDocumentedOptions(t *testing.T) {
 	opts = append(opts, "--network="+s.NetworkMode)
 	if !slices.Equal(opts, documentedOptions) || s.Privileged {
 		t.Errorf("compose.yaml options = %q (privileged %v), want %q", opts, s.Privileged, documentedOptions)
+	}
+
+	// The state is a named volume, which outlives the container, and the
+	// container gets time to drain on stop.
+	stateDir := gateway.DefaultConfig().StateDir
+	named := false
+	for _, v := range s.Volumes {
+		src, dst, _ := strings.Cut(v, ":")
+		dst, _, _ = strings.Cut(dst, ":")
+		if _, ok := compose.Volumes[src]; ok && dst == stateDir {
+			named = true
+		}
+	}
+	if !named {
+		t.Errorf("compose.yaml volumes = %q, want a named volume at %s", s.Volumes, stateDir)
+	}
+	grace := time.Duration(gateway.DefaultConfig().ShutdownGrace)
+	if d, err := time.ParseDuration(s.StopGracePeriod); err != nil || d < grace+15*time.Second {
+		t.Errorf("compose.yaml stop_grace_period = %q, want at least shutdown_grace (%s) + 15s", s.StopGracePeriod, grace)
 	}
 }
 

@@ -123,6 +123,7 @@ echo ` + sandboxHostname + ` > /proc/sys/kernel/hostname
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/docker
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/containerd
 if [ -n "$size" ]; then "$m" -t tmpfs -o "mode=0700,size=$size" tmpfs "$data"; fi
+"$m" --bind "$data" ` + dataRoot + `
 if [ -n "$refs" ]; then mkdir -p -m 0700 "$refsdir"; cp "$refs" "$refsdir/repositories.json"; fi
 if [ -n "$resolv" ] && [ -e /etc/resolv.conf ]; then "$m" --bind "$resolv" /etc/resolv.conf; fi
 exec "$@"
@@ -138,6 +139,14 @@ const sandboxHostname = "buildgw"
 // hostMountPoints must exist on the host for initScript to mount over
 // them; a Docker installation has them anyway.
 var hostMountPoints = []string{"/run/docker", "/run/containerd"}
+
+// dataRoot is where the daemon sees its data root (--data-root), the same
+// for every job: initScript binds the job's there in the daemon's private
+// mount namespace (the host keeps an empty directory). The daemon names it
+// in the overlay options of its containers' mounts, which every RUN step
+// reads in /proc/self/mountinfo, and the job's directory on the host is no
+// business of a build's.
+const dataRoot = "/var/lib/buildgw-dind"
 
 // StartDaemon starts a daemon with its state in dir, which must not
 // exist (its parent must), and waits until it answers. The daemon is
@@ -170,7 +179,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 			return nil, fmt.Errorf("dind: preparing daemon directory: %w", err)
 		}
 	}
-	for _, p := range hostMountPoints {
+	for _, p := range append(hostMountPoints, dataRoot) {
 		if err := os.MkdirAll(p, 0o700); err != nil {
 			return nil, fmt.Errorf("dind: creating mount point %s: %w", p, err)
 		}
@@ -333,7 +342,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 
 func (r *Runner) daemonArgs(dir, driver, cgroup string, insecure []string) []string {
 	args := []string{
-		"--data-root=" + filepath.Join(dir, dataDir),
+		"--data-root=" + dataRoot,
 		"--exec-root=" + execRoot,
 		"--pidfile=" + filepath.Join(dir, runDir, "docker.pid"),
 		"--host=unix://" + filepath.Join(dir, runDir, socketName),

@@ -412,8 +412,8 @@ func TestReapOrphanedProcess(t *testing.T) {
 	stateDir := testenv.StateDir(t)
 	dir := filepath.Join(stateDir, "jobs", "gone", "dind")
 	// Not a daemon: a process naming the job's daemon directory, as
-	// dockerd's --data-root does.
-	cmd := exec.Command("/bin/sh", "-c", "sleep 600", "sh", "--data-root="+filepath.Join(dir, "data"))
+	// dockerd's --pidfile does.
+	cmd := exec.Command("/bin/sh", "-c", "sleep 600", "sh", "--pidfile="+filepath.Join(dir, "run", "docker.pid"))
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
@@ -565,7 +565,7 @@ func TestDaemonArgs(t *testing.T) {
 	r := &Runner{}
 	got := r.daemonArgs("/ws/dind", "overlay2", "/buildgw-dind/j", []string{"127.0.0.1:5000", "reg.local"})
 	for _, want := range []string{
-		"--data-root=/ws/dind/data", "--exec-root=/run/docker", "--pidfile=/ws/dind/run/docker.pid",
+		"--data-root=/var/lib/buildgw-dind", "--exec-root=/run/docker", "--pidfile=/ws/dind/run/docker.pid",
 		"--host=unix:///ws/dind/run/docker.sock", "--config-file=/ws/dind/etc/daemon.json",
 		"--bridge=none", "--iptables=false", "--ip6tables=false", "--ip-masq=false", "--ip-forward=false",
 		"--userland-proxy=false", "--storage-driver=overlay2", "--cgroup-parent=/buildgw-dind/j",

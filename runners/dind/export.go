@@ -23,6 +23,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/types"
+
+	"github.com/buildgw/buildgw/ocilayout"
 )
 
 // The export: the daemon's `docker save` stream (GET /images/get) turned,
@@ -206,7 +208,7 @@ func (d *Daemon) exportLayout(ctx context.Context, tag, dir string) (v1.Image, e
 			os.Remove(filepath.Join(blobs, b.digest.Hex))
 		}
 	}
-	img, err := readLayout(dir)
+	img, err := readLayout(ctx, dir)
 	return img, st, err
 }
 
@@ -265,28 +267,13 @@ func (c *countWriter) Write(p []byte) (int, error) {
 	return n, err
 }
 
-// readLayout returns the one image of the layout in dir. It is the image,
-// not the layout's index, that gets pushed, so the pushed digest is the
-// image's.
-func readLayout(dir string) (v1.Image, error) {
-	p, err := layout.FromPath(dir)
+// readLayout returns the one image of the layout in dir, read through
+// ocilayout like the kaniko runner's output although the gateway wrote it:
+// one reader for every layout a build produced.
+func readLayout(ctx context.Context, dir string) (v1.Image, error) {
+	img, err := ocilayout.Image(ctx, dir)
 	if err != nil {
 		return nil, fmt.Errorf("dind: reading the output layout: %w", err)
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return nil, fmt.Errorf("dind: reading the output layout: %w", err)
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return nil, fmt.Errorf("dind: reading the output layout: %w", err)
-	}
-	if len(m.Manifests) != 1 {
-		return nil, fmt.Errorf("dind: the output layout holds %d manifests, want 1", len(m.Manifests))
-	}
-	img, err := idx.Image(m.Manifests[0].Digest)
-	if err != nil {
-		return nil, fmt.Errorf("dind: reading the built image: %w", err)
 	}
 	return img, nil
 }

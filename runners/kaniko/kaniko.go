@@ -26,10 +26,10 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
-	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/ocilayout"
 	"github.com/buildgw/buildgw/runners/cgroup"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
@@ -127,6 +127,9 @@ func (r *Runner) Available(ctx context.Context) error {
 	if _, err := os.Stat(r.o.executor); err != nil {
 		return fmt.Errorf("kaniko executor: %w", err)
 	}
+	if err := checkStatic(r.o.executor); err != nil {
+		return err
+	}
 	if _, err := exec.LookPath(r.o.unshare); err != nil {
 		return fmt.Errorf("unshare (util-linux) not found: %w", err)
 	}
@@ -163,7 +166,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		return nil, err
 	}
 	kargs := r.kanikoArgs(req)
-	resultKey, img := r.cachedResult(req, kargs, network, log)
+	resultKey, img := r.cachedResult(ctx, req, kargs, network, log)
 	if img != nil {
 		return img, nil
 	}
@@ -180,7 +183,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	var holdProg string
 	var err error
 	var cache *jobCache
-	if !req.NoCache && req.Tenant != "" && r.layers != nil {
+	if !req.NoCache && req.Tenant != "" && r.layers != nil && layerCacheSafe(req, log) {
 		if cache, err = r.prepareCache(req, log); err != nil {
 			return nil, err
 		}
@@ -242,7 +245,8 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 			cmd.Env = append(cmd.Env, sandbox.EnvSharedCache+"="+cache.tenantDir)
 		}
 	}
-	lw := builder.NewLineWriter(log)
+	chown := &chownHint{}
+	lw := builder.NewLineWriter(io.MultiWriter(log, chown))
 	cmd.Stdout, cmd.Stderr = lw, lw
 	// A session of its own: no controlling terminal reaches the build
 	// through /dev/tty, and the whole group can be killed at once.
@@ -317,12 +321,15 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 				return nil, fmt.Errorf("the build reached its process limit (%d); see the build log", r.o.limits.Pids)
 			}
 		}
+		if errors.As(err, &ee) && chown.Seen() {
+			return nil, r.idRangeError(ee.ExitCode())
+		}
 		if errors.As(err, &ee) {
 			return nil, fmt.Errorf("kaniko failed (exit status %d); see the build log", ee.ExitCode())
 		}
 		return nil, fmt.Errorf("starting kaniko sandbox: %w", err)
 	}
-	img, err = readLayout(req.OutputDir)
+	img, err = readLayout(ctx, req.OutputDir)
 	if err != nil {
 		return nil, err
 	}
@@ -332,7 +339,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if resultKey != "" {
 		// A cache that cannot be filled costs the next build time, never
 		// this one its image.
-		if err := r.results.store(req.Tenant, resultKey, req.OutputDir, img); err != nil {
+		if err := r.results.store(ctx, req.Tenant, resultKey, img); err != nil {
 			fmt.Fprintf(log, "buildgw: keeping the result for identical rebuilds: %v\n", err)
 		}
 	}
@@ -342,7 +349,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 // cachedResult returns the key of req's result, and the image of an
 // identical earlier build of its tenant if there is one. A result cache
 // that cannot answer never fails the build: kaniko runs.
-func (r *Runner) cachedResult(req *builder.Request, kargs []string, network string, log io.Writer) (string, v1.Image) {
+func (r *Runner) cachedResult(ctx context.Context, req *builder.Request, kargs []string, network string, log io.Writer) (string, v1.Image) {
 	if r.results == nil || req.Tenant == "" || req.NoCache {
 		return "", nil
 	}
@@ -358,7 +365,7 @@ func (r *Runner) cachedResult(req *builder.Request, kargs []string, network stri
 	ok, err := r.results.load(req.Tenant, key, cached)
 	var img v1.Image
 	if err == nil && ok {
-		img, err = readLayout(cached)
+		img, err = readLayout(ctx, cached)
 	}
 	if err != nil {
 		fmt.Fprintf(log, "buildgw: not using the cached result: %v\n", err)
@@ -593,27 +600,12 @@ func (r *Runner) RemoveAll(ctx context.Context, dir string) error {
 	return nil
 }
 
-// readLayout returns the one image kaniko wrote. It is the image, not the
-// layout's index, that gets pushed, so the pushed digest is the image's.
-func readLayout(dir string) (v1.Image, error) {
-	p, err := layout.FromPath(dir)
+// readLayout returns the one image kaniko wrote, read without trusting
+// anything a build step may have planted in the output directory.
+func readLayout(ctx context.Context, dir string) (v1.Image, error) {
+	img, err := ocilayout.Image(ctx, dir)
 	if err != nil {
 		return nil, fmt.Errorf("reading kaniko's output: %w", err)
-	}
-	idx, err := p.ImageIndex()
-	if err != nil {
-		return nil, fmt.Errorf("reading kaniko's output: %w", err)
-	}
-	m, err := idx.IndexManifest()
-	if err != nil {
-		return nil, fmt.Errorf("reading kaniko's output: %w", err)
-	}
-	if len(m.Manifests) != 1 {
-		return nil, fmt.Errorf("kaniko's output holds %d manifests, want 1", len(m.Manifests))
-	}
-	img, err := idx.Image(m.Manifests[0].Digest)
-	if err != nil {
-		return nil, fmt.Errorf("reading built image: %w", err)
 	}
 	return img, nil
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
 var _ runnertest.Owner = (*Runner)(nil)
@@ -40,7 +41,7 @@ func TestConformance(t *testing.T) {
 			t.Fatalf("Available: %v", err)
 		}
 		return r
-	}, runnertest.WithBaseImages(store))
+	}, runnertest.WithBaseImages(store), runnertest.WithSandboxOutput(sandbox.Output), runnertest.WithHostPaths(exe))
 }
 
 func TestKanikoArgs(t *testing.T) {
@@ -128,10 +129,16 @@ func TestKanikoArgs(t *testing.T) {
 }
 
 // fakeExecutor makes a file New accepts as the executor.
+// fakeExecutor is a statically linked executable that is not the
+// executor, for checks that never start it.
 func fakeExecutor(t *testing.T) string {
 	t.Helper()
+	b, err := os.ReadFile(testenv.BusyboxBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
 	p := filepath.Join(t.TempDir(), "executor")
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"), 0o755); err != nil {
+	if err := os.WriteFile(p, b, 0o755); err != nil {
 		t.Fatal(err)
 	}
 	return p
@@ -209,6 +216,40 @@ func TestAvailable(t *testing.T) {
 			t.Errorf("Available() = %v, want nil", err)
 		}
 	})
+	t.Run("real executor", func(t *testing.T) {
+		r, err := New(WithExecutor(testenv.Executor(t)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Available(ctx); err != nil {
+			t.Errorf("Available() with the executor built by scripts/setup = %v, want nil", err)
+		}
+	})
+	t.Run("dynamically linked executor", func(t *testing.T) {
+		// What a plain go build of the executor gives with cgo on: it
+		// cannot start inside the sandbox, which has no dynamic loader.
+		exe := cgoBinary(t)
+		r, err := New(WithExecutor(exe))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Available(ctx); err == nil || !strings.Contains(err.Error(), "dynamically linked") || !strings.Contains(err.Error(), "CGO_ENABLED=0") {
+			t.Errorf("Available() with a dynamically linked executor = %v, want an error saying so and naming CGO_ENABLED=0", err)
+		}
+	})
+	t.Run("executor not ELF", func(t *testing.T) {
+		exe := filepath.Join(t.TempDir(), "executor")
+		if err := os.WriteFile(exe, []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		r, err := New(WithExecutor(exe))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Available(ctx); err == nil || !strings.Contains(err.Error(), "not an ELF executable") {
+			t.Errorf("Available() with a shell script as executor = %v, want an error saying it is not an ELF executable", err)
+		}
+	})
 	t.Run("executor removed", func(t *testing.T) {
 		exe := fakeExecutor(t)
 		r, err := New(WithExecutor(exe))
@@ -248,4 +289,28 @@ func TestAvailable(t *testing.T) {
 			t.Errorf("Available() without newuidmap = %v, want an error about newuidmap", err)
 		}
 	})
+}
+
+// cgoBinary builds a Go program with cgo on, dynamically linked as the
+// executor would be by a plain go build on a host with a C compiler.
+func cgoBinary(t *testing.T) string {
+	t.Helper()
+	if _, err := exec.LookPath("gcc"); err != nil {
+		t.Fatal("gcc not found: run scripts/setup (it installs gcc)")
+	}
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "main.go"), []byte("package main\n\nimport \"C\"\n\nfunc main() {}\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "go.mod"), []byte("module cgoprobe\n\ngo 1.21\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	exe := filepath.Join(dir, "executor")
+	cmd := exec.Command("go", "build", "-o", exe, ".")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=1", "GOFLAGS=", "GOWORK=off")
+	if b, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("building a cgo program: %v\n%s", err, b)
+	}
+	return exe
 }

@@ -33,6 +33,9 @@ type options struct {
 	// resultDir and resultMax configure the whole-build result cache.
 	resultDir string
 	resultMax int64
+	// subUID and subGID are the files of subordinate id ranges, as
+	// newuidmap and newgidmap read them (tests point elsewhere).
+	subUID, subGID string
 }
 
 // DefaultLayerCacheBytes bounds all tenants' layer caches together when
@@ -56,6 +59,8 @@ func makeOptions(opts ...Option) (options, error) {
 	o := options{
 		unshare:  "unshare",
 		user:     DefaultUser,
+		subUID:   "/etc/subuid",
+		subGID:   "/etc/subgid",
 		caCerts:  "/etc/ssl/certs/ca-certificates.crt",
 		flags:    append([]string(nil), defaultFlags...),
 		nice:     19,

@@ -1,6 +1,8 @@
 package kaniko
 
 import (
+	"bytes"
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -9,11 +11,9 @@ import (
 	"hash"
 	"io"
 	"io/fs"
-	"math"
 	"os"
 	"path/filepath"
 	"regexp"
-	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -197,11 +197,11 @@ func (rc *results) drop(tenant, key string) error {
 	return os.RemoveAll(filepath.Join(rc.tenantDir(tenant), key))
 }
 
-// store copies img, found in the layout kaniko wrote (owned by the
-// sandbox), into the entry of key, checking every blob against its digest
-// on the way, then evicts. An entry that a concurrent identical build
-// stored first is kept.
-func (rc *results) store(tenant, key, layoutDir string, img v1.Image) error {
+// store copies img, read from the layout kaniko wrote (owned by the
+// sandbox) through ocilayout, into the entry of key, checking every blob
+// against its digest on the way, then evicts. An entry that a concurrent
+// identical build stored first is kept.
+func (rc *results) store(ctx context.Context, tenant, key string, img v1.Image) error {
 	td := rc.tenantDir(tenant)
 	if err := os.MkdirAll(td, 0o700); err != nil {
 		return err
@@ -211,7 +211,7 @@ func (rc *results) store(tenant, key, layoutDir string, img v1.Image) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	size, err := copyImage(layoutDir, tmp, img)
+	size, err := copyImage(ctx, tmp, img)
 	if err != nil {
 		return err
 	}
@@ -286,11 +286,12 @@ func treeSize(dir string) int64 {
 	return n
 }
 
-// copyImage writes an OCI layout holding only img into dst, each blob
-// read from src's blobs without following links and checked against its
-// digest, so that nothing but the image's own bytes can enter the cache.
-// It returns the bytes written.
-func copyImage(src, dst string, img v1.Image) (int64, error) {
+// copyImage writes an OCI layout holding only img into dst: new files of
+// the gateway's, never links to the sandbox's, each blob read from img
+// (which opens nothing by a path and checks what it reads) and checked
+// against its digest again here, so that nothing but the image's own
+// bytes can enter the cache. It returns the bytes written.
+func copyImage(ctx context.Context, dst string, img v1.Image) (int64, error) {
 	digest, err := img.Digest()
 	if err != nil {
 		return 0, err
@@ -299,34 +300,56 @@ func copyImage(src, dst string, img v1.Image) (int64, error) {
 	if err != nil {
 		return 0, err
 	}
-	m, err := img.Manifest()
-	if err != nil {
-		return 0, err
-	}
 	raw, err := img.RawManifest()
 	if err != nil {
 		return 0, err
 	}
-	blobs := []v1.Hash{digest, m.Config.Digest}
-	for _, l := range m.Layers {
-		blobs = append(blobs, l.Digest)
+	cfgName, err := img.ConfigName()
+	if err != nil {
+		return 0, err
+	}
+	cfg, err := img.RawConfigFile()
+	if err != nil {
+		return 0, err
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		return 0, err
 	}
 	if err := os.MkdirAll(filepath.Join(dst, "blobs", "sha256"), 0o700); err != nil {
 		return 0, err
 	}
-	srcDir, err := openDir(src)
-	if err != nil {
-		return 0, err
+	type blob struct {
+		h    v1.Hash
+		open func() (io.ReadCloser, error)
 	}
-	defer srcDir.Close()
-	var total int64
-	for _, b := range slices.Compact(blobs) {
-		if b.Algorithm != "sha256" {
-			return 0, fmt.Errorf("blob %s: unsupported digest algorithm", b)
-		}
-		n, err := copyBlob(srcDir, "blobs/sha256/"+b.Hex, filepath.Join(dst, "blobs", "sha256", b.Hex), b.Hex)
+	blobs := []blob{
+		{digest, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil }},
+		{cfgName, func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(cfg)), nil }},
+	}
+	for _, l := range layers {
+		h, err := l.Digest()
 		if err != nil {
-			return 0, fmt.Errorf("copying blob %s: %w", b, err)
+			return 0, err
+		}
+		blobs = append(blobs, blob{h, l.Compressed})
+	}
+	var total int64
+	seen := map[v1.Hash]bool{}
+	for _, b := range blobs {
+		if seen[b.h] {
+			continue
+		}
+		seen[b.h] = true
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+		if b.h.Algorithm != "sha256" {
+			return 0, fmt.Errorf("blob %s: unsupported digest algorithm", b.h)
+		}
+		n, err := copyBlob(b.open, filepath.Join(dst, "blobs", "sha256", b.h.Hex), b.h.Hex)
+		if err != nil {
+			return 0, fmt.Errorf("copying blob %s: %w", b.h, err)
 		}
 		total += n
 	}
@@ -348,12 +371,8 @@ func copyImage(src, dst string, img v1.Image) (int64, error) {
 	return total + int64(len(ib)), nil
 }
 
-// copyBlob copies the blob at rel under srcDir, the sandbox's: opened
-// without following any link or leaving srcDir, a regular file.
-func copyBlob(srcDir *os.File, rel, dst, wantHex string) (int64, error) {
-	// The size is bounded by the cache's bound, checked by the caller,
-	// and by the workspace the sandbox wrote it in.
-	in, _, err := openFileBeneath(srcDir, rel, math.MaxInt64)
+func copyBlob(open func() (io.ReadCloser, error), dst, wantHex string) (int64, error) {
+	in, err := open()
 	if err != nil {
 		return 0, err
 	}
@@ -371,7 +390,7 @@ func copyBlob(srcDir *os.File, rel, dst, wantHex string) (int64, error) {
 		return 0, err
 	}
 	if got := hex.EncodeToString(h.Sum(nil)); got != wantHex {
-		return 0, fmt.Errorf("content has digest sha256:%s", got)
+		return 0, errors.New("content does not match its digest")
 	}
 	return n, nil
 }

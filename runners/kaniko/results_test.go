@@ -1,6 +1,7 @@
 package kaniko
 
 import (
+	"context"
 	"crypto/sha256"
 	"fmt"
 	"io"
@@ -207,7 +208,7 @@ func TestResultEviction(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, img := range imgs[:2] {
-		if err := rc.store("t", fmt.Sprint(i), writeLayout(t, img), img); err != nil {
+		if err := storeLayout(context.Background(), rc, fmt.Sprint(i), writeLayout(t, img)); err != nil {
 			t.Fatal(err)
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -217,7 +218,7 @@ func TestResultEviction(t *testing.T) {
 		t.Fatalf("load(0) = %v, %v; want true, nil", ok, err)
 	}
 	time.Sleep(20 * time.Millisecond)
-	if err := rc.store("t", "2", writeLayout(t, imgs[2]), imgs[2]); err != nil {
+	if err := storeLayout(context.Background(), rc, "2", writeLayout(t, imgs[2])); err != nil {
 		t.Fatal(err)
 	}
 	for key, want := range map[string]bool{"0": true, "1": false, "2": true} {
@@ -229,7 +230,7 @@ func TestResultEviction(t *testing.T) {
 		if !ok {
 			continue
 		}
-		img, err := readLayout(dst)
+		img, err := readLayout(context.Background(), dst)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -266,7 +267,7 @@ func TestResultStoreConcurrent(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = rc.store("t", "k", src, img)
+			errs[i] = storeLayout(context.Background(), rc, "k", src)
 		}()
 	}
 	wg.Wait()
@@ -279,7 +280,7 @@ func TestResultStoreConcurrent(t *testing.T) {
 	if ok, err := rc.load("t", "k", dst); !ok || err != nil {
 		t.Fatalf("load = %v, %v; want true, nil", ok, err)
 	}
-	got, err := readLayout(dst)
+	got, err := readLayout(context.Background(), dst)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -307,7 +308,7 @@ func TestResultStoreConcurrent(t *testing.T) {
 	bad := writeLayout(t, img)
 	l0, _ := ls[0].Digest()
 	os.WriteFile(filepath.Join(bad, "blobs", "sha256", l0.Hex), []byte("not the layer"), 0o644)
-	if err := rc.store("t", "bad", bad, img); err == nil {
+	if err := storeLayout(context.Background(), rc, "bad", bad); err == nil {
 		t.Errorf("store of a tampered layout = nil, want an error")
 	}
 	if ok, _ := rc.load("t", "bad", filepath.Join(t.TempDir(), "y")); ok {
@@ -318,7 +319,7 @@ func TestResultStoreConcurrent(t *testing.T) {
 	lp := filepath.Join(link, "blobs", "sha256", l0.Hex)
 	os.Rename(lp, lp+".real")
 	os.Symlink(lp+".real", lp)
-	if err := rc.store("t", "link", link, img); err == nil {
+	if err := storeLayout(context.Background(), rc, "link", link); err == nil {
 		t.Errorf("store of a layout with a symlinked blob = nil, want an error")
 	}
 	// And a blobs directory that is a symlink, even to the right blobs:
@@ -326,7 +327,7 @@ func TestResultStoreConcurrent(t *testing.T) {
 	dirLink := writeLayout(t, img)
 	os.Rename(filepath.Join(dirLink, "blobs"), filepath.Join(dirLink, "elsewhere"))
 	os.Symlink(filepath.Join(dirLink, "elsewhere"), filepath.Join(dirLink, "blobs"))
-	if err := rc.store("t", "dirlink", dirLink, img); err == nil {
+	if err := storeLayout(context.Background(), rc, "dirlink", dirLink); err == nil {
 		t.Errorf("store of a layout whose blobs directory is a symlink = nil, want an error")
 	}
 }
@@ -458,8 +459,18 @@ func BenchmarkResultStore(b *testing.B) {
 	i := 0
 	for b.Loop() {
 		i++
-		if err := rc.store("t", fmt.Sprint(i), src, img); err != nil {
+		if err := storeLayout(context.Background(), rc, fmt.Sprint(i), src); err != nil {
 			b.Fatal(err)
 		}
 	}
+}
+
+// storeLayout stores the image of the layout in dir under key, as a build
+// does with kaniko's output.
+func storeLayout(ctx context.Context, rc *results, key, dir string) error {
+	img, err := readLayout(ctx, dir)
+	if err != nil {
+		return err
+	}
+	return rc.store(ctx, "t", key, img)
 }

@@ -1,18 +1,14 @@
 package kaniko
 
 import (
-	"errors"
 	"fmt"
 	"io"
 	"os"
 
 	"golang.org/x/sys/unix"
-)
 
-// resolveInside keeps a lookup inside its directory, on its file system,
-// and away from every symlink: a tree a sandbox wrote can point nowhere
-// the gateway would follow.
-const resolveInside = unix.RESOLVE_BENEATH | unix.RESOLVE_NO_SYMLINKS | unix.RESOLVE_NO_XDEV | unix.RESOLVE_NO_MAGICLINKS
+	"github.com/buildgw/buildgw/ocilayout"
+)
 
 // openDir opens the directory at path (which the gateway made, but whose
 // last component a sandbox may have replaced) without following a link.
@@ -25,35 +21,13 @@ func openDir(path string) (*os.File, error) {
 }
 
 // errTooLarge is a file over the size its reader allows.
-var errTooLarge = errors.New("larger than allowed")
+var errTooLarge = ocilayout.ErrTooLarge
 
-// openFileBeneath opens the regular file rel under dir for reading, see
-// resolveInside, and returns it with its size. O_NONBLOCK keeps a FIFO
-// from blocking the open; anything but a regular file of at most maxBytes
-// is refused.
+// openFileBeneath opens the regular file rel under dir for reading, of at
+// most maxBytes, and returns it with its size: see ocilayout.OpenBeneath,
+// the one opener of whatever a sandbox wrote.
 func openFileBeneath(dir *os.File, rel string, maxBytes int64) (*os.File, int64, error) {
-	fd, err := unix.Openat2(int(dir.Fd()), rel, &unix.OpenHow{
-		Flags:   unix.O_RDONLY | unix.O_NOFOLLOW | unix.O_NONBLOCK | unix.O_NOCTTY | unix.O_CLOEXEC,
-		Resolve: resolveInside,
-	})
-	if err != nil {
-		return nil, 0, &os.PathError{Op: "open", Path: rel, Err: err}
-	}
-	f := os.NewFile(uintptr(fd), rel)
-	var st unix.Stat_t
-	if err := unix.Fstat(fd, &st); err != nil {
-		f.Close()
-		return nil, 0, &os.PathError{Op: "stat", Path: rel, Err: err}
-	}
-	if st.Mode&unix.S_IFMT != unix.S_IFREG {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s is not a regular file", rel)
-	}
-	if st.Size > maxBytes {
-		f.Close()
-		return nil, 0, fmt.Errorf("%s holds %d bytes: %w (%d)", rel, st.Size, errTooLarge, maxBytes)
-	}
-	return f, st.Size, nil
+	return ocilayout.OpenBeneath(dir, rel, maxBytes)
 }
 
 // readFileBeneath reads the regular file rel under dir, of at most

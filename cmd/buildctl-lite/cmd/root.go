@@ -34,6 +34,9 @@ type globals struct {
 	configDir string
 	// clientVersion is this client's release version.
 	clientVersion string
+	// restartWait bounds the wait for a gateway that restarts while a
+	// build's log is followed.
+	restartWait time.Duration
 }
 
 // client returns a client of the gateway; when the gateway's queue is
@@ -43,12 +46,12 @@ func (g *globals) client(stderr io.Writer) (*client.Client, error) {
 	if err != nil {
 		return nil, err
 	}
-	return clientAt(stderr, server, token)
+	return g.clientAt(stderr, server, token)
 }
 
 // clientAt is a client of server that tells stderr when it waits.
-func clientAt(stderr io.Writer, server, token string) (*client.Client, error) {
-	return client.New(server, token, client.WithWaitNotice(func(d time.Duration, reason string) {
+func (g *globals) clientAt(stderr io.Writer, server, token string) (*client.Client, error) {
+	return client.New(server, token, client.WithRestartWait(g.restartWait), client.WithWaitNotice(func(d time.Duration, reason string) {
 		fmt.Fprintf(stderr, "buildctl-lite: %s; retrying in %s\n", reason, d.Round(time.Second))
 	}))
 }
@@ -150,6 +153,7 @@ sent to the server it was saved for).`,
 	pf.StringVar(&g.server, "server", "", "gateway URL (env BUILDGW_URL, else the one saved by login)")
 	pf.StringVar(&g.token, "token", "", "bearer token (env BUILDGW_TOKEN, else the one saved by login)")
 	pf.StringVarP(&g.output, "output", "o", outputText, "output format: text or json")
+	pf.DurationVar(&g.restartWait, "restart-wait", 3*time.Minute, "how long a followed build waits for a gateway that restarts, then reattaches (0: not at all)")
 	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outputText, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
 	root.AddCommand(
 		NewCmdSubmit(g), NewCmdStatus(g), NewCmdLogs(g), NewCmdCancel(g), NewCmdList(g),

@@ -43,7 +43,7 @@ exits 0 only if the build succeeded; an interrupt cancels the build.`,
 		Args: submitArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
-			if spec.BuildArgs, err = keyValues("--build-arg", buildArgs); err != nil {
+			if spec.BuildArgs, err = buildArgValues(buildArgs, os.LookupEnv); err != nil {
 				return err
 			}
 			if spec.Labels, err = keyValues("--label", labels); err != nil {
@@ -58,7 +58,7 @@ exits 0 only if the build succeeded; an interrupt cancels the build.`,
 	f := cmd.Flags()
 	f.StringArrayVarP(&spec.Destinations, "tag", "t", nil, "destination image reference, repeatable")
 	f.StringVarP(&spec.Dockerfile, "file", "f", "", "Dockerfile inside CONTEXT_DIR, relative to it or absolute (default Dockerfile)")
-	f.StringArrayVar(&buildArgs, "build-arg", nil, "build argument K=V, repeatable")
+	f.StringArrayVar(&buildArgs, "build-arg", nil, "build argument K=V, repeatable; K alone takes the value of environment variable K, and is left out if that is unset (as docker build does)")
 	f.StringArrayVar(&labels, "label", nil, "image label K=V, repeatable")
 	f.StringVar(&spec.Target, "target", "", "build stage to stop at")
 	f.StringVar(&spec.Runner, "runner", "", "sandbox to build in: kaniko (default) or dind")
@@ -77,6 +77,29 @@ func keyValues(flag string, kvs []string) (map[string]string, error) {
 		k, v, ok := strings.Cut(kv, "=")
 		if !ok || k == "" {
 			return nil, fmt.Errorf("%s %q: want KEY=VALUE", flag, kv)
+		}
+		m[k] = v
+	}
+	return m, nil
+}
+
+// buildArgValues parses --build-arg values as docker build does: K=V, or
+// K alone for the value of environment variable K (looked up with lookup),
+// left out if K is unset so that the Dockerfile's default applies.
+func buildArgValues(kvs []string, lookup func(string) (string, bool)) (map[string]string, error) {
+	var m map[string]string
+	for _, kv := range kvs {
+		k, v, ok := strings.Cut(kv, "=")
+		if k == "" {
+			return nil, fmt.Errorf("--build-arg %q: want KEY=VALUE or KEY", kv)
+		}
+		if !ok {
+			if v, ok = lookup(k); !ok {
+				continue
+			}
+		}
+		if m == nil {
+			m = map[string]string{}
 		}
 		m[k] = v
 	}
@@ -134,7 +157,7 @@ func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, comp
 	if err != nil {
 		return err
 	}
-	c, err := clientAt(cmd.ErrOrStderr(), server, token)
+	c, err := g.clientAt(cmd.ErrOrStderr(), server, token)
 	if err != nil {
 		return err
 	}

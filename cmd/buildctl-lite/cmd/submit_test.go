@@ -74,7 +74,7 @@ func TestSubmit(t *testing.T) {
 		{"no tag", []string{"submit", "--server", srv.URL, "--token", token, dir}, "no destination"},
 		{"no Dockerfile", []string{"submit", "--server", srv.URL, "--token", token, "-t", dest, "-f", "nope/Dockerfile", dir}, "nope/Dockerfile not found"},
 		{"not a dir", []string{"submit", "--server", srv.URL, "--token", token, "-t", dest, filepath.Join(dir, "a.txt")}, "is not a directory"},
-		{"bad build arg", []string{"submit", "--server", srv.URL, "--token", token, "-t", dest, "--build-arg", "novalue", dir}, "want KEY=VALUE"},
+		{"bad build arg", []string{"submit", "--server", srv.URL, "--token", token, "-t", dest, "--build-arg", "=novalue", dir}, "want KEY=VALUE"},
 		{"no server", []string{"submit", "--server", "", "--token", token, "-t", dest, dir}, "no server given"},
 		{"rejected spec", []string{"submit", "--server", srv.URL, "--token", token, "-t", "no-registry-or-tag", dir}, "full image reference"},
 		{"unknown build", []string{"status", "--server", srv.URL, "--token", token, "nope"}, "build not found"},

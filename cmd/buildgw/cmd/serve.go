@@ -53,6 +53,7 @@ func NewCmdServe() *cobra.Command {
 			if dopts.StateDir != "" {
 				cfg.StateDir = dopts.StateDir
 			}
+			cfg.AcceptEmptyStore = dopts.AcceptEmptyStore
 			g, err := gateway.New(cfg, log)
 			if err != nil {
 				return err
@@ -67,6 +68,7 @@ func NewCmdServe() *cobra.Command {
 	f.StringVar(&dopts.Listen, "listen", "", "dev mode API address (default 127.0.0.1:0, any free port)")
 	f.StringVar(&dopts.Executor, "executor", "", "dev mode kaniko executor (default: kaniko-executor beside buildgw, else on PATH)")
 	f.StringVar(&dopts.Workspaces, "workspaces", "", "dev mode: where workspaces live, auto, memory or disk (default auto, as the config's workspaces)")
+	f.BoolVar(&dopts.AcceptEmptyStore, "accept-empty-store", false, "start even though the used state directory's jobs.db is missing or empty, forgetting earlier builds")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }

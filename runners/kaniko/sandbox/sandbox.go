@@ -105,7 +105,9 @@ func Enter() (bool, error) {
 	if base != "" {
 		env = append(env, envSealed+"=1")
 	}
-	if err := unix.Exec(executorPath, os.Args, env); err != nil {
+	// argv[0] as the sandbox knows the executor: the host path it was
+	// started by would show in /proc/1/cmdline to every build step.
+	if err := unix.Exec(executorPath, append([]string{executorPath}, os.Args[1:]...), env); err != nil {
 		return false, fmt.Errorf("re-executing inside the sandbox: %w", err)
 	}
 	return false, nil // not reached

@@ -1,0 +1,146 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/builder/statedir"
+	"github.com/buildgw/buildgw/builder/store"
+)
+
+// jobStoreFile is the job database's name in the state directory.
+const jobStoreFile = "jobs.db"
+
+// checkJobStore refuses to start on a state directory that has been used
+// but whose job store is missing or empty: bbolt would make a new one, and
+// recovery would then remove every queued build's workspace as an upload
+// never accepted. accept (--accept-empty-store) starts afresh anyway.
+func checkJobStore(dir string, accept bool, log *slog.Logger) error {
+	db := filepath.Join(dir, jobStoreFile)
+	fi, err := os.Stat(db)
+	switch {
+	case err == nil && fi.Size() > 0:
+		return nil
+	case err != nil && !errors.Is(err, os.ErrNotExist):
+		return fmt.Errorf("job store: %w", err)
+	}
+	what := "missing"
+	if err == nil {
+		what = "empty"
+	}
+	used, err := statedir.Evidence(dir, jobStoreFile)
+	if err != nil || used == "" {
+		return err
+	}
+	if accept {
+		log.Warn("starting with an empty job store (--accept-empty-store): builds recorded before are forgotten, their workspaces removed", "job_store", db, "was", what)
+		return nil
+	}
+	return fmt.Errorf("job store %s is %s, but state directory %s has been used (%s): "+
+		"restore jobs.db from a backup (buildgw backup), or start with --accept-empty-store to begin afresh, forgetting earlier builds", db, what, dir, used)
+}
+
+// backupSocket is where a running gateway hands out copies of its job
+// store (buildgw backup), in a directory only the gateway's user enters.
+func backupSocket(stateDir string) string { return filepath.Join(stateDir, "admin", "backup.sock") }
+
+// serveBackups answers each connection to the backup socket with a
+// consistent copy of the job store, until ctx ends. bbolt's own file lock
+// keeps any other process from opening jobs.db while the gateway runs,
+// even read-only, so copies come from here.
+func serveBackups(stateDir string, mgr *builder.Manager, log *slog.Logger) (func(), error) {
+	sock := backupSocket(stateDir)
+	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
+		return nil, fmt.Errorf("creating backup socket directory: %w", err)
+	}
+	if err := os.Chmod(filepath.Dir(sock), 0o700); err != nil {
+		return nil, fmt.Errorf("securing backup socket directory: %w", err)
+	}
+	// A socket left by a killed gateway; the state lock says it is ours.
+	os.Remove(sock)
+	ln, err := net.Listen("unix", sock)
+	if err != nil {
+		return nil, fmt.Errorf("listening on the backup socket: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /jobs.db", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/octet-stream")
+		n, err := mgr.BackupStore(w, func(size int64) { w.Header().Set("Content-Length", strconv.FormatInt(size, 10)) })
+		if err != nil {
+			log.Error("backing up the job store", "error", err)
+			return // the short copy fails the client's length check
+		}
+		log.Info("job store backed up", "bytes", n)
+	})
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(ln)
+	return func() { srv.Close(); os.Remove(sock) }, nil
+}
+
+// BackupStore writes a consistent copy of the job store of the gateway
+// that holds stateDir to out (created with mode 0600): through the running
+// gateway's backup socket, or, when none runs, from the file itself while
+// holding the state directory's lock, so that no gateway starts meanwhile.
+func BackupStore(ctx context.Context, stateDir, out string) (int64, error) {
+	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return 0, fmt.Errorf("creating backup: %w", err)
+	}
+	n, err := backupTo(ctx, stateDir, f)
+	if cerr := f.Close(); err == nil && cerr != nil {
+		err = fmt.Errorf("writing backup: %w", cerr)
+	}
+	if err != nil {
+		os.Remove(out)
+		return 0, err
+	}
+	return n, nil
+}
+
+func backupTo(ctx context.Context, stateDir string, f *os.File) (int64, error) {
+	lock, lockErr := statedir.Acquire(stateDir)
+	if lockErr == nil {
+		defer lock.Release()
+		st, err := store.OpenReadOnly(filepath.Join(stateDir, jobStoreFile))
+		if err != nil {
+			return 0, err
+		}
+		defer st.Close()
+		n, err := st.Backup(f, nil)
+		if err != nil {
+			return 0, err
+		}
+		return n, f.Sync()
+	}
+	// Held: by a running gateway, which serves the copy.
+	sock := backupSocket(stateDir)
+	c := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", sock)
+	}}}
+	req, _ := http.NewRequestWithContext(ctx, http.MethodGet, "http://gateway/jobs.db", nil)
+	resp, err := c.Do(req)
+	if err != nil {
+		return 0, fmt.Errorf("%w; asking the running gateway at %s instead: %w", lockErr, sock, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return 0, fmt.Errorf("backup socket %s answered %s", sock, resp.Status)
+	}
+	n, err := f.ReadFrom(resp.Body)
+	if err != nil {
+		return 0, fmt.Errorf("copying the job store from the running gateway: %w", err)
+	}
+	if want, _ := strconv.ParseInt(resp.Header.Get("Content-Length"), 10, 64); want <= 0 || n != want {
+		return 0, fmt.Errorf("copying the job store from the running gateway: got %d bytes, want %d", n, want)
+	}
+	return n, f.Sync()
+}

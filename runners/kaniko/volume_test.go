@@ -1,0 +1,155 @@
+package kaniko
+
+import (
+	"archive/tar"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+)
+
+func TestVolumeLine(t *testing.T) {
+	for _, tc := range []struct {
+		dockerfile, target string
+		want               int
+	}{
+		{"FROM a\nRUN true\n", "", 0},
+		{"FROM a\nRUN mkdir /foo\nVOLUME /foo/bar\n", "", 3},
+		{"FROM a\nvolume [\"/x\"]\n", "", 2},
+		{"FROM a AS one\nRUN true\nFROM b\nVOLUME /x\n", "", 4},
+		// Stages after the target are not built.
+		{"FROM a AS one\nRUN true\nFROM b\nVOLUME /x\n", "ONE", 0},
+		{"FROM a AS one\nVOLUME /x\nFROM b AS two\n", "two", 2},
+		// An ONBUILD VOLUME runs in the images built on this one, not here.
+		{"FROM a\nONBUILD VOLUME /x\n", "", 0},
+		{"FROM a\nRUN echo VOLUME /x\n", "", 0},
+	} {
+		got, err := volumeLine([]byte(tc.dockerfile), tc.target)
+		if err != nil || got != tc.want {
+			t.Errorf("volumeLine(%q, %q) = %d, %v, want %d", tc.dockerfile, tc.target, got, err, tc.want)
+		}
+	}
+	if _, err := volumeLine([]byte("RUN true\n"), ""); err == nil {
+		t.Errorf("volumeLine without FROM = nil error, want one")
+	}
+}
+
+// TestLayerCacheVolume builds Dockerfiles with VOLUME with the layer cache
+// on and with no_cache: both must give the image docker would, the same.
+// kaniko's cache pass runs VOLUME ahead of the RUN steps before it, so with
+// its cache a directory a RUN makes already exists ("File exists"), and a
+// trailing VOLUME's directory leaks into the image.
+func TestLayerCacheVolume(t *testing.T) {
+	exe, regHost, base, store, cacheDir := cacheTestEnv(t)
+	r, err := New(WithExecutor(exe), WithLayerCache(filepath.Join(cacheDir, "layers")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A base image whose ONBUILD triggers hold the same sequence: kaniko
+	// runs them as the first steps of a stage built on it.
+	onbuild := pushOnbuildImage(t, base, "RUN mkdir /foo && echo hi > /foo/hi", "VOLUME /foo/bar")
+	for _, tc := range []struct{ name, base, dockerfile string }{
+		{"mkdir then volume under it", base, "ARG BASE\nFROM ${BASE}\nRUN mkdir /foo && echo hi > /foo/hi\nVOLUME /foo/bar\nRUN echo after > /after\n"},
+		{"trailing volume", base, "ARG BASE\nFROM ${BASE}\nRUN echo a > /a\nVOLUME /trailing\n"},
+		{"onbuild volume of the base image", onbuild, "ARG BASE\nFROM ${BASE}\nRUN echo after > /after\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			build := func(noCache bool) (v1.Image, string) {
+				req := netRequest(t, r, tc.dockerfile, "", map[string]string{"BASE": tc.base}, regHost)
+				req.Tenant = "namespace_path:team-a"
+				req.NoCache = noCache
+				return buildWithBases(t, r, store, req)
+			}
+			cached, log := build(false)
+			if !strings.Contains(log, "layer cache is off for this build") {
+				t.Errorf("build log does not say the layer cache is off:\n%s", log)
+			}
+			plain, _ := build(true)
+			if got, want := flatten(t, cached), flatten(t, plain); got != want {
+				t.Errorf("filesystem with the layer cache:\n%s\nwant (no_cache):\n%s", got, want)
+			}
+			if got, want := runConfig(t, cached), runConfig(t, plain); got != want {
+				t.Errorf("config with the layer cache = %s, want (no_cache) %s", got, want)
+			}
+		})
+	}
+}
+
+// flatten lists an image's filesystem, one line per entry: name, type,
+// mode, owner, link target and content digest; no times.
+func flatten(t *testing.T, img v1.Image) string {
+	t.Helper()
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	var b strings.Builder
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return b.String()
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		sum := sha256.New()
+		if _, err := io.Copy(sum, tr); err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(&b, "%s %c %o %d:%d %s %s\n", h.Name, h.Typeflag, h.Mode, h.Uid, h.Gid, h.Linkname, hex.EncodeToString(sum.Sum(nil))[:12])
+	}
+}
+
+// runConfig is the image's run configuration (volumes, env, cmd ...) as
+// JSON.
+func runConfig(t *testing.T, img v1.Image) string {
+	t.Helper()
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := json.Marshal(cf.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
+}
+
+// pushOnbuildImage pushes base with the ONBUILD triggers given, and
+// returns its reference.
+func pushOnbuildImage(t *testing.T, base string, triggers ...string) string {
+	t.Helper()
+	baseRef, err := name.ParseReference(base, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img, err := remote.Image(baseRef)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := cf.Config
+	cfg.OnBuild = triggers
+	if img, err = mutate.Config(img, cfg); err != nil {
+		t.Fatal(err)
+	}
+	ref, err := name.NewTag(strings.TrimSuffix(base, "busybox:latest")+"onbuild:1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	return ref.String()
+}
