@@ -73,6 +73,9 @@ func Validate(s api.BuildSpec, runners []string, defaultRunner string) (*ValidSp
 		// Strict: a destination names its registry and tag explicitly, so
 		// nothing silently goes to Docker Hub or to :latest.
 		tag, err := name.NewTag(d, name.StrictValidation)
+		if err != nil && strings.Contains(d, "@") {
+			return nil, &SpecError{"destinations", fmt.Sprintf("%q names a digest: destinations must be tags (registry/repo:tag), not digests", d)}
+		}
 		if err != nil {
 			return nil, &SpecError{"destinations", fmt.Sprintf("%q is not a full image reference with registry and tag: %v", d, err)}
 		}

@@ -111,7 +111,7 @@ func TestValidateRejects(t *testing.T) {
 		{"destination without tag", base(func(s *api.BuildSpec) { s.Destinations = []string{"127.0.0.1:5000/app"} }), "destinations", "registry and tag"},
 		{"destination by digest", base(func(s *api.BuildSpec) {
 			s.Destinations = []string{"127.0.0.1:5000/app@sha256:" + strings.Repeat("a", 64)}
-		}), "destinations", "registry and tag"},
+		}), "destinations", "destinations must be tags (registry/repo:tag), not digests"},
 		{"destination garbage", base(func(s *api.BuildSpec) { s.Destinations = []string{"not a reference"} }), "destinations", "registry and tag"},
 		{"one bad destination among good ones", base(func(s *api.BuildSpec) { s.Destinations = []string{testDest, "busybox"} }), "destinations", `"busybox"`},
 		{"too many destinations", base(func(s *api.BuildSpec) {

@@ -3,6 +3,8 @@ package gateway
 import (
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -11,6 +13,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -34,8 +37,9 @@ type DevOptions struct {
 
 // RunDev runs the embedded default: the API and a registry (blobs on
 // disk under StateDir), both on loopback, with a generated token. It writes
-// StateDir/dev.env with BUILDGW_URL, BUILDGW_TOKEN and BUILDGW_REGISTRY once
-// both listen, and removes it when ctx ends.
+// StateDir/dev.env with BUILDGW_URL, BUILDGW_TOKEN, BUILDGW_REGISTRY and the
+// registry's basic-auth account, BUILDGW_REGISTRY_USER and
+// BUILDGW_REGISTRY_PASSWORD, once both listen, and removes it when ctx ends.
 func RunDev(ctx context.Context, o DevOptions, log *slog.Logger) error {
 	if o.Listen == "" {
 		o.Listen = "127.0.0.1:0"
@@ -59,28 +63,43 @@ func RunDev(ctx context.Context, o DevOptions, log *slog.Logger) error {
 	if err != nil {
 		return fmt.Errorf("listening for the embedded registry: %w", err)
 	}
+	token, err := randomSecret("bgw_")
+	if err != nil {
+		return err
+	}
+	// Loopback is every local user's: the registry, like the API, answers
+	// only to the generated secret, so no one else can read its images or
+	// replace a base image under a build.
+	regPassword, err := randomSecret("")
+	if err != nil {
+		return err
+	}
 	reg := &http.Server{
-		Handler:           registry.New(registry.WithBlobHandler(registry.NewDiskBlobHandler(blobs)), registry.Logger(slog.NewLogLogger(log.Handler(), slog.LevelDebug))),
+		Handler:           basicAuth(devRegistryUser, regPassword, registry.New(registry.WithBlobHandler(registry.NewDiskBlobHandler(blobs)), registry.Logger(slog.NewLogLogger(log.Handler(), slog.LevelDebug)))),
 		ReadHeaderTimeout: 30 * time.Second,
 	}
 	go reg.Serve(rln)
 	defer reg.Close()
 	regHost := rln.Addr().String()
-
-	var b [24]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	regPasswordFile := filepath.Join(abs, "registry.password")
+	if err := writeFileAtomic(regPasswordFile, []byte(regPassword+"\n"), 0o600); err != nil {
 		return err
 	}
-	token := "bgw_" + hex.EncodeToString(b[:])
+	defer os.Remove(regPasswordFile)
 
 	cfg := DefaultConfig()
 	cfg.Listen = o.Listen
 	cfg.StateDir = filepath.Join(abs, "gateway")
 	cfg.Tokens = []Token{{Name: "dev", SHA256: tokenauth.HashToken(token)}}
-	cfg.Registries = map[string]Registry{regHost: {Insecure: true}}
+	cfg.Registries = map[string]Registry{regHost: {Insecure: true, Username: devRegistryUser, PasswordFile: regPasswordFile}}
 	// Deny by default holds in dev mode too: the dev token may push to the
 	// embedded registry only, and read any image (one user: no tenant's
-	// images to keep apart).
+	// images to keep apart). It may use every runner the gateway has; one
+	// this host cannot run is refused at submit with the reason why.
+	runners := []string{"kaniko"}
+	if !cfg.Runners.Dind.Disabled {
+		runners = append(runners, "dind")
+	}
 	cfg.PolicyFile = filepath.Join(abs, "policy.yaml")
 	devPolicy := fmt.Sprintf(`# Written by buildgw serve --dev.
 rules:
@@ -89,7 +108,8 @@ rules:
     allow:
       destinations: [%s/**]
       from: ["*/**"]
-`, regHost)
+      runners: [%s]
+`, regHost, strings.Join(runners, ", "))
 	if err := writeFileAtomic(cfg.PolicyFile, []byte(devPolicy), 0o600); err != nil {
 		return err
 	}
@@ -104,7 +124,8 @@ rules:
 	}
 
 	env := filepath.Join(abs, "dev.env")
-	content := fmt.Sprintf("BUILDGW_URL=%s\nBUILDGW_TOKEN=%s\nBUILDGW_REGISTRY=%s\n", g.URL(), token, regHost)
+	content := fmt.Sprintf("BUILDGW_URL=%s\nBUILDGW_TOKEN=%s\nBUILDGW_REGISTRY=%s\nBUILDGW_REGISTRY_USER=%s\nBUILDGW_REGISTRY_PASSWORD=%s\n",
+		g.URL(), token, regHost, devRegistryUser, regPassword)
 	if err := writeFileAtomic(env, []byte(content), 0o600); err != nil {
 		return err
 	}
@@ -124,4 +145,33 @@ func writeFileAtomic(path string, b []byte, mode os.FileMode) error {
 		return errors.Join(fmt.Errorf("writing %s: %w", path, err), os.Remove(tmp))
 	}
 	return nil
+}
+
+// devRegistryUser is the embedded registry's one account.
+const devRegistryUser = "dev"
+
+func randomSecret(prefix string) (string, error) {
+	var b [24]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("generating a secret: %w", err)
+	}
+	return prefix + hex.EncodeToString(b[:]), nil
+}
+
+// basicAuth lets through only requests with user's credentials, answering
+// others as a registry does, so clients know to send them.
+func basicAuth(user, password string, next http.Handler) http.Handler {
+	wantUser, wantPassword := sha256.Sum256([]byte(user)), sha256.Sum256([]byte(password))
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u, p, ok := r.BasicAuth()
+		gotUser, gotPassword := sha256.Sum256([]byte(u)), sha256.Sum256([]byte(p))
+		if !ok || subtle.ConstantTimeCompare(gotUser[:], wantUser[:])&subtle.ConstantTimeCompare(gotPassword[:], wantPassword[:]) != 1 {
+			w.Header().Set("WWW-Authenticate", `Basic realm="buildgw dev registry"`)
+			w.Header().Set("Content-Type", "application/json")
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprint(w, `{"errors":[{"code":"UNAUTHORIZED","message":"authentication required: BUILDGW_REGISTRY_USER and BUILDGW_REGISTRY_PASSWORD from dev.env"}]}`)
+			return
+		}
+		next.ServeHTTP(w, r)
+	})
 }

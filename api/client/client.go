@@ -117,6 +117,11 @@ func New(server, token string, opts ...Option) (*Client, error) {
 		if err == nil && resp != nil && resp.StatusCode == http.StatusTooManyRequests {
 			return false, nil
 		}
+		// The context could not be read here: another attempt would fail
+		// the same way.
+		if le, ok := ctx.Value(localErrKey{}).(*localErr); ok && le.get() != nil {
+			return false, le.get()
+		}
 		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
 	}
 	c := &Client{base: u, token: token, http: rc, queueWait: 30 * time.Minute, restartWait: 3 * time.Minute}
@@ -140,6 +145,7 @@ func (c *Client) Submit(ctx context.Context, spec api.BuildSpec, newContext func
 	if err != nil {
 		return nil, err
 	}
+	local := &localErr{}
 	// Every attempt must use the boundary named in the Content-Type.
 	boundary := multipart.NewWriter(io.Discard).Boundary()
 	contentType := "multipart/form-data; boundary=" + boundary
@@ -155,11 +161,13 @@ func (c *Client) Submit(ctx context.Context, spec api.BuildSpec, newContext func
 				pw.CloseWithError(err)
 				return pr
 			}
-			go func() { pw.CloseWithError(writeMultipart(mw, specJSON, newContext(), progress)) }()
+			go func() {
+				pw.CloseWithError(writeMultipart(mw, specJSON, &recordingReader{r: newContext(), rec: local}, progress))
+			}()
 			return pr
 		}}, nil
 	}
-	req, err := c.newRequest(ctx, http.MethodPost, "/v1/builds", retryablehttp.ReaderFunc(body))
+	req, err := c.newRequest(context.WithValue(ctx, localErrKey{}, local), http.MethodPost, "/v1/builds", retryablehttp.ReaderFunc(body))
 	if err != nil {
 		return nil, err
 	}
@@ -167,6 +175,10 @@ func (c *Client) Submit(ctx context.Context, spec api.BuildSpec, newContext func
 	req.Header.Set(api.IdempotencyKeyHeader, key)
 	var acc api.Accepted
 	if err := c.do(req, http.StatusAccepted, &acc); err != nil {
+		if lerr := local.get(); lerr != nil {
+			// Not the network's fault: say what was wrong here.
+			return nil, lerr
+		}
 		return nil, err
 	}
 	return &acc, nil
@@ -241,6 +253,45 @@ func (b *lazyBody) Close() error {
 	}
 	return nil
 }
+
+// localErr is the first error reading the context archive met, which is
+// this side's problem, not the network's.
+type localErr struct {
+	mu  sync.Mutex
+	err error
+}
+
+type localErrKey struct{}
+
+func (l *localErr) set(err error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.err == nil {
+		l.err = err
+	}
+}
+
+func (l *localErr) get() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// recordingReader notes r's errors other than EOF in rec.
+type recordingReader struct {
+	r   io.ReadCloser
+	rec *localErr
+}
+
+func (r *recordingReader) Read(p []byte) (int, error) {
+	n, err := r.r.Read(p)
+	if err != nil && err != io.EOF {
+		r.rec.set(err)
+	}
+	return n, err
+}
+
+func (r *recordingReader) Close() error { return r.r.Close() }
 
 type countingReader struct {
 	r io.Reader

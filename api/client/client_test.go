@@ -517,3 +517,39 @@ func TestClientWaitsForFullQueue(t *testing.T) {
 		t.Errorf("builds = %d, want 2 (no duplicate from the retries)", n)
 	}
 }
+
+// TestSubmitContextErrorNotRetried: a context this side cannot read (a
+// Dockerfile outside it, a file gone) is not the network's fault: Submit
+// reports it at once, as itself, without another attempt.
+func TestSubmitContextErrorNotRetried(t *testing.T) {
+	var requests atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		requests.Add(1)
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(http.StatusBadRequest)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := client.New(srv.URL, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bad := errors.New("reading context: file vanished")
+	start := time.Now()
+	_, err = c.Submit(context.Background(), api.BuildSpec{Destinations: []string{"r.example.com/a:1"}},
+		func() io.ReadCloser {
+			return io.NopCloser(io.MultiReader(strings.NewReader("partial"), iotestErrReader{bad}))
+		}, nil)
+	if !errors.Is(err, bad) || strings.Contains(err.Error(), "cannot reach") {
+		t.Errorf("Submit with an unreadable context = %v, want %v as itself", err, bad)
+	}
+	if n := requests.Load(); n > 1 {
+		t.Errorf("Submit with an unreadable context made %d requests, want at most 1", n)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Errorf("Submit with an unreadable context took %v, want at once", d)
+	}
+}
+
+type iotestErrReader struct{ err error }
+
+func (r iotestErrReader) Read([]byte) (int, error) { return 0, r.err }

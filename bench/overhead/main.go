@@ -13,6 +13,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/base64"
 	"encoding/json"
 	"flag"
 	"fmt"
@@ -28,7 +29,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sys/unix"
 
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
@@ -133,6 +136,8 @@ type env struct {
 	memory bool
 	// lastCopy is how long direct's (untimed) copy of the context took.
 	lastCopy time.Duration
+	// regUser and regPassword are the embedded registry's account.
+	regUser, regPassword string
 }
 
 func run(ctx context.Context, c *config) (err error) {
@@ -225,6 +230,7 @@ func run(ctx context.Context, c *config) (err error) {
 
 	e.base = e.reg + "/library/busybox:latest"
 	imp := exec.CommandContext(ctx, gwBin, "import", "--busybox", c.busybox, e.base)
+	imp.Env = append(os.Environ(), "BUILDGW_REGISTRY="+e.reg, "BUILDGW_REGISTRY_USER="+e.regUser, "BUILDGW_REGISTRY_PASSWORD="+e.regPassword)
 	if out, err := imp.CombinedOutput(); err != nil {
 		return fmt.Errorf("importing busybox: %v: %s", err, out)
 	}
@@ -274,6 +280,10 @@ func (e *env) startGateway(ctx context.Context, bin string) error {
 					e.token = v
 				case "BUILDGW_REGISTRY":
 					e.reg = v
+				case "BUILDGW_REGISTRY_USER":
+					e.regUser = v
+				case "BUILDGW_REGISTRY_PASSWORD":
+					e.regPassword = v
 				}
 			}
 			break
@@ -290,7 +300,7 @@ func (e *env) startGateway(ctx context.Context, bin string) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	if e.url == "" || e.token == "" || e.reg == "" {
+	if e.url == "" || e.token == "" || e.reg == "" || e.regUser == "" {
 		return fmt.Errorf("incomplete %s", envFile)
 	}
 	bu.Log.Printf("dev gateway pid %d at %s, registry %s", e.gw.Cmd.Process.Pid, e.url, e.reg)
@@ -362,8 +372,13 @@ func (e *env) overheadBench(ctx context.Context) error {
 	return nil
 }
 
+// regAuth is the embedded registry's account, for pulling images back.
+func (e *env) regAuth() remote.Option {
+	return remote.WithAuth(&authn.Basic{Username: e.regUser, Password: e.regPassword})
+}
+
 func (e *env) verifyLogged(ctx context.Context, ref string) string {
-	if err := refproject.Verify(ctx, ref, e.proj); err != nil {
+	if err := refproject.Verify(ctx, ref, e.proj, e.regAuth()); err != nil {
 		bu.Log.Printf("image %s is INCORRECT: %v", ref, err)
 		return "INCORRECT"
 	}
@@ -586,6 +601,16 @@ func (e *env) prepareRoot(root string) error {
 	if err := copyFile(e.c.caCerts, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt"), 0o644); err != nil {
 		return fmt.Errorf("installing CA certificates: %w", err)
 	}
+	// Plain kaniko's way to the push account (and the embedded
+	// registry's only account): a Docker config in the sandbox.
+	auth := base64.StdEncoding.EncodeToString([]byte(e.regUser + ":" + e.regPassword))
+	dc, err := json.Marshal(map[string]any{"auths": map[string]any{e.reg: map[string]string{"auth": auth}}})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(root, "kaniko", ".docker", "config.json"), dc, 0o644); err != nil {
+		return fmt.Errorf("installing Docker config: %w", err)
+	}
 	return nil
 }
 
@@ -786,7 +811,7 @@ var phases = []struct{ key, label string }{
 // runner), so each can be timed; and (a) for reference.
 func (e *env) phaseBench(ctx context.Context) error {
 	c := e.c
-	pusher, err := push.New(map[string]push.Registry{e.reg: {Insecure: true}})
+	pusher, err := push.New(map[string]push.Registry{e.reg: {Insecure: true, Username: e.regUser, Password: e.regPassword}})
 	if err != nil {
 		return err
 	}
@@ -1007,7 +1032,7 @@ func (e *env) flagBench(ctx context.Context) error {
 			r.times, r.rss = append(r.times, d), append(r.rss, rss)
 			bu.Log.Printf("round %d/%d %q: %s s, executor peak RSS %s MiB", round+1, c.n, flagLabel(r.flags), bu.Secs(d), bu.MiB(rss))
 			if !c.skipVerify {
-				if err := refproject.Verify(ctx, tag, e.proj); err != nil {
+				if err := refproject.Verify(ctx, tag, e.proj, e.regAuth()); err != nil {
 					bu.Log.Printf("image %s built with %q is INCORRECT: %v", tag, flagLabel(r.flags), err)
 					r.wrong = append(r.wrong, err.Error())
 				} else {

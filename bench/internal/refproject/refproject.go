@@ -163,13 +163,13 @@ func Generate(dir string, nfiles int, total int64, seed uint64, genFiles int) (*
 // generated file with its content, every copied file with its content,
 // and nothing else under /app.
 // Verify pulls ref and checks that /app holds exactly what the build of
-// p must put there.
-func Verify(ctx context.Context, ref string, p *Project) error {
+// p must put there; opts are added to the pull's (an account, say).
+func Verify(ctx context.Context, ref string, p *Project, opts ...remote.Option) error {
 	r, err := name.ParseReference(ref, name.Insecure)
 	if err != nil {
 		return err
 	}
-	img, err := remote.Image(r, remote.WithContext(ctx))
+	img, err := remote.Image(r, append([]remote.Option{remote.WithContext(ctx)}, opts...)...)
 	if err != nil {
 		return fmt.Errorf("pulling: %w", err)
 	}

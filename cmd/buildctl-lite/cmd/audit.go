@@ -42,6 +42,11 @@ when all is clean, so it can gate a pipeline.`,
   buildctl-lite audit -o json ~/src/*
   sudo buildctl-lite audit --host`,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			for _, n := range []string{"server", "token"} {
+				if cmd.Flags().Changed(n) {
+					return fmt.Errorf("audit talks to no gateway: --%s does nothing here", n)
+				}
+			}
 			if host {
 				if len(args) > 0 {
 					return fmt.Errorf("--host takes no paths")
@@ -78,6 +83,13 @@ when all is clean, so it can gate a pipeline.`,
 	f.BoolVar(&host, "host", false, "audit this host's Docker socket instead of repositories")
 	f.StringVar(&socket, "socket", socketaudit.DefaultSocket, "the Docker socket, with --host")
 	f.StringVar(&proc, "proc", "/proc", "the proc filesystem to read, with --host")
+	// audit talks to no gateway: these shadow the global --server and
+	// --token, so its help does not offer them, and refuse them if given.
+	var unused string
+	for _, n := range []string{"server", "token"} {
+		f.StringVar(&unused, n, "", "not used by audit")
+		f.MarkHidden(n)
+	}
 	return cmd
 }
 

@@ -2,14 +2,18 @@
 package cmd
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/client"
 	"github.com/buildgw/buildgw/version"
 )
@@ -92,7 +96,32 @@ func printJSON(w io.Writer, v any) error {
 
 // New returns the buildctl-lite root command.
 func New() *cobra.Command {
-	return newRoot(&globals{configDir: os.Getenv("BUILDGW_CONFIG_DIR"), clientVersion: version.Version})
+	root := newRoot(&globals{configDir: os.Getenv("BUILDGW_CONFIG_DIR"), clientVersion: version.Version})
+	addCompletion(root)
+	return root
+}
+
+// addCompletion adds cobra's completion command, which writes to root's
+// output as set now, with an error for a shell it does not know (cobra's
+// own prints its help and exits 0).
+func addCompletion(root *cobra.Command) {
+	root.InitDefaultCompletionCmd()
+	comp, _, err := root.Find([]string{"completion"})
+	if err != nil || comp == root {
+		return
+	}
+	comp.Use = "completion SHELL"
+	comp.Args = cobra.ArbitraryArgs
+	comp.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		var shells []string
+		for _, c := range cmd.Commands() {
+			shells = append(shells, c.Name())
+		}
+		return fmt.Errorf("completion: unknown shell %q: supported shells are %s", args[0], strings.Join(shells, ", "))
+	}
 }
 
 func newRoot(g *globals) *cobra.Command {
@@ -132,4 +161,44 @@ sent to the server it was saved for).`,
 	)
 	wrapErrors(root)
 	return root
+}
+
+// exitInterrupted is the conventional status of a program ended by
+// Ctrl-C (128 + SIGINT).
+const exitInterrupted = 130
+
+// Run runs buildctl-lite with args and returns its exit status. An error
+// is written to stderr as one line, or as {"error": {"code", "message"}}
+// with --output json; an interrupt (ctx ending) ends it with 130, quietly
+// unless the command had something to say about it.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	g := &globals{configDir: os.Getenv("BUILDGW_CONFIG_DIR"), clientVersion: version.Version}
+	root := newRoot(g)
+	root.SetArgs(args)
+	root.SetIn(stdin)
+	root.SetOut(stdout)
+	root.SetErr(stderr)
+	addCompletion(root)
+	err := root.ExecuteContext(ctx)
+	code := ExitCode(err)
+	if ctx.Err() != nil && err != nil {
+		code = exitInterrupted
+		if errors.Is(err, context.Canceled) {
+			return code
+		}
+	}
+	if err == nil {
+		return code
+	}
+	if g.json() {
+		e := api.ErrorDetail{Code: "ERROR", Message: err.Error()}
+		var ce *client.Error
+		if errors.As(err, &ce) && ce.Code != "" {
+			e.Code = ce.Code
+		}
+		json.NewEncoder(stderr).Encode(api.ErrorBody{Error: e})
+		return code
+	}
+	fmt.Fprintln(stderr, "Error:", err)
+	return code
 }

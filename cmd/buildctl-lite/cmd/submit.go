@@ -40,7 +40,7 @@ of stdout; with --output json it prints the build's final state instead. It
 exits 0 only if the build succeeded; an interrupt cancels the build.`,
 		Example: `  buildctl-lite submit -t registry.example.com/team/app:dev .
   buildctl-lite submit -f docker/Dockerfile --build-arg VERSION=1.2 --target release -t reg.example.com/app:1.2 .`,
-		Args: cobra.ExactArgs(1),
+		Args: submitArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			var err error
 			if spec.BuildArgs, err = buildArgValues(buildArgs, os.LookupEnv); err != nil {
@@ -57,7 +57,7 @@ exits 0 only if the build succeeded; an interrupt cancels the build.`,
 	}
 	f := cmd.Flags()
 	f.StringArrayVarP(&spec.Destinations, "tag", "t", nil, "destination image reference, repeatable")
-	f.StringVarP(&spec.Dockerfile, "file", "f", "", "Dockerfile, relative to CONTEXT_DIR (default Dockerfile)")
+	f.StringVarP(&spec.Dockerfile, "file", "f", "", "Dockerfile inside CONTEXT_DIR, relative to it or absolute (default Dockerfile)")
 	f.StringArrayVar(&buildArgs, "build-arg", nil, "build argument K=V, repeatable; K alone takes the value of environment variable K, and is left out if that is unset (as docker build does)")
 	f.StringArrayVar(&labels, "label", nil, "image label K=V, repeatable")
 	f.StringVar(&spec.Target, "target", "", "build stage to stop at")
@@ -139,9 +139,15 @@ func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, comp
 	if err != nil || !st.IsDir() {
 		return fmt.Errorf("context %s is not a directory", dir)
 	}
-	df := spec.Dockerfile
-	if df == "" {
-		df = "Dockerfile"
+	df, err := dockerfileIn(dir, spec.Dockerfile)
+	if err != nil {
+		return err
+	}
+	if spec.Dockerfile != "" {
+		spec.Dockerfile = df
+	}
+	if err := checkDestinations(spec.Destinations); err != nil {
+		return err
 	}
 	server, token, err := g.credentials()
 	if err != nil {

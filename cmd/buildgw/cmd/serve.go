@@ -24,7 +24,8 @@ func NewCmdServe() *cobra.Command {
 		Example: `  # Production: TLS, tokens, registries and runners from a config file
   buildgw serve --config /etc/buildgw/buildgw.yaml
 
-  # Dev mode: loopback API and registry, generated token, DIR/dev.env
+  # Dev mode: loopback API and registry, generated token and registry
+  # password, DIR/dev.env
   buildgw serve --dev --state-dir ./.buildgw`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
