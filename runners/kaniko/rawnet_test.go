@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/buildgw/buildgw/builder/basestore"
+	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testnetns"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
@@ -109,36 +110,7 @@ RUN /p-suid id > /out/suid.txt 2>&1; cat /out/suid.txt
 		}
 	})
 
-	for name, addr := range targets {
-		h, p, _ := net.SplitHostPort(addr)
-		want := fmt.Sprintf("rawtcp %s:%s: socket(AF_PACKET): operation not permitted\n", h, p)
-		if !strings.Contains(root, want) {
-			t.Errorf("raw TCP client to the %s (%s): no %q", name, addr, want)
-		}
-	}
-	if strings.Contains(root, "fetched") || strings.Contains(root, marker) {
-		t.Errorf("a RUN step fetched from the host with frames of its own")
-	}
-	for _, want := range []string{
-		"rawip: socket(AF_INET, SOCK_RAW): operation not permitted\n",
-		"socket AF_PACKET SOCK_RAW: operation not permitted\n",
-		"socket AF_PACKET SOCK_DGRAM: operation not permitted\n",
-		"socket AF_PACKET SOCK_PACKET: operation not permitted\n",
-		"socket AF_INET SOCK_PACKET: operation not permitted\n",
-		"socket AF_INET SOCK_RAW: operation not permitted\n",
-		"socket AF_INET SOCK_RAW|SOCK_CLOEXEC: operation not permitted\n",
-		"socket AF_INET6 SOCK_RAW: operation not permitted\n",
-		"io_uring_setup: operation not permitted\n",
-		// What builds need stays.
-		"socket AF_INET SOCK_STREAM: allowed\n",
-		"socket AF_INET SOCK_DGRAM: allowed\n",
-		"socket AF_UNIX SOCK_STREAM: allowed\n",
-		"socket AF_NETLINK SOCK_RAW: allowed\n",
-	} {
-		if !strings.Contains(root, want) {
-			t.Errorf("probe as root: no %q", want)
-		}
-	}
+	runnertest.CheckRawRefused(t, root, targets, marker)
 	// Setuid works (no no_new_privs), and still gives no CAP_NET_RAW.
 	if want := "id: uid=65534 euid=0 net_raw: effective=false bounding=false no_new_privs=0\n"; suid != want {
 		t.Errorf("setuid probe as uid 65534 = %q, want %q", suid, want)
