@@ -20,6 +20,7 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
+	"github.com/buildgw/buildgw/ocilayout"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
@@ -237,7 +238,7 @@ func copyEntry(src *os.File, name, dstDir string, maxBytes int64, shared bool) (
 	}
 	md := idx.Manifests[0]
 	if md.Size > maxManifestBytes {
-		return 0, fmt.Errorf("manifest of %d bytes: %w", md.Size, errTooLarge)
+		return 0, fmt.Errorf("manifest of %d bytes: %w", md.Size, ocilayout.ErrTooLarge)
 	}
 	tmp, err := os.MkdirTemp(dstDir, ".tmp-")
 	if err != nil {
@@ -257,7 +258,7 @@ func copyEntry(src *os.File, name, dstDir string, maxBytes int64, shared bool) (
 		return 0, fmt.Errorf("manifest: %w", err)
 	}
 	if m.Config.Size > maxConfigBytes {
-		return 0, fmt.Errorf("config of %d bytes: %w", m.Config.Size, errTooLarge)
+		return 0, fmt.Errorf("config of %d bytes: %w", m.Config.Size, ocilayout.ErrTooLarge)
 	}
 	total := md.Size
 	for _, d := range append([]v1.Descriptor{m.Config}, m.Layers...) {
@@ -309,7 +310,7 @@ func copyCacheBlob(src *os.File, name string, d v1.Descriptor, blobs string, kee
 	if d.Digest.Algorithm != "sha256" || len(d.Digest.Hex) != 64 || strings.Trim(d.Digest.Hex, "0123456789abcdef") != "" {
 		return nil, fmt.Errorf("unsupported digest %q", d.Digest)
 	}
-	in, size, err := openFileBeneath(src, name+"/blobs/sha256/"+d.Digest.Hex, d.Size)
+	in, size, err := ocilayout.OpenBeneath(src, name+"/blobs/sha256/"+d.Digest.Hex, d.Size)
 	if err != nil {
 		return nil, err
 	}

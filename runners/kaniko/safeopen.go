@@ -20,20 +20,11 @@ func openDir(path string) (*os.File, error) {
 	return os.NewFile(uintptr(fd), path), nil
 }
 
-// errTooLarge is a file over the size its reader allows.
-var errTooLarge = ocilayout.ErrTooLarge
-
-// openFileBeneath opens the regular file rel under dir for reading, of at
-// most maxBytes, and returns it with its size: see ocilayout.OpenBeneath,
-// the one opener of whatever a sandbox wrote.
-func openFileBeneath(dir *os.File, rel string, maxBytes int64) (*os.File, int64, error) {
-	return ocilayout.OpenBeneath(dir, rel, maxBytes)
-}
-
 // readFileBeneath reads the regular file rel under dir, of at most
-// maxBytes, see openFileBeneath.
+// maxBytes, opened by ocilayout.OpenBeneath, the one opener of whatever
+// a sandbox wrote.
 func readFileBeneath(dir *os.File, rel string, maxBytes int64) ([]byte, error) {
-	f, _, err := openFileBeneath(dir, rel, maxBytes)
+	f, _, err := ocilayout.OpenBeneath(dir, rel, maxBytes)
 	if err != nil {
 		return nil, err
 	}
@@ -44,7 +35,7 @@ func readFileBeneath(dir *os.File, rel string, maxBytes int64) ([]byte, error) {
 		return nil, fmt.Errorf("reading %s: %w", rel, err)
 	}
 	if int64(len(b)) > maxBytes {
-		return nil, fmt.Errorf("%s: %w (%d)", rel, errTooLarge, maxBytes)
+		return nil, fmt.Errorf("%s: %w (%d)", rel, ocilayout.ErrTooLarge, maxBytes)
 	}
 	return b, nil
 }
