@@ -1,6 +1,7 @@
-// Package builder holds the job model of buildgw: specs and their validation,
-// the queue and scheduler that run jobs on sandboxed runners, the job logs,
-// and the gateway-side push of what a runner built.
+// Package builder is the contract between the job scheduler (package jobs)
+// and the runners that build in sandboxes: Runner and the optional
+// capabilities a runner may have, and the Request it is given. Every runner
+// passes the shared suite in builder/runnertest.
 package builder
 
 import (

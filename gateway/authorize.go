@@ -9,11 +9,11 @@ import (
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/server"
+	"github.com/buildgw/buildgw/audit"
 	"github.com/buildgw/buildgw/auth"
-	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/audit"
-	"github.com/buildgw/buildgw/builder/basestore"
-	"github.com/buildgw/buildgw/builder/policy"
+	"github.com/buildgw/buildgw/basestore"
+	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/policy"
 )
 
 // policyAuthorizer enforces the policy file's current version.
@@ -28,7 +28,7 @@ type policyAuthorizer struct {
 
 var _ server.Policy = policyAuthorizer{}
 
-func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec *builder.ValidSpec, dockerfile []byte) (string, builder.Grant, error) {
+func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec *jobs.ValidSpec, dockerfile []byte) (string, jobs.Grant, error) {
 	pol := p.store.Policy()
 	req := policy.Request{
 		Identity:     id,
@@ -39,13 +39,13 @@ func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec 
 		Target:       spec.Target,
 	}
 	d := pol.Decide(req)
-	g := builder.Grant{MaxContextBytes: d.Limits.MaxContextBytes, Timeout: d.Limits.Timeout, MaxConcurrent: d.Limits.MaxConcurrent, Network: d.Network}
+	g := jobs.Grant{MaxContextBytes: d.Limits.MaxContextBytes, Timeout: d.Limits.Timeout, MaxConcurrent: d.Limits.MaxConcurrent, Network: d.Network}
 	if d.Allowed {
 		g.CacheTenant = d.CacheScope.Tenant(id)
 		g.NoCache = g.CacheTenant == ""
 	}
 	if !d.Allowed {
-		return d.Rule, g, &builder.DeniedError{Rule: d.Rule, Reason: d.Reason}
+		return d.Rule, g, &jobs.DeniedError{Rule: d.Rule, Reason: d.Reason}
 	}
 	if dockerfile != nil && p.bases != nil {
 		if err := p.checkOnbuild(ctx, pol, req); err != nil {
@@ -77,20 +77,20 @@ func (p policyAuthorizer) checkOnbuild(ctx context.Context, pol *policy.Policy, 
 			continue
 		}
 		if d := pol.CheckOnbuild(req, ref.Name(), cfg.Config.OnBuild); !d.Allowed {
-			return &builder.DeniedError{Rule: d.Rule, Reason: d.Reason}
+			return &jobs.DeniedError{Rule: d.Rule, Reason: d.Reason}
 		}
 	}
 	return nil
 }
 
-// CheckBase is the builder.BaseCheckFunc: the ONBUILD triggers of a
+// CheckBase is the jobs.BaseCheckFunc: the ONBUILD triggers of a
 // build's base image, checked when it runs, against the current policy.
-func (p policyAuthorizer) CheckBase(id auth.Identity, spec *builder.ValidSpec, dockerfile []byte, image string, onbuild []string) error {
+func (p policyAuthorizer) CheckBase(id auth.Identity, spec *jobs.ValidSpec, dockerfile []byte, image string, onbuild []string) error {
 	d := p.store.Policy().CheckOnbuild(policy.Request{
 		Identity: id, Destinations: spec.Tags, Runner: spec.Runner, Dockerfile: dockerfile, BuildArgs: spec.BuildArgs, Target: spec.Target,
 	}, image, onbuild)
 	if !d.Allowed {
-		return &builder.DeniedError{Rule: d.Rule, Reason: d.Reason}
+		return &jobs.DeniedError{Rule: d.Rule, Reason: d.Reason}
 	}
 	return nil
 }
@@ -98,11 +98,11 @@ func (p policyAuthorizer) CheckBase(id auth.Identity, spec *builder.ValidSpec, d
 // auditObserver writes one record per build outcome.
 type auditObserver struct{ log *audit.Logger }
 
-var _ builder.Observer = auditObserver{}
+var _ jobs.Observer = auditObserver{}
 
-func (auditObserver) Accepted(*builder.Job, int64) {}
+func (auditObserver) Accepted(*jobs.Job, int64) {}
 
-func (a auditObserver) Finished(j *builder.Job, b api.Build) {
+func (a auditObserver) Finished(j *jobs.Job, b api.Build) {
 	id := j.Identity
 	rec := audit.Record{
 		Event: audit.EventBuild, JobID: j.ID, Identity: &id, Action: "build.run",

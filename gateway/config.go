@@ -17,8 +17,8 @@ import (
 	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
-	"github.com/buildgw/buildgw/builder/basestore"
-	"github.com/buildgw/buildgw/builder/policy"
+	"github.com/buildgw/buildgw/basestore"
+	"github.com/buildgw/buildgw/policy"
 	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/egress"
 	"github.com/buildgw/buildgw/runners/kaniko"

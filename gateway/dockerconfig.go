@@ -7,7 +7,7 @@ import (
 	"os"
 	"strings"
 
-	"github.com/buildgw/buildgw/builder/push"
+	"github.com/buildgw/buildgw/push"
 )
 
 // readDockerConfig reads the "auths" of a Docker config.json as push

@@ -19,23 +19,23 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/buildgw/buildgw/api/server"
+	"github.com/buildgw/buildgw/archive"
+	"github.com/buildgw/buildgw/audit"
 	"github.com/buildgw/buildgw/auth/mtls"
 	"github.com/buildgw/buildgw/auth/netallow"
-	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/archive"
-	"github.com/buildgw/buildgw/builder/audit"
-	"github.com/buildgw/buildgw/builder/basestore"
-	"github.com/buildgw/buildgw/builder/policy"
-	"github.com/buildgw/buildgw/builder/statedir"
+	"github.com/buildgw/buildgw/basestore"
+	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/policy"
 	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/kaniko"
+	"github.com/buildgw/buildgw/statedir"
 )
 
 // Gateway is a configured buildgw, listening but not yet serving.
 type Gateway struct {
 	cfg    Config
 	log    *slog.Logger
-	mgr    *builder.Manager
+	mgr    *jobs.Manager
 	srv    *http.Server
 	drain  *drain
 	ln     net.Listener
@@ -106,23 +106,23 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		// Builds on base images owned by low ids still work.
 		log.Warn("kaniko runner: subordinate id range too small", "error", err)
 	}
-	opts := []builder.Option{
-		builder.WithRunner("kaniko", kr),
-		builder.WithJobTimeout(time.Duration(cfg.JobTimeout)),
-		builder.WithContextLimits(archive.Limits{MaxBytes: cfg.Context.MaxBytes, MaxFiles: cfg.Context.MaxFiles}),
-		builder.WithLogger(log),
-		builder.WithObserver(metrics),
-		builder.WithMaxQueued(cfg.Queue.MaxQueued, cfg.Queue.perIdentity()),
-		builder.WithMaxUploading(cfg.Queue.MaxUploadingPerIdentity),
-		builder.WithOwnerConcurrency(cfg.Queue.MaxRunningPerIdentity),
-		builder.WithShutdownGrace(time.Duration(cfg.ShutdownGrace)),
-		builder.WithRetention(time.Duration(cfg.Retention)),
-		builder.WithMinFreeBytes(cfg.MinFreeBytes),
-		builder.WithWorkspaceLimit(cfg.WorkspaceMaxBytes),
-		builder.WithLogLimit(cfg.LogMaxBytes),
+	opts := []jobs.Option{
+		jobs.WithRunner("kaniko", kr),
+		jobs.WithJobTimeout(time.Duration(cfg.JobTimeout)),
+		jobs.WithContextLimits(archive.Limits{MaxBytes: cfg.Context.MaxBytes, MaxFiles: cfg.Context.MaxFiles}),
+		jobs.WithLogger(log),
+		jobs.WithObserver(metrics),
+		jobs.WithMaxQueued(cfg.Queue.MaxQueued, cfg.Queue.perIdentity()),
+		jobs.WithMaxUploading(cfg.Queue.MaxUploadingPerIdentity),
+		jobs.WithOwnerConcurrency(cfg.Queue.MaxRunningPerIdentity),
+		jobs.WithShutdownGrace(time.Duration(cfg.ShutdownGrace)),
+		jobs.WithRetention(time.Duration(cfg.Retention)),
+		jobs.WithMinFreeBytes(cfg.MinFreeBytes),
+		jobs.WithWorkspaceLimit(cfg.WorkspaceMaxBytes),
+		jobs.WithLogLimit(cfg.LogMaxBytes),
 	}
-	memBytes, workspaces := cfg.workspaceMemory(func() bool { return canMount(os.TempDir()) }, builder.MountedMemory(cfg.StateDir))
-	opts = append(opts, builder.WithMemoryWorkspaces(memBytes))
+	memBytes, workspaces := cfg.workspaceMemory(func() bool { return canMount(os.TempDir()) }, jobs.MountedMemory(cfg.StateDir))
+	opts = append(opts, jobs.WithMemoryWorkspaces(memBytes))
 	log.Info("workspaces", "in", workspaces)
 	opts = append(opts, regOpts...)
 	if !cfg.Runners.Dind.Disabled {
@@ -131,7 +131,7 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("dind runner: %w", err)
 		}
-		opts = append(opts, builder.WithRunner("dind", dr))
+		opts = append(opts, jobs.WithRunner("dind", dr))
 		log.Info("dind runner", "data_root", dataRoot)
 		// Daemons and state left by a gateway that was killed.
 		if cleaned, err := dind.Reap(cfg.StateDir); err != nil {
@@ -141,13 +141,13 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		}
 	}
 	if alog != nil {
-		opts = append(opts, builder.WithObserver(auditObserver{alog}))
+		opts = append(opts, jobs.WithObserver(auditObserver{alog}))
 	}
 	if cfg.Concurrency > 0 {
-		opts = append(opts, builder.WithConcurrency(cfg.Concurrency))
+		opts = append(opts, jobs.WithConcurrency(cfg.Concurrency))
 	}
 	if uid, gid, differs := kr.Owner(); differs {
-		opts = append(opts, builder.WithWorkspaceOwner(uid, gid))
+		opts = append(opts, jobs.WithWorkspaceOwner(uid, gid))
 	}
 	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
 		return nil, fmt.Errorf("creating state directory: %w", err)
@@ -176,8 +176,8 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		}
 	}
 	authz := policyAuthorizer{store: pstore, bases: bases, insecure: insecure, log: log}
-	opts = append(opts, builder.WithBaseImages(bases), builder.WithBaseCheck(authz.CheckBase))
-	mgr, err := builder.New(cfg.StateDir, p, opts...)
+	opts = append(opts, jobs.WithBaseImages(bases), jobs.WithBaseCheck(authz.CheckBase))
+	mgr, err := jobs.New(cfg.StateDir, p, opts...)
 	if err != nil {
 		return nil, err
 	}

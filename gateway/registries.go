@@ -13,9 +13,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/audit"
-	"github.com/buildgw/buildgw/builder/push"
+	"github.com/buildgw/buildgw/audit"
+	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/push"
 )
 
 // registryAccess turns the registries' configuration into the pusher,
@@ -27,7 +27,7 @@ import (
 // It also returns how the gateway itself fetches base images from each
 // registry: with the registry's read-only pull account if it has one,
 // else with its push account, and with its CA.
-func (c *Config) registryAccess() (*push.Pusher, []builder.Option, func(name.Registry) []remote.Option, error) {
+func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Registry) []remote.Option, error) {
 	regs := map[string]push.Registry{}
 	if c.DockerConfig != "" {
 		var err error
@@ -90,9 +90,9 @@ func (c *Config) registryAccess() (*push.Pusher, []builder.Option, func(name.Reg
 	if err != nil {
 		return nil, nil, nil, err
 	}
-	return p, []builder.Option{
-		builder.WithInsecureRegistries(insecure...),
-		builder.WithExtraCAs(extraCAs),
+	return p, []jobs.Option{
+		jobs.WithInsecureRegistries(insecure...),
+		jobs.WithExtraCAs(extraCAs),
 	}, func(reg name.Registry) []remote.Option { return fetch[reg.RegistryStr()] }, nil
 }
 

@@ -12,9 +12,9 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/statedir"
-	"github.com/buildgw/buildgw/builder/store"
+	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/jobs/store"
+	"github.com/buildgw/buildgw/statedir"
 )
 
 // jobStoreFile is the job database's name in the state directory.
@@ -57,7 +57,7 @@ func backupSocket(stateDir string) string { return filepath.Join(stateDir, "admi
 // consistent copy of the job store, until ctx ends. bbolt's own file lock
 // keeps any other process from opening jobs.db while the gateway runs,
 // even read-only, so copies come from here.
-func serveBackups(stateDir string, mgr *builder.Manager, log *slog.Logger) (func(), error) {
+func serveBackups(stateDir string, mgr *jobs.Manager, log *slog.Logger) (func(), error) {
 	sock := backupSocket(stateDir)
 	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
 		return nil, fmt.Errorf("creating backup socket directory: %w", err)

@@ -14,9 +14,9 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/api"
-	"github.com/buildgw/buildgw/builder/store"
 	"github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/jobs/store"
 )
 
 const allPolicy = "rules:\n  - name: all\n    match: {kind: token}\n    allow:\n      destinations: [\"127.0.0.1:1/**\"]\n"

@@ -24,9 +24,9 @@ import (
 	"github.com/buildgw/buildgw/api/client"
 	"github.com/buildgw/buildgw/api/server"
 	tokenauth "github.com/buildgw/buildgw/auth/token"
-	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testmanager"
+	"github.com/buildgw/buildgw/jobs"
 )
 
 const token = "client-test-token"
@@ -34,7 +34,7 @@ const token = "client-test-token"
 // gw is a real server.Server over a real Manager with the kaniko runner.
 type gw struct {
 	srv *server.Server
-	m   *builder.Manager
+	m   *jobs.Manager
 	reg string
 }
 
@@ -453,7 +453,7 @@ func TestClientConnectionRefused(t *testing.T) {
 func TestClientWaitsForFullQueue(t *testing.T) {
 	// No workers and room for one: the second submit finds the queue full
 	// until the first build is cancelled.
-	te := testmanager.New(t, testmanager.Options{NoWorkers: true, Builder: []builder.Option{builder.WithMaxQueued(1, 0)}})
+	te := testmanager.New(t, testmanager.Options{NoWorkers: true, Builder: []jobs.Option{jobs.WithMaxQueued(1, 0)}})
 	auth, err := tokenauth.New([]tokenauth.Token{{Name: "ci", SHA256: tokenauth.HashToken(token)}})
 	if err != nil {
 		t.Fatal(err)

@@ -7,8 +7,8 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/audit"
 	"github.com/buildgw/buildgw/auth"
-	"github.com/buildgw/buildgw/builder/audit"
 )
 
 const identityKey = "buildgw.identity"

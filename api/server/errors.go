@@ -11,8 +11,8 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/buildgw/buildgw/api"
-	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/archive"
+	"github.com/buildgw/buildgw/archive"
+	"github.com/buildgw/buildgw/jobs"
 )
 
 // Error is an error the server raises itself, with its HTTP status.
@@ -36,10 +36,10 @@ func errorf(status int, code, msg string) *Error {
 func toHTTP(err error) *Error {
 	var (
 		se  *Error
-		spe *builder.SpecError
-		de  *builder.DeniedError
+		spe *jobs.SpecError
+		de  *jobs.DeniedError
 		ae  *archive.Error
-		qf  *builder.QueueFullError
+		qf  *jobs.QueueFullError
 	)
 	switch {
 	case errors.As(err, &se):
@@ -59,9 +59,9 @@ func toHTTP(err error) *Error {
 		e := errorf(http.StatusTooManyRequests, api.CodeQueueFull, qf.Error())
 		e.RetryAfter = qf.RetryAfter
 		return e
-	case errors.Is(err, builder.ErrNotFound):
+	case errors.Is(err, jobs.ErrNotFound):
 		return errorf(http.StatusNotFound, api.CodeNotFound, err.Error())
-	case errors.Is(err, builder.ErrFinished):
+	case errors.Is(err, jobs.ErrFinished):
 		return errorf(http.StatusConflict, api.CodeConflict, err.Error())
 	case errors.Is(err, syscall.ENOSPC):
 		return errorf(http.StatusInsufficientStorage, api.CodeUnavailable, "the gateway is out of space for build workspaces; retry later")

@@ -7,12 +7,12 @@ import (
 	"testing"
 
 	"github.com/buildgw/buildgw/api"
-	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/jobs"
 )
 
 func TestQueueFull(t *testing.T) {
 	// No workers: accepted builds stay queued, so the queue fills.
-	g := newGateway(t, gwOptions{noWorkers: true, builder: []builder.Option{builder.WithMaxQueued(2, 1)}})
+	g := newGateway(t, gwOptions{noWorkers: true, builder: []jobs.Option{jobs.WithMaxQueued(2, 1)}})
 	tests := []struct {
 		name, token string
 		wantStatus  int
@@ -53,7 +53,7 @@ func TestReadyz(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			g := newGateway(t, gwOptions{noWorkers: true, builder: []builder.Option{builder.WithMinFreeBytes(tc.minFree)}})
+			g := newGateway(t, gwOptions{noWorkers: true, builder: []jobs.Option{jobs.WithMinFreeBytes(tc.minFree)}})
 			r := do(t, http.MethodGet, g.url+"/readyz", "", "", nil)
 			if r.status != tc.wantStatus || !strings.Contains(string(r.body), tc.wantBody) {
 				t.Errorf("GET /readyz = %d %s, want %d with %q", r.status, r.body, tc.wantStatus, tc.wantBody)

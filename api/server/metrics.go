@@ -9,7 +9,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/buildgw/buildgw/api"
-	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/jobs"
 )
 
 // Metrics are the gateway's Prometheus metrics, on a registry of their
@@ -26,8 +26,8 @@ type Metrics struct {
 }
 
 var (
-	_ builder.Observer     = (*Metrics)(nil)
-	_ builder.PushObserver = (*Metrics)(nil)
+	_ jobs.Observer     = (*Metrics)(nil)
+	_ jobs.PushObserver = (*Metrics)(nil)
 )
 
 // NewMetrics returns the metrics; register the Manager's gauges with
@@ -67,7 +67,7 @@ func NewMetrics() *Metrics {
 }
 
 // Watch exports mgr's queue depth and running builds.
-func (m *Metrics) Watch(mgr *builder.Manager) {
+func (m *Metrics) Watch(mgr *jobs.Manager) {
 	m.reg.MustRegister(
 		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "buildgw_queue_depth", Help: "Builds waiting to run."},
 			func() float64 { q, _ := mgr.Stats(); return float64(q) }),
@@ -86,22 +86,22 @@ func (m *Metrics) Watch(mgr *builder.Manager) {
 	)
 }
 
-// Accepted implements builder.Observer.
-func (m *Metrics) Accepted(j *builder.Job, contextBytes int64) {
+// Accepted implements jobs.Observer.
+func (m *Metrics) Accepted(j *jobs.Job, contextBytes int64) {
 	m.accepted.WithLabelValues(j.Spec.Runner).Inc()
 	m.contextBytes.Add(float64(contextBytes))
 }
 
-// Finished implements builder.Observer.
-func (m *Metrics) Finished(_ *builder.Job, b api.Build) {
+// Finished implements jobs.Observer.
+func (m *Metrics) Finished(_ *jobs.Job, b api.Build) {
 	m.finished.WithLabelValues(b.Runner, string(b.Status)).Inc()
 	if b.StartedAt != nil && b.FinishedAt != nil {
 		m.duration.WithLabelValues(b.Runner, string(b.Status)).Observe(b.FinishedAt.Sub(*b.StartedAt).Seconds())
 	}
 }
 
-// Pushed implements builder.PushObserver.
-func (m *Metrics) Pushed(_ *builder.Job, registry string, d time.Duration, err error) {
+// Pushed implements jobs.PushObserver.
+func (m *Metrics) Pushed(_ *jobs.Job, registry string, d time.Duration, err error) {
 	outcome := "ok"
 	if err != nil {
 		outcome = "error"

@@ -20,9 +20,10 @@ import (
 	"github.com/gin-gonic/gin"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/audit"
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/audit"
+	"github.com/buildgw/buildgw/jobs"
 )
 
 // maxSpecBytes bounds the spec part, which is read into memory.
@@ -31,9 +32,9 @@ const maxSpecBytes = 1 << 20
 // uploadBufferSize is the read buffer of one upload.
 const uploadBufferSize = 1 << 20
 
-// Server serves the API for one builder.Manager.
+// Server serves the API for one jobs.Manager.
 type Server struct {
-	m        *builder.Manager
+	m        *jobs.Manager
 	auth     auth.Authenticator
 	log      *slog.Logger
 	metrics  *Metrics
@@ -49,10 +50,10 @@ type Server struct {
 
 // Policy decides what an identity may build. It is asked twice per
 // submission: with a nil Dockerfile before the context is read, and with
-// the Dockerfile once it is. A refusal is a *builder.DeniedError. ctx is
+// the Dockerfile once it is. A refusal is a *jobs.DeniedError. ctx is
 // the request's: the second check may look up base images.
 type Policy interface {
-	Authorize(ctx context.Context, id auth.Identity, spec *builder.ValidSpec, dockerfile []byte) (rule string, g builder.Grant, err error)
+	Authorize(ctx context.Context, id auth.Identity, spec *jobs.ValidSpec, dockerfile []byte) (rule string, g jobs.Grant, err error)
 }
 
 // Option configures a Server.
@@ -75,7 +76,7 @@ func WithAudit(l *audit.Logger) Option { return func(s *Server) { s.auditLog = l
 func WithNetworks(n auth.Networks) Option { return func(s *Server) { s.networks = n } }
 
 // New returns a Server. log may be nil.
-func New(m *builder.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Option) *Server {
+func New(m *jobs.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Option) *Server {
 	if log == nil {
 		log = slog.New(slog.NewTextHandler(io.Discard, nil))
 	}
@@ -205,7 +206,7 @@ func (s *Server) submit(c *gin.Context) {
 		return
 	}
 	id := identity(c)
-	j, err := s.m.Submit(c.Request.Context(), builder.SubmitRequest{
+	j, err := s.m.Submit(c.Request.Context(), jobs.SubmitRequest{
 		Owner:          id.Name,
 		Identity:       id,
 		Spec:           spec,
@@ -215,7 +216,7 @@ func (s *Server) submit(c *gin.Context) {
 	if err != nil {
 		// Policy refusals are audited where they are made; a refused
 		// upload (too large for the identity, hostile) is audited here.
-		var de *builder.DeniedError
+		var de *jobs.DeniedError
 		if he := toHTTP(err); he.Status < 500 && !errors.As(err, &de) && s.policy != nil {
 			s.audit(audit.Record{
 				Event: audit.EventAuthz, RequestID: requestID(c), Identity: &id, SourceIP: c.ClientIP(),
@@ -237,11 +238,11 @@ func (s *Server) submit(c *gin.Context) {
 
 // authorizer asks the policy about one submission and audits its
 // decision: every refusal, and the final allowance.
-func (s *Server) authorizer(c *gin.Context, id auth.Identity) builder.AuthorizeFunc {
+func (s *Server) authorizer(c *gin.Context, id auth.Identity) jobs.AuthorizeFunc {
 	if s.policy == nil {
 		return nil
 	}
-	return func(spec *builder.ValidSpec, dockerfile []byte) (builder.Grant, error) {
+	return func(spec *jobs.ValidSpec, dockerfile []byte) (jobs.Grant, error) {
 		rule, g, err := s.policy.Authorize(c.Request.Context(), id, spec, dockerfile)
 		if err == nil && dockerfile == nil {
 			return g, nil // the final check follows
@@ -307,7 +308,7 @@ func (s *Server) cancel(c *gin.Context) {
 	// final state; the client polls otherwise.
 	ctx, done := context.WithTimeout(c.Request.Context(), 5*time.Second)
 	defer done()
-	builder.Wait(ctx, j)
+	jobs.Wait(ctx, j)
 	c.JSON(http.StatusAccepted, j.Snapshot())
 }
 

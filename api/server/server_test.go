@@ -25,11 +25,11 @@ import (
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/server"
+	"github.com/buildgw/buildgw/archive"
 	"github.com/buildgw/buildgw/auth/token"
-	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/archive"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testmanager"
+	"github.com/buildgw/buildgw/jobs"
 )
 
 const (
@@ -41,14 +41,14 @@ const (
 // pushing to an in-memory registry on loopback.
 type gw struct {
 	url      string
-	m        *builder.Manager
+	m        *jobs.Manager
 	stateDir string
 	reg      string
 }
 
 type gwOptions struct {
 	noWorkers bool // accept builds but never run them
-	builder   []builder.Option
+	builder   []jobs.Option
 }
 
 func newGateway(t *testing.T, o gwOptions) *gw {
@@ -466,8 +466,8 @@ func badEntryContext(t testing.TB, e entry) []byte {
 }
 
 func TestSubmitRejects(t *testing.T) {
-	g := newGateway(t, gwOptions{noWorkers: true, builder: []builder.Option{
-		builder.WithContextLimits(archive.Limits{MaxBytes: 1 << 20}),
+	g := newGateway(t, gwOptions{noWorkers: true, builder: []jobs.Option{
+		jobs.WithContextLimits(archive.Limits{MaxBytes: 1 << 20}),
 	}})
 	dest := g.dest("rejected")
 	good := scratchContext(t)
@@ -637,8 +637,8 @@ func streamingBody(spec string, size int64) (io.Reader, string) {
 // A rejection that comes before the upload ends must still reach the
 // client, not a reset connection.
 func TestEarlyRejectionOfLargeUpload(t *testing.T) {
-	g := newGateway(t, gwOptions{noWorkers: true, builder: []builder.Option{
-		builder.WithContextLimits(archive.Limits{MaxBytes: 1 << 20}),
+	g := newGateway(t, gwOptions{noWorkers: true, builder: []jobs.Option{
+		jobs.WithContextLimits(archive.Limits{MaxBytes: 1 << 20}),
 	}})
 	tests := []struct {
 		name       string

@@ -31,9 +31,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/baseimage"
+	"github.com/buildgw/buildgw/basestore"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/bench/internal/refproject"
-	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
 

@@ -16,9 +16,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/buildgw/buildgw/baseimage"
+	"github.com/buildgw/buildgw/basestore"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/runners/dind"
 )
 

@@ -34,13 +34,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"golang.org/x/sys/unix"
 
+	"github.com/buildgw/buildgw/archive"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/bench/internal/refproject"
 	"github.com/buildgw/buildgw/buildcontext"
-	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/archive"
-	"github.com/buildgw/buildgw/builder/push"
+	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/ocilayout"
+	"github.com/buildgw/buildgw/push"
 	"github.com/buildgw/buildgw/runners/kaniko"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
@@ -209,7 +209,7 @@ func run(ctx context.Context, c *config) (err error) {
 		if err := os.Mkdir(direct, 0o711); err != nil {
 			return err
 		}
-		if err := builder.MountWorkspaceTmpfs("bench-workspaces", direct, 4<<30); err != nil {
+		if err := jobs.MountWorkspaceTmpfs("bench-workspaces", direct, 4<<30); err != nil {
 			return fmt.Errorf("mounting a tmpfs for (a)'s workspaces: %w", err)
 		}
 		defer unix.Unmount(direct, unix.MNT_DETACH)

@@ -48,8 +48,8 @@ import (
 
 // Owner is implemented by runners whose sandboxes run as a host user other
 // than the caller's. The suite then hands each workspace, build context and
-// output directory to that user, as builder.Manager does (see
-// builder.WithWorkspaceOwner).
+// output directory to that user, as jobs.Manager does (see
+// jobs.WithWorkspaceOwner).
 type Owner interface {
 	Owner() (uid, gid int, differs bool)
 }
@@ -100,7 +100,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Opti
 type Option func(*suite)
 
 // WithBaseImages has p fetch every build's base images before the build
-// starts, as builder.Manager does with builder.WithBaseImages.
+// starts, as jobs.Manager does with jobs.WithBaseImages.
 func WithBaseImages(p builder.BasePreparer) Option {
 	return func(s *suite) { s.preparer = p }
 }
@@ -138,7 +138,7 @@ type setup struct {
 	req    *builder.Request
 }
 
-// newSetup lays out a workspace like builder.Manager does: the workspace
+// newSetup lays out a workspace like jobs.Manager does: the workspace
 // (0700), the extracted context and the output directory, all handed to
 // the sandbox user when the runner has one.
 func (s *suite) newSetup(t *testing.T, r builder.Runner, j job) *setup {
@@ -168,7 +168,7 @@ func (s *suite) newSetup(t *testing.T, r builder.Runner, j job) *setup {
 			t.Fatal(err)
 		}
 	}
-	// What builder.Manager hands over: the workspace, and the context and
+	// What jobs.Manager hands over: the workspace, and the context and
 	// output directories with everything in them.
 	chown(t, r, ws, ctxDir, out)
 	for name, body := range j.files {

@@ -26,8 +26,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	sigsyaml "sigs.k8s.io/yaml"
 
-	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/gateway"
+	"github.com/buildgw/buildgw/policy"
 )
 
 // sandboxSyscalls are what seccomp.json allows beyond Docker's default.

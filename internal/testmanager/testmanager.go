@@ -1,4 +1,4 @@
-// Package testmanager builds a builder.Manager the way the gateway wires
+// Package testmanager builds a jobs.Manager the way the gateway wires
 // one, with the real kaniko runner and an in-memory registry on loopback,
 // for the tests of the packages above the builder.
 package testmanager
@@ -7,16 +7,16 @@ import (
 	"context"
 	"testing"
 
-	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/basestore"
-	"github.com/buildgw/buildgw/builder/push"
+	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/push"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
 // Env is a Manager and the places it uses.
 type Env struct {
-	M        *builder.Manager
+	M        *jobs.Manager
 	StateDir string
 	// Registry is the host:port of the in-memory registry, which runners
 	// may pull FROM and the Manager pushes to.
@@ -27,7 +27,7 @@ type Env struct {
 type Options struct {
 	// NoWorkers accepts builds but never runs them.
 	NoWorkers bool
-	Builder   []builder.Option
+	Builder   []jobs.Option
 	// Kaniko are options of the kaniko runner besides its executor.
 	Kaniko []kaniko.Option
 }
@@ -50,13 +50,13 @@ func New(t testing.TB, o Options) *Env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := []builder.Option{builder.WithRunner("kaniko", kr), builder.WithInsecureRegistries(reg), builder.WithBaseImages(bases)}
+	opts := []jobs.Option{jobs.WithRunner("kaniko", kr), jobs.WithInsecureRegistries(reg), jobs.WithBaseImages(bases)}
 	if uid, gid, differs := kr.Owner(); differs {
-		opts = append(opts, builder.WithWorkspaceOwner(uid, gid))
+		opts = append(opts, jobs.WithWorkspaceOwner(uid, gid))
 	}
-	m, err := builder.New(dir, p, append(opts, o.Builder...)...)
+	m, err := jobs.New(dir, p, append(opts, o.Builder...)...)
 	if err != nil {
-		t.Fatalf("builder.New = %v", err)
+		t.Fatalf("jobs.New = %v", err)
 	}
 	if !o.NoWorkers {
 		ctx, cancel := context.WithCancel(context.Background())

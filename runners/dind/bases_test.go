@@ -17,7 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/baseimage"
-	"github.com/buildgw/buildgw/builder/basestore"
+	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
 

@@ -161,6 +161,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/runners/egress"
 )
 
@@ -488,7 +489,7 @@ func Reap(stateDir string) ([]string, error) {
 	// Workspaces are on disk (jobs) or on the Manager's tmpfs (mem). Those
 	// the Manager trashed but had not removed yet hold no process or mount
 	// any more, but are cleaned all the same.
-	jobs, trash := builder.WorkspacePlaces(stateDir)
+	jobs, trash := jobs.WorkspacePlaces(stateDir)
 	for _, parent := range append(jobs, trash...) {
 		if m, err := filepath.Glob(filepath.Join(parent, "*", "dind")); err == nil {
 			for _, d := range m {

@@ -24,8 +24,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/buildgw/buildgw/baseimage"
+	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
@@ -88,7 +88,7 @@ func checkNoLeftovers(t *testing.T) {
 	}
 }
 
-// newRequest lays out a workspace like builder.Manager does, with the
+// newRequest lays out a workspace like jobs.Manager does, with the
 // Dockerfile and files in its context.
 func newRequest(t *testing.T, reg string, files map[string]string, args map[string]string) *builder.Request {
 	t.Helper()

@@ -13,10 +13,10 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/basestore"
-	"github.com/buildgw/buildgw/builder/policy"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/policy"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 )

@@ -11,8 +11,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"

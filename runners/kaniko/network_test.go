@@ -19,8 +19,8 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/basestore"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testnetns"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
@@ -133,7 +133,7 @@ RUN /netprobe $TARGETS > /net.txt; cat /net.txt
 	wg.Wait()
 }
 
-// netRequest lays out a workspace for one build, as builder.Manager does,
+// netRequest lays out a workspace for one build, as jobs.Manager does,
 // with the probe binary (if any) in the context as netprobe.
 func netRequest(t *testing.T, r *Runner, dockerfile, probe string, args map[string]string, insecure string) *builder.Request {
 	t.Helper()

@@ -10,9 +10,9 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/api"
-	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testmanager"
+	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
@@ -39,13 +39,13 @@ func TestPrivateExecutor(t *testing.T) {
 		tw.Write([]byte(f.body))
 	}
 	tw.Close()
-	j, err := te.M.Submit(context.Background(), builder.SubmitRequest{Owner: "o", Spec: api.BuildSpec{Destinations: []string{te.Registry + "/test/private:1"}}}, &ctxTar)
+	j, err := te.M.Submit(context.Background(), jobs.SubmitRequest{Owner: "o", Spec: api.BuildSpec{Destinations: []string{te.Registry + "/test/private:1"}}}, &ctxTar)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	if err := builder.Wait(ctx, j); err != nil {
+	if err := jobs.Wait(ctx, j); err != nil {
 		t.Fatal(err)
 	}
 	if b := j.Snapshot(); b.Status != api.StatusSucceeded {

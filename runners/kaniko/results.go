@@ -23,6 +23,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
@@ -91,7 +92,7 @@ func (rc *results) key(req *builder.Request, args []string, network string) (str
 	if req.BaseImages == nil {
 		return "", nil
 	}
-	df, err := builder.ReadDockerfile(req.ContextDir, req.Dockerfile)
+	df, err := dockerfile.Read(req.ContextDir, req.Dockerfile)
 	if err != nil {
 		return "", err
 	}

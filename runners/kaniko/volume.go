@@ -11,6 +11,7 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/parser"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 )
 
 // volumeLine returns the line of the first VOLUME instruction in a stage
@@ -50,7 +51,7 @@ func volumeLine(dockerfile []byte, target string) (int, error) {
 // layerCacheSafe reports whether kaniko's layer cache builds req as it
 // would build without it, saying in the build log why not.
 func layerCacheSafe(req *builder.Request, log io.Writer) bool {
-	df, err := builder.ReadDockerfile(req.ContextDir, req.Dockerfile)
+	df, err := dockerfile.Read(req.ContextDir, req.Dockerfile)
 	line := 0
 	if err == nil {
 		line, err = volumeLine(df, req.Target)

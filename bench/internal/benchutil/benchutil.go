@@ -312,7 +312,7 @@ type Owner interface {
 }
 
 // Workspace lays out build i of the project in dir proj under tmp as
-// builder.Manager does: the context (owned by o's sandbox user, with the
+// jobs.Manager does: the context (owned by o's sandbox user, with the
 // modification times the upload's extraction keeps) and an output
 // directory.
 func Workspace(o Owner, tmp, proj string, i int, base, host string) (*builder.Request, error) {

@@ -11,15 +11,15 @@ import (
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/auth"
 	tokenauth "github.com/buildgw/buildgw/auth/token"
-	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/internal/testmanager"
+	"github.com/buildgw/buildgw/jobs"
 )
 
 // denyAll refuses every build as a policy rule would.
 type denyAll struct{}
 
-func (denyAll) Authorize(context.Context, auth.Identity, *builder.ValidSpec, []byte) (string, builder.Grant, error) {
-	return "r", builder.Grant{}, &builder.DeniedError{Rule: "r", Reason: `policy rule "r" does not allow pushing to r.example.com/app:1`}
+func (denyAll) Authorize(context.Context, auth.Identity, *jobs.ValidSpec, []byte) (string, jobs.Grant, error) {
+	return "r", jobs.Grant{}, &jobs.DeniedError{Rule: "r", Reason: `policy rule "r" does not allow pushing to r.example.com/app:1`}
 }
 
 // TestDeniedOnce checks that a refusal reads "denied: " once, not once

@@ -10,8 +10,8 @@ import (
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth"
-	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/builder/policy"
+	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/policy"
 )
 
 // NewCmdPolicy returns the policy command.
@@ -65,7 +65,7 @@ func newCmdPolicyCheck() *cobra.Command {
 			if err := readJSON(specFile, &spec); err != nil {
 				return err
 			}
-			vs, err := builder.Validate(spec, []string{"kaniko", "dind"}, "kaniko")
+			vs, err := jobs.Validate(spec, []string{"kaniko", "dind"}, "kaniko")
 			if err != nil {
 				return err
 			}

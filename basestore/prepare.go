@@ -1,0 +1,90 @@
+package basestore
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"path/filepath"
+	"slices"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/policy"
+)
+
+var _ builder.BasePreparer = (*Store)(nil)
+
+// LayoutDir is the directory of the workspace where Prepare leaves the
+// build's images.
+const LayoutDir = "base"
+
+// Prepare resolves the images req's Dockerfile pulls (policy.BuildImages:
+// every stage's FROM after ARG substitution, COPY --from images; stages
+// and scratch skipped), fetches them into the store and links them into
+// the workspace as an OCI layout. The policy checked the same references
+// when the build was accepted.
+func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer) (*builder.BaseImages, error) {
+	df, err := dockerfile.Read(req.ContextDir, req.Dockerfile)
+	if err != nil {
+		return nil, err
+	}
+	refs, err := policy.BuildImages(df, req.BuildArgs)
+	if err != nil {
+		return nil, err
+	}
+	final, err := policy.FinalBase(df, req.BuildArgs, req.Target)
+	if err != nil {
+		return nil, err
+	}
+	// The ONBUILD triggers of the images stages are built on run in the
+	// build: they are checked before any layer is fetched, for every
+	// runner (the tag may have moved since the build was accepted).
+	stageRefs, err := policy.StageImages(df, req.BuildArgs)
+	if err != nil {
+		return nil, err
+	}
+	isStageBase := func(ref name.Reference) bool {
+		return slices.ContainsFunc(stageRefs, func(r name.Reference) bool { return r.Name() == ref.Name() })
+	}
+	out := &builder.BaseImages{Layout: filepath.Join(req.Workspace, LayoutDir)}
+	var imgs []*Image
+	defer func() {
+		for _, img := range imgs {
+			s.Release(img)
+		}
+	}()
+	seen := map[string]bool{}
+	for _, ref := range refs {
+		if seen[ref.Name()] {
+			continue
+		}
+		seen[ref.Name()] = true
+		if slices.Contains(req.InsecureRegistries, ref.Context().RegistryStr()) {
+			if ref, err = name.ParseReference(ref.String(), name.Insecure); err != nil {
+				return nil, err
+			}
+		}
+		var check func(*v1.ConfigFile) error
+		if req.CheckBase != nil && isStageBase(ref) {
+			check = func(cfg *v1.ConfigFile) error { return req.CheckBase(df, ref.Name(), cfg.Config.OnBuild) }
+		}
+		img, err := s.FetchChecked(ctx, ref, check)
+		if err != nil {
+			return nil, err
+		}
+		imgs = append(imgs, img)
+		bi := builder.BaseImage{Name: ref.Name(), Digest: img.Digest.String()}
+		out.Images = append(out.Images, bi)
+		if final != nil && final.Name() == ref.Name() {
+			out.Final = &bi
+		}
+		fmt.Fprintf(log, "base image %s: %s\n", bi.Name, bi.Digest)
+	}
+	if err := s.Link(out.Layout, imgs); err != nil {
+		return nil, fmt.Errorf("handing base images to the build: %w", err)
+	}
+	return out, nil
+}

@@ -1,0 +1,37 @@
+// Package dockerfile reads a build's Dockerfile out of its untrusted
+// context.
+package dockerfile
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/buildgw/buildgw/archive"
+)
+
+// MaxBytes bounds a Dockerfile read from a context.
+const MaxBytes = 1 << 20
+
+// Read reads the Dockerfile rel of the context in ctxDir, without
+// following anything out of it, up to MaxBytes.
+func Read(ctxDir, rel string) ([]byte, error) {
+	root, err := os.OpenRoot(ctxDir)
+	if err != nil {
+		return nil, fmt.Errorf("opening context: %w", err)
+	}
+	defer root.Close()
+	f, err := root.Open(rel)
+	if err != nil {
+		return nil, fmt.Errorf("reading Dockerfile: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, MaxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading Dockerfile: %w", err)
+	}
+	if len(b) > MaxBytes {
+		return nil, &archive.Error{Entry: rel, Reason: "Dockerfile is larger than 1 MiB", TooLarge: true}
+	}
+	return b, nil
+}

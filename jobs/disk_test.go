@@ -1,0 +1,157 @@
+package jobs_test
+
+import (
+	"bufio"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/jobs"
+)
+
+// vmHWM returns the peak resident memory of this process, after
+// resetting it if reset.
+func vmHWM(t *testing.T, reset bool) int64 {
+	t.Helper()
+	if reset {
+		// 5: reset the peak resident set size to the current one.
+		if err := os.WriteFile("/proc/self/clear_refs", []byte("5"), 0); err != nil {
+			t.Fatal(err)
+		}
+	}
+	f, err := os.Open("/proc/self/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "VmHWM:"); ok {
+			kb, err := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			return kb << 10
+		}
+	}
+	t.Fatal("no VmHWM in /proc/self/status")
+	return 0
+}
+
+// A RUN step that nests 30,000 directories costs the gateway's disk
+// watcher (and the removal of the workspace) no more memory than a
+// shallow tree: the build is stopped, saying why its workspace cannot be
+// measured, instead of running on unmeasured; its workspace goes; and
+// the next build runs as usual.
+func TestManagerDeepTree(t *testing.T) {
+	r := newRestartable(t)
+	base := testenv.Busybox(t, r.reg)
+	m, _ := r.start(t, true, jobs.WithConcurrency(1), jobs.WithWorkspaceLimit(1<<30),
+		jobs.WithDiskCheckInterval(200*time.Millisecond))
+	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
+	// 15 mkdir -p of 2000 levels each: a path of 4000 bytes stays under
+	// PATH_MAX. The sleep leaves the watcher time to walk it.
+	deep := `p=$(yes d | head -n 2000 | tr '\n' /); i=0; while [ $i -lt 15 ]; do mkdir -p $p && cd -P $p || exit 1; i=$((i+1)); done; echo nested; sleep 60`
+	before := vmHWM(t, true)
+	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{dest("deep")}}, busyboxContext(t, base, deep))
+	b := wait(t, j, 3*time.Minute)
+	const want = "its directories nest more than 1024 deep"
+	if b.Status != api.StatusFailed || !strings.Contains(b.Error, "could not be measured") || !strings.Contains(b.Error, want) {
+		t.Errorf("build nesting 30000 directories = %v %q, want failed naming why it could not be measured (%q); log:\n%s", b.Status, b.Error, want, logOf(t, j))
+	}
+	if !strings.Contains(logOf(t, j), "nested") {
+		t.Errorf("the build was stopped before it nested its directories; log:\n%s", logOf(t, j))
+	}
+	// The workspace goes, deep tree and all.
+	for _, d := range []string{"jobs", "trash"} {
+		dir := filepath.Join(r.dir, d)
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			ents, err := os.ReadDir(dir)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(ents) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s still holds %d entries, want the deep workspace removed", dir, len(ents))
+			}
+		}
+	}
+	grew := vmHWM(t, false) - before
+	t.Logf("peak resident memory grew by %d KiB", grew>>10)
+	if grew > 64<<20 {
+		t.Errorf("the gateway's peak resident memory grew by %d MiB during the deep build, want under 64 MiB", grew>>20)
+	}
+	next := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{dest("next")}}, busyboxContext(t, base, "echo fine > /fine"))
+	if b := wait(t, next, 2*time.Minute); b.Status != api.StatusSucceeded {
+		t.Errorf("build after the deep one = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, next))
+	}
+}
+
+// A RUN step that prints as fast as it can leaves a log within
+// log_max_bytes: its head, one line naming how many bytes were dropped,
+// and its tail, which ends with the build's outcome.
+func TestManagerLogFlood(t *testing.T) {
+	r := newRestartable(t)
+	base := testenv.Busybox(t, r.reg)
+	const capBytes = 256 << 10
+	m, _ := r.start(t, true, jobs.WithLogLimit(capBytes))
+	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/flood:v1"}},
+		busyboxContext(t, base, "yes 'flooding the log with one line after another' | head -c 64000000; echo the-last-line"))
+	b := wait(t, j, 3*time.Minute)
+	if b.Status != api.StatusSucceeded {
+		t.Fatalf("flooding build = %v %q, want succeeded", b.Status, b.Error)
+	}
+	fi, err := os.Stat(filepath.Join(r.dir, "logs", j.ID+".log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Size() > capBytes+200 {
+		t.Errorf("stored log = %d bytes, want at most log_max_bytes (%d) and one line", fi.Size(), capBytes)
+	}
+	l := logOf(t, j)
+	head, rest, ok := strings.Cut(l, "#buildgw log_max_bytes: ")
+	if !ok {
+		t.Fatalf("log has no dropped-bytes line; it ends:\n%s", l[max(0, len(l)-500):])
+	}
+	var dropped int64
+	if _, err := fmt.Sscanf(rest, "%d bytes of output dropped", &dropped); err != nil || dropped < 60_000_000 {
+		t.Errorf("dropped-bytes line %q: %d bytes (%v), want over 60 MB", strings.SplitN(rest, "\n", 2)[0], dropped, err)
+	}
+	if !strings.HasPrefix(head, "#buildgw accepted") {
+		t.Errorf("log's head starts %q, want the build's start", head[:min(len(head), 60)])
+	}
+	if !strings.Contains(rest, "the-last-line") || !strings.Contains(rest, "#buildgw pushed sha256:") {
+		t.Errorf("log's tail lacks the end of the output and the outcome; it ends:\n%s", rest[max(0, len(rest)-500):])
+	}
+}
+
+// A RUN step that fills the disk faster than the watcher samples meets
+// ENOSPC; the build then fails saying the disk filled up, not how the
+// executor exited.
+func TestManagerDiskFilledByRun(t *testing.T) {
+	r := newRestartable(t)
+	if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, "size=96m,mode=0711"); err != nil {
+		t.Fatalf("mounting a 96 MiB tmpfs: %v", err)
+	}
+	// Registered before the Manager's, so it runs after the Manager stops.
+	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
+	base := testenv.Busybox(t, r.reg)
+	m, _ := r.start(t, true, jobs.WithMinFreeBytes(0), jobs.WithDiskCheckInterval(time.Hour))
+	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/fill:v1"}},
+		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=200"))
+	b := wait(t, j, 2*time.Minute)
+	const want = "the disk of the state directory filled up"
+	if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
+		t.Errorf("build filling the disk = %v %q, want failed %q; log:\n%s", b.Status, b.Error, want, logOf(t, j))
+	}
+}

@@ -1,0 +1,250 @@
+package jobs
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/jobs/store"
+)
+
+// Job is one accepted build.
+type Job struct {
+	ID    string
+	Owner string
+	Spec  *ValidSpec
+	// ContextSHA256 is the sha256 of the uploaded context archive.
+	ContextSHA256 string
+	// DockerfileSHA256 is the sha256 of the Dockerfile as uploaded.
+	DockerfileSHA256 string
+	// Identity is the caller in full, for auditing.
+	Identity auth.Identity
+	// Grant is what authorization allowed this build.
+	Grant Grant
+	Log   *Log
+
+	workspace string
+	// idemKey is the submission's idempotency key, kept with the record.
+	idemKey string
+
+	// saveMu orders the writes of this job's record, so an older state
+	// never overwrites a newer one.
+	saveMu sync.Mutex
+
+	mu          sync.Mutex
+	transitions []store.Transition
+	status      api.Status
+	digest      string
+	err         string
+	created     time.Time
+	started     time.Time
+	finished    time.Time
+	bases       []builder.BaseImage
+	cancel      context.CancelCauseFunc // set while running
+	// cancelRequested is set by a Cancel that came after a worker took the
+	// job off the queue but before it started it.
+	cancelRequested bool
+	// ending is set while the final state is being reported to observers,
+	// before it is visible: a second finish then loses.
+	ending bool
+	done   chan struct{} // closed when the job reaches a final state
+	// statusJSON is Snapshot encoded, kept until the job changes: status
+	// pollers, hundreds per second, then cost neither encoding nor garbage
+	// (fewer collections, whose pauses are what a busy host stretches).
+	statusJSON []byte
+}
+
+// Snapshot returns the job's state as the API reports it.
+func (j *Job) Snapshot() api.Build {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.snapshotLocked()
+}
+
+// SnapshotJSON returns Snapshot encoded as JSON, from a copy kept until
+// the job changes. The caller must not modify it.
+func (j *Job) SnapshotJSON() ([]byte, error) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.statusJSON == nil {
+		b, err := json.Marshal(j.snapshotLocked())
+		if err != nil {
+			return nil, fmt.Errorf("encoding status of %s: %w", j.ID, err)
+		}
+		j.statusJSON = b
+	}
+	return j.statusJSON, nil
+}
+
+func (j *Job) snapshotLocked() api.Build {
+	b := api.Build{
+		ID:           j.ID,
+		Status:       j.status,
+		Digest:       j.digest,
+		Destinations: append([]string(nil), j.Spec.Destinations...),
+		Runner:       j.Spec.Runner,
+		Error:        j.err,
+		CreatedAt:    j.created,
+		BaseImages:   apiBaseImages(j.bases),
+	}
+	if !j.started.IsZero() {
+		t := j.started
+		b.StartedAt = &t
+	}
+	if !j.finished.IsZero() {
+		t := j.finished
+		b.FinishedAt = &t
+	}
+	return b
+}
+
+// Status returns the job's current state.
+func (j *Job) Status() api.Status {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.status
+}
+
+// Done is closed when the job reaches a final state.
+func (j *Job) Done() <-chan struct{} { return j.done }
+
+// setStatus moves the job to s unless it is already final. It reports
+// whether the move happened.
+func (j *Job) setStatus(s api.Status, now time.Time) bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if j.status.Final() {
+		return false
+	}
+	j.status, j.statusJSON = s, nil
+	if s == api.StatusRunning {
+		j.started = now
+	}
+	j.transitions = append(j.transitions, store.Transition{Status: s, At: now})
+	return true
+}
+
+// finish ends the job. The first final state wins. notify, if not nil,
+// gets the final state before anyone else can see it, so that whoever sees
+// the job final also finds what notify wrote (its audit record).
+func (j *Job) finish(s api.Status, digest, errMsg string, now time.Time, notify func(api.Build)) bool {
+	j.mu.Lock()
+	if j.status.Final() || j.ending {
+		j.mu.Unlock()
+		return false
+	}
+	j.ending = true
+	b := j.snapshotLocked()
+	j.mu.Unlock()
+	if notify != nil {
+		b.Status, b.Digest, b.Error, b.FinishedAt = s, digest, errMsg, &now
+		notify(b)
+	}
+	j.mu.Lock()
+	j.status, j.digest, j.err, j.finished, j.statusJSON = s, digest, errMsg, now, nil
+	j.transitions = append(j.transitions, store.Transition{Status: s, At: now, Reason: errMsg})
+	j.cancel = nil
+	j.mu.Unlock()
+	close(j.done)
+	return true
+}
+
+// record returns the job as the store keeps it.
+func (j *Job) record() *store.Record {
+	grant, _ := json.Marshal(j.Grant)
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return &store.Record{
+		ID:               j.ID,
+		Owner:            j.Owner,
+		Identity:         j.Identity,
+		Spec:             j.Spec.BuildSpec,
+		Grant:            grant,
+		ContextSHA256:    j.ContextSHA256,
+		DockerfileSHA256: j.DockerfileSHA256,
+		IdempotencyKey:   j.idemKey,
+		Status:           j.status,
+		Digest:           j.digest,
+		Error:            j.err,
+		CreatedAt:        j.created,
+		StartedAt:        j.started,
+		FinishedAt:       j.finished,
+		Transitions:      slices.Clone(j.transitions),
+		BaseImages:       apiBaseImages(j.bases),
+		LogPath:          j.Log.path,
+		Workspace:        j.workspace,
+	}
+}
+
+// jobFromRecord rebuilds a job read from the store. Its Log is not set.
+func jobFromRecord(r *store.Record, spec *ValidSpec) *Job {
+	j := &Job{
+		ID:               r.ID,
+		Owner:            r.Owner,
+		Identity:         r.Identity,
+		Spec:             spec,
+		ContextSHA256:    r.ContextSHA256,
+		DockerfileSHA256: r.DockerfileSHA256,
+		workspace:        r.Workspace,
+		idemKey:          r.IdempotencyKey,
+		status:           r.Status,
+		digest:           r.Digest,
+		err:              r.Error,
+		created:          r.CreatedAt,
+		started:          r.StartedAt,
+		finished:         r.FinishedAt,
+		transitions:      r.Transitions,
+		done:             make(chan struct{}),
+	}
+	for _, b := range r.BaseImages {
+		j.bases = append(j.bases, builder.BaseImage{Name: b.Name, Digest: b.Digest})
+	}
+	if len(r.Grant) > 0 {
+		json.Unmarshal(r.Grant, &j.Grant)
+	}
+	if r.Status.Final() {
+		close(j.done)
+	}
+	return j
+}
+
+// builder.BaseImages returns the images the build pulled, as the gateway resolved
+// them before it ran; nil until then.
+func (j *Job) BaseImages() []builder.BaseImage {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.bases
+}
+
+func (j *Job) setBaseImages(b []builder.BaseImage) {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.bases, j.statusJSON = b, nil
+}
+
+func apiBaseImages(bs []builder.BaseImage) []api.BaseImage {
+	var out []api.BaseImage
+	for _, b := range bs {
+		out = append(out, api.BaseImage{Name: b.Name, Digest: b.Digest})
+	}
+	return out
+}
+
+// Tenant is whose layer and result caches the job's build uses: as the
+// authorization granted (the policy's cache.scope), else the owner's own,
+// which never crosses identities; "" for none.
+func (j *Job) Tenant() string {
+	switch {
+	case j.Grant.NoCache:
+		return ""
+	case j.Grant.CacheTenant != "":
+		return j.Grant.CacheTenant
+	}
+	return "owner:" + j.Owner
+}

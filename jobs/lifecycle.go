@@ -1,0 +1,147 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// reserve takes a queue slot for owner's submission before its context is
+// read, or refuses it when the queue is full. An upload in progress holds
+// its slot, so it counts against every bound, and against the owner's
+// bound on uploads.
+func (m *Manager) reserve(owner string) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if l := m.o.maxQueued; l > 0 && m.queue.len()+m.pending >= l {
+		return &QueueFullError{Limit: l, RetryAfter: m.retryAfter()}
+	}
+	if l := m.o.maxUploadOwner; l > 0 && m.pendingBy[owner] >= l {
+		return &QueueFullError{Limit: l, PerOwner: true, Uploading: true, RetryAfter: m.retryAfter()}
+	}
+	if l := m.o.maxQueuedOwner; l > 0 && m.queue.ownerLen(owner)+m.pendingBy[owner] >= l {
+		return &QueueFullError{Limit: l, PerOwner: true, RetryAfter: m.retryAfter()}
+	}
+	m.pending++
+	m.pendingBy[owner]++
+	return nil
+}
+
+// release gives back a slot that reserve took for a submission that was
+// not queued after all.
+func (m *Manager) release(owner string) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.pending--
+	if m.pendingBy[owner]--; m.pendingBy[owner] <= 0 {
+		delete(m.pendingBy, owner)
+	}
+}
+
+// retryAfter estimates when a slot frees up: the time the queue ahead
+// takes to drain through the workers, between 1s and 1m. m.mu is held.
+func (m *Manager) retryAfter() time.Duration {
+	rounds := (m.queue.len() + m.o.concurrency - 1) / m.o.concurrency
+	d := time.Duration(max(rounds, 1)) * m.meanBuild
+	return min(max(d.Round(time.Second), time.Second), time.Minute)
+}
+
+// mayStart reports whether j's owner may run one more build. m.mu is held.
+func (m *Manager) mayStart(j *Job) bool {
+	limit := m.o.ownerConcurrency
+	if g := j.Grant.MaxConcurrent; g > 0 && (limit == 0 || g < limit) {
+		limit = g
+	}
+	return limit == 0 || m.runningBy[j.Owner] < limit
+}
+
+// save writes j's current state to the store.
+func (m *Manager) save(j *Job) error {
+	j.saveMu.Lock()
+	defer j.saveMu.Unlock()
+	return m.store.Put(j.record())
+}
+
+// saveLogged saves j where a failure cannot stop the transition (the job
+// has already moved on); readiness reports a store that cannot be written.
+func (m *Manager) saveLogged(j *Job) {
+	if err := m.save(j); err != nil {
+		m.o.logger.Error("recording build state", "job", j.ID, "error", err)
+	}
+}
+
+// Ready reports why the gateway cannot take builds: a job store that
+// cannot be written, or too little free space in the state directory.
+func (m *Manager) Ready() error {
+	if err := m.store.Ping(); err != nil {
+		return err
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(m.stateDir, &st); err != nil {
+		return fmt.Errorf("checking free space of %s: %w", m.stateDir, err)
+	}
+	if free := st.Bavail * uint64(st.Bsize); free < m.o.minFreeBytes {
+		return fmt.Errorf("state directory has %d MiB free, below the %d MiB minimum", free>>20, m.o.minFreeBytes>>20)
+	}
+	return nil
+}
+
+// janitor removes finished builds older than the retention period, their
+// records and logs, until ctx ends.
+func (m *Manager) janitor(ctx context.Context) {
+	every := min(m.o.retention/4, 10*time.Minute)
+	t := time.NewTicker(max(every, time.Second))
+	defer t.Stop()
+	for {
+		m.expire()
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// expire forgets finished builds that ended before the retention period.
+func (m *Manager) expire() {
+	cutoff := m.o.now().Add(-m.o.retention)
+	var old []*Job
+	m.mu.Lock()
+	for _, j := range m.jobs {
+		j.mu.Lock()
+		if j.status.Final() && j.finished.Before(cutoff) {
+			old = append(old, j)
+		}
+		j.mu.Unlock()
+	}
+	m.mu.Unlock()
+	if len(old) == 0 {
+		return
+	}
+	ids := make([]string, len(old))
+	for i, j := range old {
+		ids[i] = j.ID
+	}
+	if err := m.store.Delete(ids...); err != nil {
+		m.o.logger.Error("expiring finished builds", "error", err)
+		return
+	}
+	m.mu.Lock()
+	for _, j := range old {
+		delete(m.jobs, j.ID)
+		if j.idemKey != "" {
+			delete(m.idem, j.Owner+"\x00"+j.idemKey)
+		}
+	}
+	m.mu.Unlock()
+	for _, j := range old {
+		if err := os.Remove(j.Log.path); err != nil && !errors.Is(err, os.ErrNotExist) {
+			m.o.logger.Error("removing expired log", "job", j.ID, "error", err)
+		}
+	}
+	m.o.logger.Info("expired finished builds", "count", len(old), "retention", m.o.retention.String())
+}

@@ -1,0 +1,210 @@
+package jobs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/diskusage"
+)
+
+// DiskError is why the Manager stopped a build that took too much disk.
+type DiskError struct{ msg string }
+
+func (e *DiskError) Error() string { return e.msg }
+
+var _ error = (*DiskError)(nil)
+
+// watchDisk measures j's workspace while it builds, whatever the runner,
+// and stops the build through stop with a *DiskError when the workspace
+// (and the build's log) holds more than the workspace limit, when it
+// grows while the state directory's filesystem has less than the minimum
+// free, or when it cannot be measured. Measuring walks the tree, so the
+// wait between two walks is at least 20 times the last walk (4 times
+// when close to a limit): the watcher takes about 5 % of a core, 20 %
+// while a build nears a limit. A workspace with a tmpfs of its own needs
+// no walk: the kernel holds it to its size, and a statfs tells its use.
+// It returns when ctx ends, with the largest size it measured.
+func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCauseFunc) int64 {
+	if _, ok := m.ownTmpfs(j.workspace); ok {
+		return m.watchTmpfs(ctx, j)
+	}
+	var peak, last int64
+	wait := m.o.diskCheckEvery
+	for {
+		select {
+		case <-ctx.Done():
+			return peak
+		case <-time.After(wait):
+		}
+		start := time.Now()
+		u, err := diskusage.Measure(j.workspace)
+		took := time.Since(start)
+		wait = max(m.o.diskCheckEvery, 20*took)
+		if err != nil {
+			if ctx.Err() != nil || errors.Is(err, fs.ErrNotExist) {
+				continue // the build is over, its workspace going
+			}
+			// Unmeasured, a build could fill the disk unseen.
+			j.Log.Printf("the workspace could not be measured: %v", err)
+			stop(&DiskError{fmt.Sprintf("the build's workspace could not be measured, so its disk use could not be bounded: %s", measureReason(err))})
+			return peak
+		}
+		u.Bytes += j.Log.Stored()
+		peak = max(peak, u.Bytes)
+		if de := m.overLimit(j, u); de != nil {
+			stop(de)
+			return peak
+		}
+		var free uint64
+		if minFree := m.o.minFreeBytes; minFree > 0 && u.Bytes > last {
+			var de *DiskError
+			if free, de = m.lowFree(j, u.Bytes, minFree); de != nil {
+				stop(de)
+				return peak
+			}
+		}
+		// Close to a limit: look again sooner.
+		lim := m.o.workspaceMax
+		if (lim > 0 && u.Bytes > lim/4*3) || (free > 0 && free < 2*m.o.minFreeBytes) {
+			wait = max(m.o.diskCheckEvery/8, 4*took)
+		}
+		last = u.Bytes
+	}
+}
+
+// measureReason words why Measure failed for a build's error.
+func measureReason(err error) string {
+	switch {
+	case errors.Is(err, diskusage.ErrTooDeep):
+		return fmt.Sprintf("its directories nest more than %d deep", diskusage.MaxDepth)
+	case errors.Is(err, diskusage.ErrTooManyLinks):
+		return fmt.Sprintf("it holds more than %d hard-linked files", diskusage.MaxLinked)
+	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
+		return "the gateway ran out of file descriptors"
+	case errors.Is(err, fs.ErrPermission):
+		return "the gateway may not read all of it (permission denied)"
+	}
+	return err.Error()
+}
+
+// overLimit returns the error of a build whose workspace u is over the
+// limit, else nil.
+func (m *Manager) overLimit(j *Job, u diskusage.Usage) *DiskError {
+	lim := m.o.workspaceMax
+	if lim <= 0 || u.Bytes <= lim {
+		return nil
+	}
+	j.Log.Printf("the workspace holds %s in %d files and directories, over the limit of %s", sizeString(u.Bytes), u.Entries, sizeString(lim))
+	return &DiskError{fmt.Sprintf("the build's workspace exceeded %s (workspace_max_bytes); see the build log", sizeString(lim))}
+}
+
+// lowFree returns the free bytes of the filesystem of j's workspace, and
+// the error of a build whose workspace (used bytes) grows while that is
+// under minFree.
+func (m *Manager) lowFree(j *Job, used int64, minFree uint64) (uint64, *DiskError) {
+	where, setting := "the state directory", "min_free_bytes"
+	if m.inMemory(j.workspace) {
+		// Shared by the builds in memory: an eighth of it is
+		// enough of a margin.
+		minFree = min(minFree, uint64(m.o.memBytes/8))
+		where, setting = "the workspaces' tmpfs", "min_free_bytes, or an eighth of workspace_memory_bytes"
+	}
+	var st unix.Statfs_t
+	if err := unix.Statfs(filepath.Dir(j.workspace), &st); err != nil {
+		return 0, nil
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if free >= minFree {
+		return free, nil
+	}
+	j.Log.Printf("the workspace grew to %s while %s has %s free, under the minimum of %s", sizeString(used), where, sizeString(int64(free)), sizeString(int64(minFree)))
+	return free, &DiskError{fmt.Sprintf("%s is almost full (%s free, under %s of %s) and the build's workspace kept growing; see the build log", where, sizeString(int64(free)), setting, sizeString(int64(minFree)))}
+}
+
+// watchTmpfs follows the use of a workspace on a tmpfs of its own until
+// ctx ends and returns the most it held.
+func (m *Manager) watchTmpfs(ctx context.Context, j *Job) int64 {
+	var peak int64
+	every := min(m.o.diskCheckEvery, 500*time.Millisecond)
+	for {
+		if _, used, ok := tmpfsUse(j.workspace); ok {
+			peak = max(peak, used)
+		}
+		select {
+		case <-ctx.Done():
+			return peak
+		case <-time.After(every):
+		}
+	}
+}
+
+// tmpfsUse returns the size and used bytes of the tmpfs at dir.
+func tmpfsUse(dir string) (size, used int64, ok bool) {
+	size, free, ok := tmpfsSpace(dir)
+	return size, size - free, ok
+}
+
+// diskCause returns why a build that failed with err ran out of disk, if
+// it did: a workspace that filled its own tmpfs (the kernel stopped the
+// writer with ENOSPC, and the runner failed as it could) or grew past
+// its limit or the free space of the disk between two measurements.
+// peak is the most the watcher saw in it.
+func (m *Manager) diskCause(j *Job, peak int64) *DiskError {
+	if size, ok := m.ownTmpfs(j.workspace); ok {
+		_, used, _ := tmpfsUse(j.workspace)
+		// Full but for the pages ENOSPC left unused.
+		if max(peak, used) < size-max(size/64, 256<<10) {
+			return nil
+		}
+		j.Log.Printf("the workspace filled its tmpfs of %s", sizeString(size))
+		setting := "workspace_max_bytes"
+		if m.o.workspaceMax <= 0 || size < m.o.workspaceMax {
+			setting = "its share of workspace_memory_bytes, divided by concurrency"
+		}
+		return &DiskError{fmt.Sprintf("the build filled its workspace (limit %s, %s); see the build log", sizeString(size), setting)}
+	}
+	u, err := diskusage.Measure(j.workspace)
+	if err != nil {
+		return nil
+	}
+	u.Bytes += j.Log.Stored()
+	if de := m.overLimit(j, u); de != nil {
+		return de
+	}
+	// ENOSPC leaves the disk all but full.
+	var st unix.Statfs_t
+	if unix.Statfs(filepath.Dir(j.workspace), &st) != nil {
+		return nil
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	if minFree := m.o.minFreeBytes; minFree > 0 && free < minFree && u.Bytes > 0 {
+		_, de := m.lowFree(j, u.Bytes, minFree)
+		return de
+	}
+	if free < 1<<20 {
+		j.Log.Printf("the workspace holds %s and the disk of the state directory has %s free", sizeString(u.Bytes), sizeString(int64(free)))
+		return &DiskError{fmt.Sprintf("the disk of the state directory filled up (%s free) while the build's workspace held %s; see the build log", sizeString(int64(free)), sizeString(u.Bytes))}
+	}
+	return nil
+}
+
+// sizeString writes n bytes in the largest binary unit that keeps it
+// readable: "20 GiB", "1.5 GiB", "512 MiB".
+func sizeString(n int64) string {
+	units := []string{"bytes", "KiB", "MiB", "GiB", "TiB"}
+	v, u := float64(n), 0
+	for v >= 1024 && u < len(units)-1 {
+		v /= 1024
+		u++
+	}
+	if u == 0 || v == float64(int64(v)) {
+		return fmt.Sprintf("%d %s", int64(v), units[u])
+	}
+	return fmt.Sprintf("%.1f %s", v, units[u])
+}
