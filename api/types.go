@@ -3,7 +3,10 @@
 // no dependencies beyond the standard library.
 package api
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Status is the state of a build.
 type Status string
@@ -53,6 +56,30 @@ type Accepted struct {
 	Status    Status `json:"status"`
 	StatusURL string `json:"status_url"`
 	LogsURL   string `json:"logs_url"`
+	// ReadToken is a capability for this build alone: sent as
+	// "Authorization: Bearer <ReadToken>", it reads the build's status and
+	// log and cancels it until the gateway forgets the build, whatever
+	// becomes of the credentials that submitted it (a CI ID token may
+	// expire mid-build). It is sent only in this answer (a retried submit
+	// gets a new one, which replaces it); the gateway keeps its sha256.
+	// It starts with ReadTokenPrefix.
+	ReadToken string `json:"read_token,omitempty"`
+}
+
+// ReadTokenPrefix starts every build read token, so that the gateway (and
+// a secret scanner) tells one from other bearer tokens.
+const ReadTokenPrefix = "bgr_"
+
+// ErrRestarted starts the error of a build that the gateway stopped
+// without finishing it, because it restarted: the build will not resume,
+// but the same submission may be sent again (with the same
+// Idempotency-Key, it then starts a new build).
+const ErrRestarted = "interrupted: gateway restarted"
+
+// Interrupted reports whether the build failed because the gateway
+// restarted while it ran or waited.
+func (b *Build) Interrupted() bool {
+	return b.Status == StatusFailed && strings.HasPrefix(b.Error, ErrRestarted)
 }
 
 // Build is the answer to GET /v1/builds/{id}.

@@ -85,7 +85,10 @@ type Record struct {
 	// Identity is who the request came from: name, kind, issuer and
 	// attributes (the verified claims). Nil for authentication failures.
 	Identity *auth.Identity `json:"identity,omitempty"`
-	SourceIP string         `json:"source_ip,omitempty"`
+	// Via is set when the identity acted through a capability rather
+	// than its own credentials: "read_token" for a build's read token.
+	Via      string `json:"via,omitempty"`
+	SourceIP string `json:"source_ip,omitempty"`
 	// Action is what was asked for, e.g. "build.submit", "build.cancel".
 	Action string `json:"action,omitempty"`
 	// Decision is DecisionAllow or DecisionDeny.

@@ -2,9 +2,13 @@ package jobs
 
 import (
 	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +36,9 @@ type Job struct {
 	workspace string
 	// idemKey is the submission's idempotency key, kept with the record.
 	idemKey string
+	// readTokenSHA256 is the sha256 of the build's read token (under mu);
+	// zero for a build that has none.
+	readTokenSHA256 [sha256.Size]byte
 
 	// saveMu orders the writes of this job's record, so an older state
 	// never overwrites a newer one.
@@ -169,6 +176,7 @@ func (j *Job) record() *store.Record {
 		ContextSHA256:    j.ContextSHA256,
 		DockerfileSHA256: j.DockerfileSHA256,
 		IdempotencyKey:   j.idemKey,
+		ReadTokenSHA256:  readTokenHex(j.readTokenSHA256),
 		Status:           j.status,
 		Digest:           j.digest,
 		Error:            j.err,
@@ -208,10 +216,37 @@ func jobFromRecord(r *store.Record, spec *ValidSpec) *Job {
 	if len(r.Grant) > 0 {
 		json.Unmarshal(r.Grant, &j.Grant)
 	}
+	if b, err := hex.DecodeString(r.ReadTokenSHA256); err == nil && len(b) == sha256.Size {
+		j.readTokenSHA256 = [sha256.Size]byte(b)
+	}
 	if r.Status.Final() {
 		close(j.done)
 	}
 	return j
+}
+
+// ReadTokenMatches reports, in constant time, whether sum is the sha256
+// of this build's read token. A build without one matches nothing.
+func (j *Job) ReadTokenMatches(sum [sha256.Size]byte) bool {
+	j.mu.Lock()
+	want := j.readTokenSHA256
+	j.mu.Unlock()
+	return want != [sha256.Size]byte{} && subtle.ConstantTimeCompare(want[:], sum[:]) == 1
+}
+
+func readTokenHex(sum [sha256.Size]byte) string {
+	if sum == [sha256.Size]byte{} {
+		return ""
+	}
+	return hex.EncodeToString(sum[:])
+}
+
+// interrupted reports whether the job ended because a gateway restart
+// stopped it.
+func (j *Job) interrupted() bool {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.status == api.StatusFailed && strings.HasPrefix(j.err, ErrRestarted)
 }
 
 // builder.BaseImages returns the images the build pulled, as the gateway resolved

@@ -133,7 +133,9 @@ func (m *Manager) expire() {
 	m.mu.Lock()
 	for _, j := range old {
 		delete(m.jobs, j.ID)
-		if j.idemKey != "" {
+		// The key may name a newer build by now (sent again after a
+		// restart interrupted this one).
+		if e := m.idem[j.Owner+"\x00"+j.idemKey]; j.idemKey != "" && e != nil && e.job == j {
 			delete(m.idem, j.Owner+"\x00"+j.idemKey)
 		}
 	}

@@ -59,6 +59,10 @@ type SubmitRequest struct {
 	Identity auth.Identity
 	// Authorize, if set, decides whether the build may run.
 	Authorize AuthorizeFunc
+	// ReadTokenSHA256, if not zero, is the sha256 of the read token the
+	// caller is given for the build: it replaces the build's earlier one
+	// when the submission is a repeat.
+	ReadTokenSHA256 [sha256.Size]byte
 }
 
 // Manager accepts builds, queues them and runs them on runners, at most
@@ -189,6 +193,11 @@ func (m *Manager) Submit(ctx context.Context, sr SubmitRequest, r io.Reader) (*J
 		for {
 			m.mu.Lock()
 			e, ok := m.idem[key]
+			if ok && e.job != nil && e.job.interrupted() {
+				// The build a restart stopped will not resume: the same
+				// submission sent again starts a new one.
+				ok = false
+			}
 			if !ok {
 				e = &idemEntry{done: make(chan struct{})}
 				m.idem[key] = e
@@ -212,6 +221,11 @@ func (m *Manager) Submit(ctx context.Context, sr SubmitRequest, r io.Reader) (*J
 				return nil, ctx.Err()
 			}
 			if e.job != nil {
+				if sr.ReadTokenSHA256 != ([sha256.Size]byte{}) {
+					if err := m.setReadToken(e.job, sr.ReadTokenSHA256); err != nil {
+						return nil, err
+					}
+				}
 				return e.job, nil
 			}
 		}
@@ -300,6 +314,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		Log:              lg,
 		workspace:        ws,
 		idemKey:          sr.IdempotencyKey,
+		readTokenSHA256:  sr.ReadTokenSHA256,
 		status:           api.StatusQueued,
 		created:          m.o.now(),
 		done:             make(chan struct{}),
@@ -362,6 +377,27 @@ func (m *Manager) Get(owner, id string) (*Job, error) {
 		return nil, ErrNotFound
 	}
 	return j, nil
+}
+
+// GetByReadToken returns build id if sum is the sha256 of its read token.
+func (m *Manager) GetByReadToken(id string, sum [sha256.Size]byte) (*Job, error) {
+	m.mu.Lock()
+	j, ok := m.jobs[id]
+	m.mu.Unlock()
+	if !ok || !j.ReadTokenMatches(sum) {
+		return nil, ErrNotFound
+	}
+	return j, nil
+}
+
+// setReadToken gives j a new read token, for a repeated submission: only
+// the newest answer's token is valid, and it is recorded before it is
+// handed out.
+func (m *Manager) setReadToken(j *Job, sum [sha256.Size]byte) error {
+	j.mu.Lock()
+	j.readTokenSHA256 = sum
+	j.mu.Unlock()
+	return m.save(j)
 }
 
 // Ended reports whether build id, whoever owns it, has reached a final

@@ -131,19 +131,36 @@ func New(server, token string, opts ...Option) (*Client, error) {
 	return c, nil
 }
 
+// WithToken returns a copy of c that sends token instead of c's own: a
+// build's read token (api.Accepted.ReadToken), say, which keeps working
+// for that build after the credentials that submitted it have expired.
+func (c *Client) WithToken(token string) *Client {
+	cc := *c
+	cc.token = token
+	return &cc
+}
+
 // Progress is called with the number of context bytes read so far.
 type Progress func(n int64)
 
 // Submit uploads a build. newContext returns a fresh reader of the context
 // archive for each attempt (the archive is streamed, never held whole).
 func (c *Client) Submit(ctx context.Context, spec api.BuildSpec, newContext func() io.ReadCloser, progress Progress) (*api.Accepted, error) {
+	key, err := NewIdempotencyKey()
+	if err != nil {
+		return nil, err
+	}
+	return c.SubmitWithKey(ctx, key, spec, newContext, progress)
+}
+
+// SubmitWithKey is Submit with the Idempotency-Key given: sent again with
+// the same key, a submission returns the build the first one started,
+// unless a gateway restart interrupted that build (api.Build.Interrupted);
+// then it starts a new one.
+func (c *Client) SubmitWithKey(ctx context.Context, key string, spec api.BuildSpec, newContext func() io.ReadCloser, progress Progress) (*api.Accepted, error) {
 	specJSON, err := json.Marshal(spec)
 	if err != nil {
 		return nil, fmt.Errorf("encoding spec: %w", err)
-	}
-	key, err := newKey()
-	if err != nil {
-		return nil, err
 	}
 	local := &localErr{}
 	// Every attempt must use the boundary named in the Content-Type.
@@ -547,7 +564,8 @@ func decodeError(resp *http.Response) error {
 	return e
 }
 
-func newKey() (string, error) {
+// NewIdempotencyKey returns a random Idempotency-Key.
+func NewIdempotencyKey() (string, error) {
 	var b [16]byte
 	if _, err := rand.Read(b[:]); err != nil {
 		return "", fmt.Errorf("making idempotency key: %w", err)

@@ -17,6 +17,10 @@ const identityKey = "buildgw.identity"
 // invalid credentials get 401; an authenticator that cannot decide (an
 // OIDC issuer unreachable) gets 503, without its details.
 func (s *Server) authMiddleware(c *gin.Context) {
+	if tok, ok := bearerReadToken(c.Request); ok {
+		s.authReadToken(c, tok)
+		return
+	}
 	id, err := s.auth.Authenticate(c.Request)
 	if err == nil {
 		c.Set(identityKey, id)

@@ -206,12 +206,18 @@ func (s *Server) submit(c *gin.Context) {
 		return
 	}
 	id := identity(c)
+	readToken, readSum, err := newReadToken()
+	if err != nil {
+		c.Error(err)
+		return
+	}
 	j, err := s.m.Submit(c.Request.Context(), jobs.SubmitRequest{
-		Owner:          id.Name,
-		Identity:       id,
-		Spec:           spec,
-		IdempotencyKey: c.GetHeader(api.IdempotencyKeyHeader),
-		Authorize:      s.authorizer(c, id),
+		Owner:           id.Name,
+		Identity:        id,
+		Spec:            spec,
+		IdempotencyKey:  c.GetHeader(api.IdempotencyKeyHeader),
+		Authorize:       s.authorizer(c, id),
+		ReadTokenSHA256: readSum,
 	}, part)
 	if err != nil {
 		// Policy refusals are audited where they are made; a refused
@@ -233,6 +239,7 @@ func (s *Server) submit(c *gin.Context) {
 		Status:    j.Status(),
 		StatusURL: "/v1/builds/" + j.ID,
 		LogsURL:   "/v1/builds/" + j.ID + "/logs",
+		ReadToken: readToken,
 	})
 }
 

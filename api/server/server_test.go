@@ -49,6 +49,7 @@ type gw struct {
 type gwOptions struct {
 	noWorkers bool // accept builds but never run them
 	builder   []jobs.Option
+	server    []server.Option
 }
 
 func newGateway(t *testing.T, o gwOptions) *gw {
@@ -62,7 +63,7 @@ func newGateway(t *testing.T, o gwOptions) *gw {
 	if err != nil {
 		t.Fatalf("token.New = %v", err)
 	}
-	srv := httptest.NewServer(server.New(m, auth, nil))
+	srv := httptest.NewServer(server.New(m, auth, nil, o.server...))
 	t.Cleanup(srv.Close)
 	return &gw{url: srv.URL, m: m, stateDir: dir, reg: reg}
 }

@@ -42,6 +42,10 @@ type Record struct {
 	ContextSHA256    string          `json:"context_sha256"`
 	DockerfileSHA256 string          `json:"dockerfile_sha256"`
 	IdempotencyKey   string          `json:"idempotency_key,omitempty"`
+	// ReadTokenSHA256 is the hex sha256 of the build's read token (never
+	// the token). Records written before read tokens existed have none,
+	// and no read token opens them.
+	ReadTokenSHA256 string `json:"read_token_sha256,omitempty"`
 
 	Status     api.Status `json:"status"`
 	Digest     string     `json:"digest,omitempty"`
@@ -359,7 +363,9 @@ func (s *Store) Delete(ids ...string) error {
 		for _, id := range ids {
 			if b := jobs.Get([]byte(id)); b != nil {
 				var r Record
-				if json.Unmarshal(b, &r) == nil && r.IdempotencyKey != "" {
+				// The key may name a newer build by now (a submission
+				// sent again after a restart interrupted this one).
+				if json.Unmarshal(b, &r) == nil && r.IdempotencyKey != "" && string(idem.Get(idemKey(r.Owner, r.IdempotencyKey))) == id {
 					if err := idem.Delete(idemKey(r.Owner, r.IdempotencyKey)); err != nil {
 						return err
 					}

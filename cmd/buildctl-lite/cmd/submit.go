@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/api/client"
 	"github.com/buildgw/buildgw/buildcontext"
 )
 
@@ -37,7 +38,14 @@ func NewCmdSubmit(g *globals) *cobra.Command {
 		Long: `submit streams CONTEXT_DIR (minus what .dockerignore excludes) to the gateway,
 follows the build log on stderr and prints the pushed digest as the last line
 of stdout; with --output json it prints the build's final state instead. It
-exits 0 only if the build succeeded; an interrupt cancels the build.`,
+exits 0 only if the build succeeded; an interrupt cancels the build.
+
+After the upload it follows the build with the read token the gateway
+returned for it, so a token that expires mid-build (a CI job's ID token)
+does not lose the outcome. A build that a gateway restart interrupts is
+submitted again from CONTEXT_DIR with the same Idempotency-Key, at most 3
+times; after that, or if submitting it again fails, submit exits with
+status 4.`,
 		Example: `  buildctl-lite submit -t registry.example.com/team/app:dev .
   buildctl-lite submit -f docker/Dockerfile --build-arg VERSION=1.2 --target release -t reg.example.com/app:1.2 .`,
 		Args: submitArgs,
@@ -166,34 +174,79 @@ func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, comp
 		return fmt.Errorf("no Dockerfile: %s not found in %s", df, dir)
 	}
 
-	progress := newProgress(stderr, dir, copts)
-	acc, err := c.Submit(ctx, spec, func() io.ReadCloser { return buildcontext.Reader(ctx, dir, copts...) }, progress.update)
-	progress.done()
+	key, err := client.NewIdempotencyKey()
 	if err != nil {
-		return fmt.Errorf("submitting build: %w", err)
+		return err
 	}
-	fmt.Fprintf(stderr, "build %s queued\n", acc.ID)
+	for attempt := 0; ; attempt++ {
+		progress := newProgress(stderr, dir, copts)
+		// The same key each time: a resubmission after an interrupting
+		// restart starts one new build, however often it is retried.
+		acc, err := c.SubmitWithKey(ctx, key, spec, func() io.ReadCloser { return buildcontext.Reader(ctx, dir, copts...) }, progress.update)
+		progress.done()
+		if err != nil {
+			if attempt > 0 {
+				return &ExitError{Code: exitRestarted, Err: fmt.Errorf("a gateway restart interrupted the build and submitting it again failed (%v); run this submit again", describe(err))}
+			}
+			return fmt.Errorf("submitting build: %w", err)
+		}
+		fmt.Fprintf(stderr, "build %s queued\n", acc.ID)
+		b, err := follow(cmd, c, acc, stderr)
+		if err != nil {
+			return err
+		}
+		if b.Interrupted() {
+			if attempt < maxResubmits {
+				fmt.Fprintf(stderr, "build %s: %s; submitting it again (%d of %d)\n", b.ID, b.Error, attempt+1, maxResubmits)
+				continue
+			}
+			return &ExitError{Code: exitRestarted, Err: fmt.Errorf("build %s: %s, %d times; run this submit again", b.ID, b.Error, attempt+1)}
+		}
+		return report(cmd, g, b)
+	}
+}
 
-	// Follow the log while waiting for the outcome; an interrupt cancels the
-	// build on the gateway too.
+// maxResubmits bounds how often submit sends a build again that gateway
+// restarts interrupted.
+const maxResubmits = 3
+
+// exitRestarted is the exit status of a build that a gateway restart
+// interrupted and that was not (or could not be) submitted again.
+const exitRestarted = 4
+
+// follow streams the build's log until it ends and returns its final
+// state. Everything after the upload uses the build's read token, so
+// that credentials which expire mid-build (a CI job's ID token) do not
+// lose its outcome; an interrupt cancels the build on the gateway too.
+func follow(cmd *cobra.Command, c *client.Client, acc *api.Accepted, stderr io.Writer) (*api.Build, error) {
+	ctx := cmd.Context()
+	if acc.ReadToken != "" {
+		c = c.WithToken(acc.ReadToken)
+	}
 	eg, ectx := errgroup.WithContext(ctx)
 	eg.Go(func() error { return c.Logs(ectx, acc.ID, true, stderr) })
-	err = eg.Wait()
+	err := eg.Wait()
 	if ctx.Err() != nil {
 		cctx, cancel := context.WithTimeout(context.Background(), 15*time.Second)
 		defer cancel()
 		if _, cerr := c.Cancel(cctx, acc.ID); cerr == nil {
-			return fmt.Errorf("interrupted: build %s cancelled", acc.ID)
+			return nil, fmt.Errorf("interrupted: build %s cancelled", acc.ID)
 		}
-		return fmt.Errorf("interrupted: build %s may still be running", acc.ID)
+		return nil, fmt.Errorf("interrupted: build %s may still be running", acc.ID)
 	}
 	if err != nil {
-		return fmt.Errorf("following build %s: %w", acc.ID, err)
+		return nil, fmt.Errorf("following build %s: %w", acc.ID, err)
 	}
 	b, err := c.Get(ctx, acc.ID)
 	if err != nil {
-		return fmt.Errorf("getting build %s: %w", acc.ID, err)
+		return nil, fmt.Errorf("getting build %s: %w", acc.ID, err)
 	}
+	return b, nil
+}
+
+// report prints a final build's outcome: the digest alone, last on
+// stdout, for command composition, or the state with --output json.
+func report(cmd *cobra.Command, g *globals, b *api.Build) error {
 	if g.json() {
 		if err := printJSON(cmd.OutOrStdout(), b); err != nil {
 			return err
@@ -204,7 +257,6 @@ func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, comp
 		if g.json() {
 			return nil
 		}
-		// The digest alone, last on stdout, for command composition.
 		fmt.Fprintln(cmd.OutOrStdout(), b.Digest)
 		return nil
 	case api.StatusCancelled:
