@@ -186,8 +186,12 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
+	idNets, err := cfg.identityNetworks()
+	if err != nil {
+		return nil, err
+	}
 	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(authz),
-		server.WithUploadRate(server.UploadRate{MinBytesPerSecond: cfg.Context.MinUploadBytesPerSecond, Window: time.Duration(cfg.Context.UploadRateWindow)}), server.WithDownloads(downloadsDir(cfg.DownloadsDir))}
+		server.WithUploadRate(server.UploadRate{MinBytesPerSecond: cfg.Context.MinUploadBytesPerSecond, Window: time.Duration(cfg.Context.UploadRateWindow)}), server.WithDownloads(downloadsDir(cfg.DownloadsDir)), server.WithIdentityNetworks(idNets)}
 	if alog != nil {
 		sopts = append(sopts, server.WithAudit(alog))
 	}

@@ -73,6 +73,12 @@ func (s *Server) authReadToken(c *gin.Context, tok string) {
 	}
 	owner := j.Identity
 	owner.Name = j.Owner
+	if s.identityNetworks != nil {
+		if n := s.identityNetworks(owner); n != nil && !n.Allows(c.Request.RemoteAddr) {
+			s.refuseReadToken(c, http.StatusUnauthorized, api.CodeUnauthorized, "identity "+owner.Name+" may not be used from this address, nor may its builds' read tokens")
+			return
+		}
+	}
 	c.Set(identityKey, owner)
 	c.Set(viaKey, viaReadToken)
 	s.audit(audit.Record{

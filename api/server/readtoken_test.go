@@ -15,6 +15,7 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/audit"
+	"github.com/buildgw/buildgw/auth"
 )
 
 // lockedBuffer collects audit lines written from the server's goroutines.
@@ -179,3 +180,24 @@ func TestReadToken(t *testing.T) {
 	}
 }
 
+// onlyTen allows 10.0.0.0/8 alone.
+type onlyTen struct{}
+
+func (onlyTen) Allows(addr string) bool { return strings.HasPrefix(addr, "10.") }
+
+// TestReadTokenOwnerNetworks: a read token is refused where its owner's
+// own credentials would be.
+func TestReadTokenOwnerNetworks(t *testing.T) {
+	g := newGateway(t, gwOptions{noWorkers: true, server: []server.Option{server.WithIdentityNetworks(func(id auth.Identity) auth.Networks {
+		if id.Name == "alice" {
+			return onlyTen{}
+		}
+		return nil
+	})}})
+	a, b := g.accept(t, aliceToken, ""), g.accept(t, bobToken, "")
+	r := do(t, http.MethodGet, g.url+"/v1/builds/"+a.ID, a.ReadToken, "", nil)
+	if eb := r.errorBody(t); r.status != http.StatusUnauthorized || !strings.Contains(eb.Error.Message, "may not be used from this address") {
+		t.Errorf("GET with a read token of an identity held to 10/8, from loopback = %d %+v, want 401 naming the address", r.status, eb.Error)
+	}
+	g.get(t, b.ReadToken, b.ID)
+}

@@ -41,6 +41,9 @@ type Server struct {
 	policy   Policy
 	auditLog *audit.Logger
 	networks auth.Networks
+	// identityNetworks says where an identity may be used from, for
+	// requests that a build's read token authenticates as its owner.
+	identityNetworks func(auth.Identity) auth.Networks
 	// uploadRate bounds how slowly a submission's body may arrive.
 	uploadRate UploadRate
 	// downloads holds the client binaries served at /dl; "" serves none.
@@ -74,6 +77,13 @@ func WithAudit(l *audit.Logger) Option { return func(s *Server) { s.auditLog = l
 // WithNetworks refuses requests from addresses n does not allow, before
 // authentication. Default: any address.
 func WithNetworks(n auth.Networks) Option { return func(s *Server) { s.networks = n } }
+
+// WithIdentityNetworks holds a build's read token to where its owner's
+// own credentials may be used from: f returns the networks allowed for an
+// identity (nil: any address). Default: any address.
+func WithIdentityNetworks(f func(auth.Identity) auth.Networks) Option {
+	return func(s *Server) { s.identityNetworks = f }
+}
 
 // New returns a Server. log may be nil.
 func New(m *jobs.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Option) *Server {
