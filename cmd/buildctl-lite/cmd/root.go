@@ -134,7 +134,12 @@ credentials are needed on this side.
 
 The gateway and token come from --server/--token, else BUILDGW_URL and
 BUILDGW_TOKEN, else what "buildctl-lite login" saved (a saved token is only
-sent to the server it was saved for).`,
+sent to the server it was saved for).
+
+Exit status: 0 on success; 1 on an error, a failed or a cancelled build;
+3 when audit finds socket exposure; 4 when a gateway restart interrupted
+the build and it was not submitted again (submit gave up, or logs -f, which
+has no context to send); 130 on an interrupt.`,
 		Example: `  buildctl-lite login --server https://buildgw.example.com
   buildctl-lite submit -t registry.example.com/team/app:dev .
   buildctl-lite list -o json
