@@ -249,7 +249,7 @@ func (j *Job) interrupted() bool {
 	return j.status == api.StatusFailed && strings.HasPrefix(j.err, ErrRestarted)
 }
 
-// builder.BaseImages returns the images the build pulled, as the gateway resolved
+// BaseImages returns the images the build pulled, as the gateway resolved
 // them before it ran; nil until then.
 func (j *Job) BaseImages() []builder.BaseImage {
 	j.mu.Lock()

@@ -115,11 +115,12 @@ func TestManagerRestart(t *testing.T) {
 	waitLog(t, long, "Running: [/bin/sh -c sleep 300]", time.Minute)
 	queued := submitTo(t, m1, "bob", "key-1", api.BuildSpec{Destinations: []string{dest("queued")}}, scratchContext(t, "q"))
 
-	// SIGTERM: the running build gets the grace period, then is cancelled
-	// with the reason recorded; the queued one is kept for the next start.
+	// SIGTERM: the running build gets the grace period, then is stopped as
+	// interrupted (its client may submit it again) with the reason
+	// recorded; the queued one is kept for the next start.
 	stop1()
-	if b := long.Snapshot(); b.Status != api.StatusCancelled || !strings.Contains(b.Error, "grace period") {
-		t.Errorf("running build after shutdown = %v %q, want cancelled with the grace period named", b.Status, b.Error)
+	if b := long.Snapshot(); !b.Interrupted() || !strings.Contains(b.Error, "grace period") {
+		t.Errorf("running build after shutdown = %v %q, want interrupted with the grace period named", b.Status, b.Error)
 	}
 	if got := queued.Status(); got != api.StatusQueued {
 		t.Errorf("queued build after shutdown = %v, want still queued", got)
@@ -183,7 +184,7 @@ func TestManagerRestart(t *testing.T) {
 		wantLog    string
 	}{
 		{done.ID, "alice", api.StatusSucceeded, "", "#buildgw pushed sha256:"},
-		{long.ID, "alice", api.StatusCancelled, "grace period", "#buildgw cancelled: the gateway shut down"},
+		{long.ID, "alice", api.StatusFailed, "grace period", "#buildgw " + jobs.ErrRestarted + ": the gateway shut down"},
 		{"crashedjob", "alice", api.StatusFailed, jobs.ErrRestarted, "#buildgw " + jobs.ErrRestarted},
 		{queued.ID, "bob", api.StatusSucceeded, "", "#buildgw queued again after a gateway restart"},
 	}

@@ -636,7 +636,9 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 		status, msg = api.StatusFailed, diskErr.Error()
 		j.Log.Printf("failed: %s", msg)
 	case errors.Is(context.Cause(jctx), errShutdown):
-		status, msg = api.StatusCancelled, fmt.Sprintf("cancelled: the gateway shut down and the build did not finish within the %s grace period", m.o.shutdownGrace)
+		// Interrupted, not cancelled: its client may submit it again, as
+		// after a crash (api.Build.Interrupted).
+		status, msg = api.StatusFailed, fmt.Sprintf("%s: the gateway shut down and the build did not finish within the %s grace period", ErrRestarted, m.o.shutdownGrace)
 		j.Log.Printf("%s", msg)
 	default:
 		status, msg = api.StatusFailed, err.Error()
