@@ -50,6 +50,7 @@ import (
 	"github.com/buildgw/buildgw/api"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/gateway"
+	"github.com/buildgw/buildgw/internal/testgateway"
 	"github.com/buildgw/buildgw/internal/testoidc"
 )
 
@@ -154,45 +155,33 @@ func run(ctx context.Context, c *config) error {
 	}
 	defer gitlab.Close()
 
-	policyFile := filepath.Join(tmp, "policy.yaml")
-	policy := fmt.Sprintf(`rules:
-  - name: gitlab-protected
-    match: {kind: oidc, issuer: %q, ref_protected: "true"}
-    allow:
-      destinations: ["%[2]s/{project_path}", "%[2]s/{project_path}/*"]
-      from: [%[2]s]
-`, gitlab.URL, regHost)
-	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
-		return err
-	}
+	pol := testgateway.Policy{Rules: []testgateway.Rule{{
+		Name:  "gitlab-protected",
+		Match: map[string]string{"kind": "oidc", "issuer": gitlab.URL, "ref_protected": "true"},
+		Allow: testgateway.Allow{Destinations: []string{regHost + "/{project_path}", regHost + "/{project_path}/*"}, From: []string{regHost}},
+	}}}
 	cfg := gateway.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
 	cfg.StateDir = filepath.Join(tmp, "state")
 	cfg.Concurrency = 1
 	cfg.OIDCIssuers = []gateway.OIDCIssuer{{Name: "gitlab", URL: gitlab.URL, Audiences: []string{aud}, Algorithms: []string{"RS256"}}}
-	cfg.PolicyFile = policyFile
 	cfg.Audit.File = filepath.Join(tmp, "audit.log")
 	cfg.Registries = map[string]gateway.Registry{regHost: {Insecure: true}}
 	cfg.Runners.Kaniko.Executor = c.executor
 	cfg.Runners.Kaniko.User = c.user
-	var logw io.Writer = io.Discard
+	opts := []testgateway.Option{testgateway.WithPolicy(pol), testgateway.WithLogLevel(slog.LevelWarn)}
 	if c.verbose {
-		logw = os.Stderr
+		opts = append(opts, testgateway.WithOutput(os.Stderr))
 	}
-	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	g, err := testgateway.Launch(ctx, cfg, opts...)
 	if err != nil {
 		return fmt.Errorf("starting the gateway: %w", err)
 	}
-	gctx, cancel := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- g.Serve(gctx) }()
 	defer func() {
-		cancel()
-		if err := <-served; err != nil {
+		if err := g.Stop(); err != nil {
 			bu.Log.Printf("gateway: %v", err)
 		}
 	}()
-	url := g.URL()
+	url := g.URL
 
 	now := time.Now()
 	claims := gitlab.GitLabClaims(aud, testoidc.GitLab{ProjectPath: "group/app", Protected: true}, now)

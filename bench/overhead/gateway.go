@@ -5,72 +5,68 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"os/exec"
 	"path/filepath"
-	"strings"
-	"time"
 
+	"github.com/google/go-containerregistry/pkg/name"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/buildgw/buildgw/baseimage"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
+	"github.com/buildgw/buildgw/gateway"
+	"github.com/buildgw/buildgw/internal/testgateway"
 )
 
+// startGateway starts bin (internal/testgateway, binary mode) with its
+// own registry, and pushes the busybox base image to that registry.
 func (e *env) startGateway(ctx context.Context, bin string) error {
-	state := filepath.Join(e.tmp, "gw")
 	e.gwLog = filepath.Join(e.logs, "gateway.log")
 	lf, err := os.Create(e.gwLog)
 	if err != nil {
 		return err
 	}
-	ws := "disk"
-	if e.memory {
-		ws = "memory"
-	}
-	cmd := exec.Command(bin, "serve", "--dev", "--state-dir", state, "--executor", e.exe, "--workspaces", ws)
-	cmd.Stdout = lf
-	cmd.Stderr = lf
+	var out io.Writer = lf
 	if e.c.verbose {
-		cmd.Stderr = io.MultiWriter(lf, os.Stderr)
+		out = io.MultiWriter(lf, os.Stderr)
 	}
-	e.gw, err = bu.StartDaemon(cmd)
-	lf.Close()
+	cfg := gateway.DefaultConfig()
+	cfg.StateDir = filepath.Join(e.tmp, "gw", "state")
+	if err := os.MkdirAll(filepath.Dir(cfg.StateDir), 0o711); err != nil {
+		return err
+	}
+	cfg.Workspaces = "disk"
+	if e.memory {
+		cfg.Workspaces = "memory"
+	}
+	cfg.Runners.Kaniko.Executor = e.exe
+	e.gw, err = testgateway.Launch(ctx, cfg, testgateway.WithBinary(bin), testgateway.WithOutput(out))
 	if err != nil {
+		lf.Close()
 		return fmt.Errorf("starting gateway: %w", err)
 	}
-	envFile := filepath.Join(state, "dev.env")
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		if b, err := os.ReadFile(envFile); err == nil && len(b) > 0 {
-			for _, l := range strings.Split(string(b), "\n") {
-				k, v, _ := strings.Cut(l, "=")
-				switch k {
-				case "BUILDGW_URL":
-					e.url = v
-				case "BUILDGW_TOKEN":
-					e.token = v
-				case "BUILDGW_REGISTRY":
-					e.reg = v
-				case "BUILDGW_REGISTRY_USER":
-					e.regUser = v
-				case "BUILDGW_REGISTRY_PASSWORD":
-					e.regPassword = v
-				}
-			}
-			break
-		}
-		if e.gw.Exited() {
-			return fmt.Errorf("gateway exited:\n%s", bu.Tail(e.gwLog, 20))
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("gateway wrote no %s within 60s:\n%s", envFile, bu.Tail(e.gwLog, 20))
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
+	e.gwLogFile = lf
+	e.url, e.token, e.reg = e.gw.URL, e.gw.Token, e.gw.Registry
+	bu.Log.Printf("gateway pid %d at %s, registry %s", e.gw.Cmd.Process.Pid, e.url, e.reg)
+
+	e.base = e.reg + "/library/busybox:latest"
+	img, err := baseimage.Busybox(e.c.busybox)
+	if err != nil {
+		return err
 	}
-	if e.url == "" || e.token == "" || e.reg == "" || e.regUser == "" {
-		return fmt.Errorf("incomplete %s", envFile)
+	ref, err := name.NewTag(e.base, name.Insecure)
+	if err != nil {
+		return err
 	}
-	bu.Log.Printf("dev gateway pid %d at %s, registry %s", e.gw.Cmd.Process.Pid, e.url, e.reg)
+	if err := remote.Write(ref, img, remote.WithContext(ctx)); err != nil {
+		return fmt.Errorf("pushing busybox to %s: %w", e.reg, err)
+	}
+	bu.Log.Printf("base image %s", e.base)
 	return nil
+}
+
+// stopGateway stops the gateway and its registry.
+func (e *env) stopGateway() {
+	if err := e.gw.Stop(); err != nil {
+		bu.Log.Printf("gateway: %v", err)
+	}
+	e.gwLogFile.Close()
 }

@@ -1,8 +1,9 @@
 // Command overhead measures what the gateway adds to a build: the same
 // reference project built (a) by the kaniko executor run directly in the
 // runner's sandbox, pushing by itself, and (b) through buildctl-lite and a
-// dev-mode gateway. With -kaniko-flags it instead compares kaniko flag sets
-// on (a) and checks that each produces a correct image.
+// gateway (bin/buildgw, started by internal/testgateway, with a registry
+// in this process). With -kaniko-flags it instead compares kaniko flag
+// sets on (a) and checks that each produces a correct image.
 //
 //	go run ./bench/overhead -n 5
 //	go run ./bench/overhead -n 3 -kaniko-flags
@@ -26,6 +27,7 @@ import (
 
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/bench/internal/refproject"
+	"github.com/buildgw/buildgw/internal/testgateway"
 	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
@@ -93,7 +95,7 @@ type env struct {
 	ctl     string // absolute path of buildctl-lite
 	cred    *syscall.Credential
 	proj    *refproject.Project
-	gw      *bu.Daemon
+	gw      *testgateway.Gateway
 	gwLog   string
 	url     string
 	token   string
@@ -108,8 +110,11 @@ type env struct {
 	memory bool
 	// lastCopy is how long direct's (untimed) copy of the context took.
 	lastCopy time.Duration
-	// regUser and regPassword are the embedded registry's account.
+	// regUser and regPassword are the registry's account (none: it is
+	// open to loopback).
 	regUser, regPassword string
+	// gwLogFile is the gateway's log, open while it runs.
+	gwLogFile *os.File
 }
 
 func run(ctx context.Context, c *config) (err error) {
@@ -198,15 +203,7 @@ func run(ctx context.Context, c *config) (err error) {
 	if err := e.startGateway(ctx, gwBin); err != nil {
 		return err
 	}
-	defer e.gw.Stop(20 * time.Second)
-
-	e.base = e.reg + "/library/busybox:latest"
-	imp := exec.CommandContext(ctx, gwBin, "import", "--busybox", c.busybox, e.base)
-	imp.Env = append(os.Environ(), "BUILDGW_REGISTRY="+e.reg, "BUILDGW_REGISTRY_USER="+e.regUser, "BUILDGW_REGISTRY_PASSWORD="+e.regPassword)
-	if out, err := imp.CombinedOutput(); err != nil {
-		return fmt.Errorf("importing busybox: %v: %s", err, out)
-	}
-	bu.Log.Printf("base image %s", e.base)
+	defer e.stopGateway()
 
 	if c.flagMode {
 		return e.flagBench(ctx)

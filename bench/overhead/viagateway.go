@@ -15,7 +15,7 @@ import (
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 )
 
-// (b): buildctl-lite against the dev gateway
+// (b): buildctl-lite against the gateway
 
 type gwRun struct {
 	wall   time.Duration // start of buildctl-lite to the digest on its stdout

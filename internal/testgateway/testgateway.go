@@ -18,11 +18,12 @@
 //
 // What the Config leaves at its default, Start fills in: a loopback
 // listen address, a state directory of its own (mode 0711, so that the
-// sandbox user can reach its workspace), a static token named "test"
-// when no identity is configured, an in-memory registry when no registry
-// is, and a policy file (WithPolicy, or by default: every token may push to
-// REGISTRY/** and build FROM REGISTRY). Start with gateway.DefaultConfig():
-// a zero Config lacks the defaults that LoadConfig would add.
+// sandbox user can reach its workspace), a static token named "test" when
+// no identity is configured, a registry (go-containerregistry's, blobs on
+// disk) when none is, and a policy file (WithPolicy, or by default: every
+// token may push to REGISTRY/** and build FROM REGISTRY). Start from
+// gateway.DefaultConfig(): a zero Config lacks the defaults that
+// LoadConfig would add.
 //
 // Deadlines of the waits here are stretched by testenv's time scale
 // (BUILDGW_TEST_TIMEOUT_SCALE) in Start; Launch takes them from ctx.
@@ -67,7 +68,7 @@ type Gateway struct {
 	// Token is the static token Start made, or "" when the Config named
 	// its own identities.
 	Token string
-	// Registry is the host:port of the in-memory registry Start made, or
+	// Registry is the host:port of the registry Start made, or
 	// "" when the Config named its own registries.
 	Registry string
 	// Config is the configuration the gateway runs with, defaults filled
@@ -90,13 +91,13 @@ type Gateway struct {
 type Option func(*options)
 
 type options struct {
-	binary  string
-	env     []string
-	policy  *Policy
-	caFile  string
-	output  io.Writer
-	logPath string
-	ready   time.Duration
+	binary   string
+	env      []string
+	policy   *Policy
+	caFile   string
+	output   io.Writer
+	ready    time.Duration
+	logLevel slog.Level
 }
 
 // WithBinary runs the buildgw binary at path instead of an in-process
@@ -117,6 +118,10 @@ func WithCAFile(path string) Option { return func(o *options) { o.caFile = path 
 // WithOutput also copies the gateway's log to w. Default: kept in memory
 // only (Log).
 func WithOutput(w io.Writer) Option { return func(o *options) { o.output = w } }
+
+// WithLogLevel is the in-process gateway's log level. Default
+// slog.LevelInfo.
+func WithLogLevel(l slog.Level) Option { return func(o *options) { o.logLevel = l } }
 
 // WithReadyTimeout bounds the wait for /healthz (before the time scale).
 // Default 60s.
@@ -245,7 +250,13 @@ func (g *Gateway) fill(cfg *gateway.Config) error {
 		cfg.Tokens = []gateway.Token{{Name: "test", SHA256: token.HashToken(g.Token)}}
 	}
 	if len(cfg.Registries) == 0 {
-		s := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
+		// Blobs on disk, beside the state directory, as in dev mode: a
+		// benchmark pushes gigabytes.
+		blobs := filepath.Join(dir, "registry")
+		if err := os.MkdirAll(blobs, 0o700); err != nil {
+			return err
+		}
+		s := httptest.NewServer(registry.New(registry.WithBlobHandler(registry.NewDiskBlobHandler(blobs)), registry.Logger(log.New(io.Discard, "", 0))))
 		g.cleanup = append(g.cleanup, s.Close)
 		g.Registry = s.Listener.Addr().String()
 		cfg.Registries = map[string]gateway.Registry{g.Registry: {Insecure: true}}
@@ -275,7 +286,7 @@ func (g *Gateway) fill(cfg *gateway.Config) error {
 }
 
 func (g *Gateway) startInProcess(ctx context.Context) error {
-	gw, err := gateway.New(g.Config, slog.New(slog.NewJSONHandler(g.out, nil)))
+	gw, err := gateway.New(g.Config, slog.New(slog.NewJSONHandler(g.out, &slog.HandlerOptions{Level: g.o.logLevel})))
 	if err != nil {
 		return err
 	}
@@ -414,7 +425,9 @@ func tail(s string, n int) string {
 }
 
 // syncBuffer is the gateway's output, written by the process or the
-// in-process logger and read by the test.
+// in-process logger and read by the test. It keeps the last
+// maxLog/2..maxLog bytes, so that a long benchmark does not hold its
+// gateway's whole log in memory.
 type syncBuffer struct {
 	mu  sync.Mutex
 	b   strings.Builder
@@ -427,8 +440,16 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 	if s.tee != nil {
 		s.tee.Write(p)
 	}
+	if s.b.Len()+len(p) > maxLog {
+		kept := s.b.String()
+		kept = kept[max(0, len(kept)-maxLog/2):]
+		s.b.Reset()
+		s.b.WriteString(kept)
+	}
 	return s.b.Write(p)
 }
+
+const maxLog = 8 << 20
 
 func (s *syncBuffer) String() string {
 	s.mu.Lock()
