@@ -392,7 +392,7 @@ func load(ctx context.Context, client *http.Client, s scenario, workers, n int, 
 		r.firstErr = v.(string)
 	}
 	if len(ds) > 0 {
-		r.p50, r.p90, r.p99, r.max = pct(ds, 50), pct(ds, 90), pct(ds, 99), ds[len(ds)-1]
+		r.p50, r.p90, r.p99, r.max = bu.Percentile(ds, 50), bu.Percentile(ds, 90), bu.Percentile(ds, 99), ds[len(ds)-1]
 		r.rps = float64(len(ds)) / elapsed.Seconds()
 	}
 	if is != nil {
@@ -400,12 +400,6 @@ func load(ctx context.Context, client *http.Client, s scenario, workers, n int, 
 		r.jwksFetches = after - jwksBefore
 	}
 	return r
-}
-
-// pct is the nearest-rank percentile of sorted ds.
-func pct(ds []time.Duration, p int) time.Duration {
-	i := (len(ds)*p+99)/100 - 1
-	return ds[max(0, min(i, len(ds)-1))]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }

@@ -23,13 +23,11 @@ import (
 	"io"
 	"log"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -168,7 +166,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 	}}}
 	pprofAddr := ""
 	if c.cpuprofile != "" {
-		if pprofAddr, err = freeAddr(); err != nil {
+		if pprofAddr, err = bu.FreeAddr(); err != nil {
 			return res, err
 		}
 	}
@@ -235,7 +233,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 		if err != nil {
 			return res, err
 		}
-		b, err := waitFinal(ctx, clients[ci], id)
+		b, err := bu.WaitFinal(ctx, clients[ci], id, 500*time.Millisecond)
 		if err != nil {
 			return res, err
 		}
@@ -248,7 +246,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 
 	bu.Log.Printf("baseline: %d pollers on the idle gateway for %s", c.pollers, c.baseline)
 	base := poll(ctx, hc, url, c, func() []polled { mu.Lock(); defer mu.Unlock(); return known }, c.baseline, nil)
-	res.baseP50, res.baseP99 = pct(base.lat, 50), pct(base.lat, 99)
+	res.baseP50, res.baseP99 = bu.Percentile(base.lat, 50), bu.Percentile(base.lat, 99)
 
 	bu.Log.Printf("load: %d submissions", c.n)
 	start := time.Now()
@@ -300,7 +298,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 				if subs[i].client != ci {
 					continue
 				}
-				b, err := waitFinal(ctx, clients[ci], subs[i].id)
+				b, err := bu.WaitFinal(ctx, clients[ci], subs[i].id, 500*time.Millisecond)
 				if err != nil {
 					errs <- err
 					return
@@ -324,7 +322,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 	if m, err := bu.ReadMem(pid); err == nil {
 		res.rssEnd = m.RSS
 	}
-	res.loadP50, res.loadP99 = pct(loadPoll.lat, 50), pct(loadPoll.lat, 99)
+	res.loadP50, res.loadP99 = bu.Percentile(loadPoll.lat, 50), bu.Percentile(loadPoll.lat, 99)
 	res.polls, res.pollErrors = len(loadPoll.lat), loadPoll.errors
 	res.refused429 = refused.Load()
 
@@ -452,32 +450,6 @@ func cpuProfile(ctx context.Context, base string, delay time.Duration, secs int,
 	return f.Close()
 }
 
-func waitFinal(ctx context.Context, cl *client.Client, id string) (*api.Build, error) {
-	for {
-		b, err := cl.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if b.Status.Final() {
-			return b, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // smallContext is a FROM scratch + COPY build: fast, so the run measures
 // the gateway and not the builds.
 func smallContext() ([]byte, error) {
@@ -500,15 +472,6 @@ func smallContext() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-func pct(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(a, b int) bool { return s[a] < s[b] })
-	return s[min(len(s)-1, len(s)*p/100)]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }

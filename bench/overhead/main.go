@@ -110,8 +110,7 @@ type env struct {
 	memory bool
 	// lastCopy is how long direct's (untimed) copy of the context took.
 	lastCopy time.Duration
-	// regUser and regPassword are the registry's account (none: it is
-	// open to loopback).
+	// regUser and regPassword are the account (a) gives kaniko.
 	regUser, regPassword string
 	// gwLogFile is the gateway's log, open while it runs.
 	gwLogFile *os.File

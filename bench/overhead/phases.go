@@ -84,9 +84,9 @@ func (e *env) phaseBench(ctx context.Context) error {
 			return err
 		}
 		err = timeIt("client-tar", func() error {
-			cw := &countWriter{}
+			cw := &bu.CountWriter{}
 			_, err := buildcontext.Write(ctx, cw, e.proj.Dir, buildcontext.WithCompression(0))
-			tarSize = cw.n
+			tarSize = cw.N()
 			return err
 		})
 		if err != nil {
@@ -160,37 +160,15 @@ func (e *env) phaseBench(ctx context.Context) error {
 	var gwTotal time.Duration
 	for _, p := range phases {
 		xs := samples[p.key]
-		fmt.Printf("| %s | %s | %s–%s |\n", p.label, bu.Secs(bu.Median(xs)), bu.Secs(minD(xs)), bu.Secs(maxD(xs)))
+		fmt.Printf("| %s | %s | %s–%s |\n", p.label, bu.Secs(bu.Median(xs)), bu.Secs(bu.MinDuration(xs)), bu.Secs(bu.MaxDuration(xs)))
 		if p.key != "client-tar" && p.key != "client-gz" {
 			gwTotal += bu.Median(xs)
 		}
 	}
 	fmt.Printf("| sum of the gateway-side medians (extract … remove workspace) | %s | |\n", bu.Secs(gwTotal))
 	xs := samples["a"]
-	fmt.Printf("| (a) executor pushing by itself | %s | %s–%s |\n", bu.Secs(bu.Median(xs)), bu.Secs(minD(xs)), bu.Secs(maxD(xs)))
+	fmt.Printf("| (a) executor pushing by itself | %s | %s–%s |\n", bu.Secs(bu.Median(xs)), bu.Secs(bu.MinDuration(xs)), bu.Secs(bu.MaxDuration(xs)))
 	xs = samples["a-copy"]
-	fmt.Printf("| (a)'s untimed copy of the context into its workspace (same files created as by extract) | %s | %s–%s |\n", bu.Secs(bu.Median(xs)), bu.Secs(minD(xs)), bu.Secs(maxD(xs)))
+	fmt.Printf("| (a)'s untimed copy of the context into its workspace (same files created as by extract) | %s | %s–%s |\n", bu.Secs(bu.Median(xs)), bu.Secs(bu.MinDuration(xs)), bu.Secs(bu.MaxDuration(xs)))
 	return nil
-}
-
-type countWriter struct{ n int64 }
-
-func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
-
-func minD(xs []time.Duration) time.Duration {
-	var m time.Duration
-	for i, x := range xs {
-		if i == 0 || x < m {
-			m = x
-		}
-	}
-	return m
-}
-
-func maxD(xs []time.Duration) time.Duration {
-	var m time.Duration
-	for _, x := range xs {
-		m = max(m, x)
-	}
-	return m
 }

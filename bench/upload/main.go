@@ -162,46 +162,35 @@ const dockerfile = "FROM scratch\n"
 // writeContext writes the context as a plain tar: a Dockerfile, then the
 // files of pseudo-random content. It returns the tar's length.
 func (e *env) writeContext(w io.Writer) (int64, error) {
-	cw := &countWriter{w: w}
+	cw := &bu.CountWriter{W: w}
 	tw := tar.NewWriter(cw)
 	mtime := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "Dockerfile", Mode: 0o644, Size: int64(len(dockerfile)), ModTime: mtime}); err != nil {
-		return cw.n, err
+		return cw.N(), err
 	}
 	if _, err := io.WriteString(tw, dockerfile); err != nil {
-		return cw.n, err
+		return cw.N(), err
 	}
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "data/", Mode: 0o755, ModTime: mtime}); err != nil {
-		return cw.n, err
+		return cw.N(), err
 	}
 	const chunk = 1 << 20
 	for i := 0; i < e.c.files; i++ {
 		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("data/f%03d.bin", i), Mode: 0o644, Size: e.c.fileSize, ModTime: mtime}
 		if err := tw.WriteHeader(hdr); err != nil {
-			return cw.n, err
+			return cw.N(), err
 		}
 		for off, j := int64(0), 0; off < e.c.fileSize; j++ {
 			n := min(chunk, e.c.fileSize-off)
 			start := (i*7919 + j*104729) * 4096 % (len(e.pool) - chunk)
 			if _, err := tw.Write(e.pool[start : start+int(n)]); err != nil {
-				return cw.n, err
+				return cw.N(), err
 			}
 			off += n
 		}
 	}
 	err := tw.Close()
-	return cw.n, err
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	return cw.N(), err
 }
 
 // ---------------------------------------------------------------------
@@ -361,7 +350,7 @@ func (e *env) gatewayRun(ctx context.Context, k int) (*result, error) {
 	spec, _ := json.Marshal(api.BuildSpec{Destinations: []string{fmt.Sprintf("127.0.0.1:9/bench/upload:%d", k)}})
 	boundary := multipart.NewWriter(io.Discard).Boundary()
 	produce := func(w io.Writer) (int64, error) {
-		cw := &countWriter{w: w}
+		cw := &bu.CountWriter{W: w}
 		mw := multipart.NewWriter(cw)
 		if err := mw.SetBoundary(boundary); err != nil {
 			return 0, err
@@ -371,22 +360,22 @@ func (e *env) gatewayRun(ctx context.Context, k int) (*result, error) {
 		h.Set("Content-Type", "application/json")
 		pw, err := mw.CreatePart(h)
 		if err != nil {
-			return cw.n, err
+			return cw.N(), err
 		}
 		if _, err := pw.Write(spec); err != nil {
-			return cw.n, err
+			return cw.N(), err
 		}
 		h = textproto.MIMEHeader{}
 		h.Set("Content-Disposition", `form-data; name="context"; filename="context.tar"`)
 		h.Set("Content-Type", "application/x-tar")
 		if pw, err = mw.CreatePart(h); err != nil {
-			return cw.n, err
+			return cw.N(), err
 		}
 		if _, err := e.writeContext(pw); err != nil {
-			return cw.n, err
+			return cw.N(), err
 		}
 		err = mw.Close()
-		return cw.n, err
+		return cw.N(), err
 	}
 	args := []string{"-sS", "-X", "POST", "-H", "Expect:", "-H", "@" + e.authHdr,
 		"-H", "Content-Type: multipart/form-data; boundary=" + boundary,
