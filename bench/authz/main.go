@@ -1,8 +1,8 @@
 // Command authz measures what authentication and authorization cost a
-// request: an in-process gateway (gateway.New, as buildgw serve builds it)
-// with a GitLab-shaped OIDC issuer, a policy and an audit file, and a
-// loopback load generator of -c concurrent workers sending -n requests per
-// scenario (or until -max-time):
+// request: an in-process gateway (internal/testgateway: gateway.New, as
+// buildgw serve builds it) with a GitLab-shaped OIDC issuer, a policy and
+// an audit file, and a loopback load generator of -c concurrent workers
+// sending -n requests per scenario (or until -max-time):
 //
 //	(a) POST /v1/builds refused by policy: a valid GitLab JWT (RS256,
 //	    verified on every request), a small gzip context, a destination
@@ -25,7 +25,6 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,6 +47,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/buildgw/buildgw/api"
+	apiclient "github.com/buildgw/buildgw/api/client"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testgateway"
@@ -212,11 +212,17 @@ func run(ctx context.Context, c *config) error {
 		return err
 	}
 	bu.Log.Printf("build %s accepted; waiting for it to finish", id)
-	st, err := waitFinal(ctx, client, url, tok, id)
+	cl, err := apiclient.New(url, tok, apiclient.WithHTTPClient(client))
 	if err != nil {
 		return err
 	}
-	bu.Log.Printf("build %s %s", id, st)
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	b, err := bu.WaitFinal(wctx, cl, id, 100*time.Millisecond)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("waiting for build %s: %w", id, err)
+	}
+	bu.Log.Printf("build %s %s", id, b.Status)
 
 	// The refused submission: small context, a destination of another
 	// project. Policy refuses it on the spec, before the context is read.
@@ -422,33 +428,6 @@ func submitOne(ctx context.Context, c *http.Client, url, tok, ct string, body []
 		return "", err
 	}
 	return acc.ID, nil
-}
-
-func waitFinal(ctx context.Context, c *http.Client, url, tok, id string) (api.Status, error) {
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/builds/"+id, nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := c.Do(req)
-		if err != nil {
-			return "", err
-		}
-		var b api.Build
-		err = json.NewDecoder(resp.Body).Decode(&b)
-		resp.Body.Close()
-		if err != nil {
-			return "", err
-		}
-		if b.Status.Final() {
-			return b.Status, nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return "", errors.New("the build did not finish within 2 minutes")
 }
 
 func multipartBody(spec api.BuildSpec, files map[string]string) (string, []byte, error) {
