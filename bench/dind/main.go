@@ -40,6 +40,7 @@ import (
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/bench/internal/refproject"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/push"
 	"github.com/buildgw/buildgw/runners/dind"
 )
@@ -170,7 +171,7 @@ func run(ctx context.Context, c *config) (err error) {
 	if err != nil {
 		return fmt.Errorf("generating project: %w", err)
 	}
-	e.regAddr, err = bu.FreeAddr()
+	e.regAddr, err = testenv.LoopbackAddr()
 	if err != nil {
 		return err
 	}

@@ -41,6 +41,7 @@ import (
 	"github.com/buildgw/buildgw/auth/token"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/gateway"
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testgateway"
 )
 
@@ -166,7 +167,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 	}}}
 	pprofAddr := ""
 	if c.cpuprofile != "" {
-		if pprofAddr, err = bu.FreeAddr(); err != nil {
+		if pprofAddr, err = testenv.LoopbackAddr(); err != nil {
 			return res, err
 		}
 	}

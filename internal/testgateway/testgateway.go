@@ -48,7 +48,6 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -237,7 +236,7 @@ func (g *Gateway) fill(cfg *gateway.Config) error {
 		cfg.Listen = "127.0.0.1:0"
 	}
 	if _, port, _ := net.SplitHostPort(cfg.Listen); port == "0" && g.o.binary != "" {
-		addr, err := freeAddr()
+		addr, err := testenv.LoopbackAddr()
 		if err != nil {
 			return err
 		}
@@ -306,8 +305,6 @@ func (g *Gateway) Restart(ctx context.Context) error {
 	cmd := exec.Command(g.o.binary, "serve", "--config", g.ConfigFile)
 	cmd.Env = append(os.Environ(), g.o.env...)
 	cmd.Stdout, cmd.Stderr = g.out, g.out
-	// The gateway dies with the test process, never outliving it.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting %s: %w", g.o.binary, err)
 	}
@@ -400,16 +397,6 @@ func (g *Gateway) Stop() error {
 	}
 	g.cleanup = nil
 	return err
-}
-
-// freeAddr returns a loopback address with a port free a moment ago.
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 func cmpDuration(d, def time.Duration) time.Duration {

@@ -4,7 +4,6 @@ import (
 	"context"
 	"io"
 	"math"
-	"net"
 	"sort"
 	"sync/atomic"
 	"time"
@@ -42,17 +41,6 @@ func MaxDuration(ds []time.Duration) time.Duration {
 		m = max(m, d)
 	}
 	return m
-}
-
-// FreeAddr returns a loopback address whose port was free a moment ago,
-// for servers that must be told their address before they start.
-func FreeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
 }
 
 // BuildGetter reads a build's status; *client.Client is one.
