@@ -420,10 +420,19 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 	case <-time.After(testenv.Scale(10 * time.Second)):
 		t.Error("log follower still open 10s after the gateway exited")
 	}
+	// SIGKILLed at the end of the grace period, a sandbox may still be
+	// exiting when the gateway is gone, on a busy machine: polled.
+	exited := time.Now()
 	for _, p := range sandboxes {
-		if p.alive() {
-			t.Errorf("sandbox process %d (%s) survived the shutdown", p.pid, p.comm)
+		for deadline := time.Now().Add(testenv.Scale(10 * time.Second)); p.alive(); time.Sleep(20 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Errorf("sandbox process %d (%s) survived the shutdown by 10s", p.pid, p.comm)
+				break
+			}
 		}
+	}
+	if d := time.Since(exited); d > 100*time.Millisecond {
+		t.Logf("the last sandbox process was gone %s after the gateway", d.Round(time.Millisecond))
 	}
 	if ws := g.jobsLeft(t); len(ws) != 1 {
 		t.Errorf("workspaces after shutdown = %v, want only the queued build's", ws)

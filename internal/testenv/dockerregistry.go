@@ -134,7 +134,7 @@ func (r *DockerRegistry) URL() string {
 
 func waitRegistry(r *DockerRegistry, d time.Duration) error {
 	c := r.HTTPClient()
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(Scale(d))
 	var last error
 	for time.Now().Before(deadline) {
 		resp, err := c.Get(r.URL() + "/v2/")
