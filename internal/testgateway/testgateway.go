@@ -1,6 +1,8 @@
 // Package testgateway starts a buildgw gateway for tests (Start) and
-// benchmarks (Launch) from a typed gateway.Config: the one way to start a
-// gateway outside cmd/buildgw.
+// benchmarks (Launch) from a typed gateway.Config: the one way tests and
+// benchmarks start a gateway to build with. (The gateway package's own
+// tests call gateway.New, and e2e's dev-mode tests run `buildgw serve
+// --dev`: those are what they test.)
 //
 // Two modes, chosen by the caller:
 //
