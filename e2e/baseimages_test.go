@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/internal/testgateway"
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 )
@@ -36,19 +37,17 @@ func TestEndToEndBaseImages(t *testing.T) {
 	t.Cleanup(proxy.Close)
 	proxyHost := proxy.Listener.Addr().String()
 
-	g := startGatewayWith(t, gatewayOptions{policy: func(g *gateway) string {
+	g := startGatewayWith(t, gatewayOptions{policy: func(g *gateway) testgateway.Policy {
 		u, err := url.Parse(g.base.URL())
 		if err != nil {
 			t.Fatal(err)
 		}
 		target.Store(u)
-		return fmt.Sprintf(`rules:
-  - name: test-tokens
-    match: {kind: token}
-    allow:
-      destinations: [%s/team/**]
-      from: [%s]
-`, g.dest.Host, proxyHost)
+		return testgateway.Policy{Rules: []testgateway.Rule{{
+			Name:  "test-tokens",
+			Match: map[string]string{"kind": "token"},
+			Allow: testgateway.Allow{Destinations: []string{g.dest.Host + "/team/**"}, From: []string{proxyHost}},
+		}}}
 	}})
 	tok := g.tokens["ci"]
 

@@ -265,7 +265,7 @@ func TestEndToEnd(t *testing.T) {
 		// other test's build sleeps (those of packages tested meanwhile
 		// must not count).
 		sleeps := func() int { return countProcs(t, "sleep 307") + countProcs(t, "sleep 308") }
-		deadline := time.Now().Add(60 * time.Second)
+		deadline := time.Now().Add(testenv.Scale(60 * time.Second))
 		for sleeps() < 2 {
 			if time.Now().After(deadline) {
 				cmd.Process.Kill()
@@ -388,7 +388,7 @@ func countProcs(t *testing.T, needle string) int {
 
 func waitFor(t *testing.T, d time.Duration, what string, ok func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(testenv.Scale(d))
 	for !ok() {
 		if time.Now().After(deadline) {
 			t.Fatalf("timed out waiting for %s", what)

@@ -120,7 +120,7 @@ func TestDevMode(t *testing.T) {
 	cmd.Process.Signal(os.Interrupt)
 	select {
 	case <-exited:
-	case <-time.After(20 * time.Second):
+	case <-time.After(testenv.Scale(20 * time.Second)):
 		t.Fatal("dev gateway did not stop on interrupt")
 	}
 	if _, err := os.Stat(envFile); !os.IsNotExist(err) {

@@ -22,10 +22,13 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/tarball"
+	"gopkg.in/yaml.v3"
 
 	"github.com/buildgw/buildgw/auth/token"
 	"github.com/buildgw/buildgw/baseimage"
+	buildgw "github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/internal/testgateway"
 	"github.com/buildgw/buildgw/runners/dind"
 )
 
@@ -296,31 +299,32 @@ func startContainer(t *testing.T, g *gateway, docker *dockerEngine, cname, image
 	}
 	write("registry-ca.pem", string(ca))
 	write("registry-password", g.dest.Password+"\n")
-	write("policy.yaml", fmt.Sprintf(`rules:
-  - name: ci
-    match: {kind: token}
-    allow:
-      destinations: [%s/team/**]
-      from: [%s]
-`, g.dest.Host, g.base.Host))
-	write("buildgw.yaml", fmt.Sprintf(`listen: %s
-state_dir: /var/lib/buildgw
-concurrency: 1
-job_timeout: 5m
-tokens:
-  - name: ci
-    sha256: %s
-registries:
-  %s:
-    username: %s
-    password_file: /etc/buildgw/registry-password
-    ca_file: /etc/buildgw/registry-ca.pem
-  %s:
-    insecure: true
-policy_file: /etc/buildgw/policy.yaml
-audit:
-  stdout: true
-`, listen, token.HashToken(c.token), g.dest.Host, g.dest.Username, g.base.Host))
+	writeYAML := func(name string, v any) {
+		b, err := yaml.Marshal(v)
+		if err != nil {
+			t.Fatal(err)
+		}
+		write(name, string(b))
+	}
+	writeYAML("policy.yaml", testgateway.Policy{Rules: []testgateway.Rule{{
+		Name:  "ci",
+		Match: map[string]string{"kind": "token"},
+		Allow: testgateway.Allow{Destinations: []string{g.dest.Host + "/team/**"}, From: []string{g.base.Host}},
+	}}})
+	// Paths as the container sees them.
+	cfg := buildgw.DefaultConfig()
+	cfg.Listen = listen
+	cfg.StateDir = "/var/lib/buildgw"
+	cfg.Concurrency = 1
+	cfg.JobTimeout = buildgw.Duration(5 * time.Minute)
+	cfg.Tokens = []buildgw.Token{{Name: "ci", SHA256: token.HashToken(c.token)}}
+	cfg.Registries = map[string]buildgw.Registry{
+		g.dest.Host: {Username: g.dest.Username, PasswordFile: "/etc/buildgw/registry-password", CAFile: "/etc/buildgw/registry-ca.pem"},
+		g.base.Host: {Insecure: true},
+	}
+	cfg.PolicyFile = "/etc/buildgw/policy.yaml"
+	cfg.Audit.Stdout = true
+	writeYAML("buildgw.yaml", cfg)
 
 	args := []string{"run", "-d", "--name", cname}
 	for _, o := range opts {
@@ -544,7 +548,7 @@ func runCLI(t *testing.T, g *gateway, timeout time.Duration, args ...string) (st
 
 func runCLIAt(t *testing.T, g *gateway, url, tok string, timeout time.Duration, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(timeout))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(g.bin, "buildctl-lite"), args...)
 	cmd.Env = append(os.Environ(), "BUILDGW_URL="+url, "BUILDGW_TOKEN="+tok, "SSL_CERT_FILE="+g.caFile)
@@ -553,7 +557,7 @@ func runCLIAt(t *testing.T, g *gateway, url, tok string, timeout time.Duration, 
 
 func waitHealthy(t *testing.T, url string, d time.Duration) {
 	t.Helper()
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(testenv.Scale(d))
 	for {
 		resp, err := http.Get(url + "/healthz")
 		if err == nil {

@@ -10,8 +10,6 @@ import (
 	"bytes"
 	"cmp"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -28,11 +26,12 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
-	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth/token"
+	buildgw "github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/internal/testgateway"
 )
 
 // gateway is a running buildgw and the registries around it.
@@ -45,14 +44,11 @@ type gateway struct {
 	base     *testenv.DockerRegistry // open; holds base images
 	dest     *testenv.DockerRegistry // htpasswd + TLS; receives pushes
 	busybox  string
-	log      *bytes.Buffer
 	// auditFile is the gateway's audit log.
 	auditFile string
-	// cfgPath is the config the gateway process was started with; proc is
-	// that process, replaced when a test restarts it.
-	cfgPath string
-	proc    *exec.Cmd
-	exited  chan struct{} // closed when proc has exited
+	// gw is the gateway process (gw.Cmd), replaced when a test restarts
+	// it (launch).
+	gw *testgateway.Gateway
 }
 
 func binDir(t *testing.T) string {
@@ -74,11 +70,11 @@ func startGatewayTLS(t *testing.T, withTLS bool) *gateway {
 // gatewayOptions vary the gateway a test gets.
 type gatewayOptions struct {
 	plainHTTP bool
-	// config is added to the configuration (more identities, say).
-	config func(g *gateway) string
+	// config changes the configuration (more identities, say).
+	config func(g *gateway, c *buildgw.Config)
 	// policy replaces the default policy, which lets the static tokens
 	// push to DEST/team/** from the base registry and DEST.
-	policy func(g *gateway) string
+	policy func(g *gateway) testgateway.Policy
 	// jobTimeout, maxContextBytes and maxContextFiles replace the
 	// defaults (5m, 64 MiB, 2000 files) when set.
 	jobTimeout                       time.Duration
@@ -87,8 +83,8 @@ type gatewayOptions struct {
 	shutdownGrace time.Duration
 }
 
-// startGatewayWith starts the real buildgw with a config file, a policy
-// file and an audit file, between an open base registry and an
+// startGatewayWith starts the real buildgw (testgateway, binary mode) with
+// a policy and an audit file, between an open base registry and an
 // authenticated destination registry, and waits until it is healthy.
 func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 	t.Helper()
@@ -99,159 +95,75 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 	g.base = testenv.StartDockerRegistry(t, false)
 	g.dest = testenv.StartDockerRegistry(t, true)
 	g.busybox = testenv.Busybox(t, g.base.Host)
-
 	// The sandbox user must be able to traverse to its workspace.
-	state, err := os.MkdirTemp("", "buildgw-e2e-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	os.Chmod(state, 0o711)
-	g.stateDir = filepath.Join(state, "state")
-	t.Cleanup(func() {
-		// A gateway killed with builds queued leaves the workspaces'
-		// tmpfs mounted for the next start.
-		unix.Unmount(filepath.Join(g.stateDir, "mem"), unix.MNT_DETACH)
-		os.RemoveAll(state)
-	})
+	g.stateDir = filepath.Join(testenv.StateDir(t), "state")
 	tlsDir := t.TempDir()
 	cert, key, ca := testenv.SelfSigned(t, tlsDir)
 	g.caFile = ca
 
-	var tokens strings.Builder
+	cfg := buildgw.DefaultConfig()
 	for _, n := range []string{"ci", "retry", "other"} {
 		tok := n + "-" + fmt.Sprint(time.Now().UnixNano())
 		g.tokens[n] = tok
-		fmt.Fprintf(&tokens, "  - name: %s\n    sha256: %s\n", n, token.HashToken(tok))
+		cfg.Tokens = append(cfg.Tokens, buildgw.Token{Name: n, SHA256: token.HashToken(tok)})
 	}
-	if o.jobTimeout == 0 {
-		o.jobTimeout = 5 * time.Minute
+	// Known before the gateway starts, for audiences that name it.
+	cfg.Listen = testenv.FreeAddr(t)
+	g.url = "https://" + cfg.Listen
+	if withTLS {
+		cfg.TLS = buildgw.TLS{CertFile: cert, KeyFile: key}
+	} else {
+		g.url = "http://" + cfg.Listen
 	}
-	if o.maxContextBytes == 0 {
-		o.maxContextBytes = 64 << 20
+	cfg.StateDir = g.stateDir
+	cfg.Concurrency = 2
+	cfg.JobTimeout = buildgw.Duration(cmp.Or(o.jobTimeout, 5*time.Minute))
+	cfg.ShutdownGrace = buildgw.Duration(cmp.Or(o.shutdownGrace, 2*time.Second))
+	cfg.Context.MaxBytes = cmp.Or(o.maxContextBytes, 64<<20)
+	cfg.Context.MaxFiles = int(cmp.Or(o.maxContextFiles, 2000))
+	cfg.Registries = map[string]buildgw.Registry{
+		g.dest.Host: {
+			Username: g.dest.Username, PasswordFile: g.dest.PasswordFile, CAFile: g.dest.CAFile,
+			SandboxPull: &buildgw.PullAccount{Username: g.dest.Puller, PasswordFile: g.dest.PullerPasswordFile},
+		},
+		g.base.Host: {Insecure: true},
 	}
-	if o.maxContextFiles == 0 {
-		o.maxContextFiles = 2000
-	}
-	listen := testenv.FreeAddr(t)
-	// Known before the config is written, for audiences that name it.
-	g.url = "https://" + listen
-	if !withTLS {
-		g.url = "http://" + listen
-	}
-	tlsCfg := fmt.Sprintf("tls:\n  cert_file: %s\n  key_file: %s\n", cert, key)
-	if !withTLS {
-		tlsCfg = ""
-	}
-	cfg := fmt.Sprintf(`listen: %s
-%sstate_dir: %s
-concurrency: 2
-job_timeout: %s
-shutdown_grace: %s
-context:
-  max_bytes: %d
-  max_files: %d
-tokens:
-%sregistries:
-  %s:
-    username: %s
-    password_file: %s
-    ca_file: %s
-    sandbox_pull:
-      username: %s
-      password_file: %s
-  %s:
-    insecure: true
-runners:
-  kaniko:
-    executor: %s
-`, listen, tlsCfg, g.stateDir, o.jobTimeout, cmp.Or(o.shutdownGrace, 2*time.Second), o.maxContextBytes, o.maxContextFiles, tokens.String(), g.dest.Host, g.dest.Username, g.dest.PasswordFile, g.dest.CAFile, g.dest.Puller, g.dest.PullerPasswordFile, g.base.Host, exe)
+	cfg.Runners.Kaniko.Executor = exe
+	g.auditFile = filepath.Join(t.TempDir(), "audit.log")
+	cfg.Audit.File = g.auditFile
 	if o.config != nil {
-		cfg += o.config(g)
+		o.config(g, &cfg)
 	}
-	policyPath := filepath.Join(t.TempDir(), "policy.yaml")
-	pol := fmt.Sprintf(`rules:
-  - name: test-tokens
-    match: {kind: token}
-    allow:
-      destinations: [%s/team/**]
-      from: [%s, %s]
-      runners: [kaniko, dind]
-`, g.dest.Host, g.base.Host, g.dest.Host)
+	pol := testgateway.Policy{Rules: []testgateway.Rule{{
+		Name:  "test-tokens",
+		Match: map[string]string{"kind": "token"},
+		Allow: testgateway.Allow{
+			Destinations: []string{g.dest.Host + "/team/**"},
+			From:         []string{g.base.Host, g.dest.Host},
+			Runners:      []string{"kaniko", "dind"},
+		},
+	}}}
 	if o.policy != nil {
 		pol = o.policy(g)
 	}
-	if err := os.WriteFile(policyPath, []byte(pol), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g.auditFile = filepath.Join(t.TempDir(), "audit.log")
-	cfg += fmt.Sprintf("policy_file: %s\naudit:\n  file: %s\n", policyPath, g.auditFile)
-	cfgPath := filepath.Join(t.TempDir(), "buildgw.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	g.cfgPath = cfgPath
-	g.log = &bytes.Buffer{}
-	t.Cleanup(func() {
-		g.stop()
-		if t.Failed() {
-			t.Logf("gateway log:\n%s", g.proc.Stderr.(*syncWriter).String())
-		}
-	})
-	g.launch(t)
+	g.gw = testgateway.Start(t, cfg, testgateway.WithBinary(filepath.Join(g.bin, "buildgw")),
+		testgateway.WithCAFile(g.caFile), testgateway.WithPolicy(pol))
 	return g
 }
 
-// launch starts the gateway process with g's config and waits until it
-// is healthy. Its output adds to g.log.
+// launch starts the gateway process again with its config, after a test
+// stopped or killed it, and waits until it is healthy. Its output adds to
+// the same log.
 func (g *gateway) launch(t *testing.T) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(g.bin, "buildgw"), "serve", "--config", g.cfgPath)
-	sw := &syncWriter{w: g.log}
-	if g.proc != nil {
-		sw = g.proc.Stderr.(*syncWriter)
-	}
-	cmd.Stdout, cmd.Stderr = sw, sw
-	if err := cmd.Start(); err != nil {
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(60*time.Second))
+	defer cancel()
+	if err := g.gw.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
-	g.proc = cmd
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	g.exited = done
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		resp, err := g.httpClient().Get(g.url + "/healthz")
-		if err == nil && resp.StatusCode == http.StatusOK {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("gateway did not become healthy: %v\n%s", err, sw.String())
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
 }
 
-// stop interrupts the gateway and waits for it, killing it after 20s.
-func (g *gateway) stop() {
-	if g.proc == nil {
-		return
-	}
-	g.proc.Process.Signal(os.Interrupt)
-	select {
-	case <-g.exited:
-	case <-time.After(20 * time.Second):
-		g.proc.Process.Kill()
-		<-g.exited
-	}
-}
-
-func (g *gateway) httpClient() *http.Client {
-	pool := x509.NewCertPool()
-	b, _ := os.ReadFile(g.caFile)
-	pool.AppendCertsFromPEM(b)
-	return &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
-}
+func (g *gateway) httpClient() *http.Client { return g.gw.HTTPClient() }
 
 // cli runs buildctl-lite as token's owner and returns stdout, stderr and
 // the exit code.
@@ -262,7 +174,7 @@ func (g *gateway) cli(t *testing.T, token string, args ...string) (string, strin
 
 func (g *gateway) cliEnv(t *testing.T, url, token string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(5*time.Minute))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(g.bin, "buildctl-lite"), args...)
 	cmd.Env = append(os.Environ(), "BUILDGW_URL="+url, "BUILDGW_TOKEN="+token, "SSL_CERT_FILE="+g.caFile)
@@ -394,7 +306,7 @@ func workspaceDirs(stateDir string) []string {
 // waitNoWorkspaces waits for running jobs' workspaces to be removed.
 func (g *gateway) waitNoWorkspaces(t *testing.T) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.Scale(10 * time.Second))
 	for len(g.jobsLeft(t)) > 0 {
 		if time.Now().After(deadline) {
 			t.Fatalf("workspaces left behind: %v", g.jobsLeft(t))

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	buildgw "github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/internal/testgateway"
 	"github.com/buildgw/buildgw/internal/testoidc"
 )
 
@@ -23,17 +25,15 @@ func TestGitLabCI(t *testing.T) {
 	gitlab := testoidc.Start(t, testoidc.Options{})
 	g := startGatewayWith(t, gatewayOptions{
 		// The job's id_tokens name the gateway's URL as the audience.
-		config: func(g *gateway) string {
-			return fmt.Sprintf("oidc_issuers:\n  - name: gitlab\n    url: %s\n    audiences: [%q]\n", gitlab.URL, g.url)
+		config: func(g *gateway, c *buildgw.Config) {
+			c.OIDCIssuers = append(c.OIDCIssuers, buildgw.OIDCIssuer{Name: "gitlab", URL: gitlab.URL, Audiences: []string{g.url}})
 		},
-		policy: func(g *gateway) string {
-			return fmt.Sprintf(`rules:
-  - name: gitlab-protected
-    match: {kind: oidc, issuer: %q, ref_protected: "true"}
-    allow:
-      destinations: ["%s/{project_path}"]
-      from: [%s]
-`, gitlab.URL, g.dest.Host, g.base.Host)
+		policy: func(g *gateway) testgateway.Policy {
+			return testgateway.Policy{Rules: []testgateway.Rule{{
+				Name:  "gitlab-protected",
+				Match: map[string]string{"kind": "oidc", "issuer": gitlab.URL, "ref_protected": "true"},
+				Allow: testgateway.Allow{Destinations: []string{g.dest.Host + "/{project_path}"}, From: []string{g.base.Host}},
+			}}}
 		},
 	})
 	glci := gitlabCILocal(t)

@@ -9,7 +9,9 @@ import (
 	"testing"
 	"time"
 
+	buildgw "github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/internal/testgateway"
 	"github.com/buildgw/buildgw/internal/testoidc"
 )
 
@@ -21,22 +23,19 @@ import (
 func TestJenkinsStep(t *testing.T) {
 	jenkins := testoidc.Start(t, testoidc.Options{})
 	g := startGatewayWith(t, gatewayOptions{
-		config: func(g *gateway) string {
-			return fmt.Sprintf("oidc_issuers:\n  - name: jenkins\n    url: %s\n    audiences: [%q]\n", jenkins.URL, g.url)
+		config: func(g *gateway, c *buildgw.Config) {
+			c.OIDCIssuers = append(c.OIDCIssuers, buildgw.OIDCIssuer{Name: "jenkins", URL: jenkins.URL, Audiences: []string{g.url}})
 		},
-		policy: func(g *gateway) string {
-			return fmt.Sprintf(`rules:
-  - name: test-tokens
-    match: {kind: token}
-    allow:
-      destinations: [%[1]s/team/**]
-      from: [%[2]s]
-  - name: jenkins-jobs
-    match: {kind: oidc, issuer: %[3]q}
-    allow:
-      destinations: [%[1]s/jenkins/**]
-      from: [%[2]s]
-`, g.dest.Host, g.base.Host, jenkins.URL)
+		policy: func(g *gateway) testgateway.Policy {
+			return testgateway.Policy{Rules: []testgateway.Rule{{
+				Name:  "test-tokens",
+				Match: map[string]string{"kind": "token"},
+				Allow: testgateway.Allow{Destinations: []string{g.dest.Host + "/team/**"}, From: []string{g.base.Host}},
+			}, {
+				Name:  "jenkins-jobs",
+				Match: map[string]string{"kind": "oidc", "issuer": jenkins.URL},
+				Allow: testgateway.Allow{Destinations: []string{g.dest.Host + "/jenkins/**"}, From: []string{g.base.Host}},
+			}}}
 		},
 	})
 	oidcToken := jenkins.MustMint(t, jenkins.JenkinsClaims(g.url, "https://jenkins.example.com/job/app/", 7, time.Now()))

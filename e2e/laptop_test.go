@@ -18,7 +18,7 @@ import (
 // home directory of its own, the gateway's CA trusted.
 func (g *gateway) laptop(t *testing.T, home, stdin string, args ...string) (string, string, int) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(5*time.Minute))
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(g.bin, "buildctl-lite"), args...)
 	for _, kv := range os.Environ() {

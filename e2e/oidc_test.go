@@ -9,6 +9,8 @@ import (
 	"testing"
 	"time"
 
+	buildgw "github.com/buildgw/buildgw/gateway"
+	"github.com/buildgw/buildgw/internal/testgateway"
 	"github.com/buildgw/buildgw/internal/testoidc"
 )
 
@@ -21,17 +23,15 @@ const oidcAud = "https://buildgw.e2e.test"
 // the base registry.
 func startGatewayOIDC(t *testing.T, gitlab *testoidc.Issuer) *gateway {
 	return startGatewayWith(t, gatewayOptions{
-		config: func(*gateway) string {
-			return fmt.Sprintf("oidc_issuers:\n  - name: gitlab\n    url: %s\n    audiences: [%q]\n    algorithms: [RS256]\n", gitlab.URL, oidcAud)
+		config: func(_ *gateway, c *buildgw.Config) {
+			c.OIDCIssuers = append(c.OIDCIssuers, buildgw.OIDCIssuer{Name: "gitlab", URL: gitlab.URL, Audiences: []string{oidcAud}, Algorithms: []string{"RS256"}})
 		},
-		policy: func(g *gateway) string {
-			return fmt.Sprintf(`rules:
-  - name: gitlab-protected
-    match: {kind: oidc, issuer: %q, ref_protected: "true"}
-    allow:
-      destinations: ["%s/{project_path}"]
-      from: [%s]
-`, gitlab.URL, g.dest.Host, g.base.Host)
+		policy: func(g *gateway) testgateway.Policy {
+			return testgateway.Policy{Rules: []testgateway.Rule{{
+				Name:  "gitlab-protected",
+				Match: map[string]string{"kind": "oidc", "issuer": gitlab.URL, "ref_protected": "true"},
+				Allow: testgateway.Allow{Destinations: []string{g.dest.Host + "/{project_path}"}, From: []string{g.base.Host}},
+			}}}
 		},
 	})
 }

@@ -500,6 +500,10 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	return nil
 }
 
+// MarshalYAML writes the duration as UnmarshalYAML reads it, so that a
+// Config survives yaml.Marshal (tests start the binary from one).
+func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
+
 // DefaultConfig returns the configuration with every default filled in.
 func DefaultConfig() Config {
 	return Config{

@@ -1,8 +1,8 @@
 // Command authz measures what authentication and authorization cost a
-// request: an in-process gateway (gateway.New, as buildgw serve builds it)
-// with a GitLab-shaped OIDC issuer, a policy and an audit file, and a
-// loopback load generator of -c concurrent workers sending -n requests per
-// scenario (or until -max-time):
+// request: an in-process gateway (internal/testgateway: gateway.New, as
+// buildgw serve builds it) with a GitLab-shaped OIDC issuer, a policy and
+// an audit file, and a loopback load generator of -c concurrent workers
+// sending -n requests per scenario (or until -max-time):
 //
 //	(a) POST /v1/builds refused by policy: a valid GitLab JWT (RS256,
 //	    verified on every request), a small gzip context, a destination
@@ -25,7 +25,6 @@ import (
 	"compress/gzip"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -48,8 +47,10 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 
 	"github.com/buildgw/buildgw/api"
+	apiclient "github.com/buildgw/buildgw/api/client"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/gateway"
+	"github.com/buildgw/buildgw/internal/testgateway"
 	"github.com/buildgw/buildgw/internal/testoidc"
 )
 
@@ -154,45 +155,33 @@ func run(ctx context.Context, c *config) error {
 	}
 	defer gitlab.Close()
 
-	policyFile := filepath.Join(tmp, "policy.yaml")
-	policy := fmt.Sprintf(`rules:
-  - name: gitlab-protected
-    match: {kind: oidc, issuer: %q, ref_protected: "true"}
-    allow:
-      destinations: ["%[2]s/{project_path}", "%[2]s/{project_path}/*"]
-      from: [%[2]s]
-`, gitlab.URL, regHost)
-	if err := os.WriteFile(policyFile, []byte(policy), 0o600); err != nil {
-		return err
-	}
+	pol := testgateway.Policy{Rules: []testgateway.Rule{{
+		Name:  "gitlab-protected",
+		Match: map[string]string{"kind": "oidc", "issuer": gitlab.URL, "ref_protected": "true"},
+		Allow: testgateway.Allow{Destinations: []string{regHost + "/{project_path}", regHost + "/{project_path}/*"}, From: []string{regHost}},
+	}}}
 	cfg := gateway.DefaultConfig()
-	cfg.Listen = "127.0.0.1:0"
 	cfg.StateDir = filepath.Join(tmp, "state")
 	cfg.Concurrency = 1
 	cfg.OIDCIssuers = []gateway.OIDCIssuer{{Name: "gitlab", URL: gitlab.URL, Audiences: []string{aud}, Algorithms: []string{"RS256"}}}
-	cfg.PolicyFile = policyFile
 	cfg.Audit.File = filepath.Join(tmp, "audit.log")
 	cfg.Registries = map[string]gateway.Registry{regHost: {Insecure: true}}
 	cfg.Runners.Kaniko.Executor = c.executor
 	cfg.Runners.Kaniko.User = c.user
-	var logw io.Writer = io.Discard
+	opts := []testgateway.Option{testgateway.WithPolicy(pol), testgateway.WithLogLevel(slog.LevelWarn)}
 	if c.verbose {
-		logw = os.Stderr
+		opts = append(opts, testgateway.WithOutput(os.Stderr))
 	}
-	g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(logw, &slog.HandlerOptions{Level: slog.LevelWarn})))
+	g, err := testgateway.Launch(ctx, cfg, opts...)
 	if err != nil {
 		return fmt.Errorf("starting the gateway: %w", err)
 	}
-	gctx, cancel := context.WithCancel(ctx)
-	served := make(chan error, 1)
-	go func() { served <- g.Serve(gctx) }()
 	defer func() {
-		cancel()
-		if err := <-served; err != nil {
+		if err := g.Stop(); err != nil {
 			bu.Log.Printf("gateway: %v", err)
 		}
 	}()
-	url := g.URL()
+	url := g.URL
 
 	now := time.Now()
 	claims := gitlab.GitLabClaims(aud, testoidc.GitLab{ProjectPath: "group/app", Protected: true}, now)
@@ -223,11 +212,17 @@ func run(ctx context.Context, c *config) error {
 		return err
 	}
 	bu.Log.Printf("build %s accepted; waiting for it to finish", id)
-	st, err := waitFinal(ctx, client, url, tok, id)
+	cl, err := apiclient.New(url, tok, apiclient.WithHTTPClient(client))
 	if err != nil {
 		return err
 	}
-	bu.Log.Printf("build %s %s", id, st)
+	wctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	b, err := bu.WaitFinal(wctx, cl, id, 100*time.Millisecond)
+	cancel()
+	if err != nil {
+		return fmt.Errorf("waiting for build %s: %w", id, err)
+	}
+	bu.Log.Printf("build %s %s", id, b.Status)
 
 	// The refused submission: small context, a destination of another
 	// project. Policy refuses it on the spec, before the context is read.
@@ -403,7 +398,7 @@ func load(ctx context.Context, client *http.Client, s scenario, workers, n int, 
 		r.firstErr = v.(string)
 	}
 	if len(ds) > 0 {
-		r.p50, r.p90, r.p99, r.max = pct(ds, 50), pct(ds, 90), pct(ds, 99), ds[len(ds)-1]
+		r.p50, r.p90, r.p99, r.max = bu.Percentile(ds, 50), bu.Percentile(ds, 90), bu.Percentile(ds, 99), ds[len(ds)-1]
 		r.rps = float64(len(ds)) / elapsed.Seconds()
 	}
 	if is != nil {
@@ -411,12 +406,6 @@ func load(ctx context.Context, client *http.Client, s scenario, workers, n int, 
 		r.jwksFetches = after - jwksBefore
 	}
 	return r
-}
-
-// pct is the nearest-rank percentile of sorted ds.
-func pct(ds []time.Duration, p int) time.Duration {
-	i := (len(ds)*p+99)/100 - 1
-	return ds[max(0, min(i, len(ds)-1))]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f ms", float64(d)/float64(time.Millisecond)) }
@@ -439,33 +428,6 @@ func submitOne(ctx context.Context, c *http.Client, url, tok, ct string, body []
 		return "", err
 	}
 	return acc.ID, nil
-}
-
-func waitFinal(ctx context.Context, c *http.Client, url, tok, id string) (api.Status, error) {
-	deadline := time.Now().Add(2 * time.Minute)
-	for time.Now().Before(deadline) {
-		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, url+"/v1/builds/"+id, nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := c.Do(req)
-		if err != nil {
-			return "", err
-		}
-		var b api.Build
-		err = json.NewDecoder(resp.Body).Decode(&b)
-		resp.Body.Close()
-		if err != nil {
-			return "", err
-		}
-		if b.Status.Final() {
-			return b.Status, nil
-		}
-		select {
-		case <-ctx.Done():
-			return "", ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return "", errors.New("the build did not finish within 2 minutes")
 }
 
 func multipartBody(spec api.BuildSpec, files map[string]string) (string, []byte, error) {

@@ -166,9 +166,9 @@ func (f *baseFigures) print(n int) {
 		"The store's first fetch of the image (once per base image per gateway, not per build): %s s.\n\n", f.layers, bu.MiB(f.size), n, bu.Secs(f.coldPrepare))
 	fmt.Println("| way | median s | max s |")
 	fmt.Println("|---|---|---|")
-	fmt.Printf("| daemon pulls (docker pull, host network) | %s | %s |\n", bu.Secs(bu.Median(f.pull)), bu.Secs(maxD(f.pull)))
-	fmt.Printf("| gateway Prepare from its warm store (HEAD, link into the workspace) | %s | %s |\n", bu.Secs(bu.Median(f.prepare)), bu.Secs(maxD(f.prepare)))
-	fmt.Printf("| LoadImages into the daemon (network none) | %s | %s |\n", bu.Secs(bu.Median(f.load)), bu.Secs(maxD(f.load)))
-	fmt.Printf("| Prepare + load | %s | %s |\n", bu.Secs(bu.Median(f.total)), bu.Secs(maxD(f.total)))
+	fmt.Printf("| daemon pulls (docker pull, host network) | %s | %s |\n", bu.Secs(bu.Median(f.pull)), bu.Secs(bu.MaxDuration(f.pull)))
+	fmt.Printf("| gateway Prepare from its warm store (HEAD, link into the workspace) | %s | %s |\n", bu.Secs(bu.Median(f.prepare)), bu.Secs(bu.MaxDuration(f.prepare)))
+	fmt.Printf("| LoadImages into the daemon (network none) | %s | %s |\n", bu.Secs(bu.Median(f.load)), bu.Secs(bu.MaxDuration(f.load)))
+	fmt.Printf("| Prepare + load | %s | %s |\n", bu.Secs(bu.Median(f.total)), bu.Secs(bu.MaxDuration(f.total)))
 	fmt.Printf("| ratio median(Prepare + load) / median(pull) | %.2f | |\n\n", bu.Median(f.total).Seconds()/bu.Median(f.pull).Seconds())
 }

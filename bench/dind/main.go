@@ -22,14 +22,11 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"math"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"sort"
 	"strconv"
 	"strings"
 	"syscall"
@@ -43,6 +40,7 @@ import (
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/bench/internal/refproject"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/push"
 	"github.com/buildgw/buildgw/runners/dind"
 )
@@ -173,7 +171,7 @@ func run(ctx context.Context, c *config) (err error) {
 	if err != nil {
 		return fmt.Errorf("generating project: %w", err)
 	}
-	e.regAddr, err = freeAddr()
+	e.regAddr, err = testenv.LoopbackAddr()
 	if err != nil {
 		return err
 	}
@@ -245,28 +243,11 @@ func (e *env) daemonBench(ctx context.Context) (*daemonFigures, error) {
 	return f, nil
 }
 
-// peakRSS samples RSSUnder(dir) every 100ms until stop is called, and, for a
-// job daemon whose data root is a tmpfs, how much of it is used.
-func peakRSS(dir string) (stop func() (rss, tmpfs int64)) {
-	done := make(chan struct{})
-	type peaks struct{ rss, tmpfs int64 }
-	res := make(chan peaks)
-	go func() {
-		var p peaks
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			p.rss = max(p.rss, bu.RSSUnder(dir))
-			p.tmpfs = max(p.tmpfs, tmpfsUsed(dir))
-			select {
-			case <-done:
-				res <- p
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() (int64, int64) { close(done); p := <-res; return p.rss, p.tmpfs }
+// peakRSSTmpfs samples RSSUnder(dir) and, for a job daemon whose data
+// root is a tmpfs, how much of it is used, until stop is called.
+func peakRSSTmpfs(dir string) (stop func() (rss, tmpfs int64)) {
+	s := bu.PeakSampler(100*time.Millisecond, func() int64 { return bu.RSSUnder(dir) }, func() int64 { return tmpfsUsed(dir) })
+	return func() (int64, int64) { p := s(); return p[0], p[1] }
 }
 
 // tmpfsUsed returns how much of a job daemon's data root (dir/data) is in
@@ -418,7 +399,7 @@ func (e *env) runA(ctx context.Context, i int, ref string, r *abRun) error {
 		return err
 	}
 	bu.ResetHWM(os.Getpid())
-	sample := peakRSS(filepath.Join(ws, "dind"))
+	sample := peakRSSTmpfs(filepath.Join(ws, "dind"))
 	t0 := time.Now()
 	// As the gateway does before each build: the base images, from its
 	// store (one HEAD once the store has them).
@@ -473,7 +454,7 @@ func (e *env) runB(ctx context.Context, i int, ref string, r *abRun) error {
 		e.host = h
 		defer func() { e.host.Stop(); e.host = old }()
 	}
-	sample := peakRSS(e.host.Dir())
+	sample := peakRSSTmpfs(e.host.Dir())
 	t0 := time.Now()
 	sw := &bu.StampWriter{W: lf, T0: t0}
 	if err := e.docker(ctx, sw, "build", "--no-cache", "--network=host", "--rm", "--force-rm",
@@ -567,24 +548,6 @@ func (e *env) freshRegistry(ctx context.Context) error {
 	return remote.Write(ref, img, remote.WithContext(ctx))
 }
 
-func freeAddr() (string, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer l.Close()
-	return l.Addr().String(), nil
-}
-
-func p90(ds []time.Duration) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	return s[int(math.Ceil(0.9*float64(len(s))))-1]
-}
-
 func (e *env) print(runs []abRun, dm *daemonFigures) {
 	c := e.c
 	fmt.Printf("## bench/dind\n\n")
@@ -592,8 +555,8 @@ func (e *env) print(runs []abRun, dm *daemonFigures) {
 	fmt.Printf("### Per-job daemon (%d started and torn down)\n\n", len(dm.start))
 	fmt.Println("| metric | median | p90 | max |")
 	fmt.Println("|---|---|---|---|")
-	fmt.Printf("| start to ready (/_ping answers) | %s s | %s s | %s s |\n", bu.Secs(bu.Median(dm.start)), bu.Secs(p90(dm.start)), bu.Secs(maxD(dm.start)))
-	fmt.Printf("| teardown of an idle daemon (kill, unmount, delete state) | %s s | %s s | %s s |\n", bu.Secs(bu.Median(dm.stop)), bu.Secs(p90(dm.stop)), bu.Secs(maxD(dm.stop)))
+	fmt.Printf("| start to ready (/_ping answers) | %s s | %s s | %s s |\n", bu.Secs(bu.Median(dm.start)), bu.Secs(bu.Percentile(dm.start, 90)), bu.Secs(bu.MaxDuration(dm.start)))
+	fmt.Printf("| teardown of an idle daemon (kill, unmount, delete state) | %s s | %s s | %s s |\n", bu.Secs(bu.Median(dm.stop)), bu.Secs(bu.Percentile(dm.stop, 90)), bu.Secs(bu.MaxDuration(dm.stop)))
 	fmt.Printf("| idle RSS (init + dockerd + containerd) | %s MiB | | %s MiB |\n\n", bu.MiB(bu.MedianInt(dm.rss)), bu.MiB(bu.MaxInt(dm.rss)))
 
 	fmt.Printf("### Reference project: (a) dind runner + gateway push vs (b) docker build + docker push on one long-lived daemon\n\n")
@@ -657,14 +620,6 @@ func orderLabel(o string) string {
 		return "alternating a,b / b,a"
 	}
 	return "always " + o
-}
-
-func maxD(ds []time.Duration) time.Duration {
-	var m time.Duration
-	for _, d := range ds {
-		m = max(m, d)
-	}
-	return m
 }
 
 func dockerdVersion(dockerd string) string {

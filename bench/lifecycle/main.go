@@ -18,20 +18,16 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"log"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
-	"os/exec"
 	"os/user"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -44,6 +40,9 @@ import (
 	"github.com/buildgw/buildgw/api/client"
 	"github.com/buildgw/buildgw/auth/token"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
+	"github.com/buildgw/buildgw/gateway"
+	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/internal/testgateway"
 )
 
 const targetP99 = 25 * time.Millisecond
@@ -155,58 +154,46 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 	defer reg.Close()
 	regHost := reg.Listener.Addr().String()
 
+	cfg := gateway.DefaultConfig()
 	tokens := make([]string, c.clients)
-	var tokYAML strings.Builder
 	for i := range tokens {
 		tokens[i] = fmt.Sprintf("bench-client-%02d-%d", i, rand.Int64())
-		fmt.Fprintf(&tokYAML, "  - name: client%02d\n    sha256: %s\n", i, token.HashToken(tokens[i]))
+		cfg.Tokens = append(cfg.Tokens, gateway.Token{Name: fmt.Sprintf("client%02d", i), SHA256: token.HashToken(tokens[i])})
 	}
-	policy := filepath.Join(tmp, "policy.yaml")
-	if err := os.WriteFile(policy, []byte(fmt.Sprintf("rules:\n  - name: bench\n    match: {kind: token}\n    allow:\n      destinations: [%s/bench/**]\n      from: [%s]\n", regHost, regHost)), 0o600); err != nil {
-		return res, err
-	}
-	listen, err := freeAddr()
-	if err != nil {
-		return res, err
-	}
+	pol := testgateway.Policy{Rules: []testgateway.Rule{{
+		Name:  "bench",
+		Match: map[string]string{"kind": "token"},
+		Allow: testgateway.Allow{Destinations: []string{regHost + "/bench/**"}, From: []string{regHost}},
+	}}}
 	pprofAddr := ""
 	if c.cpuprofile != "" {
-		if pprofAddr, err = freeAddr(); err != nil {
+		if pprofAddr, err = testenv.LoopbackAddr(); err != nil {
 			return res, err
 		}
 	}
-	queue := ""
+	cfg.StateDir = filepath.Join(tmp, "state")
+	cfg.Concurrency = c.concurrency
 	if c.maxQueued > 0 {
-		queue = fmt.Sprintf("queue:\n  max_queued: %d\n", c.maxQueued)
+		cfg.Queue.MaxQueued = c.maxQueued
 	}
-	if pprofAddr != "" {
-		queue += fmt.Sprintf("pprof_listen: %s\n", pprofAddr)
-	}
-	cfg := fmt.Sprintf("listen: %s\nstate_dir: %s\nconcurrency: %d\n%stokens:\n%sregistries:\n  %s:\n    insecure: true\npolicy_file: %s\nrunners:\n  kaniko:\n    executor: %s\n    user: %s\n",
-		listen, filepath.Join(tmp, "state"), c.concurrency, queue, tokYAML.String(), regHost, policy, filepath.Join(c.bin, "kaniko-executor"), c.user)
-	cfgPath := filepath.Join(tmp, "buildgw.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return res, err
-	}
+	cfg.PprofListen = pprofAddr
+	cfg.Registries = map[string]gateway.Registry{regHost: {Insecure: true}}
+	cfg.Runners.Kaniko.Executor = filepath.Join(c.bin, "kaniko-executor")
+	cfg.Runners.Kaniko.User = c.user
 	logPath := filepath.Join(tmp, "gateway.log")
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return res, err
 	}
 	defer logf.Close()
-	cmd := exec.Command(filepath.Join(c.bin, "buildgw"), "serve", "--config", cfgPath)
-	cmd.Stdout, cmd.Stderr = logf, logf
-	cmd.Env = append(os.Environ(), c.gatewayEnv...)
-	d, err := bu.StartDaemon(cmd)
+	gw, err := testgateway.Launch(ctx, cfg, testgateway.WithBinary(filepath.Join(c.bin, "buildgw")),
+		testgateway.WithPolicy(pol), testgateway.WithEnv(c.gatewayEnv...), testgateway.WithOutput(logf))
 	if err != nil {
 		return res, err
 	}
-	defer d.Stop(30 * time.Second)
-	url := "http://" + listen
-	if err := waitHealthy(ctx, url, d); err != nil {
-		return res, fmt.Errorf("%w\n%s", err, bu.Tail(logPath, 20))
-	}
-	pid := cmd.Process.Pid
+	defer gw.Stop()
+	url := gw.URL
+	pid := gw.Cmd.Process.Pid
 	sampler := bu.StartSampler(pid, 100*time.Millisecond)
 
 	hc := &http.Client{Transport: &http.Transport{MaxIdleConns: c.pollers + c.clients, MaxIdleConnsPerHost: c.pollers + c.clients}}
@@ -247,7 +234,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 		if err != nil {
 			return res, err
 		}
-		b, err := waitFinal(ctx, clients[ci], id)
+		b, err := bu.WaitFinal(ctx, clients[ci], id, 500*time.Millisecond)
 		if err != nil {
 			return res, err
 		}
@@ -260,7 +247,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 
 	bu.Log.Printf("baseline: %d pollers on the idle gateway for %s", c.pollers, c.baseline)
 	base := poll(ctx, hc, url, c, func() []polled { mu.Lock(); defer mu.Unlock(); return known }, c.baseline, nil)
-	res.baseP50, res.baseP99 = pct(base.lat, 50), pct(base.lat, 99)
+	res.baseP50, res.baseP99 = bu.Percentile(base.lat, 50), bu.Percentile(base.lat, 99)
 
 	bu.Log.Printf("load: %d submissions", c.n)
 	start := time.Now()
@@ -312,7 +299,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 				if subs[i].client != ci {
 					continue
 				}
-				b, err := waitFinal(ctx, clients[ci], subs[i].id)
+				b, err := bu.WaitFinal(ctx, clients[ci], subs[i].id, 500*time.Millisecond)
 				if err != nil {
 					errs <- err
 					return
@@ -336,7 +323,7 @@ func runOnce(ctx context.Context, c *config) (result, error) {
 	if m, err := bu.ReadMem(pid); err == nil {
 		res.rssEnd = m.RSS
 	}
-	res.loadP50, res.loadP99 = pct(loadPoll.lat, 50), pct(loadPoll.lat, 99)
+	res.loadP50, res.loadP99 = bu.Percentile(loadPoll.lat, 50), bu.Percentile(loadPoll.lat, 99)
 	res.polls, res.pollErrors = len(loadPoll.lat), loadPoll.errors
 	res.refused429 = refused.Load()
 
@@ -464,53 +451,6 @@ func cpuProfile(ctx context.Context, base string, delay time.Duration, secs int,
 	return f.Close()
 }
 
-func waitFinal(ctx context.Context, cl *client.Client, id string) (*api.Build, error) {
-	for {
-		b, err := cl.Get(ctx, id)
-		if err != nil {
-			return nil, err
-		}
-		if b.Status.Final() {
-			return b, nil
-		}
-		select {
-		case <-ctx.Done():
-			return nil, ctx.Err()
-		case <-time.After(500 * time.Millisecond):
-		}
-	}
-}
-
-func waitHealthy(ctx context.Context, url string, d *bu.Daemon) error {
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		if d.Exited() {
-			return errors.New("gateway exited at start-up")
-		}
-		if resp, err := http.Get(url + "/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return nil
-			}
-		}
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-	return errors.New("gateway not healthy after 30s")
-}
-
-func freeAddr() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
-	}
-	defer ln.Close()
-	return ln.Addr().String(), nil
-}
-
 // smallContext is a FROM scratch + COPY build: fast, so the run measures
 // the gateway and not the builds.
 func smallContext() ([]byte, error) {
@@ -533,15 +473,6 @@ func smallContext() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
-}
-
-func pct(ds []time.Duration, p int) time.Duration {
-	if len(ds) == 0 {
-		return 0
-	}
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(a, b int) bool { return s[a] < s[b] })
-	return s[min(len(s)-1, len(s)*p/100)]
 }
 
 func ms(d time.Duration) string { return fmt.Sprintf("%.2f", float64(d)/float64(time.Millisecond)) }

@@ -284,7 +284,7 @@ func (e *env) gateway(ctx context.Context, sys string, round int, kind string) (
 	defer r.RemoveAll(ctx, filepath.Dir(req.Workspace))
 	// A tenant per round: its caches start empty for the cold build.
 	req.Tenant = fmt.Sprintf("bench-%d", round)
-	stop := peakRSS(req.Workspace)
+	stop := bu.PeakRSS(req.Workspace)
 	t1 := time.Now()
 	b, err := e.store.Prepare(ctx, req, lf)
 	if err != nil {
@@ -326,7 +326,7 @@ func (e *env) dockerBuild(ctx context.Context, round int, kind string) (sample, 
 	if kind == "cold" {
 		args = append(args, "--no-cache")
 	}
-	stop := peakRSS(e.d.Dir())
+	stop := bu.PeakRSS(e.d.Dir())
 	t0 := time.Now()
 	sw := &bu.StampWriter{W: lf, T0: t0}
 	if err := e.docker(ctx, sw, append(args, e.proj.Dir)...); err != nil {
@@ -362,27 +362,6 @@ func (e *env) docker(ctx context.Context, out io.Writer, args ...string) error {
 
 func (e *env) workspace(i int) (*builder.Request, error) {
 	return bu.Workspace(e.r, e.tmp, e.proj.Dir, i, e.base, e.host)
-}
-
-// peakRSS samples RSSUnder(dir) every 100ms until stop is called.
-func peakRSS(dir string) (stop func() int64) {
-	done := make(chan struct{})
-	res := make(chan int64)
-	go func() {
-		var p int64
-		t := time.NewTicker(100 * time.Millisecond)
-		defer t.Stop()
-		for {
-			p = max(p, bu.RSSUnder(dir))
-			select {
-			case <-done:
-				res <- p
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return func() int64 { close(done); return <-res }
 }
 
 func (e *env) print(systems []string) {

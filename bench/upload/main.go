@@ -12,7 +12,6 @@ package main
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -36,7 +35,10 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/auth/token"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
+	"github.com/buildgw/buildgw/gateway"
+	"github.com/buildgw/buildgw/internal/testgateway"
 )
 
 type config struct {
@@ -72,17 +74,17 @@ func main() {
 }
 
 type env struct {
-	c        *config
-	tmp      string
-	curl     string
-	gw       *bu.Daemon
-	gwLog    string
-	gwURL    string
-	token    string
-	authHdr  string // curl header file holding the token, kept off the command line
-	sinkURL  string
-	sinkLast atomic.Int64
-	pool     []byte
+	c         *config
+	tmp       string
+	curl      string
+	gw        *testgateway.Gateway
+	gwLog     string
+	gwLogFile *os.File
+	token     string
+	authHdr   string // curl header file holding the token, kept off the command line
+	sinkURL   string
+	sinkLast  atomic.Int64
+	pool      []byte
 }
 
 func run(ctx context.Context, c *config) error {
@@ -144,7 +146,10 @@ func run(ctx context.Context, c *config) error {
 	if err := e.startGateway(ctx, gwBin, exe); err != nil {
 		return err
 	}
-	defer e.gw.Stop(20 * time.Second)
+	defer func() {
+		e.gw.Stop()
+		e.gwLogFile.Close()
+	}()
 
 	return e.bench(ctx)
 }
@@ -157,46 +162,35 @@ const dockerfile = "FROM scratch\n"
 // writeContext writes the context as a plain tar: a Dockerfile, then the
 // files of pseudo-random content. It returns the tar's length.
 func (e *env) writeContext(w io.Writer) (int64, error) {
-	cw := &countWriter{w: w}
+	cw := &bu.CountWriter{W: w}
 	tw := tar.NewWriter(cw)
 	mtime := time.Date(2024, 1, 1, 0, 0, 0, 0, time.UTC)
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "Dockerfile", Mode: 0o644, Size: int64(len(dockerfile)), ModTime: mtime}); err != nil {
-		return cw.n, err
+		return cw.N(), err
 	}
 	if _, err := io.WriteString(tw, dockerfile); err != nil {
-		return cw.n, err
+		return cw.N(), err
 	}
 	if err := tw.WriteHeader(&tar.Header{Typeflag: tar.TypeDir, Name: "data/", Mode: 0o755, ModTime: mtime}); err != nil {
-		return cw.n, err
+		return cw.N(), err
 	}
 	const chunk = 1 << 20
 	for i := 0; i < e.c.files; i++ {
 		hdr := &tar.Header{Typeflag: tar.TypeReg, Name: fmt.Sprintf("data/f%03d.bin", i), Mode: 0o644, Size: e.c.fileSize, ModTime: mtime}
 		if err := tw.WriteHeader(hdr); err != nil {
-			return cw.n, err
+			return cw.N(), err
 		}
 		for off, j := int64(0), 0; off < e.c.fileSize; j++ {
 			n := min(chunk, e.c.fileSize-off)
 			start := (i*7919 + j*104729) * 4096 % (len(e.pool) - chunk)
 			if _, err := tw.Write(e.pool[start : start+int(n)]); err != nil {
-				return cw.n, err
+				return cw.N(), err
 			}
 			off += n
 		}
 	}
 	err := tw.Close()
-	return cw.n, err
-}
-
-type countWriter struct {
-	w io.Writer
-	n int64
-}
-
-func (c *countWriter) Write(p []byte) (int, error) {
-	n, err := c.w.Write(p)
-	c.n += int64(n)
-	return n, err
+	return cw.N(), err
 }
 
 // ---------------------------------------------------------------------
@@ -236,89 +230,41 @@ func (e *env) startGateway(ctx context.Context, gwBin, exe string) error {
 		return err
 	}
 	e.token = "bench_" + hex.EncodeToString(tb[:])
-	hash := exec.CommandContext(ctx, gwBin, "hash-token")
-	hash.Stdin = strings.NewReader(e.token + "\n")
-	out, err := hash.Output()
-	if err != nil {
-		return fmt.Errorf("buildgw hash-token: %w", err)
-	}
 	e.authHdr = filepath.Join(e.tmp, "auth.header")
 	if err := os.WriteFile(e.authHdr, []byte("Authorization: Bearer "+e.token+"\n"), 0o600); err != nil {
 		return err
 	}
-	// Deny by default: the bench token may push to the (never used)
-	// destination only; FROM scratch pulls nothing.
-	policy := filepath.Join(e.tmp, "policy.yaml")
-	if err := os.WriteFile(policy, []byte(`rules:
-  - name: bench
-    match: {kind: token, name: bench}
-    allow:
-      destinations: ["127.0.0.1:9/bench/**"]
-`), 0o600); err != nil {
-		return err
-	}
-	cfg := fmt.Sprintf(`listen: 127.0.0.1:0
-state_dir: %s
-concurrency: 1
-context:
-  max_bytes: 2147483648
-tokens:
-  - name: bench
-    sha256: %s
-policy_file: %s
-workspaces: %s
-runners:
-  kaniko:
-    executor: %s
-`, filepath.Join(e.tmp, "state"), strings.TrimSpace(string(out)), policy, e.c.workspaces, exe)
-	cfgPath := filepath.Join(e.tmp, "buildgw.yaml")
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
-		return err
-	}
+	cfg := gateway.DefaultConfig()
+	cfg.StateDir = filepath.Join(e.tmp, "state")
+	cfg.Concurrency = 1
+	cfg.Context.MaxBytes = 2 << 30
+	cfg.Tokens = []gateway.Token{{Name: "bench", SHA256: token.HashToken(e.token)}}
+	cfg.Workspaces = e.c.workspaces
+	cfg.Runners.Kaniko.Executor = exe
+	// The bench token may push to a destination never used; FROM scratch
+	// pulls nothing.
+	cfg.Registries = map[string]gateway.Registry{"127.0.0.1:9": {Insecure: true}}
+	pol := testgateway.Policy{Rules: []testgateway.Rule{{
+		Name:  "bench",
+		Match: map[string]string{"kind": "token", "name": "bench"},
+		Allow: testgateway.Allow{Destinations: []string{"127.0.0.1:9/bench/**"}},
+	}}}
 
 	e.gwLog = filepath.Join(e.tmp, "gateway.log")
 	lf, err := os.Create(e.gwLog)
 	if err != nil {
 		return err
 	}
-	cmd := exec.Command(gwBin, "serve", "--config", cfgPath)
-	pr, pw := io.Pipe()
-	cmd.Stdout, cmd.Stderr = lf, pw
-	e.gw, err = bu.StartDaemon(cmd)
+	e.gwLogFile = lf
+	var out io.Writer = lf
+	if e.c.verbose {
+		out = io.MultiWriter(lf, os.Stderr)
+	}
+	e.gw, err = testgateway.Launch(ctx, cfg, testgateway.WithBinary(gwBin), testgateway.WithPolicy(pol), testgateway.WithOutput(out))
 	if err != nil {
-		lf.Close()
 		return fmt.Errorf("starting gateway: %w", err)
 	}
-	urls := make(chan string, 1)
-	go func() {
-		defer lf.Close()
-		sc := bufio.NewScanner(pr)
-		sc.Buffer(make([]byte, 1<<20), 1<<20)
-		for sc.Scan() {
-			lf.Write(append(sc.Bytes(), '\n'))
-			if e.c.verbose {
-				fmt.Fprintln(os.Stderr, sc.Text())
-			}
-			var l struct{ Msg, URL string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "buildgw serving" {
-				select {
-				case urls <- l.URL:
-				default:
-				}
-			}
-		}
-	}()
-	go func() { e.gw.Wait(); pw.Close() }()
-	select {
-	case e.gwURL = <-urls:
-	case <-time.After(60 * time.Second):
-		return fmt.Errorf("gateway did not start within 60s:\n%s", bu.Tail(e.gwLog, 20))
-	case <-e.gw.Done():
-		return fmt.Errorf("gateway exited:\n%s", bu.Tail(e.gwLog, 20))
-	case <-ctx.Done():
-		return ctx.Err()
-	}
-	bu.Log.Printf("gateway pid %d at %s (config %s)", e.gw.Cmd.Process.Pid, e.gwURL, cfgPath)
+	bu.Log.Printf("gateway pid %d at %s (config %s)", e.gw.Cmd.Process.Pid, e.gw.URL, e.gw.ConfigFile)
 	return nil
 }
 
@@ -404,7 +350,7 @@ func (e *env) gatewayRun(ctx context.Context, k int) (*result, error) {
 	spec, _ := json.Marshal(api.BuildSpec{Destinations: []string{fmt.Sprintf("127.0.0.1:9/bench/upload:%d", k)}})
 	boundary := multipart.NewWriter(io.Discard).Boundary()
 	produce := func(w io.Writer) (int64, error) {
-		cw := &countWriter{w: w}
+		cw := &bu.CountWriter{W: w}
 		mw := multipart.NewWriter(cw)
 		if err := mw.SetBoundary(boundary); err != nil {
 			return 0, err
@@ -414,26 +360,26 @@ func (e *env) gatewayRun(ctx context.Context, k int) (*result, error) {
 		h.Set("Content-Type", "application/json")
 		pw, err := mw.CreatePart(h)
 		if err != nil {
-			return cw.n, err
+			return cw.N(), err
 		}
 		if _, err := pw.Write(spec); err != nil {
-			return cw.n, err
+			return cw.N(), err
 		}
 		h = textproto.MIMEHeader{}
 		h.Set("Content-Disposition", `form-data; name="context"; filename="context.tar"`)
 		h.Set("Content-Type", "application/x-tar")
 		if pw, err = mw.CreatePart(h); err != nil {
-			return cw.n, err
+			return cw.N(), err
 		}
 		if _, err := e.writeContext(pw); err != nil {
-			return cw.n, err
+			return cw.N(), err
 		}
 		err = mw.Close()
-		return cw.n, err
+		return cw.N(), err
 	}
 	args := []string{"-sS", "-X", "POST", "-H", "Expect:", "-H", "@" + e.authHdr,
 		"-H", "Content-Type: multipart/form-data; boundary=" + boundary,
-		"-w", "\n%{http_code}\n", "-T", "-", e.gwURL + "/v1/builds"}
+		"-w", "\n%{http_code}\n", "-T", "-", e.gw.URL + "/v1/builds"}
 	smp := bu.StartSampler(pid, e.c.sample)
 	d, n, out, err := e.curlUpload(ctx, args, produce)
 	sampled, samples := smp.Stop()
@@ -469,7 +415,7 @@ func (e *env) gatewayRun(ctx context.Context, k int) (*result, error) {
 // which is after its workspace is removed.
 func (e *env) cancelAndWait(ctx context.Context, id string) (api.Status, error) {
 	call := func(method, p string) (*api.Build, error) {
-		req, err := http.NewRequestWithContext(ctx, method, e.gwURL+p, nil)
+		req, err := http.NewRequestWithContext(ctx, method, e.gw.URL+p, nil)
 		if err != nil {
 			return nil, err
 		}

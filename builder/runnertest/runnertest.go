@@ -24,9 +24,7 @@ import (
 	"fmt"
 	"io"
 	"io/fs"
-	"log"
 	"math/big"
-	"net/http/httptest"
 	"os"
 	"path"
 	"path/filepath"
@@ -38,7 +36,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
@@ -68,7 +65,7 @@ const buildTimeout = 3 * time.Minute
 // Run sets SecretEnv in the process environment for its duration, so it
 // must not be called from a parallel test. Its subtests run in parallel.
 func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Option) {
-	host := startRegistry(t)
+	host := testenv.Registry(t)
 	s := &suite{
 		newRunner: newRunner,
 		registry:  host,
@@ -260,17 +257,6 @@ func removeAll(r builder.Runner, dir string) error {
 		return rm.RemoveAll(context.Background(), dir)
 	}
 	return os.RemoveAll(dir)
-}
-
-// startRegistry serves go-containerregistry's in-memory registry on
-// loopback for the suite's base image. Not testenv.Registry: with
-// registry.Logger(nil) it panics on every request it logs, which is all of
-// them.
-func startRegistry(t *testing.T) string {
-	t.Helper()
-	s := httptest.NewServer(registry.New(registry.Logger(log.New(io.Discard, "", 0))))
-	t.Cleanup(s.Close)
-	return s.Listener.Addr().String()
 }
 
 // build runs one build to its end and returns its log. The log is shown

@@ -134,7 +134,7 @@ func (r *DockerRegistry) URL() string {
 
 func waitRegistry(r *DockerRegistry, d time.Duration) error {
 	c := r.HTTPClient()
-	deadline := time.Now().Add(d)
+	deadline := time.Now().Add(Scale(d))
 	var last error
 	for time.Now().Before(deadline) {
 		resp, err := c.Get(r.URL() + "/v2/")
@@ -154,16 +154,27 @@ func waitRegistry(r *DockerRegistry, d time.Duration) error {
 // freeAddr returns a loopback address with a port free at the time.
 func freeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	a, err := LoopbackAddr()
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
-	return l.Addr().String()
+	return a
 }
 
 // FreeAddr returns a loopback address with a port free at the time.
 func FreeAddr(t testing.TB) string { return freeAddr(t) }
+
+// LoopbackAddr returns a loopback address whose port was free a moment
+// ago, for servers that must be told their address before they start
+// (benchmarks, which have no testing.TB, call it directly).
+func LoopbackAddr() (string, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer l.Close()
+	return l.Addr().String(), nil
+}
 
 // selfSigned writes a CA and a certificate for 127.0.0.1 signed by it.
 func selfSigned(t testing.TB, dir string) (cert, key, ca string) {
