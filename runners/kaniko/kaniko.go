@@ -29,6 +29,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/ocilayout"
 	"github.com/buildgw/buildgw/runners/cgroup"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
@@ -138,7 +139,7 @@ func (r *Runner) Available(ctx context.Context) error {
 			return fmt.Errorf("%s (package uidmap) not found: %w", b, err)
 		}
 	}
-	if r.o.network == sandbox.NetworkEgress {
+	if r.o.network == netmode.Egress {
 		for _, b := range []string{r.o.slirp, r.o.nsenter, r.o.iptables + "-restore"} {
 			if _, err := exec.LookPath(b); err != nil {
 				return fmt.Errorf("%s, needed for network egress, not found (packages slirp4netns, util-linux, iptables): %w", b, err)
@@ -162,8 +163,8 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if network == "" {
 		network = r.o.network
 	}
-	if err := checkNetwork(network); err != nil {
-		return nil, err
+	if err := network.Check(); err != nil {
+		return nil, fmt.Errorf("kaniko runner: %w", err)
 	}
 	kargs := r.kanikoArgs(req)
 	resultKey, img := r.cachedResult(ctx, req, kargs, network, log)
@@ -256,9 +257,9 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 
-	cmd.Env = append(cmd.Env, sandbox.EnvNetwork+"="+network)
+	cmd.Env = append(cmd.Env, sandbox.EnvNetwork+"="+string(network))
 	var eg *sandboxEgress
-	if network == sandbox.NetworkEgress {
+	if network == netmode.Egress {
 		if eg, err = newEgress(); err != nil {
 			return nil, fmt.Errorf("preparing the sandbox's network: %w", err)
 		}
@@ -349,7 +350,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 // cachedResult returns the key of req's result, and the image of an
 // identical earlier build of its tenant if there is one. A result cache
 // that cannot answer never fails the build: kaniko runs.
-func (r *Runner) cachedResult(ctx context.Context, req *builder.Request, kargs []string, network string, log io.Writer) (string, v1.Image) {
+func (r *Runner) cachedResult(ctx context.Context, req *builder.Request, kargs []string, network netmode.Mode, log io.Writer) (string, v1.Image) {
 	if r.results == nil || req.Tenant == "" || req.NoCache {
 		return "", nil
 	}

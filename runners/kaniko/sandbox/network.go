@@ -4,8 +4,10 @@ import (
 	"fmt"
 	"os"
 
-	"github.com/buildgw/buildgw/runners/egress"
 	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/runners/egress"
 )
 
 // EnvNetwork is the sandbox's network mode. With "egress" the runner gives
@@ -13,16 +15,6 @@ import (
 // fd 3 that the namespaces exist, and waits on fd 4 until the network is
 // set up.
 const EnvNetwork = "BUILDGW_SANDBOX_NETWORK"
-
-// Network modes of a sandbox.
-const (
-	// NetworkNone is loopback only.
-	NetworkNone = "none"
-	// NetworkEgress is outbound connections through slirp4netns, with the
-	// host's loopback, link-local addresses and the host's own addresses
-	// refused.
-	NetworkEgress = "egress"
-)
 
 // File descriptors of the egress handshake, as the runner passes them.
 const (
@@ -37,14 +29,14 @@ const (
 //
 // Without a mode the sandbox shares the network of whoever started it (a
 // benchmark running plain kaniko does); the runner always sets one.
-func setupNetwork(mode string) error {
+func setupNetwork(mode netmode.Mode) error {
 	if mode == "" {
 		return nil
 	}
 	if err := egress.LoopbackUp(); err != nil {
 		return fmt.Errorf("bringing up loopback: %w", err)
 	}
-	if mode == NetworkEgress {
+	if mode == netmode.Egress {
 		in := os.NewFile(fdInNamespace, "in-namespace")
 		ready := os.NewFile(fdNetworkReady, "network-ready")
 		if _, err := in.Write([]byte{1}); err != nil {

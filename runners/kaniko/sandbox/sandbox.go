@@ -12,6 +12,8 @@ import (
 	"runtime"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/netmode"
 )
 
 // Environment variables through which the runner describes the sandbox to
@@ -84,7 +86,7 @@ func Enter() (bool, error) {
 	// Capabilities are dropped per thread: this goroutine stays on the
 	// thread that drops them and then execs.
 	runtime.LockOSThread()
-	ctxDir, out, base, network, cache, exe := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), os.Getenv(EnvNetwork), os.Getenv(EnvCache), os.Getenv(EnvExecutor)
+	ctxDir, out, base, network, cache, exe := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), netmode.Mode(os.Getenv(EnvNetwork)), os.Getenv(EnvCache), os.Getenv(EnvExecutor)
 	shared := os.Getenv(EnvSharedCache)
 	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork, EnvCache, EnvExecutor, EnvSharedCache} {
 		os.Unsetenv(k)
