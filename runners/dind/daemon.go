@@ -22,6 +22,7 @@ import (
 
 	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/runners/egress"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // DaemonConfig is what a per-job daemon is started with.
@@ -208,7 +209,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	}
 	if len(cfg.ExtraCAs) > 0 {
 		bundle := filepath.Join(dir, certsDir, "ca-certificates.crt")
-		if err := installCAs(r.o.caCerts, cfg.ExtraCAs, bundle); err != nil {
+		if err := sandbox.WriteCABundle(bundle, r.o.caCerts, cfg.ExtraCAs); err != nil {
 			return nil, fmt.Errorf("dind: installing CA certificates: %w", err)
 		}
 		// Go's x509 reads the system roots from here instead; the
@@ -866,17 +867,6 @@ func removeCgroupTree(dir string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func installCAs(system string, extra []byte, dst string) error {
-	b, err := os.ReadFile(system)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if len(b) > 0 && b[len(b)-1] != '\n' {
-		b = append(b, '\n')
-	}
-	return os.WriteFile(dst, append(b, extra...), 0o644)
 }
 
 // tail returns the last n lines of the file at p.

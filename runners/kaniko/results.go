@@ -25,6 +25,7 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // resultKeyVersion changes whenever what goes into a key changes, so that
@@ -417,6 +418,6 @@ func linkTree(src, dst string) error {
 		if os.Link(p, t) == nil {
 			return nil
 		}
-		return copyFile(p, t, 0o600)
+		return sandbox.CopyFile(p, t, 0o600)
 	})
 }

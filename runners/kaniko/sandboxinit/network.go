@@ -1,25 +1,13 @@
-package sandbox
+package sandboxinit
 
 import (
 	"fmt"
-	"os"
 
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/runners/egress"
-)
-
-// EnvNetwork is the sandbox's network mode. With "egress" the runner gives
-// the sandbox a user-mode network: the executor tells the runner through
-// fd 3 that the namespaces exist, and waits on fd 4 until the network is
-// set up.
-const EnvNetwork = "BUILDGW_SANDBOX_NETWORK"
-
-// File descriptors of the egress handshake, as the runner passes them.
-const (
-	fdInNamespace  = 3
-	fdNetworkReady = 4
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // setupNetwork brings up the sandbox's loopback, waits for the runner to
@@ -37,8 +25,8 @@ func setupNetwork(mode netmode.Mode) error {
 		return fmt.Errorf("bringing up loopback: %w", err)
 	}
 	if mode == netmode.Egress {
-		in := os.NewFile(fdInNamespace, "in-namespace")
-		ready := os.NewFile(fdNetworkReady, "network-ready")
+		in := sandbox.InNamespace.File()
+		ready := sandbox.NetworkReady.File()
 		if _, err := in.Write([]byte{1}); err != nil {
 			return fmt.Errorf("signalling the runner: %w", err)
 		}
