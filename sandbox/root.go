@@ -29,6 +29,11 @@ type Root struct {
 	ExtraCAs  []byte
 }
 
+// RootIn returns where the kaniko runner puts the job root of the job
+// whose workspace is ws (next to its context and output), for tests and
+// benchmarks that look at it.
+func RootIn(ws string) string { return filepath.Join(ws, "root") }
+
 // dirs are the job root's directories, parents first: the mount points
 // the init binds into and the directories kaniko expects.
 var dirs = []string{"/", Dev, Proc, Workspace, OldRoot, "/kaniko", Output, BaseImages, LayerCache, SharedLayerCache, "/kaniko/ssl", CertDir, DockerConfig}

@@ -465,7 +465,7 @@ func (r *Runner) importCache(c *jobCache, log io.Writer) {
 // only from req.BaseImages, fetched by the gateway.
 func (r *Runner) jobRoot(req *builder.Request) sandbox.Root {
 	return sandbox.Root{
-		Dir:          filepath.Join(req.Workspace, "root"),
+		Dir:          sandbox.RootIn(req.Workspace),
 		Owner:        r.cred,
 		Executor:     r.o.executor,
 		BindExecutor: r.bindExecutor,
