@@ -9,6 +9,8 @@ import (
 	"io"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/buildgw/buildgw/netmode"
 )
 
 // Runner builds one job inside a sandbox of its own.
@@ -77,10 +79,10 @@ type Request struct {
 	// NoCache makes the build use no cache of earlier builds (layers or
 	// results) and leave nothing in one.
 	NoCache bool
-	// Network is the network RUN steps get: "none" (loopback only) or
-	// "egress" (outbound, but not to the gateway's host or link-local
-	// addresses). Empty: the runner's default.
-	Network string
+	// Network is the network RUN steps get: netmode.None (loopback only)
+	// or netmode.Egress (outbound, but not to the gateway's host or
+	// link-local addresses). Empty: the runner's default.
+	Network netmode.Mode
 	// BaseImages are the images the build pulls, fetched by the gateway
 	// before the build (see BasePreparer); nil if none were. A runner that
 	// uses them needs neither network nor credentials to pull.

@@ -18,6 +18,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/buildgw/buildgw/basestore"
+	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/policy"
 	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/egress"
@@ -352,7 +353,7 @@ type DindRunner struct {
 	// own, which its RUN steps share; none (loopback only) or egress
 	// (outbound through slirp4netns, never the gateway's host or
 	// 169.254.0.0/16). Default none.
-	Network string `yaml:"network"`
+	Network netmode.Mode `yaml:"network"`
 }
 
 // Bounds of a default tmpfs size: the dind runner's data roots at most
@@ -467,7 +468,7 @@ type KanikoRunner struct {
 	// (allow.network): none (loopback only) or egress (outbound through
 	// slirp4netns, never the gateway's host or 169.254.0.0/16). Default
 	// none.
-	Network string `yaml:"network"`
+	Network netmode.Mode `yaml:"network"`
 	// DisableLayerCache turns off kaniko's layer cache. By default each
 	// tenant (named by the policy rule's cache.scope) has a cache of its
 	// own under state_dir/layer-cache, which only its builds read and
@@ -610,8 +611,8 @@ func (c *Config) Validate() error {
 	if c.JobTimeout <= 0 {
 		errs = append(errs, errors.New("job_timeout: must be positive"))
 	}
-	if n := c.Runners.Kaniko.Network; n != "none" && n != "egress" {
-		errs = append(errs, fmt.Errorf("runners.kaniko.network: %q is neither none nor egress", n))
+	if err := c.Runners.Kaniko.Network.Check(); err != nil {
+		errs = append(errs, fmt.Errorf("runners.kaniko.network: %w", err))
 	}
 	if _, err := egress.ParseRefuse(c.Runners.EgressRefuse); err != nil {
 		errs = append(errs, fmt.Errorf("runners.egress_refuse: %w", err))
@@ -664,8 +665,10 @@ func (c *Config) Validate() error {
 		if d.DataRoot != "" && d.DataRoot != "tmpfs" && d.DataRoot != "disk" {
 			errs = append(errs, fmt.Errorf("runners.dind.data_root: %q: want tmpfs or disk", d.DataRoot))
 		}
-		if n := d.Network; n != "" && n != "none" && n != "egress" {
-			errs = append(errs, fmt.Errorf("runners.dind.network: %q is neither none nor egress", n))
+		if d.Network != "" {
+			if err := d.Network.Check(); err != nil {
+				errs = append(errs, fmt.Errorf("runners.dind.network: %w", err))
+			}
 		}
 		opts, _ := c.dindOptions()
 		if _, err := dind.New(opts...); err != nil {

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/netmode"
 )
 
 // AuthorizeFunc decides whether a submission may be built. It is called
@@ -31,7 +32,7 @@ type Grant struct {
 	// MaxConcurrent bounds how many builds of the same owner run at once.
 	MaxConcurrent int
 	// Network is the network of the build's RUN steps (builder.Request.Network).
-	Network string
+	Network netmode.Mode
 	// CacheTenant names the caches the build shares with other builds
 	// (builder.Request.Tenant), from the policy's cache.scope; empty: a cache of
 	// the identity's own, unless NoCache.

@@ -13,6 +13,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"gopkg.in/yaml.v3"
+
+	"github.com/buildgw/buildgw/netmode"
 )
 
 // The policy file as written. Strings that validation may refuse are
@@ -218,11 +220,10 @@ func compileRule(ry ruleYAML) (rule, error) {
 	if r.cacheScope, err = compileCacheScope(ry.Cache.Scope); err != nil {
 		return r, err
 	}
-	switch a.Network.Value {
-	case "", NetworkNone, NetworkEgress:
-		r.network = a.Network.Value
-	default:
-		return r, errAt(a.Network.Line, "allow.network: %q is neither %q nor %q", a.Network.Value, NetworkNone, NetworkEgress)
+	if a.Network.Value != "" {
+		if r.network, err = netmode.Parse(a.Network.Value); err != nil {
+			return r, errAt(a.Network.Line, "allow.network: %v", err)
+		}
 	}
 	return r, nil
 }

@@ -10,6 +10,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/netmode"
 )
 
 // Policy is a loaded, validated policy. It is immutable, so one value can
@@ -27,7 +28,7 @@ type rule struct {
 	from         []fromEntry
 	runners      []string
 	limits       Limits
-	network      string
+	network      netmode.Mode
 	cacheScope   CacheScope
 }
 
@@ -39,15 +40,6 @@ type fromEntry struct {
 	host string      // a bare registry: any repository of it
 	repo repoPattern // else
 }
-
-// Network modes a rule may give RUN steps (allow.network).
-const (
-	// NetworkNone is loopback only.
-	NetworkNone = "none"
-	// NetworkEgress is outbound connections, but never to the gateway's
-	// host or link-local addresses.
-	NetworkEgress = "egress"
-)
 
 type matcher struct {
 	key     string // kind, name, issuer, or an attribute name
@@ -92,7 +84,7 @@ type Decision struct {
 	Limits Limits
 	// Network is the deciding rule's allow.network, set when Allowed;
 	// empty if the rule leaves it to the gateway's default.
-	Network string
+	Network netmode.Mode
 	// CacheScope is the deciding rule's cache.scope, set when Allowed:
 	// which identities' builds share caches (see CacheScope.Tenant).
 	CacheScope CacheScope

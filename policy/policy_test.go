@@ -8,6 +8,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/netmode"
 )
 
 const testPolicy = `
@@ -452,9 +453,12 @@ func TestDecideNetwork(t *testing.T) {
     match: {kind: token}
     allow: {destinations: ["r.example/**"]}
 `)
-	for _, tc := range []struct{ team, repo, want string }{
-		{"web", "r.example/web/app:1", NetworkEgress},
-		{"db", "r.example/db/app:1", NetworkNone},
+	for _, tc := range []struct {
+		team, repo string
+		want       netmode.Mode
+	}{
+		{"web", "r.example/web/app:1", netmode.Egress},
+		{"db", "r.example/db/app:1", netmode.None},
 		{"other", "r.example/x/app:1", ""},
 	} {
 		tag, err := name.NewTag(tc.repo)

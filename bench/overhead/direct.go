@@ -5,7 +5,6 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"os/exec"
@@ -18,7 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // (a): the executor in the runner's sandbox, pushing by itself
@@ -81,7 +80,7 @@ const sandboxNice = 19
 func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.Duration, int64, error) {
 	args := []string{
 		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
-		"--", e.executorFor(w.root),
+		"--", e.jobRoot(w.root).Start(),
 		"--context=dir://" + sandbox.Workspace,
 		"--dockerfile=" + path.Join(sandbox.Workspace, "Dockerfile"),
 		"--force",
@@ -96,8 +95,8 @@ func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.
 	cmd.Env = []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=/root",
-		"DOCKER_CONFIG=/kaniko/.docker",
-		"SSL_CERT_DIR=/kaniko/ssl/certs",
+		"DOCKER_CONFIG=" + sandbox.DockerConfig,
+		"SSL_CERT_DIR=" + sandbox.CertDir,
 		sandbox.EnvRoot + "=" + w.root,
 		sandbox.EnvContext + "=" + w.ctxDir,
 		sandbox.EnvOutput + "=" + w.out,
@@ -147,43 +146,18 @@ func (e *env) chown(p string) error {
 	return os.Lchown(p, int(e.cred.Uid), int(e.cred.Gid))
 }
 
-// executorFor is the program the sandbox of root starts, as in
-// runners/kaniko.
-func (e *env) executorFor(root string) string {
-	if e.bind {
-		return e.exe
-	}
-	return filepath.Join(root, "kaniko", "executor")
+// jobRoot is the job root at root, laid out as runners/kaniko lays out
+// its own.
+func (e *env) jobRoot(root string) sandbox.Root {
+	return sandbox.Root{Dir: root, Owner: e.cred, Executor: e.exe, BindExecutor: e.bind, SystemCAs: e.c.caCerts}
 }
 
-// prepareRoot lays out the job root as runners/kaniko prepareRoot does.
+// prepareRoot lays out the job root as runners/kaniko does, plus a Docker
+// config: unlike the runner, plain kaniko pushes by itself.
 func (e *env) prepareRoot(root string) error {
-	for _, d := range []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"} {
-		p := filepath.Join(root, d)
-		if err := os.Mkdir(p, 0o755); err != nil {
-			return fmt.Errorf("preparing job root: %w", err)
-		}
-		if err := e.chown(p); err != nil {
-			return err
-		}
-	}
-	// As in the runner: bound over an empty file in the sandbox
-	// (sandbox.EnvExecutor) when the sandbox user can reach it, else a
-	// hard link (root) or a copy.
-	exe := filepath.Join(root, "kaniko", "executor")
-	switch {
-	case e.bind:
-		if err := os.WriteFile(exe, nil, 0o755); err != nil {
-			return fmt.Errorf("installing executor: %w", err)
-		}
-	case e.cred != nil && os.Link(e.exe, exe) == nil:
-	default:
-		if err := copyFile(e.exe, exe, 0o755); err != nil {
-			return fmt.Errorf("installing executor: %w", err)
-		}
-	}
-	if err := copyFile(e.c.caCerts, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt"), 0o644); err != nil {
-		return fmt.Errorf("installing CA certificates: %w", err)
+	jr := e.jobRoot(root)
+	if err := jr.Prepare(); err != nil {
+		return err
 	}
 	// Plain kaniko's way to the push account (and the embedded
 	// registry's only account): a Docker config in the sandbox.
@@ -192,7 +166,7 @@ func (e *env) prepareRoot(root string) error {
 	if err != nil {
 		return err
 	}
-	if err := os.WriteFile(filepath.Join(root, "kaniko", ".docker", "config.json"), dc, 0o644); err != nil {
+	if err := os.WriteFile(filepath.Join(jr.Path(sandbox.DockerConfig), "config.json"), dc, 0o644); err != nil {
 		return fmt.Errorf("installing Docker config: %w", err)
 	}
 	return nil
@@ -218,7 +192,7 @@ func (e *env) copyTree(src, dst string) error {
 			if err := os.Mkdir(target, fi.Mode().Perm()); err != nil {
 				return err
 			}
-		} else if err := copyFile(p, target, fi.Mode().Perm()); err != nil {
+		} else if err := sandbox.CopyFile(p, target, fi.Mode().Perm()); err != nil {
 			return err
 		}
 		if err := e.chown(target); err != nil {
@@ -227,21 +201,4 @@ func (e *env) copyTree(src, dst string) error {
 		mt := fi.ModTime().Truncate(time.Second)
 		return os.Chtimes(target, mt, mt)
 	})
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }

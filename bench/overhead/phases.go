@@ -16,7 +16,7 @@ import (
 	"github.com/buildgw/buildgw/buildcontext"
 	"github.com/buildgw/buildgw/ocilayout"
 	"github.com/buildgw/buildgw/push"
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // -phases: where (b)'s time goes

@@ -1,7 +1,7 @@
 // Command kaniko-executor is kaniko's executor, built from the version pinned
 // in this module's go.mod so that go.sum fixes exactly what runs in the
 // build sandbox. Before kaniko starts it sets up the job's root (see
-// runners/kaniko/sandbox); the rootless kaniko runner starts it inside fresh
+// runners/kaniko/sandboxinit); the rootless kaniko runner starts it inside fresh
 // user, mount, pid and network namespaces.
 package main
 
@@ -15,7 +15,7 @@ import (
 	"github.com/GoogleContainerTools/kaniko/pkg/image"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+	"github.com/buildgw/buildgw/runners/kaniko/sandboxinit"
 )
 
 // kanikoManifestCache is kaniko's cache of remote images by reference
@@ -25,7 +25,7 @@ import (
 var kanikoManifestCache map[string]v1.Image
 
 func main() {
-	run, err := sandbox.Enter()
+	run, err := sandboxinit.Enter()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "buildgw sandbox: %v\n", err)
 		os.Exit(125)
@@ -33,17 +33,17 @@ func main() {
 	if !run {
 		return
 	}
-	if sandbox.Sealed() {
+	if sandboxinit.Sealed() {
 		// Base images come from what the gateway fetched, never from a
 		// registry: the sandbox has neither the network nor the
 		// credentials for one.
 		image.RetrieveRemoteImage = func(ref string, _ config.RegistryOptions, _ string) (v1.Image, error) {
-			return sandbox.RetrieveImage(ref)
+			return sandboxinit.RetrieveImage(ref)
 		}
 		// COPY --from=IMAGE fetches through kaniko's remote package
 		// directly, which looks in its manifest cache first: the
 		// handed-in images go there, under every spelling.
-		imgs, err := sandbox.Images()
+		imgs, err := sandboxinit.Images()
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "buildgw sandbox: %v\n", err)
 			os.Exit(125)

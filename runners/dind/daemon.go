@@ -20,7 +20,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/runners/egress"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // DaemonConfig is what a per-job daemon is started with.
@@ -33,12 +35,12 @@ type DaemonConfig struct {
 	// Tag names the daemon's state for the cgroup of its containers; the
 	// job's ID. Optional.
 	Tag string
-	// Network is the daemon's network namespace: egress.None (loopback
-	// only; the default) or egress.Egress (slirp4netns, the gateway's host
+	// Network is the daemon's network namespace: netmode.None (loopback
+	// only; the default) or netmode.Egress (slirp4netns, the gateway's host
 	// and link-local addresses refused). Its RUN containers share it.
 	// NetworkHost keeps the daemon in the caller's network namespace: for
 	// benchmarks and tests that stand for a host's daemon, never for jobs.
-	Network string
+	Network netmode.Mode
 	// DigestRefs are references by digest (name@sha256:...) and the IDs
 	// of the images they name, which the daemon knows from its start:
 	// docker load only tags, so images loaded later (LoadImages) are found
@@ -67,7 +69,7 @@ type Daemon struct {
 
 // NetworkHost is DaemonConfig.Network for a daemon in the caller's own
 // network namespace. Build never uses it.
-const NetworkHost = "host"
+const NetworkHost netmode.Mode = "host"
 
 // execRoot is the daemon's --exec-root (containerd's state and sockets
 // too): the private tmpfs initScript mounts over /run/docker, so that it
@@ -207,7 +209,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	}
 	if len(cfg.ExtraCAs) > 0 {
 		bundle := filepath.Join(dir, certsDir, "ca-certificates.crt")
-		if err := installCAs(r.o.caCerts, cfg.ExtraCAs, bundle); err != nil {
+		if err := sandbox.WriteCABundle(bundle, r.o.caCerts, cfg.ExtraCAs); err != nil {
 			return nil, fmt.Errorf("dind: installing CA certificates: %w", err)
 		}
 		// Go's x509 reads the system roots from here instead; the
@@ -222,10 +224,10 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	}
 	network := cfg.Network
 	if network == "" {
-		network = egress.None
+		network = netmode.None
 	}
 	if network != NetworkHost {
-		if err := egress.CheckMode(network); err != nil {
+		if err := network.Check(); err != nil {
 			return nil, fmt.Errorf("dind: %w", err)
 		}
 	}
@@ -233,10 +235,10 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	// resolver (which may listen on the host's loopback).
 	resolv := ""
 	switch network {
-	case egress.None:
+	case netmode.None:
 		resolv = filepath.Join(dir, etcDir, resolvFile)
 		err = os.WriteFile(resolv, []byte("# no network\n"), 0o644)
-	case egress.Egress:
+	case netmode.Egress:
 		resolv = filepath.Join(dir, etcDir, resolvFile)
 		err = os.WriteFile(resolv, []byte("nameserver "+egress.DNS+"\n"), 0o644)
 	}
@@ -315,7 +317,7 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 			return nil, fmt.Errorf("dind: bringing up the daemon's loopback: %w", err)
 		}
 	}
-	if network == egress.Egress {
+	if network == netmode.Egress {
 		// Started from this goroutine: in the caller's network namespace,
 		// the gateway's host.
 		if d.net, err = egress.Start(ctx, r.o.tools, d.pid, r.o.refuse); err != nil {
@@ -865,17 +867,6 @@ func removeCgroupTree(dir string) error {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-}
-
-func installCAs(system string, extra []byte, dst string) error {
-	b, err := os.ReadFile(system)
-	if err != nil && !errors.Is(err, os.ErrNotExist) {
-		return err
-	}
-	if len(b) > 0 && b[len(b)-1] != '\n' {
-		b = append(b, '\n')
-	}
-	return os.WriteFile(dst, append(b, extra...), 0o644)
 }
 
 // tail returns the last n lines of the file at p.

@@ -162,7 +162,7 @@ import (
 
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/jobs"
-	"github.com/buildgw/buildgw/runners/egress"
+	"github.com/buildgw/buildgw/netmode"
 )
 
 // Runner builds each job against a Docker daemon of its own.
@@ -228,7 +228,7 @@ func (r *Runner) Available(ctx context.Context) error {
 			return fmt.Errorf("init for the daemon's namespace: %w", err)
 		}
 	}
-	if r.o.network == egress.Egress {
+	if r.o.network == netmode.Egress {
 		if err := r.o.tools.Check(); err != nil {
 			return err
 		}
@@ -279,7 +279,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if network == "" {
 		network = r.o.network
 	}
-	if err := egress.CheckMode(network); err != nil {
+	if err := network.Check(); err != nil {
 		return nil, fmt.Errorf("dind runner: %w", err)
 	}
 	bases, err := readBases(req.BaseImages)

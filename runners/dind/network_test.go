@@ -11,6 +11,7 @@ import (
 
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testnetns"
+	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/runners/egress"
 )
 
@@ -43,19 +44,19 @@ func TestNetwork(t *testing.T) {
 
 	for _, c := range []struct {
 		name    string
-		option  string // the runner's network (WithNetwork), "" for the default
-		request string // Request.Network
+		option  netmode.Mode // the runner's network (WithNetwork), "" for the default
+		request netmode.Mode // Request.Network
 		refuse  []string
 		egress  bool // egress mode
 		outside bool // the outside server reached
 	}{
 		{"none (default)", "", "", nil, false, false},
-		{"egress", egress.Egress, "", nil, true, true},
-		{"none by request", egress.Egress, egress.None, nil, false, false},
-		{"egress by request", egress.None, egress.Egress, nil, true, true},
+		{"egress", netmode.Egress, "", nil, true, true},
+		{"none by request", netmode.Egress, netmode.None, nil, false, false},
+		{"egress by request", netmode.None, netmode.Egress, nil, true, true},
 		// The operator's own refusals: the far namespace's network,
 		// standing for an internal one.
-		{"egress refusing the outside network", egress.Egress, "", []string{"10.214.0.0/24"}, true, false},
+		{"egress refusing the outside network", netmode.Egress, "", []string{"10.214.0.0/24"}, true, false},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			var opts []Option
@@ -88,11 +89,11 @@ func TestNetwork(t *testing.T) {
 			if berr != nil {
 				t.Fatalf("Build: %v\n%s", berr, log.String())
 			}
-			mode := egress.None
+			mode := netmode.None
 			if c.egress {
-				mode = egress.Egress
+				mode = netmode.Egress
 			}
-			if !strings.Contains(log.String(), "network "+mode+")") {
+			if !strings.Contains(log.String(), "network "+string(mode)+")") {
 				t.Errorf("log does not name network %s:\n%s", mode, log.String())
 			}
 			if !strings.Contains(body, "netadmin: operation not permitted\n") {

@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/runners/egress"
 )
 
@@ -22,7 +23,7 @@ type options struct {
 	sh          string
 	mount       string
 	storage     string
-	network     string
+	network     netmode.Mode
 	refuse      []string // egress.ParseRefuse's
 	caCerts     string
 	startTime   time.Duration
@@ -38,7 +39,7 @@ const (
 	// steps, when the request names none: loopback only, like the kaniko
 	// runner's default. Base images come from the gateway, so a build
 	// needs no network unless its RUN steps do.
-	DefaultNetwork = egress.None
+	DefaultNetwork = netmode.None
 	// DefaultStartTimeout bounds how long a per-job daemon may take to
 	// answer /_ping.
 	DefaultStartTimeout = 60 * time.Second
@@ -74,7 +75,7 @@ func makeOptions(opts ...Option) (options, error) {
 	default:
 		return o, fmt.Errorf("dind runner: unsupported storage driver %q", o.storage)
 	}
-	if err := egress.CheckMode(o.network); err != nil {
+	if err := o.network.Check(); err != nil {
 		return o, fmt.Errorf("dind runner: %w", err)
 	}
 	if o.tmpfs < 0 || (o.tmpfs > 0 && o.tmpfs < 64<<20) {
@@ -174,10 +175,10 @@ func WithStorageDriver(name string) Option {
 
 // WithNetwork sets the network of builds whose request names none (the
 // network namespace of the job's daemon, which its RUN steps share):
-// egress.None (loopback only; the default, DefaultNetwork) or
-// egress.Egress (outbound through slirp4netns; the host's loopback and
+// netmode.None (loopback only; the default, DefaultNetwork) or
+// netmode.Egress (outbound through slirp4netns; the host's loopback and
 // own addresses and 169.254.0.0/16 refused).
-func WithNetwork(mode string) Option {
+func WithNetwork(mode netmode.Mode) Option {
 	return func(o *options) error { o.network = mode; return nil }
 }
 

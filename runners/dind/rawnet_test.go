@@ -13,6 +13,7 @@ import (
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testnetns"
+	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/runners/egress"
 )
 
@@ -45,7 +46,7 @@ func TestRawNetwork(t *testing.T) {
 	}
 	dockerfile := "ARG BASE\nFROM ${BASE}\nCOPY sandboxprobe /p\n" +
 		"RUN chmod 755 /p && (/p sockets; /p rawip; /p id; " + strings.Join(steps, "; ") + ") > /probe.txt 2>&1; cat /probe.txt\n"
-	r, err := New(WithNetwork(egress.Egress))
+	r, err := New(WithNetwork(netmode.Egress))
 	if err != nil {
 		t.Fatal(err)
 	}

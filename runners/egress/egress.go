@@ -36,23 +36,6 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// Network modes of a sandbox, the values of runners.*.network.
-const (
-	// None is loopback only.
-	None = "none"
-	// Egress is outbound connections through slirp4netns, with the host's
-	// loopback, link-local addresses and the host's own addresses refused.
-	Egress = "egress"
-)
-
-// CheckMode returns an error unless mode is None or Egress.
-func CheckMode(mode string) error {
-	if mode == None || mode == Egress {
-		return nil
-	}
-	return fmt.Errorf("network %q is neither %q nor %q", mode, None, Egress)
-}
-
 // Addresses slirp4netns gives the namespace (--configure).
 const (
 	// Gateway is the host as slirp4netns shows it to the namespace; with

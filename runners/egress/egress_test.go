@@ -6,14 +6,6 @@ import (
 	"testing"
 )
 
-func TestCheckMode(t *testing.T) {
-	for mode, ok := range map[string]bool{None: true, Egress: true, "": false, "host": false, "bridge": false} {
-		if err := CheckMode(mode); (err == nil) != ok {
-			t.Errorf("CheckMode(%q) = %v, want ok %v", mode, err, ok)
-		}
-	}
-}
-
 func TestRefused(t *testing.T) {
 	got := Refused()
 	for _, want := range []string{"169.254.0.0/16", Gateway + "/32"} {

@@ -29,9 +29,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/ocilayout"
 	"github.com/buildgw/buildgw/runners/cgroup"
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // Runner is the rootless kaniko runner.
@@ -47,7 +48,7 @@ type Runner struct {
 	// layers bounds the tenants' layer caches; nil without them.
 	layers *layerCaches
 	// bindExecutor: the sandbox gets the gateway's executor bound in,
-	// not a link or copy of it in the job root (see prepareRoot).
+	// not a link or copy of it in the job root (see sandbox.Root).
 	bindExecutor bool
 }
 
@@ -138,7 +139,7 @@ func (r *Runner) Available(ctx context.Context) error {
 			return fmt.Errorf("%s (package uidmap) not found: %w", b, err)
 		}
 	}
-	if r.o.network == sandbox.NetworkEgress {
+	if r.o.network == netmode.Egress {
 		for _, b := range []string{r.o.slirp, r.o.nsenter, r.o.iptables + "-restore"} {
 			if _, err := exec.LookPath(b); err != nil {
 				return fmt.Errorf("%s, needed for network egress, not found (packages slirp4netns, util-linux, iptables): %w", b, err)
@@ -150,10 +151,11 @@ func (r *Runner) Available(ctx context.Context) error {
 
 // Build runs kaniko for req in a fresh sandbox under req.Workspace.
 func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer) (v1.Image, error) {
-	root := filepath.Join(req.Workspace, "root")
-	if err := r.prepareRoot(root, req); err != nil {
+	jr := r.jobRoot(req)
+	if err := jr.Prepare(); err != nil {
 		return nil, err
 	}
+	root := jr.Dir
 	// The job root stays for the Manager to remove with the rest of the
 	// workspace, after the build is reported: unlinking an unpacked base
 	// image takes about a second.
@@ -162,8 +164,8 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if network == "" {
 		network = r.o.network
 	}
-	if err := checkNetwork(network); err != nil {
-		return nil, err
+	if err := network.Check(); err != nil {
+		return nil, fmt.Errorf("kaniko runner: %w", err)
 	}
 	kargs := r.kanikoArgs(req)
 	resultKey, img := r.cachedResult(ctx, req, kargs, network, log)
@@ -176,7 +178,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	// host's name stays hidden (the sandbox sets its own).
 	args := append([]string{
 		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--net", "--ipc", "--uts", "--fork", "--kill-child",
-		"--", r.executorFor(root),
+		"--", jr.Start(),
 	}, kargs...)
 	var grp *cgroup.Group
 	var holdR, release *os.File
@@ -207,7 +209,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 		// The executor holds until it is in the group, then becomes
 		// unshare: nothing of the build ever runs outside the group.
-		cmd = exec.CommandContext(ctx, r.executorFor(root), args...)
+		cmd = exec.CommandContext(ctx, jr.Start(), args...)
 		if holdR, release, err = os.Pipe(); err != nil {
 			return nil, err
 		}
@@ -220,8 +222,8 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	cmd.Env = []string{
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=/root",
-		"DOCKER_CONFIG=/kaniko/.docker",
-		"SSL_CERT_DIR=/kaniko/ssl/certs",
+		"DOCKER_CONFIG=" + sandbox.DockerConfig,
+		"SSL_CERT_DIR=" + sandbox.CertDir,
 		sandbox.EnvRoot + "=" + root,
 		sandbox.EnvContext + "=" + req.ContextDir,
 		sandbox.EnvOutput + "=" + req.OutputDir,
@@ -234,7 +236,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	}
 	// Images come only from what the gateway fetched; without any, an
 	// empty directory, so that a FROM fails saying so.
-	base := filepath.Join(root, "kaniko", "base")
+	base := jr.Path(sandbox.BaseImages)
 	if req.BaseImages != nil {
 		base = req.BaseImages.Layout
 	}
@@ -256,22 +258,25 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
 	cmd.WaitDelay = 10 * time.Second
 
-	cmd.Env = append(cmd.Env, sandbox.EnvNetwork+"="+network)
+	cmd.Env = append(cmd.Env, sandbox.EnvNetwork+"="+string(network))
 	var eg *sandboxEgress
-	if network == sandbox.NetworkEgress {
+	if network == netmode.Egress {
 		if eg, err = newEgress(); err != nil {
 			return nil, fmt.Errorf("preparing the sandbox's network: %w", err)
 		}
 		defer eg.stop()
 	}
-	// The executor's fds 3 and 4 are the egress handshake, 5 the cgroup
-	// hold (see the sandbox package); nil leaves one closed.
-	cmd.ExtraFiles = make([]*os.File, 3)
+	// The egress handshake and the cgroup hold, at the descriptors the
+	// sandbox init reads them from.
+	handed := map[sandbox.FD]*os.File{}
 	if eg != nil {
-		copy(cmd.ExtraFiles, eg.child)
+		handed[sandbox.InNamespace], handed[sandbox.NetworkReady] = eg.inNSW, eg.readyR
 	}
 	if grp != nil {
-		cmd.ExtraFiles[2] = holdR
+		handed[sandbox.Release] = holdR
+	}
+	if cmd.ExtraFiles, err = sandbox.ExtraFiles(handed); err != nil {
+		return nil, err
 	}
 	err = cmd.Start()
 	if err == nil && r.o.nice > 0 {
@@ -349,7 +354,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 // cachedResult returns the key of req's result, and the image of an
 // identical earlier build of its tenant if there is one. A result cache
 // that cannot answer never fails the build: kaniko runs.
-func (r *Runner) cachedResult(ctx context.Context, req *builder.Request, kargs []string, network string, log io.Writer) (string, v1.Image) {
+func (r *Runner) cachedResult(ctx context.Context, req *builder.Request, kargs []string, network netmode.Mode, log io.Writer) (string, v1.Image) {
 	if r.results == nil || req.Tenant == "" || req.NoCache {
 		return "", nil
 	}
@@ -455,54 +460,18 @@ func (r *Runner) importCache(c *jobCache, log io.Writer) {
 	}
 }
 
-// prepareRoot lays out the job root: the executor, CA certificates and
-// the empty mount points the sandbox init binds into.
-func (r *Runner) prepareRoot(root string, req *builder.Request) error {
-	dirs := []string{"", "dev", "proc", "workspace", ".oldroot", "kaniko", "kaniko/out", "kaniko/base", "kaniko/cache", "kaniko/cache-shared", "kaniko/ssl", "kaniko/ssl/certs", "kaniko/.docker"}
-	for _, d := range dirs {
-		p := filepath.Join(root, d)
-		if err := os.Mkdir(p, 0o755); err != nil {
-			return fmt.Errorf("preparing job root: %w", err)
-		}
-		if err := r.chown(p); err != nil {
-			return err
-		}
+// jobRoot returns the layout of req's job root, under its workspace. No
+// registry credential of any kind goes in: the executor takes base images
+// only from req.BaseImages, fetched by the gateway.
+func (r *Runner) jobRoot(req *builder.Request) sandbox.Root {
+	return sandbox.Root{
+		Dir:          sandbox.RootIn(req.Workspace),
+		Owner:        r.cred,
+		Executor:     r.o.executor,
+		BindExecutor: r.bindExecutor,
+		SystemCAs:    r.o.caCerts,
+		ExtraCAs:     req.ExtraCAs,
 	}
-	// When the gateway is root, the sandbox gets the gateway's executor
-	// itself, bound read-only over an empty file (sandbox.EnvExecutor): it
-	// is owned by a user that does not exist inside the sandbox, so no
-	// build step can alter it, and it costs nothing (a hard link cannot
-	// reach a workspace on another file system, a tmpfs). That needs the
-	// sandbox user to reach it; else a hard link, else a copy. When the
-	// gateway is not root the sandbox's root would own it: each job gets
-	// its own copy.
-	exe := filepath.Join(root, "kaniko", "executor")
-	switch {
-	case r.bindExecutor:
-		if err := os.WriteFile(exe, nil, 0o755); err != nil {
-			return fmt.Errorf("preparing job root: %w", err)
-		}
-	case r.cred != nil && os.Link(r.o.executor, exe) == nil:
-	default:
-		if err := copyFile(r.o.executor, exe, 0o755); err != nil {
-			return fmt.Errorf("installing executor: %w", err)
-		}
-	}
-	if err := installCAs(r.o.caCerts, req.ExtraCAs, filepath.Join(root, "kaniko", "ssl", "certs", "ca-certificates.crt")); err != nil {
-		return fmt.Errorf("installing CA certificates: %w", err)
-	}
-	// No registry credential of any kind: the executor takes base images
-	// only from req.BaseImages, fetched by the gateway.
-	return nil
-}
-
-// executorFor is the executor the sandbox of the job root starts: the
-// gateway's own when it is bound into the root, else the job's copy.
-func (r *Runner) executorFor(root string) string {
-	if r.bindExecutor {
-		return r.o.executor
-	}
-	return filepath.Join(root, "kaniko", "executor")
 }
 
 // ExecutableBy reports whether uid (with primary group gid and no other)
@@ -532,17 +501,6 @@ func ExecutableBy(path string, uid, gid int) bool {
 			return true
 		}
 	}
-}
-
-func installCAs(system string, extra []byte, dst string) error {
-	b, err := os.ReadFile(system)
-	if err != nil {
-		return err
-	}
-	if len(extra) > 0 {
-		b = append(append(b, '\n'), extra...)
-	}
-	return os.WriteFile(dst, b, 0o644)
 }
 
 func (r *Runner) chown(p string) error {
@@ -608,23 +566,6 @@ func readLayout(ctx context.Context, dir string) (v1.Image, error) {
 		return nil, fmt.Errorf("reading kaniko's output: %w", err)
 	}
 	return img, nil
-}
-
-func copyFile(src, dst string, mode os.FileMode) error {
-	in, err := os.Open(src)
-	if err != nil {
-		return err
-	}
-	defer in.Close()
-	out, err := os.OpenFile(dst, os.O_CREATE|os.O_EXCL|os.O_WRONLY, mode)
-	if err != nil {
-		return err
-	}
-	if _, err := io.Copy(out, in); err != nil {
-		out.Close()
-		return err
-	}
-	return out.Close()
 }
 
 // inMemory reports whether dir is on a tmpfs, where the files a build

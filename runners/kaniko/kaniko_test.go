@@ -15,7 +15,7 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/testenv"
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 var _ runnertest.Owner = (*Runner)(nil)
@@ -152,6 +152,7 @@ func TestNewErrors(t *testing.T) {
 	}{
 		{"no executor", nil, "no executor configured"},
 		{"missing executor", []Option{WithExecutor("/nonexistent/kaniko-executor")}, "not found"},
+		{"unknown network", []Option{WithExecutor(fakeExecutor(t)), WithNetwork("host")}, `network "host"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := New(tc.opts...)
@@ -176,6 +177,22 @@ func TestNewErrors(t *testing.T) {
 				t.Errorf("New(WithUser(%q)) = %v, want an error containing %q", tc.user, err, tc.want)
 			}
 		})
+	}
+}
+
+// TestBuildUnknownNetwork: a request whose network is neither none nor
+// egress (one that reached the runner past the policy) is refused before
+// any sandbox starts.
+func TestBuildUnknownNetwork(t *testing.T) {
+	r, err := New(WithExecutor(fakeExecutor(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := t.TempDir()
+	req := &builder.Request{ID: "net", Workspace: ws, ContextDir: filepath.Join(ws, "context"), OutputDir: filepath.Join(ws, "out"), Dockerfile: "Dockerfile", Network: "host"}
+	var log strings.Builder
+	if _, err := r.Build(context.Background(), req, &log); err == nil || !strings.Contains(err.Error(), `network "host"`) {
+		t.Errorf("Build(Network %q) = %v, want an error naming the network; log:\n%s", req.Network, err, log.String())
 	}
 }
 

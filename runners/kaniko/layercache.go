@@ -21,7 +21,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/ocilayout"
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // layerCaches keeps the tenants' (cache scopes') shared layer caches, and

@@ -19,11 +19,13 @@ const slirpGateway = egress.Gateway
 type sandboxEgress struct {
 	inNS  *os.File // read: the sandbox is in its namespaces
 	ready *os.File // write: the network is set up
-	child []*os.File
-	net   *egress.Network
+	// inNSW and readyR are the sandbox's ends, its sandbox.InNamespace
+	// and sandbox.NetworkReady.
+	inNSW, readyR *os.File
+	net           *egress.Network
 }
 
-// newEgress makes the handshake pipes and hands their sandbox ends to cmd.
+// newEgress makes the handshake pipes.
 func newEgress() (*sandboxEgress, error) {
 	inR, inW, err := os.Pipe()
 	if err != nil {
@@ -35,8 +37,7 @@ func newEgress() (*sandboxEgress, error) {
 		inW.Close()
 		return nil, err
 	}
-	// child becomes fds 3 and 4 of the executor, as sandbox expects them.
-	return &sandboxEgress{inNS: inR, ready: readyW, child: []*os.File{inW, readyR}}, nil
+	return &sandboxEgress{inNS: inR, ready: readyW, inNSW: inW, readyR: readyR}, nil
 }
 
 // start sets up the network of the sandbox whose unshare process is pid,
@@ -44,9 +45,8 @@ func newEgress() (*sandboxEgress, error) {
 // sandbox drops CAP_NET_ADMIN before any build step runs, so no step can
 // lift the rules.
 func (e *sandboxEgress) start(ctx context.Context, r *Runner, pid int) error {
-	for _, f := range e.child {
-		f.Close()
-	}
+	e.inNSW.Close()
+	e.readyR.Close()
 	e.inNS.SetReadDeadline(time.Now().Add(time.Minute))
 	b := make([]byte, 1)
 	if _, err := e.inNS.Read(b); err != nil {
@@ -65,7 +65,7 @@ func (e *sandboxEgress) start(ctx context.Context, r *Runner, pid int) error {
 
 // stop ends slirp4netns and closes the handshake.
 func (e *sandboxEgress) stop() {
-	for _, f := range append(e.child, e.inNS, e.ready) {
+	for _, f := range []*os.File{e.inNSW, e.readyR, e.inNS, e.ready} {
 		f.Close()
 	}
 	e.net.Stop()

@@ -23,7 +23,7 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testnetns"
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+	"github.com/buildgw/buildgw/netmode"
 )
 
 // TestNetwork checks what RUN steps can reach in each network mode. The
@@ -73,13 +73,14 @@ RUN /netprobe $TARGETS > /net.txt; cat /net.txt
 	}
 	var wg sync.WaitGroup
 	for _, tc := range []struct {
-		name, mode string
-		r          *Runner
-		outside    bool // reached in this mode
+		name    string
+		mode    netmode.Mode
+		r       *Runner
+		outside bool // reached in this mode
 	}{
-		{sandbox.NetworkNone, sandbox.NetworkNone, r, false},
-		{sandbox.NetworkEgress, sandbox.NetworkEgress, r, true},
-		{"egress refusing the outside network", sandbox.NetworkEgress, refusing, false},
+		{"none", netmode.None, r, false},
+		{"egress", netmode.Egress, r, true},
+		{"egress refusing the outside network", netmode.Egress, refusing, false},
 	} {
 		wg.Add(1)
 		mode, r := tc.mode, tc.r

@@ -6,9 +6,9 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/runners/cgroup"
 	"github.com/buildgw/buildgw/runners/egress"
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
 )
 
 // Option configures a Runner.
@@ -23,7 +23,7 @@ type options struct {
 	nice     int
 	limits   cgroup.Limits
 	cgroups  string // cgroup mount
-	network  string
+	network  netmode.Mode
 	refuse   []string // egress.ParseRefuse's
 	slirp    string
 	nsenter  string
@@ -65,7 +65,7 @@ func makeOptions(opts ...Option) (options, error) {
 		flags:    append([]string(nil), defaultFlags...),
 		nice:     19,
 		cgroups:  "/sys/fs/cgroup",
-		network:  sandbox.NetworkNone,
+		network:  netmode.None,
 		cacheMax: DefaultLayerCacheBytes,
 		slirp:    "slirp4netns",
 		nsenter:  "nsenter",
@@ -76,8 +76,8 @@ func makeOptions(opts ...Option) (options, error) {
 			return o, err
 		}
 	}
-	if err := checkNetwork(o.network); err != nil {
-		return o, err
+	if err := o.network.Check(); err != nil {
+		return o, fmt.Errorf("kaniko runner: %w", err)
 	}
 	if o.executor == "" {
 		return o, errors.New("kaniko runner: no executor configured")
@@ -152,11 +152,11 @@ func WithFlags(flags ...string) Option {
 }
 
 // WithNetwork sets the network of builds whose request names none:
-// sandbox.NetworkNone (loopback only) or sandbox.NetworkEgress (outbound
+// netmode.None (loopback only) or netmode.Egress (outbound
 // through slirp4netns; the host's loopback and own addresses and
 // 169.254.0.0/16 refused). Default none: base images come from the
 // gateway, so a build needs no network unless its RUN steps do.
-func WithNetwork(mode string) Option {
+func WithNetwork(mode netmode.Mode) Option {
 	return func(o *options) error { o.network = mode; return nil }
 }
 
@@ -181,14 +181,6 @@ func WithNetworkTools(slirp4netns, nsenter, iptables string) Option {
 		o.slirp, o.nsenter, o.iptables = slirp4netns, nsenter, iptables
 		return nil
 	}
-}
-
-func checkNetwork(mode string) error {
-	switch mode {
-	case sandbox.NetworkNone, sandbox.NetworkEgress:
-		return nil
-	}
-	return fmt.Errorf("kaniko runner: network %q is neither %q nor %q", mode, sandbox.NetworkNone, sandbox.NetworkEgress)
 }
 
 // WithLayerCache enables kaniko's layer cache, kept under dir with one

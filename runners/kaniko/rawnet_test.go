@@ -18,7 +18,7 @@ import (
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testnetns"
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+	"github.com/buildgw/buildgw/netmode"
 )
 
 // TestRawNetwork checks that RUN steps with egress cannot go past the
@@ -84,7 +84,7 @@ RUN /p-suid id > /out/suid.txt 2>&1; cat /out/suid.txt
 			t.Fatal(err)
 		}
 	}
-	req.Network = sandbox.NetworkEgress
+	req.Network = netmode.Egress
 	if req.BaseImages, err = store.Prepare(context.Background(), req, io.Discard); err != nil {
 		t.Fatal(err)
 	}

@@ -24,7 +24,8 @@ import (
 
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/dockerfile"
-	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // resultKeyVersion changes whenever what goes into a key changes, so that
@@ -88,7 +89,7 @@ var remoteADD = regexp.MustCompile(`(?im)^\s*ADD\s.*\b(https?|git)://`)
 // key returns the result key of req run with args, or "" if its result
 // cannot be known in advance: base images not resolved by the gateway, or
 // a step that fetches from the network what the key cannot cover.
-func (rc *results) key(req *builder.Request, args []string, network string) (string, error) {
+func (rc *results) key(req *builder.Request, args []string, network netmode.Mode) (string, error) {
 	if req.BaseImages == nil {
 		return "", nil
 	}
@@ -96,7 +97,7 @@ func (rc *results) key(req *builder.Request, args []string, network string) (str
 	if err != nil {
 		return "", err
 	}
-	if network != sandbox.NetworkNone && remoteADD.Match(df) {
+	if network != netmode.None && remoteADD.Match(df) {
 		return "", nil
 	}
 	h := sha256.New()
@@ -112,7 +113,7 @@ func (rc *results) key(req *builder.Request, args []string, network string) (str
 	// target, insecure registries and the runner's kaniko flags, in a
 	// fixed order (kanikoArgs sorts).
 	field("args", args...)
-	field("network", network)
+	field("network", string(network))
 	for _, b := range req.BaseImages.Images {
 		field("base", b.Name, b.Digest)
 	}
@@ -417,6 +418,6 @@ func linkTree(src, dst string) error {
 		if os.Link(p, t) == nil {
 			return nil
 		}
-		return copyFile(p, t, 0o600)
+		return sandbox.CopyFile(p, t, 0o600)
 	})
 }

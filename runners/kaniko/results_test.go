@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/netmode"
 )
 
 const cachedLine = "kaniko not run"
@@ -397,7 +398,7 @@ func TestResultKey(t *testing.T) {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(tc.df), 0o644)
 		req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", BaseImages: &builder.BaseImages{}}
-		k, err := rc.key(req, nil, tc.network)
+		k, err := rc.key(req, nil, netmode.Mode(tc.network))
 		if err != nil || (k != "") != tc.cached {
 			t.Errorf("key(%q, %s) = %q, %v; want cached %v", tc.df, tc.network, k, err, tc.cached)
 		}

@@ -1,33 +1,13 @@
-package sandbox
+package sandboxinit
 
 import (
 	"fmt"
-	"os"
 
-	"github.com/buildgw/buildgw/runners/egress"
 	"golang.org/x/sys/unix"
-)
 
-// EnvNetwork is the sandbox's network mode. With "egress" the runner gives
-// the sandbox a user-mode network: the executor tells the runner through
-// fd 3 that the namespaces exist, and waits on fd 4 until the network is
-// set up.
-const EnvNetwork = "BUILDGW_SANDBOX_NETWORK"
-
-// Network modes of a sandbox.
-const (
-	// NetworkNone is loopback only.
-	NetworkNone = "none"
-	// NetworkEgress is outbound connections through slirp4netns, with the
-	// host's loopback, link-local addresses and the host's own addresses
-	// refused.
-	NetworkEgress = "egress"
-)
-
-// File descriptors of the egress handshake, as the runner passes them.
-const (
-	fdInNamespace  = 3
-	fdNetworkReady = 4
+	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/runners/egress"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // setupNetwork brings up the sandbox's loopback, waits for the runner to
@@ -37,16 +17,16 @@ const (
 //
 // Without a mode the sandbox shares the network of whoever started it (a
 // benchmark running plain kaniko does); the runner always sets one.
-func setupNetwork(mode string) error {
+func setupNetwork(mode netmode.Mode) error {
 	if mode == "" {
 		return nil
 	}
 	if err := egress.LoopbackUp(); err != nil {
 		return fmt.Errorf("bringing up loopback: %w", err)
 	}
-	if mode == NetworkEgress {
-		in := os.NewFile(fdInNamespace, "in-namespace")
-		ready := os.NewFile(fdNetworkReady, "network-ready")
+	if mode == netmode.Egress {
+		in := sandbox.InNamespace.File()
+		ready := sandbox.NetworkReady.File()
 		if _, err := in.Write([]byte{1}); err != nil {
 			return fmt.Errorf("signalling the runner: %w", err)
 		}

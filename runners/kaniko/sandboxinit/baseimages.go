@@ -1,4 +1,4 @@
-package sandbox
+package sandboxinit
 
 import (
 	"fmt"
@@ -8,11 +8,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
-)
 
-// BaseImages is where the job root holds the images the gateway fetched
-// for the build: an OCI layout, mounted read-only.
-const BaseImages = "/kaniko/base"
+	"github.com/buildgw/buildgw/sandbox"
+)
 
 // refNameAnnotation names an image in the layout's index.
 const refNameAnnotation = "org.opencontainers.image.ref.name"
@@ -21,7 +19,7 @@ const refNameAnnotation = "org.opencontainers.image.ref.name"
 const envSealed = "BUILDGW_SANDBOX_SEALED"
 
 // Sealed reports whether the executor runs inside a sandbox's root that
-// was handed base images: images then come only from BaseImages.
+// was handed base images: images then come only from sandbox.BaseImages.
 func Sealed() bool { return os.Getenv(envSealed) == "1" }
 
 // RetrieveImage returns the image called ref (as a Dockerfile names it)
@@ -32,7 +30,7 @@ func RetrieveImage(ref string) (v1.Image, error) {
 	if err != nil {
 		return nil, fmt.Errorf("base image %q: %w", ref, err)
 	}
-	p, err := layout.FromPath(BaseImages)
+	p, err := layout.FromPath(sandbox.BaseImages)
 	if err != nil {
 		return nil, fmt.Errorf("base image %s: no images were handed to this build: %w", r.Name(), err)
 	}
@@ -57,7 +55,7 @@ func RetrieveImage(ref string) (v1.Image, error) {
 // besides the full reference), for kaniko paths that fetch without going
 // through image.RetrieveRemoteImage (COPY --from=IMAGE).
 func Images() (map[string]v1.Image, error) {
-	p, err := layout.FromPath(BaseImages)
+	p, err := layout.FromPath(sandbox.BaseImages)
 	if err != nil {
 		return nil, nil // no images handed in: nothing to serve
 	}

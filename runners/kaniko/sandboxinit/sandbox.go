@@ -1,8 +1,10 @@
-// Package sandbox is the part of the rootless kaniko runner that runs
+// Package sandboxinit is the part of the rootless kaniko runner that runs
 // inside the job's namespaces, before kaniko itself. It is linked into the
 // executor binary (cmd/kaniko-executor), so the sandbox needs no shell and no
 // other binary: the executor sets up its own root and then becomes kaniko.
-package sandbox
+// What it takes from the runner (the job root's paths, the environment,
+// the file descriptors) is defined once, in package sandbox.
+package sandboxinit
 
 import (
 	"errors"
@@ -12,46 +14,9 @@ import (
 	"runtime"
 
 	"golang.org/x/sys/unix"
-)
 
-// Environment variables through which the runner describes the sandbox to
-// the executor. They are removed before kaniko starts.
-const (
-	EnvRoot    = "BUILDGW_SANDBOX_ROOT"    // the job root to pivot into
-	EnvContext = "BUILDGW_SANDBOX_CONTEXT" // mounted read-only at /workspace
-	EnvOutput  = "BUILDGW_SANDBOX_OUTPUT"  // mounted at /kaniko/out
-	EnvBase    = "BUILDGW_SANDBOX_BASE"    // mounted read-only at BaseImages
-	EnvCache   = "BUILDGW_SANDBOX_CACHE"   // the tenant's layer cache, mounted at LayerCache
-	EnvRemove  = "BUILDGW_SANDBOX_REMOVE"  // remove this tree and exit
-	// EnvExecutor, if set, is the gateway's executor, bound read-only at
-	// /kaniko/executor.
-	EnvExecutor = "BUILDGW_SANDBOX_EXECUTOR"
-	// EnvHold names the program to become once the gateway writes a byte
-	// to file descriptor fdRelease: the gateway first moves the process
-	// into the build's cgroup, so that everything the build starts is
-	// inside it.
-	EnvHold = "BUILDGW_SANDBOX_HOLD"
-)
-
-// EnvSharedCache, if set, is the tenant's shared layer cache, mounted
-// read-only at SharedLayerCache. EnvCache is then the build's own cache
-// directory, whose entries link into it.
-const EnvSharedCache = "BUILDGW_SANDBOX_SHARED_CACHE"
-
-// SharedLayerCache holds the tenant's shared cache entries, read-only.
-const SharedLayerCache = "/kaniko/cache-shared"
-
-// fdRelease is the hold's file descriptor, after the egress handshake's.
-const fdRelease = 5
-
-// Paths inside the job root.
-const (
-	Workspace = "/workspace"
-	Output    = "/kaniko/out"
-	// LayerCache holds the build's kaniko layer cache, one OCI layout
-	// per cache key.
-	LayerCache = "/kaniko/cache"
-	oldRoot    = "/.oldroot"
+	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/sandbox"
 )
 
 // Enter prepares the sandbox if the environment asks for one. It reports
@@ -59,9 +24,9 @@ const (
 // It must run in fresh user, mount, pid, network, IPC and UTS namespaces,
 // as their root.
 func Enter() (bool, error) {
-	if prog := os.Getenv(EnvHold); prog != "" {
-		os.Unsetenv(EnvHold)
-		f := os.NewFile(fdRelease, "release")
+	if prog := os.Getenv(sandbox.EnvHold); prog != "" {
+		os.Unsetenv(sandbox.EnvHold)
+		f := sandbox.Release.File()
 		var b [1]byte
 		n, _ := f.Read(b[:])
 		f.Close()
@@ -72,21 +37,21 @@ func Enter() (bool, error) {
 			return false, fmt.Errorf("starting %s: %w", prog, err)
 		}
 	}
-	if dir := os.Getenv(EnvRemove); dir != "" {
+	if dir := os.Getenv(sandbox.EnvRemove); dir != "" {
 		// Used by a gateway that is not root: files created under
 		// subordinate uids can only be removed from inside the namespace.
 		return false, os.RemoveAll(dir)
 	}
-	root := os.Getenv(EnvRoot)
+	root := os.Getenv(sandbox.EnvRoot)
 	if root == "" {
 		return true, nil
 	}
 	// Capabilities are dropped per thread: this goroutine stays on the
 	// thread that drops them and then execs.
 	runtime.LockOSThread()
-	ctxDir, out, base, network, cache, exe := os.Getenv(EnvContext), os.Getenv(EnvOutput), os.Getenv(EnvBase), os.Getenv(EnvNetwork), os.Getenv(EnvCache), os.Getenv(EnvExecutor)
-	shared := os.Getenv(EnvSharedCache)
-	for _, k := range []string{EnvRoot, EnvContext, EnvOutput, EnvBase, EnvNetwork, EnvCache, EnvExecutor, EnvSharedCache} {
+	ctxDir, out, base, network, cache, exe := os.Getenv(sandbox.EnvContext), os.Getenv(sandbox.EnvOutput), os.Getenv(sandbox.EnvBase), netmode.Mode(os.Getenv(sandbox.EnvNetwork)), os.Getenv(sandbox.EnvCache), os.Getenv(sandbox.EnvExecutor)
+	shared := os.Getenv(sandbox.EnvSharedCache)
+	for _, k := range []string{sandbox.EnvRoot, sandbox.EnvContext, sandbox.EnvOutput, sandbox.EnvBase, sandbox.EnvNetwork, sandbox.EnvCache, sandbox.EnvExecutor, sandbox.EnvSharedCache} {
 		os.Unsetenv(k)
 	}
 	if err := pivot(root, ctxDir, out, base, cache, shared, exe); err != nil {
@@ -107,14 +72,11 @@ func Enter() (bool, error) {
 	}
 	// argv[0] as the sandbox knows the executor: the host path it was
 	// started by would show in /proc/1/cmdline to every build step.
-	if err := unix.Exec(executorPath, append([]string{executorPath}, os.Args[1:]...), env); err != nil {
+	if err := unix.Exec(sandbox.Executor, append([]string{sandbox.Executor}, os.Args[1:]...), env); err != nil {
 		return false, fmt.Errorf("re-executing inside the sandbox: %w", err)
 	}
 	return false, nil // not reached
 }
-
-// executorPath is where the runner installs the executor in the job root.
-const executorPath = "/kaniko/executor"
 
 func pivot(root, ctxDir, out, base, cache, shared, exe string) error {
 	// Nothing mounted here may propagate back to the host.
@@ -125,7 +87,7 @@ func pivot(root, ctxDir, out, base, cache, shared, exe string) error {
 	if err := unix.Mount(root, root, "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
 		return fmt.Errorf("binding job root: %w", err)
 	}
-	if err := mountDev(filepath.Join(root, "dev")); err != nil {
+	if err := mountDev(filepath.Join(root, sandbox.Dev)); err != nil {
 		return err
 	}
 	type bind struct {
@@ -134,20 +96,20 @@ func pivot(root, ctxDir, out, base, cache, shared, exe string) error {
 		ro       bool
 	}
 	binds := []bind{
-		{ctxDir, Workspace[1:], unix.MS_BIND, true},
-		{out, Output[1:], unix.MS_BIND, false},
+		{ctxDir, sandbox.Workspace[1:], unix.MS_BIND, true},
+		{out, sandbox.Output[1:], unix.MS_BIND, false},
 	}
 	if exe != "" {
-		binds = append(binds, bind{exe, executorPath[1:], unix.MS_BIND, true})
+		binds = append(binds, bind{exe, sandbox.Executor[1:], unix.MS_BIND, true})
 	}
 	if base != "" {
-		binds = append(binds, bind{base, BaseImages[1:], unix.MS_BIND, true})
+		binds = append(binds, bind{base, sandbox.BaseImages[1:], unix.MS_BIND, true})
 	}
 	if cache != "" {
-		binds = append(binds, bind{cache, LayerCache[1:], unix.MS_BIND, false})
+		binds = append(binds, bind{cache, sandbox.LayerCache[1:], unix.MS_BIND, false})
 	}
 	if shared != "" {
-		binds = append(binds, bind{shared, SharedLayerCache[1:], unix.MS_BIND, true})
+		binds = append(binds, bind{shared, sandbox.SharedLayerCache[1:], unix.MS_BIND, true})
 	}
 	for _, b := range binds {
 		dst := filepath.Join(root, b.dst)
@@ -162,7 +124,7 @@ func pivot(root, ctxDir, out, base, cache, shared, exe string) error {
 	}
 	// A proc of our own pid namespace: the build sees only its own
 	// processes.
-	if err := unix.Mount("proc", filepath.Join(root, "proc"), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	if err := unix.Mount("proc", filepath.Join(root, sandbox.Proc), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mounting proc: %w", err)
 	}
 	if err := os.Chdir(root); err != nil {
@@ -170,17 +132,17 @@ func pivot(root, ctxDir, out, base, cache, shared, exe string) error {
 	}
 	// pivot_root and not chroot: root of a user namespace can leave a
 	// chroot, but not a root whose old root is unmounted.
-	if err := unix.PivotRoot(".", oldRoot[1:]); err != nil {
+	if err := unix.PivotRoot(".", sandbox.OldRoot[1:]); err != nil {
 		return fmt.Errorf("pivot_root: %w", err)
 	}
 	if err := os.Chdir("/"); err != nil {
 		return err
 	}
-	if err := unix.Unmount(oldRoot, unix.MNT_DETACH); err != nil {
+	if err := unix.Unmount(sandbox.OldRoot, unix.MNT_DETACH); err != nil {
 		return fmt.Errorf("detaching the host's root: %w", err)
 	}
-	if err := os.Remove(oldRoot); err != nil && !errors.Is(err, os.ErrNotExist) {
-		return fmt.Errorf("removing %s: %w", oldRoot, err)
+	if err := os.Remove(sandbox.OldRoot); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("removing %s: %w", sandbox.OldRoot, err)
 	}
 	return nil
 }
