@@ -38,11 +38,11 @@ import (
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/bench/internal/refproject"
 	"github.com/buildgw/buildgw/buildcontext"
-	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/ocilayout"
 	"github.com/buildgw/buildgw/push"
 	"github.com/buildgw/buildgw/runners/kaniko"
 	"github.com/buildgw/buildgw/runners/kaniko/sandbox"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // defaultFlagSets are the kaniko flag sets -kaniko-flags compares, checked
@@ -116,6 +116,7 @@ func main() {
 type env struct {
 	c       *config
 	tmp     string
+	spaces  *workspace.Workspaces // (a)'s workspaces, placed as the gateway places (b)'s
 	logs    string
 	exe     string // absolute path of kaniko-executor
 	ctl     string // absolute path of buildctl-lite
@@ -203,17 +204,16 @@ func run(ctx context.Context, c *config) (err error) {
 	default:
 		return fmt.Errorf("-workspaces %q: want auto, memory or disk", c.workspaces)
 	}
+	// (a)'s workspaces in memory or on disk, as the gateway keeps (b)'s.
+	var wsOpts []workspace.Option
 	if e.memory {
-		// (a)'s workspaces on a tmpfs, as the gateway keeps (b)'s.
-		direct := filepath.Join(e.tmp, "direct")
-		if err := os.Mkdir(direct, 0o711); err != nil {
-			return err
-		}
-		if err := jobs.MountWorkspaceTmpfs("bench-workspaces", direct, 4<<30); err != nil {
-			return fmt.Errorf("mounting a tmpfs for (a)'s workspaces: %w", err)
-		}
-		defer unix.Unmount(direct, unix.MNT_DETACH)
+		wsOpts = append(wsOpts, workspace.WithMemory(4<<30))
 	}
+	e.spaces, err = workspace.New(workspace.NewLayout(filepath.Join(e.tmp, "direct")), wsOpts...)
+	if err != nil {
+		return fmt.Errorf("preparing (a)'s workspaces: %w", err)
+	}
+	defer e.spaces.Close()
 	bu.Log.Printf("workspaces in memory: %v", e.memory)
 
 	bu.Log.Printf("generating the reference project (%d files, %s MiB) in %s", c.files, bu.MiB(c.bytes), e.tmp)
@@ -439,26 +439,28 @@ func (e *env) printOverhead(runs []abRun, gwMem bu.Mem) {
 // ---------------------------------------------------------------------
 // (a): the executor in the runner's sandbox, pushing by itself
 
-// workspace is one job's directory, laid out as the gateway lays it out.
-type workspace struct{ ws, ctxDir, out, root string }
+// jobDir is one job's workspace, laid out as the gateway lays it out.
+type jobDir struct{ ws, ctxDir, out, root string }
 
 // newWorkspace makes a workspace as the gateway's Manager and the runner's
 // prepareRoot do, with an empty context directory.
-func (e *env) newWorkspace() (*workspace, error) {
+func (e *env) newWorkspace() (*jobDir, error) {
 	e.counter++
-	ws := filepath.Join(e.tmp, "direct", strconv.Itoa(e.counter))
-	if err := os.MkdirAll(filepath.Dir(ws), 0o711); err != nil {
+	ws, err := e.spaces.Create(strconv.Itoa(e.counter), archive.Limits{})
+	if err != nil {
 		return nil, err
 	}
-	w := &workspace{ws: ws, ctxDir: filepath.Join(ws, "context"), out: filepath.Join(ws, "out"), root: filepath.Join(ws, "root")}
+	w := &jobDir{ws: ws, ctxDir: filepath.Join(ws, "context"), out: filepath.Join(ws, "out"), root: filepath.Join(ws, "root")}
 	for _, d := range []struct {
 		p    string
 		mode os.FileMode
-	}{{w.ws, 0o700}, {w.ctxDir, 0o755}, {w.out, 0o700}} {
+	}{{w.ctxDir, 0o755}, {w.out, 0o700}} {
 		if err := os.Mkdir(d.p, d.mode); err != nil {
 			return nil, err
 		}
-		if err := e.chown(d.p); err != nil {
+	}
+	for _, p := range []string{w.ws, w.ctxDir, w.out} {
+		if err := e.chown(p); err != nil {
 			return nil, err
 		}
 	}
@@ -477,7 +479,7 @@ func (e *env) direct(ctx context.Context, tag string, flags []string) (time.Dura
 	if err != nil {
 		return 0, 0, err
 	}
-	defer os.RemoveAll(w.ws)
+	defer e.spaces.Remove(context.Background(), w.ws, nil)
 	start := time.Now()
 	if err := e.copyTree(e.proj.Dir, w.ctxDir); err != nil {
 		return 0, 0, fmt.Errorf("copying the context: %w", err)
@@ -494,7 +496,7 @@ func (e *env) direct(ctx context.Context, tag string, flags []string) (time.Dura
 // sandboxNice is the niceness runners/kaniko gives sandboxes by default.
 const sandboxNice = 19
 
-func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.Duration, int64, error) {
+func (e *env) executor(ctx context.Context, w *jobDir, kargs []string) (time.Duration, int64, error) {
 	args := []string{
 		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
 		"--", e.executorFor(w.root),
@@ -903,11 +905,11 @@ func (e *env) phaseBench(ctx context.Context) error {
 				}
 				return pusher.Push(ctx, img, t, nil)
 			}},
-			{"rm-ws", func() error { return os.RemoveAll(w.ws) }},
+			{"rm-ws", func() error { return e.spaces.Remove(ctx, w.ws, nil) }},
 		}
 		for _, st := range steps {
 			if err := timeIt(st.key, st.f); err != nil {
-				os.RemoveAll(w.ws)
+				e.spaces.Remove(ctx, w.ws, nil)
 				return err
 			}
 		}

@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/buildgw/buildgw/internal/hostfs"
+
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -72,18 +74,18 @@ func checkNoLeftovers(t *testing.T) {
 	t.Helper()
 	prefix := filepath.Join(os.TempDir(), "buildgw-runnertest-")
 	ours := func(a string) bool { return strings.Contains(a, prefix) && strings.Contains(a, "/dind") }
-	for _, p := range procs() {
-		if alive(p.pid, 0) && slices.ContainsFunc(p.args, ours) {
-			t.Errorf("process of a job daemon left: %d %q", p.pid, p.args)
+	for _, p := range liveProcs(t) {
+		if args := p.Args(); slices.ContainsFunc(args, ours) {
+			t.Errorf("process of a job daemon left: %d %q", p.Pid, args)
 		}
 	}
-	ms, err := mounts()
+	ms, err := hostfs.Mounts("/")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if ours(m.point) {
-			t.Errorf("mount of a job daemon left: %s", m.point)
+		if ours(m.Mountpoint) {
+			t.Errorf("mount of a job daemon left: %s", m.Mountpoint)
 		}
 	}
 }
@@ -386,7 +388,7 @@ func TestReap(t *testing.T) {
 	if left := referencing(dir); len(left) > 0 {
 		t.Errorf("processes of the daemon left after Reap: %v", left)
 	}
-	if alive(st.Pid, st.Start) {
+	if (hostfs.Process{Pid: st.Pid, Start: st.Start}).Alive() {
 		t.Errorf("the daemon's init %d still running after Reap", st.Pid)
 	}
 	if !poll(5*time.Second, func() bool { return len(procsWith(marker)) == 0 }) {
@@ -459,11 +461,9 @@ func TestStartDaemonNoHostState(t *testing.T) {
 		t.Fatalf("StartDaemon: %v", err)
 	}
 	t.Logf("daemon ready in %s, storage driver %s", time.Since(start), d.StorageDriver())
-	ms, _ := mounts()
+	ms, _ := hostfs.Mounts(dir)
 	for _, m := range ms {
-		if strings.HasPrefix(m.point, dir) {
-			t.Errorf("daemon mount %s visible on the host", m.point)
-		}
+		t.Errorf("daemon mount %s visible on the host", m.Mountpoint)
 	}
 	// The daemon's environment: fixed, none of ours.
 	env := procEnv(t, d.Pid())
@@ -503,26 +503,35 @@ func procEnv(t *testing.T, pid int) []string {
 
 func procsWith(s string) []int {
 	var pids []int
-	for _, p := range procs() {
-		if alive(p.pid, 0) && strings.Contains(strings.Join(p.args, " "), s) {
-			pids = append(pids, p.pid)
+	all, _ := hostfs.Procs()
+	for _, p := range all {
+		if p.State != 'Z' && strings.Contains(strings.Join(p.Args(), " "), s) {
+			pids = append(pids, p.Pid)
 		}
 	}
 	return pids
 }
 
+// liveProcs returns the host's processes but zombies.
+func liveProcs(t *testing.T) []hostfs.Process {
+	t.Helper()
+	all, err := hostfs.Procs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.DeleteFunc(all, func(p hostfs.Process) bool { return p.State == 'Z' })
+}
+
 func cgroupDirs(t *testing.T, cg string) []string {
 	t.Helper()
-	ms, err := mounts()
+	ms, err := hostfs.MountsOfType("cgroup", "cgroup2")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var dirs []string
 	for _, m := range ms {
-		if m.fstype == "cgroup" || m.fstype == "cgroup2" {
-			if _, err := os.Stat(filepath.Join(m.point, cg)); err == nil {
-				dirs = append(dirs, filepath.Join(m.point, cg))
-			}
+		if _, err := os.Stat(filepath.Join(m.Mountpoint, cg)); err == nil {
+			dirs = append(dirs, filepath.Join(m.Mountpoint, cg))
 		}
 	}
 	return dirs
@@ -597,9 +606,6 @@ func TestNames(t *testing.T) {
 	a, b := cgroupName("Job/1"), cgroupName("Job/1")
 	if a == b || !strings.HasPrefix(a, "job1-") {
 		t.Errorf("cgroupName twice = %q, %q; want distinct names starting job1-", a, b)
-	}
-	if got := unescapeMount(`/a\040b/c`); got != "/a b/c" {
-		t.Errorf("unescapeMount = %q", got)
 	}
 }
 
