@@ -17,6 +17,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/baseimage"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
 
@@ -372,14 +373,13 @@ func TestEndToEnd(t *testing.T) {
 
 func countProcs(t *testing.T, needle string) int {
 	t.Helper()
+	ps, err := hostfs.Procs()
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := 0
-	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, d := range dirs {
-		b, err := os.ReadFile(d)
-		if err != nil {
-			continue
-		}
-		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), needle) {
+	for _, p := range ps {
+		if strings.Contains(strings.Join(p.Args(), " "), needle) {
 			n++
 		}
 	}

@@ -33,6 +33,7 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth/token"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // gateway is a running buildgw and the registries around it.
@@ -388,7 +389,7 @@ func (g *gateway) jobsLeft(t *testing.T) []string {
 // workspaceDirs are where a gateway with state directory stateDir keeps
 // workspaces: on disk, and on its tmpfs.
 func workspaceDirs(stateDir string) []string {
-	return []string{filepath.Join(stateDir, "jobs"), filepath.Join(stateDir, "mem")}
+	return workspace.NewLayout(stateDir).WorkspaceDirs()
 }
 
 // waitNoWorkspaces waits for running jobs' workspaces to be removed.

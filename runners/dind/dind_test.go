@@ -17,8 +17,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/buildgw/buildgw/internal/hostfs"
-
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
@@ -29,6 +27,7 @@ import (
 	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/runnertest"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
 
