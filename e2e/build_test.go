@@ -19,6 +19,7 @@ import (
 	"github.com/buildgw/buildgw/baseimage"
 	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 func TestEndToEnd(t *testing.T) {
@@ -278,7 +279,7 @@ func TestEndToEnd(t *testing.T) {
 		// A gateway running as root keeps workspaces on its tmpfs
 		// (workspaces: auto), the job root with the unpacked base too.
 		var st unix.Statfs_t
-		root := filepath.Join(g.stateDir, "mem", id, "root")
+		root := filepath.Join(workspace.NewLayout(g.stateDir).Mem, id, "root")
 		if err := unix.Statfs(root, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
 			t.Errorf("statfs(%s) = type %#x, %v; want a tmpfs", root, st.Type, err)
 		}

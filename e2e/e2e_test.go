@@ -111,7 +111,7 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 	t.Cleanup(func() {
 		// A gateway killed with builds queued leaves the workspaces'
 		// tmpfs mounted for the next start.
-		unix.Unmount(filepath.Join(g.stateDir, "mem"), unix.MNT_DETACH)
+		unix.Unmount(workspace.NewLayout(g.stateDir).Mem, unix.MNT_DETACH)
 		os.RemoveAll(state)
 	})
 	tlsDir := t.TempDir()

@@ -29,6 +29,7 @@ import (
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // requireDocker fails the test unless the dind runner can run here: the
@@ -101,7 +102,7 @@ func newRequest(t *testing.T, reg string, files map[string]string, args map[stri
 // newRequestNoBases is newRequest without base images.
 func newRequestNoBases(t *testing.T, reg string, files map[string]string, args map[string]string) *builder.Request {
 	t.Helper()
-	ws := filepath.Join(testenv.StateDir(t), "jobs", "job")
+	ws := filepath.Join(workspace.NewLayout(testenv.StateDir(t)).Jobs, "job")
 	ctxDir, out := filepath.Join(ws, "context"), filepath.Join(ws, "out")
 	for _, d := range []string{ctxDir, out} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -328,7 +329,7 @@ func TestNewErrors(t *testing.T) {
 func TestReap(t *testing.T) {
 	r := requireDocker(t)
 	stateDir := testenv.StateDir(t)
-	ws := filepath.Join(stateDir, "jobs", "crashed")
+	ws := filepath.Join(workspace.NewLayout(stateDir).Jobs, "crashed")
 	if err := os.MkdirAll(ws, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -411,7 +412,7 @@ func TestReap(t *testing.T) {
 // TestReapOrphanedProcess reaps a daemon process whose directory is gone.
 func TestReapOrphanedProcess(t *testing.T) {
 	stateDir := testenv.StateDir(t)
-	dir := filepath.Join(stateDir, "jobs", "gone", "dind")
+	dir := filepath.Join(workspace.NewLayout(stateDir).Jobs, "gone", "dind")
 	// Not a daemon: a process naming the job's daemon directory, as
 	// dockerd's --pidfile does.
 	cmd := exec.Command("/bin/sh", "-c", "sleep 600", "sh", "--pidfile="+filepath.Join(dir, "run", "docker.pid"))
@@ -656,7 +657,7 @@ func TestMain(m *testing.M) {
 func TestGatewayCrash(t *testing.T) {
 	requireDocker(t)
 	stateDir := testenv.StateDir(t)
-	ws := filepath.Join(stateDir, "jobs", "crash")
+	ws := filepath.Join(workspace.NewLayout(stateDir).Jobs, "crash")
 	if err := os.MkdirAll(ws, 0o700); err != nil {
 		t.Fatal(err)
 	}
