@@ -55,13 +55,6 @@ const (
 	numPlacements
 )
 
-func (p Placement) String() string {
-	if p == InMemory {
-		return "memory"
-	}
-	return "disk"
-}
-
 // sharedSource is the source of the shared tmpfs this package mounts,
 // which tells it apart from one the operator mounted.
 const sharedSource = "buildgw-workspaces"
@@ -115,9 +108,6 @@ func New(l Layout, opts ...Option) (*Workspaces, error) {
 	}
 	return w, nil
 }
-
-// Layout returns the layout the workspaces are in.
-func (w *Workspaces) Layout() Layout { return w.l }
 
 func (w *Workspaces) mountMemory() error {
 	dir := w.l.Mem
@@ -287,9 +277,6 @@ func (w *Workspaces) OwnTmpfs(ws string) (int64, bool) {
 func (w *Workspaces) InMemory(ws string) bool {
 	return w.o.memBytes > 0 && filepath.Dir(ws) == w.l.Mem
 }
-
-// MemoryBytes is the memory for workspaces in all (0: on disk).
-func (w *Workspaces) MemoryBytes() int64 { return w.o.memBytes }
 
 // Placed returns how many workspaces were made in memory and on disk
 // since New: builds that went to disk while memory workspaces are on

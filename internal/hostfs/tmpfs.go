@@ -25,12 +25,3 @@ func IsTmpfsMount(dir string) bool {
 	var a, b unix.Stat_t
 	return unix.Stat(dir, &a) == nil && unix.Stat(filepath.Dir(dir), &b) == nil && a.Dev != b.Dev
 }
-
-// Device returns the device number of the file system dir is on.
-func Device(dir string) (uint64, bool) {
-	var st unix.Stat_t
-	if unix.Stat(dir, &st) != nil {
-		return 0, false
-	}
-	return st.Dev, true
-}
