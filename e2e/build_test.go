@@ -17,7 +17,9 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/baseimage"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 func TestEndToEnd(t *testing.T) {
@@ -277,7 +279,7 @@ func TestEndToEnd(t *testing.T) {
 		// A gateway running as root keeps workspaces on its tmpfs
 		// (workspaces: auto), the job root with the unpacked base too.
 		var st unix.Statfs_t
-		root := filepath.Join(g.stateDir, "mem", id, "root")
+		root := filepath.Join(workspace.NewLayout(g.stateDir).Mem, id, "root")
 		if err := unix.Statfs(root, &st); err != nil || st.Type != unix.TMPFS_MAGIC {
 			t.Errorf("statfs(%s) = type %#x, %v; want a tmpfs", root, st.Type, err)
 		}
@@ -372,14 +374,13 @@ func TestEndToEnd(t *testing.T) {
 
 func countProcs(t *testing.T, needle string) int {
 	t.Helper()
+	ps, err := hostfs.Procs()
+	if err != nil {
+		t.Fatal(err)
+	}
 	n := 0
-	dirs, _ := filepath.Glob("/proc/[0-9]*/cmdline")
-	for _, d := range dirs {
-		b, err := os.ReadFile(d)
-		if err != nil {
-			continue
-		}
-		if strings.Contains(strings.ReplaceAll(string(b), "\x00", " "), needle) {
+	for _, p := range ps {
+		if strings.Contains(strings.Join(p.Args(), " "), needle) {
 			n++
 		}
 	}

@@ -26,12 +26,14 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth/token"
 	buildgw "github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testgateway"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // gateway is a running buildgw and the registries around it.
@@ -97,6 +99,11 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 	g.busybox = testenv.Busybox(t, g.base.Host)
 	// The sandbox user must be able to traverse to its workspace.
 	g.stateDir = filepath.Join(testenv.StateDir(t), "state")
+	t.Cleanup(func() {
+		// A gateway killed with builds queued leaves the workspaces'
+		// tmpfs mounted for the next start.
+		unix.Unmount(workspace.NewLayout(g.stateDir).Mem, unix.MNT_DETACH)
+	})
 	tlsDir := t.TempDir()
 	cert, key, ca := testenv.SelfSigned(t, tlsDir)
 	g.caFile = ca
@@ -300,7 +307,7 @@ func (g *gateway) jobsLeft(t *testing.T) []string {
 // workspaceDirs are where a gateway with state directory stateDir keeps
 // workspaces: on disk, and on its tmpfs.
 func workspaceDirs(stateDir string) []string {
-	return []string{filepath.Join(stateDir, "jobs"), filepath.Join(stateDir, "mem")}
+	return workspace.NewLayout(stateDir).WorkspaceDirs()
 }
 
 // waitNoWorkspaces waits for running jobs' workspaces to be removed.

@@ -9,10 +9,7 @@ import (
 	"io"
 	"mime/multipart"
 	"net/http"
-	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -21,8 +18,10 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testgateway"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // TestLifecycleKillRestart kills the real gateway with SIGKILL while two
@@ -77,8 +76,8 @@ func TestLifecycleKillRestart(t *testing.T) {
 
 	g.launch(t)
 	for _, p := range sandboxes {
-		if p.alive() {
-			t.Errorf("sandbox process %d (%s) of a killed gateway is still alive after the restart", p.pid, p.comm)
+		if p.Alive() {
+			t.Errorf("sandbox process %d (%s) of a killed gateway is still alive after the restart", p.Pid, p.Comm)
 		}
 	}
 	for _, r := range running {
@@ -120,10 +119,13 @@ func TestLifecycleKillRestart(t *testing.T) {
 		t.Errorf("processes in workspaces after the restart: %+v", left)
 	}
 	// The workspaces' tmpfs stays while the gateway runs; nothing else.
-	mounts, _ := os.ReadFile("/proc/self/mountinfo")
-	for _, l := range strings.Split(string(mounts), "\n") {
-		if f := strings.Fields(l); len(f) > 4 && strings.HasPrefix(f[4], g.stateDir) && f[4] != filepath.Join(g.stateDir, "mem") {
-			t.Errorf("mount under the state directory remains: %s", l)
+	mounts, err := hostfs.Mounts(g.stateDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range mounts {
+		if m.Mountpoint != g.stateDir && m.Mountpoint != workspace.NewLayout(g.stateDir).Mem {
+			t.Errorf("mount under the state directory remains: %s (%s)", m.Mountpoint, m.FSType)
 		}
 	}
 }
@@ -254,101 +256,51 @@ func (u *upload) abort() {
 	<-u.done
 }
 
-// proc is a process, told apart from a later one with the same pid by its
-// start time.
-type proc struct {
-	pid   int
-	start string
-	comm  string
-}
-
-func readStat(pid int) (comm string, ppid int, state, start string, ok bool) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return "", 0, "", "", false
-	}
-	s := string(b)
-	open, end := strings.IndexByte(s, '('), strings.LastIndexByte(s, ')')
-	if open < 0 || end < 0 {
-		return "", 0, "", "", false
-	}
-	f := strings.Fields(s[end+1:])
-	if len(f) < 20 {
-		return "", 0, "", "", false
-	}
-	ppid, _ = strconv.Atoi(f[1])
-	return s[open+1 : end], ppid, f[0], f[19], true
-}
-
-// workspaceTmpfsDevs returns the devices of the tmpfs mounted at mem and
-// of those mounted below it (a build's own).
-func workspaceTmpfsDevs(t *testing.T, mem string) map[uint64]bool {
-	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		t.Fatal(err)
-	}
-	devs := map[uint64]bool{}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 5 || (f[4] != mem && !strings.HasPrefix(f[4], mem+"/")) {
-			continue
-		}
-		var major, minor uint32
-		if _, err := fmt.Sscanf(f[2], "%d:%d", &major, &minor); err == nil {
-			devs[unix.Mkdev(major, minor)] = true
-		}
-	}
-	return devs
-}
-
-func (p proc) alive() bool {
-	_, _, state, start, ok := readStat(p.pid)
-	return ok && start == p.start && state != "Z"
-}
-
 // sandboxProcs returns the processes working in a workspace under
 // stateDir (unshare), in use or trashed, and all their descendants (the
 // sandbox's init, kaniko and the RUN steps).
-func sandboxProcs(t *testing.T, stateDir string) []proc {
+func sandboxProcs(t *testing.T, stateDir string) []hostfs.Process {
 	t.Helper()
+	l := workspace.NewLayout(stateDir)
 	var prefixes []string
-	for _, d := range append(workspaceDirs(stateDir), filepath.Join(stateDir, "trash")) {
+	for _, d := range append(l.WorkspaceDirs(), l.TrashDirs()...) {
 		prefixes = append(prefixes, d+"/")
 	}
 	// Seen from outside its mount namespace (unshare enters it itself), a
 	// sandbox's directory on a workspace tmpfs reads "/root" or
 	// "/ID/root": the tmpfs's device tells.
-	memDevs := workspaceTmpfsDevs(t, filepath.Join(stateDir, "mem"))
-	ents, err := os.ReadDir("/proc")
+	memDevs := map[uint64]bool{}
+	ms, err := hostfs.Mounts(l.Mem)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		memDevs[unix.Mkdev(uint32(m.Major), uint32(m.Minor))] = true
+	}
+	ps, err := hostfs.Procs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	parent := map[int]int{}
 	in := map[int]bool{}
-	all := map[int]proc{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
+	all := map[int]hostfs.Process{}
+	for _, p := range ps {
+		if p.State == 'Z' {
 			continue
 		}
-		comm, ppid, state, start, ok := readStat(pid)
-		if !ok || state == "Z" {
-			continue
-		}
-		parent[pid] = ppid
-		all[pid] = proc{pid, start, comm}
-		if cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid)); err == nil {
-			for _, p := range prefixes {
-				in[pid] = in[pid] || strings.HasPrefix(cwd, p)
+		parent[p.Pid] = p.PPid
+		all[p.Pid] = p
+		cwd, dev, err := p.Link("cwd")
+		if err == nil {
+			for _, pre := range prefixes {
+				in[p.Pid] = in[p.Pid] || strings.HasPrefix(cwd, pre)
 			}
 		}
-		var st unix.Stat_t
-		if unix.Stat(fmt.Sprintf("/proc/%d/cwd", pid), &st) == nil && memDevs[st.Dev] {
-			in[pid] = true
+		if dev != 0 && memDevs[dev] {
+			in[p.Pid] = true
 		}
 	}
-	var out []proc
+	var out []hostfs.Process
 	for pid := range all {
 		for p := pid; p > 1; p = parent[p] {
 			if in[p] {
@@ -424,9 +376,9 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 	// exiting when the gateway is gone, on a busy machine: polled.
 	exited := time.Now()
 	for _, p := range sandboxes {
-		for deadline := time.Now().Add(testenv.Scale(10 * time.Second)); p.alive(); time.Sleep(20 * time.Millisecond) {
+		for deadline := time.Now().Add(testenv.Scale(10 * time.Second)); p.Alive(); time.Sleep(20 * time.Millisecond) {
 			if time.Now().After(deadline) {
-				t.Errorf("sandbox process %d (%s) survived the shutdown by 10s", p.pid, p.comm)
+				t.Errorf("sandbox process %d (%s) survived the shutdown by 10s", p.Pid, p.Comm)
 				break
 			}
 		}
@@ -586,8 +538,8 @@ func TestLifecycleTimeout(t *testing.T) {
 	}
 	g.waitNoWorkspaces(t)
 	for _, p := range sandbox {
-		if p.alive() {
-			t.Errorf("sandbox process %d (%s) survived the timeout", p.pid, p.comm)
+		if p.Alive() {
+			t.Errorf("sandbox process %d (%s) survived the timeout", p.Pid, p.Comm)
 		}
 	}
 }

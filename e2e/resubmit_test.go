@@ -53,8 +53,8 @@ func TestResubmitAfterRestart(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "go"), nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	g.proc.Process.Kill()
-	<-g.exited
+	g.gw.Cmd.Process.Kill()
+	<-g.gw.Exited()
 	g.launch(t)
 
 	select {

@@ -29,6 +29,7 @@ import (
 	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/kaniko"
 	"github.com/buildgw/buildgw/statedir"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // Gateway is a configured buildgw, listening but not yet serving.
@@ -79,6 +80,7 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		return nil, err
 	}
 
+	layout := workspace.NewLayout(cfg.StateDir)
 	exe := cfg.Runners.Kaniko.Executor
 	if exe == "" {
 		exe = findExecutor()
@@ -86,8 +88,8 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	kopts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithUser(cfg.Runners.Kaniko.User), kaniko.WithFlags(cfg.Runners.Kaniko.Flags...),
 		kaniko.WithNetwork(cfg.Runners.Kaniko.Network), kaniko.WithNice(cfg.Runners.Kaniko.Nice), kaniko.WithEgressRefuse(cfg.Runners.EgressRefuse...)}
 	if !cfg.Runners.Kaniko.DisableLayerCache {
-		kopts = append(kopts, kaniko.WithLayerCache(filepath.Join(cfg.StateDir, "layer-cache")), kaniko.WithLayerCacheMaxBytes(cfg.Runners.Kaniko.LayerCacheMaxBytes),
-			kaniko.WithResultCache(filepath.Join(cfg.StateDir, "result-cache"), cfg.Runners.Kaniko.ResultCacheMaxBytes))
+		kopts = append(kopts, kaniko.WithLayerCache(layout.LayerCache), kaniko.WithLayerCacheMaxBytes(cfg.Runners.Kaniko.LayerCacheMaxBytes),
+			kaniko.WithResultCache(layout.ResultCache, cfg.Runners.Kaniko.ResultCacheMaxBytes))
 	}
 	kr, err := kaniko.New(append(kopts, kaniko.WithLimits(cfg.Runners.Kaniko.MemoryMax, cfg.Runners.Kaniko.PidsMax))...)
 	if errors.Is(err, kaniko.ErrNoCgroups) {
@@ -121,7 +123,7 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		jobs.WithWorkspaceLimit(cfg.WorkspaceMaxBytes),
 		jobs.WithLogLimit(cfg.LogMaxBytes),
 	}
-	memBytes, workspaces := cfg.workspaceMemory(func() bool { return canMount(os.TempDir()) }, jobs.MountedMemory(cfg.StateDir))
+	memBytes, workspaces := cfg.workspaceMemory(func() bool { return canMount(os.TempDir()) }, workspace.MountedMemory(layout))
 	opts = append(opts, jobs.WithMemoryWorkspaces(memBytes))
 	log.Info("workspaces", "in", workspaces)
 	opts = append(opts, regOpts...)
@@ -164,7 +166,7 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	}
 	// Base images are fetched by the gateway, once, into a store shared by
 	// all builds.
-	bases, err := basestore.New(filepath.Join(cfg.StateDir, "base-images"),
+	bases, err := basestore.New(layout.BaseImages,
 		basestore.WithMaxBytes(cfg.BaseImages.MaxBytes), basestore.WithRemoteOptions(fetchOpts))
 	if err != nil {
 		return nil, err
@@ -177,7 +179,7 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	}
 	authz := policyAuthorizer{store: pstore, bases: bases, insecure: insecure, log: log}
 	opts = append(opts, jobs.WithBaseImages(bases), jobs.WithBaseCheck(authz.CheckBase))
-	mgr, err := jobs.New(cfg.StateDir, p, opts...)
+	mgr, err := jobs.New(layout, p, opts...)
 	if err != nil {
 		return nil, err
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // TestDindRunnerUnavailable: a gateway whose host has no dockerd starts
@@ -75,7 +76,7 @@ func TestDindRunnerUnavailable(t *testing.T) {
 			if err != nil || resp.StatusCode != http.StatusBadRequest || e.Error.Code != api.CodeInvalidSpec || !strings.Contains(e.Error.Message, tc.wantErr) {
 				t.Errorf("POST /v1/builds runner dind = %d %+v (%v), want 400 %s naming %q", resp.StatusCode, e.Error, err, api.CodeInvalidSpec, tc.wantErr)
 			}
-			if left, _ := filepath.Glob(filepath.Join(cfg.StateDir, "jobs", "*")); len(left) > 0 {
+			if left, _ := filepath.Glob(filepath.Join(workspace.NewLayout(cfg.StateDir).Jobs, "*")); len(left) > 0 {
 				t.Errorf("workspaces after a refused build = %v, want none", left)
 			}
 		})

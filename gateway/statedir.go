@@ -15,17 +15,15 @@ import (
 	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/jobs/store"
 	"github.com/buildgw/buildgw/statedir"
+	"github.com/buildgw/buildgw/workspace"
 )
-
-// jobStoreFile is the job database's name in the state directory.
-const jobStoreFile = "jobs.db"
 
 // checkJobStore refuses to start on a state directory that has been used
 // but whose job store is missing or empty: bbolt would make a new one, and
 // recovery would then remove every queued build's workspace as an upload
 // never accepted. accept (--accept-empty-store) starts afresh anyway.
 func checkJobStore(dir string, accept bool, log *slog.Logger) error {
-	db := filepath.Join(dir, jobStoreFile)
+	db := workspace.NewLayout(dir).JobStore
 	fi, err := os.Stat(db)
 	switch {
 	case err == nil && fi.Size() > 0:
@@ -37,7 +35,7 @@ func checkJobStore(dir string, accept bool, log *slog.Logger) error {
 	if err == nil {
 		what = "empty"
 	}
-	used, err := statedir.Evidence(dir, jobStoreFile)
+	used, err := statedir.Evidence(dir, filepath.Base(db))
 	if err != nil || used == "" {
 		return err
 	}
@@ -50,8 +48,8 @@ func checkJobStore(dir string, accept bool, log *slog.Logger) error {
 }
 
 // backupSocket is where a running gateway hands out copies of its job
-// store (buildgw backup), in a directory only the gateway's user enters.
-func backupSocket(stateDir string) string { return filepath.Join(stateDir, "admin", "backup.sock") }
+// store (buildgw backup).
+func backupSocket(stateDir string) string { return workspace.NewLayout(stateDir).BackupSocket }
 
 // serveBackups answers each connection to the backup socket with a
 // consistent copy of the job store, until ctx ends. bbolt's own file lock
@@ -110,7 +108,7 @@ func backupTo(ctx context.Context, stateDir string, f *os.File) (int64, error) {
 	lock, lockErr := statedir.Acquire(stateDir)
 	if lockErr == nil {
 		defer lock.Release()
-		st, err := store.OpenReadOnly(filepath.Join(stateDir, jobStoreFile))
+		st, err := store.OpenReadOnly(workspace.NewLayout(stateDir).JobStore)
 		if err != nil {
 			return 0, err
 		}

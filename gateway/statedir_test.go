@@ -17,6 +17,7 @@ import (
 	"github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/jobs/store"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 const allPolicy = "rules:\n  - name: all\n    match: {kind: token}\n    allow:\n      destinations: [\"127.0.0.1:1/**\"]\n"
@@ -37,7 +38,7 @@ func TestSecondGatewayTouchesNothing(t *testing.T) {
 
 	// What a dind build of the first gateway has while it runs: the job's
 	// dind directory and a daemon process whose command line names it.
-	dindDir := filepath.Join(cfg.StateDir, "jobs", "running-job", "dind")
+	dindDir := filepath.Join(workspace.NewLayout(cfg.StateDir).Jobs, "running-job", "dind")
 	if err := os.MkdirAll(dindDir, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -115,11 +116,11 @@ func TestLostJobStore(t *testing.T) {
 			cfg := testConfig(t, "bgw_test_lost", allPolicy)
 			stopped(t, cfg)
 			// A queued build and a log, as a previous run left them.
-			ws := filepath.Join(cfg.StateDir, "jobs", "queuedjob")
+			ws := filepath.Join(workspace.NewLayout(cfg.StateDir).Jobs, "queuedjob")
 			os.MkdirAll(filepath.Join(ws, "context"), 0o755)
 			writeFile(t, filepath.Join(ws, "context", "Dockerfile"), "FROM scratch\n")
-			writeFile(t, filepath.Join(cfg.StateDir, "logs", "queuedjob.log"), "queued\n")
-			db := filepath.Join(cfg.StateDir, "jobs.db")
+			writeFile(t, workspace.NewLayout(cfg.StateDir).Log("queuedjob"), "queued\n")
+			db := workspace.NewLayout(cfg.StateDir).JobStore
 			if err := tc.lose(db); err != nil {
 				t.Fatal(err)
 			}
@@ -157,13 +158,13 @@ func TestBackup(t *testing.T) {
 	testenv.RequireSandbox(t)
 	cfg := testConfig(t, "bgw_test_backup", allPolicy)
 	os.MkdirAll(cfg.StateDir, 0o711)
-	st, err := store.Open(filepath.Join(cfg.StateDir, "jobs.db"))
+	st, err := store.Open(workspace.NewLayout(cfg.StateDir).JobStore)
 	if err != nil {
 		t.Fatal(err)
 	}
 	now := time.Now().UTC()
 	rec := &store.Record{ID: "b1", Owner: "ci", Status: api.StatusSucceeded, Digest: "sha256:abc", CreatedAt: now, FinishedAt: now,
-		Spec: api.BuildSpec{Destinations: []string{"127.0.0.1:1/a:1"}}, LogPath: filepath.Join(cfg.StateDir, "logs", "b1.log")}
+		Spec: api.BuildSpec{Destinations: []string{"127.0.0.1:1/a:1"}}, LogPath: workspace.NewLayout(cfg.StateDir).Log("b1")}
 	if err := st.Put(rec); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/buildgw/buildgw/baseimage"
 	"github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // privateRegistry is an in-memory registry that refuses anonymous
@@ -148,7 +149,7 @@ func TestTenantImages(t *testing.T) {
 	// The refusal came before any layer of the onbuild image was fetched:
 	// only its manifest and config were, to read the trigger.
 	layerDigest := must[v1.Hash](t)(own.Digest())
-	if _, err := os.Stat(filepath.Join(cfg.StateDir, "base-images", "blobs", "sha256", layerDigest.Hex)); err == nil {
+	if _, err := os.Stat(filepath.Join(workspace.NewLayout(cfg.StateDir).BaseImages, "blobs", "sha256", layerDigest.Hex)); err == nil {
 		t.Errorf("the layer of the refused onbuild image is in the base image store")
 	}
 

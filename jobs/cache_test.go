@@ -32,7 +32,7 @@ func TestManagerNoCache(t *testing.T) {
 		kaniko.WithLayerCache(filepath.Join(cacheDir, "layers")),
 		kaniko.WithResultCache(filepath.Join(cacheDir, "results"), 0),
 	}})
-	e := &env{m: te.M, stateDir: te.StateDir, reg: te.Registry}
+	e := &env{m: te.M, stateDir: te.StateDir, l: te.Layout, reg: te.Registry}
 	base := testenv.Busybox(t, e.reg)
 	// The step's output differs every time it really runs.
 	archive := busyboxContext(t, base, "cat /proc/sys/kernel/random/uuid > /stamp")

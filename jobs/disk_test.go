@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -71,8 +70,7 @@ func TestManagerDeepTree(t *testing.T) {
 		t.Errorf("the build was stopped before it nested its directories; log:\n%s", logOf(t, j))
 	}
 	// The workspace goes, deep tree and all.
-	for _, d := range []string{"jobs", "trash"} {
-		dir := filepath.Join(r.dir, d)
+	for _, dir := range []string{r.l.Jobs, r.l.Trash} {
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
 			ents, err := os.ReadDir(dir)
 			if err != nil {
@@ -111,7 +109,7 @@ func TestManagerLogFlood(t *testing.T) {
 	if b.Status != api.StatusSucceeded {
 		t.Fatalf("flooding build = %v %q, want succeeded", b.Status, b.Error)
 	}
-	fi, err := os.Stat(filepath.Join(r.dir, "logs", j.ID+".log"))
+	fi, err := os.Stat(r.l.Log(j.ID))
 	if err != nil {
 		t.Fatal(err)
 	}

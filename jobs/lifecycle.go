@@ -81,8 +81,8 @@ func (m *Manager) Ready() error {
 		return err
 	}
 	var st unix.Statfs_t
-	if err := unix.Statfs(m.stateDir, &st); err != nil {
-		return fmt.Errorf("checking free space of %s: %w", m.stateDir, err)
+	if err := unix.Statfs(m.layout.Root, &st); err != nil {
+		return fmt.Errorf("checking free space of %s: %w", m.layout.Root, err)
 	}
 	if free := st.Bavail * uint64(st.Bsize); free < m.o.minFreeBytes {
 		return fmt.Errorf("state directory has %d MiB free, below the %d MiB minimum", free>>20, m.o.minFreeBytes>>20)

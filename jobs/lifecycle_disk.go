@@ -11,6 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/diskusage"
+	"github.com/buildgw/buildgw/internal/hostfs"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // DiskError is why the Manager stopped a build that took too much disk.
@@ -31,7 +33,7 @@ var _ error = (*DiskError)(nil)
 // no walk: the kernel holds it to its size, and a statfs tells its use.
 // It returns when ctx ends, with the largest size it measured.
 func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCauseFunc) int64 {
-	if _, ok := m.ownTmpfs(j.workspace); ok {
+	if _, ok := m.ws.OwnTmpfs(j.workspace); ok {
 		return m.watchTmpfs(ctx, j)
 	}
 	var peak, last int64
@@ -109,7 +111,7 @@ func (m *Manager) overLimit(j *Job, u diskusage.Usage) *DiskError {
 // under minFree.
 func (m *Manager) lowFree(j *Job, used int64, minFree uint64) (uint64, *DiskError) {
 	where, setting := "the state directory", "min_free_bytes"
-	if m.inMemory(j.workspace) {
+	if m.ws.InMemory(j.workspace) {
 		// Shared by the builds in memory: an eighth of it is
 		// enough of a margin.
 		minFree = min(minFree, uint64(m.o.memBytes/8))
@@ -146,7 +148,7 @@ func (m *Manager) watchTmpfs(ctx context.Context, j *Job) int64 {
 
 // tmpfsUse returns the size and used bytes of the tmpfs at dir.
 func tmpfsUse(dir string) (size, used int64, ok bool) {
-	size, free, ok := tmpfsSpace(dir)
+	size, free, ok := hostfs.TmpfsSpace(dir)
 	return size, size - free, ok
 }
 
@@ -156,7 +158,7 @@ func tmpfsUse(dir string) (size, used int64, ok bool) {
 // its limit or the free space of the disk between two measurements.
 // peak is the most the watcher saw in it.
 func (m *Manager) diskCause(j *Job, peak int64) *DiskError {
-	if size, ok := m.ownTmpfs(j.workspace); ok {
+	if size, ok := m.ws.OwnTmpfs(j.workspace); ok {
 		_, used, _ := tmpfsUse(j.workspace)
 		// Full but for the pages ENOSPC left unused.
 		if max(peak, used) < size-max(size/64, 256<<10) {
@@ -194,17 +196,5 @@ func (m *Manager) diskCause(j *Job, peak int64) *DiskError {
 	return nil
 }
 
-// sizeString writes n bytes in the largest binary unit that keeps it
-// readable: "20 GiB", "1.5 GiB", "512 MiB".
-func sizeString(n int64) string {
-	units := []string{"bytes", "KiB", "MiB", "GiB", "TiB"}
-	v, u := float64(n), 0
-	for v >= 1024 && u < len(units)-1 {
-		v /= 1024
-		u++
-	}
-	if u == 0 || v == float64(int64(v)) {
-		return fmt.Sprintf("%d %s", int64(v), units[u])
-	}
-	return fmt.Sprintf("%.1f %s", v, units[u])
-}
+// sizeString writes n bytes in a readable unit ("1.5 GiB").
+func sizeString(n int64) string { return workspace.SizeString(n) }

@@ -30,12 +30,14 @@ import (
 	"github.com/buildgw/buildgw/jobs/store"
 	"github.com/buildgw/buildgw/push"
 	"github.com/buildgw/buildgw/runners/kaniko"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // restartable makes Managers on one state directory, one after the
 // other, as a gateway restarted in place does.
 type restartable struct {
 	dir, reg string
+	l        workspace.Layout
 	base     []jobs.Option
 }
 
@@ -51,6 +53,7 @@ func newRestartable(t *testing.T, kopts ...kaniko.Option) *restartable {
 		t.Fatal(err)
 	}
 	r := &restartable{dir: testenv.StateDir(t), reg: testenv.Registry(t)}
+	r.l = workspace.NewLayout(r.dir)
 	r.base = []jobs.Option{jobs.WithRunner("kaniko", kr), jobs.WithInsecureRegistries(r.reg), jobs.WithBaseImages(bases)}
 	if uid, gid, differs := kr.Owner(); differs {
 		r.base = append(r.base, jobs.WithWorkspaceOwner(uid, gid))
@@ -66,7 +69,7 @@ func (r *restartable) start(t *testing.T, run bool, opts ...jobs.Option) (m *job
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err = jobs.New(r.dir, p, append(append([]jobs.Option{}, r.base...), opts...)...)
+	m, err = jobs.New(r.l, p, append(append([]jobs.Option{}, r.base...), opts...)...)
 	if err != nil {
 		t.Fatalf("jobs.New = %v", err)
 	}
@@ -128,14 +131,14 @@ func TestManagerRestart(t *testing.T) {
 
 	// Make it look as if a gateway had died hard mid-build: a record left
 	// running, its workspace, and a process still working in it.
-	st, err := store.Open(filepath.Join(r.dir, "jobs.db"))
+	st, err := store.Open(r.l.JobStore)
 	if err != nil {
 		t.Fatal(err)
 	}
 	crashed := *mustGet(t, st, done.ID)
 	crashed.ID, crashed.Status, crashed.Digest, crashed.FinishedAt = "crashedjob", api.StatusRunning, "", time.Time{}
-	crashed.Workspace = filepath.Join(r.dir, "jobs", "crashedjob")
-	crashed.LogPath = filepath.Join(r.dir, "logs", "crashedjob.log")
+	crashed.Workspace = filepath.Join(r.l.Jobs, "crashedjob")
+	crashed.LogPath = r.l.Log("crashedjob")
 	if err := st.Put(&crashed); err != nil {
 		t.Fatal(err)
 	}
@@ -213,7 +216,7 @@ func TestManagerRestart(t *testing.T) {
 	if again.ID != queued.ID {
 		t.Errorf("Submit with key-1 after restart = job %s, want %s", again.ID, queued.ID)
 	}
-	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 0 {
+	if ws, _ := os.ReadDir(r.l.Jobs); len(ws) != 0 {
 		t.Errorf("workspaces left after restart: %d, want none", len(ws))
 	}
 }
@@ -269,7 +272,7 @@ func TestManagerQueueFull(t *testing.T) {
 		t.Errorf("queued = %d, want 2", q)
 	}
 	// A refused submission leaves no workspace behind.
-	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 2 {
+	if ws, _ := os.ReadDir(r.l.Jobs); len(ws) != 2 {
 		t.Errorf("workspaces = %d, want 2 (the queued builds')", len(ws))
 	}
 }
@@ -281,7 +284,7 @@ func TestManagerRetention(t *testing.T) {
 	if b := wait(t, j, time.Minute); b.Status != api.StatusSucceeded {
 		t.Fatalf("build = %v %q, want succeeded", b.Status, b.Error)
 	}
-	logPath := filepath.Join(r.dir, "logs", j.ID+".log")
+	logPath := r.l.Log(j.ID)
 	deadline := time.Now().Add(15 * time.Second)
 	for {
 		_, err := m.Get("alice", j.ID)
@@ -297,7 +300,7 @@ func TestManagerRetention(t *testing.T) {
 		t.Errorf("log of an expired build: Stat = %v, want it removed", err)
 	}
 	stop()
-	st, err := store.Open(filepath.Join(r.dir, "jobs.db"))
+	st, err := store.Open(r.l.JobStore)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -391,10 +394,10 @@ func TestManagerDiskFull(t *testing.T) {
 	if !errors.Is(err, syscall.ENOSPC) {
 		t.Fatalf("Submit(8 MiB into 4 MiB) = %v, want ENOSPC", err)
 	}
-	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 0 {
+	if ws, _ := os.ReadDir(r.l.Jobs); len(ws) != 0 {
 		t.Errorf("workspaces after a failed upload = %d, want none", len(ws))
 	}
-	if logs, _ := os.ReadDir(filepath.Join(r.dir, "logs")); len(logs) != 0 {
+	if logs, _ := os.ReadDir(r.l.Logs); len(logs) != 0 {
 		t.Errorf("logs after a failed upload = %d, want none", len(logs))
 	}
 	if l := m.List("alice"); len(l) != 0 {
@@ -451,7 +454,7 @@ func TestManagerCancelDuringPush(t *testing.T) {
 	if b.Status != api.StatusCancelled || time.Since(start) > 10*time.Second {
 		t.Errorf("cancelled during push = %v %q after %s, want cancelled at once", b.Status, b.Error, time.Since(start))
 	}
-	if ws, _ := os.ReadDir(filepath.Join(r.dir, "jobs")); len(ws) != 0 {
+	if ws, _ := os.ReadDir(r.l.Jobs); len(ws) != 0 {
 		t.Errorf("workspaces after cancelling the push = %d, want none", len(ws))
 	}
 }
@@ -497,10 +500,10 @@ func TestManagerWorkspaceLimit(t *testing.T) {
 		t.Errorf("the stopped build pushed %s", got)
 	}
 	// Nothing of either workspace is left, in place or in the trash.
-	for _, d := range []string{"jobs", "trash"} {
+	for _, d := range []string{r.l.Jobs, r.l.Trash} {
 		deadline := time.Now().Add(30 * time.Second)
 		for {
-			ents, err := os.ReadDir(filepath.Join(r.dir, d))
+			ents, err := os.ReadDir(d)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -9,7 +9,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"io/fs"
 	"maps"
 	"os"
 	"path/filepath"
@@ -17,10 +16,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
-
-	"golang.org/x/sys/unix"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -32,6 +28,7 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/jobs/store"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // Pusher sends a built image to a registry with the gateway's own
@@ -68,9 +65,10 @@ type SubmitRequest struct {
 // Manager accepts builds, queues them and runs them on runners, at most
 // Concurrency at a time, in the order they were accepted.
 type Manager struct {
-	stateDir string
-	pusher   Pusher
-	o        options
+	layout workspace.Layout
+	ws     *workspace.Workspaces
+	pusher Pusher
+	o      options
 
 	store *store.Store
 
@@ -87,19 +85,6 @@ type Manager struct {
 	pendingBy map[string]int
 	// meanBuild is a moving average of build durations, for Retry-After.
 	meanBuild time.Duration
-
-	// mounted is set when the Manager mounted the workspaces' tmpfs (and
-	// so may unmount it).
-	mounted bool
-	// perBuild is set when each workspace in memory is a tmpfs of its
-	// own; memReserved holds their sizes, by workspace (under mu).
-	perBuild    bool
-	memReserved map[string]int64
-
-	trash   chan trashItem // workspaces for the reaper to remove
-	reaping atomic.Bool    // whether a reaper runs (Run was called)
-	// placed counts new workspaces: [0] in memory, [1] on disk.
-	placed [2]atomic.Int64
 }
 
 type idemEntry struct {
@@ -108,26 +93,31 @@ type idemEntry struct {
 }
 
 // New returns a Manager that keeps its workspaces, logs and job store
-// under stateDir and pushes with p. It recovers the jobs a previous run
+// in the state directory laid out as l and pushes with p. It recovers the jobs a previous run
 // left: finished ones stay queryable, queued ones whose context is intact
 // are queued again, and the rest end as failed, their sandboxes killed
 // and workspaces removed. Start its workers with Run; Close it after.
-func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
+func New(l workspace.Layout, p Pusher, opts ...Option) (*Manager, error) {
 	o, err := makeOptions(opts...)
 	if err != nil {
 		return nil, err
 	}
-	for _, d := range []string{"jobs", "logs", "trash"} {
-		if err := os.MkdirAll(filepath.Join(stateDir, d), 0o711); err != nil {
-			return nil, fmt.Errorf("creating state directory: %w", err)
-		}
+	if err := os.MkdirAll(l.Logs, 0o711); err != nil {
+		return nil, fmt.Errorf("creating state directory: %w", err)
 	}
-	st, err := store.Open(filepath.Join(stateDir, "jobs.db"))
+	st, err := store.Open(l.JobStore)
 	if err != nil {
 		return nil, err
 	}
+	ws, err := workspace.New(l, workspace.WithMemory(o.memBytes), workspace.WithConcurrency(o.concurrency),
+		workspace.WithMaxBytes(o.workspaceMax), workspace.WithLogger(o.logger))
+	if err != nil {
+		st.Close()
+		return nil, err
+	}
 	m := &Manager{
-		stateDir:  stateDir,
+		layout:    l,
+		ws:        ws,
 		pusher:    p,
 		o:         o,
 		store:     st,
@@ -138,17 +128,9 @@ func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 		runningBy: map[string]int{},
 		pendingBy: map[string]int{},
 		meanBuild: 10 * time.Second,
-		trash:     make(chan trashItem, 256),
-
-		memReserved: map[string]int64{},
-	}
-	if o.memBytes > 0 {
-		if err := m.mountMemory(); err != nil {
-			st.Close()
-			return nil, err
-		}
 	}
 	if err := m.recover(); err != nil {
+		ws.Close()
 		st.Close()
 		return nil, err
 	}
@@ -158,7 +140,7 @@ func New(stateDir string, p Pusher, opts ...Option) (*Manager, error) {
 // Close closes the job store, and unmounts the workspaces' tmpfs unless
 // queued builds are kept in it. Call it after Run has returned.
 func (m *Manager) Close() error {
-	m.unmountMemory()
+	m.ws.Close()
 	return m.store.Close()
 }
 
@@ -259,7 +241,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 	if err != nil {
 		return nil, err
 	}
-	ws, err := m.newWorkspace(id, limits)
+	ws, err := m.ws.Create(id, limits)
 	if err != nil {
 		return nil, fmt.Errorf("creating workspace: %w", err)
 	}
@@ -299,7 +281,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		}
 	}
 
-	lg, err := newLog(filepath.Join(m.stateDir, "logs", id+".log"), m.o.logMax)
+	lg, err := newLog(m.layout.Log(id), m.o.logMax)
 	if err != nil {
 		return nil, err
 	}
@@ -480,13 +462,11 @@ func (m *Manager) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	rctx, stopReaper := context.WithCancel(context.WithoutCancel(ctx))
 	reaped := make(chan struct{})
-	m.reaping.Store(true)
 	go func() {
 		defer close(reaped)
-		m.reap(rctx)
+		m.ws.Reap(rctx, m.remover(m.o.defaultRunner))
 	}()
 	defer func() {
-		m.reaping.Store(false)
 		stopReaper()
 		<-reaped
 	}()
@@ -741,81 +721,38 @@ func annotateBase(img v1.Image, base builder.BaseImage) v1.Image {
 	}).(v1.Image)
 }
 
-// removeWorkspace takes ws out of the jobs directory at once, with one
-// rename into the trash, and leaves the slow part (unlinking an unpacked
-// base image takes about a second) to the reaper, so that a build is
-// reported as soon as it is over. Without a reaper (Run not started) it
-// removes in place.
+// removeWorkspace discards ws: it goes to the trash at once, and the
+// reaper removes it with runner's Remover.
 func (m *Manager) removeWorkspace(ctx context.Context, runner, ws string) {
-	if _, ok := m.ownTmpfs(ws); ok {
-		m.remove(ctx, runner, ws) // an unmount
-		return
-	}
-	trash := filepath.Join(m.trashDir(ws), filepath.Base(ws))
-	if m.reaping.Load() && os.Rename(ws, trash) == nil {
-		select {
-		case m.trash <- trashItem{runner, trash}:
-			return
-		default:
-			ws = trash // the reaper is behind: remove here
-		}
-	}
-	m.remove(ctx, runner, ws)
+	m.ws.Discard(ctx, ws, m.remover(runner))
 }
 
-type trashItem struct{ runner, dir string }
-
-// reap removes trashed workspaces until ctx ends, then what is left.
-// Workspaces trashed before a restart are removed first.
-func (m *Manager) reap(ctx context.Context) {
-	for _, dir := range m.trashDirs() {
-		if ents, err := os.ReadDir(dir); err == nil {
-			for _, e := range ents {
-				m.remove(ctx, m.o.defaultRunner, filepath.Join(dir, e.Name()))
-			}
-		}
-	}
-	for {
-		select {
-		case it := <-m.trash:
-			m.remove(context.WithoutCancel(ctx), it.runner, it.dir)
-		case <-ctx.Done():
-			for {
-				select {
-				case it := <-m.trash:
-					m.remove(context.WithoutCancel(ctx), it.runner, it.dir)
-				default:
-					return
-				}
-			}
-		}
-	}
-}
-
+// remove removes ws now, with runner's Remover.
 func (m *Manager) remove(ctx context.Context, runner, ws string) {
-	if m.perBuild && m.inMemory(ws) {
-		// Its own tmpfs goes with everything in it (EINVAL: none).
-		if err := unix.Unmount(ws, unix.MNT_DETACH); err != nil && !errors.Is(err, unix.EINVAL) && !errors.Is(err, unix.ENOENT) {
-			m.o.logger.Error("unmounting workspace", "dir", ws, "error", err)
-		}
-		defer m.releaseMemory(ws)
-	}
-	// os.RemoveAll holds a descriptor and a buffer per level: a tree a
-	// RUN step made deep on purpose would take the gateway's descriptors
-	// and memory. Lift what is deeper up first.
-	if err := flattenTree(ws, flattenDepth); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		m.o.logger.Warn("flattening workspace before removing it", "dir", ws, "error", err)
-	}
-	var err error
-	if rm, ok := m.o.runners[runner].(builder.Remover); ok {
-		err = rm.RemoveAll(ctx, ws)
-	} else {
-		err = os.RemoveAll(ws)
-	}
-	if err != nil {
+	if err := m.ws.Remove(ctx, ws, m.remover(runner)); err != nil {
 		m.o.logger.Error("removing workspace", "dir", ws, "error", err)
 	}
 }
+
+// remover is how runner's workspaces are removed: they may hold what
+// only the runner knows how to take apart.
+func (m *Manager) remover(runner string) workspace.RemoveFunc {
+	if rm, ok := m.o.runners[runner].(builder.Remover); ok {
+		return rm.RemoveAll
+	}
+	return nil
+}
+
+// Workspaces returns how many workspaces were made in memory and on disk
+// since the Manager started: builds that went to disk while memory
+// workspaces are on found the tmpfs too full (an undersized tmpfs shows
+// there first).
+func (m *Manager) Workspaces() (memory, disk int64) { return m.ws.Placed() }
+
+// WorkspaceMemory returns the size and free bytes of the memory for
+// workspaces (with a tmpfs per build: what is not reserved), or zeros
+// when workspaces are on disk.
+func (m *Manager) WorkspaceMemory() (size, free int64) { return m.ws.Memory() }
 
 // finished returns what tells the observers of j's final state.
 func (m *Manager) finished(j *Job) func(api.Build) {

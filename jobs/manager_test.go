@@ -24,6 +24,7 @@ import (
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testmanager"
 	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // env is a Manager running real kaniko builds that push to an in-memory
@@ -31,13 +32,14 @@ import (
 type env struct {
 	m        *jobs.Manager
 	stateDir string
+	l        workspace.Layout
 	reg      string // registry host:port
 }
 
 func newEnv(t *testing.T, opts ...jobs.Option) *env {
 	t.Helper()
 	te := testmanager.New(t, testmanager.Options{Builder: opts})
-	return &env{m: te.M, stateDir: te.StateDir, reg: te.Registry}
+	return &env{m: te.M, stateDir: te.StateDir, l: te.Layout, reg: te.Registry}
 }
 
 // dest returns a destination in the test registry.
@@ -117,7 +119,7 @@ func logOf(t *testing.T, j *jobs.Job) string {
 // workspaces lists the job directories left under the state directory.
 func (e *env) workspaces(t *testing.T) []string {
 	t.Helper()
-	ents, err := os.ReadDir(filepath.Join(e.stateDir, "jobs"))
+	ents, err := os.ReadDir(e.l.Jobs)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,7 +132,7 @@ func (e *env) workspaces(t *testing.T) []string {
 
 func (e *env) workspaceExists(t *testing.T, id string) bool {
 	t.Helper()
-	_, err := os.Lstat(filepath.Join(e.stateDir, "jobs", id))
+	_, err := os.Lstat(filepath.Join(e.l.Jobs, id))
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		t.Fatal(err)
 	}
@@ -521,7 +523,7 @@ func TestManagerRejects(t *testing.T) {
 			if ws := e.workspaces(t); len(ws) != 0 {
 				t.Errorf("Submit(%q) left workspaces %q, want none", tc.name, ws)
 			}
-			if logs, _ := os.ReadDir(filepath.Join(e.stateDir, "logs")); len(logs) != 0 {
+			if logs, _ := os.ReadDir(e.l.Logs); len(logs) != 0 {
 				t.Errorf("Submit(%q) left %d logs, want none", tc.name, len(logs))
 			}
 		})

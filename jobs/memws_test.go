@@ -12,13 +12,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/buildgw/buildgw/archive"
-	"github.com/buildgw/buildgw/jobs"
-
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/archive"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // fsType is the statfs type of path's file system, 0 if it is gone.
@@ -30,26 +31,21 @@ func fsType(path string) int64 {
 	return st.Type
 }
 
-// entries lists dir's names, but the trash's and the filler's.
 // superOptions returns the options of the file system mounted on top at
 // dir, as mountinfo shows them.
 func superOptions(t *testing.T, dir string) string {
 	t.Helper()
-	b, err := os.ReadFile("/proc/self/mountinfo")
+	m, err := hostfs.MountAt(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	opts := ""
-	for _, l := range strings.Split(string(b), "\n") {
-		pre, post, ok := strings.Cut(l, " - ")
-		f, g := strings.Fields(pre), strings.Fields(post)
-		if ok && len(f) >= 5 && len(g) >= 3 && f[4] == dir {
-			opts = g[2]
-		}
+	if m == nil {
+		return ""
 	}
-	return opts
+	return m.VFSOptions
 }
 
+// entries lists dir's names, but the trash's and the filler's.
 func entries(t *testing.T, dir string) []string {
 	t.Helper()
 	ents, err := os.ReadDir(dir)
@@ -73,7 +69,7 @@ func memoryEnv(t *testing.T) *restartable {
 		t.Skip("mounting a tmpfs needs root")
 	}
 	r := newRestartable(t)
-	t.Cleanup(func() { unix.Unmount(filepath.Join(r.dir, "mem"), unix.MNT_DETACH) })
+	t.Cleanup(func() { unix.Unmount(r.l.Mem, unix.MNT_DETACH) })
 	return r
 }
 
@@ -85,7 +81,7 @@ func TestMemoryWorkspaces(t *testing.T) {
 	r := memoryEnv(t)
 	base := testenv.Busybox(t, r.reg)
 	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
-	mem, jobsDir := filepath.Join(r.dir, "mem"), filepath.Join(r.dir, "jobs")
+	mem, jobsDir := r.l.Mem, r.l.Jobs
 	// Room for two builds' own tmpfs of 28 MiB in 64 MiB.
 	opts := []jobs.Option{jobs.WithMemoryWorkspaces(64 << 20), jobs.WithWorkspaceLimit(28 << 20), memLimits,
 		jobs.WithConcurrency(1), jobs.WithShutdownGrace(200 * time.Millisecond)}
@@ -146,7 +142,7 @@ func TestMemoryWorkspaces(t *testing.T) {
 	if err := os.Mkdir(left, 0o700); err != nil {
 		t.Fatal(err)
 	}
-	if err := jobs.MountWorkspaceTmpfs("buildgw-workspace", left, 1<<20); err != nil {
+	if err := workspace.MountTmpfs("buildgw-workspace", left, 1<<20); err != nil {
 		t.Fatal(err)
 	}
 	orphan := exec.Command("unshare", "--mount", "--propagation", "private", "sh", "-c", "umount -l "+left+" && exec sleep 300")
@@ -213,7 +209,7 @@ func tmpfsSize(dir string) int64 {
 // gets memory workspaces) is used as it is and never unmounted.
 func TestMemoryWorkspacesOperatorMount(t *testing.T) {
 	r := memoryEnv(t)
-	mem := filepath.Join(r.dir, "mem")
+	mem := r.l.Mem
 	if err := os.Mkdir(mem, 0o711); err != nil {
 		t.Fatal(err)
 	}
@@ -221,13 +217,13 @@ func TestMemoryWorkspacesOperatorMount(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { unix.Unmount(mem, unix.MNT_DETACH) })
-	if got := jobs.MountedMemory(r.dir); got != 32<<20 {
+	if got := workspace.MountedMemory(r.l); got != 32<<20 {
 		t.Fatalf("MountedMemory(%s) = %d, want %d", r.dir, got, 32<<20)
 	}
-	if got := jobs.MountedMemory(t.TempDir()); got != 0 {
+	if got := workspace.MountedMemory(workspace.NewLayout(t.TempDir())); got != 0 {
 		t.Errorf("MountedMemory(an empty state directory) = %d, want 0", got)
 	}
-	m, stop := r.start(t, true, jobs.WithMemoryWorkspaces(jobs.MountedMemory(r.dir)))
+	m, stop := r.start(t, true, jobs.WithMemoryWorkspaces(workspace.MountedMemory(r.l)))
 	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/op:v1"}}, scratchContext(t, "x"))
 	if b := wait(t, j, time.Minute); b.Status != api.StatusSucceeded {
 		t.Fatalf("build = %v %q, want succeeded", b.Status, b.Error)
@@ -277,7 +273,7 @@ func TestMemoryWorkspacesLargeUploads(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Submit(80 MiB, with 64 MiB of memory for workspaces) = %v, want it accepted on disk", err)
 	}
-	if got := entries(t, filepath.Join(r.dir, "jobs")); len(got) != 1 || got[0] != j.ID {
+	if got := entries(t, r.l.Jobs); len(got) != 1 || got[0] != j.ID {
 		t.Errorf("workspaces on disk = %v, want the large upload's %s", got, j.ID)
 	}
 

@@ -30,6 +30,7 @@ import (
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testmanager"
 	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 const (
@@ -456,7 +457,7 @@ func TestCancelRunning(t *testing.T) {
 	if b.Status != api.StatusCancelled {
 		t.Errorf("POST cancel answered status %v after %s, want %v", b.Status, time.Since(start), api.StatusCancelled)
 	}
-	if _, err := os.Stat(filepath.Join(g.stateDir, "jobs", acc.ID)); !os.IsNotExist(err) {
+	if _, err := os.Stat(filepath.Join(workspace.NewLayout(g.stateDir).Jobs, acc.ID)); !os.IsNotExist(err) {
 		t.Errorf("workspace of cancelled build: Stat = %v, want it gone", err)
 	}
 }
@@ -525,7 +526,7 @@ func TestSubmitRejects(t *testing.T) {
 				t.Errorf("POST /v1/builds (%s) created %d builds, want none", tc.name, n)
 			}
 			// No worker runs here: every workspace belongs to an accepted build.
-			if ents, _ := os.ReadDir(filepath.Join(g.stateDir, "jobs")); len(ents) != len(g.m.List("alice")) {
+			if ents, _ := os.ReadDir(workspace.NewLayout(g.stateDir).Jobs); len(ents) != len(g.m.List("alice")) {
 				t.Errorf("POST /v1/builds (%s) left %d workspaces for %d builds", tc.name, len(ents), len(g.m.List("alice")))
 			}
 		})
@@ -673,7 +674,7 @@ func TestWorkspaceFull(t *testing.T) {
 	g := newGateway(t, gwOptions{noWorkers: true})
 	// Workspaces on a disk of 16 MiB. (Workspaces in memory never run
 	// out: an upload that might not fit goes to disk.)
-	mem := filepath.Join(g.stateDir, "jobs")
+	mem := workspace.NewLayout(g.stateDir).Jobs
 	if err := unix.Mount("tmpfs", mem, "tmpfs", 0, "size=16m,mode=0711"); err != nil {
 		t.Fatal(err)
 	}

@@ -35,6 +35,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
+	"github.com/buildgw/buildgw/archive"
 	"github.com/buildgw/buildgw/baseimage"
 	"github.com/buildgw/buildgw/basestore"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
@@ -43,6 +44,7 @@ import (
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/push"
 	"github.com/buildgw/buildgw/runners/dind"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 type config struct {
@@ -93,6 +95,7 @@ func main() {
 type env struct {
 	c       *config
 	tmp     string
+	spaces  *workspace.Workspaces // (a)'s workspaces
 	logs    string
 	r       *dind.Runner // (a)'s runner
 	hr      *dind.Runner // starts (b)'s daemon(s): data root always on disk
@@ -154,10 +157,14 @@ func run(ctx context.Context, c *config) (err error) {
 		}
 	}()
 	e.logs = filepath.Join(e.tmp, "logs")
-	for _, d := range []string{e.logs, filepath.Join(e.tmp, "jobs"), filepath.Join(e.tmp, "daemons")} {
+	for _, d := range []string{e.logs, filepath.Join(e.tmp, "daemons")} {
 		if err := os.Mkdir(d, 0o700); err != nil {
 			return err
 		}
+	}
+	// (a)'s workspaces on disk, as the gateway makes them.
+	if e.spaces, err = workspace.New(workspace.NewLayout(e.tmp)); err != nil {
+		return err
 	}
 	bu.Log.Printf("dockerd %s, docker %s", e.r.Dockerd(), e.r.Docker())
 
@@ -374,9 +381,12 @@ func phase(log, which string) time.Duration {
 // then pushes the result with the gateway's pusher; the job is done. Then,
 // untimed, it removes the workspace as the Manager's reaper does.
 func (e *env) runA(ctx context.Context, i int, ref string, r *abRun) error {
-	ws := filepath.Join(e.tmp, "jobs", fmt.Sprintf("a-%d", i))
+	ws, err := e.spaces.Create(fmt.Sprintf("a-%d", i), archive.Limits{})
+	if err != nil {
+		return err
+	}
 	out := filepath.Join(ws, "out")
-	if err := os.MkdirAll(out, 0o700); err != nil {
+	if err := os.Mkdir(out, 0o700); err != nil {
 		return err
 	}
 	logPath := filepath.Join(e.logs, fmt.Sprintf("a-%d.log", i))

@@ -16,32 +16,35 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/buildgw/buildgw/archive"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/sandbox"
 )
 
 // (a): the executor in the runner's sandbox, pushing by itself
 
-// workspace is one job's directory, laid out as the gateway lays it out.
-type workspace struct{ ws, ctxDir, out, root string }
+// jobDir is one job's workspace, laid out as the gateway lays it out.
+type jobDir struct{ ws, ctxDir, out, root string }
 
 // newWorkspace makes a workspace as the gateway's Manager and the runner's
 // prepareRoot do, with an empty context directory.
-func (e *env) newWorkspace() (*workspace, error) {
+func (e *env) newWorkspace() (*jobDir, error) {
 	e.counter++
-	ws := filepath.Join(e.tmp, "direct", strconv.Itoa(e.counter))
-	if err := os.MkdirAll(filepath.Dir(ws), 0o711); err != nil {
+	ws, err := e.spaces.Create(strconv.Itoa(e.counter), archive.Limits{})
+	if err != nil {
 		return nil, err
 	}
-	w := &workspace{ws: ws, ctxDir: filepath.Join(ws, "context"), out: filepath.Join(ws, "out"), root: filepath.Join(ws, "root")}
+	w := &jobDir{ws: ws, ctxDir: filepath.Join(ws, "context"), out: filepath.Join(ws, "out"), root: filepath.Join(ws, "root")}
 	for _, d := range []struct {
 		p    string
 		mode os.FileMode
-	}{{w.ws, 0o700}, {w.ctxDir, 0o755}, {w.out, 0o700}} {
+	}{{w.ctxDir, 0o755}, {w.out, 0o700}} {
 		if err := os.Mkdir(d.p, d.mode); err != nil {
 			return nil, err
 		}
-		if err := e.chown(d.p); err != nil {
+	}
+	for _, p := range []string{w.ws, w.ctxDir, w.out} {
+		if err := e.chown(p); err != nil {
 			return nil, err
 		}
 	}
@@ -60,7 +63,7 @@ func (e *env) direct(ctx context.Context, tag string, flags []string) (time.Dura
 	if err != nil {
 		return 0, 0, err
 	}
-	defer os.RemoveAll(w.ws)
+	defer e.spaces.Remove(context.Background(), w.ws, nil)
 	start := time.Now()
 	if err := e.copyTree(e.proj.Dir, w.ctxDir); err != nil {
 		return 0, 0, fmt.Errorf("copying the context: %w", err)
@@ -77,7 +80,7 @@ func (e *env) direct(ctx context.Context, tag string, flags []string) (time.Dura
 // sandboxNice is the niceness runners/kaniko gives sandboxes by default.
 const sandboxNice = 19
 
-func (e *env) executor(ctx context.Context, w *workspace, kargs []string) (time.Duration, int64, error) {
+func (e *env) executor(ctx context.Context, w *jobDir, kargs []string) (time.Duration, int64, error) {
 	args := []string{
 		"--user", "--map-root-user", "--map-auto", "--mount", "--pid", "--ipc", "--uts", "--fork", "--kill-child",
 		"--", e.jobRoot(w.root).Start(),

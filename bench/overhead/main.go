@@ -23,13 +23,11 @@ import (
 	"syscall"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/bench/internal/refproject"
 	"github.com/buildgw/buildgw/internal/testgateway"
-	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/runners/kaniko"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 type config struct {
@@ -90,6 +88,7 @@ func main() {
 type env struct {
 	c       *config
 	tmp     string
+	spaces  *workspace.Workspaces // (a)'s workspaces, placed as the gateway places (b)'s
 	logs    string
 	exe     string // absolute path of kaniko-executor
 	ctl     string // absolute path of buildctl-lite
@@ -179,17 +178,16 @@ func run(ctx context.Context, c *config) (err error) {
 	default:
 		return fmt.Errorf("-workspaces %q: want auto, memory or disk", c.workspaces)
 	}
+	// (a)'s workspaces in memory or on disk, as the gateway keeps (b)'s.
+	var wsOpts []workspace.Option
 	if e.memory {
-		// (a)'s workspaces on a tmpfs, as the gateway keeps (b)'s.
-		direct := filepath.Join(e.tmp, "direct")
-		if err := os.Mkdir(direct, 0o711); err != nil {
-			return err
-		}
-		if err := jobs.MountWorkspaceTmpfs("bench-workspaces", direct, 4<<30); err != nil {
-			return fmt.Errorf("mounting a tmpfs for (a)'s workspaces: %w", err)
-		}
-		defer unix.Unmount(direct, unix.MNT_DETACH)
+		wsOpts = append(wsOpts, workspace.WithMemory(4<<30))
 	}
+	e.spaces, err = workspace.New(workspace.NewLayout(filepath.Join(e.tmp, "direct")), wsOpts...)
+	if err != nil {
+		return fmt.Errorf("preparing (a)'s workspaces: %w", err)
+	}
+	defer e.spaces.Close()
 	bu.Log.Printf("workspaces in memory: %v", e.memory)
 
 	bu.Log.Printf("generating the reference project (%d files, %s MiB) in %s", c.files, bu.MiB(c.bytes), e.tmp)

@@ -128,11 +128,11 @@ func (e *env) phaseBench(ctx context.Context) error {
 				}
 				return pusher.Push(ctx, img, t, nil)
 			}},
-			{"rm-ws", func() error { return os.RemoveAll(w.ws) }},
+			{"rm-ws", func() error { return e.spaces.Remove(ctx, w.ws, nil) }},
 		}
 		for _, st := range steps {
 			if err := timeIt(st.key, st.f); err != nil {
-				os.RemoveAll(w.ws)
+				e.spaces.Remove(ctx, w.ws, nil)
 				return err
 			}
 		}

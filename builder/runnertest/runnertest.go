@@ -39,8 +39,11 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
+	"github.com/buildgw/buildgw/archive"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // Owner is implemented by runners whose sandboxes run as a host user other
@@ -154,13 +157,22 @@ func (s *suite) newSetup(t *testing.T, r builder.Runner, j job) *setup {
 	if err := os.Chmod(parent, 0o711); err != nil {
 		t.Fatal(err)
 	}
-	ws := filepath.Join(parent, "workspace")
+	// A workspace on disk, made as jobs.Manager makes it.
+	spaces, err := workspace.New(workspace.NewLayout(parent))
+	if err != nil {
+		t.Fatal(err)
+	}
+	id := "runnertest-" + randomHex(t, 8)
+	ws, err := spaces.Create(id, archive.Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctxDir := filepath.Join(ws, "context")
 	out := filepath.Join(ws, "out")
 	for _, d := range []struct {
 		p    string
 		mode os.FileMode
-	}{{ws, 0o700}, {ctxDir, 0o755}, {out, 0o700}} {
+	}{{ctxDir, 0o755}, {out, 0o700}} {
 		if err := os.Mkdir(d.p, d.mode); err != nil {
 			t.Fatal(err)
 		}
@@ -182,7 +194,7 @@ func (s *suite) newSetup(t *testing.T, r builder.Runner, j job) *setup {
 	st := &setup{
 		parent: parent,
 		req: &builder.Request{
-			ID:                 "runnertest-" + randomHex(t, 8),
+			ID:                 id,
 			Workspace:          ws,
 			ContextDir:         ctxDir,
 			Dockerfile:         dockerfile,
@@ -364,15 +376,12 @@ func configFile(t *testing.T, req *builder.Request, img v1.Image) *v1.ConfigFile
 // checks that it works.
 func checkWorkspace(t *testing.T, req *builder.Request) {
 	t.Helper()
-	mi, err := os.ReadFile("/proc/self/mountinfo")
+	ms, err := hostfs.Mounts(req.Workspace)
 	if err != nil {
-		t.Fatalf("reading mountinfo: %v", err)
+		t.Fatal(err)
 	}
-	for _, line := range strings.Split(string(mi), "\n") {
-		f := strings.Fields(line)
-		if len(f) > 4 && (f[4] == req.Workspace || strings.HasPrefix(f[4], req.Workspace+"/")) {
-			t.Errorf("Build(%q) left %s mounted", req.Dockerfile, f[4])
-		}
+	for _, m := range ms {
+		t.Errorf("Build(%q) left %s mounted", req.Dockerfile, m.Mountpoint)
 	}
 	ents, err := os.ReadDir(req.Workspace)
 	if err != nil {
@@ -648,24 +657,17 @@ func poll(d time.Duration, cond func() bool) bool {
 // contain any of subs.
 func processes(t *testing.T, subs ...string) []string {
 	t.Helper()
-	ents, err := os.ReadDir("/proc")
+	ps, err := hostfs.Procs()
 	if err != nil {
 		t.Fatal(err)
 	}
 	var found []string
-	for _, e := range ents {
-		if e.Name()[0] < '0' || e.Name()[0] > '9' {
-			continue
-		}
+	for _, p := range ps {
 		// A process may end while we look: that is not an error.
-		b, err := os.ReadFile(filepath.Join("/proc", e.Name(), "cmdline"))
-		if err != nil {
-			continue
-		}
-		cmdline := strings.TrimSpace(string(bytes.ReplaceAll(b, []byte{0}, []byte{' '})))
-		for _, s := range subs {
-			if strings.Contains(cmdline, s) {
-				found = append(found, e.Name()+": "+cmdline)
+		cmdline := strings.Join(p.Args(), " ")
+		for _, sub := range subs {
+			if strings.Contains(cmdline, sub) {
+				found = append(found, fmt.Sprintf("%d: %s", p.Pid, cmdline))
 				break
 			}
 		}

@@ -12,12 +12,14 @@ import (
 	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/push"
 	"github.com/buildgw/buildgw/runners/kaniko"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // Env is a Manager and the places it uses.
 type Env struct {
 	M        *jobs.Manager
 	StateDir string
+	Layout   workspace.Layout
 	// Registry is the host:port of the in-memory registry, which runners
 	// may pull FROM and the Manager pushes to.
 	Registry string
@@ -42,6 +44,7 @@ func New(t testing.TB, o Options) *Env {
 	}
 	reg := testenv.Registry(t)
 	dir := testenv.StateDir(t)
+	layout := workspace.NewLayout(dir)
 	p, err := push.New(nil)
 	if err != nil {
 		t.Fatal(err)
@@ -54,7 +57,7 @@ func New(t testing.TB, o Options) *Env {
 	if uid, gid, differs := kr.Owner(); differs {
 		opts = append(opts, jobs.WithWorkspaceOwner(uid, gid))
 	}
-	m, err := jobs.New(dir, p, append(opts, o.Builder...)...)
+	m, err := jobs.New(layout, p, append(opts, o.Builder...)...)
 	if err != nil {
 		t.Fatalf("jobs.New = %v", err)
 	}
@@ -73,5 +76,5 @@ func New(t testing.TB, o Options) *Env {
 	} else {
 		t.Cleanup(func() { m.Close() })
 	}
-	return &Env{M: m, StateDir: dir, Registry: reg}
+	return &Env{M: m, StateDir: dir, Layout: layout, Registry: reg}
 }

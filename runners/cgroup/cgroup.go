@@ -17,6 +17,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/buildgw/buildgw/internal/hostfs"
 )
 
 // Version is the cgroup layout of a host.
@@ -211,31 +213,89 @@ func (g *Group) Limits() Limits { return g.limits }
 func (g *Group) Remove() error {
 	var errs []error
 	for _, d := range g.dirs {
-		if !exists(d) {
-			continue
+		if err := removeTree(d); err != nil {
+			errs = append(errs, err)
 		}
-		// cgroup v2 (Linux 5.14+) kills every process of the group at once.
-		if kill := filepath.Join(d, "cgroup.kill"); g.version == V2 && exists(kill) {
-			if err := os.WriteFile(kill, []byte("1"), 0o644); err != nil {
-				errs = append(errs, fmt.Errorf("killing cgroup %s: %w", d, err))
+	}
+	return errors.Join(errs...)
+}
+
+// RemovePath kills whatever runs in the group at path (relative to the
+// root of each hierarchy, like "/buildgw-dind/JOB") and in the groups
+// below it, and removes them all, in every cgroup hierarchy mounted (v1
+// has one per controller, v2 one). path must name a group at least two
+// levels down, so that a path read from a damaged or hostile state file
+// can never tear down the root group or a top-level one.
+func RemovePath(path string) error {
+	if !filepath.IsAbs(path) || filepath.Clean(path) != path || strings.Count(path, "/") < 2 {
+		return fmt.Errorf("refusing to remove cgroup %q: not a clean absolute path at least two levels down", path)
+	}
+	ms, err := hostfs.MountsOfType("cgroup", "cgroup2")
+	if err != nil {
+		return err
+	}
+	var errs []error
+	for _, m := range ms {
+		if err := removeTree(filepath.Join(m.Mountpoint, path)); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// removeTree removes the group at dir and the groups below it, deepest
+// first (a group with children cannot be removed), killing what runs in
+// each.
+func removeTree(dir string) error {
+	ents, err := os.ReadDir(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	var errs []error
+	for _, e := range ents {
+		if e.IsDir() {
+			if err := removeTree(filepath.Join(dir, e.Name())); err != nil {
+				errs = append(errs, err)
 			}
 		}
-		var err error
-		for range 50 {
-			if err = syscall.Rmdir(d); err == nil || errors.Is(err, os.ErrNotExist) {
-				err = nil
-				break
-			}
-			// Busy: processes left (a sandbox that escaped its parent's
-			// death). Kill them and wait for the kernel to let go.
-			for _, pid := range procs(d) {
-				syscall.Kill(pid, syscall.SIGKILL)
-			}
-			time.Sleep(20 * time.Millisecond)
+	}
+	return errors.Join(append(errs, teardown(dir))...)
+}
+
+// teardown kills every process of the group at dir and removes it. On
+// cgroup v2 (Linux 5.14+) cgroup.kill kills them all at once, forks
+// included; elsewhere (v1, older kernels) they are killed one by one from
+// cgroup.procs until the group is empty, each pinned first and killed
+// only if it is still in the group, so a pid recycled meanwhile is never
+// hit.
+func teardown(dir string) error {
+	if !exists(dir) {
+		return nil
+	}
+	var errs []error
+	if kill := filepath.Join(dir, "cgroup.kill"); exists(kill) {
+		if err := os.WriteFile(kill, []byte("1"), 0o644); err != nil {
+			errs = append(errs, fmt.Errorf("killing cgroup %s: %w", dir, err))
 		}
-		if err != nil {
-			errs = append(errs, fmt.Errorf("removing cgroup %s: %w", d, err))
+	}
+	var err error
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if err = syscall.Rmdir(dir); err == nil || errors.Is(err, os.ErrNotExist) {
+			err = nil
+			break
 		}
+		if time.Now().After(deadline) {
+			break
+		}
+		// Busy: processes left (a sandbox that escaped its parent's
+		// death, or one forked after cgroup.kill was read). Kill them and
+		// wait for the kernel to let go.
+		for _, pid := range procs(dir) {
+			hostfs.KillIf(pid, func() bool { return slices.Contains(procs(dir), pid) })
+		}
+	}
+	if err != nil {
+		errs = append(errs, fmt.Errorf("removing cgroup %s: %w", dir, err))
 	}
 	return errors.Join(errs...)
 }

@@ -163,3 +163,66 @@ func holdAndKill(t *testing.T, g *cgroup.Group, want string) {
 		t.Errorf("second Remove = %v, want nil", err)
 	}
 }
+
+// TestRemovePath removes a job's group and the groups below it in every
+// hierarchy at once (here the host's v1 pids hierarchy and a cgroup2
+// mounted for the test), killing what runs in them, and refuses a path
+// that would reach the root group or a top-level one.
+func TestRemovePath(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root; the tests run as root")
+	}
+	for _, p := range []string{"/", "/buildgw-dind", "buildgw-dind/job", "/buildgw-dind/../job", "/buildgw-dind/job/"} {
+		if err := cgroup.RemovePath(p); err == nil {
+			t.Errorf("RemovePath(%q) = nil, want it refused", p)
+		}
+	}
+	v2 := t.TempDir()
+	if err := unix.Mount("none", v2, "cgroup2", 0, ""); err != nil {
+		t.Fatalf("mounting cgroup2: %v", err)
+	}
+	defer unix.Unmount(v2, unix.MNT_DETACH)
+	top := fmt.Sprintf("buildgw-test-rp-%d", os.Getpid())
+	var dirs []string
+	var dones []chan struct{}
+	for _, h := range []string{"/sys/fs/cgroup/pids", v2} {
+		if _, err := os.Stat(h); err != nil {
+			continue // a pure v2 host has no v1 pids hierarchy
+		}
+		sub := filepath.Join(h, top, "job", "sub")
+		if err := os.MkdirAll(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		defer os.Remove(filepath.Join(h, top))
+		dirs = append(dirs, filepath.Join(h, top, "job"))
+		cmd := exec.Command("sleep", "300")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan struct{})
+		go func() { cmd.Wait(); close(done) }()
+		defer cmd.Process.Kill()
+		dones = append(dones, done)
+		if err := os.WriteFile(filepath.Join(sub, "cgroup.procs"), []byte(fmt.Sprint(cmd.Process.Pid)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := cgroup.RemovePath("/" + top + "/job"); err != nil {
+		t.Fatalf("RemovePath = %v", err)
+	}
+	for i, done := range dones {
+		select {
+		case <-done:
+		case <-time.After(10 * time.Second):
+			t.Errorf("process in %s survived RemovePath", dirs[i])
+		}
+	}
+	for _, d := range dirs {
+		if _, err := os.Stat(d); err == nil {
+			t.Errorf("RemovePath left %s", d)
+		}
+		if _, err := os.Stat(filepath.Dir(d)); err != nil {
+			t.Errorf("RemovePath removed the parent %s too: %v", filepath.Dir(d), err)
+		}
+	}
+}

@@ -1,7 +1,6 @@
 package dind
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,13 +13,14 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/runners/cgroup"
 	"github.com/buildgw/buildgw/runners/egress"
 	"github.com/buildgw/buildgw/sandbox"
 )
@@ -306,7 +306,9 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 		close(d.done)
 	}()
 	st := state{Pid: d.pid, Cgroup: d.cgroup}
-	st.Start, _ = procStart(d.pid)
+	if p, err := hostfs.Lookup(d.pid); err == nil {
+		st.Start = p.Start
+	}
 	b, _ := json.Marshal(st)
 	if err := os.WriteFile(filepath.Join(dir, stateFile), b, 0o600); err != nil {
 		return nil, fmt.Errorf("dind: recording daemon state: %w", err)
@@ -548,18 +550,20 @@ func haltDir(dir string) error {
 	}
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		var pids []int
+		var ps []hostfs.Process
 		// Without its start time, a recorded pid may since belong to
 		// another process: only the command lines count then.
-		if st.Pid > 0 && st.Start != 0 && alive(st.Pid, st.Start) {
-			pids = append(pids, st.Pid)
+		if init := (hostfs.Process{Pid: st.Pid, Start: st.Start}); st.Pid > 0 && st.Start != 0 && init.Alive() {
+			ps = append(ps, init)
 		}
-		pids = append(pids, referencing(dir)...)
-		if len(pids) == 0 {
+		ps = append(ps, referencing(dir)...)
+		if len(ps) == 0 {
 			break
 		}
-		for _, p := range pids {
-			syscall.Kill(p, syscall.SIGKILL)
+		var pids []int
+		for _, p := range ps {
+			p.Signal(syscall.SIGKILL)
+			pids = append(pids, p.Pid)
 		}
 		if time.Now().After(deadline) {
 			errs = append(errs, fmt.Errorf("processes of the daemon in %s still running: %v", dir, pids))
@@ -568,11 +572,11 @@ func haltDir(dir string) error {
 		time.Sleep(20 * time.Millisecond)
 	}
 	if st.Cgroup != "" {
-		if err := removeCgroup(st.Cgroup); err != nil {
+		if err := cgroup.RemovePath(st.Cgroup); err != nil {
 			errs = append(errs, err)
 		}
 	}
-	if err := unmountUnder(dir); err != nil {
+	if err := hostfs.UnmountUnder(dir); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
@@ -651,222 +655,23 @@ func removeTree(root string) error {
 	return os.RemoveAll(root)
 }
 
-// procStart returns pid's start time in clock ticks after boot.
-func procStart(pid int) (uint64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	// The command name may hold spaces and parentheses: fields start
-	// after the last ')'.
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, errors.New("malformed stat")
-	}
-	f := strings.Fields(string(b[i+1:]))
-	// f[0] is field 3 (state); starttime is field 22.
-	if len(f) < 20 {
-		return 0, errors.New("malformed stat")
-	}
-	var v uint64
-	_, err = fmt.Sscan(f[19], &v)
-	return v, err
-}
-
-// alive reports whether pid runs (a zombie does not) and, if start is
-// set, is the process that started then.
-func alive(pid int, start uint64) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return false
-	}
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 20 || f[0] == "Z" || f[0] == "X" {
-		return false
-	}
-	if start != 0 {
-		var v uint64
-		fmt.Sscan(f[19], &v)
-		return v == start
-	}
-	return true
-}
-
 // referencing returns the live processes, other than this one, with an
 // argument naming dir or a path under it.
-func referencing(dir string) []int {
-	var pids []int
-	for _, p := range procs() {
-		if p.pid == os.Getpid() || !alive(p.pid, 0) {
+func referencing(dir string) []hostfs.Process {
+	all, _ := hostfs.Procs()
+	var ps []hostfs.Process
+	for _, p := range all {
+		if p.Pid == os.Getpid() || p.State == 'Z' || p.State == 'X' {
 			continue
 		}
-		for _, a := range p.args {
+		for _, a := range p.Args() {
 			if a == dir || strings.Contains(a, dir+"/") || strings.HasSuffix(a, "="+dir) {
-				pids = append(pids, p.pid)
+				ps = append(ps, p)
 				break
 			}
 		}
-	}
-	return pids
-}
-
-type proc struct {
-	pid  int
-	args []string
-}
-
-// procs lists the host's processes with their arguments; kernel threads
-// and processes that end while being read are left out.
-func procs() []proc {
-	ents, err := os.ReadDir("/proc")
-	if err != nil {
-		return nil
-	}
-	var ps []proc
-	for _, e := range ents {
-		var pid int
-		if _, err := fmt.Sscan(e.Name(), &pid); err != nil || pid <= 0 {
-			continue
-		}
-		b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || len(b) == 0 {
-			continue
-		}
-		ps = append(ps, proc{pid: pid, args: strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")})
 	}
 	return ps
-}
-
-// mountInfo is one line of /proc/self/mountinfo.
-type mountInfo struct {
-	point  string
-	fstype string
-}
-
-func mounts() ([]mountInfo, error) {
-	b, err := os.ReadFile("/proc/self/mountinfo")
-	if err != nil {
-		return nil, err
-	}
-	var ms []mountInfo
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
-		if len(f) < 10 {
-			continue
-		}
-		m := mountInfo{point: unescapeMount(f[4])}
-		// Optional fields end with "-"; the file system type follows.
-		for i := 6; i < len(f)-1; i++ {
-			if f[i] == "-" {
-				m.fstype = f[i+1]
-				break
-			}
-		}
-		ms = append(ms, m)
-	}
-	return ms, nil
-}
-
-// unescapeMount decodes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			var v int
-			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// unmountUnder lazily unmounts every mount at or below dir, deepest
-// first. The daemon's own mounts live in its private mount namespace and
-// vanish with it; this is for anything else (the storage driver probe, a
-// daemon started by other means).
-func unmountUnder(dir string) error {
-	ms, err := mounts()
-	if err != nil {
-		return err
-	}
-	var points []string
-	for _, m := range ms {
-		if m.point == dir || strings.HasPrefix(m.point, dir+"/") {
-			points = append(points, m.point)
-		}
-	}
-	// Deepest first: longer paths are never parents of shorter ones.
-	sort.Slice(points, func(i, j int) bool { return len(points[i]) > len(points[j]) })
-	var errs []error
-	for _, p := range points {
-		if err := syscall.Unmount(p, syscall.MNT_DETACH); err != nil && !errors.Is(err, syscall.EINVAL) && !errors.Is(err, syscall.ENOENT) {
-			errs = append(errs, fmt.Errorf("unmounting %s: %w", p, err))
-		}
-	}
-	return errors.Join(errs...)
-}
-
-// removeCgroup kills whatever is left in the cgroup path (relative to the
-// root of each hierarchy) and below, and removes those cgroups, in every
-// cgroup hierarchy mounted.
-func removeCgroup(path string) error {
-	ms, err := mounts()
-	if err != nil {
-		return err
-	}
-	var errs []error
-	for _, m := range ms {
-		if m.fstype != "cgroup" && m.fstype != "cgroup2" {
-			continue
-		}
-		root := filepath.Join(m.point, path)
-		if _, err := os.Stat(root); err != nil {
-			continue
-		}
-		if err := removeCgroupTree(root); err != nil {
-			errs = append(errs, err)
-		}
-	}
-	return errors.Join(errs...)
-}
-
-func removeCgroupTree(dir string) error {
-	ents, _ := os.ReadDir(dir)
-	for _, e := range ents {
-		if e.IsDir() {
-			removeCgroupTree(filepath.Join(dir, e.Name()))
-		}
-	}
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if b, err := os.ReadFile(filepath.Join(dir, "cgroup.procs")); err == nil {
-			for _, f := range strings.Fields(string(b)) {
-				var pid int
-				if _, err := fmt.Sscan(f, &pid); err == nil && pid > 0 {
-					syscall.Kill(pid, syscall.SIGKILL)
-				}
-			}
-		}
-		err := syscall.Rmdir(dir)
-		if err == nil || errors.Is(err, syscall.ENOENT) {
-			return nil
-		}
-		if time.Now().After(deadline) {
-			return fmt.Errorf("removing cgroup %s: %w", dir, err)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
 }
 
 // tail returns the last n lines of the file at p.

@@ -161,8 +161,9 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // Runner builds each job against a Docker daemon of its own.
@@ -466,7 +467,7 @@ func (r *Runner) RemoveAll(ctx context.Context, dir string) error {
 	if _, err := os.Lstat(filepath.Join(dir, "dind")); err == nil {
 		errs = append(errs, cleanupDir(filepath.Join(dir, "dind")))
 	}
-	errs = append(errs, unmountUnder(dir), os.RemoveAll(dir))
+	errs = append(errs, hostfs.UnmountUnder(dir), os.RemoveAll(dir))
 	return errors.Join(errs...)
 }
 
@@ -489,8 +490,9 @@ func Reap(stateDir string) ([]string, error) {
 	// Workspaces are on disk (jobs) or on the Manager's tmpfs (mem). Those
 	// the Manager trashed but had not removed yet hold no process or mount
 	// any more, but are cleaned all the same.
-	jobs, trash := jobs.WorkspacePlaces(stateDir)
-	for _, parent := range append(jobs, trash...) {
+	l := workspace.NewLayout(stateDir)
+	jobs := l.WorkspaceDirs()
+	for _, parent := range append(jobs, l.TrashDirs()...) {
 		if m, err := filepath.Glob(filepath.Join(parent, "*", "dind")); err == nil {
 			for _, d := range m {
 				dirs[d] = true
@@ -498,8 +500,9 @@ func Reap(stateDir string) ([]string, error) {
 		}
 	}
 	// Processes whose directory is gone already.
-	for _, p := range procs() {
-		for _, a := range p.args {
+	procs, _ := hostfs.Procs()
+	for _, p := range procs {
+		for _, a := range p.Args() {
 			for _, parent := range jobs {
 				i := strings.Index(a, parent+"/")
 				if i < 0 {

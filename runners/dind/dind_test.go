@@ -27,7 +27,9 @@ import (
 	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/runnertest"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // requireDocker fails the test unless the dind runner can run here: the
@@ -72,18 +74,18 @@ func checkNoLeftovers(t *testing.T) {
 	t.Helper()
 	prefix := filepath.Join(os.TempDir(), "buildgw-runnertest-")
 	ours := func(a string) bool { return strings.Contains(a, prefix) && strings.Contains(a, "/dind") }
-	for _, p := range procs() {
-		if alive(p.pid, 0) && slices.ContainsFunc(p.args, ours) {
-			t.Errorf("process of a job daemon left: %d %q", p.pid, p.args)
+	for _, p := range liveProcs(t) {
+		if args := p.Args(); slices.ContainsFunc(args, ours) {
+			t.Errorf("process of a job daemon left: %d %q", p.Pid, args)
 		}
 	}
-	ms, err := mounts()
+	ms, err := hostfs.Mounts("/")
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, m := range ms {
-		if ours(m.point) {
-			t.Errorf("mount of a job daemon left: %s", m.point)
+		if ours(m.Mountpoint) {
+			t.Errorf("mount of a job daemon left: %s", m.Mountpoint)
 		}
 	}
 }
@@ -100,7 +102,7 @@ func newRequest(t *testing.T, reg string, files map[string]string, args map[stri
 // newRequestNoBases is newRequest without base images.
 func newRequestNoBases(t *testing.T, reg string, files map[string]string, args map[string]string) *builder.Request {
 	t.Helper()
-	ws := filepath.Join(testenv.StateDir(t), "jobs", "job")
+	ws := filepath.Join(workspace.NewLayout(testenv.StateDir(t)).Jobs, "job")
 	ctxDir, out := filepath.Join(ws, "context"), filepath.Join(ws, "out")
 	for _, d := range []string{ctxDir, out} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
@@ -327,7 +329,7 @@ func TestNewErrors(t *testing.T) {
 func TestReap(t *testing.T) {
 	r := requireDocker(t)
 	stateDir := testenv.StateDir(t)
-	ws := filepath.Join(stateDir, "jobs", "crashed")
+	ws := filepath.Join(workspace.NewLayout(stateDir).Jobs, "crashed")
 	if err := os.MkdirAll(ws, 0o700); err != nil {
 		t.Fatal(err)
 	}
@@ -386,7 +388,7 @@ func TestReap(t *testing.T) {
 	if left := referencing(dir); len(left) > 0 {
 		t.Errorf("processes of the daemon left after Reap: %v", left)
 	}
-	if alive(st.Pid, st.Start) {
+	if (hostfs.Process{Pid: st.Pid, Start: st.Start}).Alive() {
 		t.Errorf("the daemon's init %d still running after Reap", st.Pid)
 	}
 	if !poll(5*time.Second, func() bool { return len(procsWith(marker)) == 0 }) {
@@ -410,7 +412,7 @@ func TestReap(t *testing.T) {
 // TestReapOrphanedProcess reaps a daemon process whose directory is gone.
 func TestReapOrphanedProcess(t *testing.T) {
 	stateDir := testenv.StateDir(t)
-	dir := filepath.Join(stateDir, "jobs", "gone", "dind")
+	dir := filepath.Join(workspace.NewLayout(stateDir).Jobs, "gone", "dind")
 	// Not a daemon: a process naming the job's daemon directory, as
 	// dockerd's --pidfile does.
 	cmd := exec.Command("/bin/sh", "-c", "sleep 600", "sh", "--pidfile="+filepath.Join(dir, "run", "docker.pid"))
@@ -459,11 +461,9 @@ func TestStartDaemonNoHostState(t *testing.T) {
 		t.Fatalf("StartDaemon: %v", err)
 	}
 	t.Logf("daemon ready in %s, storage driver %s", time.Since(start), d.StorageDriver())
-	ms, _ := mounts()
+	ms, _ := hostfs.Mounts(dir)
 	for _, m := range ms {
-		if strings.HasPrefix(m.point, dir) {
-			t.Errorf("daemon mount %s visible on the host", m.point)
-		}
+		t.Errorf("daemon mount %s visible on the host", m.Mountpoint)
 	}
 	// The daemon's environment: fixed, none of ours.
 	env := procEnv(t, d.Pid())
@@ -503,26 +503,35 @@ func procEnv(t *testing.T, pid int) []string {
 
 func procsWith(s string) []int {
 	var pids []int
-	for _, p := range procs() {
-		if alive(p.pid, 0) && strings.Contains(strings.Join(p.args, " "), s) {
-			pids = append(pids, p.pid)
+	all, _ := hostfs.Procs()
+	for _, p := range all {
+		if p.State != 'Z' && strings.Contains(strings.Join(p.Args(), " "), s) {
+			pids = append(pids, p.Pid)
 		}
 	}
 	return pids
 }
 
+// liveProcs returns the host's processes but zombies.
+func liveProcs(t *testing.T) []hostfs.Process {
+	t.Helper()
+	all, err := hostfs.Procs()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return slices.DeleteFunc(all, func(p hostfs.Process) bool { return p.State == 'Z' })
+}
+
 func cgroupDirs(t *testing.T, cg string) []string {
 	t.Helper()
-	ms, err := mounts()
+	ms, err := hostfs.MountsOfType("cgroup", "cgroup2")
 	if err != nil {
 		t.Fatal(err)
 	}
 	var dirs []string
 	for _, m := range ms {
-		if m.fstype == "cgroup" || m.fstype == "cgroup2" {
-			if _, err := os.Stat(filepath.Join(m.point, cg)); err == nil {
-				dirs = append(dirs, filepath.Join(m.point, cg))
-			}
+		if _, err := os.Stat(filepath.Join(m.Mountpoint, cg)); err == nil {
+			dirs = append(dirs, filepath.Join(m.Mountpoint, cg))
 		}
 	}
 	return dirs
@@ -598,9 +607,6 @@ func TestNames(t *testing.T) {
 	if a == b || !strings.HasPrefix(a, "job1-") {
 		t.Errorf("cgroupName twice = %q, %q; want distinct names starting job1-", a, b)
 	}
-	if got := unescapeMount(`/a\040b/c`); got != "/a b/c" {
-		t.Errorf("unescapeMount = %q", got)
-	}
 }
 
 // imageFiles returns the regular files of img's flattened filesystem.
@@ -651,7 +657,7 @@ func TestMain(m *testing.M) {
 func TestGatewayCrash(t *testing.T) {
 	requireDocker(t)
 	stateDir := testenv.StateDir(t)
-	ws := filepath.Join(stateDir, "jobs", "crash")
+	ws := filepath.Join(workspace.NewLayout(stateDir).Jobs, "crash")
 	if err := os.MkdirAll(ws, 0o700); err != nil {
 		t.Fatal(err)
 	}

@@ -22,7 +22,10 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/buildgw/buildgw/archive"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/internal/hostfs"
+	"github.com/buildgw/buildgw/workspace"
 )
 
 // Log writes progress to stderr; results go to stdout.
@@ -316,18 +319,22 @@ type Owner interface {
 // modification times the upload's extraction keeps) and an output
 // directory.
 func Workspace(o Owner, tmp, proj string, i int, base, host string) (*builder.Request, error) {
-	parent := filepath.Join(tmp, fmt.Sprintf("job-%d", i))
-	ws := filepath.Join(parent, "ws")
-	ctxDir, out := filepath.Join(ws, "context"), filepath.Join(ws, "out")
-	if err := os.MkdirAll(ws, 0o700); err != nil {
+	// Made by the workspace package, on disk, as the gateway makes them.
+	spaces, err := workspace.New(workspace.NewLayout(tmp))
+	if err != nil {
 		return nil, err
 	}
-	os.Chmod(parent, 0o711)
+	id := fmt.Sprintf("bench-%d", i)
+	ws, err := spaces.Create(id, archive.Limits{})
+	if err != nil {
+		return nil, err
+	}
+	ctxDir, out := filepath.Join(ws, "context"), filepath.Join(ws, "out")
 	if err := os.Mkdir(out, 0o700); err != nil {
 		return nil, err
 	}
 	uid, gid, differs := o.Owner()
-	err := filepath.WalkDir(proj, func(p string, d fs.DirEntry, err error) error {
+	err = filepath.WalkDir(proj, func(p string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
@@ -362,7 +369,7 @@ func Workspace(o Owner, tmp, proj string, i int, base, host string) (*builder.Re
 			}
 		}
 	}
-	return &builder.Request{ID: fmt.Sprintf("bench-%d", i), Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile",
+	return &builder.Request{ID: id, Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile",
 		BuildArgs: map[string]string{"BASE": base}, OutputDir: out, InsecureRegistries: []string{host}}, nil
 }
 
@@ -372,25 +379,15 @@ func Workspace(o Owner, tmp, proj string, i int, base, host string) (*builder.Re
 // executor it starts, or a job daemon's init, dockerd, containerd and
 // shims.
 func RSSUnder(dir string) int64 {
-	ents, _ := os.ReadDir("/proc")
+	ps, _ := hostfs.Procs()
 	parent := map[int]int{}
 	in := map[int]bool{}
-	for _, e := range ents {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		if st, err := os.ReadFile("/proc/" + e.Name() + "/stat"); err == nil {
-			// pid (comm) state ppid ...: comm may hold spaces.
-			if i := strings.LastIndexByte(string(st), ')'); i > 0 {
-				if f := strings.Fields(string(st[i+1:])); len(f) > 1 {
-					parent[pid], _ = strconv.Atoi(f[1])
-				}
-			}
-		}
-		for _, f := range []string{"cmdline", "environ"} {
-			if b, err := os.ReadFile("/proc/" + e.Name() + "/" + f); err == nil && strings.Contains(string(b), dir+"/") {
-				in[pid] = true
+	for _, p := range ps {
+		parent[p.Pid] = p.PPid
+		for _, a := range append(p.Args(), p.Environ()...) {
+			if strings.Contains(a, dir+"/") {
+				in[p.Pid] = true
+				break
 			}
 		}
 	}
