@@ -11,7 +11,6 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/buildgw/buildgw/api/client"
 )
 
 // NewCmdLogin returns the login command.
@@ -54,7 +53,7 @@ or a prompt on a terminal.`,
 			if token == "" {
 				return errors.New("empty token")
 			}
-			c, err := client.New(server, token)
+			c, err := g.clientAt(cmd.ErrOrStderr(), server, token)
 			if err != nil {
 				return err
 			}
