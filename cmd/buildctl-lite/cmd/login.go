@@ -10,7 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-
 )
 
 // NewCmdLogin returns the login command.
