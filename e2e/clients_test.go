@@ -63,14 +63,15 @@ func run(t *testing.T, dir string, env []string, name string, args ...string) (s
 	return out.String(), 0
 }
 
-// gitRepo makes dir a git repository of project group/app on GitLab, on
-// branch main, with everything in it committed, and returns the commit.
-func gitRepo(t *testing.T, dir string) string {
+// gitRepoAt makes dir a git repository cloned from remote (which names
+// the project, as gitlab-ci-local reads it), with everything in it
+// committed on branch, and returns the commit.
+func gitRepoAt(t *testing.T, dir, remote, branch string) string {
 	t.Helper()
 	env := []string{"GIT_AUTHOR_NAME=t", "GIT_AUTHOR_EMAIL=t@example.com", "GIT_COMMITTER_NAME=t", "GIT_COMMITTER_EMAIL=t@example.com", "HOME=" + dir}
 	for _, args := range [][]string{
-		{"init", "-q", "-b", "main"},
-		{"remote", "add", "origin", "https://gitlab.example.com/group/app.git"},
+		{"init", "-q", "-b", branch},
+		{"remote", "add", "origin", remote},
 		{"add", "-A"},
 		{"commit", "-q", "-m", "init"},
 	} {

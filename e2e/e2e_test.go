@@ -77,6 +77,9 @@ type gatewayOptions struct {
 	// policy replaces the default policy, which lets the static tokens
 	// push to DEST/team/** from the base registry and DEST.
 	policy func(g *gateway) testgateway.Policy
+	// policyFile, when set, is the text of the policy file instead: a
+	// real policy such as the example's, with the test's hosts.
+	policyFile func(g *gateway) []byte
 	// jobTimeout, maxContextBytes and maxContextFiles replace the
 	// defaults (5m, 64 MiB, 2000 files) when set.
 	jobTimeout                       time.Duration
@@ -152,6 +155,12 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 	}}}
 	if o.policy != nil {
 		pol = o.policy(g)
+	}
+	if o.policyFile != nil {
+		cfg.PolicyFile = filepath.Join(t.TempDir(), "policy.yaml")
+		if err := os.WriteFile(cfg.PolicyFile, o.policyFile(g), 0o600); err != nil {
+			t.Fatal(err)
+		}
 	}
 	g.gw = testgateway.Start(t, cfg, testgateway.WithBinary(filepath.Join(g.bin, "buildgw")),
 		testgateway.WithCAFile(g.caFile), testgateway.WithPolicy(pol))

@@ -71,6 +71,12 @@
 // ([A-Za-z_][A-Za-z0-9_]*). deny_tags takes no placeholders, so that no
 // identity can escape a deny entry by lacking an attribute.
 //
+// {A_lc} is attribute A in lowercase and {A_slug} is A as GitLab slugs a
+// ref for CI_COMMIT_REF_SLUG, unless the identity has an attribute of
+// that very name. So registry.example.com/{project_path_lc}:{ref_slug}
+// is what GitLab's $CI_REGISTRY_IMAGE:$CI_COMMIT_REF_SLUG holds for a
+// project with capitals in its path and any branch name.
+//
 // # Registries
 //
 // Short Docker Hub names (FROM busybox) resolve to index.docker.io, as

@@ -197,7 +197,7 @@ func (p repoPattern) bind(attrs map[string]string) (boundRepo, error) {
 		for _, pc := range seg {
 			switch pc.kind {
 			case pieceAttr:
-				v, ok := attrs[pc.text]
+				v, ok := attrValue(attrs, pc.text)
 				if !ok || v == "" {
 					return boundRepo{}, fmt.Errorf("the identity has no attribute %q", pc.text)
 				}
@@ -387,7 +387,7 @@ func (t tagPattern) bind(attrs map[string]string) (string, error) {
 			sb.WriteString(pc.text)
 			continue
 		}
-		v, ok := attrs[pc.text]
+		v, ok := attrValue(attrs, pc.text)
 		if !ok || v == "" {
 			return "", fmt.Errorf("the identity has no attribute %q", pc.text)
 		}

@@ -439,6 +439,41 @@ func TestExamplePolicy(t *testing.T) {
 			dests: []string{"registry.example.com/any/thing:1"}, dockerfile: "FROM busybox\n", allowed: true, rule: "platform-admins"},
 		{name: "team", id: team("web"), dests: []string{"registry.example.com/teams/web/site:1"}, allowed: true, rule: "jenkins-teams"},
 	})
+
+	// The GitLab template's and component's default tags,
+	// $CI_REGISTRY_IMAGE:$CI_COMMIT_SHA and :$CI_COMMIT_REF_SLUG, with the
+	// values GitLab gives them for project Group/My_App.
+	const sha = "0123456789abcdef0123456789abcdef01234567"
+	image := "registry.example.com/group/my_app"
+	glab := func(ref, refType string, protected bool) auth.Identity {
+		id := gitlab("Group/My_App", protected, ref)
+		id.Attributes["ref_type"] = refType
+		id.Attributes["sha"] = sha
+		return id
+	}
+	jenkins := func(job string) auth.Identity {
+		return auth.Identity{Name: "jenkins:" + job, Kind: auth.KindOIDC, Issuer: "https://jenkins.example.com/oidc",
+			Attributes: map[string]string{"sub": "https://jenkins.example.com/job/" + job + "/", "build_number": "3"}}
+	}
+	runDecide(t, p, []decideCase{
+		// A merge request pipeline's token carries the source branch.
+		{name: "template defaults on a branch", id: glab("Feature/Login_Page", "branch", false),
+			dests: []string{image + ":" + sha, image + ":feature-login-page"}, allowed: true, rule: "gitlab-branches"},
+		{name: "template defaults on main", id: glab("main", "branch", true),
+			dests: []string{image + ":" + sha, image + ":main"}, allowed: true, rule: "gitlab-protected"},
+		{name: "template defaults on a protected tag", id: glab("V1.2.0", "tag", true),
+			dests: []string{image + ":" + sha, image + ":v1-2-0"}, allowed: true, rule: "gitlab-protected"},
+		{name: "a branch cannot take a version tag", id: glab("v1.2.0", "tag", false),
+			dests: []string{image + ":v1-2-0"}, rule: "gitlab-branches", reason: []string{"deny_tags"}},
+		{name: "a branch cannot take another branch's slug", id: glab("Feature/Login_Page", "branch", false),
+			dests: []string{image + ":main"}, rule: "gitlab-branches", reason: []string{"tag not in allow.tags"}},
+		{name: "jenkins main", id: jenkins("app/job/main"), dests: []string{"registry.example.com/team/app:latest"}, allowed: true, rule: "jenkins-app-main"},
+		{name: "jenkins branch", id: jenkins("app/job/feature-x"), dests: []string{"registry.example.com/team/app:dev-3"}, allowed: true, rule: "jenkins-app-branches"},
+		{name: "jenkins branch latest", id: jenkins("app/job/feature-x"), dests: []string{"registry.example.com/team/app:latest"},
+			rule: "jenkins-app-branches", reason: []string{"tag not in allow.tags"}},
+		{name: "jenkins pull request", id: jenkins("app/job/PR-7"), dests: []string{"registry.example.com/team/app:dev-3"}, rule: "jenkins-pull-requests"},
+		{name: "jenkins gitlab merge request", id: jenkins("app/job/MR-7"), dests: []string{"registry.example.com/team/app:dev-3"}, rule: "jenkins-pull-requests"},
+	})
 }
 
 func TestDecideNetwork(t *testing.T) {

@@ -19,6 +19,8 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -321,6 +323,48 @@ const (
 
 func fail(reason string) error { return &auth.Error{Reason: reason} }
 
+// maxQuoted bounds an unverified claim quoted back in a reason.
+const maxQuoted = 200
+
+// unknownIssuer names the issuers this gateway trusts, so that a job whose
+// token comes from another GitLab or Jenkins URL sees which one is
+// expected. Their URLs are in every token they mint: no secret.
+func (a *Authenticator) unknownIssuer(iss string) error {
+	if iss == "" {
+		iss = "(none)"
+	} else {
+		if len(iss) > maxQuoted {
+			iss = iss[:maxQuoted] + "..."
+		}
+		iss = strconv.Quote(iss)
+	}
+	urls := make([]string, 0, len(a.issuers))
+	for u := range a.issuers {
+		urls = append(urls, u)
+	}
+	sort.Strings(urls)
+	return fail(fmt.Sprintf("%s %s: this gateway accepts tokens of %s", reasonUnknownIssuer, iss, strings.Join(urls, ", ")))
+}
+
+// wrongAudience names the audiences the token's issuer must mint for (for
+// GitLab, the aud of the job's id_tokens; for Jenkins, the credential's
+// audience).
+func (is *issuer) wrongAudience(got []string) error {
+	have := "(none)"
+	if len(got) > 0 {
+		q := make([]string, len(got))
+		for i, g := range got {
+			q[i] = strconv.Quote(g)
+		}
+		have = strings.Join(q, ", ")
+	}
+	want := make([]string, len(is.Audiences))
+	for i, w := range is.Audiences {
+		want[i] = strconv.Quote(w)
+	}
+	return fail(fmt.Sprintf("%s %s: tokens of issuer %s must have aud %s", reasonAudience, have, is.URL, strings.Join(want, " or ")))
+}
+
 // Authenticate verifies the request's bearer JWT. It returns
 // auth.ErrNoCredentials when there is no bearer or it is not shaped like a
 // JWT, an *auth.Error when the token is invalid, and another error when
@@ -342,7 +386,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (auth.Identity, error) {
 	}
 	is := a.issuers[iss]
 	if is == nil {
-		return auth.Identity{}, fail(reasonUnknownIssuer)
+		return auth.Identity{}, a.unknownIssuer(iss)
 	}
 	if !slices.Contains(is.Algorithms, alg) {
 		return auth.Identity{}, fail(reasonAlgorithm)
@@ -360,7 +404,7 @@ func (a *Authenticator) Authenticate(r *http.Request) (auth.Identity, error) {
 		return auth.Identity{}, fail(reasonMalformed)
 	}
 	if !slices.ContainsFunc(tok.Audience, func(aud string) bool { return slices.Contains(is.Audiences, aud) }) {
-		return auth.Identity{}, fail(reasonAudience)
+		return auth.Identity{}, is.wrongAudience(tok.Audience)
 	}
 	if nbf, ok := claims["nbf"]; ok {
 		t, err := numericDate(nbf)
@@ -410,7 +454,10 @@ func verifyError(is *issuer, err error) error {
 	case errors.As(err, &expired) && expired.Expiry.IsZero():
 		return fail(reasonNoExpiry)
 	case errors.As(err, &expired):
-		return fail(reasonExpired)
+		// When, so that a CI job can tell a token that outlived a long
+		// queue from a clock that is off.
+		return fail(fmt.Sprintf("%s at %s, %s ago", reasonExpired, expired.Expiry.UTC().Format(time.RFC3339),
+			is.now().Sub(expired.Expiry).Round(time.Second)))
 	case strings.Contains(msg, "fetching keys"):
 		// The issuer's JWKS is unreachable: not the caller's fault.
 		return fmt.Errorf("verifying token of oidc issuer %s: %w", is.Name, err)

@@ -42,7 +42,7 @@ when all is clean, so it can gate a pipeline.`,
   buildctl-lite audit -o json ~/src/*
   sudo buildctl-lite audit --host`,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			for _, n := range []string{"server", "token"} {
+			for _, n := range []string{"server", "token", "ca-file"} {
 				if cmd.Flags().Changed(n) {
 					return fmt.Errorf("audit talks to no gateway: --%s does nothing here", n)
 				}
@@ -86,7 +86,7 @@ when all is clean, so it can gate a pipeline.`,
 	// audit talks to no gateway: these shadow the global --server and
 	// --token, so its help does not offer them, and refuse them if given.
 	var unused string
-	for _, n := range []string{"server", "token"} {
+	for _, n := range []string{"server", "token", "ca-file"} {
 		f.StringVar(&unused, n, "", "not used by audit")
 		f.MarkHidden(n)
 	}

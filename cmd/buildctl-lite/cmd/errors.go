@@ -53,7 +53,13 @@ func describe(err error) error {
 	var hint string
 	switch ce.StatusCode {
 	case http.StatusUnauthorized:
-		hint = "unauthorized: %s (give --token, set BUILDGW_TOKEN or run buildctl-lite login)"
+		hint = "unauthorized: %s"
+		// Another token helps a caller that sent none or a wrong static
+		// one; a CI job's ID token needs the issuer or audience the
+		// gateway's message names, or a fresh token, instead.
+		if ce.Message == "" || ce.Message == "invalid token" || strings.HasPrefix(ce.Message, "missing credentials") {
+			hint += " (give --token, set BUILDGW_TOKEN or run buildctl-lite login)"
+		}
 	case http.StatusForbidden:
 		hint = "denied: %s"
 	case http.StatusRequestEntityTooLarge:

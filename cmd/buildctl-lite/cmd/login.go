@@ -10,8 +10,6 @@ import (
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
-
-	"github.com/buildgw/buildgw/api/client"
 )
 
 // NewCmdLogin returns the login command.
@@ -54,7 +52,7 @@ or a prompt on a terminal.`,
 			if token == "" {
 				return errors.New("empty token")
 			}
-			c, err := client.New(server, token)
+			c, err := g.clientAt(cmd.ErrOrStderr(), server, token)
 			if err != nil {
 				return err
 			}

@@ -107,7 +107,7 @@ func TestAuditHelpHidesGatewayFlags(t *testing.T) {
 	if code != 0 || !strings.Contains(stdout, "--host") {
 		t.Fatalf("audit --help: exit %d, %q, want its help", code, stdout)
 	}
-	for _, f := range []string{"--server", "--token"} {
+	for _, f := range []string{"--server", "--token", "--ca-file"} {
 		if strings.Contains(stdout, f) {
 			t.Errorf("audit --help lists %s:\n%s", f, stdout)
 		}

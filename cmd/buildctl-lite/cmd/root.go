@@ -3,10 +3,13 @@ package cmd
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -37,6 +40,9 @@ type globals struct {
 	// restartWait bounds the wait for a gateway that restarts while a
 	// build's log is followed.
 	restartWait time.Duration
+	// caFile holds CA certificates (PEM) trusted for the gateway on top
+	// of the system's (env BUILDGW_CA_FILE).
+	caFile string
 }
 
 // client returns a client of the gateway; when the gateway's queue is
@@ -51,9 +57,46 @@ func (g *globals) client(stderr io.Writer) (*client.Client, error) {
 
 // clientAt is a client of server that tells stderr when it waits.
 func (g *globals) clientAt(stderr io.Writer, server, token string) (*client.Client, error) {
-	return client.New(server, token, client.WithRestartWait(g.restartWait), client.WithWaitNotice(func(d time.Duration, reason string) {
+	opts := []client.Option{client.WithRestartWait(g.restartWait), client.WithWaitNotice(func(d time.Duration, reason string) {
 		fmt.Fprintf(stderr, "buildctl-lite: %s; retrying in %s\n", reason, d.Round(time.Second))
-	}))
+	})}
+	hc, err := g.httpClient()
+	if err != nil {
+		return nil, err
+	}
+	if hc != nil {
+		opts = append(opts, client.WithHTTPClient(hc))
+	}
+	return client.New(server, token, opts...)
+}
+
+// httpClient is an HTTP client that also trusts the CA certificates of
+// --ca-file (else BUILDGW_CA_FILE), or nil when none is given. The
+// system's roots stay trusted, so one setting serves a gateway behind a
+// private CA whatever else the job talks to (SSL_CERT_FILE would replace
+// them).
+func (g *globals) httpClient() (*http.Client, error) {
+	flag, file := "--ca-file", g.caFile
+	if file == "" {
+		flag, file = "BUILDGW_CA_FILE", os.Getenv("BUILDGW_CA_FILE")
+	}
+	if file == "" {
+		return nil, nil
+	}
+	pem, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("%s: reading CA certificates: %w", flag, err)
+	}
+	pool, err := x509.SystemCertPool()
+	if err != nil {
+		pool = x509.NewCertPool()
+	}
+	if !pool.AppendCertsFromPEM(pem) {
+		return nil, fmt.Errorf("%s: %s holds no PEM certificate", flag, file)
+	}
+	t := http.DefaultTransport.(*http.Transport).Clone()
+	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+	return &http.Client{Transport: t}, nil
 }
 
 // credentials resolves the server and token. A token saved by login is
@@ -134,7 +177,8 @@ credentials are needed on this side.
 
 The gateway and token come from --server/--token, else BUILDGW_URL and
 BUILDGW_TOKEN, else what "buildctl-lite login" saved (a saved token is only
-sent to the server it was saved for).
+sent to the server it was saved for). A gateway whose certificate comes from a
+private CA is trusted with --ca-file or BUILDGW_CA_FILE.
 
 Exit status: 0 on success; 1 on an error, a failed or a cancelled build;
 3 when audit finds socket exposure; 4 when a gateway restart interrupted
@@ -158,6 +202,7 @@ has no context to send); 130 on an interrupt.`,
 	pf.StringVar(&g.server, "server", "", "gateway URL (env BUILDGW_URL, else the one saved by login)")
 	pf.StringVar(&g.token, "token", "", "bearer token (env BUILDGW_TOKEN, else the one saved by login)")
 	pf.StringVarP(&g.output, "output", "o", outputText, "output format: text or json")
+	pf.StringVar(&g.caFile, "ca-file", "", "PEM file of CA certificates to trust for the gateway, besides the system's (env BUILDGW_CA_FILE)")
 	pf.DurationVar(&g.restartWait, "restart-wait", 3*time.Minute, "how long a followed build waits for a gateway that restarts, then reattaches (0: not at all)")
 	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outputText, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
 	root.AddCommand(

@@ -5,7 +5,8 @@
 //
 //   groovy harness.groovy VARS_DIR STEP CONFIG.json
 //
-// CONFIG: {"args": {...}, "env": {...}, "credentials": {"id": "secret"}}.
+// CONFIG: {"args": {...}, "env": {...}, "credentials": {"id": "secret"},
+// "unix": true}.
 // Prints RESULT=<return value> on success; ERROR=<message> and exit 2 when
 // the step called error.
 import groovy.json.JsonSlurper
@@ -23,6 +24,8 @@ def binding = new Binding()
 binding.setVariable('env', env)
 binding.setVariable('error', { String msg -> throw new StepError(msg) })
 binding.setVariable('string', { Map m -> [kind: 'string'] + m })
+// isUnix: the agent's kind; CONFIG "unix": false makes it a Windows agent.
+binding.setVariable('isUnix', { -> config.unix == null ? true : config.unix })
 binding.setVariable('withCredentials', { List bindings, Closure body ->
     Map saved = [:] + env
     bindings.each { b ->
