@@ -48,9 +48,11 @@ type gateway struct {
 	busybox  string
 	// auditFile is the gateway's audit log.
 	auditFile string
-	// gw is the gateway process (gw.Cmd), replaced when a test restarts
-	// it (launch).
-	gw *testgateway.Gateway
+	gw        *testgateway.Gateway
+	// proc is the gateway process (gw.Cmd), replaced when a test restarts
+	// it (launch); exited is closed when it has exited.
+	proc   *exec.Cmd
+	exited <-chan struct{}
 }
 
 func binDir(t *testing.T) string {
@@ -164,6 +166,7 @@ func startGatewayWith(t *testing.T, o gatewayOptions) *gateway {
 	}
 	g.gw = testgateway.Start(t, cfg, testgateway.WithBinary(filepath.Join(g.bin, "buildgw")),
 		testgateway.WithCAFile(g.caFile), testgateway.WithPolicy(pol))
+	g.proc, g.exited = g.gw.Cmd, g.gw.Exited()
 	return g
 }
 
@@ -177,6 +180,7 @@ func (g *gateway) launch(t *testing.T) {
 	if err := g.gw.Restart(ctx); err != nil {
 		t.Fatal(err)
 	}
+	g.proc, g.exited = g.gw.Cmd, g.gw.Exited()
 }
 
 func (g *gateway) httpClient() *http.Client { return g.gw.HTTPClient() }

@@ -70,8 +70,8 @@ func TestLifecycleKillRestart(t *testing.T) {
 	// SIGKILL mid-build and mid-upload.
 	up = g.startUpload(t, ci, g.dest.Host+"/team/life:cut")
 	g.waitWorkspaces(t, 4)
-	g.gw.Cmd.Process.Kill()
-	<-g.gw.Exited()
+	g.proc.Process.Kill()
+	<-g.exited
 	up.abort()
 
 	g.launch(t)
@@ -346,7 +346,7 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 	waitConnected(t, "buildctl-lite", g.url)
 
 	start := time.Now()
-	g.gw.Cmd.Process.Signal(syscall.SIGTERM)
+	g.proc.Process.Signal(syscall.SIGTERM)
 	// During the grace period status reads still work; new builds are
 	// refused.
 	g.waitDraining(t)
@@ -354,14 +354,14 @@ func TestLifecycleGracefulShutdown(t *testing.T) {
 		t.Errorf("build %s during the grace period = %v, want running", running[0], b.Status)
 	}
 	select {
-	case <-g.gw.Exited():
+	case <-g.exited:
 	case <-time.After(testenv.Scale(20 * time.Second)):
 		t.Fatal("gateway still running 20s after SIGTERM with a 2s grace period")
 	}
 	if took := time.Since(start); took < 2*time.Second {
 		t.Errorf("gateway exited %s after SIGTERM, before its 2s grace period", took)
 	}
-	if code := g.gw.Cmd.ProcessState.ExitCode(); code != 0 {
+	if code := g.proc.ProcessState.ExitCode(); code != 0 {
 		t.Errorf("gateway exit status after SIGTERM with a log follower = %d, want 0", code)
 	}
 	select {
@@ -487,21 +487,21 @@ func TestLifecycleSecondSignal(t *testing.T) {
 	id := g.submitRaw(t, ci, g.dest.Host+"/team/term:second", map[string]string{"Dockerfile": "FROM " + g.busybox + "\nRUN sleep 3600\n"})
 	g.waitLogLine(t, ci, id, "Running: [/bin/sh -c sleep 3600]", 3*time.Minute)
 
-	g.gw.Cmd.Process.Signal(syscall.SIGTERM)
+	g.proc.Process.Signal(syscall.SIGTERM)
 	g.waitDraining(t)
 	// Draining: the build runs on and can be read.
 	if b := g.status(t, ci, id); b.Status != api.StatusRunning {
 		t.Fatalf("build during the grace period = %v, want running", b.Status)
 	}
 	start := time.Now()
-	g.gw.Cmd.Process.Signal(syscall.SIGTERM)
+	g.proc.Process.Signal(syscall.SIGTERM)
 	select {
-	case <-g.gw.Exited():
+	case <-g.exited:
 	case <-time.After(testenv.Scale(10 * time.Second)):
 		t.Fatal("gateway still running 10s after a second SIGTERM")
 	}
-	t.Logf("gateway exited %s after the second SIGTERM, status %d", time.Since(start), g.gw.Cmd.ProcessState.ExitCode())
-	if g.gw.Cmd.ProcessState.ExitCode() == 0 {
+	t.Logf("gateway exited %s after the second SIGTERM, status %d", time.Since(start), g.proc.ProcessState.ExitCode())
+	if g.proc.ProcessState.ExitCode() == 0 {
 		t.Errorf("gateway stopped by a second SIGTERM exited 0, want a failure status")
 	}
 	g.launch(t)
