@@ -133,12 +133,6 @@ func New(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		}
 		opts = append(opts, jobs.WithRunner("dind", dr))
 		log.Info("dind runner", "data_root", dataRoot)
-		// Daemons and state left by a gateway that was killed.
-		if cleaned, err := dind.Reap(cfg.StateDir); err != nil {
-			log.Error("reaping leftover dind daemons", "error", err)
-		} else if len(cleaned) > 0 {
-			log.Info("reaped leftover dind daemons", "dirs", cleaned)
-		}
 	}
 	if alog != nil {
 		opts = append(opts, jobs.WithObserver(auditObserver{alog}))

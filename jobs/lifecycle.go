@@ -133,9 +133,7 @@ func (m *Manager) expire() {
 	m.mu.Lock()
 	for _, j := range old {
 		delete(m.jobs, j.ID)
-		if j.idemKey != "" {
-			delete(m.idem, j.Owner+"\x00"+j.idemKey)
-		}
+		m.forget(j)
 	}
 	m.mu.Unlock()
 	for _, j := range old {

@@ -184,7 +184,7 @@ func TestManagerRestart(t *testing.T) {
 	}{
 		{done.ID, "alice", api.StatusSucceeded, "", "#buildgw pushed sha256:"},
 		{long.ID, "alice", api.StatusCancelled, "grace period", "#buildgw cancelled: the gateway shut down"},
-		{"crashedjob", "alice", api.StatusFailed, jobs.ErrRestarted, "#buildgw " + jobs.ErrRestarted},
+		{"crashedjob", "alice", api.StatusFailed, jobs.ErrRestarted.Error(), "#buildgw " + jobs.ErrRestarted.Error()},
 		{queued.ID, "bob", api.StatusSucceeded, "", "#buildgw queued again after a gateway restart"},
 	}
 	for _, tc := range tests {

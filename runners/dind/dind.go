@@ -161,7 +161,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/runners/egress"
 )
 
@@ -177,6 +176,7 @@ var (
 	_ builder.Runner  = (*Runner)(nil)
 	_ builder.Checker = (*Runner)(nil)
 	_ builder.Remover = (*Runner)(nil)
+	_ builder.Reaper  = (*Runner)(nil)
 )
 
 // New returns a Runner. Missing binaries are not an error here: Available
@@ -470,51 +470,54 @@ func (r *Runner) RemoveAll(ctx context.Context, dir string) error {
 	return errors.Join(errs...)
 }
 
-// Reap finds the daemons a killed gateway left under stateDir (whose
-// workspaces are stateDir/jobs/ID), kills them and every process of them,
-// removes their cgroups and mounts, and deletes their state. The gateway
-// calls it once at start-up, before any job runs. It returns the daemon
-// directories it cleaned.
+// Reap finds the daemons a killed gateway left in workspaces under dirs
+// (the directories that hold workspaces, each workspace's daemon in its
+// subdirectory dind), kills them and every process of them, removes their
+// cgroups and mounts, and deletes their state (builder.Reaper). The
+// Manager calls it once at start-up, before any job runs. It returns the
+// daemon directories it cleaned.
 //
 // A gateway that dies takes its daemons with it (Pdeathsig kills each
 // namespace's init), so what is usually left is state; Reap also finds
 // daemons by their state files (namespace init pid and start time) and by
 // command lines naming a job's dind directory.
-func Reap(stateDir string) ([]string, error) {
-	stateDir, err := filepath.Abs(stateDir)
-	if err != nil {
-		return nil, err
+func (r *Runner) Reap(ctx context.Context, dirs []string) ([]string, error) {
+	var parents []string
+	for _, d := range dirs {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return nil, err
+		}
+		parents = append(parents, abs)
 	}
-	dirs := map[string]bool{}
-	// Workspaces are on disk (jobs) or on the Manager's tmpfs (mem). Those
-	// the Manager trashed but had not removed yet hold no process or mount
-	// any more, but are cleaned all the same.
-	jobs, trash := jobs.WorkspacePlaces(stateDir)
-	for _, parent := range append(jobs, trash...) {
+	found := map[string]bool{}
+	// Workspaces trashed but not removed yet hold no process or mount any
+	// more, but are cleaned all the same.
+	for _, parent := range parents {
 		if m, err := filepath.Glob(filepath.Join(parent, "*", "dind")); err == nil {
 			for _, d := range m {
-				dirs[d] = true
+				found[d] = true
 			}
 		}
 	}
 	// Processes whose directory is gone already.
 	for _, p := range procs() {
 		for _, a := range p.args {
-			for _, parent := range jobs {
+			for _, parent := range parents {
 				i := strings.Index(a, parent+"/")
 				if i < 0 {
 					continue
 				}
 				id, after, ok := strings.Cut(a[i+len(parent)+1:], "/")
 				if ok && id != "" && (after == "dind" || strings.HasPrefix(after, "dind/")) {
-					dirs[filepath.Join(parent, id, "dind")] = true
+					found[filepath.Join(parent, id, "dind")] = true
 				}
 			}
 		}
 	}
 	var cleaned []string
 	var errs []error
-	for d := range dirs {
+	for d := range found {
 		if err := cleanupDir(d); err != nil {
 			errs = append(errs, err)
 		}
