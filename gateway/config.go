@@ -114,7 +114,7 @@ type Lifecycle struct {
 	// WorkspaceMemoryBytes (root with CAP_SYS_ADMIN only), or "disk",
 	// under state_dir/jobs. Creating
 	// files, which builds do by the ten thousand, costs a fraction on a
-	// tmpfs: the reference build of bench/overhead runs about 4× faster.
+	// tmpfs (bench/README.md, bench/overhead, has the figures).
 	// A build whose reservation (or largest context) does not fit goes
 	// to disk. In memory, the files a build writes count against the
 	// runner's memory_max, and queued builds survive a restart of the

@@ -73,8 +73,9 @@ func makeOptions(opts ...Option) (options, error) {
 		shutdownGrace: 30 * time.Second,
 		retention:     7 * 24 * time.Hour,
 		minFreeBytes:  1 << 30,
-		// Walking a workspace of 50000 files takes about 0.1 s; the
-		// watcher waits at least 20 walks between two (lifecycle_disk.go).
+		// What a walk costs is in bench/README.md (Workspace
+		// measurement); the watcher waits at least 20 walks between two
+		// (lifecycle_disk.go).
 		diskCheckEvery: 2 * time.Second,
 		logMax:         DefaultLogMaxBytes,
 		logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),

@@ -57,8 +57,8 @@
 // only uploads files. The gateway pushes it: no push credential ever
 // reaches the daemon.
 //
-// Teardown kills the namespace (SIGKILL; WithStopTimeout asks for a clean
-// SIGTERM shutdown first), waits for it, kills anything still naming the
+// Teardown kills the namespace (SIGKILL: its state is deleted right after,
+// so a clean shutdown would save nothing), waits for it, kills anything still naming the
 // job's directory in its command line, removes the job's cgroups and any
 // mount under the directory (lazily, deepest first). Build returns only
 // after that, whether the build succeeded, failed or was cancelled: no
@@ -66,9 +66,9 @@
 // allows, the daemon's files (WORKSPACE/dind, mostly the data root) stay
 // for the Manager, which removes the workspace after the build is
 // reported, through the runner's RemoveAll (builder.Remover): unlinking a
-// data root takes 0.6-1.5 s for the reference project of bench/dind, off
-// the build's critical path that way. Daemon.Stop, which the Manager does
-// not use, deletes them too.
+// data root on disk takes about a second (bench/README.md, bench/dind),
+// off the build's critical path that way. Daemon.Stop, which the Manager
+// does not use, deletes them too.
 //
 // # Network
 //
@@ -117,10 +117,9 @@
 // The data root is on disk by default. WithTmpfs(size) mounts a tmpfs of
 // that size over it inside the daemon's mount namespace instead: a
 // per-job disk limit, nothing written to the disk, nothing to delete
-// afterwards, and much faster builds where the disk is slow or shared (on
-// the development VM, bench/dind's reference build takes about 5 s with
-// its data root on tmpfs against 15-20 s on disk), at the price of
-// memory. See bench/README.md (bench/dind).
+// afterwards, and much faster builds where the disk is slow or shared
+// (several times faster for bench/dind's reference build: figures in
+// bench/README.md), at the price of memory.
 //
 // # Limitations
 //
