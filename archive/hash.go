@@ -3,9 +3,9 @@ package archive
 import "hash"
 
 // Every buffer handed over can wake the hashing goroutine, and those
-// wake-ups cost an upload more than the memory: 2 MiB buffers took the
-// gateway from about 330 to about 400 MiB/s against 512 KiB ones
-// (bench/upload), for 8 MiB per large upload. Buffers are made as they
+// wake-ups cost an upload more than the memory: 2 MiB buffers made the
+// gateway's uploads markedly faster than 512 KiB ones (bench/upload;
+// figures in bench/README.md), for 8 MiB per large upload. Buffers are made as they
 // are needed, the first one small, so that the many small uploads of a
 // CI burst do not each cost 8 MiB.
 const (

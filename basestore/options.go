@@ -62,12 +62,6 @@ func WithRemoteOptions(f func(name.Registry) []remote.Option) Option {
 	return func(o *options) error { o.remote = f; return nil }
 }
 
-// WithPlatform sets the platform chosen from multi-platform images.
-// Default linux and the gateway's architecture.
-func WithPlatform(p v1.Platform) Option {
-	return func(o *options) error { o.platform = p; return nil }
-}
-
 // WithCopies makes workspaces get copies of blobs instead of hard links.
 // Default: hard links when the gateway is root, copies otherwise.
 func WithCopies() Option {

@@ -49,6 +49,19 @@ type Cleaner interface {
 	Cleanup(ctx context.Context, id string) error
 }
 
+// Reaper is implemented by runners whose sandboxes keep host state that
+// outlives a gateway killed mid-build and that the Manager's own clean-up
+// (killing processes working in a workspace, unmounting under the state
+// directory, removing workspaces) does not reach: a per-job daemon with
+// the cgroups and mounts of its own namespace, say. At start-up, before
+// any job runs or any leftover workspace is removed, the Manager calls
+// Reap once with every directory that holds workspaces, live or trashed.
+// Its caller holds the state directory, so Reap never touches the
+// sandboxes of another gateway. It returns what it cleaned, for the log.
+type Reaper interface {
+	Reap(ctx context.Context, dirs []string) (cleaned []string, err error)
+}
+
 // Request is one build, as a Runner sees it. All paths are absolute host
 // paths inside the job's workspace.
 type Request struct {

@@ -1,6 +1,9 @@
-// Package gateway assembles a running buildgw from its configuration: it
-// loads and validates the YAML config once, builds the runners, the
-// pusher, the job manager and the HTTP server, and serves until stopped.
+// Package gateway assembles a running buildgw from its configuration and
+// serves until stopped. It has three layers: Config (this file: the
+// file's schema, defaults, Validate and YAML), build (build.go: reads
+// what the configuration names, then makes the runners (runners.go), the
+// pusher, the job manager and the HTTP server, each once, undoing what
+// it made if a step fails) and the host probes (probes.go).
 package gateway
 
 import (
@@ -10,17 +13,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"gopkg.in/yaml.v3"
 
 	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/netmode"
-	"github.com/buildgw/buildgw/policy"
-	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/egress"
 	"github.com/buildgw/buildgw/runners/kaniko"
 )
@@ -116,7 +115,7 @@ type Lifecycle struct {
 	// WorkspaceMemoryBytes (root with CAP_SYS_ADMIN only), or "disk",
 	// under state_dir/jobs. Creating
 	// files, which builds do by the ten thousand, costs a fraction on a
-	// tmpfs: the reference build of bench/overhead runs about 4× faster.
+	// tmpfs (bench/README.md, bench/overhead, has the figures).
 	// A build whose reservation (or largest context) does not fit goes
 	// to disk. In memory, the files a build writes count against the
 	// runner's memory_max, and queued builds survive a restart of the
@@ -128,36 +127,6 @@ type Lifecycle struct {
 	// state_dir/mem for a gateway that may not mount). Default: a quarter
 	// of the host's memory, at most 16 GiB; under 1 GiB, disk is used.
 	WorkspaceMemoryBytes int64 `yaml:"workspace_memory_bytes"`
-}
-
-// maxDefaultWorkspaceMemory bounds the default size of the workspaces'
-// tmpfs.
-const maxDefaultWorkspaceMemory = 16 << 30
-
-// workspaceMemory returns the size of the workspaces' tmpfs (0: disk)
-// and where workspaces go, for the start-up log. canMount reports whether
-// this process may mount a tmpfs (asked only when it matters: it tries a
-// mount); mounted is the size of one already mounted in its place, or 0.
-func (c Config) workspaceMemory(canMount func() bool, mounted int64) (int64, string) {
-	switch c.Workspaces {
-	case "disk":
-		return 0, "disk"
-	case "auto", "":
-		if mounted > 0 {
-			return mounted, fmt.Sprintf("memory, the tmpfs of %d MiB mounted at state_dir/mem", mounted>>20)
-		}
-		if !canMount() {
-			return 0, "disk (mounting a tmpfs needs root with CAP_SYS_ADMIN, or one mounted at state_dir/mem)"
-		}
-	}
-	size := c.WorkspaceMemoryBytes
-	if size == 0 {
-		var ok bool
-		if size, ok = defaultTmpfsSize(4, maxDefaultWorkspaceMemory); !ok {
-			return 0, fmt.Sprintf("disk (a quarter of the memory, %d MiB, is too little for a tmpfs)", size>>20)
-		}
-	}
-	return size, fmt.Sprintf("memory, a tmpfs of %d MiB", size>>20)
 }
 
 // Queue bounds waiting and running builds; identities take turns.
@@ -286,9 +255,10 @@ type Registry struct {
 	// Insecure allows plain HTTP for pushes, and for FROM in builds.
 	Insecure bool `yaml:"insecure"`
 	// SandboxPull, if set, is a read-only account with which the gateway
-	// fetches base images from this registry into its store, instead of
-	// the account above. No sandbox sees it (neither runner pulls: both
-	// get their base images from the gateway's store).
+	// fetches base images from this registry into its base image store,
+	// instead of the push account above. Builds of either runner read
+	// their base images from that store; the key's name is older than
+	// the store.
 	SandboxPull *PullAccount `yaml:"sandbox_pull"`
 }
 
@@ -356,92 +326,6 @@ type DindRunner struct {
 	Network netmode.Mode `yaml:"network"`
 }
 
-// Bounds of a default tmpfs size: the dind runner's data roots at most
-// maxDefaultTmpfs; below minDefaultTmpfs, any tmpfs goes to disk instead.
-const (
-	maxDefaultTmpfs = 8 << 30
-	minDefaultTmpfs = 1 << 30
-)
-
-// dindOptions returns the dind runner's options for this configuration
-// and where its data roots go, for the start-up log.
-func (c Config) dindOptions() ([]dind.Option, string) {
-	d := c.Runners.Dind
-	var o []dind.Option
-	if d.Dockerd != "" {
-		o = append(o, dind.WithDockerd(d.Dockerd))
-	}
-	if d.Docker != "" {
-		o = append(o, dind.WithDocker(d.Docker))
-	}
-	if d.StorageDriver != "" {
-		o = append(o, dind.WithStorageDriver(d.StorageDriver))
-	}
-	if d.StartTimeout != 0 {
-		o = append(o, dind.WithStartTimeout(time.Duration(d.StartTimeout)))
-	}
-	if d.Network != "" {
-		o = append(o, dind.WithNetwork(d.Network))
-	}
-	if len(c.Runners.EgressRefuse) > 0 {
-		o = append(o, dind.WithEgressRefuse(c.Runners.EgressRefuse...))
-	}
-	if d.DataRoot == "disk" {
-		return o, "disk"
-	}
-	size := d.TmpfsBytes
-	if size == 0 {
-		conc := c.Concurrency
-		if conc <= 0 {
-			conc = runtime.NumCPU()
-		}
-		var ok bool
-		if size, ok = defaultTmpfsSize(int64(2*conc), maxDefaultTmpfs); !ok {
-			return o, fmt.Sprintf("disk (%d MiB of memory per job is too little for a tmpfs)", size>>20)
-		}
-	}
-	return append(o, dind.WithTmpfs(size)), fmt.Sprintf("tmpfs of %d MiB", size>>20)
-}
-
-// canMount reports whether this process may mount a tmpfs: it tries,
-// on an empty directory of its own under parent. Holding CAP_SYS_ADMIN is
-// not enough (a container's seccomp profile or LSM may refuse mount).
-func canMount(parent string) bool {
-	dir, err := os.MkdirTemp(parent, "buildgw-mount-probe-")
-	if err != nil {
-		return false
-	}
-	defer os.Remove(dir)
-	if unix.Mount("buildgw-probe", dir, "tmpfs", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, "size=64k") != nil {
-		return false
-	}
-	return unix.Unmount(dir, unix.MNT_DETACH) == nil
-}
-
-// defaultTmpfsSize is the host's memory divided by div, in whole MiB, at
-// most maxSize; ok is false when that is under minDefaultTmpfs, too little
-// to be worth a tmpfs.
-func defaultTmpfsSize(div, maxSize int64) (size int64, ok bool) {
-	size = min(memTotal()/div, maxSize) &^ (1<<20 - 1)
-	return size, size >= minDefaultTmpfs
-}
-
-// memTotal is the host's memory in bytes, or 0 if unknown.
-func memTotal() int64 {
-	b, err := os.ReadFile("/proc/meminfo")
-	if err != nil {
-		return 0
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(l, "MemTotal:"); ok {
-			var kb int64
-			fmt.Sscan(strings.TrimSuffix(strings.TrimSpace(v), " kB"), &kb)
-			return kb << 10
-		}
-	}
-	return 0
-}
-
 // KanikoRunner configures the rootless kaniko runner.
 type KanikoRunner struct {
 	// Executor is the kaniko executor built from cmd/kaniko-executor.
@@ -491,6 +375,22 @@ type KanikoRunner struct {
 // Duration is a time.Duration written as "90s" or "1h".
 type Duration time.Duration
 
+// MarshalYAML writes d as a Go duration string without zero units: "5m",
+// "1h", "1h30m", "90ms".
+func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
+
+// String is d as MarshalYAML writes it.
+func (d Duration) String() string {
+	s := time.Duration(d).String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}
+
 // UnmarshalYAML parses a Go duration string.
 func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	v, err := time.ParseDuration(n.Value)
@@ -500,10 +400,6 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 	*d = Duration(v)
 	return nil
 }
-
-// MarshalYAML writes the duration as UnmarshalYAML reads it, so that a
-// Config survives yaml.Marshal (tests start the binary from one).
-func (d Duration) MarshalYAML() (any, error) { return time.Duration(d).String(), nil }
 
 // DefaultConfig returns the configuration with every default filled in.
 func DefaultConfig() Config {
@@ -549,7 +445,12 @@ func LoadConfig(path string) (Config, error) {
 	return c, nil
 }
 
-// Validate checks the configuration once, at start-up.
+// Validate checks what can be checked of the configuration by itself:
+// shapes, ranges, choices, absolute paths and combinations. It reads no
+// file and probes nothing, so it may run as often as a Config changes
+// (LoadConfig, then New); what needs a file, the host or a component's
+// constructor (the policy, the authenticators, registry secrets, TLS
+// keys, the runners) is checked by New, once, as it makes each.
 func (c *Config) Validate() error {
 	var errs []error
 	host, _, err := net.SplitHostPort(c.Listen)
@@ -561,13 +462,6 @@ func (c *Config) Validate() error {
 	if c.PprofListen != "" {
 		if h, _, err := net.SplitHostPort(c.PprofListen); err != nil || !isLoopback(h) {
 			errs = append(errs, fmt.Errorf("pprof_listen: %q must be a loopback host:port (profiles are served without authentication)", c.PprofListen))
-		}
-	}
-	for _, f := range []string{c.TLS.CertFile, c.TLS.KeyFile} {
-		if f != "" {
-			if _, err := os.Stat(f); err != nil {
-				errs = append(errs, fmt.Errorf("tls: %w", err))
-			}
 		}
 	}
 	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
@@ -631,16 +525,11 @@ func (c *Config) Validate() error {
 	}
 	if c.PolicyFile == "" {
 		errs = append(errs, errors.New("policy_file: required (deny by default; see examples/policy/policy.yaml)"))
-	} else if _, err := policy.Load(c.PolicyFile); err != nil {
-		errs = append(errs, fmt.Errorf("policy_file: %w", err))
 	}
 	for _, f := range []string{c.TLS.ClientCAFile, c.Audit.File} {
 		if f != "" && !filepath.IsAbs(f) {
 			errs = append(errs, fmt.Errorf("%q must be an absolute path", f))
 		}
-	}
-	if _, err := c.authenticator(); err != nil {
-		errs = append(errs, err)
 	}
 	for host, r := range c.Registries {
 		if strings.ContainsAny(host, "/ ") || host == "" {
@@ -653,13 +542,6 @@ func (c *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("registries[%s].sandbox_pull: must be a separate read-only account, not the push account", host))
 			}
 		}
-		for _, f := range []string{r.PasswordFile, r.CAFile} {
-			if f != "" {
-				if _, err := os.Stat(f); err != nil {
-					errs = append(errs, fmt.Errorf("registries[%s]: %w", host, err))
-				}
-			}
-		}
 	}
 	if d := c.Runners.Dind; !d.Disabled {
 		if d.DataRoot != "" && d.DataRoot != "tmpfs" && d.DataRoot != "disk" {
@@ -670,20 +552,9 @@ func (c *Config) Validate() error {
 				errs = append(errs, fmt.Errorf("runners.dind.network: %w", err))
 			}
 		}
-		opts, _ := c.dindOptions()
-		if _, err := dind.New(opts...); err != nil {
-			errs = append(errs, fmt.Errorf("runners.dind: %w", err))
-		}
 	}
-	if c.DownloadsDir != "" {
-		if fi, err := os.Stat(c.DownloadsDir); err != nil || !fi.IsDir() || !filepath.IsAbs(c.DownloadsDir) {
-			errs = append(errs, fmt.Errorf("downloads_dir: %q must be an existing absolute directory", c.DownloadsDir))
-		}
-	}
-	if c.DockerConfig != "" {
-		if _, err := readDockerConfig(c.DockerConfig); err != nil {
-			errs = append(errs, fmt.Errorf("docker_config: %w", err))
-		}
+	if c.DownloadsDir != "" && !filepath.IsAbs(c.DownloadsDir) {
+		errs = append(errs, fmt.Errorf("downloads_dir: %q must be an existing absolute directory", c.DownloadsDir))
 	}
 	return errors.Join(errs...)
 }

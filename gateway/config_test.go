@@ -47,6 +47,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 	}
 }
 
+// TestLoadConfigErrors: what Validate finds in the file alone. What needs
+// a file it names, or a component, is found by New (TestNewConfigErrors).
 func TestLoadConfigErrors(t *testing.T) {
 	const token = "  - name: ci\n    sha256: 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08\n"
 	tests := []struct {
@@ -54,8 +56,6 @@ func TestLoadConfigErrors(t *testing.T) {
 	}{
 		{"unknown key", "listen: 127.0.0.1:1\nlisten_addr: x\ntokens:\n" + token, "listen_addr"},
 		{"no identities", "listen: 127.0.0.1:1\n", "no identities"},
-		{"bad token hash", "listen: 127.0.0.1:1\ntokens:\n  - name: ci\n    sha256: nothex\n", "hex-encoded sha256"},
-		{"duplicate token", "listen: 127.0.0.1:1\ntokens:\n" + token + token, "used twice"},
 		{"public listen without TLS", "listen: 0.0.0.0:8443\ntokens:\n" + token, "tls.cert_file"},
 		{"bad listen", "listen: nonsense\ntokens:\n" + token, "host:port"},
 		{"bad duration", "listen: 127.0.0.1:1\njob_timeout: soon\ntokens:\n" + token, "not a duration"},
@@ -66,17 +66,11 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"pprof off loopback", "listen: 127.0.0.1:1\npprof_listen: 0.0.0.0:6060\ntokens:\n" + token, "pprof_listen"},
 		{"unknown queue key", "listen: 127.0.0.1:1\nqueue:\n  max_waiting: 3\ntokens:\n" + token, "max_waiting"},
 		{"relative state dir", "listen: 127.0.0.1:1\nstate_dir: state\ntokens:\n" + token, "absolute path"},
-		{"missing password file", "listen: 127.0.0.1:1\ntokens:\n" + token + "registries:\n  r.example.com:\n    password_file: /nonexistent/pw\n", "/nonexistent/pw"},
-		{"missing TLS cert", "listen: 127.0.0.1:1\ntls:\n  cert_file: /nonexistent/c\n  key_file: /nonexistent/k\ntokens:\n" + token, "/nonexistent/c"},
 		{"not yaml", "listen: [\n", "config"},
 		{"no policy", "listen: 127.0.0.1:1\ntokens:\n" + token, "policy_file: required"},
-		{"bad policy", "listen: 127.0.0.1:1\npolicy_file: testdata/good.yaml\ntokens:\n" + token, "policy_file"},
-		{"hmac oidc", "listen: 127.0.0.1:1\noidc_issuers:\n  - name: gl\n    url: https://gitlab.example.com\n    audiences: [x]\n    algorithms: [HS256]\n", "HS256"},
+		{"relative downloads dir", "listen: 127.0.0.1:1\ntokens:\n" + token + "downloads_dir: dl\n", "downloads_dir"},
 		{"mtls without CA", "listen: 127.0.0.1:1\nmtls_identities:\n  - name: m\n    subject_cn: builder\n", "client_ca_file"},
-		{"bad dind storage driver", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    storage_driver: aufs\n", "runners.dind"},
-		{"small dind tmpfs", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    tmpfs_bytes: 1024\n", "tmpfs"},
 		{"bad dind data root", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    data_root: ram\n", "data_root"},
-		{"bad network", "listen: 127.0.0.1:1\ntokens:\n" + token + "    allow_networks: [not-a-net]\n", "not-a-net"},
 		{"bad sandbox network", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  kaniko:\n    network: host\n", "runners.kaniko.network"},
 		{"bad dind network", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    network: host\n", "runners.dind.network"},
 		{"bad egress refusal", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  egress_refuse: [10.0.0.0/8, intranet]\n", "runners.egress_refuse: refused destination \"intranet\""},
@@ -91,7 +85,8 @@ func TestLoadConfigErrors(t *testing.T) {
 				t.Fatal(err)
 			}
 			_, err := LoadConfig(p)
-			if err == nil || !strings.Contains(err.Error(), tc.want) {
+			// The file's path holds the test's name: not what counts.
+			if err == nil || !strings.Contains(strings.ReplaceAll(err.Error(), p, ""), tc.want) {
 				t.Errorf("LoadConfig(%q) = %v, want an error naming %q", tc.yaml, err, tc.want)
 			}
 		})

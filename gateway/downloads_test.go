@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"strings"
@@ -12,22 +13,22 @@ func TestDownloadsDirValidated(t *testing.T) {
 	os.WriteFile(file, nil, 0o644)
 	tests := []struct {
 		dir  string
-		want string // "" for valid
+		want bool // a downloads_dir error
 	}{
-		{t.TempDir(), ""},
-		{"dl", "downloads_dir"},
-		{"/nonexistent/dl", "downloads_dir"},
-		{file, "downloads_dir"},
+		{t.TempDir(), false},
+		{"", false},
+		{"dl", true},
+		{"/nonexistent/dl", true},
+		{file, true},
 	}
 	for _, tc := range tests {
+		// Validate finds a relative path in the file alone, New the rest.
 		c := DefaultConfig()
-		c.Listen = "127.0.0.1:0"
 		c.DownloadsDir = tc.dir
-		err := c.Validate()
+		err := errors.Join(c.Validate(), checkDownloadsDir(tc.dir))
 		// Other settings are missing; only the downloads_dir complaint matters.
-		got := err != nil && strings.Contains(err.Error(), "downloads_dir")
-		if got != (tc.want != "") {
-			t.Errorf("Validate(downloads_dir: %q) = %v, want a downloads_dir error: %v", tc.dir, err, tc.want != "")
+		if got := err != nil && strings.Contains(err.Error(), "downloads_dir"); got != tc.want {
+			t.Errorf("Validate+checkDownloadsDir(downloads_dir: %q) = %v, want a downloads_dir error: %v", tc.dir, err, tc.want)
 		}
 	}
 }

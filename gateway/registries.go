@@ -3,6 +3,7 @@ package gateway
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"errors"
 	"fmt"
 	"net/http"
 	"os"
@@ -29,8 +30,8 @@ import (
 // else with its push account, and with its CA.
 func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Registry) []remote.Option, error) {
 	regs := map[string]push.Registry{}
+	var err error
 	if c.DockerConfig != "" {
-		var err error
 		if regs, err = readDockerConfig(c.DockerConfig); err != nil {
 			return nil, nil, nil, fmt.Errorf("docker_config: %w", err)
 		}
@@ -53,9 +54,9 @@ func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Regist
 		if r.Insecure {
 			insecure = append(insecure, host)
 		}
+		var pem []byte
 		if r.CAFile != "" {
-			pem, err := os.ReadFile(r.CAFile)
-			if err != nil {
+			if pem, err = os.ReadFile(r.CAFile); err != nil {
 				return nil, nil, nil, fmt.Errorf("reading CA file of registry %s: %w", host, err)
 			}
 			extraCAs = append(extraCAs, pem...)
@@ -73,7 +74,7 @@ func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Regist
 		}
 		fetch[host] = append(fetch[host], remote.WithAuth(auth))
 		if r.CAFile != "" {
-			tr, err := caTransport(r.CAFile)
+			tr, err := caTransport(pem)
 			if err != nil {
 				return nil, nil, nil, fmt.Errorf("CA file of registry %s: %w", host, err)
 			}
@@ -96,18 +97,14 @@ func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Regist
 	}, func(reg name.Registry) []remote.Option { return fetch[reg.RegistryStr()] }, nil
 }
 
-// caTransport trusts the PEM roots in file besides the system's.
-func caTransport(file string) (http.RoundTripper, error) {
-	pem, err := os.ReadFile(file)
-	if err != nil {
-		return nil, err
-	}
+// caTransport trusts the PEM roots in pem besides the system's.
+func caTransport(pem []byte) (http.RoundTripper, error) {
 	pool, err := x509.SystemCertPool()
 	if err != nil {
 		pool = x509.NewCertPool()
 	}
 	if !pool.AppendCertsFromPEM(pem) {
-		return nil, fmt.Errorf("%s holds no PEM certificate", file)
+		return nil, errors.New("the file holds no PEM certificate")
 	}
 	t := remote.DefaultTransport.(*http.Transport).Clone()
 	t.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}

@@ -246,7 +246,7 @@ func readTokenHex(sum [sha256.Size]byte) string {
 func (j *Job) interrupted() bool {
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return j.status == api.StatusFailed && strings.HasPrefix(j.err, ErrRestarted)
+	return j.status == api.StatusFailed && strings.HasPrefix(j.err, api.ErrRestarted)
 }
 
 // BaseImages returns the images the build pulled, as the gateway resolved

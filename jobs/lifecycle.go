@@ -133,11 +133,7 @@ func (m *Manager) expire() {
 	m.mu.Lock()
 	for _, j := range old {
 		delete(m.jobs, j.ID)
-		// The key may name a newer build by now (sent again after a
-		// restart interrupted this one).
-		if e := m.idem[j.Owner+"\x00"+j.idemKey]; j.idemKey != "" && e != nil && e.job == j {
-			delete(m.idem, j.Owner+"\x00"+j.idemKey)
-		}
+		m.forget(j)
 	}
 	m.mu.Unlock()
 	for _, j := range old {

@@ -187,8 +187,8 @@ func TestManagerRestart(t *testing.T) {
 		wantLog    string
 	}{
 		{done.ID, "alice", api.StatusSucceeded, "", "#buildgw pushed sha256:"},
-		{long.ID, "alice", api.StatusFailed, "grace period", "#buildgw " + jobs.ErrRestarted + ": the gateway shut down"},
-		{"crashedjob", "alice", api.StatusFailed, jobs.ErrRestarted, "#buildgw " + jobs.ErrRestarted},
+		{long.ID, "alice", api.StatusFailed, "grace period", "#buildgw " + jobs.ErrRestarted.Error() + ": the gateway shut down"},
+		{"crashedjob", "alice", api.StatusFailed, jobs.ErrRestarted.Error(), "#buildgw " + jobs.ErrRestarted.Error()},
 		{queued.ID, "bob", api.StatusSucceeded, "", "#buildgw queued again after a gateway restart"},
 	}
 	for _, tc := range tests {

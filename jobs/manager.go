@@ -76,7 +76,7 @@ type Manager struct {
 	jobs      map[string]*Job
 	queue     *fairQueue
 	wake      chan struct{} // closed and replaced when the queue grows
-	idem      map[string]*idemEntry
+	idem      map[idempotencyKey]*idemEntry
 	running   int
 	runningBy map[string]int // running builds per owner
 	// pending counts submissions holding a queue slot while their context
@@ -85,11 +85,6 @@ type Manager struct {
 	pendingBy map[string]int
 	// meanBuild is a moving average of build durations, for Retry-After.
 	meanBuild time.Duration
-}
-
-type idemEntry struct {
-	done chan struct{}
-	job  *Job // nil if the first attempt failed
 }
 
 // New returns a Manager that keeps its workspaces, logs and job store
@@ -124,14 +119,13 @@ func New(l workspace.Layout, p Pusher, opts ...Option) (*Manager, error) {
 		jobs:      map[string]*Job{},
 		queue:     newFairQueue(),
 		wake:      make(chan struct{}),
-		idem:      map[string]*idemEntry{},
+		idem:      map[idempotencyKey]*idemEntry{},
 		runningBy: map[string]int{},
 		pendingBy: map[string]int{},
 		meanBuild: 10 * time.Second,
 	}
 	if err := m.recover(); err != nil {
-		ws.Close()
-		st.Close()
+		m.Close() // the store, and the tmpfs if it was mounted above
 		return nil, err
 	}
 	return m, nil
@@ -154,11 +148,7 @@ func (m *Manager) Runners() map[string]builder.Runner { return m.o.runners }
 // a new workspace and queues the build. Nothing is queued unless all of it
 // is valid; on error the workspace is gone again.
 func (m *Manager) Submit(ctx context.Context, sr SubmitRequest, r io.Reader) (*Job, error) {
-	var names []string
-	for n := range m.o.runners {
-		names = append(names, n)
-	}
-	spec, err := Validate(sr.Spec, names, m.o.defaultRunner)
+	spec, err := Validate(sr.Spec, m.o.runnerNames(), m.o.defaultRunner)
 	if err != nil {
 		return nil, err
 	}
@@ -171,46 +161,9 @@ func (m *Manager) Submit(ctx context.Context, sr SubmitRequest, r io.Reader) (*J
 	}
 
 	if sr.IdempotencyKey != "" {
-		key := sr.Owner + "\x00" + sr.IdempotencyKey
-		for {
-			m.mu.Lock()
-			e, ok := m.idem[key]
-			if ok && e.job != nil && e.job.interrupted() {
-				// The build a restart stopped will not resume: the same
-				// submission sent again starts a new one.
-				ok = false
-			}
-			if !ok {
-				e = &idemEntry{done: make(chan struct{})}
-				m.idem[key] = e
-				m.mu.Unlock()
-				job, err := m.accept(ctx, sr, spec, r)
-				m.mu.Lock()
-				e.job = job
-				if err != nil {
-					delete(m.idem, key) // let a retry try again
-				}
-				close(e.done)
-				m.mu.Unlock()
-				return job, err
-			}
-			m.mu.Unlock()
-			// The same submission is already in flight (a client retry racing
-			// its first attempt): wait for it instead of building twice.
-			select {
-			case <-e.done:
-			case <-ctx.Done():
-				return nil, ctx.Err()
-			}
-			if e.job != nil {
-				if sr.ReadTokenSHA256 != ([sha256.Size]byte{}) {
-					if err := m.setReadToken(e.job, sr.ReadTokenSHA256); err != nil {
-						return nil, err
-					}
-				}
-				return e.job, nil
-			}
-		}
+		return m.once(ctx, idempotencyKey{owner: sr.Owner, key: sr.IdempotencyKey}, sr.ReadTokenSHA256, func() (*Job, error) {
+			return m.accept(ctx, sr, spec, r)
+		})
 	}
 	return m.accept(ctx, sr, spec, r)
 }

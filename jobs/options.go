@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"runtime"
+	"slices"
 	"time"
 
 	"github.com/buildgw/buildgw/api"
@@ -71,8 +73,9 @@ func makeOptions(opts ...Option) (options, error) {
 		shutdownGrace: 30 * time.Second,
 		retention:     7 * 24 * time.Hour,
 		minFreeBytes:  1 << 30,
-		// Walking a workspace of 50000 files takes about 0.1 s; the
-		// watcher waits at least 20 walks between two (lifecycle_disk.go).
+		// What a walk costs is in bench/README.md (Workspace
+		// measurement); the watcher waits at least 20 walks between two
+		// (lifecycle_disk.go).
 		diskCheckEvery: 2 * time.Second,
 		logMax:         DefaultLogMaxBytes,
 		logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -103,10 +106,9 @@ func WithRunner(name string, r builder.Runner) Option {
 	}
 }
 
-// WithDefaultRunner names the runner used when a spec names none.
-// Default "kaniko".
-func WithDefaultRunner(name string) Option {
-	return func(o *options) error { o.defaultRunner = name; return nil }
+// runnerNames returns the names of the runners, sorted.
+func (o options) runnerNames() []string {
+	return slices.Sorted(maps.Keys(o.runners))
 }
 
 // WithConcurrency bounds how many builds run at once. Default: the number
@@ -170,7 +172,9 @@ func WithExtraCAs(pem []byte) Option {
 }
 
 // WithBaseImages has p fetch every build's base images before its runner
-// starts. Default: none; runners pull for themselves.
+// starts. No runner pulls (no sandbox gets registry credentials), so p is
+// where a build's FROM and COPY --from images come from. Default: none;
+// then only builds that pull no image (FROM scratch) work.
 func WithBaseImages(p builder.BasePreparer) Option {
 	return func(o *options) error { o.bases = p; return nil }
 }

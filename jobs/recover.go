@@ -2,6 +2,7 @@ package jobs
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -12,19 +13,25 @@ import (
 	"github.com/buildgw/buildgw/builder"
 )
 
-// ErrRestarted is the error of builds that were running when the gateway
-// stopped without finishing them.
-const ErrRestarted = "interrupted: gateway restarted"
+// ErrRestarted is the error of builds that were running (or queued, and
+// could not be resumed) when the gateway stopped without finishing them.
+var ErrRestarted = errors.New(api.ErrRestarted)
 
-// recover loads the store at start-up. Nothing a previous run left may
-// still run or stay mounted, so its sandboxes are killed first.
+// recover is the one place where what a previous run left is cleaned up,
+// at start-up, before any job runs: every runner's own leftovers (see
+// reapRunners), then the sandboxes' processes and mounts, then the store
+// is loaded and workspaces of jobs that will not run again are removed.
+// The caller holds the state directory, so no other gateway's sandboxes
+// are touched.
 func (m *Manager) recover() error {
 	recs, err := m.store.All()
 	if err != nil {
 		return err
 	}
-	// The queued builds' workspaces stay mounted: they hold their
-	// contexts.
+	// Runners' leftovers outside the workspaces first (a daemon and its
+	// cgroups); then the queued builds' workspaces stay mounted: they hold
+	// their contexts.
+	m.reapRunners(context.Background())
 	var queued []string
 	for _, r := range recs {
 		if r.Status == api.StatusQueued {
@@ -39,10 +46,7 @@ func (m *Manager) recover() error {
 		m.o.logger.Error("cleaning up after a previous run", "error", err)
 	}
 	sort.Slice(recs, func(a, b int) bool { return recs[a].CreatedAt.Before(recs[b].CreatedAt) })
-	var names []string
-	for n := range m.o.runners {
-		names = append(names, n)
-	}
+	names := m.o.runnerNames()
 	keep := map[string]bool{}
 	var requeued, failed int
 	for _, r := range recs {
@@ -66,13 +70,7 @@ func (m *Manager) recover() error {
 			m.queue.push(j)
 			requeued++
 		default:
-			msg := ErrRestarted
-			if r.Status == api.StatusQueued {
-				msg = ErrRestarted + " and the queued build could not be resumed"
-				if verr != nil {
-					msg += ": " + verr.Error()
-				}
-			}
+			msg := interrupted(r.Status, verr).Error()
 			lg, err := openLog(r.LogPath, m.o.logMax)
 			if err != nil {
 				lg = closedLog(r.LogPath)
@@ -93,11 +91,7 @@ func (m *Manager) recover() error {
 			failed++
 		}
 		m.jobs[j.ID] = j
-		if j.idemKey != "" {
-			e := &idemEntry{done: make(chan struct{}), job: j}
-			close(e.done)
-			m.idem[j.Owner+"\x00"+j.idemKey] = e
-		}
+		m.remember(j)
 	}
 	// Workspaces of jobs that will not run again, and of uploads the
 	// previous run never accepted, go at once.
@@ -123,6 +117,20 @@ func (m *Manager) recover() error {
 		m.o.logger.Info("job store loaded", "jobs", len(recs), "requeued", requeued, "failed_interrupted", failed, "removed_workspaces", removed)
 	}
 	return nil
+}
+
+// interrupted is the error of a build found unfinished at start-up that
+// will not run again: it was running, or it was queued but its spec
+// (verr) or workspace did not survive.
+func interrupted(was api.Status, verr error) error {
+	switch {
+	case was != api.StatusQueued:
+		return ErrRestarted
+	case verr != nil:
+		return fmt.Errorf("%w and the queued build could not be resumed: %w", ErrRestarted, verr)
+	default:
+		return fmt.Errorf("%w and the queued build could not be resumed", ErrRestarted)
+	}
 }
 
 // contextIntact reports whether a queued job's workspace still holds its

@@ -15,7 +15,7 @@ import (
 // interrupted starts a new build, which then owns the key, also after the
 // interrupted one expires.
 func TestResubmitInterrupted(t *testing.T) {
-	if jobs.ErrRestarted != api.ErrRestarted {
+	if jobs.ErrRestarted.Error() != api.ErrRestarted {
 		t.Fatalf("jobs.ErrRestarted = %q, api.ErrRestarted = %q: clients tell interrupted builds by the latter", jobs.ErrRestarted, api.ErrRestarted)
 	}
 	r := newRestartable(t)
@@ -32,7 +32,7 @@ func TestResubmitInterrupted(t *testing.T) {
 	}
 	long := time.Now().Add(-2 * time.Hour)
 	err = st.Update(first.ID, func(rec *store.Record) {
-		rec.Status, rec.Error, rec.FinishedAt = api.StatusFailed, jobs.ErrRestarted, long
+		rec.Status, rec.Error, rec.FinishedAt = api.StatusFailed, jobs.ErrRestarted.Error(), long
 	})
 	st.Close()
 	if err != nil {

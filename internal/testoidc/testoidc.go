@@ -214,20 +214,12 @@ func (is *Issuer) Rotate(keepOld bool) (*Key, error) {
 	return k, nil
 }
 
-// Publish adds k to the key set (e.g. an ES256 key next to the RSA one).
-func (is *Issuer) Publish(k *Key) {
-	is.mu.Lock()
-	defer is.mu.Unlock()
-	is.published = append(is.published, k)
-}
-
 // MintOption changes how Mint signs.
 type MintOption func(*mintOptions)
 
 type mintOptions struct {
-	key     *Key
-	kid     *string
-	headers map[jose.HeaderKey]any
+	key *Key
+	kid *string
 }
 
 // WithKey signs with k instead of the issuer's signing key; k need not be
@@ -236,16 +228,6 @@ func WithKey(k *Key) MintOption { return func(o *mintOptions) { o.key = k } }
 
 // WithKID puts kid in the header instead of the key's own.
 func WithKID(kid string) MintOption { return func(o *mintOptions) { o.kid = &kid } }
-
-// WithHeader adds a protected header.
-func WithHeader(k string, v any) MintOption {
-	return func(o *mintOptions) {
-		if o.headers == nil {
-			o.headers = map[jose.HeaderKey]any{}
-		}
-		o.headers[jose.HeaderKey(k)] = v
-	}
-}
 
 // Mint signs claims as a compact JWS with typ JWT.
 func (is *Issuer) Mint(claims map[string]any, opts ...MintOption) (string, error) {
@@ -257,7 +239,7 @@ func (is *Issuer) Mint(claims map[string]any, opts ...MintOption) (string, error
 	if o.kid != nil {
 		kid = *o.kid
 	}
-	return sign(jose.SigningKey{Algorithm: o.key.Alg, Key: jose.JSONWebKey{Key: o.key.Private, KeyID: kid}}, o.headers, claims)
+	return sign(jose.SigningKey{Algorithm: o.key.Alg, Key: jose.JSONWebKey{Key: o.key.Private, KeyID: kid}}, nil, claims)
 }
 
 // MustMint is Mint for tests.

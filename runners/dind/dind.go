@@ -57,8 +57,8 @@
 // only uploads files. The gateway pushes it: no push credential ever
 // reaches the daemon.
 //
-// Teardown kills the namespace (SIGKILL; WithStopTimeout asks for a clean
-// SIGTERM shutdown first), waits for it, kills anything still naming the
+// Teardown kills the namespace (SIGKILL: its state is deleted right after,
+// so a clean shutdown would save nothing), waits for it, kills anything still naming the
 // job's directory in its command line, removes the job's cgroups and any
 // mount under the directory (lazily, deepest first). Build returns only
 // after that, whether the build succeeded, failed or was cancelled: no
@@ -66,9 +66,9 @@
 // allows, the daemon's files (WORKSPACE/dind, mostly the data root) stay
 // for the Manager, which removes the workspace after the build is
 // reported, through the runner's RemoveAll (builder.Remover): unlinking a
-// data root takes 0.6-1.5 s for the reference project of bench/dind, off
-// the build's critical path that way. Daemon.Stop, which the Manager does
-// not use, deletes them too.
+// data root on disk takes about a second (bench/README.md, bench/dind),
+// off the build's critical path that way. Daemon.Stop, which the Manager
+// does not use, deletes them too.
 //
 // # Network
 //
@@ -117,10 +117,9 @@
 // The data root is on disk by default. WithTmpfs(size) mounts a tmpfs of
 // that size over it inside the daemon's mount namespace instead: a
 // per-job disk limit, nothing written to the disk, nothing to delete
-// afterwards, and much faster builds where the disk is slow or shared (on
-// the development VM, bench/dind's reference build takes about 5 s with
-// its data root on tmpfs against 15-20 s on disk), at the price of
-// memory. See bench/README.md (bench/dind).
+// afterwards, and much faster builds where the disk is slow or shared
+// (several times faster for bench/dind's reference build: figures in
+// bench/README.md), at the price of memory.
 //
 // # Limitations
 //
@@ -163,7 +162,6 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/netmode"
-	"github.com/buildgw/buildgw/workspace"
 )
 
 // Runner builds each job against a Docker daemon of its own.
@@ -178,6 +176,7 @@ var (
 	_ builder.Runner  = (*Runner)(nil)
 	_ builder.Checker = (*Runner)(nil)
 	_ builder.Remover = (*Runner)(nil)
+	_ builder.Reaper  = (*Runner)(nil)
 )
 
 // New returns a Runner. Missing binaries are not an error here: Available
@@ -471,31 +470,33 @@ func (r *Runner) RemoveAll(ctx context.Context, dir string) error {
 	return errors.Join(errs...)
 }
 
-// Reap finds the daemons a killed gateway left under stateDir (whose
-// workspaces are stateDir/jobs/ID), kills them and every process of them,
-// removes their cgroups and mounts, and deletes their state. The gateway
-// calls it once at start-up, before any job runs. It returns the daemon
-// directories it cleaned.
+// Reap finds the daemons a killed gateway left in workspaces under dirs
+// (the directories that hold workspaces, each workspace's daemon in its
+// subdirectory dind), kills them and every process of them, removes their
+// cgroups and mounts, and deletes their state (builder.Reaper). The
+// Manager calls it once at start-up, before any job runs. It returns the
+// daemon directories it cleaned.
 //
 // A gateway that dies takes its daemons with it (Pdeathsig kills each
 // namespace's init), so what is usually left is state; Reap also finds
 // daemons by their state files (namespace init pid and start time) and by
 // command lines naming a job's dind directory.
-func Reap(stateDir string) ([]string, error) {
-	stateDir, err := filepath.Abs(stateDir)
-	if err != nil {
-		return nil, err
+func (r *Runner) Reap(ctx context.Context, dirs []string) ([]string, error) {
+	var parents []string
+	for _, d := range dirs {
+		abs, err := filepath.Abs(d)
+		if err != nil {
+			return nil, err
+		}
+		parents = append(parents, abs)
 	}
-	dirs := map[string]bool{}
-	// Workspaces are on disk (jobs) or on the Manager's tmpfs (mem). Those
-	// the Manager trashed but had not removed yet hold no process or mount
-	// any more, but are cleaned all the same.
-	l := workspace.NewLayout(stateDir)
-	jobs := l.WorkspaceDirs()
-	for _, parent := range append(jobs, l.TrashDirs()...) {
+	found := map[string]bool{}
+	// Workspaces trashed but not removed yet hold no process or mount any
+	// more, but are cleaned all the same.
+	for _, parent := range parents {
 		if m, err := filepath.Glob(filepath.Join(parent, "*", "dind")); err == nil {
 			for _, d := range m {
-				dirs[d] = true
+				found[d] = true
 			}
 		}
 	}
@@ -503,21 +504,21 @@ func Reap(stateDir string) ([]string, error) {
 	procs, _ := hostfs.Procs()
 	for _, p := range procs {
 		for _, a := range p.Args() {
-			for _, parent := range jobs {
+			for _, parent := range parents {
 				i := strings.Index(a, parent+"/")
 				if i < 0 {
 					continue
 				}
 				id, after, ok := strings.Cut(a[i+len(parent)+1:], "/")
 				if ok && id != "" && (after == "dind" || strings.HasPrefix(after, "dind/")) {
-					dirs[filepath.Join(parent, id, "dind")] = true
+					found[filepath.Join(parent, id, "dind")] = true
 				}
 			}
 		}
 	}
 	var cleaned []string
 	var errs []error
-	for d := range dirs {
+	for d := range found {
 		if err := cleanupDir(d); err != nil {
 			errs = append(errs, err)
 		}

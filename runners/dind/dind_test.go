@@ -378,7 +378,7 @@ func TestReap(t *testing.T) {
 
 	// Forget the daemon as a dead gateway would: it is no child of ours
 	// any more for Reap, which only has the state directory to go by.
-	cleaned, err := Reap(stateDir)
+	cleaned, err := reap(stateDir)
 	if err != nil {
 		t.Errorf("Reap: %v", err)
 	}
@@ -404,7 +404,7 @@ func TestReap(t *testing.T) {
 		t.Errorf("Reap removed the workspace itself: %v", err)
 	}
 	// Nothing left to reap.
-	if cleaned, err := Reap(stateDir); err != nil || len(cleaned) != 0 {
+	if cleaned, err := reap(stateDir); err != nil || len(cleaned) != 0 {
 		t.Errorf("second Reap = %q, %v; want nothing", cleaned, err)
 	}
 }
@@ -422,7 +422,7 @@ func TestReapOrphanedProcess(t *testing.T) {
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
 	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	cleaned, err := Reap(stateDir)
+	cleaned, err := reap(stateDir)
 	if err != nil {
 		t.Errorf("Reap: %v", err)
 	}
@@ -685,7 +685,7 @@ func TestGatewayCrash(t *testing.T) {
 	if !poll(5*time.Second, func() bool { return len(referencing(dir)) == 0 }) {
 		t.Errorf("daemon processes outlived their gateway: %v", referencing(dir))
 	}
-	cleaned, err := Reap(stateDir)
+	cleaned, err := reap(stateDir)
 	if err != nil {
 		t.Errorf("Reap: %v", err)
 	}

@@ -196,33 +196,10 @@ func WithEgressRefuse(dsts ...string) Option {
 	}
 }
 
-// WithNetworkTools sets the slirp4netns, nsenter and iptables binaries
-// that egress needs. Default: found on PATH.
-func WithNetworkTools(slirp4netns, nsenter, iptables string) Option {
-	return func(o *options) error {
-		o.tools = egress.Tools{Slirp4netns: slirp4netns, Nsenter: nsenter, Iptables: iptables}
-		return nil
-	}
-}
-
-// WithCACerts sets the system CA bundle that a job's daemon trusts, with
-// Request.ExtraCAs appended. Default /etc/ssl/certs/ca-certificates.crt.
-func WithCACerts(path string) Option {
-	return func(o *options) error { o.caCerts = path; return nil }
-}
-
 // WithStartTimeout bounds how long a job's daemon may take to answer.
 // Default DefaultStartTimeout.
 func WithStartTimeout(d time.Duration) Option {
 	return func(o *options) error { o.startTime = d; return nil }
-}
-
-// WithStopTimeout makes teardown ask the daemon to shut down (SIGTERM)
-// and wait up to d before killing everything. Default 0: kill at once.
-// The daemon's state is deleted right after, so a clean shutdown saves
-// nothing, and it costs about 2.5 s per job (containerd's shutdown).
-func WithStopTimeout(d time.Duration) Option {
-	return func(o *options) error { o.stopTimeout = d; return nil }
 }
 
 // WithCgroupRoot sets the cgroup under which each job's containers get a

@@ -50,9 +50,9 @@ const DefaultResultCacheBytes = 10 << 30
 const DefaultUser = "buildgw-sandbox"
 
 // defaultFlags are kaniko flags chosen by measurement (bench/overhead
-// -kaniko-flags): without compressed caching the executor's peak memory
-// halves (123 → 56 MiB on the reference project) at no cost in time, and
-// the image is the same. No flag set was measurably faster.
+// -kaniko-flags; figures in bench/README.md): without compressed caching
+// the executor's peak memory halves at no cost in time, and the image is
+// the same. No flag set was measurably faster.
 var defaultFlags = []string{"--compressed-caching=false"}
 
 func makeOptions(opts ...Option) (options, error) {
@@ -95,9 +95,9 @@ func makeOptions(opts ...Option) (options, error) {
 
 // WithNice sets the scheduling niceness of every sandbox process, so
 // that builds, which can use every core, yield to the gateway's API: CI
-// pollers keep their latency while builds run (bench/lifecycle: status
-// p99 under load 19 ms at 19, 25 ms at 10). Default 19, the lowest; 0
-// keeps the gateway's own priority.
+// pollers keep their latency while builds run (bench/lifecycle; figures
+// in bench/README.md). Default 19, the lowest; 0 keeps the gateway's own
+// priority.
 func WithNice(n int) Option {
 	return func(o *options) error {
 		if n < 0 || n > 19 {
@@ -140,12 +140,6 @@ func WithUser(name string) Option {
 	return func(o *options) error { o.user = name; return nil }
 }
 
-// WithCACerts sets the CA bundle copied into each sandbox for pulling base
-// images. Default /etc/ssl/certs/ca-certificates.crt.
-func WithCACerts(path string) Option {
-	return func(o *options) error { o.caCerts = path; return nil }
-}
-
 // WithFlags appends extra kaniko flags, for tuning. Default none.
 func WithFlags(flags ...string) Option {
 	return func(o *options) error { o.flags = append(o.flags, flags...); return nil }
@@ -170,15 +164,6 @@ func WithEgressRefuse(dsts ...string) Option {
 			return fmt.Errorf("kaniko runner: %w", err)
 		}
 		o.refuse = r
-		return nil
-	}
-}
-
-// WithNetworkTools sets the slirp4netns, nsenter and iptables binaries
-// that egress needs. Default: found on PATH.
-func WithNetworkTools(slirp4netns, nsenter, iptables string) Option {
-	return func(o *options) error {
-		o.slirp, o.nsenter, o.iptables = slirp4netns, nsenter, iptables
 		return nil
 	}
 }

@@ -18,7 +18,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -226,19 +225,6 @@ func (d *Daemon) Stop(grace time.Duration) {
 		syscall.Kill(-d.Cmd.Process.Pid, syscall.SIGKILL)
 		<-d.done
 	}
-}
-
-// LockedFile is an io.Writer safe for concurrent use, for logs shared by
-// several goroutines.
-type LockedFile struct {
-	mu sync.Mutex
-	W  io.Writer
-}
-
-func (l *LockedFile) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.W.Write(p)
 }
 
 // LoadAvg returns the 1, 5 and 15 minute load averages, to show how busy

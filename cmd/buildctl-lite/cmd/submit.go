@@ -124,8 +124,8 @@ func contextCompression(mode, server string) (int, error) {
 		return gzip.NoCompression, nil
 	case "auto":
 		// Over loopback the bytes cross no network: compressing them
-		// takes longer than sending them (0.24 s against 0.04 s for 30 MiB
-		// of context, bench/overhead -phases).
+		// takes longer than sending them (bench/overhead -phases; figures
+		// in bench/README.md).
 		if u, err := url.Parse(server); err == nil {
 			h := u.Hostname()
 			if ip := net.ParseIP(h); h == "localhost" || (ip != nil && ip.IsLoopback()) {

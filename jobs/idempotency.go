@@ -1,0 +1,92 @@
+package jobs
+
+import (
+	"context"
+	"crypto/sha256"
+)
+
+// idempotencyKey identifies a submission made with an Idempotency-Key:
+// a client's key counts per owner, so the same key from another owner is
+// another submission.
+type idempotencyKey struct {
+	owner string
+	key   string // the client's Idempotency-Key
+}
+
+// idemEntry is the submission made under an idempotency key: in flight
+// until done is closed, then its job.
+type idemEntry struct {
+	done chan struct{}
+	job  *Job // nil if the first attempt failed
+}
+
+// idempotency returns the key j was submitted with; ok is false if none.
+func (j *Job) idempotency() (k idempotencyKey, ok bool) {
+	return idempotencyKey{owner: j.Owner, key: j.idemKey}, j.idemKey != ""
+}
+
+// once runs accept for the first submission under k. A repeated one (a
+// client retry, possibly racing its first attempt) gets the first one's
+// job instead of building twice, waiting for it while it is in flight,
+// and readToken (if not zero) becomes that job's read token. A failed
+// attempt leaves nothing behind, so that a retry tries again. A job a
+// restart interrupted will not resume: the same submission sent again
+// starts a new one.
+func (m *Manager) once(ctx context.Context, k idempotencyKey, readToken [sha256.Size]byte, accept func() (*Job, error)) (*Job, error) {
+	for {
+		m.mu.Lock()
+		e, ok := m.idem[k]
+		if ok && e.job != nil && e.job.interrupted() {
+			ok = false
+		}
+		if !ok {
+			e = &idemEntry{done: make(chan struct{})}
+			m.idem[k] = e
+			m.mu.Unlock()
+			job, err := accept()
+			m.mu.Lock()
+			e.job = job
+			if err != nil {
+				delete(m.idem, k) // let a retry try again
+			}
+			close(e.done)
+			m.mu.Unlock()
+			return job, err
+		}
+		m.mu.Unlock()
+		select {
+		case <-e.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if e.job != nil {
+			if readToken != ([sha256.Size]byte{}) {
+				if err := m.setReadToken(e.job, readToken); err != nil {
+					return nil, err
+				}
+			}
+			return e.job, nil
+		}
+	}
+}
+
+// remember records j, a job known from the store, under its idempotency
+// key, if it has one. m.mu is held or the Manager not yet shared.
+func (m *Manager) remember(j *Job) {
+	if k, ok := j.idempotency(); ok {
+		e := &idemEntry{done: make(chan struct{}), job: j}
+		close(e.done)
+		m.idem[k] = e
+	}
+}
+
+// forget drops j's idempotency key, when j itself is forgotten, unless
+// the key names a newer build by now (sent again after a restart
+// interrupted j). m.mu is held.
+func (m *Manager) forget(j *Job) {
+	if k, ok := j.idempotency(); ok {
+		if e := m.idem[k]; e != nil && e.job == j {
+			delete(m.idem, k)
+		}
+	}
+}
