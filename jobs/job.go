@@ -11,6 +11,7 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/jobs/store"
 )
 
@@ -23,6 +24,9 @@ type Job struct {
 	ContextSHA256 string
 	// DockerfileSHA256 is the sha256 of the Dockerfile as uploaded.
 	DockerfileSHA256 string
+	// Analysis is the Dockerfile as analyzed when the build was accepted;
+	// nil for a job recovered after a restart until it runs.
+	Analysis *dockerfile.Analysis
 	// Identity is the caller in full, for auditing.
 	Identity auth.Identity
 	// Grant is what authorization allowed this build.

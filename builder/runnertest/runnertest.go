@@ -43,6 +43,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/buildgw/buildgw/builder"
+	df "github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
 
@@ -197,6 +198,9 @@ func (s *suite) newSetup(t *testing.T, r builder.Runner, j job) *setup {
 		},
 	}
 	if _, ok := j.files[dockerfile]; ok {
+		// As the Manager does on accepting a build; a Dockerfile it
+		// would refuse reaches the runner without an analysis.
+		st.req.Analysis, _ = df.Load(ctxDir, dockerfile, args, j.target)
 		s.prepare(t, st)
 	}
 	return st

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 )
 
 // Log writes progress to stderr; results go to stdout.
@@ -362,8 +363,13 @@ func Workspace(o Owner, tmp, proj string, i int, base, host string) (*builder.Re
 			}
 		}
 	}
+	args := map[string]string{"BASE": base}
+	analysis, err := dockerfile.Load(ctxDir, "Dockerfile", args, "")
+	if err != nil {
+		return nil, err
+	}
 	return &builder.Request{ID: fmt.Sprintf("bench-%d", i), Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile",
-		BuildArgs: map[string]string{"BASE": base}, OutputDir: out, InsecureRegistries: []string{host}}, nil
+		Analysis: analysis, BuildArgs: args, OutputDir: out, InsecureRegistries: []string{host}}, nil
 }
 
 // RSSUnder sums the VmRSS of every process whose command line or
