@@ -198,9 +198,6 @@ func (s *suite) newSetup(t *testing.T, r builder.Runner, j job) *setup {
 		},
 	}
 	if _, ok := j.files[dockerfile]; ok {
-		// As the Manager does on accepting a build; a Dockerfile it
-		// would refuse reaches the runner without an analysis.
-		st.req.Analysis, _ = df.Load(ctxDir, dockerfile, args, j.target)
 		s.prepare(t, st)
 	}
 	return st
@@ -210,6 +207,9 @@ func (s *suite) newSetup(t *testing.T, r builder.Runner, j job) *setup {
 // preparer. newSetup calls it when the job comes with its Dockerfile.
 func (s *suite) prepare(t *testing.T, st *setup) {
 	t.Helper()
+	// As the Manager does on accepting a build; a Dockerfile it would
+	// refuse reaches the runner without an analysis.
+	st.req.Analysis, _ = df.Load(st.req.ContextDir, st.req.Dockerfile, st.req.BuildArgs, st.req.Target)
 	if s.preparer == nil {
 		return
 	}
