@@ -19,12 +19,21 @@ func analyzeDockerfile(src []byte, spec *ValidSpec) (*dockerfile.Analysis, error
 	return a, nil
 }
 
-// analysis returns the job's Analysis. A job queued again after a
-// restart has none in memory: its Dockerfile is analyzed again from its
+// Analysis returns the job's Dockerfile as analyzed when the build was
+// accepted; nil once the job has ended, or for a job recovered after a
+// restart that has not run yet.
+func (j *Job) Analysis() *dockerfile.Analysis {
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	return j.analysis
+}
+
+// analysisForBuild returns the job's analysis. A job queued again after
+// a restart has none in memory: its Dockerfile is analyzed again from its
 // context, which no build has touched yet.
-func (j *Job) analysis() (*dockerfile.Analysis, error) {
-	if j.Analysis != nil {
-		return j.Analysis, nil
+func (j *Job) analysisForBuild() (*dockerfile.Analysis, error) {
+	if a := j.Analysis(); a != nil {
+		return a, nil
 	}
 	src, err := dockerfile.Read(filepath.Join(j.workspace, "context"), j.Spec.Dockerfile)
 	if err != nil {

@@ -24,9 +24,6 @@ type Job struct {
 	ContextSHA256 string
 	// DockerfileSHA256 is the sha256 of the Dockerfile as uploaded.
 	DockerfileSHA256 string
-	// Analysis is the Dockerfile as analyzed when the build was accepted;
-	// nil for a job recovered after a restart until it runs.
-	Analysis *dockerfile.Analysis
 	// Identity is the caller in full, for auditing.
 	Identity auth.Identity
 	// Grant is what authorization allowed this build.
@@ -50,7 +47,12 @@ type Job struct {
 	started     time.Time
 	finished    time.Time
 	bases       []builder.BaseImage
-	cancel      context.CancelCauseFunc // set while running
+	// analysis is the Dockerfile as analyzed when the build was accepted,
+	// until the job ends (a hostile Dockerfile's analysis is a few MiB:
+	// finished jobs must not keep them); nil for a job recovered after a
+	// restart.
+	analysis *dockerfile.Analysis
+	cancel   context.CancelCauseFunc // set while running
 	// cancelRequested is set by a Cancel that came after a worker took the
 	// job off the queue but before it started it.
 	cancelRequested bool
@@ -154,6 +156,7 @@ func (j *Job) finish(s api.Status, digest, errMsg string, now time.Time, notify 
 	j.status, j.digest, j.err, j.finished, j.statusJSON = s, digest, errMsg, now, nil
 	j.transitions = append(j.transitions, store.Transition{Status: s, At: now, Reason: errMsg})
 	j.cancel = nil
+	j.analysis = nil
 	j.mu.Unlock()
 	close(j.done)
 	return true

@@ -301,7 +301,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		Identity:         sr.Identity,
 		Grant:            grant,
 		DockerfileSHA256: hex.EncodeToString(dfSum[:]),
-		Analysis:         analysis,
+		analysis:         analysis,
 		Spec:             spec,
 		ContextSHA256:    stats.SHA256,
 		Log:              lg,
@@ -642,7 +642,7 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 	if err := m.chown(out); err != nil {
 		return "", err
 	}
-	analysis, err := j.analysis()
+	analysis, err := j.analysisForBuild()
 	if err != nil {
 		return "", err
 	}
