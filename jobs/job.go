@@ -47,12 +47,14 @@ type Job struct {
 	started     time.Time
 	finished    time.Time
 	bases       []builder.BaseImage
+	cancel      context.CancelCauseFunc // set while running
+
 	// analysis is the Dockerfile as analyzed when the build was accepted,
 	// until the job ends (a hostile Dockerfile's analysis is a few MiB:
 	// finished jobs must not keep them); nil for a job recovered after a
 	// restart.
 	analysis *dockerfile.Analysis
-	cancel   context.CancelCauseFunc // set while running
+
 	// cancelRequested is set by a Cancel that came after a worker took the
 	// job off the queue but before it started it.
 	cancelRequested bool
