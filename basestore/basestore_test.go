@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/builder"
+	df "github.com/buildgw/buildgw/dockerfile"
 )
 
 // countingRegistry is ggcr's in-memory registry behind a handler that
@@ -241,7 +242,12 @@ FROM mid
 	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	req := &builder.Request{Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile", BuildArgs: map[string]string{"A": refA.String()}}
+	args := map[string]string{"A": refA.String()}
+	analysis, err := df.Analyze([]byte(dockerfile), args, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	req := &builder.Request{Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile", Analysis: analysis, BuildArgs: args}
 	var logBuf strings.Builder
 	got, err := s.Prepare(context.Background(), req, &logBuf)
 	if err != nil {

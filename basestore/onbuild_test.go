@@ -17,6 +17,7 @@ import (
 
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/policy"
 )
@@ -69,9 +70,10 @@ func TestPrepareChecksOnbuildBeforeLayers(t *testing.T) {
 	}
 	id := auth.Identity{Name: "a", Kind: auth.KindToken}
 	var asked []string
-	check := func(df []byte, image string, onbuild []string) error {
+	var analysis *dockerfile.Analysis
+	check := func(image string, onbuild []string) error {
 		asked = append(asked, image)
-		d := p.CheckOnbuild(policy.Request{Identity: id, Dockerfile: df}, image, onbuild)
+		d := p.CheckOnbuild(policy.Request{Identity: id, Dockerfile: analysis}, image, onbuild)
 		if !d.Allowed {
 			return &jobs.DeniedError{Rule: d.Rule, Reason: d.Reason}
 		}
@@ -88,7 +90,10 @@ func TestPrepareChecksOnbuildBeforeLayers(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte(df), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	req := &builder.Request{Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile", CheckBase: check}
+	if analysis, err = dockerfile.Analyze([]byte(df), nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	req := &builder.Request{Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile", Analysis: analysis, CheckBase: check}
 	before := reg.blobs.Load()
 	_, err = s.Prepare(context.Background(), req, &strings.Builder{})
 	var de *jobs.DeniedError

@@ -2,6 +2,7 @@ package basestore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"path/filepath"
@@ -11,8 +12,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/dockerfile"
-	"github.com/buildgw/buildgw/policy"
 )
 
 var _ builder.BasePreparer = (*Store)(nil)
@@ -21,31 +20,22 @@ var _ builder.BasePreparer = (*Store)(nil)
 // build's images.
 const LayoutDir = "base"
 
-// Prepare resolves the images req's Dockerfile pulls (policy.BuildImages:
-// every stage's FROM after ARG substitution, COPY --from images; stages
-// and scratch skipped), fetches them into the store and links them into
-// the workspace as an OCI layout. The policy checked the same references
+// Prepare fetches the images req's Dockerfile pulls (req.Analysis:
+// every stage's FROM after ARG substitution, COPY --from and RUN --mount
+// images; stages and scratch skipped) into the store and links them into
+// the workspace as an OCI layout. The policy checked the same analysis
 // when the build was accepted.
 func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer) (*builder.BaseImages, error) {
-	df, err := dockerfile.Read(req.ContextDir, req.Dockerfile)
-	if err != nil {
-		return nil, err
+	a := req.Analysis
+	if a == nil {
+		return nil, errors.New("the build has no analysis of its Dockerfile")
 	}
-	refs, err := policy.BuildImages(df, req.BuildArgs)
-	if err != nil {
-		return nil, err
-	}
-	final, err := policy.FinalBase(df, req.BuildArgs, req.Target)
-	if err != nil {
-		return nil, err
-	}
+	refs := a.BuildImages()
+	final := a.FinalBase()
 	// The ONBUILD triggers of the images stages are built on run in the
 	// build: they are checked before any layer is fetched, for every
 	// runner (the tag may have moved since the build was accepted).
-	stageRefs, err := policy.StageImages(df, req.BuildArgs)
-	if err != nil {
-		return nil, err
-	}
+	stageRefs := a.StageImages()
 	isStageBase := func(ref name.Reference) bool {
 		return slices.ContainsFunc(stageRefs, func(r name.Reference) bool { return r.Name() == ref.Name() })
 	}
@@ -63,13 +53,15 @@ func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer
 		}
 		seen[ref.Name()] = true
 		if slices.Contains(req.InsecureRegistries, ref.Context().RegistryStr()) {
-			if ref, err = name.ParseReference(ref.String(), name.Insecure); err != nil {
+			insecure, err := name.ParseReference(ref.String(), name.Insecure)
+			if err != nil {
 				return nil, err
 			}
+			ref = insecure
 		}
 		var check func(*v1.ConfigFile) error
 		if req.CheckBase != nil && isStageBase(ref) {
-			check = func(cfg *v1.ConfigFile) error { return req.CheckBase(df, ref.Name(), cfg.Config.OnBuild) }
+			check = func(cfg *v1.ConfigFile) error { return req.CheckBase(ref.Name(), cfg.Config.OnBuild) }
 		}
 		img, err := s.FetchChecked(ctx, ref, check)
 		if err != nil {

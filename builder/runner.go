@@ -11,6 +11,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/dockerfile"
 )
 
 // Runner builds one job inside a sandbox of its own.
@@ -75,9 +76,15 @@ type Request struct {
 	// Dockerfile is the Dockerfile's path relative to ContextDir, already
 	// checked to stay inside it.
 	Dockerfile string
-	BuildArgs  map[string]string
-	Target     string
-	Labels     map[string]string
+	// Analysis is the Dockerfile as analyzed, with BuildArgs and Target,
+	// when the build was accepted: what it pulls, its stages, what it
+	// fetches from the network. Nobody parses the Dockerfile again; a
+	// runner without it takes nothing about the Dockerfile for granted
+	// (it caches nothing, say).
+	Analysis  *dockerfile.Analysis
+	BuildArgs map[string]string
+	Target    string
+	Labels    map[string]string
 	// OutputDir is where the runner leaves the image as an OCI layout.
 	OutputDir string
 	// InsecureRegistries are registries that FROM may reach over plain HTTP.
@@ -103,7 +110,7 @@ type Request struct {
 	// CheckBase, if set, is asked by the BasePreparer about each image a
 	// stage is built on, with the ONBUILD triggers of its config, before
 	// any of its layers is fetched (see WithBaseCheck). Runners ignore it.
-	CheckBase func(dockerfile []byte, image string, onbuild []string) error
+	CheckBase func(image string, onbuild []string) error
 }
 
 // BasePreparer fetches the images a build pulls (each stage's FROM, COPY

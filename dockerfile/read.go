@@ -35,3 +35,13 @@ func Read(ctxDir, rel string) ([]byte, error) {
 	}
 	return b, nil
 }
+
+// Load reads the Dockerfile rel of the context in ctxDir, as Read does,
+// and analyzes it, as Analyze does.
+func Load(ctxDir, rel string, args map[string]string, target string) (*Analysis, error) {
+	src, err := Read(ctxDir, rel)
+	if err != nil {
+		return nil, err
+	}
+	return Analyze(src, args, target)
+}

@@ -12,6 +12,7 @@ import (
 	"github.com/buildgw/buildgw/audit"
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/basestore"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/policy"
 )
@@ -28,15 +29,13 @@ type policyAuthorizer struct {
 
 var _ server.Policy = policyAuthorizer{}
 
-func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec *jobs.ValidSpec, dockerfile []byte) (string, jobs.Grant, error) {
+func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec *jobs.ValidSpec, analysis *dockerfile.Analysis) (string, jobs.Grant, error) {
 	pol := p.store.Policy()
 	req := policy.Request{
 		Identity:     id,
 		Destinations: spec.Tags,
 		Runner:       spec.Runner,
-		Dockerfile:   dockerfile,
-		BuildArgs:    spec.BuildArgs,
-		Target:       spec.Target,
+		Dockerfile:   analysis,
 	}
 	d := pol.Decide(req)
 	g := jobs.Grant{MaxContextBytes: d.Limits.MaxContextBytes, Timeout: d.Limits.Timeout, MaxConcurrent: d.Limits.MaxConcurrent, Network: d.Network}
@@ -47,7 +46,7 @@ func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec 
 	if !d.Allowed {
 		return d.Rule, g, &jobs.DeniedError{Rule: d.Rule, Reason: d.Reason}
 	}
-	if dockerfile != nil && p.bases != nil {
+	if analysis != nil && p.bases != nil {
 		if err := p.checkOnbuild(ctx, pol, req); err != nil {
 			return d.Rule, g, err
 		}
@@ -61,15 +60,13 @@ func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec 
 // resolved now is left to the build, which checks every base image again
 // before fetching its layers (a tag may move in between anyway).
 func (p policyAuthorizer) checkOnbuild(ctx context.Context, pol *policy.Policy, req policy.Request) error {
-	refs, err := policy.StageImages(req.Dockerfile, req.BuildArgs)
-	if err != nil {
-		return nil // Decide has allowed it, so this cannot fail
-	}
-	for _, ref := range refs {
+	for _, ref := range req.Dockerfile.StageImages() {
 		if slices.Contains(p.insecure, ref.Context().RegistryStr()) {
-			if ref, err = name.ParseReference(ref.String(), name.Insecure); err != nil {
+			insecure, err := name.ParseReference(ref.String(), name.Insecure)
+			if err != nil {
 				return nil
 			}
+			ref = insecure
 		}
 		cfg, err := p.bases.Config(ctx, ref)
 		if err != nil {
@@ -85,9 +82,9 @@ func (p policyAuthorizer) checkOnbuild(ctx context.Context, pol *policy.Policy, 
 
 // CheckBase is the jobs.BaseCheckFunc: the ONBUILD triggers of a
 // build's base image, checked when it runs, against the current policy.
-func (p policyAuthorizer) CheckBase(id auth.Identity, spec *jobs.ValidSpec, dockerfile []byte, image string, onbuild []string) error {
+func (p policyAuthorizer) CheckBase(id auth.Identity, spec *jobs.ValidSpec, analysis *dockerfile.Analysis, image string, onbuild []string) error {
 	d := p.store.Policy().CheckOnbuild(policy.Request{
-		Identity: id, Destinations: spec.Tags, Runner: spec.Runner, Dockerfile: dockerfile, BuildArgs: spec.BuildArgs, Target: spec.Target,
+		Identity: id, Destinations: spec.Tags, Runner: spec.Runner, Dockerfile: analysis,
 	}, image, onbuild)
 	if !d.Allowed {
 		return &jobs.DeniedError{Rule: d.Rule, Reason: d.Reason}

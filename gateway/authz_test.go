@@ -573,6 +573,14 @@ func TestAuthorization(t *testing.T) {
 			audit: deny("gitlab-protected", glName, auth.KindOIDC, evil+` (FROM on line 2): repository evil.test/library/busybox is not in allow.from`),
 		},
 		{
+			// Refused before the policy looks at it: the caller's to fix.
+			name:   "from an image that cannot be resolved",
+			req:    request{bearer: valid, spec: api.BuildSpec{Destinations: dest("group/app:1")}, dockerfile: "ARG BASE\nFROM ${BASE}\n"},
+			status: http.StatusBadRequest, code: api.CodeInvalidSpec,
+			msg:   `invalid spec: dockerfile: Dockerfile: FROM on line 2: cannot resolve "${BASE}": ARG BASE has no value`,
+			audit: deny("", glName, auth.KindOIDC, `FROM on line 2: cannot resolve "${BASE}": ARG BASE has no value`),
+		},
+		{
 			// ARG VARIANT="" is a value every runner agrees on: docker,
 			// BuildKit and kaniko all build FROM busybox${VARIANT}.
 			name: "from an image named with a declared-empty arg",

@@ -6,20 +6,22 @@ import (
 
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/dockerfile"
 )
 
 // AuthorizeFunc decides whether a submission may be built. It is called
 // twice: first with a nil Dockerfile, right after the spec is validated
-// and before any of the context is read, then with the Dockerfile once the
-// context is extracted (for the FROM check). A *DeniedError refuses the
-// build; nothing is queued and the workspace is removed.
-type AuthorizeFunc func(spec *ValidSpec, dockerfile []byte) (Grant, error)
+// and before any of the context is read, then with the Dockerfile and its
+// analysis once the context is extracted (for the FROM check). A
+// *DeniedError refuses the build; nothing is queued and the workspace is
+// removed.
+type AuthorizeFunc func(spec *ValidSpec, dockerfile []byte, analysis *dockerfile.Analysis) (Grant, error)
 
 // BaseCheckFunc decides whether a build may use image, which a stage of
-// its dockerfile is built on, given the image's ONBUILD triggers. It is
-// asked when the build runs, once the image's config is fetched and before
-// any of its layers; a *DeniedError fails the build.
-type BaseCheckFunc func(id auth.Identity, spec *ValidSpec, dockerfile []byte, image string, onbuild []string) error
+// its Dockerfile (analysis) is built on, given the image's ONBUILD
+// triggers. It is asked when the build runs, once the image's config is
+// fetched and before any of its layers; a *DeniedError fails the build.
+type BaseCheckFunc func(id auth.Identity, spec *ValidSpec, analysis *dockerfile.Analysis, image string, onbuild []string) error
 
 // Grant is what an authorization allows a build. Zero fields mean the
 // gateway's own defaults.

@@ -15,6 +15,7 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/jobs/store"
 )
 
@@ -54,6 +55,13 @@ type Job struct {
 	finished    time.Time
 	bases       []builder.BaseImage
 	cancel      context.CancelCauseFunc // set while running
+
+	// analysis is the Dockerfile as analyzed when the build was accepted,
+	// until the job ends (a hostile Dockerfile's analysis is a few MiB:
+	// finished jobs must not keep them); nil for a job recovered after a
+	// restart.
+	analysis *dockerfile.Analysis
+
 	// cancelRequested is set by a Cancel that came after a worker took the
 	// job off the queue but before it started it.
 	cancelRequested bool
@@ -157,6 +165,7 @@ func (j *Job) finish(s api.Status, digest, errMsg string, now time.Time, notify 
 	j.status, j.digest, j.err, j.finished, j.statusJSON = s, digest, errMsg, now, nil
 	j.transitions = append(j.transitions, store.Transition{Status: s, At: now, Reason: errMsg})
 	j.cancel = nil
+	j.analysis = nil
 	j.mu.Unlock()
 	close(j.done)
 	return true

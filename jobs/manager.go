@@ -174,7 +174,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 	limits := m.o.limits
 	if sr.Authorize != nil {
 		// Refuse what the spec alone decides before reading any context.
-		if grant, err = sr.Authorize(spec, nil); err != nil {
+		if grant, err = sr.Authorize(spec, nil, nil); err != nil {
 			return nil, err
 		}
 		if grant.MaxContextBytes > 0 && (limits.MaxBytes <= 0 || grant.MaxContextBytes < limits.MaxBytes) {
@@ -228,8 +228,14 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		return nil, err
 	}
 	dfSum := sha256.Sum256(dfBytes)
+	// Parsed once, here: the policy, the base store and the runner all
+	// read this analysis.
+	analysis, err := analyzeDockerfile(dfBytes, spec)
+	if err != nil {
+		return nil, err
+	}
 	if sr.Authorize != nil {
-		if grant, err = sr.Authorize(spec, dfBytes); err != nil {
+		if grant, err = sr.Authorize(spec, dfBytes, analysis); err != nil {
 			return nil, err
 		}
 	}
@@ -244,6 +250,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		Identity:         sr.Identity,
 		Grant:            grant,
 		DockerfileSHA256: hex.EncodeToString(dfSum[:]),
+		analysis:         analysis,
 		Spec:             spec,
 		ContextSHA256:    stats.SHA256,
 		Log:              lg,
@@ -606,11 +613,16 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 	if err := m.chown(out); err != nil {
 		return "", err
 	}
+	analysis, err := j.analysisForBuild()
+	if err != nil {
+		return "", err
+	}
 	req := &builder.Request{
 		ID:                 j.ID,
 		Workspace:          j.workspace,
 		ContextDir:         filepath.Join(j.workspace, "context"),
 		Dockerfile:         j.Spec.Dockerfile,
+		Analysis:           analysis,
 		BuildArgs:          j.Spec.BuildArgs,
 		Target:             j.Spec.Target,
 		Labels:             j.Spec.Labels,
@@ -622,8 +634,8 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 		NoCache:            j.Spec.NoCache,
 	}
 	if f := m.o.baseCheck; f != nil {
-		req.CheckBase = func(df []byte, image string, onbuild []string) error {
-			return f(j.Identity, j.Spec, df, image, onbuild)
+		req.CheckBase = func(image string, onbuild []string) error {
+			return f(j.Identity, j.Spec, analysis, image, onbuild)
 		}
 	}
 	if m.o.bases != nil {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/archive"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testmanager"
 	"github.com/buildgw/buildgw/jobs"
@@ -539,7 +540,7 @@ func TestManagerGrants(t *testing.T) {
 	e := newEnv(t, jobs.WithConcurrency(2))
 	base := testenv.Busybox(t, e.reg)
 	grant := func(g jobs.Grant) jobs.AuthorizeFunc {
-		return func(*jobs.ValidSpec, []byte) (jobs.Grant, error) { return g, nil }
+		return func(*jobs.ValidSpec, []byte, *dockerfile.Analysis) (jobs.Grant, error) { return g, nil }
 	}
 	submit := func(owner, repo, run string, g jobs.Grant) *jobs.Job {
 		t.Helper()
@@ -575,7 +576,7 @@ func TestManagerGrants(t *testing.T) {
 	}
 
 	// A refusal stops the submission before any of the context is read.
-	deny := func(*jobs.ValidSpec, []byte) (jobs.Grant, error) {
+	deny := func(*jobs.ValidSpec, []byte, *dockerfile.Analysis) (jobs.Grant, error) {
 		return jobs.Grant{}, &jobs.DeniedError{Rule: "r", Reason: `policy rule "r" refuses`}
 	}
 	_, err := e.m.Submit(context.Background(), jobs.SubmitRequest{

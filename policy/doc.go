@@ -41,7 +41,7 @@
 //
 //   - every destination's repository must match one of allow.destinations,
 //     its tag one of allow.tags (default ["*"]) and none of deny_tags;
-//   - every image the Dockerfile pulls (see FromImages), and every image
+//   - every image the Dockerfile pulls (dockerfile.Analysis.Images), and every image
 //     the ONBUILD triggers of its base images read (CheckOnbuild), must
 //     match a repository pattern of allow.from (default none: only
 //     scratch and earlier stages). Patterns are those of destinations,

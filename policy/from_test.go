@@ -81,7 +81,7 @@ func TestCheckOnbuild(t *testing.T) {
 		{"unparsable trigger", "FROM " + base + "\n", []string{"COPY --from="}, false, `policy rule "tenants" refuses the build: ONBUILD trigger 1 of base image`},
 	}
 	for _, tt := range tests {
-		d := p.CheckOnbuild(Request{Identity: a, Dockerfile: []byte(tt.dockerfile)}, base, tt.triggers)
+		d := p.CheckOnbuild(Request{Identity: a, Dockerfile: analyze(t, tt.dockerfile)}, base, tt.triggers)
 		if d.Allowed != tt.allowed || d.Rule != "tenants" || !strings.Contains(d.Reason, tt.reason) {
 			t.Errorf("%s: CheckOnbuild(%q) = %+v, want allowed=%v rule tenants, reason containing %q", tt.name, tt.triggers, d, tt.allowed, tt.reason)
 		}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/dockerfile"
 )
 
 // Policy is a loaded, validated policy. It is immutable, so one value can
@@ -63,13 +64,10 @@ type Request struct {
 	// Dockerfile is nil for the first check, made before the build
 	// context (which holds the Dockerfile) has been read; the images the
 	// Dockerfile pulls are then checked by a second Decide with it set.
-	Dockerfile []byte
-	// BuildArgs override ARG defaults in the Dockerfile.
-	BuildArgs map[string]string
-	// Target is the stage to build. It does not narrow the check: every
-	// stage's images are checked, which is a superset of what any runner
-	// pulls for any target.
-	Target string
+	// It was analyzed with the build's args and target; the target does
+	// not narrow the check: every stage's images are checked, which is a
+	// superset of what any runner pulls for any target.
+	Dockerfile *dockerfile.Analysis
 }
 
 // Decision is the outcome of Decide.
@@ -168,17 +166,11 @@ func (p *Policy) Decide(r Request) Decision {
 	}
 
 	if r.Dockerfile != nil {
-		imgs, _, err := baseImages(r.Dockerfile, r.BuildArgs)
-		if err != nil {
-			// The Dockerfile's own problems are not the rule's doing,
-			// but the rule is still the one that decided.
-			return Decision{Rule: ru.name, Reason: err.Error()}
-		}
 		from := ru.bindFrom(attrs)
-		for _, img := range imgs {
-			if !from.allows(img.ref) {
+		for _, img := range r.Dockerfile.Images {
+			if !from.allows(img.Ref) {
 				return deny("does not allow image %s (%s): repository %s is not in allow.from%s",
-					img.ref.Name(), img.where, img.ref.Context().Name(), parens(from.notes))
+					img.Ref.Name(), img.Where, img.Ref.Context().Name(), parens(from.notes))
 			}
 		}
 	}
@@ -202,25 +194,18 @@ func (p *Policy) CheckOnbuild(r Request, base string, triggers []string) Decisio
 	if len(triggers) == 0 {
 		return ru.allow()
 	}
-	_, stages, err := baseImages(r.Dockerfile, r.BuildArgs)
-	if err != nil {
-		return Decision{Rule: ru.name, Reason: err.Error()}
+	if r.Dockerfile == nil {
+		return Decision{Rule: ru.name, Reason: fmt.Sprintf("policy rule %q refuses the build: ONBUILD triggers of %s checked without the Dockerfile", ru.name, base)}
 	}
-	var stageNames []string
-	for _, s := range stages {
-		if s.name != "" {
-			stageNames = append(stageNames, s.name)
-		}
-	}
-	imgs, err := onbuildImages(base, triggers, stageNames, len(stages))
+	ob, err := r.Dockerfile.Onbuild(base, triggers)
 	if err != nil {
 		return Decision{Rule: ru.name, Reason: fmt.Sprintf("policy rule %q refuses the build: %v", ru.name, err)}
 	}
 	from := ru.bindFrom(r.Identity.Attributes)
-	for _, img := range imgs {
-		if !from.allows(img.ref) {
+	for _, img := range ob.Images {
+		if !from.allows(img.Ref) {
 			return Decision{Rule: ru.name, Reason: fmt.Sprintf("policy rule %q does not allow image %s (%s): repository %s is not in allow.from%s",
-				ru.name, img.ref.Name(), img.where, img.ref.Context().Name(), parens(from.notes))}
+				ru.name, img.Ref.Name(), img.Where, img.Ref.Context().Name(), parens(from.notes))}
 		}
 	}
 	return ru.allow()

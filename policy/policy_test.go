@@ -9,6 +9,7 @@ import (
 
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/dockerfile"
 )
 
 const testPolicy = `
@@ -99,6 +100,16 @@ type decideCase struct {
 	reason     []string // substrings of Reason
 }
 
+// analyze is the Analysis of a Dockerfile that must be valid.
+func analyze(t *testing.T, src string) *dockerfile.Analysis {
+	t.Helper()
+	a, err := dockerfile.Analyze([]byte(src), nil, "")
+	if err != nil {
+		t.Fatalf("Analyze(%q) = %v", src, err)
+	}
+	return a
+}
+
 func runDecide(t *testing.T, p *Policy, tests []decideCase) {
 	t.Helper()
 	for _, tt := range tests {
@@ -107,13 +118,26 @@ func runDecide(t *testing.T, p *Policy, tests []decideCase) {
 				Identity:     tt.id,
 				Destinations: tags(t, tt.dests...),
 				Runner:       tt.runner,
-				BuildArgs:    tt.buildArgs,
 			}
 			if r.Runner == "" {
 				r.Runner = "kaniko"
 			}
 			if tt.dockerfile != "" {
-				r.Dockerfile = []byte(tt.dockerfile)
+				a, err := dockerfile.Analyze([]byte(tt.dockerfile), tt.buildArgs, "")
+				if err != nil {
+					// The gateway refuses such a Dockerfile before any
+					// Decide, with this error.
+					if tt.allowed {
+						t.Fatalf("Analyze(%q) = %v, want it allowed", tt.dockerfile, err)
+					}
+					for _, s := range tt.reason {
+						if !strings.Contains(err.Error(), s) {
+							t.Errorf("Analyze(%q) = %v, want it to contain %q", tt.dockerfile, err, s)
+						}
+					}
+					return
+				}
+				r.Dockerfile = a
 			}
 			got := p.Decide(r)
 			if got.Allowed != tt.allowed || got.Rule != tt.rule {
@@ -329,10 +353,9 @@ func TestDecideDockerfile(t *testing.T) {
 			dockerfile: "FROM evil.example.com/xy\n", reason: []string{"registry.example.com/x/y:1"}},
 	})
 
-	// Empty but not nil is a Dockerfile, and an invalid one.
-	got := p.Decide(Request{Identity: protID, Runner: "kaniko", Destinations: tags(t, own...), Dockerfile: []byte{}})
-	if got.Allowed || !strings.Contains(got.Reason, "cannot parse Dockerfile") {
-		t.Errorf("Decide(empty Dockerfile) = %+v, want denied: cannot parse Dockerfile", got)
+	// Empty is a Dockerfile, and an invalid one.
+	if _, err := dockerfile.Analyze([]byte{}, nil, ""); err == nil || !strings.Contains(err.Error(), "cannot parse Dockerfile") {
+		t.Errorf("Analyze(empty Dockerfile) = %v, want cannot parse Dockerfile", err)
 	}
 }
 
@@ -345,7 +368,7 @@ func TestDecideTwice(t *testing.T) {
 	if got := p.Decide(r); !got.Allowed {
 		t.Fatalf("Decide(no Dockerfile) = %+v, want allowed", got)
 	}
-	r.Dockerfile = []byte("FROM evil.example.com/xy\n")
+	r.Dockerfile = analyze(t, "FROM evil.example.com/xy\n")
 	if got := p.Decide(r); got.Allowed || got.Rule != "gitlab-protected" {
 		t.Fatalf("Decide(bad Dockerfile) = %+v, want denied by gitlab-protected", got)
 	}
@@ -406,11 +429,11 @@ rules:
 		t.Errorf("Decide(dind by default) = %+v, want denied", got)
 	}
 	r.Runner = "kaniko"
-	r.Dockerfile = []byte("FROM scratch\nFROM scratch AS b\nFROM b\n")
+	r.Dockerfile = analyze(t, "FROM scratch\nFROM scratch AS b\nFROM b\n")
 	if got := p.Decide(r); !got.Allowed {
 		t.Errorf("Decide(scratch with default from) = %+v, want allowed", got)
 	}
-	r.Dockerfile = []byte("FROM registry.example.com/base\n")
+	r.Dockerfile = analyze(t, "FROM registry.example.com/base\n")
 	if got := p.Decide(r); got.Allowed {
 		t.Errorf("Decide(any image with default from) = %+v, want denied", got)
 	}

@@ -23,6 +23,7 @@ import (
 	"github.com/buildgw/buildgw/audit"
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/jobs"
 )
 
@@ -56,7 +57,7 @@ type Server struct {
 // the Dockerfile once it is. A refusal is a *jobs.DeniedError. ctx is
 // the request's: the second check may look up base images.
 type Policy interface {
-	Authorize(ctx context.Context, id auth.Identity, spec *jobs.ValidSpec, dockerfile []byte) (rule string, g jobs.Grant, err error)
+	Authorize(ctx context.Context, id auth.Identity, spec *jobs.ValidSpec, analysis *dockerfile.Analysis) (rule string, g jobs.Grant, err error)
 }
 
 // Option configures a Server.
@@ -259,8 +260,8 @@ func (s *Server) authorizer(c *gin.Context, id auth.Identity) jobs.AuthorizeFunc
 	if s.policy == nil {
 		return nil
 	}
-	return func(spec *jobs.ValidSpec, dockerfile []byte) (jobs.Grant, error) {
-		rule, g, err := s.policy.Authorize(c.Request.Context(), id, spec, dockerfile)
+	return func(spec *jobs.ValidSpec, dockerfile []byte, analysis *dockerfile.Analysis) (jobs.Grant, error) {
+		rule, g, err := s.policy.Authorize(c.Request.Context(), id, spec, analysis)
 		if err == nil && dockerfile == nil {
 			return g, nil // the final check follows
 		}

@@ -19,6 +19,7 @@ import (
 	"github.com/buildgw/buildgw/basestore"
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/runners/dind"
 )
 
@@ -85,7 +86,11 @@ func (e *env) baseBench(ctx context.Context) (*baseFigures, error) {
 		if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM "+ref+"\n"), 0o644); err != nil {
 			return nil, 0, err
 		}
-		req := &builder.Request{ID: fmt.Sprintf("bases-%d", i), Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile", InsecureRegistries: []string{e.regAddr}}
+		analysis, err := dockerfile.Load(ctxDir, "Dockerfile", nil, "")
+		if err != nil {
+			return nil, 0, err
+		}
+		req := &builder.Request{ID: fmt.Sprintf("bases-%d", i), Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile", Analysis: analysis, InsecureRegistries: []string{e.regAddr}}
 		t0 := time.Now()
 		b, err := store.Prepare(ctx, req, io.Discard)
 		req.BaseImages = b

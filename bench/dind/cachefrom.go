@@ -10,6 +10,7 @@ import (
 
 	bu "github.com/buildgw/buildgw/bench/internal/benchutil"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/runners/dind"
 )
 
@@ -33,8 +34,13 @@ func (e *env) cacheBench(ctx context.Context) (*cacheFigures, error) {
 	if err := e.freshRegistry(ctx); err != nil {
 		return nil, err
 	}
+	args := map[string]string{"BASE": e.base}
+	analysis, err := dockerfile.Load(e.proj.Dir, "Dockerfile", args, "")
+	if err != nil {
+		return nil, err
+	}
 	req := &builder.Request{ID: "cache", Workspace: filepath.Join(dir, "ws"), ContextDir: e.proj.Dir, Dockerfile: "Dockerfile",
-		BuildArgs: map[string]string{"BASE": e.base}, InsecureRegistries: []string{e.regAddr}}
+		Analysis: analysis, BuildArgs: args, InsecureRegistries: []string{e.regAddr}}
 	if err := os.Mkdir(req.Workspace, 0o700); err != nil {
 		return nil, err
 	}

@@ -42,6 +42,7 @@ import (
 	"github.com/buildgw/buildgw/bench/internal/refproject"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/push"
 	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/workspace"
@@ -395,12 +396,18 @@ func (e *env) runA(ctx context.Context, i int, ref string, r *abRun) error {
 		return err
 	}
 	defer lf.Close()
+	args := map[string]string{"BASE": e.base}
+	analysis, err := dockerfile.Load(e.proj.Dir, "Dockerfile", args, "")
+	if err != nil {
+		return err
+	}
 	req := &builder.Request{
 		ID:                 fmt.Sprintf("bench-a-%d", i),
 		Workspace:          ws,
 		ContextDir:         e.proj.Dir,
 		Dockerfile:         "Dockerfile",
-		BuildArgs:          map[string]string{"BASE": e.base},
+		Analysis:           analysis,
+		BuildArgs:          args,
 		OutputDir:          out,
 		InsecureRegistries: []string{e.regAddr},
 	}

@@ -42,6 +42,7 @@ import (
 	"github.com/buildgw/buildgw/archive"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/internal/hostfs"
+	df "github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/workspace"
 )
@@ -215,6 +216,9 @@ func (s *suite) newSetup(t *testing.T, r builder.Runner, j job) *setup {
 // preparer. newSetup calls it when the job comes with its Dockerfile.
 func (s *suite) prepare(t *testing.T, st *setup) {
 	t.Helper()
+	// As the Manager does on accepting a build; a Dockerfile it would
+	// refuse reaches the runner without an analysis.
+	st.req.Analysis, _ = df.Load(st.req.ContextDir, st.req.Dockerfile, st.req.BuildArgs, st.req.Target)
 	if s.preparer == nil {
 		return
 	}

@@ -28,6 +28,7 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/runnertest"
 	"github.com/buildgw/buildgw/internal/hostfs"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/workspace"
 )
@@ -132,6 +133,9 @@ func prepareBases(t *testing.T, req *builder.Request, opts ...basestore.Option) 
 	t.Helper()
 	store, err := basestore.New(t.TempDir(), opts...)
 	if err != nil {
+		t.Fatal(err)
+	}
+	if req.Analysis, err = dockerfile.Load(req.ContextDir, req.Dockerfile, req.BuildArgs, req.Target); err != nil {
 		t.Fatal(err)
 	}
 	b, err := store.Prepare(context.Background(), req, io.Discard)

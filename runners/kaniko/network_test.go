@@ -173,7 +173,7 @@ func netRequest(t *testing.T, r *Runner, dockerfile, probe string, args map[stri
 			}
 		}
 	}
-	return &builder.Request{ID: "nettest", Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile",
+	return &builder.Request{ID: "nettest", Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile", Analysis: analyze(t, dockerfile, args, ""),
 		BuildArgs: args, OutputDir: out, InsecureRegistries: []string{insecure}}
 }
 

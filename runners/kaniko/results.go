@@ -13,7 +13,6 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -23,7 +22,6 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/sandbox"
 )
@@ -81,24 +79,26 @@ func (rc *results) tenantDir(tenant string) string {
 	return filepath.Join(rc.dir, hex.EncodeToString(sum[:16]))
 }
 
-// remoteADD finds an ADD of a URL: its content is fetched when the step
-// runs and is not in the context, so the context cannot tell whether it
-// changed.
-var remoteADD = regexp.MustCompile(`(?im)^\s*ADD\s.*\b(https?|git)://`)
-
 // key returns the result key of req run with args, or "" if its result
-// cannot be known in advance: base images not resolved by the gateway, or
-// a step that fetches from the network what the key cannot cover.
+// cannot be known in advance: no analysis of the Dockerfile, base images
+// not resolved by the gateway, or an ADD (of the Dockerfile or of a base
+// image's ONBUILD triggers) that fetches from the network what the
+// context cannot tell has changed.
 func (rc *results) key(req *builder.Request, args []string, network netmode.Mode) (string, error) {
-	if req.BaseImages == nil {
+	if req.BaseImages == nil || req.Analysis == nil {
 		return "", nil
 	}
-	df, err := dockerfile.Read(req.ContextDir, req.Dockerfile)
-	if err != nil {
-		return "", err
-	}
-	if network != netmode.None && remoteADD.Match(df) {
-		return "", nil
+	if network != netmode.None {
+		if len(req.Analysis.Remote) > 0 {
+			return "", nil
+		}
+		ob, err := baseTriggers(req)
+		if err != nil {
+			return "", err
+		}
+		if len(ob.Remote) > 0 {
+			return "", nil
+		}
 	}
 	h := sha256.New()
 	field := func(k string, vs ...string) {

@@ -22,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/netmode"
 )
 
@@ -350,7 +351,12 @@ func TestResultKey(t *testing.T) {
 		if mod != nil {
 			mod(dir)
 		}
-		req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", BaseImages: &builder.BaseImages{Images: []builder.BaseImage{{Name: "r/busybox", Digest: "sha256:1"}}}}
+		df, err := os.ReadFile(filepath.Join(dir, "Dockerfile"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", Analysis: analyze(t, string(df), nil, ""),
+			BaseImages: &builder.BaseImages{Images: []builder.BaseImage{{Name: "r/busybox", Digest: "sha256:1"}}}}
 		k, err := rc.key(req, []string{"--dockerfile=/workspace/Dockerfile"}, "none")
 		if err != nil {
 			t.Fatal(err)
@@ -381,28 +387,90 @@ func TestResultKey(t *testing.T) {
 			}
 		})
 	}
-	// Without base images resolved by the gateway, nothing is cached.
-	if k, err := rc.key(&builder.Request{ContextDir: t.TempDir(), Dockerfile: "Dockerfile"}, nil, "none"); k != "" || err != nil {
+	// Without base images resolved by the gateway, nothing is cached; nor
+	// without the Dockerfile's analysis.
+	if k, err := rc.key(&builder.Request{ContextDir: t.TempDir(), Dockerfile: "Dockerfile", Analysis: analyze(t, "FROM bb\n", nil, "")}, nil, "none"); k != "" || err != nil {
 		t.Errorf("key without base images = %q, %v; want \"\", nil", k, err)
+	}
+	if k, err := rc.key(&builder.Request{ContextDir: t.TempDir(), Dockerfile: "Dockerfile", BaseImages: &builder.BaseImages{}}, nil, "none"); k != "" || err != nil {
+		t.Errorf("key without analysis = %q, %v; want \"\", nil", k, err)
 	}
 	// Nor is a build that can ADD from the network.
 	for _, tc := range []struct {
 		df, network string
 		cached      bool
 	}{
-		{"FROM b\nADD https://example.com/x.tgz /x\n", "egress", false},
-		{"FROM b\nadd  --chmod=644 git://example.com/r.git /r\n", "egress", false},
-		{"FROM b\nADD https://example.com/x.tgz /x\n", "none", true},
-		{"FROM b\nADD x.tgz /x\nRUN echo https://example.com\n", "egress", true},
+		{"FROM bb\nADD https://example.com/x.tgz /x\n", "egress", false},
+		{"FROM bb\nadd  --chmod=644 git://example.com/r.git /r\n", "egress", false},
+		{"FROM bb\nADD https://example.com/x.tgz /x\n", "none", true},
+		{"FROM bb\nADD x.tgz /x\nRUN echo https://example.com\n", "egress", true},
+		// What a regexp over the lines missed: a continuation line, a
+		// URL in an ARG, a URL kaniko fetches that is not http or git.
+		{"FROM bb\nADD \\\n  https://example.com/x.tgz /x\n", "egress", false},
+		{"FROM bb\nARG U=https://example.com/x.tgz\nADD ${U} /x\n", "egress", false},
+		{"FROM bb\nADD ftp://example.com/x.tgz /x\n", "egress", false},
+		{"FROM bb\nADD git@example.com:org/r.git /r\n", "egress", false},
+		// And what it took for an ADD: a heredoc's text.
+		{"FROM bb\nRUN <<EOT\nADD https://example.com/x /x\nEOT\n", "egress", true},
 	} {
 		dir := t.TempDir()
 		os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(tc.df), 0o644)
-		req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", BaseImages: &builder.BaseImages{}}
+		req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", Analysis: analyze(t, tc.df, nil, ""), BaseImages: &builder.BaseImages{}}
 		k, err := rc.key(req, nil, netmode.Mode(tc.network))
 		if err != nil || (k != "") != tc.cached {
 			t.Errorf("key(%q, %s) = %q, %v; want cached %v", tc.df, tc.network, k, err, tc.cached)
 		}
 	}
+	// Nor one whose base image's ONBUILD triggers ADD from the network.
+	for _, tc := range []struct {
+		triggers []string
+		cached   bool
+	}{
+		{nil, true},
+		{[]string{"RUN true", "ADD local /l"}, true},
+		{[]string{"RUN true", "ADD https://example.com/x.tgz /x"}, false},
+	} {
+		dir := t.TempDir()
+		os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM bb\n"), 0o644)
+		req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", Analysis: analyze(t, "FROM bb\n", nil, ""),
+			BaseImages: onbuildLayout(t, tc.triggers)}
+		k, err := rc.key(req, nil, "egress")
+		if err != nil || (k != "") != tc.cached {
+			t.Errorf("key(base with ONBUILD %q) = %q, %v; want cached %v", tc.triggers, k, err, tc.cached)
+		}
+	}
+}
+
+// onbuildLayout is an OCI layout of one base image whose config holds
+// triggers, as the base store leaves it for a build.
+func onbuildLayout(t *testing.T, triggers []string) *builder.BaseImages {
+	t.Helper()
+	img, err := random.Image(64, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.Config.OnBuild = triggers
+	if img, err = mutate.ConfigFile(img, cf); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "base")
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.AppendImage(img); err != nil {
+		t.Fatal(err)
+	}
+	d, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &builder.BaseImages{Layout: dir, Images: []builder.BaseImage{{Name: "r.example/bb:latest", Digest: d.String()}}}
 }
 
 // BenchmarkResultKey hashes a context shaped like the reference project
@@ -426,7 +494,7 @@ func BenchmarkResultKey(b *testing.B) {
 		b.Fatal(err)
 	}
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM b\n"), 0o644)
-	req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", BaseImages: &builder.BaseImages{}}
+	req := &builder.Request{ContextDir: dir, Dockerfile: "Dockerfile", Analysis: &dockerfile.Analysis{}, BaseImages: &builder.BaseImages{}}
 	b.SetBytes(1500 * int64(len(buf)))
 	for b.Loop() {
 		if _, err := rc.key(req, nil, "none"); err != nil {

@@ -15,31 +15,42 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+
+	"github.com/buildgw/buildgw/dockerfile"
 )
+
+// analyze is the Analysis of a Dockerfile that must be valid, as the
+// Manager makes it when it accepts a build.
+func analyze(t *testing.T, src string, args map[string]string, target string) *dockerfile.Analysis {
+	t.Helper()
+	a, err := dockerfile.Analyze([]byte(src), args, target)
+	if err != nil {
+		t.Fatalf("Analyze(%q) = %v", src, err)
+	}
+	return a
+}
 
 func TestVolumeLine(t *testing.T) {
 	for _, tc := range []struct {
 		dockerfile, target string
 		want               int
 	}{
-		{"FROM a\nRUN true\n", "", 0},
-		{"FROM a\nRUN mkdir /foo\nVOLUME /foo/bar\n", "", 3},
-		{"FROM a\nvolume [\"/x\"]\n", "", 2},
-		{"FROM a AS one\nRUN true\nFROM b\nVOLUME /x\n", "", 4},
+		{"FROM aa\nRUN true\n", "", 0},
+		{"FROM aa\nRUN mkdir /foo\nVOLUME /foo/bar\n", "", 3},
+		{"FROM aa\nvolume [\"/x\"]\n", "", 2},
+		{"FROM aa AS one\nRUN true\nFROM bb\nVOLUME /x\n", "", 4},
 		// Stages after the target are not built.
-		{"FROM a AS one\nRUN true\nFROM b\nVOLUME /x\n", "ONE", 0},
-		{"FROM a AS one\nVOLUME /x\nFROM b AS two\n", "two", 2},
+		{"FROM aa AS one\nRUN true\nFROM bb\nVOLUME /x\n", "ONE", 0},
+		{"FROM aa AS one\nVOLUME /x\nFROM bb AS two\n", "two", 2},
 		// An ONBUILD VOLUME runs in the images built on this one, not here.
-		{"FROM a\nONBUILD VOLUME /x\n", "", 0},
-		{"FROM a\nRUN echo VOLUME /x\n", "", 0},
+		{"FROM aa\nONBUILD VOLUME /x\n", "", 0},
+		{"FROM aa\nRUN echo VOLUME /x\n", "", 0},
+		{"FROM aa\nRUN <<EOT\nVOLUME /x\nEOT\n", "", 0},
+		{"FROM aa\nRUN true \\\n  && true\nVOLUME \\\n  /x\n", "", 4},
 	} {
-		got, err := volumeLine([]byte(tc.dockerfile), tc.target)
-		if err != nil || got != tc.want {
-			t.Errorf("volumeLine(%q, %q) = %d, %v, want %d", tc.dockerfile, tc.target, got, err, tc.want)
+		if got := volumeLine(analyze(t, tc.dockerfile, nil, tc.target)); got != tc.want {
+			t.Errorf("volumeLine(%q, %q) = %d, want %d", tc.dockerfile, tc.target, got, tc.want)
 		}
-	}
-	if _, err := volumeLine([]byte("RUN true\n"), ""); err == nil {
-		t.Errorf("volumeLine without FROM = nil error, want one")
 	}
 }
 

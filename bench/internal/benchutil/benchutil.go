@@ -23,6 +23,7 @@ import (
 
 	"github.com/buildgw/buildgw/archive"
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/workspace"
 )
@@ -355,8 +356,13 @@ func Workspace(o Owner, tmp, proj string, i int, base, host string) (*builder.Re
 			}
 		}
 	}
+	args := map[string]string{"BASE": base}
+	analysis, err := dockerfile.Load(ctxDir, "Dockerfile", args, "")
+	if err != nil {
+		return nil, err
+	}
 	return &builder.Request{ID: id, Workspace: ws, ContextDir: ctxDir, Dockerfile: "Dockerfile",
-		BuildArgs: map[string]string{"BASE": base}, OutputDir: out, InsecureRegistries: []string{host}}, nil
+		Analysis: analysis, BuildArgs: args, OutputDir: out, InsecureRegistries: []string{host}}, nil
 }
 
 // RSSUnder sums the VmRSS of every process whose command line or

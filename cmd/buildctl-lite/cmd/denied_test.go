@@ -11,6 +11,7 @@ import (
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/auth"
 	tokenauth "github.com/buildgw/buildgw/auth/token"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/testmanager"
 	"github.com/buildgw/buildgw/jobs"
 )
@@ -18,7 +19,7 @@ import (
 // denyAll refuses every build as a policy rule would.
 type denyAll struct{}
 
-func (denyAll) Authorize(context.Context, auth.Identity, *jobs.ValidSpec, []byte) (string, jobs.Grant, error) {
+func (denyAll) Authorize(context.Context, auth.Identity, *jobs.ValidSpec, *dockerfile.Analysis) (string, jobs.Grant, error) {
 	return "r", jobs.Grant{}, &jobs.DeniedError{Rule: "r", Reason: `policy rule "r" does not allow pushing to r.example.com/app:1`}
 }
 

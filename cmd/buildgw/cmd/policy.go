@@ -10,6 +10,7 @@ import (
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth"
+	df "github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/policy"
 )
@@ -69,10 +70,16 @@ func newCmdPolicyCheck() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			req := policy.Request{Identity: id, Destinations: vs.Tags, Runner: vs.Runner, BuildArgs: vs.BuildArgs, Target: vs.Target}
+			req := policy.Request{Identity: id, Destinations: vs.Tags, Runner: vs.Runner}
 			if dockerfile != "" {
-				if req.Dockerfile, err = os.ReadFile(dockerfile); err != nil {
+				src, err := os.ReadFile(dockerfile)
+				if err != nil {
 					return fmt.Errorf("reading Dockerfile: %w", err)
+				}
+				// The gateway refuses such a Dockerfile with a 400
+				// before the policy decides.
+				if req.Dockerfile, err = df.Analyze(src, vs.BuildArgs, vs.Target); err != nil {
+					return fmt.Errorf("%s: %w", dockerfile, err)
 				}
 			}
 			d := p.Decide(req)

@@ -1,0 +1,172 @@
+package dockerfile
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+
+	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
+)
+
+// platformArgs are the ARGs BuildKit defines by itself, from the build's
+// platform, and kaniko does not. A Dockerfile whose images depend on one
+// would be resolved differently by the two runners, so that is refused
+// unless the Dockerfile or a build arg gives the value.
+func platformArgs() []string {
+	return []string{
+		"BUILDPLATFORM", "BUILDOS", "BUILDOSVERSION", "BUILDARCH", "BUILDVARIANT",
+		"TARGETPLATFORM", "TARGETOS", "TARGETOSVERSION", "TARGETARCH", "TARGETVARIANT", "TARGETSTAGE",
+	}
+}
+
+const platformProblem = "is predefined by BuildKit but not by kaniko; give it a value with a build arg"
+
+// argValue is a meta ARG as resolved before the first FROM.
+type argValue struct {
+	value string
+	set   bool
+	// problem, if not empty, says why the runners may disagree on the
+	// value; using it in a reference is an error.
+	problem string
+}
+
+// buildArgValue is the value of an ARG set by a build arg. kaniko, unlike
+// BuildKit, ignores an empty build arg (keeping the default) and cuts a
+// value at its first "=" when it resolves FROM, so such values are marked.
+func buildArgValue(v string) argValue {
+	av := argValue{value: v, set: true}
+	switch {
+	case v == "":
+		av.problem = "is set to an empty build arg"
+	case strings.Contains(v, "="):
+		av.problem = "is set to a build arg holding \"=\", which kaniko cuts off"
+	}
+	return av
+}
+
+// argEnv is the ARG scope before the first FROM, as shell.Lex reads it.
+// Declared ARGs without a value are not set, as in BuildKit.
+type argEnv struct {
+	vals map[string]argValue
+	// budget is how many more bytes of values Get may hand out; once it
+	// is spent Get hands out nothing and sets over.
+	budget int
+	over   bool
+}
+
+func (e *argEnv) Get(k string) (string, bool) {
+	v, ok := e.vals[k]
+	if !ok || !v.set {
+		return "", false
+	}
+	if len(v.value) > e.budget {
+		e.over = true
+		return "", true
+	}
+	e.budget -= len(v.value)
+	return v.value, true
+}
+
+func (e *argEnv) Keys() []string {
+	var keys []string
+	for k, v := range e.vals {
+		if v.set {
+			keys = append(keys, k)
+		}
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// expand substitutes the ARGs in word, within the budget.
+func (e *argEnv) expand(lex *shell.Lex, word string) (shell.ProcessWordResult, error) {
+	r, err := lex.ProcessWordWithMatches(word, e)
+	if err == nil && e.over {
+		err = fmt.Errorf("ARG substitution makes more than %d bytes", maxExpansion)
+	}
+	return r, err
+}
+
+// resolveMetaArgs resolves the ARGs before the first FROM as BuildKit
+// does: in order, a build arg replacing the default, a default expanded
+// with the ARGs declared before it.
+func resolveMetaArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs map[string]string) (*argEnv, error) {
+	env := &argEnv{vals: map[string]argValue{}, budget: maxExpansion}
+	for _, k := range platformArgs() {
+		// Both runners see a build arg for a platform ARG, declared or not.
+		if v, ok := buildArgs[k]; ok {
+			env.vals[k] = buildArgValue(v)
+		} else {
+			env.vals[k] = argValue{problem: platformProblem}
+		}
+	}
+	for _, cmd := range metaArgs {
+		line := lineOf(cmd.Location())
+		for _, kv := range cmd.Args {
+			k := kv.Key
+			if v, ok := buildArgs[k]; ok {
+				env.vals[k] = buildArgValue(v)
+				continue
+			}
+			if kv.Value == nil {
+				// Declaring again keeps an earlier value, as in BuildKit.
+				if _, ok := env.vals[k]; !ok {
+					env.vals[k] = argValue{}
+				}
+				continue
+			}
+			r, err := env.expand(lex, *kv.Value)
+			if err != nil {
+				return nil, fmt.Errorf("line %d: ARG %s: %w", line, k, err)
+			}
+			env.vals[k] = argValue{
+				value:   r.Result,
+				set:     true,
+				problem: env.refProblem(buildArgs, r.Matched, r.Unmatched, false),
+			}
+		}
+	}
+	return env, nil
+}
+
+// refProblem returns why a word that looked up matched and unmatched
+// variables cannot be resolved with confidence, or "". strict is for
+// references themselves, where an unset variable is refused too.
+func (e *argEnv) refProblem(buildArgs map[string]string, matched, unmatched map[string]struct{}, strict bool) string {
+	for _, k := range sortedKeys(unmatched) {
+		v, declared := e.vals[k]
+		switch {
+		case declared && v.problem != "":
+			return fmt.Sprintf("ARG %s %s", k, v.problem)
+		case !declared && hasKey(buildArgs, k):
+			// kaniko would use the build arg, BuildKit would not.
+			return fmt.Sprintf("build arg %s is not declared by an ARG before it is used", k)
+		case strict:
+			return fmt.Sprintf("ARG %s has no value", k)
+		}
+	}
+	// A declared ARG with an empty value (ARG VARIANT="") is a value all
+	// runners agree on: FROM busybox${VARIANT} is built by docker, BuildKit
+	// and kaniko alike. A reference that ends up empty is refused later.
+	for _, k := range sortedKeys(matched) {
+		if v := e.vals[k]; v.problem != "" {
+			return fmt.Sprintf("ARG %s %s", k, v.problem)
+		}
+	}
+	return ""
+}
+
+func sortedKeys(m map[string]struct{}) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func hasKey(m map[string]string, k string) bool {
+	_, ok := m[k]
+	return ok
+}

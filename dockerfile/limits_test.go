@@ -1,0 +1,106 @@
+package dockerfile
+
+import (
+	"fmt"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// manyStages is a Dockerfile of n named stages, each built on the one
+// before and copying from the first: every name lookup has many names to
+// search.
+func manyStages(n int) []byte {
+	var b strings.Builder
+	b.WriteString("FROM registry.example.com/base:1 AS s0\n")
+	for i := 1; i < n; i++ {
+		fmt.Fprintf(&b, "FROM s%d AS s%d\nCOPY --from=s0 /a /a\n", i-1, i)
+	}
+	return []byte(b.String())
+}
+
+// cpuTime is the CPU time the process has used: unlike the wall clock,
+// it does not grow with what other processes of a busy machine run.
+func cpuTime(t *testing.T) time.Duration {
+	t.Helper()
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		t.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// fastest returns the least CPU time of three runs of Analyze on src.
+func fastest(t *testing.T, src []byte) time.Duration {
+	t.Helper()
+	best := time.Duration(1<<63 - 1)
+	for range 3 {
+		runtime.GC()
+		start := cpuTime(t)
+		if _, err := Analyze(src, nil, ""); err != nil {
+			t.Fatalf("Analyze(%d bytes) = %v", len(src), err)
+		}
+		best = min(best, cpuTime(t)-start)
+	}
+	return best
+}
+
+// TestAnalyzeLinear: the Dockerfile is the caller's, and is analyzed by
+// the gateway itself when the build is accepted. Twenty times the stages
+// must cost about twenty times the CPU, not four hundred (a lookup of
+// stage names by scanning them all made it quadratic).
+func TestAnalyzeLinear(t *testing.T) {
+	small, big := manyStages(1000), manyStages(20000)
+	if len(big) > MaxBytes {
+		t.Fatalf("the big Dockerfile is %d bytes, more than Read allows", len(big))
+	}
+	ts, tb := fastest(t, small), fastest(t, big)
+	// Linear is 10x; allow for a busy machine, but not for the 50x of
+	// the quadratic lookup.
+	if ratio := float64(tb) / float64(ts); ratio > 30 {
+		t.Errorf("Analyze of 10000 stages took %v, of 1000 stages %v: %.0fx, want about 10x", tb, ts, ratio)
+	}
+}
+
+// TestAnalyzeExpansionBounded: each ARG doubling the one before makes
+// 2^n bytes from n short lines; a word naming one ARG many times
+// multiplies it again. Both are refused, quickly and without the memory.
+func TestAnalyzeExpansionBounded(t *testing.T) {
+	var doubling strings.Builder
+	doubling.WriteString("ARG A0=aaaaaaaaaaaaaaaa\n")
+	for i := 1; i <= 64; i++ {
+		fmt.Fprintf(&doubling, "ARG A%d=${A%d}${A%d}\n", i, i-1, i-1)
+	}
+	doubling.WriteString("FROM registry.example.com/base:1\n")
+
+	var repeated strings.Builder
+	// BuildKit's parser refuses lines of 64 KiB or more.
+	repeated.WriteString("ARG A=" + strings.Repeat("a", 60000) + "\n")
+	repeated.WriteString("ARG B=" + strings.Repeat("$A", 30000) + "\n")
+	repeated.WriteString("FROM registry.example.com/base:1\n")
+
+	for _, tc := range []struct {
+		name, src, err string
+	}{
+		{"doubling ARGs", doubling.String(), "line 17: ARG A16: ARG substitution makes more than 1048576 bytes"},
+		{"one ARG many times", repeated.String(), "line 2: ARG B: ARG substitution makes more than 1048576 bytes"},
+		{"many references in FROM", "ARG A=" + strings.Repeat("a", 60000) + "\nFROM registry.example.com/" + strings.Repeat("${A}", 15000) + "\n",
+			"FROM on line 2: \"registry.example.com/${A}${A}"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			start := time.Now()
+			_, err := Analyze([]byte(tc.src), nil, "")
+			if err == nil || !strings.Contains(err.Error(), tc.err) {
+				t.Errorf("Analyze(%s) = %v, want error containing %q", tc.name, err, tc.err)
+			}
+			if err != nil && len(err.Error()) > 1024 {
+				t.Errorf("Analyze(%s): error of %d bytes, want the Dockerfile's words cut short", tc.name, len(err.Error()))
+			}
+			if d := time.Since(start); d > 10*time.Second {
+				t.Errorf("Analyze(%s) took %v", tc.name, d)
+			}
+		})
+	}
+}

@@ -1,0 +1,2 @@
+# syntax=registry.example.com/frontend:1
+FROM scratch

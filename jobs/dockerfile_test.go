@@ -1,0 +1,95 @@
+package jobs_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/jobs"
+)
+
+// TestSubmitRefusesDockerfile: a Dockerfile that cannot be analyzed is
+// the caller's to fix. It is refused at submission, naming the problem
+// and its line, before the policy's second look and before anything is
+// queued.
+func TestSubmitRefusesDockerfile(t *testing.T) {
+	e := newEnv(t)
+	for _, tc := range []struct {
+		name, dockerfile, target string
+		wantIn                   string
+	}{
+		{"unparsable", "FROM scratch\nCOPY only-one-argument\n", "", "line 2: COPY requires at least two arguments"},
+		{"unknown instruction", "FROM scratch\nBOGUS x\n", "", "line 2: unknown instruction: BOGUS"},
+		{"no FROM", "RUN true\n", "", "line 1: no build stage in current context"},
+		{"ARG without value in FROM", "ARG BASE\nFROM $BASE\n", "", "FROM on line 2: cannot resolve \"$BASE\": ARG BASE has no value"},
+		{"unknown target", "FROM scratch AS a\n", "b", "target stage \"b\" not found"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var calls int
+			authorize := func(_ *jobs.ValidSpec, df []byte, _ *dockerfile.Analysis) (jobs.Grant, error) {
+				calls++
+				if df != nil {
+					t.Errorf("Authorize called with the Dockerfile of %s, want it refused before", tc.name)
+				}
+				return jobs.Grant{}, nil
+			}
+			spec := api.BuildSpec{Destinations: []string{e.dest("r")}, Target: tc.target}
+			j, err := e.m.Submit(context.Background(), jobs.SubmitRequest{Owner: "alice", Spec: spec, Authorize: authorize},
+				bytes.NewReader(contextTar(t, file{"Dockerfile", tc.dockerfile})))
+			var se *jobs.SpecError
+			if !errors.As(err, &se) || se.Field != "dockerfile" || !strings.Contains(err.Error(), tc.wantIn) {
+				t.Fatalf("Submit(%s) = %v, %v; want a *SpecError on dockerfile containing %q", tc.name, j, err, tc.wantIn)
+			}
+			if calls != 1 {
+				t.Errorf("Submit(%s) asked Authorize %d times, want once (without the Dockerfile)", tc.name, calls)
+			}
+			if ws := e.workspaces(t); len(ws) != 0 {
+				t.Errorf("Submit(%s) left workspaces %q, want none", tc.name, ws)
+			}
+			if logs, _ := os.ReadDir(filepath.Join(e.stateDir, "logs")); len(logs) != 0 {
+				t.Errorf("Submit(%s) left %d logs, want none", tc.name, len(logs))
+			}
+		})
+	}
+}
+
+// TestSubmitAnalyzesOnce: the analysis the policy decides on is the one
+// the job keeps for the base store and the runner, made with the build's
+// args and target.
+func TestSubmitAnalyzesOnce(t *testing.T) {
+	e := newEnv(t)
+	var seen *dockerfile.Analysis
+	authorize := func(_ *jobs.ValidSpec, df []byte, a *dockerfile.Analysis) (jobs.Grant, error) {
+		if df != nil {
+			seen = a
+		}
+		return jobs.Grant{}, nil
+	}
+	src := "ARG NAME=files\nFROM scratch AS files\nCOPY hello.txt /hello.txt\nFROM scratch\nCOPY --from=files /hello.txt /copy.txt\n"
+	spec := api.BuildSpec{Destinations: []string{e.dest("once")}, Target: "FILES", BuildArgs: map[string]string{"NAME": "x"}}
+	j, err := e.m.Submit(context.Background(), jobs.SubmitRequest{Owner: "alice", Spec: spec, Authorize: authorize},
+		bytes.NewReader(contextTar(t, file{"Dockerfile", src}, file{"hello.txt", "hi"})))
+	if err != nil {
+		t.Fatalf("Submit = %v", err)
+	}
+	// The job may have ended already; then it keeps no analysis.
+	if a := j.Analysis(); a != nil && a != seen {
+		t.Fatalf("Job.Analysis() = %p, Authorize saw %p; want the same analysis", a, seen)
+	}
+	if a := seen; a == nil || a.Target != 0 || len(a.Stages) != 2 || !a.Stages[0].Needed || a.Stages[1].Needed {
+		t.Fatalf("Authorize saw analysis %+v; want target 0 (files) needing only itself", a)
+	}
+	if b := wait(t, j, time.Minute); b.Status != api.StatusSucceeded {
+		t.Errorf("build = %s (%s), want succeeded", b.Status, b.Error)
+	}
+	if a := j.Analysis(); a != nil {
+		t.Errorf("Job.Analysis() after the build = %p, want nil: finished jobs keep no analysis", a)
+	}
+}
