@@ -5,8 +5,8 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/auth"
-	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/netmode"
 )
 
 // AuthorizeFunc decides whether a submission may be built. It is called
