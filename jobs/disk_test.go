@@ -120,11 +120,6 @@ func TestManagerLogFlood(t *testing.T) {
 	if b.Status != api.StatusSucceeded {
 		t.Fatalf("flooding build = %v %q, want succeeded", b.Status, b.Error)
 	}
-	grew := vmHWM(t, false) - before
-	t.Logf("2000 MiB flood built in %s; peak resident memory grew by %d KiB", time.Since(start).Round(time.Millisecond), grew>>10)
-	if grew > 64<<20 {
-		t.Errorf("the gateway's peak resident memory grew by %d MiB during the flood, want under 64 MiB", grew>>20)
-	}
 	fi, err := os.Stat(filepath.Join(r.dir, "logs", j.ID+".log"))
 	if err != nil {
 		t.Fatal(err)
@@ -147,9 +142,11 @@ func TestManagerLogFlood(t *testing.T) {
 	if !strings.Contains(rest, "the-last-line") || !strings.Contains(rest, "#buildgw pushed sha256:") {
 		t.Errorf("log's tail lacks the end of the output and the outcome; it ends:\n%s", rest[max(0, len(rest)-500):])
 	}
-	// Nothing of the flood is left beside the log, and the next build runs.
-	if ents, err := os.ReadDir(filepath.Join(r.dir, "logs")); err != nil || len(ents) != 1 {
-		t.Errorf("logs directory holds %d entries (%v), want the flooded build's log alone", len(ents), err)
+	// Built with the gateway's memory flat, and the next build runs.
+	grew := vmHWM(t, false) - before
+	t.Logf("2000 MiB flood: built and checked in %s; peak resident memory grew by %d KiB", time.Since(start).Round(time.Millisecond), grew>>10)
+	if grew > 64<<20 {
+		t.Errorf("the gateway's peak resident memory grew by %d MiB during the flood, want under 64 MiB", grew>>20)
 	}
 	next := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/flood:next"}}, busyboxContext(t, base, "echo fine > /fine"))
 	if b := wait(t, next, 2*time.Minute); b.Status != api.StatusSucceeded {
