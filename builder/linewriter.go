@@ -20,24 +20,37 @@ func NewLineWriter(w io.Writer) *LineWriter {
 	return &LineWriter{buf: bufio.NewWriterSize(w, 64<<10)}
 }
 
-// Write implements io.Writer. An error of the underlying writer is
-// returned, so that a copy into a failing log stops.
+// Write implements io.Writer. The whole lines of p pass on together, in
+// one write (a line begun by earlier writes is completed in one before):
+// a build that floods its log costs a write per pipe read, not one per
+// line. An error of the underlying writer is returned, so that a copy into
+// a failing log stops.
 func (l *LineWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	n := len(p)
-	for len(p) > 0 {
+	last := bytes.LastIndexByte(p, '\n')
+	if last < 0 {
+		l.buf.Write(p)
+		return n, nil
+	}
+	if l.buf.Buffered() > 0 {
 		i := bytes.IndexByte(p, '\n')
-		if i < 0 {
-			l.buf.Write(p)
-			break
-		}
 		l.buf.Write(p[:i+1])
 		if err := l.buf.Flush(); err != nil {
 			return 0, err
 		}
-		p = p[i+1:]
+		p, last = p[i+1:], last-(i+1)
 	}
+	if last >= 0 {
+		// The buffer is empty: a write larger than it goes straight
+		// through, a smaller one with the Flush.
+		l.buf.Write(p[:last+1])
+		if err := l.buf.Flush(); err != nil {
+			return 0, err
+		}
+	}
+	l.buf.Write(p[last+1:])
 	return n, nil
 }
 

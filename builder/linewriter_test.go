@@ -37,11 +37,16 @@ func TestLineWriter(t *testing.T) {
 		writes: []string{"par", "tial ", "line\n"},
 		want:   []string{"partial line\n"},
 	}, {
-		name:   "several lines in one write",
+		name:   "several lines in one write pass in one",
 		writes: []string{"a\nb\nc"},
-		want:   []string{"a\n", "b\n"},
+		want:   []string{"a\nb\n"},
 		// The unterminated rest waits for its newline or Flush.
-		flushed: []string{"a\n", "b\n", "c"},
+		flushed: []string{"a\nb\n", "c"},
+	}, {
+		name:    "a line begun earlier is completed, then the whole lines pass",
+		writes:  []string{"par", "tial\nb\nc\nd"},
+		want:    []string{"partial\n", "b\nc\n"},
+		flushed: []string{"partial\n", "b\nc\n", "d"},
 	}, {
 		name:    "trailing text without newline is held until Flush",
 		writes:  []string{"no newline"},
@@ -50,7 +55,7 @@ func TestLineWriter(t *testing.T) {
 	}, {
 		name:   "empty lines",
 		writes: []string{"\n\n"},
-		want:   []string{"\n", "\n"},
+		want:   []string{"\n\n"},
 	}} {
 		t.Run(tc.name, func(t *testing.T) {
 			w := &recordingWriter{}
@@ -96,5 +101,34 @@ func TestLineWriterLongLine(t *testing.T) {
 	lw.Flush()
 	if got, want := buf.String(), long+"next\n"; got != want {
 		t.Errorf("log got %d bytes, want %d", len(got), len(want))
+	}
+}
+
+// A build flooding its log with short lines costs a write of the log per
+// write it makes, not one per line: a 2 GB flood of 50-byte lines would
+// otherwise be 40 million writes through the log's lock.
+func TestLineWriterFloodBatches(t *testing.T) {
+	w := &recordingWriter{}
+	lw := NewLineWriter(w)
+	chunk := strings.Repeat("flooding the log with one line after another\n", 700) // ~32 KiB, a pipe read
+	for range 10 {
+		if _, err := lw.Write([]byte(chunk + "half a li")); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := lw.Write([]byte("ne\n")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	lw.Flush()
+	if got, want := strings.Join(w.writes, ""), strings.Repeat(chunk+"half a line\n", 10); got != want {
+		t.Fatalf("log got %d bytes, want %d in order", len(got), len(want))
+	}
+	if len(w.writes) > 20 {
+		t.Errorf("20 writes of 7010 lines reached the log as %d writes, want at most 20", len(w.writes))
+	}
+	for i, s := range w.writes {
+		if !strings.HasSuffix(s, "\n") {
+			t.Errorf("write %d to the log ends mid-line: ...%q", i, s[max(0, len(s)-20):])
+		}
 	}
 }

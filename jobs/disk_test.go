@@ -95,7 +95,14 @@ func TestManagerDeepTree(t *testing.T) {
 	}
 }
 
-// A RUN step that prints as fast as it can leaves a log within
+// floodRun prints 2000 MiB of lines as fast as a RUN step can: 1 MiB of
+// them, made once, and then cat'ed 2000 times, 100 to a cat (which moves a
+// file into the pipe in large writes, unlike yes).
+const floodRun = `yes 'flooding the log with one line after another' | head -c 1048576 > /flood; ` +
+	`set --; i=0; while [ $i -lt 100 ]; do set -- "$@" /flood; i=$((i+1)); done; ` +
+	`i=0; while [ $i -lt 20 ]; do cat "$@" || exit 1; i=$((i+1)); done; rm /flood; echo the-last-line`
+
+// A RUN step that prints 2000 MiB as fast as it can leaves a log within
 // log_max_bytes: its head, one line naming how many bytes were dropped,
 // and its tail, which ends with the build's outcome.
 func TestManagerLogFlood(t *testing.T) {
@@ -103,8 +110,10 @@ func TestManagerLogFlood(t *testing.T) {
 	base := testenv.Busybox(t, r.reg)
 	const capBytes = 256 << 10
 	m, _ := r.start(t, true, jobs.WithLogLimit(capBytes))
+	before := vmHWM(t, true)
+	start := time.Now()
 	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/flood:v1"}},
-		busyboxContext(t, base, "yes 'flooding the log with one line after another' | head -c 64000000; echo the-last-line"))
+		busyboxContext(t, base, floodRun))
 	b := wait(t, j, 3*time.Minute)
 	if b.Status != api.StatusSucceeded {
 		t.Fatalf("flooding build = %v %q, want succeeded", b.Status, b.Error)
@@ -122,14 +131,24 @@ func TestManagerLogFlood(t *testing.T) {
 		t.Fatalf("log has no dropped-bytes line; it ends:\n%s", l[max(0, len(l)-500):])
 	}
 	var dropped int64
-	if _, err := fmt.Sscanf(rest, "%d bytes of output dropped", &dropped); err != nil || dropped < 60_000_000 {
-		t.Errorf("dropped-bytes line %q: %d bytes (%v), want over 60 MB", strings.SplitN(rest, "\n", 2)[0], dropped, err)
+	if _, err := fmt.Sscanf(rest, "%d bytes of output dropped", &dropped); err != nil || dropped < 2000<<20-capBytes {
+		t.Errorf("dropped-bytes line %q: %d bytes (%v), want over 2000 MiB less the cap", strings.SplitN(rest, "\n", 2)[0], dropped, err)
 	}
 	if !strings.HasPrefix(head, "#buildgw accepted") {
 		t.Errorf("log's head starts %q, want the build's start", head[:min(len(head), 60)])
 	}
 	if !strings.Contains(rest, "the-last-line") || !strings.Contains(rest, "#buildgw pushed sha256:") {
 		t.Errorf("log's tail lacks the end of the output and the outcome; it ends:\n%s", rest[max(0, len(rest)-500):])
+	}
+	// Built with the gateway's memory flat, and the next build runs.
+	grew := vmHWM(t, false) - before
+	t.Logf("2000 MiB flood: built and checked in %s; peak resident memory grew by %d KiB", time.Since(start).Round(time.Millisecond), grew>>10)
+	if grew > 64<<20 {
+		t.Errorf("the gateway's peak resident memory grew by %d MiB during the flood, want under 64 MiB", grew>>20)
+	}
+	next := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/flood:next"}}, busyboxContext(t, base, "echo fine > /fine"))
+	if b := wait(t, next, 2*time.Minute); b.Status != api.StatusSucceeded {
+		t.Errorf("build after the flood = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, next))
 	}
 }
 

@@ -110,11 +110,24 @@ type chownHint struct {
 	seen bool
 }
 
+// chownSuffix ends the line chownHint looks for.
+var chownSuffix = []byte(": invalid argument")
+
 func (h *chownHint) Write(p []byte) (int, error) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	n := len(p)
 	for len(p) > 0 {
+		// A line can match only if it holds the suffix: the lines before
+		// the next one that does are skipped at memchr speed, not looked
+		// at one by one (a build can print millions).
+		if len(h.line) == 0 {
+			j := bytes.Index(p, chownSuffix)
+			if j < 0 {
+				j = len(p)
+			}
+			p = p[bytes.LastIndexByte(p[:j], '\n')+1:]
+		}
 		i := bytes.IndexByte(p, '\n')
 		chunk := p
 		if i >= 0 {
@@ -127,7 +140,7 @@ func (h *chownHint) Write(p []byte) (int, error) {
 		if i < 0 {
 			break
 		}
-		if bytes.Contains(h.line, []byte("chown ")) && bytes.HasSuffix(bytes.TrimSpace(h.line), []byte(": invalid argument")) {
+		if bytes.Contains(h.line, []byte("chown ")) && bytes.HasSuffix(bytes.TrimSpace(h.line), chownSuffix) {
 			h.seen = true
 		}
 		h.line = h.line[:0]

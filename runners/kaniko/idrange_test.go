@@ -161,6 +161,11 @@ func TestChownHint(t *testing.T) {
 		{[]string{"chown /opt: operation not permitted\n"}, false},
 		{[]string{"open /x: invalid argument\n"}, false},
 		{[]string{"chown /opt: invalid argument"}, false}, // not a whole line yet
+		// Lines skipped for lacking the suffix, in the same write.
+		{[]string{strings.Repeat("a flood of lines\n", 1000) + "chown /opt: invalid argument\nafter\n"}, true},
+		{[]string{"open /x: invalid argument\nchown /opt: invalid argument\n"}, true},
+		{[]string{"chown /opt\nopen /x: invalid argument\n"}, false}, // on two lines
+		{[]string{"x\nchown /opt: invalid", " argument\n"}, true},
 	} {
 		h := &chownHint{}
 		for _, w := range tc.writes {
