@@ -1,0 +1,256 @@
+package dind
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-containerregistry/pkg/name"
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+	"github.com/google/go-containerregistry/pkg/v1/random"
+	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
+	"github.com/google/go-containerregistry/pkg/v1/validate"
+
+	"github.com/buildgw/buildgw/baseimage"
+	"github.com/buildgw/buildgw/internal/testenv"
+)
+
+// pushBase pushes busybox with a small Docker layer and a large OCI one
+// (streamed rather than held in memory by the export) to reg, and returns
+// its reference and the image.
+func pushBase(t *testing.T, reg string) (string, v1.Image) {
+	t.Helper()
+	img, err := baseimage.Busybox(testenv.BusyboxBinary(t))
+	if err != nil {
+		t.Fatal(err)
+	}
+	small, err := random.Layer(100, types.DockerLayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	large, err := random.Layer(3*maxSmallEntry, types.OCILayer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if img, err = mutate.AppendLayers(img, small, large); err != nil {
+		t.Fatal(err)
+	}
+	ref := reg + "/team/base:1"
+	tag, err := name.NewTag(ref, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		t.Fatalf("pushing the base: %v", err)
+	}
+	return ref, img
+}
+
+func layerDigests(t *testing.T, img v1.Image) []v1.Hash {
+	t.Helper()
+	ls, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []v1.Hash
+	for _, l := range ls {
+		d, err := l.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, d)
+	}
+	return out
+}
+
+// roundTrip pushes img to an in-memory registry, pulls it back and
+// validates it (digests, diff IDs, config), as a client pulling the
+// gateway's push would.
+func roundTrip(t *testing.T, img v1.Image) v1.Image {
+	t.Helper()
+	ref, err := name.NewTag(testenv.Registry(t)+"/out/img:1", name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatalf("pushing the built image: %v", err)
+	}
+	got, err := remote.Image(ref)
+	if err != nil {
+		t.Fatalf("pulling the built image: %v", err)
+	}
+	if err := validate.Image(got); err != nil {
+		t.Fatalf("validate.Image(pulled) = %v", err)
+	}
+	return got
+}
+
+// TestExportKeepsBaseLayers builds on a base of three layers (gzip Docker
+// and OCI media types, small and large) and checks that the built image's
+// leading layers are the final base's blobs, with their digests, that the
+// pushed image is valid, and that the build's own layers follow; also
+// when the final stage's base is not the first stage's, or is scratch.
+func TestExportKeepsBaseLayers(t *testing.T) {
+	r := requireDocker(t)
+	reg := testenv.Registry(t)
+	base, baseImg := pushBase(t, reg)
+	busybox := testenv.Busybox(t, reg)
+	bbImg, err := remote.Image(mustRef(t, busybox))
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseLayers, bbLayers := layerDigests(t, baseImg), layerDigests(t, bbImg)
+
+	for _, c := range []struct {
+		name, dockerfile string
+		// want: the leading layers of the built image; extra: how many
+		// layers the build adds.
+		want  []v1.Hash
+		extra int
+		files map[string]string
+	}{
+		{
+			name:       "final base",
+			dockerfile: "ARG BASE\nFROM ${BASE}\nRUN echo built > /built\n",
+			want:       baseLayers, extra: 1,
+			files: map[string]string{"built": "built\n"},
+		},
+		{
+			name:       "multi-stage, final stage on the base",
+			dockerfile: "ARG BASE\nARG BB\nFROM ${BB} AS first\nRUN echo first > /first\nFROM ${BASE}\nCOPY --from=first /first /first\nRUN echo built > /built\n",
+			want:       baseLayers, extra: 2,
+			files: map[string]string{"first": "first\n", "built": "built\n"},
+		},
+		{
+			// busybox's layer is also the base's first: the final base
+			// is busybox, whose blob is used.
+			name:       "multi-stage, final stage on another base",
+			dockerfile: "ARG BASE\nARG BB\nFROM ${BASE} AS first\nRUN echo first > /first\nFROM ${BB}\nCOPY --from=first /first /first\n",
+			want:       bbLayers, extra: 1,
+			files: map[string]string{"first": "first\n"},
+		},
+		{
+			name:       "multi-stage, final stage on scratch",
+			dockerfile: "ARG BASE\nFROM ${BASE} AS first\nRUN echo first > /first\nFROM scratch\nCOPY --from=first /first /first\n",
+			want:       nil, extra: 1,
+			files: map[string]string{"first": "first\n"},
+		},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			req := newRequest(t, reg, map[string]string{"Dockerfile": c.dockerfile}, map[string]string{"BASE": base, "BB": busybox})
+			var log strings.Builder
+			img, err := r.Build(context.Background(), req, &log)
+			if err != nil {
+				t.Fatalf("Build: %v\n%s", err, log.String())
+			}
+			got := layerDigests(t, img)
+			if len(got) != len(c.want)+c.extra {
+				t.Fatalf("built image has %d layers, want %d and %d of the build\n%s", len(got), len(c.want), c.extra, log.String())
+			}
+			for i, w := range c.want {
+				if got[i] != w {
+					t.Errorf("layer %d is %s, want the base's %s", i, got[i], w)
+				}
+			}
+			if want := fmt.Sprintf("%d of them the base's as they are", len(c.want)); !strings.Contains(log.String(), want) {
+				t.Errorf("log does not say %q:\n%s", want, log.String())
+			}
+			pulled := roundTrip(t, img)
+			if pd := layerDigests(t, pulled); len(pd) != len(got) || pd[0] != got[0] {
+				t.Errorf("pulled image layers %v, want %v", pd, got)
+			}
+			files := imageFiles(t, pulled)
+			for f, want := range c.files {
+				if files[f] != want {
+					t.Errorf("image file %s = %q, want %q", f, files[f], want)
+				}
+			}
+		})
+	}
+}
+
+func mustRef(t *testing.T, s string) name.Reference {
+	t.Helper()
+	ref, err := name.ParseReference(s, name.Insecure)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ref
+}
+
+// TestExportSizeCollision exports a built image again with a base whose
+// layer list claims a layer of the same uncompressed size as the build's
+// own large layer: that layer is hashed, not compressed, then found not
+// to be the base's, and the export says so (errRecompress, on which Build
+// exports again); exporting without skipping then gives a valid image
+// with the build's layer compressed and the real base layers kept.
+func TestExportSizeCollision(t *testing.T) {
+	r := requireDocker(t)
+	reg := testenv.Registry(t)
+	base, baseImg := pushBase(t, reg)
+	req := newRequest(t, reg, map[string]string{
+		"Dockerfile": "ARG BASE\nFROM ${BASE}\nRUN head -c 3000000 /dev/urandom > /big\n",
+	}, map[string]string{"BASE": base})
+	bases, err := verifyBase(context.Background(), req.BaseImages)
+	if err != nil || len(bases) != 3 {
+		t.Fatalf("verifyBase = %d layers, %v; want 3", len(bases), err)
+	}
+	var collided, again v1.Image
+	var collideErr, againErr error
+	testHookBeforeStop = func(d *Daemon) {
+		tag := "buildgw/job:" + tagName(req.ID)
+		// The RUN layer's uncompressed size, from a plain export.
+		plain, _, err := d.exportLayout(context.Background(), tag, filepath.Join(req.Workspace, "out1"), baseReuse{})
+		if err != nil {
+			collideErr = err
+			return
+		}
+		size, err := lastLayerSize(plain)
+		if err != nil {
+			collideErr = err
+			return
+		}
+		// A fake fourth base layer: the RUN layer's size, another diff ID.
+		fake := bases[0]
+		fake.raw = size
+		reuse := baseReuse{layout: req.BaseImages.Layout, layers: append(append([]baseLayer{}, bases...), fake), skip: true}
+		collided, _, collideErr = d.exportLayout(context.Background(), tag, filepath.Join(req.Workspace, "out2"), reuse)
+		reuse.skip = false
+		again, _, againErr = d.exportLayout(context.Background(), tag, filepath.Join(req.Workspace, "out3"), reuse)
+	}
+	t.Cleanup(func() { testHookBeforeStop = nil })
+	var log strings.Builder
+	if _, err := r.Build(context.Background(), req, &log); err != nil {
+		t.Fatalf("Build: %v\n%s", err, log.String())
+	}
+	if !errors.Is(collideErr, errRecompress) || collided != nil {
+		t.Errorf("export with a layer of a base layer's size = %v, want errRecompress", collideErr)
+	}
+	if againErr != nil {
+		t.Fatalf("export without skipping: %v", againErr)
+	}
+	got, want := layerDigests(t, again), layerDigests(t, baseImg)
+	if len(got) != 4 || got[0] != want[0] || got[1] != want[1] || got[2] != want[2] {
+		t.Errorf("layers %v, want the base's %v and one", got, want)
+	}
+	roundTrip(t, again)
+}
+
+func lastLayerSize(img v1.Image) (int64, error) {
+	ls, err := img.Layers()
+	if err != nil {
+		return 0, err
+	}
+	rc, err := ls[len(ls)-1].Uncompressed()
+	if err != nil {
+		return 0, err
+	}
+	defer rc.Close()
+	return io.Copy(io.Discard, rc)
+}
