@@ -5,9 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
@@ -253,4 +256,84 @@ func lastLayerSize(img v1.Image) (int64, error) {
 	}
 	defer rc.Close()
 	return io.Copy(io.Discard, rc)
+}
+
+// BenchmarkExportDebianBase measures the export of an image built on a
+// Debian minbase (one layer of about 200 MB uncompressed): each iteration
+// exports the same built image twice in alternating order, once keeping
+// the base's layer (the export as built) and once compressing every layer
+// (as before), and reports both medians.
+//
+//	go test -run '^$' -bench BenchmarkExportDebianBase -benchtime 5x ./runners/dind/
+func BenchmarkExportDebianBase(b *testing.B) {
+	r := requireDocker(b)
+	reg := testenv.Registry(b)
+	img, err := baseimage.FromDir(testenv.Minbase(b), []string{"/bin/sh"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	tag, err := name.NewTag(reg+"/debian/minbase:bookworm", name.Insecure)
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := remote.Write(tag, img); err != nil {
+		b.Fatal(err)
+	}
+	req := newRequest(b, reg, map[string]string{"Dockerfile": "ARG BASE\nFROM ${BASE}\nRUN echo built > /built\n"}, map[string]string{"BASE": tag.String()})
+	verifyStart := time.Now()
+	bases, err := verifyBase(context.Background(), req.BaseImages)
+	b.ReportMetric(time.Since(verifyStart).Seconds(), "s/verify-base")
+	if err != nil || len(bases) != 1 {
+		b.Fatalf("verifyBase = %d layers, %v", len(bases), err)
+	}
+	var kept, all []time.Duration
+	var runErr error
+	testHookBeforeStop = func(d *Daemon) {
+		jtag := "buildgw/job:" + tagName(req.ID)
+		for i := 0; i < b.N; i++ {
+			for _, keep := range []bool{i%2 == 0, i%2 != 0} {
+				reuse := baseReuse{}
+				if keep {
+					reuse = baseReuse{layout: req.BaseImages.Layout, layers: bases, skip: true}
+				}
+				out := filepath.Join(req.Workspace, fmt.Sprintf("bench-%d-%v", i, keep))
+				start := time.Now()
+				_, st, err := d.exportLayout(context.Background(), jtag, out, reuse)
+				took := time.Since(start)
+				if err != nil {
+					runErr = err
+					return
+				}
+				if keep {
+					if st.reused != 1 {
+						runErr = fmt.Errorf("export reused %d base layers, want 1", st.reused)
+						return
+					}
+					kept = append(kept, took)
+				} else {
+					all = append(all, took)
+				}
+				os.RemoveAll(out)
+			}
+		}
+	}
+	b.Cleanup(func() { testHookBeforeStop = nil })
+	var log strings.Builder
+	b.ResetTimer()
+	if _, err := r.Build(context.Background(), req, &log); err != nil || runErr != nil {
+		b.Fatalf("Build: %v, %v\n%s", err, runErr, log.String())
+	}
+	b.StopTimer()
+	b.ReportMetric(median(kept).Seconds(), "s/export-kept")
+	b.ReportMetric(median(all).Seconds(), "s/export-recompressed")
+	b.Logf("kept %v; recompressed %v", kept, all)
+}
+
+func median(d []time.Duration) time.Duration {
+	if len(d) == 0 {
+		return 0
+	}
+	s := slices.Clone(d)
+	slices.Sort(s)
+	return s[len(s)/2]
 }
