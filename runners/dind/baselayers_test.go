@@ -1,7 +1,9 @@
 package dind
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -14,6 +16,8 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
+	"github.com/google/go-containerregistry/pkg/v1/layout"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
@@ -21,6 +25,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
 	"github.com/buildgw/buildgw/baseimage"
+	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
 
@@ -336,4 +341,138 @@ func median(d []time.Duration) time.Duration {
 	s := slices.Clone(d)
 	slices.Sort(s)
 	return s[len(s)/2]
+}
+
+// TestVerifyBase reads the final base from layouts the gateway might
+// find altered: a layer blob that does not match its digest, or is a
+// symbolic link, fails; a config whose diff ID for a layer is not that
+// layer's content ends the usable prefix there.
+func TestVerifyBase(t *testing.T) {
+	var ls []v1.Layer
+	for _, mt := range []types.MediaType{types.DockerLayer, types.OCILayer, types.DockerLayer} {
+		l, err := random.Layer(2000, mt)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ls = append(ls, l)
+	}
+	good, err := mutate.AppendLayers(empty.Image, ls...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf, err := good.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cf = cf.DeepCopy()
+	cf.RootFS.DiffIDs[1] = v1.Hash{Algorithm: "sha256", Hex: strings.Repeat("ab", 32)}
+	write := func(t *testing.T, img v1.Image) *builder.BaseImages {
+		dir := t.TempDir()
+		p, err := layout.Write(dir, empty.Index)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.AppendImage(img); err != nil {
+			t.Fatal(err)
+		}
+		d, err := img.Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return &builder.BaseImages{Layout: dir, Final: &builder.BaseImage{Name: "reg.example/base:1", Digest: d.String()}}
+	}
+	blob := func(b *builder.BaseImages, i int) string {
+		d, err := ls[i].Digest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return filepath.Join(b.Layout, "blobs", "sha256", d.Hex)
+	}
+
+	t.Run("good", func(t *testing.T) {
+		b := write(t, good)
+		got, err := verifyBase(context.Background(), b)
+		if err != nil || len(got) != 3 {
+			t.Fatalf("verifyBase = %d layers, %v; want 3", len(got), err)
+		}
+		for i, l := range got {
+			d, _ := ls[i].Digest()
+			diff, _ := ls[i].DiffID()
+			if l.desc.Digest != d || l.diffID != diff || l.desc.MediaType != types.DockerLayer {
+				t.Errorf("layer %d = %s %s %s, want %s %s %s", i, l.desc.Digest, l.diffID, l.desc.MediaType, d, diff, types.DockerLayer)
+			}
+			rc, _ := ls[i].Uncompressed()
+			n, _ := io.Copy(io.Discard, rc)
+			rc.Close()
+			if l.raw != n {
+				t.Errorf("layer %d raw size %d, want %d", i, l.raw, n)
+			}
+		}
+	})
+	t.Run("config lies", func(t *testing.T) {
+		// good's layers, with a config and manifest of its own.
+		b := write(t, good)
+		cb, err := json.Marshal(cf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		m, err := good.Manifest()
+		if err != nil {
+			t.Fatal(err)
+		}
+		m = m.DeepCopy()
+		m.Config.Digest, m.Config.Size, _ = v1.SHA256(bytes.NewReader(cb))
+		mb, err := json.Marshal(m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		md, _, _ := v1.SHA256(bytes.NewReader(mb))
+		for h, c := range map[v1.Hash][]byte{m.Config.Digest: cb, md: mb} {
+			if err := os.WriteFile(filepath.Join(b.Layout, "blobs", "sha256", h.Hex), c, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		b.Final.Digest = md.String()
+		got, err := verifyBase(context.Background(), b)
+		if err != nil || len(got) != 1 {
+			t.Fatalf("verifyBase = %d layers, %v; want 1 (the prefix before the wrong diff ID)", len(got), err)
+		}
+	})
+	t.Run("blob altered", func(t *testing.T) {
+		b := write(t, good)
+		p := blob(b, 1)
+		c, err := os.ReadFile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c[len(c)-1] ^= 0xff
+		os.Remove(p)
+		if err := os.WriteFile(p, c, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := verifyBase(context.Background(), b); err == nil {
+			t.Fatalf("verifyBase with an altered blob = %d layers, want an error", len(got))
+		}
+	})
+	t.Run("blob a symlink", func(t *testing.T) {
+		b := write(t, good)
+		p := blob(b, 0)
+		tgt := filepath.Join(t.TempDir(), "blob")
+		if err := os.Rename(p, tgt); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(tgt, p); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := verifyBase(context.Background(), b); err == nil || !strings.Contains(err.Error(), "symbolic link") {
+			t.Fatalf("verifyBase with a symlinked blob = %v, want a symbolic link error", err)
+		}
+	})
+	t.Run("no final base", func(t *testing.T) {
+		b := write(t, good)
+		b.Final = nil
+		if got, err := verifyBase(context.Background(), b); err != nil || len(got) != 0 {
+			t.Fatalf("verifyBase without a final base = %d layers, %v; want none", len(got), err)
+		}
+	})
 }
