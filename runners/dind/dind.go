@@ -54,8 +54,11 @@
 // OCI layout in Request.OutputDir like the kaniko runner's, each layer
 // gzip-compressed once on the way (checked against the config's diff IDs,
 // and the config against the built image's ID), so the gateway's push
-// only uploads files. The gateway pushes it: no push credential ever
-// reaches the daemon.
+// only uploads files. The leading layers that are the final base's
+// (BaseImages.Final) are not compressed again: the layout gets the base's
+// own blobs, with the base's digests, so that the registry stores them
+// once and pulls share them (baselayers.go). The gateway pushes it: no
+// push credential ever reaches the daemon.
 //
 // Teardown kills the namespace (SIGKILL: its state is deleted right after,
 // so a clean shutdown would save nothing), waits for it, kills anything still naming the
@@ -355,7 +358,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	img, st, err := d.exportLayout(ctx, tag, req.OutputDir, reuse)
 	if errors.Is(err, errRecompress) {
 		fmt.Fprintf(log, "dind: a layer of a base layer's size is not the base's: exporting again, compressing every layer\n")
-		if err := os.RemoveAll(req.OutputDir); err != nil {
+		if err := clearDir(req.OutputDir); err != nil {
 			return nil, fmt.Errorf("dind: clearing the output layout: %w", err)
 		}
 		reuse.skip = false

@@ -31,7 +31,8 @@ import (
 // as it arrives, into an OCI image layout in the job's output directory,
 // like the kaniko runner's. Each layer is gzip-compressed exactly once, on
 // the way from the socket to its blob, so the gateway's push only uploads
-// files; nothing uncompressed is written to disk.
+// files; nothing uncompressed is written to disk. Layers of the final
+// base are only hashed, and the base's blobs used (baselayers.go).
 
 // maxSmallEntry is the size up to which save-stream entries (configs,
 // manifests, tiny layers) are held in memory until manifest.json says what
@@ -351,4 +352,19 @@ func readLayout(ctx context.Context, dir string) (v1.Image, error) {
 		return nil, fmt.Errorf("dind: reading the output layout: %w", err)
 	}
 	return img, nil
+}
+
+// clearDir removes what dir holds, keeping dir (made by the gateway, with
+// its mode).
+func clearDir(dir string) error {
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
