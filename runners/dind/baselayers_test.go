@@ -21,6 +21,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/tarball"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 
@@ -475,4 +476,76 @@ func TestVerifyBase(t *testing.T) {
 			t.Fatalf("verifyBase without a final base = %d layers, %v; want none", len(got), err)
 		}
 	})
+}
+
+// TestBuildSizeCollision builds on a base whose last layer has the very
+// uncompressed size of the layer the build adds, but other content (the
+// same COPY's layer with one byte changed): Build takes the build's layer
+// for the base's by its size, finds it is not, exports again compressing
+// it, and gives a valid image with the base's layers kept.
+func TestBuildSizeCollision(t *testing.T) {
+	r := requireDocker(t)
+	reg := testenv.Registry(t)
+	busybox := testenv.Busybox(t, reg)
+	content := strings.Repeat("0123456789abcdef", 3*maxSmallEntry/16)
+	files := map[string]string{"Dockerfile": "ARG BASE\nFROM ${BASE}\nCOPY f /f\n", "f": content}
+
+	// The COPY layer as Docker makes it.
+	req := newRequest(t, reg, files, map[string]string{"BASE": busybox})
+	var log strings.Builder
+	first, err := r.Build(context.Background(), req, &log)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, log.String())
+	}
+	ls, err := first.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rc, err := ls[len(ls)-1].Uncompressed()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := io.ReadAll(rc)
+	rc.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	i := strings.Index(string(raw), content)
+	if i < 0 {
+		t.Fatal("the COPY layer does not hold the file")
+	}
+	raw[i+len(content)/2] ^= 1
+	altered, err := tarball.LayerFromOpener(func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(raw)), nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	bb, err := remote.Image(mustRef(t, busybox))
+	if err != nil {
+		t.Fatal(err)
+	}
+	baseImg, err := mutate.AppendLayers(bb, altered)
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := reg + "/team/collide:1"
+	if err := remote.Write(mustRef(t, base), baseImg); err != nil {
+		t.Fatal(err)
+	}
+
+	req = newRequest(t, reg, files, map[string]string{"BASE": base})
+	log.Reset()
+	img, err := r.Build(context.Background(), req, &log)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, log.String())
+	}
+	if !strings.Contains(log.String(), "exporting again") || !strings.Contains(log.String(), "2 of them the base's as they are") {
+		t.Errorf("log does not show the second export keeping 2 base layers:\n%s", log.String())
+	}
+	got, want := layerDigests(t, img), layerDigests(t, baseImg)
+	if len(got) != 3 || got[0] != want[0] || got[1] != want[1] {
+		t.Errorf("layers %v, want the base's %v and one", got, want)
+	}
+	if f := imageFiles(t, roundTrip(t, img))["f"]; f != content {
+		t.Errorf("image file f has %d bytes, not the context's", len(f))
+	}
 }
