@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto/sha256"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -54,10 +55,6 @@ func verifyBase(ctx context.Context, b *builder.BaseImages) ([]baseLayer, error)
 	if b == nil || b.Layout == "" || b.Final == nil {
 		return nil, nil
 	}
-	md, err := v1.NewHash(b.Final.Digest)
-	if err != nil || md.Algorithm != "sha256" {
-		return nil, fmt.Errorf("final base %s: digest %q is not a sha256 digest", b.Final.Name, b.Final.Digest)
-	}
 	fd, err := unix.Open(b.Layout, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return nil, fmt.Errorf("opening the base layout: %w", err)
@@ -65,6 +62,10 @@ func verifyBase(ctx context.Context, b *builder.BaseImages) ([]baseLayer, error)
 	root := os.NewFile(uintptr(fd), b.Layout)
 	defer root.Close()
 
+	md, err := finalManifest(root, b.Final)
+	if err != nil {
+		return nil, fmt.Errorf("final base %s: %w", b.Final.Name, err)
+	}
 	mb, err := readVerified(root, md, maxBaseJSON)
 	if err != nil {
 		return nil, fmt.Errorf("final base %s: %w", b.Final.Name, err)
@@ -101,6 +102,35 @@ func verifyBase(ctx context.Context, b *builder.BaseImages) ([]baseLayer, error)
 		out = append(out, l)
 	}
 	return out, nil
+}
+
+// finalManifest is the digest of final's image manifest in the layout at
+// root: the manifest its index names final by, since final's digest is an
+// index's when its reference names one for several platforms (the layout
+// holds the image for the gateway's platform).
+func finalManifest(root *os.File, final *builder.BaseImage) (v1.Hash, error) {
+	f, _, err := ocilayout.OpenBeneath(root, "index.json", maxBaseJSON)
+	if err != nil {
+		return v1.Hash{}, err
+	}
+	defer f.Close()
+	var idx v1.IndexManifest
+	if err := json.NewDecoder(io.LimitReader(f, maxBaseJSON)).Decode(&idx); err != nil {
+		return v1.Hash{}, errors.New("index.json: not a valid OCI index")
+	}
+	// By digest first: that is what the gateway resolved.
+	for _, byName := range []bool{false, true} {
+		for _, d := range idx.Manifests {
+			if byName && d.Annotations[refNameAnnotation] != final.Name || !byName && d.Digest.String() != final.Digest {
+				continue
+			}
+			if !d.MediaType.IsImage() {
+				return v1.Hash{}, fmt.Errorf("index.json names it by a %s, want an image manifest", d.MediaType)
+			}
+			return d.Digest, nil
+		}
+	}
+	return v1.Hash{}, errors.New("not in the base layout")
 }
 
 // outputMediaType is the Docker media type of a base layer of media type

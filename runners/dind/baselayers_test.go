@@ -373,7 +373,7 @@ func TestVerifyBase(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := p.AppendImage(img); err != nil {
+		if err := p.AppendImage(img, layout.WithAnnotations(map[string]string{refNameAnnotation: "reg.example/base:1"})); err != nil {
 			t.Fatal(err)
 		}
 		d, err := img.Digest()
@@ -410,6 +410,15 @@ func TestVerifyBase(t *testing.T) {
 			}
 		}
 	})
+	t.Run("index", func(t *testing.T) {
+		// A reference to an index: Final's digest is the index's, the
+		// layout holds the platform's image under the reference.
+		b := write(t, good)
+		b.Final.Digest = "sha256:" + strings.Repeat("cd", 32)
+		if got, err := verifyBase(context.Background(), b); err != nil || len(got) != 3 {
+			t.Fatalf("verifyBase = %d layers, %v; want 3", len(got), err)
+		}
+	})
 	t.Run("config lies", func(t *testing.T) {
 		// good's layers, with a config and manifest of its own.
 		b := write(t, good)
@@ -434,6 +443,13 @@ func TestVerifyBase(t *testing.T) {
 			}
 		}
 		b.Final.Digest = md.String()
+		idx, err := json.Marshal(v1.IndexManifest{SchemaVersion: 2, MediaType: types.OCIImageIndex, Manifests: []v1.Descriptor{{MediaType: m.MediaType, Size: int64(len(mb)), Digest: md}}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(b.Layout, "index.json"), idx, 0o644); err != nil {
+			t.Fatal(err)
+		}
 		got, err := verifyBase(context.Background(), b)
 		if err != nil || len(got) != 1 {
 			t.Fatalf("verifyBase = %d layers, %v; want 1 (the prefix before the wrong diff ID)", len(got), err)
