@@ -54,8 +54,11 @@
 // OCI layout in Request.OutputDir like the kaniko runner's, each layer
 // gzip-compressed once on the way (checked against the config's diff IDs,
 // and the config against the built image's ID), so the gateway's push
-// only uploads files. The gateway pushes it: no push credential ever
-// reaches the daemon.
+// only uploads files. The leading layers that are the final base's
+// (BaseImages.Final) are not compressed again: the layout gets the base's
+// own blobs, with the base's digests, so that the registry stores them
+// once and pulls share them (baselayers.go). The gateway pushes it: no
+// push credential ever reaches the daemon.
 //
 // Teardown kills the namespace (SIGKILL: its state is deleted right after,
 // so a clean shutdown would save nothing), waits for it, kills anything still naming the
@@ -326,20 +329,49 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		fmt.Fprintf(log, "dind: %d base images loaded in %.2fs\n", len(bases), time.Since(loaded).Seconds())
 	}
 
+	// The final base's layers are checked (decompressed) while the
+	// build runs, for the export to keep them as they are.
+	type verified struct {
+		layers []baseLayer
+		err    error
+	}
+	vctx, cancelVerify := context.WithCancel(ctx)
+	defer cancelVerify()
+	baseCh := make(chan verified, 1)
+	go func() {
+		l, err := verifyBase(vctx, req.BaseImages)
+		baseCh <- verified{l, err}
+	}()
+
 	tag := "buildgw/job:" + tagName(req.ID)
 	if err := r.dockerBuild(ctx, d, req, tag, log); err != nil {
 		return nil, err
 	}
 	exported := time.Now()
-	img, st, err := d.exportLayout(ctx, tag, req.OutputDir)
+	reuse := baseReuse{skip: true}
+	if v := <-baseCh; v.err != nil {
+		// Only the reuse is lost: the export compresses every layer.
+		fmt.Fprintf(log, "dind: base layers not reused: %v\n", v.err)
+	} else if len(v.layers) > 0 {
+		reuse.layout, reuse.layers = req.BaseImages.Layout, v.layers
+	}
+	img, st, err := d.exportLayout(ctx, tag, req.OutputDir, reuse)
+	if errors.Is(err, errRecompress) {
+		fmt.Fprintf(log, "dind: a layer of a base layer's size is not the base's: exporting again, compressing every layer\n")
+		if err := clearDir(req.OutputDir); err != nil {
+			return nil, fmt.Errorf("dind: clearing the output layout: %w", err)
+		}
+		reuse.skip = false
+		img, st, err = d.exportLayout(ctx, tag, req.OutputDir, reuse)
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return nil, context.Cause(ctx)
 		}
 		return nil, err
 	}
-	fmt.Fprintf(log, "dind: image exported in %.2fs (%d layers, %.1f MiB, %.1f MiB compressed)\n",
-		time.Since(exported).Seconds(), st.layers, float64(st.raw)/(1<<20), float64(st.compressed)/(1<<20))
+	fmt.Fprintf(log, "dind: image exported in %.2fs (%d layers, %d of them the base's as they are, %.1f MiB, %.1f MiB compressed)\n",
+		time.Since(exported).Seconds(), st.layers, st.reused, float64(st.raw)/(1<<20), float64(st.compressed)/(1<<20))
 	if testHookBeforeStop != nil {
 		testHookBeforeStop(d)
 	}

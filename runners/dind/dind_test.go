@@ -36,7 +36,7 @@ import (
 // requireDocker fails the test unless the dind runner can run here: the
 // tests run in CI with docker.io installed (scripts/setup --test), never
 // skipped.
-func requireDocker(t *testing.T) *Runner {
+func requireDocker(t testing.TB) *Runner {
 	t.Helper()
 	r, err := New()
 	if err != nil {
@@ -93,7 +93,7 @@ func checkNoLeftovers(t *testing.T) {
 
 // newRequest lays out a workspace like jobs.Manager does, with the
 // Dockerfile and files in its context.
-func newRequest(t *testing.T, reg string, files map[string]string, args map[string]string) *builder.Request {
+func newRequest(t testing.TB, reg string, files map[string]string, args map[string]string) *builder.Request {
 	t.Helper()
 	req := newRequestNoBases(t, reg, files, args)
 	prepareBases(t, req)
@@ -101,7 +101,7 @@ func newRequest(t *testing.T, reg string, files map[string]string, args map[stri
 }
 
 // newRequestNoBases is newRequest without base images.
-func newRequestNoBases(t *testing.T, reg string, files map[string]string, args map[string]string) *builder.Request {
+func newRequestNoBases(t testing.TB, reg string, files map[string]string, args map[string]string) *builder.Request {
 	t.Helper()
 	ws := filepath.Join(workspace.NewLayout(testenv.StateDir(t)).Jobs, "job")
 	ctxDir, out := filepath.Join(ws, "context"), filepath.Join(ws, "out")
@@ -129,7 +129,7 @@ func newRequestNoBases(t *testing.T, reg string, files map[string]string, args m
 
 // prepareBases fetches req's base images into a store of the test's own,
 // as the gateway does before every build.
-func prepareBases(t *testing.T, req *builder.Request, opts ...basestore.Option) {
+func prepareBases(t testing.TB, req *builder.Request, opts ...basestore.Option) {
 	t.Helper()
 	store, err := basestore.New(t.TempDir(), opts...)
 	if err != nil {

@@ -31,7 +31,8 @@ import (
 // as it arrives, into an OCI image layout in the job's output directory,
 // like the kaniko runner's. Each layer is gzip-compressed exactly once, on
 // the way from the socket to its blob, so the gateway's push only uploads
-// files; nothing uncompressed is written to disk.
+// files; nothing uncompressed is written to disk. Layers of the final
+// base are only hashed, and the base's blobs used (baselayers.go).
 
 // maxSmallEntry is the size up to which save-stream entries (configs,
 // manifests, tiny layers) are held in memory until manifest.json says what
@@ -45,6 +46,16 @@ const maxConfig = 8 << 20
 type exportStats struct {
 	raw, compressed int64
 	layers          int
+	reused          int // base layers kept as they are
+}
+
+// baseReuse is what an export may take from the final base image.
+type baseReuse struct {
+	layout string      // the base layout (builder.BaseImages.Layout)
+	layers []baseLayer // the final base's leading layers, verified
+	// skip: save-stream layers of a base layer's uncompressed size are
+	// hashed, not compressed (errRecompress if one is not that layer).
+	skip bool
 }
 
 // saveManifest is one entry of a docker-save manifest.json.
@@ -58,11 +69,14 @@ type saveManifest struct {
 type savedBlob struct {
 	digest, diffID v1.Hash
 	size, raw      int64
+	// hashed: only hashed, no blob written (taken for a base layer).
+	hashed bool
 }
 
 // exportLayout writes the image tag as an OCI layout in dir (which must
-// be empty or absent) and returns it.
-func (d *Daemon) exportLayout(ctx context.Context, tag, dir string) (v1.Image, exportStats, error) {
+// be empty or absent) and returns it. The image's leading layers that are
+// base's layers are base's blobs.
+func (d *Daemon) exportLayout(ctx context.Context, tag, dir string, base baseReuse) (v1.Image, exportStats, error) {
 	var st exportStats
 	resp, err := d.Get(ctx, "/images/get?names="+url.QueryEscape(tag))
 	if err != nil {
@@ -114,7 +128,12 @@ func (d *Daemon) exportLayout(ctx context.Context, tag, dir string) (v1.Image, e
 				small[name] = b
 				continue
 			}
-			b, err := compressBlob(tr, blobs)
+			var b savedBlob
+			if base.skip && base.hasSize(h.Size) {
+				b, err = hashBlob(tr)
+			} else {
+				b, err = compressBlob(tr, blobs)
+			}
 			if err != nil {
 				return nil, st, fmt.Errorf("dind: compressing %s: %w", name, err)
 			}
@@ -162,9 +181,40 @@ func (d *Daemon) exportLayout(ctx context.Context, tag, dir string) (v1.Image, e
 		return nil, st, fmt.Errorf("dind: writing the image config: %w", err)
 	}
 	man.Config = v1.Descriptor{MediaType: types.DockerConfigJSON, Size: cfgSize, Digest: cfgHash}
+	prefix := true
 	for i, l := range m.Layers {
 		name := resolve(l)
+		want := cfg.RootFS.DiffIDs[i]
+		if prefix && i < len(base.layers) && base.layers[i].diffID == want {
+			// The layer must be the base's: the stream's content, hashed
+			// here, is checked against the config's diff ID below.
+			b, ok := big[name]
+			if !ok {
+				raw, ok := small[name]
+				if !ok {
+					return nil, st, fmt.Errorf("dind: exported image: layer %s missing", l)
+				}
+				b = savedBlob{diffID: sha256Hash(sha256Sum(raw)), raw: int64(len(raw)), hashed: true}
+			}
+			if b.diffID != want {
+				return nil, st, fmt.Errorf("dind: exported image: layer %d has diff ID %s, the config says %s", i, b.diffID, want)
+			}
+			bl := base.layers[i]
+			if err := linkBase(base.layout, bl, blobs); err != nil {
+				return nil, st, fmt.Errorf("dind: taking base layer %d: %w", i, err)
+			}
+			man.Layers = append(man.Layers, bl.desc)
+			st.raw += b.raw
+			st.compressed += bl.desc.Size
+			st.layers++
+			st.reused++
+			continue
+		}
+		prefix = false
 		b, ok := big[name]
+		if ok && b.hashed {
+			return nil, st, errRecompress
+		}
 		if !ok {
 			raw, ok := small[name]
 			if !ok {
@@ -204,7 +254,7 @@ func (d *Daemon) exportLayout(ctx context.Context, tag, dir string) (v1.Image, e
 		used[l.Digest] = true
 	}
 	for _, b := range big {
-		if !used[b.digest] {
+		if !b.hashed && !used[b.digest] {
 			os.Remove(filepath.Join(blobs, b.digest.Hex))
 		}
 	}
@@ -252,6 +302,32 @@ func compressBlob(r io.Reader, dir string) (savedBlob, error) {
 	return b, nil
 }
 
+// hashBlob reads r through, returning its diff ID and size only.
+func hashBlob(r io.Reader) (savedBlob, error) {
+	raw := sha256.New()
+	n, err := io.Copy(raw, r)
+	if err != nil {
+		return savedBlob{}, err
+	}
+	return savedBlob{diffID: sha256Hash(raw), raw: n, hashed: true}, nil
+}
+
+func sha256Sum(b []byte) hash.Hash {
+	h := sha256.New()
+	h.Write(b)
+	return h
+}
+
+// hasSize reports whether a base layer is n bytes uncompressed.
+func (b baseReuse) hasSize(n int64) bool {
+	for _, l := range b.layers {
+		if l.raw == n {
+			return true
+		}
+	}
+	return false
+}
+
 func sha256Hash(h hash.Hash) v1.Hash {
 	return v1.Hash{Algorithm: "sha256", Hex: hex.EncodeToString(h.Sum(nil))}
 }
@@ -276,4 +352,19 @@ func readLayout(ctx context.Context, dir string) (v1.Image, error) {
 		return nil, fmt.Errorf("dind: reading the output layout: %w", err)
 	}
 	return img, nil
+}
+
+// clearDir removes what dir holds, keeping dir (made by the gateway, with
+// its mode).
+func clearDir(dir string) error {
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		return err
+	}
+	for _, e := range es {
+		if err := os.RemoveAll(filepath.Join(dir, e.Name())); err != nil {
+			return err
+		}
+	}
+	return nil
 }
