@@ -279,15 +279,8 @@ func WithWorkspaceLimit(maxBytes int64) Option {
 }
 
 // WithMemoryWorkspaces keeps workspaces in memory, maxBytes of it in
-// all. If the Manager may mount (root with CAP_SYS_ADMIN), each build
-// gets a tmpfs of its own under the state directory, as large as the
-// workspace limit but at most maxBytes divided by the concurrency,
-// reserved when the build is submitted; a build whose reservation, or
-// largest allowed context, does not fit goes to disk. Otherwise the
-// Manager keeps workspaces on the tmpfs already mounted there, shared,
-// and a build submitted while less than a quarter of it is free goes to
-// disk. A queued build's tmpfs stays mounted, so it survives a restart
-// of the gateway (not of the host). Default 0: workspaces on disk.
+// all, placed as workspace.WithMemory says (a tmpfs per build where the
+// Manager may mount). Default 0: workspaces on disk.
 func WithMemoryWorkspaces(maxBytes int64) Option {
 	return func(o *options) error {
 		if maxBytes < 0 {
