@@ -1,5 +1,8 @@
 // Package dockerfile reads a build's Dockerfile out of its untrusted
-// context.
+// context and analyzes it once (Analyze): the images it pulls, its
+// stages, its final base and its remote sources, for the policy, the base
+// store and the runners' caches. The context is read through os.Root;
+// nothing here uses a regular expression on a Dockerfile.
 package dockerfile
 
 import (
