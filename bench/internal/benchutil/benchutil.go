@@ -206,12 +206,6 @@ func (d *Daemon) Exited() bool {
 	}
 }
 
-// Done is closed when the daemon has ended.
-func (d *Daemon) Done() <-chan struct{} { return d.done }
-
-// Wait waits for the daemon to end.
-func (d *Daemon) Wait() { <-d.done }
-
 // Stop asks the daemon to shut down and waits, killing its process group
 // if it takes longer than grace.
 func (d *Daemon) Stop(grace time.Duration) {
