@@ -10,8 +10,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/netmode"
 )
 
 // Runner builds one job inside a sandbox of its own.

@@ -8,8 +8,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 
 	"github.com/buildgw/buildgw/auth"
-	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/netmode"
 )
 
 const testPolicy = `

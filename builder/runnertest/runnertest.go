@@ -41,8 +41,8 @@ import (
 
 	"github.com/buildgw/buildgw/archive"
 	"github.com/buildgw/buildgw/builder"
-	"github.com/buildgw/buildgw/internal/hostfs"
 	df "github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/workspace"
 )

@@ -27,8 +27,8 @@ import (
 	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/runnertest"
-	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/workspace"
 )
