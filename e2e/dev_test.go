@@ -27,35 +27,9 @@ func TestDevMode(t *testing.T) {
 	testenv.RequireSandbox(t)
 	bin := binDir(t)
 	exe := testenv.Executor(t)
-	parent, err := os.MkdirTemp("", "buildgw-dev-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(parent) })
-	os.Chmod(parent, 0o711) // the sandbox user must reach its workspaces
-	state := filepath.Join(parent, "state")
-	cmd := exec.Command(filepath.Join(bin, "buildgw"), "serve", "--dev", "--state-dir", state, "--executor", exe)
-	log := &syncWriter{w: &strings.Builder{}}
-	cmd.Stderr = log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	envFile := filepath.Join(state, "dev.env")
-	waitFor(t, 15*time.Second, "dev.env", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("dev gateway exited:\n%s", log.String())
-		default:
-		}
-		_, err := os.Stat(envFile)
-		return err == nil
-	})
+	state := filepath.Join(testenv.StateDir(t), "state")
+	dev := startDev(t, bin, state, exe)
+	envFile, log, cmd, exited := dev.envFile, dev.log, dev.cmd, dev.exited
 	env := readEnv(t, envFile)
 	for _, k := range []string{"BUILDGW_URL", "BUILDGW_TOKEN", "BUILDGW_REGISTRY", "BUILDGW_REGISTRY_USER", "BUILDGW_REGISTRY_PASSWORD"} {
 		if env[k] == "" {
@@ -185,39 +159,15 @@ func TestDevScriptReusesKeptGateway(t *testing.T) {
 	must(t, os.Symlink(exe, filepath.Join(tree, "bin", "kaniko-executor")))
 	must(t, os.Symlink(filepath.Join(root, "examples", "hello"), filepath.Join(tree, "examples", "hello")))
 
-	parent, err := os.MkdirTemp("", "buildgw-dev-")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { os.RemoveAll(parent) })
-	os.Chmod(parent, 0o711) // the sandbox user must reach its workspaces
-	state := filepath.Join(parent, "state")
+	state := filepath.Join(testenv.StateDir(t), "state")
 	must(t, os.Mkdir(state, 0o711))
 
 	// The kept gateway, as an earlier scripts/dev --keep left it.
 	const keptLog = "kept gateway's log\n"
 	logFile := filepath.Join(state, "gateway.log")
 	must(t, os.WriteFile(logFile, []byte(keptLog), 0o644))
-	cmd := exec.Command(filepath.Join(bin, "buildgw"), "serve", "--dev", "--state-dir", state, "--executor", exe)
-	log := &syncWriter{w: &strings.Builder{}}
-	cmd.Stderr = log
-	must(t, cmd.Start())
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
-	envFile := filepath.Join(state, "dev.env")
-	waitFor(t, 15*time.Second, "dev.env", func() bool {
-		select {
-		case <-exited:
-			t.Fatalf("dev gateway exited:\n%s", log.String())
-		default:
-		}
-		_, err := os.Stat(envFile)
-		return err == nil
-	})
+	dev := startDev(t, bin, state, exe)
+	envFile, log, cmd, exited := dev.envFile, dev.log, dev.cmd, dev.exited
 	envBefore, err := os.ReadFile(envFile)
 	if err != nil {
 		t.Fatal(err)
@@ -286,4 +236,41 @@ func must(t *testing.T, err error) {
 	if err != nil {
 		t.Fatal(err)
 	}
+}
+
+// devGateway is a running `buildgw serve --dev`.
+type devGateway struct {
+	cmd     *exec.Cmd
+	exited  chan struct{} // closed when it has exited
+	envFile string        // its dev.env
+	log     *syncWriter   // its stderr
+}
+
+// startDev starts `buildgw serve --dev` on state, stopped when t ends, and
+// waits for its dev.env.
+func startDev(t *testing.T, bin, state, exe string) *devGateway {
+	t.Helper()
+	d := &devGateway{
+		cmd:     exec.Command(filepath.Join(bin, "buildgw"), "serve", "--dev", "--state-dir", state, "--executor", exe),
+		exited:  make(chan struct{}),
+		envFile: filepath.Join(state, "dev.env"),
+		log:     &syncWriter{w: &strings.Builder{}},
+	}
+	d.cmd.Stderr = d.log
+	must(t, d.cmd.Start())
+	go func() { d.cmd.Wait(); close(d.exited) }()
+	t.Cleanup(func() {
+		d.cmd.Process.Kill()
+		<-d.exited
+	})
+	waitFor(t, 15*time.Second, "dev.env", func() bool {
+		select {
+		case <-d.exited:
+			t.Fatalf("dev gateway exited:\n%s", d.log.String())
+		default:
+		}
+		_, err := os.Stat(d.envFile)
+		return err == nil
+	})
+	return d
 }
