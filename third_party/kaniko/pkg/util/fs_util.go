@@ -687,6 +687,17 @@ func CopyDir(src, dest string, context FileContext, uid, gid int64, chmod fs.Fil
 				mode = fi.Mode()
 			}
 			uid, gid := DetermineTargetFileOwnership(fi, uid, gid)
+			if file == "." && useDefaultChmod {
+				// Docker copies the contents of a directory, not the
+				// directory itself: an existing destination keeps its
+				// mode and owner, a missing one (and its missing
+				// parents) is created 0755.
+				if st, err := os.Stat(destPath); err == nil && st.IsDir() {
+					copiedFiles = append(copiedFiles, destPath)
+					continue
+				}
+				mode = 0o755
+			}
 			if err := MkdirAllWithPermissions(destPath, mode, uid, gid); err != nil {
 				return nil, err
 			}
