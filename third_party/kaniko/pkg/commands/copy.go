@@ -77,8 +77,23 @@ func (c *CopyCommand) ExecuteCommand(config *v1.Config, buildArgs *dockerfile.Bu
 		if err != nil {
 			return errors.Wrap(err, "could not copy source")
 		}
+		// Docker copies what a source that is a symlink points to,
+		// resolved inside the source root; symlinks inside a copied
+		// directory stay links. The destination keeps the link's name.
+		srcPath := fullPath
+		if util.IsSymlink(fi) {
+			if srcPath, err = followInRoot(c.fileContext.Root, fullPath); err != nil {
+				return errors.Wrap(err, "resolving source symlink")
+			}
+			if fi, err = os.Lstat(srcPath); err != nil {
+				return errors.Wrap(err, "could not copy source")
+			}
+		}
 		if fi.IsDir() && !strings.HasSuffix(fullPath, string(os.PathSeparator)) {
 			fullPath += "/"
+		}
+		if fi.IsDir() && !strings.HasSuffix(srcPath, string(os.PathSeparator)) {
+			srcPath += "/"
 		}
 		cwd := config.WorkingDir
 		if cwd == "" {
@@ -98,7 +113,7 @@ func (c *CopyCommand) ExecuteCommand(config *v1.Config, buildArgs *dockerfile.Bu
 		}
 
 		if fi.IsDir() {
-			copiedFiles, err := util.CopyDir(fullPath, destPath, c.fileContext, uid, gid, chmod, useDefaultChmod)
+			copiedFiles, err := util.CopyDir(srcPath, destPath, c.fileContext, uid, gid, chmod, useDefaultChmod)
 			if err != nil {
 				return errors.Wrap(err, "copying dir")
 			}
@@ -115,7 +130,7 @@ func (c *CopyCommand) ExecuteCommand(config *v1.Config, buildArgs *dockerfile.Bu
 			c.snapshotFiles = append(c.snapshotFiles, destPath)
 		} else {
 			// ... Else, we want to copy over a file
-			exclude, err := util.CopyFile(fullPath, destPath, c.fileContext, uid, gid, chmod, useDefaultChmod)
+			exclude, err := util.CopyFile(srcPath, destPath, c.fileContext, uid, gid, chmod, useDefaultChmod)
 			if err != nil {
 				return errors.Wrap(err, "copying file")
 			}
@@ -231,6 +246,54 @@ func (cr *CachingCopyCommand) String() string {
 
 func (cr *CachingCopyCommand) From() string {
 	return cr.cmd.From
+}
+
+// followInRoot resolves the symlinks in p, a path under root, as if root
+// were "/": a link never leads out of root (as Docker's
+// FollowSymlinkInScope). A dangling link is an error, as in Docker.
+func followInRoot(root, p string) (string, error) {
+	root = filepath.Clean(root)
+	rel, err := filepath.Rel(root, filepath.Clean(p))
+	if err != nil || rel == ".." || strings.HasPrefix(rel, "../") {
+		return "", errors.Errorf("%s is not under %s", p, root)
+	}
+	resolved := ""
+	todo := strings.Split(rel, "/")
+	links := 0
+	for len(todo) > 0 {
+		c := todo[0]
+		todo = todo[1:]
+		switch c {
+		case "", ".":
+			continue
+		case "..":
+			if resolved = filepath.Dir(resolved); resolved == "." {
+				resolved = ""
+			}
+			continue
+		}
+		next := filepath.Join(resolved, c)
+		fi, err := os.Lstat(filepath.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if fi.Mode()&os.ModeSymlink == 0 {
+			resolved = next
+			continue
+		}
+		if links++; links > 255 {
+			return "", errors.Errorf("too many levels of symbolic links in %s", p)
+		}
+		target, err := os.Readlink(filepath.Join(root, next))
+		if err != nil {
+			return "", err
+		}
+		if filepath.IsAbs(target) {
+			resolved = ""
+		}
+		todo = append(strings.Split(target, "/"), todo...)
+	}
+	return filepath.Join(root, resolved), nil
 }
 
 func resolveIfSymlink(destPath string) (string, error) {
