@@ -101,9 +101,20 @@ func runCommandInExec(config *v1.Config, buildArgs *dockerfile.BuildArgs, cmdRun
 		return errors.Wrapf(err, "resolving user %s", userAndGroup[0])
 	}
 
-	// If specified, run the command as a specific user
+	// If specified, run the command as a specific user, and group: as
+	// Docker, USER user:group runs RUN with that group.
 	if userStr != "" {
-		cmd.SysProcAttr.Credential, err = util.SyscallCredentials(userStr)
+		credStr := userStr
+		if len(userAndGroup) > 1 {
+			groupStr, err := util.ResolveEnvironmentReplacement(userAndGroup[1], replacementEnvs, false)
+			if err != nil {
+				return errors.Wrapf(err, "resolving group %s", userAndGroup[1])
+			}
+			if groupStr != "" {
+				credStr += ":" + groupStr
+			}
+		}
+		cmd.SysProcAttr.Credential, err = util.SyscallCredentials(credStr)
 		if err != nil {
 			return errors.Wrap(err, "credentials")
 		}

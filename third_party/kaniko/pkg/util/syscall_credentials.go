@@ -46,16 +46,22 @@ func SyscallCredentials(userStr string) (*syscall.Credential, error) {
 		return nil, errors.Wrap(err, "group ids for user")
 	}
 
-	for _, g := range gidStr {
+	explicitGroup := len(strings.Split(userStr, ":")) > 1
+	for j, g := range gidStr {
 		i, err := strconv.ParseUint(g, 10, 32)
 		if err != nil {
 			return nil, errors.Wrap(err, "parseuint")
+		}
+		// The user's primary group (first) is not a supplementary
+		// group when USER names another one, as in Docker.
+		if j == 0 && explicitGroup && g == u.Gid && uint32(i) != gid {
+			continue
 		}
 
 		groups = append(groups, uint32(i))
 	}
 
-	if !(len(strings.Split(userStr, ":")) > 1) {
+	if !explicitGroup {
 		if u.Gid != "" {
 			gid, _ = getGID(u.Gid)
 		}
