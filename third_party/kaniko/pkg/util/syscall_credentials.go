@@ -64,6 +64,10 @@ func SyscallCredentials(userStr string) (*syscall.Credential, error) {
 	if !explicitGroup {
 		if u.Gid != "" {
 			gid, _ = getGID(u.Gid)
+		} else {
+			// A uid without a passwd entry runs with gid 0, as in
+			// Docker, not with gid = uid.
+			gid = 0
 		}
 	}
 
