@@ -447,6 +447,10 @@ func getGIDFromName(groupStr string) (uint32, error) {
 		}
 		group, err = user.LookupGroupId(groupStr)
 		if err != nil {
+			if groupStr == "root" {
+				// gid 0 even without a group entry, as in BuildKit.
+				return 0, nil
+			}
 			return getGID(groupStr)
 		}
 	}
@@ -476,6 +480,11 @@ func LookupUser(userStr string) (*user.User, error) {
 		userObj, err = user.LookupId(userStr)
 		if err != nil {
 			uid, err := getUID(userStr)
+			if err != nil && userStr == "root" {
+				// root is uid 0 even without a passwd entry, as in
+				// Docker and BuildKit (USER root, then WORKDIR or RUN).
+				uid, err = 0, nil
+			}
 			if err != nil {
 				// at this point, the user does not exist and the userStr is not a valid number.
 				return nil, fmt.Errorf("user %v is not a uid and does not exist on the system", userStr)
