@@ -2,6 +2,7 @@ package kaniko
 
 import (
 	"archive/tar"
+	"crypto/sha256"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,8 @@ import (
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // fidelityDockerfile and noPasswdDockerfile build what upstream kaniko
@@ -28,10 +31,19 @@ COPY d700 /a/b/c
 COPY d700 /exist
 COPY ln.txt /ln.txt
 COPY linkdir /fromlinkdir
+COPY escape /escape
 USER alice:staff
 RUN echo "$(id -u):$(id -g):$(id -G)" > /out/named
 USER 1234
 RUN echo "$(id -u):$(id -g):$(id -G)" > /out/numeric
+`
+
+const fromStageDockerfile = `ARG BASE
+FROM ${BASE} AS links
+RUN echo content > /tmp/file && ln -s /tmp/file /tmp/link
+FROM ${BASE}
+COPY --from=links /tmp/link /copied/link
+COPY --from=links /bin/sh /copied/sh
 `
 
 const noPasswdDockerfile = `ARG BASE
@@ -49,13 +61,18 @@ RUN echo "$(id -u):$(id -g):$(id -G)" > /out/numgroup
 //     its parents) 0755 and leaves an existing one as it was; what is
 //     inside keeps its modes;
 //   - patch 0002: a COPY source that is a symlink is copied as what it
-//     points to (file or directory); links inside a directory stay links;
+//     points to (file or directory, from the context or a stage); links
+//     inside a directory stay links;
 //   - patch 0003: USER user:group runs RUN with that group;
 //   - patch 0004: a numeric USER without a passwd entry runs with gid 0;
 //   - patch 0005: USER root and WORKDIR work without /etc/passwd.
 func TestDockerFidelity(t *testing.T) {
 	exe, regHost, base, store, _ := cacheTestEnv(t)
 	r, err := New(WithExecutor(exe))
+	if err != nil {
+		t.Fatal(err)
+	}
+	busybox, err := os.ReadFile(testenv.BusyboxBinary(t))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -84,8 +101,14 @@ func TestDockerFidelity(t *testing.T) {
 			{"0002", "new/dangling", link("../nowhere")},
 			{"0002", "fromlinkdir", dir(0o755)},
 			{"0002", "fromlinkdir/sub/f", file(0o640, "f\n")},
+			// Resolved inside the context, never out of it.
+			{"0002", "escape", file(0o644, "target\n")},
 			{"0003", "out/named", file(0o644, "1000:50:50\n")},
 			{"0004", "out/numeric", file(0o644, "1234:0:0\n")},
+		}},
+		{"copy from a stage", fromStageDockerfile, []want{
+			{"0002", "copied/link", file(0o644, "content\n")},
+			{"0002", "copied/sh", file(0o755, string(busybox))},
 		}},
 		{"no passwd", noPasswdDockerfile, []want{
 			{"0005", "w", dir(0o755)},
@@ -120,7 +143,11 @@ type fsEntry struct {
 }
 
 func (e fsEntry) String() string {
-	return fmt.Sprintf("type %c mode %o link %q content %q", e.typ, e.mode, e.link, e.data)
+	data := fmt.Sprintf("%q", e.data)
+	if len(e.data) > 64 {
+		data = fmt.Sprintf("%d bytes sha256:%x", len(e.data), sha256.Sum256([]byte(e.data)))
+	}
+	return fmt.Sprintf("type %c mode %o link %q content %s", e.typ, e.mode, e.link, data)
 }
 
 // imageEntries is img's flattened filesystem by path (no leading or
@@ -153,7 +180,8 @@ func imageEntries(t *testing.T, img v1.Image) map[string]fsEntry {
 
 // writeFidelityContext writes fidelityDockerfile's context: d700/ (0700)
 // with sub/ (0750), sub/f (0640), a link inside and a dangling one;
-// ln.txt, a link to target.txt; linkdir, a link to d700.
+// ln.txt, a link to target.txt; linkdir, a link to d700; escape, a link
+// that climbs out of the context (Docker resolves it inside: target.txt).
 func writeFidelityContext(t *testing.T, r *Runner, ctxDir string) {
 	t.Helper()
 	var paths []string
@@ -176,6 +204,7 @@ func writeFidelityContext(t *testing.T, r *Runner, ctxDir string) {
 	do(os.WriteFile(p("target.txt"), []byte("target\n"), 0o644))
 	do(os.Symlink("target.txt", p("ln.txt")))
 	do(os.Symlink("d700", p("linkdir")))
+	do(os.Symlink("../../../target.txt", p("escape")))
 	do(os.Chmod(filepath.Join(ctxDir, "d700/sub/f"), 0o640))
 	do(os.Chmod(filepath.Join(ctxDir, "d700/sub"), 0o750))
 	do(os.Chmod(filepath.Join(ctxDir, "d700"), 0o700))
