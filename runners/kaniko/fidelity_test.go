@@ -214,3 +214,37 @@ func writeFidelityContext(t *testing.T, r *Runner, ctxDir string) {
 		}
 	}
 }
+
+// TestSymlinkSourceCacheKey: with patch 0002 COPY copies what a source
+// symlink points to, so the layer cache key must change with the target's
+// content, or a cached RUN after the COPY gives the old content.
+func TestSymlinkSourceCacheKey(t *testing.T) {
+	exe, regHost, base, store, cacheDir := cacheTestEnv(t)
+	r, err := New(WithExecutor(exe), WithLayerCache(filepath.Join(cacheDir, "layers")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const df = "ARG BASE\nFROM ${BASE}\nCOPY ln.txt /ln.txt\nRUN cat /ln.txt > /seen\n"
+	for _, content := range []string{"first\n", "second\n"} {
+		req := netRequest(t, r, df, "", map[string]string{"BASE": base}, regHost)
+		req.Tenant = "namespace_path:team-a"
+		target, link := filepath.Join(req.ContextDir, "target.txt"), filepath.Join(req.ContextDir, "ln.txt")
+		if err := os.WriteFile(target, []byte(content), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink("target.txt", link); err != nil {
+			t.Fatal(err)
+		}
+		if uid, gid, differs := r.Owner(); differs {
+			for _, p := range []string{target, link} {
+				if err := os.Lchown(p, uid, gid); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		img, log := buildWithBases(t, r, store, req)
+		if got, err := fileOf(img, "seen"); err != nil || got != content {
+			t.Errorf("RUN after COPY of a link to a file holding %q saw %q (%v)\n%s", content, got, err, log)
+		}
+	}
+}

@@ -150,6 +150,7 @@ func (a *AddCommand) FilesUsedFromContext(config *v1.Config, buildArgs *dockerfi
 		fullPath := filepath.Join(a.fileContext.Root, src)
 		files = append(files, fullPath)
 	}
+	files = withSymlinkTargets(a.fileContext.Root, files)
 
 	logrus.Infof("Using files from context: %v", files)
 	return files, nil

@@ -357,10 +357,28 @@ func copyCmdFilesUsedFromContext(
 		fullPath := filepath.Join(fileContext.Root, src)
 		files = append(files, fullPath)
 	}
+	files = withSymlinkTargets(fileContext.Root, files)
 
 	logrus.Debugf("Using files from context: %v", files)
 
 	return files, nil
+}
+
+// withSymlinkTargets adds to files the target, inside root, of each one
+// that is a symlink: COPY copies what a source link points to, so the
+// layer cache key must hash that too. A dangling link adds nothing (the
+// COPY fails).
+func withSymlinkTargets(root string, files []string) []string {
+	out := files
+	for _, f := range files {
+		if fi, err := os.Lstat(f); err != nil || !util.IsSymlink(fi) {
+			continue
+		}
+		if target, err := followInRoot(root, f); err == nil {
+			out = append(out, target)
+		}
+	}
+	return out
 }
 
 // AbstractCopyCommand can either be a CopyCommand or a CachingCopyCommand.
