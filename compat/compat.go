@@ -8,6 +8,7 @@ package compat
 
 import (
 	"archive/tar"
+	"cmp"
 	"crypto/sha256"
 	"encoding/hex"
 	"fmt"
@@ -239,7 +240,8 @@ func CompareConfig(a, b v1.Config) []Diff {
 	add("Env", nilIfEmpty(a.Env), nilIfEmpty(b.Env))
 	add("Cmd", nilIfEmpty(a.Cmd), nilIfEmpty(b.Cmd))
 	add("Entrypoint", nilIfEmpty(a.Entrypoint), nilIfEmpty(b.Entrypoint))
-	add("WorkingDir", a.WorkingDir, b.WorkingDir)
+	// An empty WorkingDir runs in "/", which BuildKit writes out.
+	add("WorkingDir", cmp.Or(a.WorkingDir, "/"), cmp.Or(b.WorkingDir, "/"))
 	add("User", a.User, b.User)
 	add("ExposedPorts", keys(a.ExposedPorts), keys(b.ExposedPorts))
 	add("Volumes", keys(a.Volumes), keys(b.Volumes))
@@ -265,11 +267,13 @@ func CompareFS(a, b FS) []Diff {
 		x, inA := a[p]
 		y, inB := b[p]
 		switch {
-		case !inB:
+		case !inB && !(runtimeMount(p) && isEmpty(a, x)):
 			ds = append(ds, Diff{Path: p, What: "missing"})
 			continue
-		case !inA:
+		case !inA && !(runtimeMount(p) && isEmpty(b, y)):
 			ds = append(ds, Diff{Path: p, What: "extra"})
+			continue
+		case !inA || !inB:
 			continue
 		}
 		if x.Type != y.Type {
@@ -294,6 +298,34 @@ func CompareFS(a, b FS) []Diff {
 		}
 	}
 	return ds
+}
+
+// runtimeMount reports whether the runtime mounts something over p in
+// every container: builders leave the empty mount points their RUN steps
+// had (BuildKit keeps /dev, /proc and /sys; Docker the /etc files) or not.
+func runtimeMount(p string) bool {
+	switch p {
+	case "/dev", "/proc", "/sys", "/etc/hosts", "/etc/hostname", "/etc/resolv.conf":
+		return true
+	}
+	return false
+}
+
+// isEmpty reports whether e is an empty file or a directory with nothing in
+// it in fs.
+func isEmpty(fs FS, e Entry) bool {
+	switch e.Type {
+	case "file":
+		return e.Size == 0
+	case "dir":
+		for p := range fs {
+			if strings.HasPrefix(p, e.Path+"/") {
+				return false
+			}
+		}
+		return true
+	}
+	return false
 }
 
 func nilIfEmpty(s []string) []string {
