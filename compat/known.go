@@ -1,7 +1,9 @@
 package compat
 
 import (
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"strings"
 
@@ -28,7 +30,7 @@ func LoadKnown(path string) ([]Known, error) {
 	var ks []Known
 	dec := yaml.NewDecoder(strings.NewReader(string(b)))
 	dec.KnownFields(true)
-	if err := dec.Decode(&ks); err != nil && err.Error() != "EOF" {
+	if err := dec.Decode(&ks); err != nil && !errors.Is(err, io.EOF) {
 		return nil, fmt.Errorf("parsing %s: %w", path, err)
 	}
 	seen := map[[2]string]bool{}
