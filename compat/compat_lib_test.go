@@ -184,3 +184,27 @@ func join(s []string) string {
 	}
 	return b.String()
 }
+
+// Empty runtime mount points are what some builders leave and others do
+// not: not a difference. Anything in them, or any other empty directory,
+// is.
+func TestCompareRuntimeMounts(t *testing.T) {
+	a := FS{
+		"/proc":      {Path: "/proc", Type: "dir", Mode: 0o555},
+		"/etc/hosts": {Path: "/etc/hosts", Type: "file", Mode: 0o644},
+		"/dev":       {Path: "/dev", Type: "dir", Mode: 0o755},
+		"/dev/null":  {Path: "/dev/null", Type: "file", Size: 1},
+		"/empty":     {Path: "/empty", Type: "dir", Mode: 0o755},
+	}
+	var got []string
+	for _, d := range CompareFS(a, FS{}) {
+		got = append(got, d.String())
+	}
+	want := []string{"/dev: missing", "/dev/null: missing", "/empty: missing"}
+	if !slices.Equal(got, want) {
+		t.Errorf("CompareFS = %q, want %q", got, want)
+	}
+	if ds := CompareConfig(v1.Config{WorkingDir: "/"}, v1.Config{}); len(ds) != 0 {
+		t.Errorf("CompareConfig(WorkingDir / vs empty) = %v, want none", ds)
+	}
+}
