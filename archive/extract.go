@@ -487,8 +487,10 @@ func (x *extractor) replacing(entry, rel string, pfd int, name string, create fu
 }
 
 func (x *extractor) dir(hdr *tar.Header, rel string, parent, pfd int, name string) error {
-	// The sandbox user must be able to traverse and list every directory.
-	mode := fs.FileMode(hdr.Mode)&0o777 | 0o755
+	// The extraction's owner (the sandbox user, or the gateway's own) must
+	// be able to fill and traverse every directory; group and other bits
+	// stay as the context had them, as docker build keeps them.
+	mode := fs.FileMode(hdr.Mode)&0o777 | 0o700
 	id, ok := x.dirs.lookup(parent, name)
 	if ok {
 		if err := x.setMode(rel, pfd, name, mode); err != nil {
