@@ -294,6 +294,33 @@ func TestAvailable(t *testing.T) {
 			t.Errorf("Available() = %v, want an error naming dockerd", err)
 		}
 	})
+	// Asked at every submission, the version probe starts dockerd once.
+	t.Run("dockerd started once", func(t *testing.T) {
+		real, err := exec.LookPath("dockerd")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dir := t.TempDir()
+		count := filepath.Join(dir, "count")
+		wrapper := filepath.Join(dir, "dockerd")
+		script := "#!/bin/sh\necho x >> " + count + "\nexec " + real + " \"$@\"\n"
+		if err := os.WriteFile(wrapper, []byte(script), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		r, err := New(WithDockerd(wrapper))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 3 {
+			if err := r.Available(ctx); err != nil {
+				t.Fatalf("Available() = %v", err)
+			}
+		}
+		b, _ := os.ReadFile(count)
+		if n := strings.Count(string(b), "x"); n != 1 {
+			t.Errorf("three Available() calls started dockerd %d times, want 1", n)
+		}
+	})
 	t.Run("build without dockerd", func(t *testing.T) {
 		r, err := New(WithDockerd("/nonexistent/dockerd"))
 		if err != nil {
