@@ -74,12 +74,18 @@ func New(opts ...Option) (*Runner, error) {
 		return nil, err
 	}
 	r := &Runner{o: o}
+	var exe string
+	if o.cacheDir != "" || o.resultDir != "" {
+		if exe, err = fileDigest(o.executor); err != nil {
+			return nil, err
+		}
+	}
 	if o.cacheDir != "" {
-		r.layers = &layerCaches{dir: o.cacheDir, maxBytes: o.cacheMax}
+		r.layers = &layerCaches{dir: o.cacheDir, maxBytes: o.cacheMax, exe: exe}
 		r.layers.sweep()
 	}
 	if o.resultDir != "" {
-		if r.results, err = newResults(o.resultDir, o.resultMax, o.executor); err != nil {
+		if r.results, err = newResults(o.resultDir, o.resultMax, exe); err != nil {
 			return nil, err
 		}
 	}

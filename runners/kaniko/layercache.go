@@ -46,8 +46,13 @@ import (
 type layerCaches struct {
 	dir      string
 	maxBytes int64
-	mu       sync.Mutex
-	active   map[string]int // tenant cache directory → running builds
+	// exe is the executor's digest. kaniko's own keys leave the executor
+	// out, so a patched executor would reuse layers an older one built
+	// (a RUN cached under the wrong group, say): each executor gets its
+	// own directories, and the old ones age out.
+	exe    string
+	mu     sync.Mutex
+	active map[string]int // tenant cache directory → running builds
 }
 
 // Names in a tenant's cache: kaniko's --cache-repo=oci:/kaniko/cache/layers
@@ -77,7 +82,7 @@ func (lc *layerCaches) tenantDir(tenant string) (string, error) {
 	if err := os.MkdirAll(lc.dir, 0o711); err != nil {
 		return "", fmt.Errorf("creating layer cache: %w", err)
 	}
-	sum := sha256.Sum256([]byte(tenant))
+	sum := sha256.Sum256([]byte(tenant + "\x00" + lc.exe))
 	dir := filepath.Join(lc.dir, scopePrefix+hex.EncodeToString(sum[:16]))
 	if err := os.Mkdir(dir, 0o711); err != nil && !errors.Is(err, fs.ErrExist) {
 		return "", fmt.Errorf("creating layer cache: %w", err)

@@ -232,3 +232,25 @@ func BenchmarkLayerCachePopulate(b *testing.B) {
 		})
 	}
 }
+
+// A new executor never reads layers an older one cached.
+func TestTenantDirPerExecutor(t *testing.T) {
+	dir := t.TempDir()
+	dirOf := func(exe, tenant string) string {
+		lc := &layerCaches{dir: dir, maxBytes: 1 << 20, exe: exe}
+		d, err := lc.tenantDir(tenant)
+		if err != nil {
+			t.Fatalf("tenantDir(%q) = %v", tenant, err)
+		}
+		return d
+	}
+	if a, b := dirOf("old", "team-a"), dirOf("new", "team-a"); a == b {
+		t.Errorf("tenantDir(team-a) = %s for two executors, want one directory each", a)
+	}
+	if a, b := dirOf("new", "team-a"), dirOf("new", "team-a"); a != b {
+		t.Errorf("tenantDir(team-a) = %s, then %s with the same executor, want the same", a, b)
+	}
+	if a, b := dirOf("new", "team-a"), dirOf("new", "team-b"); a == b {
+		t.Errorf("tenantDir = %s for two tenants, want one directory each", a)
+	}
+}

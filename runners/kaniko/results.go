@@ -48,23 +48,14 @@ type results struct {
 	mu sync.Mutex
 }
 
-func newResults(dir string, maxBytes int64, executor string) (*results, error) {
+func newResults(dir string, maxBytes int64, executorDigest string) (*results, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating result cache: %w", err)
 	}
 	if err := os.Chmod(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("creating result cache: %w", err)
 	}
-	f, err := os.Open(executor)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return nil, fmt.Errorf("hashing executor: %w", err)
-	}
-	rc := &results{dir: dir, maxBytes: maxBytes, exe: hex.EncodeToString(h.Sum(nil))}
+	rc := &results{dir: dir, maxBytes: maxBytes, exe: executorDigest}
 	// Left by a gateway that stopped while storing an entry.
 	tmps, _ := filepath.Glob(filepath.Join(dir, "*", ".tmp-*"))
 	for _, t := range tmps {
@@ -420,4 +411,20 @@ func linkTree(src, dst string) error {
 		}
 		return sandbox.CopyFile(p, t, 0o600)
 	})
+}
+
+// fileDigest returns the hex sha256 of the file at path: the executor's
+// identity in cache keys, so that a new executor never reuses what an old
+// one built.
+func fileDigest(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", fmt.Errorf("hashing executor: %w", err)
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", fmt.Errorf("hashing executor %s: %w", path, err)
+	}
+	return hex.EncodeToString(h.Sum(nil)), nil
 }
