@@ -18,6 +18,7 @@ package util
 
 import (
 	"fmt"
+	"os/user"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +28,16 @@ import (
 )
 
 func SyscallCredentials(userStr string) (*syscall.Credential, error) {
+	// RUN as a user named but not in /etc/passwd fails, as runc fails it
+	// for Docker and BuildKit; root is no exception there (LookupUser
+	// makes it one for WORKDIR and ownership, as BuildKit does).
+	if name := strings.Split(userStr, ":")[0]; name != "" {
+		if _, err := strconv.ParseUint(name, 10, 32); err != nil {
+			if _, err := user.Lookup(name); err != nil {
+				return nil, fmt.Errorf("unable to find user %s: no matching entries in passwd file", name)
+			}
+		}
+	}
 	uid, gid, err := getUIDAndGIDFromString(userStr)
 	if err != nil {
 		return nil, errors.Wrap(err, "get uid/gid")
@@ -59,6 +70,13 @@ func SyscallCredentials(userStr string) (*syscall.Credential, error) {
 		}
 
 		groups = append(groups, uint32(i))
+	}
+
+	// USER user:group: the named group is the only supplementary group,
+	// as runc gives Docker and BuildKit (memberships count only in the
+	// implicit form).
+	if explicitGroup {
+		groups = []uint32{gid}
 	}
 
 	if !explicitGroup {
