@@ -254,9 +254,10 @@ func Tail(path string, n int) string {
 func Main(name string, run func(context.Context) error) {
 	ctx, stop := SignalContext()
 	err := run(ctx)
+	interrupted := ctx.Err() != nil
 	stop()
 	if err != nil {
-		if ctx.Err() != nil {
+		if interrupted {
 			err = fmt.Errorf("interrupted: %w", err)
 		}
 		fmt.Fprintln(os.Stderr, name+":", err)
@@ -382,6 +383,29 @@ func RSSUnder(dir string) int64 {
 		for p, n := pid, 0; p > 1 && n < 64; p, n = parent[p], n+1 {
 			if in[p] {
 				if m, err := ReadMem(pid); err == nil {
+					sum += m.RSS
+				}
+				break
+			}
+		}
+	}
+	return sum
+}
+
+// RSSTree sums the VmRSS of pid and all its descendants: a daemon and
+// the processes it started (buildkitd and runc, a gateway and its
+// sandboxes, a job daemon's init, dockerd, containerd and shims).
+func RSSTree(pid int) int64 {
+	ps, _ := hostfs.Procs()
+	parent := map[int]int{}
+	for _, p := range ps {
+		parent[p.Pid] = p.PPid
+	}
+	var sum int64
+	for q := range parent {
+		for p, n := q, 0; p > 0 && n < 64; p, n = parent[p], n+1 {
+			if p == pid {
+				if m, err := ReadMem(q); err == nil {
 					sum += m.RSS
 				}
 				break
