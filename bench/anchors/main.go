@@ -128,6 +128,7 @@ type env struct {
 	ctl        string
 	dr         *dind.Runner
 	dd         *dind.Daemon
+	hd         *bu.HostDocker
 	bk         *testbuildkit.Daemon
 	edits      int
 	res        map[string]map[string][]sample // [builder][case]
@@ -224,12 +225,7 @@ func run(ctx context.Context, c *config) (err error) {
 				bu.Log.Printf("stopping the long-lived dockerd: %v", err)
 			}
 		})
-		for _, d := range []string{"hostd-home", "hostd-client"} {
-			if err := os.Mkdir(filepath.Join(e.tmp, d), 0o700); err != nil {
-				return err
-			}
-		}
-		if err := os.WriteFile(filepath.Join(e.tmp, "hostd-client", "config.json"), []byte("{}"), 0o600); err != nil {
+		if e.hd, err = bu.NewHostDocker(e.dr.Docker(), e.dd.Socket(), filepath.Join(e.tmp, "hostd-client")); err != nil {
 			return err
 		}
 		bu.Log.Printf("long-lived dockerd: storage driver %s", e.dd.StorageDriver())
@@ -486,15 +482,7 @@ func (e *env) build(ctx context.Context, b, dir, ref string, cold bool, out io.W
 }
 
 func (e *env) docker(ctx context.Context, out io.Writer, args ...string) error {
-	cmd := exec.CommandContext(ctx, e.dr.Docker(), append([]string{"--host=unix://" + e.dd.Socket()}, args...)...)
-	cmd.Env = []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=" + filepath.Join(e.tmp, "hostd-home"),
-		"DOCKER_CONFIG=" + filepath.Join(e.tmp, "hostd-client"),
-		"DOCKER_BUILDKIT=0",
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	return cmd.Run()
+	return e.hd.Run(ctx, out, args...)
 }
 
 // print writes the tables of the rounds so far to w.

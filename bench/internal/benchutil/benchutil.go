@@ -414,3 +414,38 @@ func RSSTree(pid int) int64 {
 	}
 	return sum
 }
+
+// HostDocker runs the docker CLI against one long-lived daemon's socket,
+// with a home and an empty client configuration of its own (never the
+// host's socket or credentials): what a CI job with a mounted socket runs.
+type HostDocker struct {
+	docker, socket, dir string
+}
+
+// NewHostDocker makes dir/home and dir/client/config.json for the CLI
+// docker talking to the daemon at the unix socket path socket.
+func NewHostDocker(docker, socket, dir string) (*HostDocker, error) {
+	for _, d := range []string{"home", "client"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "client", "config.json"), []byte("{}"), 0o600); err != nil {
+		return nil, err
+	}
+	return &HostDocker{docker: docker, socket: socket, dir: dir}, nil
+}
+
+// Run runs docker with args (the legacy builder, DOCKER_BUILDKIT=0), its
+// output to out.
+func (h *HostDocker) Run(ctx context.Context, out io.Writer, args ...string) error {
+	cmd := exec.CommandContext(ctx, h.docker, append([]string{"--host=unix://" + h.socket}, args...)...)
+	cmd.Env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + filepath.Join(h.dir, "home"),
+		"DOCKER_CONFIG=" + filepath.Join(h.dir, "client"),
+		"DOCKER_BUILDKIT=0",
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd.Run()
+}
