@@ -93,6 +93,7 @@ type env struct {
 	store   *basestore.Store
 	dr      *dind.Runner
 	d       *dind.Daemon
+	hd      *bu.HostDocker
 	seq     int
 	edits   int
 	// res[system][kind]
@@ -214,15 +215,10 @@ func run(ctx context.Context, c *config) error {
 		if err := e.dr.Available(ctx); err != nil {
 			return fmt.Errorf("docker unavailable: %w (run scripts/setup --test)", err)
 		}
-		if e.d, err = e.dr.StartDaemon(ctx, filepath.Join(e.tmp, "hostd"), dind.DaemonConfig{InsecureRegistries: []string{e.host}, Tag: "bench-rebuild"}); err != nil {
+		if e.d, err = e.dr.StartDaemon(ctx, filepath.Join(e.tmp, "hostd"), dind.DaemonConfig{InsecureRegistries: []string{e.host}, Tag: "bench-rebuild", Network: dind.NetworkHost}); err != nil {
 			return fmt.Errorf("starting the long-lived daemon: %w", err)
 		}
-		for _, d := range []string{"hostd-home", "hostd-client"} {
-			if err := os.Mkdir(filepath.Join(e.tmp, d), 0o700); err != nil {
-				return err
-			}
-		}
-		if err := os.WriteFile(filepath.Join(e.tmp, "hostd-client", "config.json"), []byte("{}"), 0o600); err != nil {
+		if e.hd, err = bu.NewHostDocker(e.dr.Docker(), e.d.Socket(), filepath.Join(e.tmp, "hostd-client")); err != nil {
 			return err
 		}
 		bu.Log.Printf("long-lived daemon: storage driver %s", e.d.StorageDriver())
@@ -349,15 +345,7 @@ func (e *env) dockerBuild(ctx context.Context, round int, kind string) (sample, 
 }
 
 func (e *env) docker(ctx context.Context, out io.Writer, args ...string) error {
-	cmd := exec.CommandContext(ctx, e.dr.Docker(), append([]string{"--host=unix://" + e.d.Socket()}, args...)...)
-	cmd.Env = []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=" + filepath.Join(e.tmp, "hostd-home"),
-		"DOCKER_CONFIG=" + filepath.Join(e.tmp, "hostd-client"),
-		"DOCKER_BUILDKIT=0",
-	}
-	cmd.Stdout, cmd.Stderr = out, out
-	return cmd.Run()
+	return e.hd.Run(ctx, out, args...)
 }
 
 func (e *env) workspace(i int) (*builder.Request, error) {

@@ -10,11 +10,13 @@ package testbuildkit
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,17 +35,28 @@ type Daemon struct {
 // --test installs, or fails the test naming the command that installs them.
 func Bins(tb testing.TB) (buildkitd, buildctl string) {
 	tb.Helper()
-	dir := filepath.Join(testenv.ModuleRoot(tb), ".tools", "bin")
+	buildkitd, buildctl, err := BinsIn(testenv.ModuleRoot(tb))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return buildkitd, buildctl
+}
+
+// BinsIn returns the paths of buildkitd and buildctl that scripts/setup
+// --test installs under the repository root, or an error naming the
+// command that installs them, for programs without a testing.TB.
+func BinsIn(root string) (buildkitd, buildctl string, err error) {
+	dir := filepath.Join(root, ".tools", "bin")
 	buildkitd, buildctl = filepath.Join(dir, "buildkitd"), filepath.Join(dir, "buildctl")
 	for _, p := range []string{buildkitd, buildctl} {
 		if _, err := os.Stat(p); err != nil {
-			tb.Fatalf("%s not found: run scripts/setup --test (it builds BuildKit from the version in go.mod)", p)
+			return "", "", fmt.Errorf("%s not found: run scripts/setup --test (it builds BuildKit from the version in go.mod)", p)
 		}
 	}
 	if _, err := exec.LookPath("runc"); err != nil {
-		tb.Fatal("runc not found: run scripts/setup --test (it installs Debian's runc)")
+		return "", "", errors.New("runc not found: run scripts/setup --test (it installs Debian's runc)")
 	}
-	return buildkitd, buildctl
+	return buildkitd, buildctl, nil
 }
 
 // Start runs a buildkitd with its own root under a temporary directory
@@ -57,7 +70,26 @@ func Start(tb testing.TB) *Daemon {
 		tb.Fatal(err)
 	}
 	tb.Cleanup(func() { os.RemoveAll(dir) })
-	d := &Daemon{Addr: "unix://" + filepath.Join(dir, "buildkitd.sock"), dir: dir, ctl: ctl}
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(60*time.Second))
+	defer cancel()
+	d, stop, err := Launch(ctx, bkd, ctl, dir)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() {
+		if err := stop(); err != nil {
+			tb.Error(err)
+		}
+	})
+	return d
+}
+
+// Launch runs buildkitd with its root, socket, config and log under dir
+// (keep it short: a unix socket path must stay under 108 bytes) and waits
+// until it answers or ctx ends. stop ends the daemon and unmounts what its
+// snapshots left; dir is the caller's to remove.
+func Launch(ctx context.Context, buildkitd, buildctl, dir string) (d *Daemon, stop func() error, err error) {
+	d = &Daemon{Addr: "unix://" + filepath.Join(dir, "buildkitd.sock"), dir: dir, ctl: buildctl}
 	cfg := fmt.Sprintf(`root = %q
 [grpc]
   address = [%q]
@@ -68,54 +100,63 @@ func Start(tb testing.TB) *Daemon {
   enabled = false
 `, filepath.Join(dir, "root"), d.Addr)
 	if err := os.WriteFile(filepath.Join(dir, "buildkitd.toml"), []byte(cfg), 0o600); err != nil {
-		tb.Fatal(err)
+		return nil, nil, err
 	}
 	logf, err := os.Create(filepath.Join(dir, "buildkitd.log"))
 	if err != nil {
-		tb.Fatal(err)
+		return nil, nil, err
 	}
-	cmd := exec.Command(bkd, "--config", filepath.Join(dir, "buildkitd.toml"))
+	cmd := exec.Command(buildkitd, "--config", filepath.Join(dir, "buildkitd.toml"))
 	cmd.Stdout, cmd.Stderr = logf, logf
+	// Killed with this process, should it die before stop.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
-		tb.Fatalf("starting buildkitd: %v", err)
+		logf.Close()
+		return nil, nil, fmt.Errorf("starting buildkitd: %w", err)
 	}
 	d.Pid = cmd.Process.Pid
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	tb.Cleanup(func() {
+	stop = func() error {
 		cmd.Process.Signal(os.Interrupt)
+		var err error
 		select {
 		case <-exited:
 		case <-time.After(testenv.Scale(20 * time.Second)):
 			cmd.Process.Kill()
 			<-exited
+			err = fmt.Errorf("buildkitd did not stop within %s; killed", testenv.Scale(20*time.Second))
 		}
 		logf.Close()
 		// Its snapshots may hold overlay mounts; they go with the daemon.
 		exec.Command("umount", "-R", "-l", filepath.Join(dir, "root")).Run()
-	})
+		return err
+	}
+	defer func() {
+		if err != nil {
+			stop()
+		}
+	}()
 
-	deadline := time.Now().Add(testenv.Scale(60 * time.Second))
 	for {
-		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(10*time.Second))
-		out, err := exec.CommandContext(ctx, ctl, "--addr", d.Addr, "debug", "workers").CombinedOutput()
+		actx, cancel := context.WithTimeout(ctx, testenv.Scale(10*time.Second))
+		out, err := exec.CommandContext(actx, buildctl, "--addr", d.Addr, "debug", "workers").CombinedOutput()
 		cancel()
 		// A header line, then one line per worker: ready once the OCI
 		// worker is listed.
 		if err == nil && bytes.Count(bytes.TrimSpace(out), []byte("\n")) >= 1 {
-			return d
+			return d, stop, nil
 		}
 		select {
 		case err := <-exited:
+			exited <- err // for stop
 			log, _ := os.ReadFile(logf.Name())
-			tb.Fatalf("buildkitd exited: %v\n%s", err, tail(log))
-		default:
-		}
-		if time.Now().After(deadline) {
+			return nil, nil, fmt.Errorf("buildkitd exited: %v\n%s", err, tail(log))
+		case <-ctx.Done():
 			log, _ := os.ReadFile(logf.Name())
-			tb.Fatalf("buildkitd did not answer within %s: %s\n%s", testenv.Scale(60*time.Second), out, tail(log))
+			return nil, nil, fmt.Errorf("buildkitd did not answer: %w: %s\n%s", ctx.Err(), out, tail(log))
+		case <-time.After(100 * time.Millisecond):
 		}
-		time.Sleep(100 * time.Millisecond)
 	}
 }
 

@@ -254,9 +254,10 @@ func Tail(path string, n int) string {
 func Main(name string, run func(context.Context) error) {
 	ctx, stop := SignalContext()
 	err := run(ctx)
+	interrupted := ctx.Err() != nil
 	stop()
 	if err != nil {
-		if ctx.Err() != nil {
+		if interrupted {
 			err = fmt.Errorf("interrupted: %w", err)
 		}
 		fmt.Fprintln(os.Stderr, name+":", err)
@@ -389,4 +390,62 @@ func RSSUnder(dir string) int64 {
 		}
 	}
 	return sum
+}
+
+// RSSTree sums the VmRSS of pid and all its descendants: a daemon and
+// the processes it started (buildkitd and runc, a gateway and its
+// sandboxes, a job daemon's init, dockerd, containerd and shims).
+func RSSTree(pid int) int64 {
+	ps, _ := hostfs.Procs()
+	parent := map[int]int{}
+	for _, p := range ps {
+		parent[p.Pid] = p.PPid
+	}
+	var sum int64
+	for q := range parent {
+		for p, n := q, 0; p > 0 && n < 64; p, n = parent[p], n+1 {
+			if p == pid {
+				if m, err := ReadMem(q); err == nil {
+					sum += m.RSS
+				}
+				break
+			}
+		}
+	}
+	return sum
+}
+
+// HostDocker runs the docker CLI against one long-lived daemon's socket,
+// with a home and an empty client configuration of its own (never the
+// host's socket or credentials): what a CI job with a mounted socket runs.
+type HostDocker struct {
+	docker, socket, dir string
+}
+
+// NewHostDocker makes dir/home and dir/client/config.json for the CLI
+// docker talking to the daemon at the unix socket path socket.
+func NewHostDocker(docker, socket, dir string) (*HostDocker, error) {
+	for _, d := range []string{"home", "client"} {
+		if err := os.MkdirAll(filepath.Join(dir, d), 0o700); err != nil {
+			return nil, err
+		}
+	}
+	if err := os.WriteFile(filepath.Join(dir, "client", "config.json"), []byte("{}"), 0o600); err != nil {
+		return nil, err
+	}
+	return &HostDocker{docker: docker, socket: socket, dir: dir}, nil
+}
+
+// Run runs docker with args (the legacy builder, DOCKER_BUILDKIT=0), its
+// output to out.
+func (h *HostDocker) Run(ctx context.Context, out io.Writer, args ...string) error {
+	cmd := exec.CommandContext(ctx, h.docker, append([]string{"--host=unix://" + h.socket}, args...)...)
+	cmd.Env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + filepath.Join(h.dir, "home"),
+		"DOCKER_CONFIG=" + filepath.Join(h.dir, "client"),
+		"DOCKER_BUILDKIT=0",
+	}
+	cmd.Stdout, cmd.Stderr = out, out
+	return cmd.Run()
 }
