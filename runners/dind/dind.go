@@ -407,12 +407,8 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	if ctx.Err() != nil {
 		return nil, context.Cause(ctx)
 	}
-	cfg, err := img.ConfigName()
-	if err != nil {
-		return nil, fmt.Errorf("dind: reading the exported image: %w", err)
-	}
-	if want := strings.TrimSpace(string(iid)); cfg.String() != want {
-		return nil, fmt.Errorf("dind: exported image %s, want the built %s", cfg, want)
+	if want := strings.TrimSpace(string(iid)); st.id.String() != want {
+		return nil, fmt.Errorf("dind: exported image %s, want the built %s", st.id, want)
 	}
 	return img, nil
 }

@@ -786,6 +786,45 @@ func TestExportLayout(t *testing.T) {
 	}
 }
 
+// An image without layers (FROM scratch and only config) is exported
+// although Docker 20.10 refuses to save it ("empty export").
+func TestExportNoLayers(t *testing.T) {
+	r := requireDocker(t)
+	reg := testenv.Registry(t)
+	req := newRequestNoBases(t, reg, map[string]string{
+		"Dockerfile": "FROM scratch\nLABEL team=build\nENV A=1\nEXPOSE 8080\nCMD [\"/app\", \"serve\"]\n",
+	}, nil)
+	var log strings.Builder
+	img, err := r.Build(context.Background(), req, &log)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, log.String())
+	}
+	cf, err := img.ConfigFile()
+	if err != nil {
+		t.Fatal(err)
+	}
+	layers, err := img.Layers()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(layers) != 0 || len(cf.RootFS.DiffIDs) != 0 {
+		t.Errorf("image has %d layers and %d diff IDs, want none", len(layers), len(cf.RootFS.DiffIDs))
+	}
+	c := cf.Config
+	if c.Labels["team"] != "build" || !slices.Contains(c.Env, "A=1") || !slices.Equal(c.Cmd, []string{"/app", "serve"}) {
+		t.Errorf("config Labels = %v, Env = %v, Cmd = %v, want team=build, A=1, [/app serve]", c.Labels, c.Env, c.Cmd)
+	}
+	if _, ok := c.ExposedPorts["8080/tcp"]; !ok {
+		t.Errorf("config ExposedPorts = %v, want 8080/tcp", c.ExposedPorts)
+	}
+	if cf.OS != "linux" || len(cf.History) == 0 {
+		t.Errorf("config OS = %q with %d history entries, want linux and the steps", cf.OS, len(cf.History))
+	}
+	if err := validate.Image(img); err != nil {
+		t.Errorf("validate: %v", err)
+	}
+}
+
 // TestTmpfs builds with the data root on a tmpfs: nothing of the build
 // reaches the disk, and the size bounds what a build may write.
 func TestTmpfs(t *testing.T) {

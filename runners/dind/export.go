@@ -16,12 +16,14 @@ import (
 	"path"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/klauspost/compress/gzip"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/buildgw/buildgw/ocilayout"
@@ -44,6 +46,10 @@ const maxConfig = 8 << 20
 
 // exportStats describes an export.
 type exportStats struct {
+	// id is the daemon's ID of the image exported: its config's digest,
+	// which the layout keeps unless the config had to be rebuilt from
+	// the API (an image without layers).
+	id              v1.Hash
 	raw, compressed int64
 	layers          int
 	reused          int // base layers kept as they are
@@ -85,6 +91,13 @@ func (d *Daemon) exportLayout(ctx context.Context, tag, dir string, base baseReu
 	defer resp.Body.Close()
 	if resp.StatusCode != 200 {
 		b, _ := io.ReadAll(io.LimitReader(resp.Body, 4096))
+		if resp.StatusCode == 500 && bytes.Contains(b, []byte("empty export")) {
+			// Docker 20.10 cannot save an image without layers (FROM
+			// scratch with only LABEL, CMD, EXPOSE...).
+			img, id, err := d.exportConfigOnly(ctx, tag, dir)
+			st.id = id
+			return img, st, err
+		}
 		return nil, st, fmt.Errorf("dind: exporting the image: %s: %s", resp.Status, strings.TrimSpace(string(b)))
 	}
 	p, err := layout.Write(dir, empty.Index)
@@ -181,6 +194,7 @@ func (d *Daemon) exportLayout(ctx context.Context, tag, dir string, base baseReu
 		return nil, st, fmt.Errorf("dind: writing the image config: %w", err)
 	}
 	man.Config = v1.Descriptor{MediaType: types.DockerConfigJSON, Size: cfgSize, Digest: cfgHash}
+	st.id = cfgHash
 	prefix := true
 	for i, l := range m.Layers {
 		name := resolve(l)
@@ -260,6 +274,83 @@ func (d *Daemon) exportLayout(ctx context.Context, tag, dir string, base baseReu
 	}
 	img, err := readLayout(ctx, dir)
 	return img, st, err
+}
+
+// exportConfigOnly writes the layout of an image without layers from what
+// the daemon's API says of it: its config from the image inspection, its
+// history from the history endpoint. Both are read bounded.
+func (d *Daemon) exportConfigOnly(ctx context.Context, tag, dir string) (v1.Image, v1.Hash, error) {
+	var inspect struct {
+		ID                                v1.Hash `json:"Id"`
+		Architecture, Os, Variant, Author string
+		Created                           time.Time
+		Config                            v1.Config
+		RootFS                            struct{ Layers []string }
+	}
+	if err := d.getJSON(ctx, "/images/"+url.PathEscape(tag)+"/json", &inspect); err != nil {
+		return nil, v1.Hash{}, err
+	}
+	if len(inspect.RootFS.Layers) != 0 {
+		return nil, v1.Hash{}, fmt.Errorf("dind: exporting the image: the daemon refused to save an image of %d layers", len(inspect.RootFS.Layers))
+	}
+	var hist []struct {
+		Created   int64
+		CreatedBy string
+		Comment   string
+	}
+	if err := d.getJSON(ctx, "/images/"+url.PathEscape(tag)+"/history", &hist); err != nil {
+		return nil, v1.Hash{}, err
+	}
+	cfg := v1.ConfigFile{
+		Architecture: inspect.Architecture, OS: inspect.Os, Variant: inspect.Variant, Author: inspect.Author,
+		Created: v1.Time{Time: inspect.Created}, Config: inspect.Config,
+		RootFS: v1.RootFS{Type: "layers", DiffIDs: []v1.Hash{}},
+	}
+	// The endpoint lists the newest step first; without layers, every
+	// step is an empty layer.
+	for i := len(hist) - 1; i >= 0; i-- {
+		h := hist[i]
+		cfg.History = append(cfg.History, v1.History{
+			Created: v1.Time{Time: time.Unix(h.Created, 0).UTC()}, CreatedBy: h.CreatedBy, Comment: h.Comment, EmptyLayer: true,
+		})
+	}
+	img, err := mutate.ConfigFile(empty.Image, &cfg)
+	if err != nil {
+		return nil, v1.Hash{}, fmt.Errorf("dind: building the image config: %w", err)
+	}
+	p, err := layout.Write(dir, empty.Index)
+	if err != nil {
+		return nil, v1.Hash{}, fmt.Errorf("dind: creating the output layout: %w", err)
+	}
+	if err := p.AppendImage(img); err != nil {
+		return nil, v1.Hash{}, fmt.Errorf("dind: writing the output layout: %w", err)
+	}
+	img, err = readLayout(ctx, dir)
+	return img, inspect.ID, err
+}
+
+// getJSON decodes the daemon's answer to GET path into v, reading at most
+// maxConfig bytes.
+func (d *Daemon) getJSON(ctx context.Context, path string, v any) error {
+	resp, err := d.Get(ctx, path)
+	if err != nil {
+		return fmt.Errorf("dind: asking the daemon for %s: %w", path, err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxConfig+1))
+	if err != nil {
+		return fmt.Errorf("dind: reading %s: %w", path, err)
+	}
+	if resp.StatusCode != 200 {
+		return fmt.Errorf("dind: %s: %s: %s", path, resp.Status, strings.TrimSpace(string(b[:min(len(b), 4096)])))
+	}
+	if len(b) > maxConfig {
+		return fmt.Errorf("dind: %s: answer over %d bytes", path, maxConfig)
+	}
+	if err := json.Unmarshal(b, v); err != nil {
+		return fmt.Errorf("dind: decoding %s: %w", path, err)
+	}
+	return nil
 }
 
 // compressBlob gzips r into a blob under dir, named by its digest, and
