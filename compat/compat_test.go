@@ -230,7 +230,7 @@ func TestCorpus(t *testing.T) {
 
 // cell is one case × column verdict.
 type cell struct {
-	mark  string // "=", "≠", "✗", "K"; "-" or "built" when the reference failed
+	mark  string // "=", "≠", "✗", "K" (known upstream), "B" (buildgw's own, open); "-" or "built" when the reference failed
 	diffs []string
 }
 
@@ -297,6 +297,9 @@ func report(t *testing.T, cases []Case, results []map[string]outcome, known []Kn
 			case listed && (cl.mark == "≠" || cl.mark == "✗"):
 				fmt.Fprintf(&details, "%s × %s (known: %s %s): %s\n", c.Name, col, k.Reason, k.Upstream, strings.Join(first(cl.diffs, 8), "; "))
 				cl.mark = "K"
+				if k.Ours() {
+					cl.mark = "B"
+				}
 			case listed && cl.mark == "=":
 				t.Errorf("%s × %s: listed in known.yaml (%s) but now the same: remove the entry", c.Name, col, k.Reason)
 			case cl.mark == "≠" || cl.mark == "✗":

@@ -86,6 +86,8 @@ func TestLoadKnown(t *testing.T) {
 		{in: "- {case: a, builder: kaniko, reason: r}\n", err: "required"},
 		{in: "- {case: a, builder: kaniko, reason: r, upstream: u}\n- {case: a, builder: kaniko, reason: s, upstream: u}\n", err: "listed twice"},
 		{in: "- {case: a, builder: kaniko, reason: r, upstream: u, extra: 1}\n", err: "extra"},
+		{in: "- {case: a, builder: kaniko, reason: r, upstream: u, owner: buildgw}\n"},
+		{in: "- {case: a, builder: kaniko, reason: r, upstream: u, owner: someone}\n", err: "neither upstream nor buildgw"},
 	} {
 		p := filepath.Join(t.TempDir(), "known.yaml")
 		os.WriteFile(p, []byte(tc.in), 0o600)

@@ -118,6 +118,10 @@ func runCommandInExec(config *v1.Config, buildArgs *dockerfile.BuildArgs, cmdRun
 		if err != nil {
 			return errors.Wrap(err, "credentials")
 		}
+	} else if cred, err := util.SyscallCredentials("0"); err == nil {
+		// No USER: root with root's groups from /etc/group (wheel, say),
+		// as Docker runs it; without a passwd entry, as kaniko ran it.
+		cmd.SysProcAttr.Credential = cred
 	}
 
 	env, err := addDefaultHOME(userStr, replacementEnvs)

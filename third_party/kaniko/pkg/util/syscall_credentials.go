@@ -89,6 +89,17 @@ func SyscallCredentials(userStr string) (*syscall.Credential, error) {
 		}
 	}
 
+	// The primary group is always among the supplementary ones, as
+	// containerd (ensureAdditionalGids) and Docker give them: `id` shows
+	// groups=0(root) for a numeric USER without a passwd entry.
+	primary := false
+	for _, g := range groups {
+		primary = primary || g == gid
+	}
+	if !primary {
+		groups = append([]uint32{gid}, groups...)
+	}
+
 	return &syscall.Credential{
 		Uid:    uid,
 		Gid:    gid,
