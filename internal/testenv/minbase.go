@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"syscall"
 	"testing"
 )
 
@@ -47,11 +48,26 @@ func MinbaseWith(t testing.TB, pkgs ...string) string {
 	if mirror == "" {
 		t.Fatal("no Debian mirror found in /etc/apt/sources.list{,.d}")
 	}
-	tmp := dir + ".tmp"
-	os.RemoveAll(tmp)
 	if err := os.MkdirAll(cache, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	// go test runs packages in parallel processes: one makes the root,
+	// the others wait for it and take the cached one.
+	lock, err := os.OpenFile(filepath.Join(cache, name+".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer lock.Close()
+	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
+		t.Fatalf("locking the minbase cache: %v", err)
+	}
+	defer syscall.Flock(int(lock.Fd()), syscall.LOCK_UN)
+	if _, err := os.Stat(filepath.Join(dir, "etc", "gshadow")); err == nil {
+		return dir
+	}
+	// A root left half made by a run that was killed is made again.
+	tmp := dir + ".tmp"
+	os.RemoveAll(tmp)
 	args := []string{"--variant=minbase"}
 	if len(pkgs) > 0 {
 		args = append(args, "--include="+strings.Join(pkgs, ","))
