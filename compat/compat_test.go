@@ -54,6 +54,11 @@ const (
 // one case while working on it. Default: all.
 const casesEnv = "BUILDGW_COMPAT_CASES"
 
+// buildersEnv selects the compared columns by a regular expression on
+// their names (docker, kaniko-cache, kaniko, dind, cache-vs-nocache), to
+// work on one builder. BuildKit, the reference, always runs. Default: all.
+const buildersEnv = "BUILDGW_COMPAT_BUILDERS"
+
 // warmArg is the build arg of the build that fills kaniko's layer cache.
 const warmArg = "BUILDGW_COMPAT_WARM"
 
@@ -93,6 +98,19 @@ func TestCorpus(t *testing.T) {
 		}
 		cases = slices.DeleteFunc(cases, func(c Case) bool { return !re.MatchString(c.Name) })
 	}
+	cols := slices.Clone(columns)
+	if sel := os.Getenv(buildersEnv); sel != "" {
+		re, err := regexp.Compile(sel)
+		if err != nil {
+			t.Fatalf("%s: %v", buildersEnv, err)
+		}
+		cols = slices.DeleteFunc(cols, func(c string) bool { return !re.MatchString(c) })
+		if slices.Contains(cols, colCache) {
+			cols = append(cols, colKanikoCache, colKaniko)
+			slices.Sort(cols)
+			cols = slices.Compact(cols)
+		}
+	}
 	baseCases, err := LoadCases(filepath.Join("testdata", "bases"))
 	if err != nil {
 		t.Fatal(err)
@@ -111,11 +129,17 @@ func TestCorpus(t *testing.T) {
 	var sock string
 	var gwCache, gwNoCache *client.Client
 	var wg sync.WaitGroup
-	wg.Add(1)
-	go func() { defer wg.Done(); sock = startDockerd(t) }()
+	if slices.Contains(cols, colDocker) {
+		wg.Add(1)
+		go func() { defer wg.Done(); sock = startDockerd(t) }()
+	}
 	bk = testbuildkit.Start(t)
-	gwCache = startGateway(t, reg, false)
-	gwNoCache = startGateway(t, reg, true)
+	if slices.Contains(cols, colKanikoCache) || slices.Contains(cols, colDind) {
+		gwCache = startGateway(t, reg, false)
+	}
+	if slices.Contains(cols, colKaniko) {
+		gwNoCache = startGateway(t, reg, true)
+	}
 	wg.Wait()
 	if t.Failed() {
 		t.FailNow()
@@ -182,6 +206,12 @@ func TestCorpus(t *testing.T) {
 		},
 	}
 
+	for kind := range run {
+		if kind != "buildkit" && !slices.Contains(cols, kind) {
+			delete(run, kind)
+		}
+	}
+
 	results := make([]map[string]outcome, len(cases))
 	for i, c := range cases {
 		dir := filepath.Join(work, "cases", c.Name)
@@ -224,7 +254,7 @@ func TestCorpus(t *testing.T) {
 	}
 	t.Logf("build time summed per builder:%s", strings.TrimSuffix(busy.String(), ";"))
 
-	rep := report(t, cases, results, known)
+	rep := report(t, cases, results, known, cols)
 	t.Logf("\n%s", rep)
 }
 
@@ -234,7 +264,8 @@ type cell struct {
 	diffs []string
 }
 
-func report(t *testing.T, cases []Case, results []map[string]outcome, known []Known) string {
+// report compares the selected columns (cols) and leaves the others out.
+func report(t *testing.T, cases []Case, results []map[string]outcome, known []Known, cols []string) string {
 	isKnown := map[[2]string]Known{}
 	for _, k := range known {
 		isKnown[[2]string{k.Case, k.Builder}] = k
@@ -274,6 +305,9 @@ func report(t *testing.T, cases []Case, results []map[string]outcome, known []Kn
 		for _, col := range columns {
 			var cl cell
 			switch {
+			case !slices.Contains(cols, col):
+				fmt.Fprintf(&rows, " %-16s", "skipped")
+				continue
 			case col == colCache:
 				cl = compareOutcomes(c, res[colKanikoCache], res[colKaniko])
 			case c.ExpectError:
@@ -314,6 +348,10 @@ func report(t *testing.T, cases []Case, results []map[string]outcome, known []Kn
 	}
 	fmt.Fprintf(&rows, "%-40s %-8s", fmt.Sprintf("same as reference (%d cases)", reference), "")
 	for _, col := range columns {
+		if !slices.Contains(cols, col) {
+			fmt.Fprintf(&rows, " %-16s", "")
+			continue
+		}
 		pct := 0.0
 		if reference > 0 {
 			pct = 100 * float64(same[col]) / float64(reference)
