@@ -56,6 +56,9 @@ type loaded struct {
 	pusher   *push.Pusher
 	regOpts  []jobs.Option
 	fetch    func(name.Registry) []remote.Option
+	// secrets are the registry passwords, which the audit log redacts
+	// wherever they would appear.
+	secrets  []string
 	tls      *tls.Config    // nil: plain HTTP (loopback only)
 	networks *netallow.List // nil: any client address
 	// idNets is where each identity may be used from, for its builds'
@@ -79,7 +82,7 @@ func load(cfg Config) (*loaded, error) {
 	if l.authn, err = cfg.authenticator(); err != nil {
 		errs = append(errs, err)
 	}
-	if l.pusher, l.regOpts, l.fetch, err = cfg.registryAccess(); err != nil {
+	if l.pusher, l.regOpts, l.fetch, l.secrets, err = cfg.registryAccess(); err != nil {
 		errs = append(errs, err)
 	}
 	if cfg.TLS.CertFile != "" {
@@ -135,7 +138,7 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		return nil, err
 	}
 	logPolicyWarnings(log, l.policy.Policy())
-	alog, err := newAuditLog(cfg.Audit)
+	alog, err := newAuditLog(cfg.Audit, l.secrets)
 	if err != nil {
 		return nil, err
 	}

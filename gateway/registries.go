@@ -27,17 +27,18 @@ import (
 //
 // It also returns how the gateway itself fetches base images from each
 // registry: with the registry's read-only pull account if it has one,
-// else with its push account, and with its CA.
-func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Registry) []remote.Option, error) {
+// else with its push account, and with its CA; and every password it read.
+func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Registry) []remote.Option, []string, error) {
 	regs := map[string]push.Registry{}
 	var err error
 	if c.DockerConfig != "" {
 		if regs, err = readDockerConfig(c.DockerConfig); err != nil {
-			return nil, nil, nil, fmt.Errorf("docker_config: %w", err)
+			return nil, nil, nil, nil, fmt.Errorf("docker_config: %w", err)
 		}
 	}
 	var (
 		insecure []string
+		secrets  []string
 		extraCAs []byte
 		fetch    = map[string][]remote.Option{}
 	)
@@ -46,7 +47,7 @@ func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Regist
 		if r.PasswordFile != "" {
 			pw, err := readSecret(r.PasswordFile)
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("reading password of registry %s: %w", host, err)
+				return nil, nil, nil, nil, fmt.Errorf("reading password of registry %s: %w", host, err)
 			}
 			pr.Password = pw
 		}
@@ -57,7 +58,7 @@ func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Regist
 		var pem []byte
 		if r.CAFile != "" {
 			if pem, err = os.ReadFile(r.CAFile); err != nil {
-				return nil, nil, nil, fmt.Errorf("reading CA file of registry %s: %w", host, err)
+				return nil, nil, nil, nil, fmt.Errorf("reading CA file of registry %s: %w", host, err)
 			}
 			extraCAs = append(extraCAs, pem...)
 		}
@@ -68,33 +69,37 @@ func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Regist
 		if sp := r.SandboxPull; sp != nil {
 			pw, err := readSecret(sp.PasswordFile)
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("reading sandbox pull password of registry %s: %w", host, err)
+				return nil, nil, nil, nil, fmt.Errorf("reading sandbox pull password of registry %s: %w", host, err)
 			}
 			auth = &authn.Basic{Username: sp.Username, Password: pw}
+			secrets = append(secrets, pw)
 		}
 		fetch[host] = append(fetch[host], remote.WithAuth(auth))
 		if r.CAFile != "" {
 			tr, err := caTransport(pem)
 			if err != nil {
-				return nil, nil, nil, fmt.Errorf("CA file of registry %s: %w", host, err)
+				return nil, nil, nil, nil, fmt.Errorf("CA file of registry %s: %w", host, err)
 			}
 			fetch[host] = append(fetch[host], remote.WithTransport(tr))
 		}
 	}
 	// Registries known only from the Docker config: their push account.
 	for host, r := range regs {
+		if r.Password != "" {
+			secrets = append(secrets, r.Password)
+		}
 		if _, ok := fetch[host]; !ok && (r.Username != "" || r.Password != "") {
 			fetch[host] = []remote.Option{remote.WithAuth(&authn.Basic{Username: r.Username, Password: r.Password})}
 		}
 	}
 	p, err := push.New(regs, push.WithRetryFor(time.Duration(c.Push.RetryFor)), push.WithRequestTimeout(time.Duration(c.Push.RequestTimeout)))
 	if err != nil {
-		return nil, nil, nil, err
+		return nil, nil, nil, nil, err
 	}
 	return p, []jobs.Option{
 		jobs.WithInsecureRegistries(insecure...),
 		jobs.WithExtraCAs(extraCAs),
-	}, func(reg name.Registry) []remote.Option { return fetch[reg.RegistryStr()] }, nil
+	}, func(reg name.Registry) []remote.Option { return fetch[reg.RegistryStr()] }, secrets, nil
 }
 
 // caTransport trusts the PEM roots in pem besides the system's.
@@ -119,8 +124,9 @@ func readSecret(path string) (string, error) {
 	return strings.TrimRight(string(b), "\r\n"), nil
 }
 
-// newAuditLog opens the audit log the config asks for; nil if none.
-func newAuditLog(a Audit) (*audit.Logger, error) {
+// newAuditLog opens the audit log the config asks for; nil if none. It
+// redacts secrets from every record.
+func newAuditLog(a Audit, secrets []string) (*audit.Logger, error) {
 	var opts []audit.Option
 	if a.File != "" {
 		opts = append(opts, audit.WithFile(a.File))
@@ -136,6 +142,9 @@ func newAuditLog(a Audit) (*audit.Logger, error) {
 	}
 	if len(opts) == 0 {
 		return nil, nil
+	}
+	if len(secrets) > 0 {
+		opts = append(opts, audit.WithSecrets(func() []string { return secrets }))
 	}
 	l, err := audit.New(opts...)
 	if err != nil {
