@@ -141,3 +141,64 @@ func TestConfigFetchesNoLayer(t *testing.T) {
 		t.Errorf("Config fetched a layer")
 	}
 }
+
+// TestPrepareFetchesOnbuildImages checks that an image named only by an
+// ONBUILD trigger of a stage's base (COPY --from, RUN --mount from=) is
+// handed to the runner with the Dockerfile's own images, as docker build
+// pulls it, while a trigger naming a stage of the Dockerfile fetches
+// nothing more.
+func TestPrepareFetchesOnbuildImages(t *testing.T) {
+	reg := startRegistry(t)
+	copied, _ := reg.push(t, "base/copied", 1024, 1)
+	mounted, _ := reg.push(t, "base/mounted", 1024, 1)
+	base, _ := reg.pushOnbuild(t, "base/onbuild", 1,
+		"COPY --from="+copied.String()+" /x /x",
+		"RUN --mount=type=bind,from="+mounted.String()+",target=/m true",
+		"COPY --from=files /x /y")
+	df := "FROM scratch AS files\nFROM " + base.String() + "\n"
+	analysis, err := dockerfile.Analyze([]byte(df), nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ws := t.TempDir()
+	var asked []string
+	req := &builder.Request{Workspace: ws, Analysis: analysis, CheckBase: func(image string, _ []string) error {
+		asked = append(asked, image)
+		return nil
+	}}
+	b, err := newStore(t, WithCopies()).Prepare(context.Background(), req, &strings.Builder{})
+	if err != nil {
+		t.Fatalf("Prepare(base with ONBUILD COPY --from=%s) = %v", copied, err)
+	}
+	var got []string
+	for _, bi := range b.Images {
+		got = append(got, bi.Name)
+	}
+	want := []string{base.Name(), copied.Name(), mounted.Name()}
+	if !slices.Equal(got, want) {
+		t.Errorf("Prepare(...).Images = %q, want %q", got, want)
+	}
+	if !slices.Equal(asked, []string{base.Name()}) {
+		t.Errorf("CheckBase asked about %q, want only the stage's base %s", asked, base.Name())
+	}
+	idx, err := os.ReadFile(filepath.Join(ws, LayoutDir, "index.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range want {
+		if !strings.Contains(string(idx), `"`+n+`"`) {
+			t.Errorf("index.json of the layout does not name %s:\n%s", n, idx)
+		}
+	}
+
+	// A trigger that does not parse fails the preparation, naming the base.
+	bad, _ := reg.pushOnbuild(t, "base/bad", 1, "COPY --from=")
+	df = "FROM " + bad.String() + "\n"
+	if req.Analysis, err = dockerfile.Analyze([]byte(df), nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	req.CheckBase = nil
+	if _, err := newStore(t).Prepare(context.Background(), req, &strings.Builder{}); err == nil || !strings.Contains(err.Error(), bad.Name()) {
+		t.Errorf("Prepare(base with an unparsable trigger) = %v, want an error naming %s", err, bad.Name())
+	}
+}

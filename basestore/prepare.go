@@ -22,9 +22,12 @@ const LayoutDir = "base"
 
 // Prepare fetches the images req's Dockerfile pulls (req.Analysis:
 // every stage's FROM after ARG substitution, COPY --from and RUN --mount
-// images; stages and scratch skipped) into the store and links them into
-// the workspace as an OCI layout. The policy checked the same analysis
-// when the build was accepted.
+// images; stages and scratch skipped), and the images that the ONBUILD
+// triggers of the stages' bases read (COPY --from, RUN --mount from=),
+// into the store and links them into the workspace as an OCI layout. The
+// policy checked the same analysis when the build was accepted, and
+// req.CheckBase checks each base's triggers again before their images
+// are fetched.
 func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer) (*builder.BaseImages, error) {
 	a := req.Analysis
 	if a == nil {
@@ -47,7 +50,10 @@ func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer
 		}
 	}()
 	seen := map[string]bool{}
-	for _, ref := range refs {
+	// refs grows by the images that bases' triggers read; those are no
+	// stage's base, so their own triggers never run and add nothing.
+	for i := 0; i < len(refs); i++ {
+		ref := refs[i]
 		if seen[ref.Name()] {
 			continue
 		}
@@ -60,12 +66,29 @@ func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer
 			ref = insecure
 		}
 		var check func(*v1.ConfigFile) error
-		if req.CheckBase != nil && isStageBase(ref) {
-			check = func(cfg *v1.ConfigFile) error { return req.CheckBase(ref.Name(), cfg.Config.OnBuild) }
+		var triggers []string
+		if isStageBase(ref) {
+			check = func(cfg *v1.ConfigFile) error {
+				triggers = cfg.Config.OnBuild
+				if req.CheckBase == nil {
+					return nil
+				}
+				return req.CheckBase(ref.Name(), triggers)
+			}
 		}
 		img, err := s.FetchChecked(ctx, ref, check)
 		if err != nil {
 			return nil, err
+		}
+		if len(triggers) > 0 {
+			ob, err := a.Onbuild(ref.Name(), triggers)
+			if err != nil {
+				s.Release(img)
+				return nil, fmt.Errorf("reading the ONBUILD triggers of %s: %w", ref.Name(), err)
+			}
+			for _, obi := range ob.Images {
+				refs = append(refs, obi.Ref)
+			}
 		}
 		imgs = append(imgs, img)
 		bi := builder.BaseImage{Name: ref.Name(), Digest: img.Digest.String()}
