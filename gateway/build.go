@@ -51,19 +51,19 @@ func (u *undo) run() error {
 
 // loaded is what the configuration names, read and checked.
 type loaded struct {
-	policy   *policy.Store
-	authn    auth.Authenticator
-	pusher   *push.Pusher
-	regOpts  []jobs.Option
-	fetch    func(name.Registry) []remote.Option
+	policy  *policy.Store
+	authn   auth.Authenticator
+	pusher  *push.Pusher
+	regOpts []jobs.Option
+	fetch   func(name.Registry) []remote.Option
 	// secrets are the registry passwords, which the audit log redacts
 	// wherever they would appear.
 	secrets  []string
 	tls      *tls.Config    // nil: plain HTTP (loopback only)
 	networks *netallow.List // nil: any client address
-	// idNets is where each identity may be used from, for its builds'
-	// read tokens too.
-	idNets func(auth.Identity) auth.Networks
+	// identities is where each identity may be used from, and whether it
+	// is still configured, for its builds' read tokens too.
+	identities func(auth.Identity) (auth.Networks, bool)
 }
 
 // load reads and checks every file the configuration names: the policy,
@@ -98,7 +98,7 @@ func load(cfg Config) (*loaded, error) {
 	if err := checkDownloadsDir(cfg.DownloadsDir); err != nil {
 		errs = append(errs, err)
 	}
-	if l.idNets, err = cfg.identityNetworks(); err != nil {
+	if l.identities, err = cfg.identities(); err != nil {
 		errs = append(errs, err)
 	}
 	if len(errs) > 0 {
@@ -228,7 +228,7 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 
 	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(authz),
 		server.WithUploadRate(server.UploadRate{MinBytesPerSecond: cfg.Context.MinUploadBytesPerSecond, Window: time.Duration(cfg.Context.UploadRateWindow)}),
-		server.WithDownloads(downloadsDir(cfg.DownloadsDir)), server.WithIdentityNetworks(l.idNets)}
+		server.WithDownloads(downloadsDir(cfg.DownloadsDir)), server.WithIdentities(l.identities)}
 	if alog != nil {
 		sopts = append(sopts, server.WithAudit(alog))
 	}

@@ -81,31 +81,38 @@ func (c *Config) authenticator() (auth.Authenticator, error) {
 	return auth.Chain(chain...), nil
 }
 
-// identityNetworks returns where each identity may be used from (nil:
-// anywhere), as authenticator restricts it, so that a build's read token
-// is held to its owner's allow_networks too.
-func (c *Config) identityNetworks() (func(auth.Identity) auth.Networks, error) {
-	byKind := map[auth.Kind]map[string]auth.Networks{auth.KindMTLS: {}, auth.KindToken: {}, auth.KindOIDC: {}}
+// identities returns where each identity may be used from (nil:
+// anywhere), as authenticator restricts it, and whether it is configured
+// at all (a token or mTLS identity by name, an OIDC identity by issuer),
+// so that a build's read token is held to its owner's allow_networks and
+// ends when its owner is removed.
+func (c *Config) identities() (func(auth.Identity) (auth.Networks, bool), error) {
+	nets := map[auth.Kind]map[string]auth.Networks{auth.KindMTLS: {}, auth.KindToken: {}, auth.KindOIDC: {}}
+	known := map[auth.Kind]map[string]bool{auth.KindMTLS: {}, auth.KindToken: {}, auth.KindOIDC: {}}
 	for _, m := range c.MTLSIdentities {
-		if err := addNetworks(byKind[auth.KindMTLS], m.Name, m.AllowNetworks); err != nil {
+		known[auth.KindMTLS][m.Name] = true
+		if err := addNetworks(nets[auth.KindMTLS], m.Name, m.AllowNetworks); err != nil {
 			return nil, fmt.Errorf("mtls_identities[%s]: %w", m.Name, err)
 		}
 	}
 	for _, t := range c.Tokens {
-		if err := addNetworks(byKind[auth.KindToken], t.Name, t.AllowNetworks); err != nil {
+		known[auth.KindToken][t.Name] = true
+		if err := addNetworks(nets[auth.KindToken], t.Name, t.AllowNetworks); err != nil {
 			return nil, fmt.Errorf("tokens[%s]: %w", t.Name, err)
 		}
 	}
 	for _, iss := range c.OIDCIssuers {
-		if err := addNetworks(byKind[auth.KindOIDC], iss.URL, iss.AllowNetworks); err != nil {
+		known[auth.KindOIDC][iss.URL] = true
+		if err := addNetworks(nets[auth.KindOIDC], iss.URL, iss.AllowNetworks); err != nil {
 			return nil, fmt.Errorf("oidc_issuers[%s]: %w", iss.Name, err)
 		}
 	}
-	return func(id auth.Identity) auth.Networks {
+	return func(id auth.Identity) (auth.Networks, bool) {
+		key := id.Name
 		if id.Kind == auth.KindOIDC {
-			return byKind[auth.KindOIDC][id.Issuer]
+			key = id.Issuer
 		}
-		return byKind[id.Kind][id.Name]
+		return nets[id.Kind][key], known[id.Kind][key]
 	}, nil
 }
 

@@ -73,8 +73,13 @@ func (s *Server) authReadToken(c *gin.Context, tok string) {
 	}
 	owner := j.Identity
 	owner.Name = j.Owner
-	if s.identityNetworks != nil {
-		if n := s.identityNetworks(owner); n != nil && !n.Allows(c.Request.RemoteAddr) {
+	if s.identities != nil {
+		n, known := s.identities(owner)
+		if !known {
+			s.refuseReadToken(c, http.StatusUnauthorized, api.CodeUnauthorized, "identity "+owner.Name+" is no longer configured, and its builds' read tokens ended with it")
+			return
+		}
+		if n != nil && !n.Allows(c.Request.RemoteAddr) {
 			s.refuseReadToken(c, http.StatusUnauthorized, api.CodeUnauthorized, "identity "+owner.Name+" may not be used from this address, nor may its builds' read tokens")
 			return
 		}

@@ -188,16 +188,37 @@ func (onlyTen) Allows(addr string) bool { return strings.HasPrefix(addr, "10.") 
 // TestReadTokenOwnerNetworks: a read token is refused where its owner's
 // own credentials would be.
 func TestReadTokenOwnerNetworks(t *testing.T) {
-	g := newGateway(t, gwOptions{noWorkers: true, server: []server.Option{server.WithIdentityNetworks(func(id auth.Identity) auth.Networks {
+	g := newGateway(t, gwOptions{noWorkers: true, server: []server.Option{server.WithIdentities(func(id auth.Identity) (auth.Networks, bool) {
 		if id.Name == "alice" {
-			return onlyTen{}
+			return onlyTen{}, true
 		}
-		return nil
+		return nil, true
 	})}})
 	a, b := g.accept(t, aliceToken, ""), g.accept(t, bobToken, "")
 	r := do(t, http.MethodGet, g.url+"/v1/builds/"+a.ID, a.ReadToken, "", nil)
 	if eb := r.errorBody(t); r.status != http.StatusUnauthorized || !strings.Contains(eb.Error.Message, "may not be used from this address") {
 		t.Errorf("GET with a read token of an identity held to 10/8, from loopback = %d %+v, want 401 naming the address", r.status, eb.Error)
+	}
+	g.get(t, b.ReadToken, b.ID)
+}
+
+// TestReadTokenEndsWithOwner: once its owner is no longer configured (a
+// token removed, say, and the gateway restarted), a build's read token is
+// refused too, while other owners' read tokens keep working.
+func TestReadTokenEndsWithOwner(t *testing.T) {
+	g := newGateway(t, gwOptions{noWorkers: true, server: []server.Option{server.WithIdentities(func(id auth.Identity) (auth.Networks, bool) {
+		return nil, id.Name != "alice"
+	})}})
+	a, b := g.accept(t, aliceToken, ""), g.accept(t, bobToken, "")
+	for _, path := range []string{"", "/logs"} {
+		r := do(t, http.MethodGet, g.url+"/v1/builds/"+a.ID+path, a.ReadToken, "", nil)
+		if eb := r.errorBody(t); r.status != http.StatusUnauthorized || !strings.Contains(eb.Error.Message, "identity alice is no longer configured") {
+			t.Errorf("GET %s with the read token of a removed owner = %d %+v, want 401 naming the owner", path, r.status, eb.Error)
+		}
+	}
+	r := do(t, http.MethodPost, g.url+"/v1/builds/"+a.ID+"/cancel", a.ReadToken, "", nil)
+	if r.status != http.StatusUnauthorized {
+		t.Errorf("POST cancel with the read token of a removed owner = %d, want 401", r.status)
 	}
 	g.get(t, b.ReadToken, b.ID)
 }

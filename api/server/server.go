@@ -42,9 +42,10 @@ type Server struct {
 	policy   Policy
 	auditLog *audit.Logger
 	networks auth.Networks
-	// identityNetworks says where an identity may be used from, for
-	// requests that a build's read token authenticates as its owner.
-	identityNetworks func(auth.Identity) auth.Networks
+	// identities says whether an identity is still configured and where
+	// it may be used from, for requests that a build's read token
+	// authenticates as its owner.
+	identities func(auth.Identity) (auth.Networks, bool)
 	// uploadRate bounds how slowly a submission's body may arrive.
 	uploadRate UploadRate
 	// downloads holds the client binaries served at /dl; "" serves none.
@@ -79,11 +80,14 @@ func WithAudit(l *audit.Logger) Option { return func(s *Server) { s.auditLog = l
 // authentication. Default: any address.
 func WithNetworks(n auth.Networks) Option { return func(s *Server) { s.networks = n } }
 
-// WithIdentityNetworks holds a build's read token to where its owner's
-// own credentials may be used from: f returns the networks allowed for an
-// identity (nil: any address). Default: any address.
-func WithIdentityNetworks(f func(auth.Identity) auth.Networks) Option {
-	return func(s *Server) { s.identityNetworks = f }
+// WithIdentities holds a build's read token to its owner's standing: f
+// returns where the identity's own credentials may be used from (nil: any
+// address) and whether it is still configured at all. A read token ends
+// with its owner: once the owner's token or mTLS identity, or its OIDC
+// issuer, is removed from the configuration, its builds' read tokens are
+// refused too. Default: every owner, from any address.
+func WithIdentities(f func(auth.Identity) (networks auth.Networks, known bool)) Option {
+	return func(s *Server) { s.identities = f }
 }
 
 // New returns a Server. log may be nil.
