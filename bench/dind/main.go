@@ -193,14 +193,6 @@ func run(ctx context.Context, c *config) (err error) {
 		return fmt.Errorf("starting the long-lived daemon: %w", err)
 	}
 	bu.Log.Printf("long-lived daemon: socket %s, storage driver %s", e.host.Socket(), e.host.StorageDriver())
-	for _, d := range []string{"hostd-home", "hostd-client"} {
-		if err := os.Mkdir(filepath.Join(e.tmp, d), 0o700); err != nil {
-			return err
-		}
-	}
-	if err := os.WriteFile(filepath.Join(e.tmp, "hostd-client", "config.json"), []byte("{}"), 0o600); err != nil {
-		return err
-	}
 	bf, err := e.baseBench(ctx)
 	if err != nil {
 		return fmt.Errorf("base images: %w", err)
@@ -496,15 +488,11 @@ func (e *env) docker(ctx context.Context, out io.Writer, args ...string) error {
 
 // dockerAt runs the docker CLI against d.
 func (e *env) dockerAt(ctx context.Context, d *dind.Daemon, out io.Writer, args ...string) error {
-	cmd := exec.CommandContext(ctx, e.r.Docker(), append([]string{"--host=unix://" + d.Socket()}, args...)...)
-	cmd.Env = []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=" + filepath.Join(e.tmp, "hostd-home"),
-		"DOCKER_CONFIG=" + filepath.Join(e.tmp, "hostd-client"),
-		"DOCKER_BUILDKIT=0",
+	h, err := bu.NewHostDocker(e.r.Docker(), d.Socket(), filepath.Join(e.tmp, "hostd-cli"))
+	if err != nil {
+		return err
 	}
-	cmd.Stdout, cmd.Stderr = out, out
-	return cmd.Run()
+	return h.Run(ctx, out, args...)
 }
 
 // freshRegistry (re)starts docker-registry on e.regAddr with empty
