@@ -409,6 +409,11 @@ func ExtractFile(dest string, hdr *tar.Header, cleanedName string, tr io.Reader)
 		if err := os.Symlink(hdr.Linkname, path); err != nil {
 			return err
 		}
+		// The link itself keeps the entry's owner, as Docker's archive
+		// package gives it (Lchown, so the target is not touched).
+		if err := os.Lchown(path, uid, gid); err != nil {
+			return errors.Wrapf(err, "setting the owner of symlink %s", hdr.Name)
+		}
 	}
 	return nil
 }
