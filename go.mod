@@ -4,6 +4,7 @@ go 1.26.8
 
 require (
 	github.com/GoogleContainerTools/kaniko v1.24.0
+	github.com/containerd/platforms v1.0.0-rc.1
 	github.com/coreos/go-oidc/v3 v3.21.0
 	github.com/docker/docker v28.1.1+incompatible
 	github.com/gin-gonic/gin v1.12.0
@@ -98,7 +99,6 @@ require (
 	github.com/containerd/errdefs/pkg v0.3.0 // indirect
 	github.com/containerd/fifo v1.1.0 // indirect
 	github.com/containerd/log v0.1.0 // indirect
-	github.com/containerd/platforms v1.0.0-rc.1 // indirect
 	github.com/containerd/plugin v1.0.0 // indirect
 	github.com/containerd/stargz-snapshotter/estargz v0.16.3 // indirect
 	github.com/containerd/ttrpc v1.2.7 // indirect

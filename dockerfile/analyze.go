@@ -87,7 +87,8 @@ const maxExpansion = MaxBytes
 // FROM is expanded with them as BuildKit and kaniko do. Where the two
 // would resolve a reference differently (a build arg for an ARG not
 // declared before its use, an empty build arg or one holding "=", a
-// platform ARG that only BuildKit predefines), or where a variable in a
+// platform ARG that BuildKit predefines and the runner does not, see
+// WithPredefinedArgs), or where a variable in a
 // reference has no value, Analyze returns an error rather than a guess. A
 // declared ARG with an empty value (ARG VARIANT="") is a value every
 // runner agrees on. COPY --from and RUN --mount from= are not expanded by
@@ -96,7 +97,11 @@ const maxExpansion = MaxBytes
 // busybox) resolve to index.docker.io, as name.ParseReference does.
 //
 // Errors name the line they are about.
-func Analyze(src []byte, args map[string]string, target string) (*Analysis, error) {
+func Analyze(src []byte, args map[string]string, target string, opts ...Option) (*Analysis, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	res, err := parser.Parse(bytes.NewReader(src))
 	if err != nil {
 		return nil, parseError(err)
@@ -110,7 +115,11 @@ func Analyze(src []byte, args map[string]string, target string) (*Analysis, erro
 		return nil, errors.New("cannot parse Dockerfile: it has no FROM instruction")
 	}
 	lex := shell.NewLex(res.EscapeToken)
-	env, err := resolveMetaArgs(lex, metaArgs, args)
+	var predefined map[string]string
+	if o.platform != nil {
+		predefined = predefinedArgs(*o.platform, target, stages)
+	}
+	env, err := resolveMetaArgs(lex, metaArgs, args, predefined)
 	if err != nil {
 		return nil, err
 	}

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"testing"
+
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 )
 
 // names returns the analysis's images, as full references.
@@ -220,6 +222,48 @@ func TestAnalyzeImages(t *testing.T) {
 			}
 			if got := names(a); !slices.Equal(got, tt.want) {
 				t.Errorf("Analyze(%q).Images = %q, want %q", tt.dockerfile, got, tt.want)
+			}
+		})
+	}
+}
+
+// TestPredefinedArgs checks that a runner predefining BuildKit's global
+// ARGs (the kaniko runner) gets FROM resolved with them, as its executor
+// resolves it, while one that does not (dind's legacy builder) still gets
+// the refusal.
+func TestPredefinedArgs(t *testing.T) {
+	arm := v1.Platform{OS: "linux", Architecture: "arm", Variant: "v7"}
+	for _, tc := range []struct {
+		name, dockerfile, target string
+		args                     map[string]string
+		want                     string // the final base, or the error it contains
+		refusedWithout           bool   // refused when the runner predefines none
+	}{
+		{"os picks a stage", "FROM r.example/aa:1 AS build-linux\nFROM build-${TARGETOS}\n", "", nil, "r.example/aa:1", true},
+		{"platform", "FROM r.example/${BUILDPLATFORM}:$TARGETOS-$TARGETARCH$TARGETVARIANT-$BUILDOS$TARGETPLATFORM\n", "", nil,
+			"r.example/linux/arm/v7:linux-armv7-linuxlinux/arm/v7", true},
+		{"stage is the target", "FROM r.example/aa:1 AS one\nFROM r.example/${TARGETSTAGE}:2 AS two\nFROM one\n", "two", nil, "r.example/two:2", true},
+		{"stage is the last stage", "FROM r.example/aa:1 AS one\nFROM r.example/${TARGETSTAGE}:2 AS last\n", "", nil, "r.example/last:2", true},
+		{"stage defaults", "FROM r.example/${TARGETSTAGE}:2\n", "", nil, "r.example/default:2", true},
+		{"build arg wins", "FROM r.example/aa:$TARGETARCH\n", "", map[string]string{"TARGETARCH": "s390x"}, "r.example/aa:s390x", false},
+		{"ARG default wins", "ARG TARGETARCH=ppc64le\nFROM r.example/aa:$TARGETARCH\n", "", nil, "r.example/aa:ppc64le", false},
+		{"ARG without value keeps it", "ARG TARGETARCH\nFROM r.example/aa:$TARGETARCH\n", "", nil, "r.example/aa:arm", true},
+		{"nested", "ARG IMG=r.example/aa:${TARGETOS}\nFROM $IMG\n", "", nil, "r.example/aa:linux", true},
+		{"other variables still refused", "FROM r.example/aa:$TARGETOSNAME\n", "", nil, "ARG TARGETOSNAME has no value", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := Analyze([]byte(tc.dockerfile), tc.args, tc.target, WithPredefinedArgs(arm))
+			got := ""
+			if err != nil {
+				got = err.Error()
+			} else if ref := a.FinalBase(); ref != nil {
+				got = ref.String()
+			}
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("Analyze(%q, target %q, WithPredefinedArgs(%v)) gives %q, want %q", tc.dockerfile, tc.target, arm, got, tc.want)
+			}
+			if _, err := Analyze([]byte(tc.dockerfile), tc.args, tc.target); (err != nil) != tc.refusedWithout {
+				t.Errorf("Analyze(%q, target %q) = %v, want refused: %v", tc.dockerfile, tc.target, err, tc.refusedWithout)
 			}
 		})
 	}

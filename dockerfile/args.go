@@ -2,17 +2,21 @@ package dockerfile
 
 import (
 	"fmt"
+	"path"
 	"sort"
 	"strings"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 )
 
-// platformArgs are the ARGs BuildKit defines by itself, from the build's
-// platform, and kaniko does not. A Dockerfile whose images depend on one
-// would be resolved differently by the two runners, so that is refused
-// unless the Dockerfile or a build arg gives the value.
+// platformArgs are the ARGs BuildKit defines by itself in the global
+// scope, from the build's platform and target. A runner whose builder
+// does not (Docker 20.10's legacy builder) would resolve a Dockerfile
+// whose images depend on one differently, so that is refused unless the
+// Dockerfile or a build arg gives the value, or the runner predefines them
+// too (WithPredefinedArgs).
 func platformArgs() []string {
 	return []string{
 		"BUILDPLATFORM", "BUILDOS", "BUILDOSVERSION", "BUILDARCH", "BUILDVARIANT",
@@ -20,7 +24,44 @@ func platformArgs() []string {
 	}
 }
 
-const platformProblem = "is predefined by BuildKit but not by kaniko; give it a value with a build arg"
+const platformProblem = "is predefined by BuildKit but not by this runner; give it a value with a build arg"
+
+// Option configures Analyze.
+type Option func(*options)
+
+type options struct {
+	platform *v1.Platform
+}
+
+// WithPredefinedArgs says that the runner predefines BuildKit's global
+// ARGs (platformArgs) as BuildKit does, building on and for platform p,
+// with TARGETSTAGE the target, or the last stage's name, or "default":
+// the kaniko runner's executor does (third_party/kaniko patch 0013).
+// Default: the runner predefines none, and a FROM that uses one without
+// a value is refused.
+func WithPredefinedArgs(p v1.Platform) Option {
+	return func(o *options) { o.platform = &p }
+}
+
+// predefinedArgs returns the values of platformArgs for a build on and for
+// p, of target (or the last stage) of stages.
+func predefinedArgs(p v1.Platform, target string, stages []instructions.Stage) map[string]string {
+	stage := target
+	if stage == "" {
+		stage = stages[len(stages)-1].Name
+	}
+	if stage == "" {
+		stage = "default"
+	}
+	format := path.Join(p.OS, p.Architecture, p.Variant)
+	return map[string]string{
+		"BUILDPLATFORM": format, "BUILDOS": p.OS, "BUILDOSVERSION": p.OSVersion,
+		"BUILDARCH": p.Architecture, "BUILDVARIANT": p.Variant,
+		"TARGETPLATFORM": format, "TARGETOS": p.OS, "TARGETOSVERSION": p.OSVersion,
+		"TARGETARCH": p.Architecture, "TARGETVARIANT": p.Variant,
+		"TARGETSTAGE": stage,
+	}
+}
 
 // argValue is a meta ARG as resolved before the first FROM.
 type argValue struct {
@@ -91,12 +132,14 @@ func (e *argEnv) expand(lex *shell.Lex, word string) (shell.ProcessWordResult, e
 // resolveMetaArgs resolves the ARGs before the first FROM as BuildKit
 // does: in order, a build arg replacing the default, a default expanded
 // with the ARGs declared before it.
-func resolveMetaArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs map[string]string) (*argEnv, error) {
+func resolveMetaArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs, predefined map[string]string) (*argEnv, error) {
 	env := &argEnv{vals: map[string]argValue{}, budget: maxExpansion}
 	for _, k := range platformArgs() {
 		// Both runners see a build arg for a platform ARG, declared or not.
 		if v, ok := buildArgs[k]; ok {
 			env.vals[k] = buildArgValue(v)
+		} else if v, ok := predefined[k]; ok {
+			env.vals[k] = argValue{value: v, set: true}
 		} else {
 			env.vals[k] = argValue{problem: platformProblem}
 		}

@@ -6,13 +6,29 @@ import (
 	"errors"
 	"path/filepath"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
+
+	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/dockerfile"
 )
 
-// analyzeDockerfile analyzes the Dockerfile src of spec. What it cannot
-// resolve is the caller's to fix: a *SpecError, before any build work.
-func analyzeDockerfile(src []byte, spec *ValidSpec) (*dockerfile.Analysis, error) {
-	a, err := dockerfile.Analyze(src, spec.BuildArgs, spec.Target)
+// argPredefiner is a runner whose builder predefines BuildKit's global
+// ARGs (TARGETOS, TARGETSTAGE...) as BuildKit does, building on and for
+// the platform it returns; the analysis resolves FROM with them, as that
+// builder will.
+type argPredefiner interface {
+	PredefinedArgsPlatform() v1.Platform
+}
+
+// analyzeDockerfile analyzes the Dockerfile src of spec, to be built by
+// runner. What it cannot resolve is the caller's to fix: a *SpecError,
+// before any build work.
+func analyzeDockerfile(src []byte, spec *ValidSpec, runner builder.Runner) (*dockerfile.Analysis, error) {
+	var opts []dockerfile.Option
+	if p, ok := runner.(argPredefiner); ok {
+		opts = append(opts, dockerfile.WithPredefinedArgs(p.PredefinedArgsPlatform()))
+	}
+	a, err := dockerfile.Analyze(src, spec.BuildArgs, spec.Target, opts...)
 	if err != nil {
 		return nil, &SpecError{Field: "dockerfile", Reason: spec.Dockerfile + ": " + err.Error()}
 	}
@@ -31,7 +47,7 @@ func (j *Job) Analysis() *dockerfile.Analysis {
 // analysisForBuild returns the job's analysis. A job queued again after
 // a restart has none in memory: its Dockerfile is analyzed again from its
 // context, which no build has touched yet.
-func (j *Job) analysisForBuild() (*dockerfile.Analysis, error) {
+func (j *Job) analysisForBuild(runner builder.Runner) (*dockerfile.Analysis, error) {
 	if a := j.Analysis(); a != nil {
 		return a, nil
 	}
@@ -42,5 +58,5 @@ func (j *Job) analysisForBuild() (*dockerfile.Analysis, error) {
 	if sum := sha256.Sum256(src); j.DockerfileSHA256 != "" && hex.EncodeToString(sum[:]) != j.DockerfileSHA256 {
 		return nil, errors.New("the Dockerfile changed since the build was accepted")
 	}
-	return analyzeDockerfile(src, j.Spec)
+	return analyzeDockerfile(src, j.Spec, runner)
 }

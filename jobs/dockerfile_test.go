@@ -11,8 +11,11 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
 // TestSubmitRefusesDockerfile: a Dockerfile that cannot be analyzed is
@@ -91,5 +94,43 @@ func TestSubmitAnalyzesOnce(t *testing.T) {
 	}
 	if a := j.Analysis(); a != nil {
 		t.Errorf("Job.Analysis() after the build = %p, want nil: finished jobs keep no analysis", a)
+	}
+}
+
+// TestSubmitPredefinedArgs: FROM with one of BuildKit's predefined ARGs
+// (TARGETOS) is resolved for a runner whose builder predefines them, as
+// the kaniko runner's executor does (third_party/kaniko patch 0013), and
+// built; for a runner that does not (here the same runner with that
+// capability hidden, as dind's legacy builder lacks it) it is refused at
+// submission.
+func TestSubmitPredefinedArgs(t *testing.T) {
+	kr, err := kaniko.New(kaniko.WithExecutor(testenv.Executor(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e := newEnv(t, jobs.WithRunner("plain", struct{ builder.Runner }{kr}))
+	src := "FROM scratch AS build-linux\nCOPY hello.txt /hello.txt\nFROM build-${TARGETOS}\nCOPY hello.txt /again.txt\n"
+	for _, tc := range []struct {
+		runner string
+		ok     bool
+	}{{"kaniko", true}, {"plain", false}} {
+		t.Run(tc.runner, func(t *testing.T) {
+			spec := api.BuildSpec{Destinations: []string{e.dest("predefined-" + tc.runner)}, Runner: tc.runner}
+			j, err := e.m.Submit(context.Background(), jobs.SubmitRequest{Owner: "alice", Spec: spec},
+				bytes.NewReader(contextTar(t, file{"Dockerfile", src}, file{"hello.txt", "hi"})))
+			if !tc.ok {
+				var se *jobs.SpecError
+				if !errors.As(err, &se) || !strings.Contains(err.Error(), "ARG TARGETOS is predefined by BuildKit but not by this runner") {
+					t.Fatalf("Submit(runner %s) = %v, %v; want a *SpecError naming TARGETOS", tc.runner, j, err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("Submit(runner %s) = %v", tc.runner, err)
+			}
+			if b := wait(t, j, time.Minute); b.Status != api.StatusSucceeded {
+				t.Errorf("build = %s (%s), want succeeded", b.Status, b.Error)
+			}
+		})
 	}
 }

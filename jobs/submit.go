@@ -130,7 +130,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 	dfSum := sha256.Sum256(dfBytes)
 	// Parsed once, here: the policy, the base store and the runner all
 	// read this analysis.
-	analysis, err := analyzeDockerfile(dfBytes, spec)
+	analysis, err := analyzeDockerfile(dfBytes, spec, m.o.runners[spec.Runner])
 	if err != nil {
 		return nil, err
 	}

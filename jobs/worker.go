@@ -216,7 +216,7 @@ func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
 	if err := m.chown(out); err != nil {
 		return "", err
 	}
-	analysis, err := j.analysisForBuild()
+	analysis, err := j.analysisForBuild(runner)
 	if err != nil {
 		return "", err
 	}

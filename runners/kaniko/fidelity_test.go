@@ -55,6 +55,18 @@ USER 1234:5678
 RUN echo "$(id -u):$(id -g):$(id -G)" > /out/numgroup
 `
 
+// destLinksDockerfile copies into destinations reached through hostile
+// symlinks: each must resolve inside the image root, as BuildKit's
+// RootPath resolves it, whatever ".." or absolute target the link holds.
+const destLinksDockerfile = `ARG BASE
+FROM ${BASE}
+RUN ln -s ../../../../../../outside/dir /up && ln -s /absdir/target /abs && \
+    mkdir /real && ln -s ../../../../real/inner /real/up
+COPY target.txt /up/
+COPY target.txt /abs/
+COPY target.txt /real/up/sub/
+`
+
 // TestDockerFidelity builds fidelityDockerfile and noPasswdDockerfile
 // with the real executor in the sandbox and checks the image against Docker's behaviour:
 //   - patch 0001: COPY of a directory creates a missing destination (and
@@ -65,7 +77,9 @@ RUN echo "$(id -u):$(id -g):$(id -G)" > /out/numgroup
 //     inside a directory stay links;
 //   - patch 0003: USER user:group runs RUN with that group;
 //   - patch 0004: a numeric USER without a passwd entry runs with gid 0;
-//   - patch 0005: USER root and WORKDIR work without /etc/passwd.
+//   - patch 0005: USER root and WORKDIR work without /etc/passwd;
+//   - patch 0009: a COPY destination's symlinks resolve inside the image
+//     root, and a link to a missing directory creates it.
 func TestDockerFidelity(t *testing.T) {
 	exe, regHost, base, store, _ := cacheTestEnv(t)
 	r, err := New(WithExecutor(exe))
@@ -109,6 +123,12 @@ func TestDockerFidelity(t *testing.T) {
 		{"copy from a stage", fromStageDockerfile, []want{
 			{"0002", "copied/link", file(0o644, "content\n")},
 			{"0002", "copied/sh", file(0o755, string(busybox))},
+		}},
+		{"destination through links", destLinksDockerfile, []want{
+			{"0009", "up", link("../../../../../../outside/dir")},
+			{"0009", "outside/dir/target.txt", file(0o644, "target\n")},
+			{"0009", "absdir/target/target.txt", file(0o644, "target\n")},
+			{"0009", "real/inner/sub/target.txt", file(0o644, "target\n")},
 		}},
 		{"no passwd", noPasswdDockerfile, []want{
 			{"0005", "w", dir(0o755)},

@@ -25,6 +25,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
@@ -127,6 +128,15 @@ func (r *Runner) Owner() (uid, gid int, differs bool) {
 		return os.Getuid(), os.Getgid(), false
 	}
 	return int(r.cred.Uid), int(r.cred.Gid), true
+}
+
+// PredefinedArgsPlatform returns the platform the executor builds on and
+// for, the one it runs on: it predefines BuildKit's global ARGs (TARGETOS,
+// TARGETSTAGE...) with it (third_party/kaniko patch 0013), so the
+// gateway's Dockerfile analysis resolves FROM with the same values.
+func (r *Runner) PredefinedArgsPlatform() v1.Platform {
+	p := platforms.Normalize(platforms.DefaultSpec())
+	return v1.Platform{OS: p.OS, OSVersion: p.OSVersion, Architecture: p.Architecture, Variant: p.Variant}
 }
 
 // Available checks that the sandbox can be entered on this host.

@@ -61,7 +61,7 @@ func (a *AddCommand) ExecuteCommand(config *v1.Config, buildArgs *dockerfile.Bui
 		return errors.Wrap(err, "getting user group from chown")
 	}
 
-	srcs, dest, err := util.ResolveEnvAndWildcards(a.cmd.SourcesAndDest, a.fileContext, replacementEnvs)
+	srcs, dest, err := util.ResolveEnvAndWildcardsForAdd(a.cmd.SourcesAndDest, a.fileContext, replacementEnvs)
 	if err != nil {
 		return err
 	}
@@ -134,7 +134,7 @@ func (a *AddCommand) String() string {
 func (a *AddCommand) FilesUsedFromContext(config *v1.Config, buildArgs *dockerfile.BuildArgs) ([]string, error) {
 	replacementEnvs := buildArgs.ReplacementEnvs(config.Env)
 
-	srcs, _, err := util.ResolveEnvAndWildcards(a.cmd.SourcesAndDest, a.fileContext, replacementEnvs)
+	srcs, _, err := util.ResolveEnvAndWildcardsForAdd(a.cmd.SourcesAndDest, a.fileContext, replacementEnvs)
 	if err != nil {
 		return nil, err
 	}

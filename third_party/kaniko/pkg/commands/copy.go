@@ -23,6 +23,7 @@ import (
 	"strings"
 
 	kConfig "github.com/GoogleContainerTools/kaniko/pkg/config"
+	securejoin "github.com/cyphar/filepath-securejoin"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
 	"github.com/pkg/errors"
 	"github.com/sirupsen/logrus"
@@ -296,42 +297,24 @@ func followInRoot(root, p string) (string, error) {
 	return filepath.Join(root, resolved), nil
 }
 
+// resolveIfSymlink resolves the symlinks in destPath inside the image
+// root, as Docker's RootPath does: a link is read as if the root were
+// "/" (a relative link from where it is), ".." stops at the root, and
+// components that do not exist yet are taken as they are, to be created
+// (COPY into a link to a missing directory creates it). A link never
+// leads out of the root. Upstream evaluated links with EvalSymlinks and
+// failed on a link to a directory that does not exist yet.
 func resolveIfSymlink(destPath string) (string, error) {
 	if !filepath.IsAbs(destPath) {
 		return "", errors.New("dest path must be abs")
 	}
-
-	var nonexistentPaths []string
-
-	newPath := destPath
-	for newPath != "/" {
-		_, err := os.Lstat(newPath)
-		if err != nil {
-			if os.IsNotExist(err) {
-				dir, file := filepath.Split(newPath)
-				newPath = filepath.Clean(dir)
-				nonexistentPaths = append(nonexistentPaths, file)
-				continue
-			} else {
-				return "", errors.Wrap(err, "failed to lstat")
-			}
-		}
-
-		newPath, err = filepath.EvalSymlinks(newPath)
-		if err != nil {
-			return "", errors.Wrap(err, "failed to eval symlinks")
-		}
-		break
+	newPath, err := securejoin.SecureJoin(kConfig.RootDir, destPath)
+	if err != nil {
+		return "", errors.Wrap(err, "failed to resolve symlinks")
 	}
-
-	for i := len(nonexistentPaths) - 1; i >= 0; i-- {
-		newPath = filepath.Join(newPath, nonexistentPaths[i])
-	}
-
 	if destPath != newPath {
 		logrus.Tracef("Updating destination path from %v to %v due to symlink", destPath, newPath)
 	}
-
 	return filepath.Clean(newPath), nil
 }
 

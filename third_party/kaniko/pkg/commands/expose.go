@@ -23,8 +23,9 @@ import (
 	"github.com/GoogleContainerTools/kaniko/pkg/dockerfile"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
-	"github.com/GoogleContainerTools/kaniko/pkg/util"
 	"github.com/moby/buildkit/frontend/dockerfile/instructions"
+	"github.com/moby/buildkit/frontend/dockerfile/parser"
+	"github.com/moby/buildkit/frontend/dockerfile/shell"
 	"github.com/sirupsen/logrus"
 )
 
@@ -42,12 +43,18 @@ func (r *ExposeCommand) ExecuteCommand(config *v1.Config, buildArgs *dockerfile.
 	}
 	replacementEnvs := buildArgs.ReplacementEnvs(config.Env)
 	// Add any new ones in
+	// Each argument is expanded into words, as Docker does: a variable
+	// holding "3000 4000/udp" exposes two ports.
+	var ports []string
+	shlex := shell.NewLex(parser.DefaultEscapeToken)
 	for _, p := range r.cmd.Ports {
-		// Resolve any environment variables
-		p, err := util.ResolveEnvironmentReplacement(p, replacementEnvs, false)
+		words, err := shlex.ProcessWords(p, shell.EnvsFromSlice(replacementEnvs))
 		if err != nil {
 			return err
 		}
+		ports = append(ports, words...)
+	}
+	for _, p := range ports {
 		// Add the default protocol if one isn't specified
 		if !strings.Contains(p, "/") {
 			p = p + "/tcp"

@@ -128,6 +128,7 @@ func runCommandInExec(config *v1.Config, buildArgs *dockerfile.BuildArgs, cmdRun
 	if err != nil {
 		return errors.Wrap(err, "adding default HOME variable")
 	}
+	env = append(env, buildArgs.ProxyEnv(env)...)
 
 	cmd.Env = env
 

@@ -17,9 +17,6 @@ limitations under the License.
 package commands
 
 import (
-	"fmt"
-	"os"
-
 	"github.com/GoogleContainerTools/kaniko/pkg/dockerfile"
 
 	"github.com/GoogleContainerTools/kaniko/pkg/util"
@@ -45,18 +42,13 @@ func (v *VolumeCommand) ExecuteCommand(config *v1.Config, buildArgs *dockerfile.
 	if existingVolumes == nil {
 		existingVolumes = map[string]struct{}{}
 	}
+	// As BuildKit, VOLUME only records the volume in the config: it
+	// creates no directory, and what a later RUN writes under the path
+	// stays in the image. Upstream created the directory and left the
+	// path out of every later snapshot, as Docker's legacy builder mounted
+	// a volume there.
 	for _, volume := range resolvedVolumes {
-		var x struct{}
-		existingVolumes[volume] = x
-		util.AddVolumePathToIgnoreList(volume)
-
-		// Only create and snapshot the dir if it didn't exist already
-		if _, err := os.Stat(volume); os.IsNotExist(err) {
-			logrus.Infof("Creating directory %s", volume)
-			if err := os.MkdirAll(volume, 0755); err != nil {
-				return fmt.Errorf("could not create directory for volume %s: %w", volume, err)
-			}
-		}
+		existingVolumes[volume] = struct{}{}
 	}
 	config.Volumes = existingVolumes
 

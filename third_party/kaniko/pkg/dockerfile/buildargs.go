@@ -68,3 +68,34 @@ func (b *BuildArgs) AddMetaArgs(metaArgs []instructions.ArgCommand) {
 		}
 	}
 }
+
+// ProxyEnv returns, for each predefined proxy ARG that the build args
+// set in one spelling only (http_proxy, say), the other spelling with the
+// same value (HTTP_PROXY), as BuildKit gives RUN both; a name env already
+// holds is left as it is.
+func (b *BuildArgs) ProxyEnv(env []string) []string {
+	set := make(map[string]bool, len(env))
+	for _, kv := range env {
+		set[strings.SplitN(kv, "=", 2)[0]] = true
+	}
+	allowed := b.GetAllAllowed()
+	var extra []string
+	for _, pair := range [...][2]string{
+		{"HTTP_PROXY", "http_proxy"},
+		{"HTTPS_PROXY", "https_proxy"},
+		{"FTP_PROXY", "ftp_proxy"},
+		{"NO_PROXY", "no_proxy"},
+		{"ALL_PROXY", "all_proxy"},
+	} {
+		for i, name := range pair {
+			other := pair[1-i]
+			if v, ok := allowed[name]; ok && !set[other] {
+				if _, both := allowed[other]; !both {
+					extra = append(extra, other+"="+v)
+					set[other] = true
+				}
+			}
+		}
+	}
+	return extra
+}

@@ -26,6 +26,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/sirupsen/logrus"
 
@@ -59,6 +60,15 @@ func ParseStages(opts *config.KanikoOptions) ([]instructions.Stage, []instructio
 	if err != nil {
 		return nil, nil, errors.Wrap(err, "parsing dockerfile")
 	}
+	if len(stages) == 0 {
+		return nil, nil, errors.New("dockerfile contains no stages to build")
+	}
+
+	predefined, err := predefinedArgs(opts, stages)
+	if err != nil {
+		return nil, nil, err
+	}
+	metaArgs = withPredefinedArgs(metaArgs, predefined)
 
 	metaArgs, err = expandNestedArgs(metaArgs, opts.BuildArgs)
 	if err != nil {
@@ -66,6 +76,67 @@ func ParseStages(opts *config.KanikoOptions) ([]instructions.Stage, []instructio
 	}
 
 	return stages, metaArgs, nil
+}
+
+// predefinedArgs returns the ARGs BuildKit defines in the global scope,
+// with their values for this build: the platform kaniko runs on
+// (BUILD*), the platform it builds for (TARGET*, --custom-platform) and
+// the name of the target stage (TARGETSTAGE; "default" for an unnamed
+// last stage).
+func predefinedArgs(opts *config.KanikoOptions, stages []instructions.Stage) ([][2]string, error) {
+	build := platforms.Normalize(platforms.DefaultSpec())
+	target := build
+	if opts.CustomPlatform != "" {
+		p, err := platforms.Parse(opts.CustomPlatform)
+		if err != nil {
+			return nil, errors.Wrapf(err, "parsing platform %s", opts.CustomPlatform)
+		}
+		target = platforms.Normalize(p)
+	}
+	stage := opts.Target
+	if stage == "" {
+		stage = stages[len(stages)-1].Name
+	}
+	if stage == "" {
+		stage = "default"
+	}
+	return [][2]string{
+		{"BUILDPLATFORM", platforms.Format(build)},
+		{"BUILDOS", build.OS},
+		{"BUILDOSVERSION", build.OSVersion},
+		{"BUILDARCH", build.Architecture},
+		{"BUILDVARIANT", build.Variant},
+		{"TARGETPLATFORM", platforms.FormatAll(target)},
+		{"TARGETOS", target.OS},
+		{"TARGETOSVERSION", target.OSVersion},
+		{"TARGETARCH", target.Architecture},
+		{"TARGETVARIANT", target.Variant},
+		{"TARGETSTAGE", stage},
+	}, nil
+}
+
+// withPredefinedArgs puts the predefined ARGs before the Dockerfile's own
+// global ARGs, so that a build arg or a global ARG with a value replaces
+// them, and a global ARG that names one without a value takes its value,
+// as in BuildKit. Like any global ARG, a stage sees one only if it
+// declares it.
+func withPredefinedArgs(metaArgs []instructions.ArgCommand, predefined [][2]string) []instructions.ArgCommand {
+	values := make(map[string]string, len(predefined))
+	args := make([]instructions.KeyValuePairOptional, 0, len(predefined))
+	for _, kv := range predefined {
+		v := kv[1]
+		values[kv[0]] = v
+		args = append(args, instructions.KeyValuePairOptional{Key: kv[0], Value: &v})
+	}
+	for i := range metaArgs {
+		for j := range metaArgs[i].Args {
+			a := &metaArgs[i].Args[j]
+			if v, ok := values[a.Key]; ok && a.Value == nil {
+				a.Value = &v
+			}
+		}
+	}
+	return append([]instructions.ArgCommand{{Args: args}}, metaArgs...)
 }
 
 // baseImageIndex returns the index of the stage the current stage is built off

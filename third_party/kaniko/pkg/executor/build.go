@@ -649,10 +649,19 @@ func CalculateDependencies(stages []config.KanikoStage, opts *config.KanikoOptio
 		}
 
 		cmds, err := dockerfile.GetOnBuildInstructions(&cfg.Config, stageNameToIdx)
+		if err != nil {
+			return nil, err
+		}
 		cmds = append(cmds, s.Commands...)
+		// The base's triggers run in this stage and go no further; the
+		// stage's own ONBUILD lines are triggers of a later stage built
+		// FROM it, whose COPY --from needs its stage's files saved too.
+		cfg.Config.OnBuild = nil
 
 		for _, c := range cmds {
 			switch cmd := c.(type) {
+			case *instructions.OnbuildCommand:
+				cfg.Config.OnBuild = append(cfg.Config.OnBuild, cmd.Expression)
 			case *instructions.CopyCommand:
 				if cmd.From != "" {
 					i, err := strconv.Atoi(cmd.From)
@@ -682,6 +691,9 @@ func CalculateDependencies(stages []config.KanikoStage, opts *config.KanikoOptio
 					ba.AddArg(k, v)
 				}
 			}
+		}
+		if image, err = mutate.Config(image, cfg.Config); err != nil {
+			return nil, err
 		}
 		images = append(images, image)
 	}

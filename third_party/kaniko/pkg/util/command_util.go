@@ -110,6 +110,35 @@ func ResolveEnvAndWildcards(sd instructions.SourcesAndDest, fileContext FileCont
 	return srcs, dest, err
 }
 
+// ResolveEnvAndWildcardsForAdd is ResolveEnvAndWildcards for ADD. Local
+// tar archives are extracted into the destination as a directory, with a
+// trailing / or without, as Docker does (ADD *.tar /dest): when some of
+// the sources are archives, only the others are checked, by the COPY that
+// ADD runs for them.
+func ResolveEnvAndWildcardsForAdd(sd instructions.SourcesAndDest, fileContext FileContext, envs []string) ([]string, string, error) {
+	resolvedEnvs, err := ResolveEnvironmentReplacementList(sd.SourcePaths, envs, true)
+	if err != nil {
+		return nil, "", errors.Wrap(err, "failed to resolve environment")
+	}
+	if len(resolvedEnvs) == 0 {
+		return nil, "", errors.New("resolved envs is empty")
+	}
+	srcs, err := ResolveSources(resolvedEnvs, fileContext.Root)
+	if err != nil {
+		return nil, "", errors.Wrap(err, "failed to resolve sources")
+	}
+	for _, src := range srcs {
+		if !IsSrcRemoteFileURL(src) && IsFileLocalTarArchive(filepath.Join(fileContext.Root, src)) {
+			dests, err := ResolveEnvironmentReplacementList([]string{sd.DestPath}, envs, true)
+			if err != nil {
+				return nil, "", errors.Wrap(err, "failed to resolve environment for dest path")
+			}
+			return srcs, dests[0], nil
+		}
+	}
+	return ResolveEnvAndWildcards(sd, fileContext, envs)
+}
+
 // ContainsWildcards returns true if any entry in paths contains wildcards
 func ContainsWildcards(paths []string) bool {
 	for _, path := range paths {

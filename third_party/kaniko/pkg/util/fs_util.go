@@ -409,6 +409,11 @@ func ExtractFile(dest string, hdr *tar.Header, cleanedName string, tr io.Reader)
 		if err := os.Symlink(hdr.Linkname, path); err != nil {
 			return err
 		}
+		// The link itself keeps the entry's owner, as Docker's archive
+		// package gives it (Lchown, so the target is not touched).
+		if err := os.Lchown(path, uid, gid); err != nil {
+			return errors.Wrapf(err, "setting the owner of symlink %s", hdr.Name)
+		}
 	}
 	return nil
 }
@@ -667,6 +672,15 @@ func CopyDir(src, dest string, context FileContext, uid, gid int64, chmod fs.Fil
 	if err != nil {
 		return nil, errors.Wrap(err, "copying dir")
 	}
+	// A destination COPY creates belongs to --chown's user, or else root,
+	// as BuildKit creates it; not to the source directory's owner.
+	destUID, destGID := uid, gid
+	if destUID <= DoNotChangeUID {
+		destUID = 0
+	}
+	if destGID <= DoNotChangeGID {
+		destGID = 0
+	}
 	var copiedFiles []string
 	for _, file := range files {
 		fullPath := filepath.Join(src, file)
@@ -696,7 +710,11 @@ func CopyDir(src, dest string, context FileContext, uid, gid int64, chmod fs.Fil
 					copiedFiles = append(copiedFiles, destPath)
 					continue
 				}
-				mode = 0o755
+				if err := mkdirAllOwned(destPath, 0o755, destUID, destGID); err != nil {
+					return nil, err
+				}
+				copiedFiles = append(copiedFiles, destPath)
+				continue
 			}
 			if err := MkdirAllWithPermissions(destPath, mode, uid, gid); err != nil {
 				return nil, err
@@ -720,6 +738,29 @@ func CopyDir(src, dest string, context FileContext, uid, gid int64, chmod fs.Fil
 		copiedFiles = append(copiedFiles, destPath)
 	}
 	return copiedFiles, nil
+}
+
+// mkdirAllOwned creates path and its missing parents, each with mode and
+// owner uid:gid, as BuildKit's copy.MkdirAll creates a COPY destination.
+func mkdirAllOwned(path string, mode fs.FileMode, uid, gid int64) error {
+	var missing []string
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		if _, err := os.Lstat(p); err == nil {
+			break
+		} else if !os.IsNotExist(err) {
+			return err
+		}
+		missing = append(missing, p)
+		if p == filepath.Dir(p) {
+			break
+		}
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := MkdirAllWithPermissions(missing[i], mode, uid, gid); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // CopySymlink copies the symlink at src to dest.
