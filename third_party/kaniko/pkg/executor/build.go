@@ -723,7 +723,7 @@ func DoBuild(opts *config.KanikoOptions) (v1.Image, error) {
 	}
 
 	// Some stages may refer to other random images, not previous stages
-	if err := fetchExtraStages(kanikoStages, opts); err != nil {
+	if err := fetchExtraStages(kanikoStages, opts, stageNameToIdx); err != nil {
 		return nil, err
 	}
 	crossStageDependencies, err := CalculateDependencies(kanikoStages, opts, stageNameToIdx)
@@ -911,14 +911,33 @@ func deduplicatePaths(paths []string) []string {
 	return deduped
 }
 
-func fetchExtraStages(stages []config.KanikoStage, opts *config.KanikoOptions) error {
+func fetchExtraStages(stages []config.KanikoStage, opts *config.KanikoOptions, stageNameToIdx map[string]string) error {
 	t := timing.Start("Fetching Extra Stages")
 	defer timing.DefaultRun.Stop(t)
 
 	var names []string
 
 	for stageIndex, s := range stages {
-		for _, cmd := range s.Commands {
+		cmds := s.Commands
+		// The ONBUILD triggers of a stage's base image run in that stage:
+		// an image their COPY --from names is needed as much as one the
+		// Dockerfile names.
+		if !s.BaseImageStoredLocally {
+			image, err := image_util.RetrieveSourceImage(s, opts)
+			if err != nil {
+				return err
+			}
+			cfg, err := image.ConfigFile()
+			if err != nil {
+				return err
+			}
+			triggers, err := dockerfile.GetOnBuildInstructions(&cfg.Config, stageNameToIdx)
+			if err != nil {
+				return err
+			}
+			cmds = append(triggers, cmds...)
+		}
+		for _, cmd := range cmds {
 			c, ok := cmd.(*instructions.CopyCommand)
 			if !ok || c.From == "" {
 				continue
