@@ -56,8 +56,6 @@ type Stage struct {
 	// Needed is set for the target and every stage it reads from, through
 	// FROM, COPY --from or RUN --mount from=.
 	Needed bool
-	// Volume is the line of the stage's first VOLUME, or 0.
-	Volume int
 }
 
 // Remote is a source that ADD fetches from the network (a URL or a git
@@ -226,10 +224,6 @@ func Analyze(src []byte, args map[string]string, target string, opts ...Option) 
 					if isRemote(src) {
 						a.Remote = append(a.Remote, Remote{Source: src, Line: lineOf(c.Location()), Stage: i})
 					}
-				}
-			case *instructions.VolumeCommand:
-				if s.Volume == 0 {
-					s.Volume = max(lineOf(c.Location()), 1)
 				}
 			}
 		}

@@ -54,7 +54,6 @@ func TestAnalyzeFixtures(t *testing.T) {
 		final      string   // the target's base image, "" for scratch
 		needed     []int    // stages the target needs
 		remote     []string // line:source of the ADDs from the network
-		volumes    []int    // per stage, the line of its first VOLUME
 		err        string
 	}{
 		{name: "multi-stage, last stage", file: "multistage-target",
@@ -86,9 +85,6 @@ func TestAnalyzeFixtures(t *testing.T) {
 		{name: "ADD of URLs", file: "add-url",
 			images: []string{"registry.example.com/base:1"}, final: "registry.example.com/base:1", needed: []int{0},
 			remote: []string{"3:https://example.com/a.tgz", "5:git://example.com/r.git", "6:git@example.com:org/repo.git", "7:http://example.com/b", "9:$SRC"}},
-		{name: "VOLUME", file: "volume", target: "two",
-			images: []string{"registry.example.com/base:1", "registry.example.com/base:1"}, final: "registry.example.com/base:1",
-			needed: []int{1}, volumes: []int{3, 0, 7}},
 		{name: "syntax directive", file: "syntax", images: []string{"registry.example.com/frontend:1"}, needed: []int{0}},
 		{name: "parse error", file: "parse-error", err: "cannot parse Dockerfile: dockerfile parse error on line 3: COPY requires at least two arguments"},
 		{name: "unknown instruction", file: "unknown-instruction", err: "line 3: unknown instruction: BOGUS"},
@@ -122,15 +118,6 @@ func TestAnalyzeFixtures(t *testing.T) {
 			}
 			if got := remotes(a); !slices.Equal(got, tc.remote) {
 				t.Errorf("Analyze(%s).Remote = %q, want %q", tc.file, got, tc.remote)
-			}
-			if tc.volumes != nil {
-				var got []int
-				for _, s := range a.Stages {
-					got = append(got, s.Volume)
-				}
-				if !slices.Equal(got, tc.volumes) {
-					t.Errorf("Analyze(%s): VOLUME lines per stage %v, want %v", tc.file, got, tc.volumes)
-				}
 			}
 		})
 	}
@@ -325,7 +312,6 @@ func TestOnbuild(t *testing.T) {
 		dockerfile string
 		triggers   []string
 		images     []string
-		volume     string
 		remote     []string
 		err        string
 	}{
@@ -338,7 +324,6 @@ func TestOnbuild(t *testing.T) {
 			images: []string{"index.docker.io/library/22:latest"}},
 		{name: "a line break smuggling a FROM", dockerfile: "FROM " + base + "\n", triggers: []string{"RUN true\nFROM evil.example.com/xy"},
 			images: []string{"evil.example.com/xy:latest"}},
-		{name: "volume", dockerfile: "FROM " + base + "\n", triggers: []string{"RUN mkdir /foo", "VOLUME /foo/bar", "VOLUME /x"}, volume: "VOLUME /foo/bar"},
 		{name: "add of a URL", dockerfile: "FROM " + base + "\n", triggers: []string{"ADD https://example.com/x /x", "ADD local /l"}, remote: []string{"https://example.com/x"}},
 		{name: "unparsable trigger", dockerfile: "FROM " + base + "\n", triggers: []string{"RUN true", "COPY --from="},
 			err: "ONBUILD trigger 2 of base image " + base + ": cannot parse \"COPY --from=\""},
@@ -365,8 +350,8 @@ func TestOnbuild(t *testing.T) {
 			for _, r := range ob.Remote {
 				remote = append(remote, r.Source)
 			}
-			if !slices.Equal(imgs, tc.images) || ob.Volume != tc.volume || !slices.Equal(remote, tc.remote) {
-				t.Errorf("Onbuild(%q) = images %q, volume %q, remote %q; want %q, %q, %q", tc.triggers, imgs, ob.Volume, remote, tc.images, tc.volume, tc.remote)
+			if !slices.Equal(imgs, tc.images) || !slices.Equal(remote, tc.remote) {
+				t.Errorf("Onbuild(%q) = images %q, remote %q; want %q, %q", tc.triggers, imgs, remote, tc.images, tc.remote)
 			}
 		})
 	}

@@ -17,8 +17,6 @@ type Onbuild struct {
 	// from= naming neither a stage of the Dockerfile nor scratch, and the
 	// image of any FROM smuggled in by a line break.
 	Images []Image
-	// Volume is the first trigger that is or holds a VOLUME, or "".
-	Volume string
 	// Remote are the sources of the triggers' ADDs that come from the
 	// network.
 	Remote []Remote
@@ -67,10 +65,6 @@ func (a *Analysis) Onbuild(base string, triggers []string) (*Onbuild, error) {
 				case *instructions.RunCommand:
 					for _, m := range instructions.GetMounts(c) {
 						froms = append(froms, m.From)
-					}
-				case *instructions.VolumeCommand:
-					if ob.Volume == "" {
-						ob.Volume = trig
 					}
 				case *instructions.AddCommand:
 					for _, src := range c.SourcePaths {

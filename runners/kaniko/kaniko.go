@@ -201,7 +201,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	var holdProg string
 	var err error
 	var cache *jobCache
-	if !req.NoCache && req.Tenant != "" && r.layers != nil && layerCacheSafe(req, log) {
+	if !req.NoCache && req.Tenant != "" && r.layers != nil {
 		if cache, err = r.prepareCache(req, log); err != nil {
 			return nil, err
 		}
