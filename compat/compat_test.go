@@ -191,12 +191,13 @@ func TestCorpus(t *testing.T) {
 			// Docker 20.10's legacy builder, with two builds at once in
 			// one daemon on a loaded machine, now and then loses a
 			// layer's mount in the middle of a COPY ("source path not
-			// found", "Error processing tar file"): a failed build is
-			// tried once more with the daemon to itself, and that try
-			// counts.
+			// found", "Error processing tar file") or commits an ADD
+			// layer without its file: a failed build is tried once more
+			// with the daemon to itself and without its cache (which
+			// may hold the bad layer), and that try counts.
 			dockerAlone.Lock()
 			defer dockerAlone.Unlock()
-			again := dockerBuild(ctx, sock, c, dir, ref)
+			again := dockerBuild(ctx, sock, c, dir, ref, "--no-cache")
 			t.Logf("%s: docker build failed (%v); alone it %s", c.Name, o.err, map[bool]string{true: "built", false: "failed again"}[again.err == nil])
 			return again
 		},
@@ -432,12 +433,12 @@ func pulled(ref, log string, err error) outcome {
 
 // dockerBuild builds with the legacy builder of the private daemon at
 // sock and pushes ref.
-func dockerBuild(ctx context.Context, sock string, c Case, dir, ref string) outcome {
+func dockerBuild(ctx context.Context, sock string, c Case, dir, ref string, flags ...string) outcome {
 	docker, err := exec.LookPath("docker")
 	if err != nil {
 		return outcome{err: err}
 	}
-	args := []string{"--host", "unix://" + sock, "build", "--network=none", "--tag", ref}
+	args := append([]string{"--host", "unix://" + sock, "build", "--network=none", "--tag", ref}, flags...)
 	for _, k := range slices.Sorted(mapsKeys(c.Args)) {
 		args = append(args, "--build-arg", k+"="+c.Args[k])
 	}
