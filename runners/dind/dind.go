@@ -426,7 +426,7 @@ func (r *Runner) dockerBuild(ctx context.Context, d *Daemon, req *builder.Reques
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=" + filepath.Join(d.dir, homeDir),
 		"DOCKER_CONFIG=" + filepath.Join(d.dir, clientDir),
-		"DOCKER_BUILDKIT=0",
+		"DOCKER_BUILDKIT=1",
 	}
 	lw := builder.NewLineWriter(log)
 	cmd.Stdout, cmd.Stderr = lw, lw
@@ -486,7 +486,7 @@ func (r *Runner) buildArgs(d *Daemon, req *builder.Request, tag string) []string
 		"--file=" + filepath.Join(req.ContextDir, filepath.FromSlash(req.Dockerfile)),
 		"--tag=" + tag,
 		"--iidfile=" + filepath.Join(d.dir, runDir, "iid"),
-		"--rm", "--force-rm",
+		"--progress=plain",
 		// RUN containers share the daemon's network namespace: loopback
 		// only, or the job's egress; never the gateway host's.
 		"--network=host",
