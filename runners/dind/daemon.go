@@ -116,9 +116,8 @@ type state struct {
 // whatever --exec-root says), mounts a tmpfs of the given size (bytes; ""
 // for none) over the data root, installs the reference store the daemon
 // starts with (if any), puts the job's resolv.conf over /etc/resolv.conf
-// (RUN steps with the daemon's network read it), names its UTS namespace
-// (RUN steps with the daemon's network share it) after the gateway, not
-// the host, then becomes the init or dockerd. Every mount made in the
+// (BuildKit makes the RUN steps' from it), names its UTS namespace after
+// the gateway, not the host, then becomes the init or dockerd. Every mount made in the
 // namespace vanishes with it.
 const initScript = `set -e
 m=$1; size=$2; data=$3; refs=$4; refsdir=$5; resolv=$6; shift 6
