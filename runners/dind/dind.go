@@ -174,6 +174,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
@@ -232,6 +233,17 @@ func (r *Runner) runsOnce(ctx context.Context) error {
 	r.ran = true
 	r.mu.Unlock()
 	return nil
+}
+
+// PredefinedArgsPlatform returns the platform the job's daemon builds on
+// and for, this host's: its BuildKit predefines BuildKit's global ARGs
+// (TARGETOS, TARGETARCH...) with it, so the gateway's Dockerfile analysis
+// may resolve FROM with the same values. (Docker 20.10's BuildKit does not
+// predefine TARGETSTAGE: a FROM naming it resolves to another image than
+// the analysis says, which the daemon does not have, and the build fails.)
+func (r *Runner) PredefinedArgsPlatform() v1.Platform {
+	p := platforms.Normalize(platforms.DefaultSpec())
+	return v1.Platform{OS: p.OS, OSVersion: p.OSVersion, Architecture: p.Architecture, Variant: p.Variant}
 }
 
 // Available reports why no daemon can be started here, or nil.

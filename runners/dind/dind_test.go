@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync"
@@ -874,4 +875,30 @@ func TestTmpfs(t *testing.T) {
 			t.Errorf("processes left: %v", left)
 		}
 	})
+}
+
+// TestPredefinedPlatformArgs checks what PredefinedArgsPlatform promises
+// the gateway's analysis: the daemon's builder resolves FROM with
+// TARGETOS and TARGETARCH as BuildKit predefines them, for this host.
+func TestPredefinedPlatformArgs(t *testing.T) {
+	r := requireDocker(t)
+	p := r.PredefinedArgsPlatform()
+	if p.OS != "linux" || p.Architecture != runtime.GOARCH {
+		t.Errorf("PredefinedArgsPlatform() = %s/%s, want linux/%s", p.OS, p.Architecture, runtime.GOARCH)
+	}
+	reg := testenv.Registry(t)
+	req := newRequestNoBases(t, reg, map[string]string{
+		"Dockerfile": "FROM scratch AS build-" + p.OS + "-" + p.Architecture + "\nCOPY a /a\n" +
+			"FROM build-${TARGETOS}-${TARGETARCH}\nCOPY b /b\n",
+		"a": "a\n",
+		"b": "b\n",
+	}, nil)
+	var log strings.Builder
+	img, err := r.Build(context.Background(), req, &log)
+	if err != nil {
+		t.Fatalf("Build of FROM build-${TARGETOS}-${TARGETARCH}: %v\n%s", err, log.String())
+	}
+	if files := imageFiles(t, img); files["a"] != "a\n" || files["b"] != "b\n" {
+		t.Errorf("image files = %q, want a and b from the stage TARGETOS and TARGETARCH name", files)
+	}
 }
