@@ -155,8 +155,8 @@
 //     image (compat/known.yaml lists what differs from BuildKit v0.22).
 //     A newer dockerd (WithDockerd) brings a newer BuildKit: dockerd
 //     v28.5.2, built from the Go module proxy, passes this package's tests
-//     and matches BuildKit v0.22 on all of compat's corpus but one case,
-//     driven by the 20.10 CLI (WithDocker; a docker CLI from 23 on needs
+//     and builds as BuildKit v0.22 every case of compat's corpus that the
+//     gateway lets through but one, driven by the 20.10 CLI (WithDocker; a docker CLI from 23 on needs
 //     buildx for BuildKit), whose older context transfer loses COPY
 //     sources with "+" or non-ASCII names there.
 //   - RUN steps see the host name buildkitsandbox (RunHostname), BuildKit's,
