@@ -156,9 +156,10 @@
 //     A newer dockerd (WithDockerd) brings a newer BuildKit: dockerd
 //     v28.5.2, built from the Go module proxy, passes this package's tests
 //     and builds as BuildKit v0.22 every case of compat's corpus that the
-//     gateway lets through but one, driven by the 20.10 CLI (WithDocker; a docker CLI from 23 on needs
-//     buildx for BuildKit), whose older context transfer loses COPY
-//     sources with "+" or non-ASCII names there.
+//     gateway lets through but one when driven by the 20.10 CLI
+//     (WithDocker; a docker CLI from 23 on needs buildx for BuildKit),
+//     whose older context transfer loses COPY sources with "+" or
+//     non-ASCII names; driven by buildx v0.38.2 instead, every one.
 //   - RUN steps see the host name buildkitsandbox (RunHostname), BuildKit's,
 //     in a UTS namespace of their own.
 package dind
