@@ -159,7 +159,8 @@
 //     gateway lets through but one when driven by the 20.10 CLI
 //     (WithDocker; a docker CLI from 23 on needs buildx for BuildKit),
 //     whose older context transfer loses COPY sources with "+" or
-//     non-ASCII names; driven by buildx v0.38.2 instead, every one.
+//     non-ASCII names; driven by buildx v0.38.2 instead (which the runner
+//     does not run yet: it takes DOCKER_HOST, not --host), every one.
 //   - RUN steps see the host name buildkitsandbox (RunHostname), BuildKit's,
 //     in a UTS namespace of their own.
 package dind
