@@ -59,6 +59,15 @@ const casesEnv = "BUILDGW_COMPAT_CASES"
 // work on one builder. BuildKit, the reference, always runs. Default: all.
 const buildersEnv = "BUILDGW_COMPAT_BUILDERS"
 
+// dockerdEnv and dockerEnv name the dockerd and docker CLI of the dind
+// column's gateway (runners.dind.dockerd and .docker), to compare another
+// Docker with the corpus. Default: the gateway's (dockerd and docker on
+// PATH).
+const (
+	dockerdEnv = "BUILDGW_COMPAT_DOCKERD"
+	dockerEnv  = "BUILDGW_COMPAT_DOCKER"
+)
+
 // warmArg is the build arg of the build that fills kaniko's layer cache.
 const warmArg = "BUILDGW_COMPAT_WARM"
 
@@ -507,6 +516,8 @@ func startGateway(t *testing.T, reg string, noCache bool) *client.Client {
 	cfg.Registries = map[string]gateway.Registry{reg: {Insecure: true}}
 	cfg.Runners.Kaniko.Executor = testenv.Executor(t)
 	cfg.Runners.Kaniko.DisableLayerCache = noCache
+	cfg.Runners.Dind.Dockerd = os.Getenv(dockerdEnv)
+	cfg.Runners.Dind.Docker = os.Getenv(dockerEnv)
 	g := testgateway.Start(t, cfg, testgateway.WithPolicy(testgateway.Policy{Rules: []testgateway.Rule{{
 		Name:  "compat",
 		Match: map[string]string{"kind": "token"},

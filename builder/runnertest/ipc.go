@@ -17,6 +17,13 @@ import (
 // whatever the gateway host's.
 const SandboxHostname = "buildgw"
 
+// WithHostname has the suite expect name, instead of SandboxHostname, as
+// the host name of RUN steps: for a runner whose builder names its RUN
+// containers itself. What matters is that it is not the gateway host's.
+func WithHostname(name string) Option {
+	return func(s *suite) { s.hostname = name }
+}
+
 // probe returns the sandbox probe (internal/sandboxprobe), built once for
 // the suite.
 func (s *suite) probe(t *testing.T) string {
@@ -63,7 +70,7 @@ func (s *suite) testIPC(t *testing.T) {
 	if want := "shm-create " + k + ": created"; !strings.Contains(a, want) {
 		t.Fatalf("build A: the segment was not created (want %q):\n%s", want, a)
 	}
-	if want := "hostname: " + SandboxHostname + "\n"; !strings.Contains(a, want) {
+	if want := "hostname: " + s.hostname + "\n"; !strings.Contains(a, want) {
 		host, _ := os.Hostname()
 		t.Errorf("RUN step's output %q lacks %q (the gateway host's name is %q)", a, want, host)
 	}

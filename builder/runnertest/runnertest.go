@@ -75,6 +75,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Opti
 		registry:  host,
 		base:      testenv.Busybox(t, host),
 		secret:    "buildgw-secret-" + randomHex(t, 16),
+		hostname:  SandboxHostname,
 	}
 	for _, o := range opts {
 		o(s)
@@ -112,6 +113,7 @@ type suite struct {
 	// outInside and hostPaths: see WithSandboxOutput and WithHostPaths.
 	outInside string
 	hostPaths []string
+	hostname  string // see WithHostname
 	registry  string // host:port, plain HTTP
 	base      string // busybox on registry
 	secret    string

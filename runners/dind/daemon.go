@@ -13,6 +13,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -23,6 +24,7 @@ import (
 	"github.com/buildgw/buildgw/runners/cgroup"
 	"github.com/buildgw/buildgw/runners/egress"
 	"github.com/buildgw/buildgw/sandbox"
+	"github.com/buildgw/buildgw/sandbox/sockfilter"
 )
 
 // DaemonConfig is what a per-job daemon is started with.
@@ -114,9 +116,8 @@ type state struct {
 // whatever --exec-root says), mounts a tmpfs of the given size (bytes; ""
 // for none) over the data root, installs the reference store the daemon
 // starts with (if any), puts the job's resolv.conf over /etc/resolv.conf
-// (RUN steps with the daemon's network read it), names its UTS namespace
-// (RUN steps with the daemon's network share it) after the gateway, not
-// the host, then becomes the init or dockerd. Every mount made in the
+// (BuildKit makes the RUN steps' from it), names its UTS namespace after
+// the gateway, not the host, then becomes the init or dockerd. Every mount made in the
 // namespace vanishes with it.
 const initScript = `set -e
 m=$1; size=$2; data=$3; refs=$4; refsdir=$5; resolv=$6; shift 6
@@ -134,9 +135,14 @@ exec "$@"
 // seccompFile, in etcDir, is the containers' seccomp profile.
 const seccompFile = "seccomp.json"
 
-// sandboxHostname is the host name of a job's daemon and its RUN steps,
+// sandboxHostname is the host name of a job's daemon (its UTS namespace),
 // as of the kaniko runner's sandboxes.
 const sandboxHostname = "buildgw"
+
+// RunHostname is the host name RUN steps see: BuildKit gives each RUN
+// container a UTS namespace of its own with this name (Docker 20.10's
+// BuildKit has no BUILDKIT_SANDBOX_HOSTNAME), never the gateway host's.
+const RunHostname = "buildkitsandbox"
 
 // hostMountPoints must exist on the host for initScript to mount over
 // them; a Docker installation has them anyway.
@@ -297,14 +303,33 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 			Unshareflags: syscall.CLONE_NEWNS,
 		},
 	}
-	if err := d.cmd.Start(); err != nil {
-		return nil, fmt.Errorf("dind: starting dockerd: %w", err)
-	}
-	d.pid = d.cmd.Process.Pid
+	// The daemon is started from a thread of its own that carries the
+	// socket filter (package sockfilter), which it and every process it
+	// starts inherit: the RUN steps' containers, whichever builder made
+	// them, cannot make packets of their own, whatever seccomp profile
+	// the builder gives them (BuildKit's is containerd's default, which
+	// allows packet sockets). The thread waits for the daemon, so that
+	// Pdeathsig, tied to the thread that started it, fires only when the
+	// gateway dies, and then ends with its goroutine (never unlocked).
+	started := make(chan error, 1)
 	go func() {
+		runtime.LockOSThread()
+		if err := sockfilter.InstallThread(); err != nil {
+			started <- fmt.Errorf("dind: %w", err)
+			return
+		}
+		if err := d.cmd.Start(); err != nil {
+			started <- fmt.Errorf("dind: starting dockerd: %w", err)
+			return
+		}
+		started <- nil
 		d.waitErr = d.cmd.Wait()
 		close(d.done)
 	}()
+	if err := <-started; err != nil {
+		return nil, err
+	}
+	d.pid = d.cmd.Process.Pid
 	st := state{Pid: d.pid, Cgroup: d.cgroup}
 	if p, err := hostfs.Lookup(d.pid); err == nil {
 		st.Start = p.Start

@@ -45,11 +45,15 @@
 //
 // The runner waits for /_ping on the socket (DefaultStartTimeout), loads
 // the base images (below), then runs the docker CLI against it:
-// DOCKER_BUILDKIT=0 docker build --file --tag buildgw/job:ID --iidfile
-// --network=host --pull=false --build-arg --label --target CONTEXT. The
-// legacy builder is used because the 20.10 CLI has it built in and it
-// streams RUN output line by line; the output goes to the build log line
-// by line. The image is exported through the Engine
+// DOCKER_BUILDKIT=1 docker build --progress=plain --file --tag
+// buildgw/job:ID --iidfile --network=host --pull=false --build-arg --label
+// --target CONTEXT. That is the daemon's own BuildKit, as `docker build`
+// builds today, not the legacy builder (which differs from BuildKit in
+// WORKDIR ownership, VOLUME, ADD of several archives, the proxy ARGs:
+// compat/known.yaml); the 20.10 CLI has a BuildKit client built in, so no
+// buildx is needed. --progress=plain prints every step's output line by
+// line (prefixed with the step's number), and that goes to the build log
+// line by line. The image is exported through the Engine
 // API (GET /images/get): the docker-save stream becomes, as it arrives, an
 // OCI layout in Request.OutputDir like the kaniko runner's, each layer
 // gzip-compressed once on the way (checked against the config's diff IDs,
@@ -85,8 +89,14 @@
 // with --network=host, which in the daemon's namespace means that
 // namespace: they never get the gateway host's network, and, lacking
 // CAP_NET_ADMIN (Docker's default capabilities), cannot change interfaces
-// or rules. The daemon has --bridge=none --iptables=false: it changes no
-// firewall anywhere.
+// or rules. They hold CAP_NET_RAW, though, and BuildKit gives them
+// containerd's default seccomp profile, not the daemon's
+// --seccomp-profile (which only the legacy builder's containers get): so
+// the daemon itself is started from a thread carrying the socket filter of
+// package sandbox/sockfilter, which every process of the daemon inherits
+// and none can remove. No RUN step can make packet or raw sockets, or use
+// io_uring, whichever builder runs it. The daemon has --bridge=none
+// --iptables=false: it changes no firewall anywhere.
 //
 // # Base images
 //
@@ -98,7 +108,7 @@
 // decompresses) with each image tagged as the Dockerfile names it (the
 // docker CLI's familiar form: Docker Hub images without docker.io/ and
 // library/). docker load cannot record references by digest, which the
-// legacy builder looks up in the daemon's reference store for FROM
+// daemon's builder looks up in its reference store for FROM
 // NAME@sha256:DIGEST (and NAME:TAG@sha256:DIGEST): those are written into
 // the reference store (data-root/image/DRIVER/repositories.json) before
 // the daemon starts, pointing at the image IDs (config digests) the load
@@ -138,9 +148,21 @@
 //     where they would go. WithTmpfs bounds the data root's size.
 //   - The host's /run/docker and /run/containerd are created (empty) if
 //     missing, as mount points; nothing is written into them.
-//   - The legacy builder colours RUN steps' stderr with ANSI escapes in the
-//     log, and does not support BuildKit-only Dockerfile syntax (RUN
-//     --mount, heredocs).
+//   - Docker 20.10's BuildKit is v0.8 and its built-in Dockerfile frontend
+//     1.2: COPY --chmod, RUN --mount and the platform ARGs work, heredocs,
+//     TARGETSTAGE, ${VAR%%word} and COPY --chmod=$ARG do not, and a
+//     # syntax= line fails the build, since the daemon pulls no frontend
+//     image (compat/known.yaml lists what differs from BuildKit v0.22).
+//     A newer dockerd (WithDockerd) brings a newer BuildKit: dockerd
+//     v28.5.2, built from the Go module proxy, passes this package's tests
+//     and builds as BuildKit v0.22 every case of compat's corpus that the
+//     gateway lets through but one when driven by the 20.10 CLI
+//     (WithDocker; a docker CLI from 23 on needs buildx for BuildKit),
+//     whose older context transfer loses COPY sources with "+" or
+//     non-ASCII names; driven by buildx v0.38.2 instead (which the runner
+//     does not run yet: it takes DOCKER_HOST, not --host), every one.
+//   - RUN steps see the host name buildkitsandbox (RunHostname), BuildKit's,
+//     in a UTS namespace of their own.
 package dind
 
 import (
@@ -160,6 +182,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/containerd/platforms"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
@@ -218,6 +241,17 @@ func (r *Runner) runsOnce(ctx context.Context) error {
 	r.ran = true
 	r.mu.Unlock()
 	return nil
+}
+
+// PredefinedArgsPlatform returns the platform the job's daemon builds on
+// and for, this host's: its BuildKit predefines BuildKit's global ARGs
+// (TARGETOS, TARGETARCH...) with it, so the gateway's Dockerfile analysis
+// may resolve FROM with the same values. (Docker 20.10's BuildKit does not
+// predefine TARGETSTAGE: a FROM naming it resolves to another image than
+// the analysis says, which the daemon does not have, and the build fails.)
+func (r *Runner) PredefinedArgsPlatform() v1.Platform {
+	p := platforms.Normalize(platforms.DefaultSpec())
+	return v1.Platform{OS: p.OS, OSVersion: p.OSVersion, Architecture: p.Architecture, Variant: p.Variant}
 }
 
 // Available reports why no daemon can be started here, or nil.
@@ -426,9 +460,9 @@ func (r *Runner) dockerBuild(ctx context.Context, d *Daemon, req *builder.Reques
 		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
 		"HOME=" + filepath.Join(d.dir, homeDir),
 		"DOCKER_CONFIG=" + filepath.Join(d.dir, clientDir),
-		"DOCKER_BUILDKIT=0",
+		"DOCKER_BUILDKIT=1",
 	}
-	lw := builder.NewLineWriter(log)
+	lw := builder.NewLineWriter(stepDigests{log})
 	cmd.Stdout, cmd.Stderr = lw, lw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
 	cmd.Cancel = func() error {
@@ -486,7 +520,7 @@ func (r *Runner) buildArgs(d *Daemon, req *builder.Request, tag string) []string
 		"--file=" + filepath.Join(req.ContextDir, filepath.FromSlash(req.Dockerfile)),
 		"--tag=" + tag,
 		"--iidfile=" + filepath.Join(d.dir, runDir, "iid"),
-		"--rm", "--force-rm",
+		"--progress=plain",
 		// RUN containers share the daemon's network namespace: loopback
 		// only, or the job's egress; never the gateway host's.
 		"--network=host",

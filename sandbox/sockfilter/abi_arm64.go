@@ -1,4 +1,4 @@
-package sandboxinit
+package sockfilter
 
 import "golang.org/x/sys/unix"
 

@@ -1,7 +1,12 @@
-package sandboxinit
+package sockfilter
 
 import (
 	"encoding/binary"
+	"errors"
+	"os"
+	"os/exec"
+	"runtime"
+	"strings"
 	"testing"
 
 	"golang.org/x/net/bpf"
@@ -77,5 +82,53 @@ func TestFilter(t *testing.T) {
 		if uint32(got) != tc.want {
 			t.Errorf("filter(%s) = %#x, want %#x", tc.name, got, tc.want)
 		}
+	}
+}
+
+// TestInstallThread installs the filter on one locked thread: that thread,
+// and a process it starts, are refused a packet socket, while the rest of
+// the process is not.
+func TestInstallThread(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("TestInstallThread runs as root: a filter without no_new_privs takes CAP_SYS_ADMIN")
+	}
+	type result struct {
+		sockErr error
+		status  string
+		err     error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		var r result
+		if r.err = InstallThread(); r.err != nil {
+			ch <- r
+			return
+		}
+		fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+		if err == nil {
+			unix.Close(fd)
+		}
+		r.sockErr = err
+		out, err := exec.Command("grep", "^Seccomp:", "/proc/self/status").Output()
+		r.status, r.err = strings.TrimSpace(string(out)), err
+		ch <- r
+	}()
+	r := <-ch
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	if !errors.Is(r.sockErr, unix.EPERM) {
+		t.Errorf("socket(AF_PACKET, SOCK_RAW) on the filtered thread = %v, want EPERM", r.sockErr)
+	}
+	if want := "Seccomp:\t2"; r.status != want {
+		t.Errorf("a child of the filtered thread has %q, want %q (filter mode)", r.status, want)
+	}
+	// Other threads are not filtered.
+	fd, err := unix.Socket(unix.AF_PACKET, unix.SOCK_RAW, 0)
+	if err != nil {
+		t.Errorf("socket(AF_PACKET, SOCK_RAW) on another thread = %v, want a socket", err)
+	} else {
+		unix.Close(fd)
 	}
 }

@@ -1,7 +1,7 @@
 //go:build !amd64 && !arm64
 
-package sandboxinit
+package sockfilter
 
-// sandboxABI is unknown here: installFilter fails, and so does every
+// sandboxABI is unknown here: Install fails, and so does every
 // sandbox, rather than run builds without the filter.
 var sandboxABI = abi{}
