@@ -308,12 +308,18 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	// starts inherit: the RUN steps' containers, whichever builder made
 	// them, cannot make packets of their own, whatever seccomp profile
 	// the builder gives them (BuildKit's is containerd's default, which
-	// allows packet sockets). The thread waits for the daemon, so that
-	// Pdeathsig, tied to the thread that started it, fires only when the
-	// gateway dies, and then ends with its goroutine (never unlocked).
+	// allows packet sockets). The thread waits for the daemon, and then
+	// goes back to the runtime, filter and all. It must not end: the
+	// kernel sends a process its Pdeathsig when the thread that started
+	// it ends, and this thread may have started others (a kaniko
+	// sandbox's unshare, slirp4netns) before it was locked, which would
+	// be killed with it. The filter refuses nothing the gateway uses
+	// (packet and raw sockets but netlink, io_uring, x32, socketcall),
+	// and whatever the thread starts later runs under it anyway.
 	started := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
 		if err := sockfilter.InstallThread(); err != nil {
 			started <- fmt.Errorf("dind: %w", err)
 			return

@@ -163,9 +163,11 @@ func Install() error {
 
 // InstallThread installs the filter on the calling thread only, which
 // every process it starts afterwards inherits. The caller locks the
-// goroutine to its thread (runtime.LockOSThread) and never unlocks it, so
-// that the Go runtime ends the thread with the goroutine instead of
-// running other goroutines on it.
+// goroutine to its thread (runtime.LockOSThread) while it starts what
+// must run under the filter. It may unlock it afterwards, and should: a
+// thread that ends with a locked goroutine sends the Pdeathsig of every
+// process it ever started, and the filter refuses nothing a Go program
+// needs.
 func InstallThread() error {
 	return install(0)
 }

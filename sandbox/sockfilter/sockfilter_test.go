@@ -99,7 +99,9 @@ func TestInstallThread(t *testing.T) {
 	}
 	ch := make(chan result, 1)
 	go func() {
-		runtime.LockOSThread() // never unlocked: the thread ends with the goroutine
+		// Never unlocked: the filtered thread ends with the goroutine,
+		// so that the checks below never run on it.
+		runtime.LockOSThread()
 		var r result
 		if r.err = InstallThread(); r.err != nil {
 			ch <- r
