@@ -262,12 +262,18 @@ func removeTree(dir string) error {
 	return errors.Join(append(errs, teardown(dir))...)
 }
 
+// teardownWait bounds how long teardown waits for the group's killed
+// processes to exit. Killed processes always exit; what they wait for is
+// CPU time to run their exit, and a build's processes run niced, so on a
+// saturated host that took longer than 5 s.
+const teardownWait = time.Minute
+
 // teardown kills every process of the group at dir and removes it. On
 // cgroup v2 (Linux 5.14+) cgroup.kill kills them all at once, forks
 // included; elsewhere (v1, older kernels) they are killed one by one from
 // cgroup.procs until the group is empty, each pinned first and killed
 // only if it is still in the group, so a pid recycled meanwhile is never
-// hit.
+// hit. Killed processes are put back at nice 0 so that they exit promptly.
 func teardown(dir string) error {
 	if !exists(dir) {
 		return nil
@@ -279,7 +285,7 @@ func teardown(dir string) error {
 		}
 	}
 	var err error
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(teardownWait); ; time.Sleep(20 * time.Millisecond) {
 		if err = syscall.Rmdir(dir); err == nil || errors.Is(err, os.ErrNotExist) {
 			err = nil
 			break
@@ -288,14 +294,18 @@ func teardown(dir string) error {
 			break
 		}
 		// Busy: processes left (a sandbox that escaped its parent's
-		// death, or one forked after cgroup.kill was read). Kill them and
-		// wait for the kernel to let go.
+		// death, one forked after cgroup.kill was read, or one still
+		// exiting). Kill them and wait for the kernel to let go.
 		for _, pid := range procs(dir) {
-			hostfs.KillIf(pid, func() bool { return slices.Contains(procs(dir), pid) })
+			in := func() bool { return slices.Contains(procs(dir), pid) }
+			hostfs.KillIf(pid, in)
+			if in() {
+				hostfs.Hasten(pid)
+			}
 		}
 	}
 	if err != nil {
-		errs = append(errs, fmt.Errorf("removing cgroup %s: %w", dir, err))
+		errs = append(errs, fmt.Errorf("removing cgroup %s (processes still in it after %s): %w", dir, teardownWait, err))
 	}
 	return errors.Join(errs...)
 }

@@ -1,17 +1,20 @@
 package cgroup_test
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/runners/cgroup"
 )
 
@@ -225,4 +228,109 @@ func TestRemovePath(t *testing.T) {
 			t.Errorf("RemovePath removed the parent %s too: %v", filepath.Dir(d), err)
 		}
 	}
+}
+
+// TestRemoveSlowExit: a killed process that takes longer than a few
+// seconds to exit (here it is frozen for 6 s; on a saturated host, a
+// niced sandbox waiting for CPU to run its exit) is put back at nice 0
+// and waited for, and its group is removed. Before, teardown gave up
+// after 5 s and left the process and the group.
+func TestRemoveSlowExit(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("needs root; the tests run as root")
+	}
+	top := fmt.Sprintf("buildgw-test-slow-%d", os.Getpid())
+	job := filepath.Join("/sys/fs/cgroup/pids", top, "job")
+	frz := filepath.Join("/sys/fs/cgroup/freezer", top)
+	for _, d := range []string{job, frz} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer os.Remove(filepath.Dir(job))
+	defer os.Remove(frz)
+	cmd := exec.Command("nice", "-n", "19", "sleep", "300")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	defer cmd.Process.Kill()
+	pid := cmd.Process.Pid
+	for _, d := range []string{job, frz} {
+		if err := os.WriteFile(filepath.Join(d, "cgroup.procs"), []byte(fmt.Sprint(pid)), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	thaw := func() { os.WriteFile(filepath.Join(frz, "freezer.state"), []byte("THAWED"), 0o644) }
+	defer thaw()
+	// Frozen once nice has exec'd sleep at nice 19.
+	waitFor(t, "sleep at nice 19", func() bool { return niceOf(pid) == 19 && commOf(pid) == "sleep" })
+	if err := os.WriteFile(filepath.Join(frz, "freezer.state"), []byte("FROZEN"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "frozen", func() bool {
+		b, _ := os.ReadFile(filepath.Join(frz, "freezer.state"))
+		return strings.TrimSpace(string(b)) == "FROZEN"
+	})
+
+	start := time.Now()
+	removed := make(chan error, 1)
+	go func() { removed <- cgroup.RemovePath("/" + top + "/job") }()
+	waitFor(t, "the killed process back at nice 0", func() bool { return niceOf(pid) == 0 })
+	// The process can exit 6 s after the kill, later than the old bound.
+	time.Sleep(6*time.Second - time.Since(start))
+	select {
+	case err := <-removed:
+		t.Fatalf("RemovePath returned %v while its killed process was still exiting, want it to wait", err)
+	default:
+	}
+	thaw()
+	select {
+	case err := <-removed:
+		if err != nil {
+			t.Errorf("RemovePath = %v, want nil once the process exited", err)
+		}
+	case <-time.After(testenv.Scale(time.Minute)):
+		t.Fatal("RemovePath still waiting a minute after its process could exit")
+	}
+	select {
+	case <-done:
+	case <-time.After(testenv.Scale(10 * time.Second)):
+		t.Error("killed process still runs after RemovePath")
+	}
+	if _, err := os.Stat(job); err == nil {
+		t.Errorf("RemovePath left %s", job)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(testenv.Scale(10 * time.Second)); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("waiting for %s: timed out", what)
+		}
+	}
+}
+
+// niceOf reads pid's nice value from /proc/PID/stat (-100 if unreadable).
+func niceOf(pid int) int {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return -100
+	}
+	f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+	if len(f) < 17 {
+		return -100
+	}
+	n, err := strconv.Atoi(f[16])
+	if err != nil {
+		return -100
+	}
+	return n
+}
+
+func commOf(pid int) string {
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/comm", pid))
+	return strings.TrimSpace(string(b))
 }

@@ -219,7 +219,11 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 			return nil, fmt.Errorf("limiting the sandbox: %w", err)
 		}
 		// Kills whatever of the build is left, and frees the group.
-		defer grp.Remove()
+		defer func() {
+			if err := grp.Remove(); err != nil {
+				fmt.Fprintf(log, "buildgw: tearing down the sandbox: %v\n", err)
+			}
+		}()
 		if holdProg, err = exec.LookPath(r.o.unshare); err != nil {
 			return nil, fmt.Errorf("unshare: %w", err)
 		}
