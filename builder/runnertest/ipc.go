@@ -4,6 +4,9 @@ import (
 	"bufio"
 	"fmt"
 	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"testing"
@@ -107,5 +110,47 @@ func hostSegment(t *testing.T, key int) bool {
 func removeSegment(key int) {
 	if id, err := unix.SysvShmGet(key, 0, 0); err == nil {
 		unix.SysvShmCtl(id, unix.IPC_RMID, nil)
+	}
+}
+
+// testKeyrings checks that no build step reads a secret from the kernel
+// keyrings of the process that runs the build: keys in a session keyring
+// are readable by whoever possesses it, whatever its uid or user
+// namespace, and children inherit the session keyring of the thread that
+// starts them. The test holds a secret in the session keyring of the
+// thread that calls Build, shows that a host process started from that
+// thread reads it, and expects a RUN step not to.
+func (s *suite) testKeyrings(t *testing.T) {
+	t.Parallel()
+	probe := s.probe(t)
+	r := s.newRunner(t)
+	// The keyring is the thread's: this goroutine keeps the thread, which
+	// ends with it, so no other goroutine ever runs with the secret.
+	runtime.LockOSThread()
+	desc, secret := "buildgw-test-"+randomHex(t, 8), "buildgw-secret-"+randomHex(t, 8)
+	if _, err := unix.KeyctlJoinSessionKeyring(desc); err != nil {
+		t.Fatalf("joining a session keyring of the test's own: %v", err)
+	}
+	if _, err := unix.AddKey("user", desc, []byte(secret), unix.KEY_SPEC_SESSION_KEYRING); err != nil {
+		t.Fatalf("adding a key to the test's session keyring: %v", err)
+	}
+	host := filepath.Join(t.TempDir(), "sandboxprobe")
+	if err := os.WriteFile(host, []byte(probe), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	out, _ := exec.Command(host, "keyring-read", desc).CombinedOutput()
+	if !strings.Contains(string(out), secret) {
+		t.Fatalf("a host process started by the test does not read the secret the test holds, so the check below would prove nothing:\n%s", out)
+	}
+
+	st := s.newSetup(t, r, job{files: map[string]string{
+		"sandboxprobe": probe,
+		"Dockerfile": "ARG BASE\nFROM ${BASE}\nCOPY sandboxprobe /sandboxprobe\n" +
+			"RUN chmod +x /sandboxprobe && mkdir -p /probe && /sandboxprobe keyring-read " + desc + " > /probe/out.txt 2>&1; cat /probe/out.txt\n",
+	}})
+	img, _ := mustBuild(t, r, st.req)
+	got := files(t, img)["/probe/out.txt"].body
+	if strings.Contains(got, secret) || !strings.Contains(got, "keyring-read "+desc+": keyctl search: ") {
+		t.Errorf("RUN step's keyring-read %s = %q, want the search refused, never the gateway's secret", desc, got)
 	}
 }

@@ -96,6 +96,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Opti
 	t.Run("Concurrent", s.testConcurrent)
 	t.Run("Signals", s.testSignals)
 	t.Run("IPC", s.testIPC)
+	t.Run("Keyrings", s.testKeyrings)
 }
 
 // Option changes how the suite runs builds.

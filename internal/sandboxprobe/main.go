@@ -12,6 +12,8 @@
 //	                          and leave it
 //	shm-read KEY              print the marker of the segment KEY
 //	hostname                  print the host name
+//	keyring-read DESC         search the session keyring for the "user" key DESC
+//	                          and print its payload
 //	id                        print the real and effective uid, and whether the
 //	                          process holds CAP_NET_RAW or may ever get it
 package main
@@ -24,7 +26,7 @@ import (
 
 func main() {
 	if len(os.Args) < 2 {
-		fmt.Fprintln(os.Stderr, "usage: sandboxprobe rawtcp|rawip|sockets|shm-create|shm-read|hostname|id ARGS")
+		fmt.Fprintln(os.Stderr, "usage: sandboxprobe rawtcp|rawip|sockets|shm-create|shm-read|keyring-read|hostname|id ARGS")
 		os.Exit(2)
 	}
 	args := os.Args[2:]
@@ -69,6 +71,16 @@ func main() {
 			return
 		}
 		fmt.Printf("shm-read %s: found %q\n", args[0], m)
+	case "keyring-read":
+		if len(args) != 1 {
+			usage("keyring-read DESC")
+		}
+		p, err := keyringRead(args[0])
+		if err != nil {
+			fmt.Printf("keyring-read %s: %v\n", args[0], err)
+			return
+		}
+		fmt.Printf("keyring-read %s: found %q\n", args[0], p)
 	case "hostname":
 		h, err := os.Hostname()
 		if err != nil {

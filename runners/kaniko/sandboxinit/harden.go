@@ -11,17 +11,35 @@ import (
 const Hostname = "buildgw"
 
 // harden takes from the sandbox what no build step may have: the host's
-// name (the runner gives the sandbox its own UTS namespace), CAP_NET_RAW,
-// and the system calls the seccomp filter refuses. It must run on the
-// thread that then execs kaniko: capabilities are per thread.
+// name (the runner gives the sandbox its own UTS namespace), the
+// gateway's session keyring, CAP_NET_RAW, and the system calls the
+// seccomp filter refuses. It must run on the thread that then execs
+// kaniko: capabilities and keyrings are per thread.
 func harden() error {
 	if err := unix.Sethostname([]byte(Hostname)); err != nil {
 		return fmt.Errorf("setting the host name: %w", err)
+	}
+	if err := newSessionKeyring(); err != nil {
+		return err
 	}
 	if err := dropNetRaw(); err != nil {
 		return err
 	}
 	return installFilter()
+}
+
+// newSessionKeyring replaces the session keyring the sandbox inherited
+// from the gateway's thread with a new, empty, anonymous one, as runc does
+// for a container. Whoever possesses a session keyring reads its keys,
+// whatever its uid or user namespace, and every build step would have
+// possessed the gateway's.
+func newSessionKeyring() error {
+	// A NULL name makes an anonymous keyring; unix.KeyctlJoinSessionKeyring
+	// cannot pass one.
+	if _, _, errno := unix.Syscall(unix.SYS_KEYCTL, unix.KEYCTL_JOIN_SESSION_KEYRING, 0, 0); errno != 0 {
+		return fmt.Errorf("joining a new session keyring: %w", errno)
+	}
+	return nil
 }
 
 // dropNetRaw removes CAP_NET_RAW from every capability set of the calling
