@@ -77,10 +77,11 @@ func (o *outageProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // TestPushOutlastsOutage: a registry that goes down after the push began
-// and stays down longer than the 7s pushes used to retry for comes back,
-// and the push succeeds, each retry noted in the log with its reason.
+// and stays down for 30 s, far longer than the 7s pushes used to retry
+// for, comes back, and the push succeeds, each retry noted in the log
+// with its reason.
 func TestPushOutlastsOutage(t *testing.T) {
-	o := &outageProxy{reg: registry.New(registry.Logger(log.New(io.Discard, "", 0))), after: 3, outage: 9 * time.Second}
+	o := &outageProxy{reg: registry.New(registry.Logger(log.New(io.Discard, "", 0))), after: 3, outage: 30 * time.Second}
 	srv := httptest.NewServer(o)
 	defer srv.Close()
 	host := strings.TrimPrefix(srv.URL, "http://")
