@@ -331,3 +331,34 @@ func cgoBinary(t *testing.T) string {
 	}
 	return exe
 }
+
+// TestSandboxPriority: RUN steps run at the runner's niceness and are the
+// first the kernel's OOM killer picks, whatever the gateway's own OOM
+// score (here lowered, as systemd's OOMScoreAdjust= would).
+func TestSandboxPriority(t *testing.T) {
+	exe, regHost, base, store, _ := cacheTestEnv(t)
+	r, err := New(WithExecutor(exe), WithNice(19))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A protected gateway: children inherit the score. Lowering it needs
+	// CAP_SYS_RESOURCE, which the host may not grant; raising it from the
+	// default 0 to 1 shows inheritance just as well.
+	old, err := os.ReadFile("/proc/self/oom_score_adj")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("1"), 0); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.WriteFile("/proc/self/oom_score_adj", old, 0) })
+	df := "ARG BASE\nFROM ${BASE}\nRUN mkdir /out && cut -d' ' -f19 /proc/self/stat > /out/nice && cat /proc/self/oom_score_adj > /out/oom\n"
+	req := netRequest(t, r, df, "", map[string]string{"BASE": base}, regHost)
+	img, log := buildWithBases(t, r, store, req)
+	got := imageEntries(t, img)
+	for _, w := range []struct{ path, want string }{{"out/nice", "19\n"}, {"out/oom", "1000\n"}} {
+		if e := got[w.path]; e.data != w.want {
+			t.Errorf("RUN step's /%s = %q, want %q; build log:\n%s", w.path, e.data, w.want, log)
+		}
+	}
+}

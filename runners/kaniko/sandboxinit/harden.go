@@ -2,6 +2,7 @@ package sandboxinit
 
 import (
 	"fmt"
+	"os"
 
 	"golang.org/x/sys/unix"
 )
@@ -12,7 +13,7 @@ const Hostname = "buildgw"
 
 // harden takes from the sandbox what no build step may have: the host's
 // name (the runner gives the sandbox its own UTS namespace), the
-// gateway's session keyring, CAP_NET_RAW, and the system calls the
+// gateway's session keyring and OOM score, CAP_NET_RAW, and the system calls the
 // seccomp filter refuses. It must run on the thread that then execs
 // kaniko: capabilities and keyrings are per thread.
 func harden() error {
@@ -21,6 +22,14 @@ func harden() error {
 	}
 	if err := newSessionKeyring(); err != nil {
 		return err
+	}
+	// The sandbox inherits the gateway's OOM score adjustment, which an
+	// operator may have lowered to protect the gateway (systemd's
+	// OOMScoreAdjust=): a build would then be the last process the kernel
+	// kills when the host runs out of memory. It is the first instead.
+	// Raising it needs no privilege; nothing in the sandbox can lower it.
+	if err := os.WriteFile("/proc/self/oom_score_adj", []byte("1000"), 0); err != nil {
+		return fmt.Errorf("raising the sandbox's OOM score: %w", err)
 	}
 	if err := dropNetRaw(); err != nil {
 		return err
