@@ -273,9 +273,10 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	// A session of its own: no controlling terminal reaches the build
 	// through /dev/tty, and the whole group can be killed at once.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL, Credential: r.cred}
-	// Killing unshare makes the kernel kill the namespace's init
-	// (--kill-child), and with it every process of the build.
-	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	// Killing the namespace's init kills every process of the build, and
+	// unshare returns once they are all gone (see sandboxKill).
+	sk := newSandboxKill()
+	cmd.Cancel = func() error { return sk.kill(cmd.Process.Pid) }
 	cmd.WaitDelay = 10 * time.Second
 
 	cmd.Env = append(cmd.Env, sandbox.EnvNetwork+"="+string(network))
@@ -299,6 +300,13 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		return nil, err
 	}
 	err = cmd.Start()
+	if err == nil {
+		defer func() {
+			if err := sk.wait(initWait); err != nil {
+				fmt.Fprintf(log, "buildgw: %v\n", err)
+			}
+		}()
+	}
 	if err == nil && r.o.nice > 0 {
 		// The whole group: the process and whatever it has forked by now;
 		// later processes inherit it.
