@@ -4,13 +4,17 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -118,7 +122,9 @@ func TestConformance(t *testing.T) {
 			t.Fatalf("Available: %v", err)
 		}
 		return r
-	}, runnertest.WithBaseImages(store))
+	}, runnertest.WithBaseImages(store), runnertest.WithOneUser(
+		"without user namespaces for Pods (hostUsers: false, which needs containerd 2), "+
+			"a Pod's user maps only its own uid into the sandbox's user namespace"))
 	// Nothing of the suite's builds is left in the namespace.
 	ctx := context.Background()
 	pods, err := e.client.CoreV1().Pods(e.namespace).List(ctx, metav1.ListOptions{})
@@ -264,3 +270,88 @@ func TestObjects(t *testing.T) {
 	}
 }
 
+
+// TestRuntimeDefaultRefusesSandbox shows why the runner ships a seccomp
+// profile of its own: under the runtime's default profile the sandbox
+// cannot make its namespaces, and the build fails saying so.
+func TestRuntimeDefaultRefusesSandbox(t *testing.T) {
+	e := setup(t)
+	r := e.runner(t, WithSeccompProfile("RuntimeDefault"))
+	req := emptyBuild(t, "FROM scratch\n")
+	var log strings.Builder
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
+	defer cancel()
+	img, err := r.Build(ctx, req, &log)
+	if err == nil {
+		t.Fatalf("Build under RuntimeDefault = %v, nil; want the sandbox refused", img)
+	}
+	if want := "starting the sandbox: fork/exec /kaniko/executor: operation not permitted"; !strings.Contains(log.String(), want) {
+		t.Errorf("Build under RuntimeDefault: log = %q, want it to contain %q", log.String(), want)
+	}
+}
+
+// emptyBuild returns a request for a build of dockerfile with an empty
+// context, laid out as jobs.Manager lays one out.
+func emptyBuild(t *testing.T, dockerfile string) *builder.Request {
+	t.Helper()
+	ws := t.TempDir()
+	req := &builder.Request{
+		ID:         "k8s-" + strconv.FormatInt(time.Now().UnixNano(), 36),
+		Workspace:  ws,
+		ContextDir: filepath.Join(ws, "context"),
+		OutputDir:  filepath.Join(ws, "out"),
+		Dockerfile: "Dockerfile",
+	}
+	for _, d := range []string{req.ContextDir, req.OutputDir} {
+		if err := os.Mkdir(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(req.ContextDir, "Dockerfile"), []byte(dockerfile), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return req
+}
+
+// TestReap: a restarted gateway deletes the Pods and NetworkPolicies its
+// instance left, and waits until the Pods are gone; another instance's
+// stay.
+func TestReap(t *testing.T) {
+	e := setup(t)
+	mine, other := e.runner(t), e.runner(t, WithInstance("other-gateway"))
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
+	defer cancel()
+	var names []string
+	for i, r := range []*Runner{mine, other} {
+		req := emptyBuild(t, "FROM scratch\n")
+		name := PodName(req.ID + "-" + strconv.Itoa(i))
+		names = append(names, name)
+		if _, err := e.client.NetworkingV1().NetworkPolicies(e.namespace).Create(ctx, r.networkPolicy(name, netmode.None), metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		// A Pod that would run for long: the executor image holds nothing
+		// else, so it waits for a data server that never answers.
+		p := r.pod(name, req, netmode.None, "http://"+net.JoinHostPort(e.hostIP, "9")+"/x", "t")
+		if _, err := e.client.CoreV1().Pods(e.namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { other.remove(context.Background(), names[1]) })
+	cleaned, err := mine.Reap(ctx, nil)
+	if err != nil {
+		t.Fatalf("Reap: %v", err)
+	}
+	want := []string{"pod/" + names[0], "networkpolicy/" + names[0]}
+	if !slices.Equal(cleaned, want) {
+		t.Errorf("Reap() = %q, want %q", cleaned, want)
+	}
+	if _, err := e.client.CoreV1().Pods(e.namespace).Get(ctx, names[0], metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Errorf("Pod %s after Reap: %v, want not found", names[0], err)
+	}
+	if _, err := e.client.CoreV1().Pods(e.namespace).Get(ctx, names[1], metav1.GetOptions{}); err != nil {
+		t.Errorf("the other instance's Pod %s after Reap: %v, want it kept", names[1], err)
+	}
+	if _, err := e.client.NetworkingV1().NetworkPolicies(e.namespace).Get(ctx, names[1], metav1.GetOptions{}); err != nil {
+		t.Errorf("the other instance's NetworkPolicy %s after Reap: %v, want it kept", names[1], err)
+	}
+}
