@@ -346,7 +346,7 @@ type KubernetesRunner struct {
 	// DataListen is where the gateway serves Pods their builds' data
 	// (host:port; required): context and base images out, the image
 	// back, over one-time URLs. DataURL is how Pods reach it; default
-	// http://DATA_LISTEN.
+	// https://DATA_LISTEN (TLS with a certificate made at start).
 	DataListen string `yaml:"data_listen"`
 	DataURL    string `yaml:"data_url"`
 	// SeccompProfile is the Pods' Localhost profile, relative to the

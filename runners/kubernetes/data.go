@@ -3,14 +3,21 @@ package kubernetes
 import (
 	"archive/tar"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/hex"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"io/fs"
+	"math/big"
 	"net"
 	"net/http"
 	"os"
@@ -25,7 +32,7 @@ import (
 	"github.com/buildgw/buildgw/runners/kubernetes/podinit"
 )
 
-// dataServer serves each build's context and base images to its Pod and
+// dataServer serves, over TLS with a certificate of its own, each build's context and base images to its Pod and
 // takes the image back, over one-time URLs: every build has a random
 // token, each of its three URLs answers once, and none after the build's
 // deadline or once the build has ended. Everything a Pod sends is hostile:
@@ -36,6 +43,10 @@ type dataServer struct {
 	srv *http.Server
 	ln  net.Listener
 	url string
+	// caPEM is the server's own certificate, made at start: Pods trust it
+	// and nothing else, so that nobody on the way learns a token or
+	// answers in the gateway's place.
+	caPEM []byte
 
 	mu     sync.Mutex
 	builds map[string]*transfer // by Pod name
@@ -62,9 +73,20 @@ func newDataServer(listen, url string) (*dataServer, error) {
 		return nil, fmt.Errorf("kubernetes runner: data server: %w", err)
 	}
 	if url == "" {
-		url = "http://" + ln.Addr().String()
+		url = "https://" + ln.Addr().String()
 	}
-	d := &dataServer{ln: ln, url: strings.TrimSuffix(url, "/"), builds: map[string]*transfer{}}
+	if !strings.HasPrefix(url, "https://") {
+		ln.Close()
+		return nil, fmt.Errorf("kubernetes runner: data server URL %q: want https://", url)
+	}
+	host, _ := splitURL(url)
+	cert, caPEM, err := selfSigned(host)
+	if err != nil {
+		ln.Close()
+		return nil, fmt.Errorf("kubernetes runner: data server certificate: %w", err)
+	}
+	ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
+	d := &dataServer{ln: ln, url: strings.TrimSuffix(url, "/"), caPEM: caPEM, builds: map[string]*transfer{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/pods/{name}"+podinit.PathContext, d.serveContext)
 	mux.HandleFunc("GET /v1/pods/{name}"+podinit.PathBase, d.serveBase)
@@ -75,6 +97,37 @@ func newDataServer(listen, url string) (*dataServer, error) {
 }
 
 func (d *dataServer) close() error { return d.srv.Close() }
+
+// selfSigned makes a key and a certificate for host (an IP address or a
+// DNS name), valid for a year.
+func selfSigned(host string) (tls.Certificate, []byte, error) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	serial, err := rand.Int(rand.Reader, new(big.Int).Lsh(big.NewInt(1), 127))
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial,
+		Subject:      pkix.Name{CommonName: "buildgw data server"},
+		NotBefore:    time.Now().Add(-time.Minute),
+		NotAfter:     time.Now().Add(365 * 24 * time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	if ip := net.ParseIP(host); ip != nil {
+		tmpl.IPAddresses = []net.IP{ip}
+	} else {
+		tmpl.DNSNames = []string{host}
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		return tls.Certificate{}, nil, err
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), nil
+}
 
 // register makes the one-time URLs of the build whose Pod is name, and
 // returns the base URL and the token.

@@ -3,6 +3,8 @@ package kubernetes
 import (
 	"archive/tar"
 	"bytes"
+	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"os"
@@ -23,6 +25,15 @@ func TestDataServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer d.close()
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(d.caPEM) {
+		t.Fatal("the data server has no certificate")
+	}
+	client := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	// Only over TLS, with the server's own certificate.
+	if _, err := http.Get(d.url + "/v1/pods/b1" + podinit.PathContext); err == nil {
+		t.Errorf("GET without trusting the server's certificate succeeded, want a TLS error")
+	}
 	ctxDir, out := t.TempDir(), t.TempDir()
 	if err := os.WriteFile(filepath.Join(ctxDir, "Dockerfile"), []byte("FROM scratch\n"), 0o644); err != nil {
 		t.Fatal(err)
@@ -46,7 +57,7 @@ func TestDataServer(t *testing.T) {
 		if tok != "" {
 			req.Header.Set("Authorization", "Bearer "+tok)
 		}
-		resp, err := http.DefaultClient.Do(req)
+		resp, err := client.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -107,5 +118,12 @@ func TestDataServer(t *testing.T) {
 	tw.Close()
 	if got, body := do("PUT", url3+podinit.PathOutput, token3, &buf); got != 400 {
 		t.Errorf("PUT of an output past its bound = %d (%s), want 400", got, body)
+	}
+}
+
+func TestDataServerURL(t *testing.T) {
+	if d, err := newDataServer("127.0.0.1:0", "http://127.0.0.1:8444"); err == nil {
+		d.close()
+		t.Errorf("newDataServer(plain http URL) = nil error, want it refused")
 	}
 }

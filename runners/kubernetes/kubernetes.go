@@ -269,6 +269,7 @@ func (r *Runner) pod(name string, req *builder.Request, network netmode.Mode, ur
 					{Name: podinit.EnvToken, Value: token},
 					{Name: podinit.EnvNetwork, Value: string(network)},
 					{Name: podinit.EnvMaxOutput, Value: strconv.FormatInt(r.o.maxOutput, 10)},
+					{Name: podinit.EnvCA, Value: string(r.data.caPEM)},
 				},
 				Resources: r.o.resources,
 				SecurityContext: &corev1.SecurityContext{

@@ -184,7 +184,7 @@ func TestObjects(t *testing.T) {
 	ctx := context.Background()
 	req := &builder.Request{ID: "objects-1", Dockerfile: "Dockerfile", BuildArgs: map[string]string{"A": "1"}}
 	dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
-	pod, err := e.client.CoreV1().Pods(e.namespace).Create(ctx, r.pod(PodName(req.ID), req, netmode.None, "http://x/", "tok"), dry)
+	pod, err := e.client.CoreV1().Pods(e.namespace).Create(ctx, r.pod(PodName(req.ID), req, netmode.None, "https://x/", "tok"), dry)
 	if err != nil {
 		t.Fatalf("creating the Pod: %v", err)
 	}
@@ -331,7 +331,7 @@ func TestReap(t *testing.T) {
 		}
 		// A Pod that would run for long: the executor image holds nothing
 		// else, so it waits for a data server that never answers.
-		p := r.pod(name, req, netmode.None, "http://"+net.JoinHostPort(e.hostIP, "9")+"/x", "t")
+		p := r.pod(name, req, netmode.None, "https://"+net.JoinHostPort(e.hostIP, "9")+"/x", "t")
 		if _, err := e.client.CoreV1().Pods(e.namespace).Create(ctx, p, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}

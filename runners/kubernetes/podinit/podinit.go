@@ -12,6 +12,8 @@ package podinit
 import (
 	"archive/tar"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -42,6 +44,9 @@ const (
 	EnvNetwork = "BUILDGW_POD_NETWORK"
 	// EnvMaxOutput bounds the bytes of the output the Pod sends back.
 	EnvMaxOutput = "BUILDGW_POD_MAX_OUTPUT"
+	// EnvCA is the data server's certificate (PEM), the only one the Pod
+	// trusts for EnvURL.
+	EnvCA = "BUILDGW_POD_CA"
 )
 
 // Paths of the data server under EnvURL.
@@ -80,12 +85,20 @@ func Run(args []string) int {
 	url, token, mode := os.Getenv(EnvURL), os.Getenv(EnvToken), netmode.Mode(os.Getenv(EnvNetwork))
 	var maxOut int64
 	fmt.Sscan(os.Getenv(EnvMaxOutput), &maxOut)
-	for _, k := range []string{EnvURL, EnvToken, EnvNetwork, EnvMaxOutput} {
+	pool := x509.NewCertPool()
+	okCA := pool.AppendCertsFromPEM([]byte(os.Getenv(EnvCA)))
+	for _, k := range []string{EnvURL, EnvToken, EnvNetwork, EnvMaxOutput, EnvCA} {
 		os.Unsetenv(k)
+	}
+	if !okCA {
+		fmt.Fprintf(os.Stderr, "buildgw pod: no data server certificate in %s\n", EnvCA)
+		return ExitFetch
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	p := &pod{url: url, token: token, client: &http.Client{}}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS13}
+	p := &pod{url: url, token: token, client: &http.Client{Transport: tr}}
 	dirs := map[string]string{}
 	for _, d := range []string{"context", "base", "out"} {
 		dirs[d] = filepath.Join(WorkDir, d)
