@@ -73,7 +73,8 @@ const (
 	// namespace. Inside a container (the kubernetes runner's Pod) the
 	// kernel refuses a fresh proc: the runtime masks paths of the
 	// container's proc with mounts, and a new proc would reveal them
-	// (EPERM). The build then sees the Pod's processes too, which the
-	// Pod's own init keeps unreadable (not dumpable).
+	// (EPERM). The build then sees the Pod's processes too (their pids
+	// and command lines), but cannot read their memory, environment or
+	// root: they are outside its user namespace.
 	EnvProcBind = "BUILDGW_SANDBOX_PROC_BIND"
 )

@@ -1,8 +1,10 @@
 package kubernetes
 
 import (
+	"archive/tar"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -20,9 +22,12 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
+
 	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/builder/runnertest"
+	df "github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/testcluster"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/netmode"
@@ -353,5 +358,63 @@ func TestReap(t *testing.T) {
 	}
 	if _, err := e.client.NetworkingV1().NetworkPolicies(e.namespace).Get(ctx, names[1], metav1.GetOptions{}); err != nil {
 		t.Errorf("the other instance's NetworkPolicy %s after Reap: %v, want it kept", names[1], err)
+	}
+}
+
+// TestPodInitHidden: a build sees the Pod's own processes (the sandbox
+// binds the container's proc), among them the Pod's init, whose
+// environment held the build's one-time token and whose root holds the
+// context and the output on their way. None of it may be readable from
+// a RUN step.
+func TestPodInitHidden(t *testing.T) {
+	e := setup(t)
+	r := e.runner(t)
+	host := testenv.Registry(t)
+	base := testenv.Busybox(t, host)
+	req := emptyBuild(t, "FROM "+base+"\n"+
+		"RUN for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f 2>/dev/null; done | grep -c BUILDGW_POD > /environ.txt; "+
+		"ls /proc/1/root/ > /root.txt 2>&1; ls /proc > /procs.txt; true\n")
+	req.InsecureRegistries = []string{host}
+	var err error
+	if req.Analysis, err = df.Load(req.ContextDir, req.Dockerfile, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	store, err := basestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.BaseImages, err = store.Prepare(context.Background(), req, io.Discard); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
+	defer cancel()
+	var log strings.Builder
+	img, err := r.Build(ctx, req, &log)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, log.String())
+	}
+	fsys := map[string]string{}
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err != nil {
+			break
+		}
+		b, _ := io.ReadAll(tr)
+		fsys["/"+strings.TrimPrefix(h.Name, "/")] = string(b)
+	}
+	t.Logf("processes the build sees: %q", fsys["/procs.txt"])
+	if got := strings.TrimSpace(fsys["/environ.txt"]); got != "0" {
+		t.Errorf("a RUN step found BUILDGW_POD variables in %s environments, want none", got)
+	}
+	// Its command line is kaniko's arguments, which the build's own
+	// kaniko has too: not hidden.
+	if got := fsys["/root.txt"]; strings.Contains(got, "buildgw") || strings.Contains(got, "kaniko") {
+		t.Errorf("a RUN step listed the Pod init's root: %q", got)
+	}
+	if strings.Contains(log.String(), r.DataURL()) {
+		t.Errorf("the build log holds the data server's URL")
 	}
 }

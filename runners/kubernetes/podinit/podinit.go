@@ -222,8 +222,11 @@ func build(ctx context.Context, args []string, dirs map[string]string, mode netm
 		return 0, fmt.Errorf("starting the sandbox: %w", err)
 	}
 	holdR.Close()
-	// The build sees this process in the Pod's proc (sandbox.EnvProcBind):
-	// not dumpable, its memory, environment and root stay closed to it.
+	// The build sees this process in the Pod's proc (sandbox.EnvProcBind).
+	// Its memory, environment and root are closed to the build already:
+	// the build's user namespace is a child of this process's, and reading
+	// them across that boundary takes CAP_SYS_PTRACE in the Pod's. Not
+	// dumpable, they stay closed should that ever not hold.
 	if err := unix.Prctl(unix.PR_SET_DUMPABLE, 0, 0, 0, 0); err != nil {
 		cmd.Process.Kill()
 		cmd.Wait()
