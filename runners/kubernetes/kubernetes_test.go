@@ -275,7 +275,6 @@ func TestObjects(t *testing.T) {
 	}
 }
 
-
 // TestRuntimeDefaultRefusesSandbox shows why the runner ships a seccomp
 // profile of its own: under the runtime's default profile the sandbox
 // cannot make its namespaces, and the build fails saying so.
