@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -22,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 
 	"github.com/buildgw/buildgw/basestore"
@@ -392,18 +394,7 @@ func TestPodInitHidden(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Build: %v\n%s", err, log.String())
 	}
-	fsys := map[string]string{}
-	rc := mutate.Extract(img)
-	defer rc.Close()
-	tr := tar.NewReader(rc)
-	for {
-		h, err := tr.Next()
-		if err != nil {
-			break
-		}
-		b, _ := io.ReadAll(tr)
-		fsys["/"+strings.TrimPrefix(h.Name, "/")] = string(b)
-	}
+	fsys := imageFiles(t, img)
 	t.Logf("processes the build sees: %q", fsys["/procs.txt"])
 	if got := strings.TrimSpace(fsys["/environ.txt"]); got != "0" {
 		t.Errorf("a RUN step found BUILDGW_POD variables in %s environments, want none", got)
@@ -415,5 +406,82 @@ func TestPodInitHidden(t *testing.T) {
 	}
 	if strings.Contains(log.String(), r.DataURL()) {
 		t.Errorf("the build log holds the data server's URL")
+	}
+}
+
+// TestNetwork: a build without egress reaches nothing, not even the
+// host that the Pods reach; with egress its RUN steps share the Pod's
+// network (which the build's NetworkPolicy bounds in a cluster that
+// enforces policies; this one does not).
+func TestNetwork(t *testing.T) {
+	e := setup(t)
+	ln, err := net.Listen("tcp", net.JoinHostPort(e.hostIP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := "reached-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, marker) })}
+	go srv.Serve(ln)
+	defer srv.Close()
+	host := testenv.Registry(t)
+	base := testenv.Busybox(t, host)
+	store, err := basestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := e.runner(t)
+	for _, tc := range []struct {
+		mode netmode.Mode
+		want string
+	}{
+		{netmode.None, "unreachable"},
+		{netmode.Egress, marker},
+	} {
+		// busybox-static's wget crashes on its resolver; nc takes the
+		// address as it is.
+		h, p, _ := net.SplitHostPort(ln.Addr().String())
+		req := emptyBuild(t, "FROM "+base+"\n"+
+			"RUN { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 "+h+" "+p+" | grep -o 'reached-[a-z0-9]*' || echo unreachable; } > /got.txt\n")
+		req.InsecureRegistries = []string{host}
+		req.Network = tc.mode
+		if req.Analysis, err = df.Load(req.ContextDir, req.Dockerfile, nil, ""); err != nil {
+			t.Fatal(err)
+		}
+		if req.BaseImages, err = store.Prepare(context.Background(), req, io.Discard); err != nil {
+			t.Fatalf("Prepare: %v", err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
+		var log strings.Builder
+		img, err := r.Build(ctx, req, &log)
+		cancel()
+		if err != nil {
+			t.Fatalf("Build(network %s): %v\n%s", tc.mode, err, log.String())
+		}
+		if got := strings.TrimSpace(imageFiles(t, img)["/got.txt"]); got != tc.want {
+			t.Errorf("Build(network %s): a RUN step got %q from the host link, want %q\n%s", tc.mode, got, tc.want, log.String())
+		}
+	}
+}
+
+// imageFiles returns the regular files of img's layers by absolute path.
+func imageFiles(t *testing.T, img v1.Image) map[string]string {
+	t.Helper()
+	fsys := map[string]string{}
+	rc := mutate.Extract(img)
+	defer rc.Close()
+	tr := tar.NewReader(rc)
+	for {
+		h, err := tr.Next()
+		if err == io.EOF {
+			return fsys
+		}
+		if err != nil {
+			t.Fatalf("reading the image: %v", err)
+		}
+		b, err := io.ReadAll(tr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fsys["/"+strings.TrimPrefix(h.Name, "/")] = string(b)
 	}
 }
