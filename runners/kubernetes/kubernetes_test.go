@@ -485,3 +485,67 @@ func imageFiles(t *testing.T, img v1.Image) map[string]string {
 		fsys["/"+strings.TrimPrefix(h.Name, "/")] = string(b)
 	}
 }
+
+// TestRawNetwork: with egress a build shares the Pod's network, which a
+// NetworkPolicy bounds at the IP layer; frames of its own would go past
+// neither, as every socket that makes them is refused (the Pod holds no
+// CAP_NET_RAW, and the sandbox's filter refuses raw sockets and
+// io_uring), while ordinary sockets work.
+func TestRawNetwork(t *testing.T) {
+	e := setup(t)
+	probe := testenv.Build(t, "./internal/sandboxprobe", "sandboxprobe")
+	ln, err := net.Listen("tcp", net.JoinHostPort(e.hostIP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := "host-link-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, marker) })}
+	go srv.Serve(ln)
+	defer srv.Close()
+	targets := map[string]string{
+		"host the Pods reach": ln.Addr().String(),
+		"metadata service":    "169.254.169.254:80",
+	}
+	var steps []string
+	for _, addr := range targets {
+		h, p, _ := net.SplitHostPort(addr)
+		steps = append(steps, fmt.Sprintf("/p rawtcp %s %s /", h, p))
+	}
+	host := testenv.Registry(t)
+	base := testenv.Busybox(t, host)
+	req := emptyBuild(t, "FROM "+base+"\nCOPY sandboxprobe /p\n"+
+		"RUN chmod 755 /p && (/p sockets; /p rawip; "+strings.Join(steps, "; ")+") > /root.txt 2>&1; cat /root.txt\n")
+	pb, err := os.ReadFile(probe)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(req.ContextDir, "sandboxprobe"), pb, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	req.InsecureRegistries = []string{host}
+	req.Network = netmode.Egress
+	if req.Analysis, err = df.Load(req.ContextDir, req.Dockerfile, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	store, err := basestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if req.BaseImages, err = store.Prepare(context.Background(), req, io.Discard); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
+	defer cancel()
+	var log strings.Builder
+	img, err := e.runner(t).Build(ctx, req, &log)
+	if err != nil {
+		t.Fatalf("Build: %v\n%s", err, log.String())
+	}
+	out := imageFiles(t, img)["/root.txt"]
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("probe's output:\n%s", out)
+		}
+	})
+	runnertest.CheckRawRefused(t, out, targets, marker)
+}
