@@ -43,7 +43,8 @@ type BuildSpec struct {
 	SecretBuildArgs []string          `json:"secret_build_args,omitempty"`
 	Target          string            `json:"target,omitempty"`
 	Labels          map[string]string `json:"labels,omitempty"`
-	// Runner is "kaniko" (default) or "dind".
+	// Runner is "kaniko" (default), "dind" or, where the gateway offers
+	// it, "kubernetes".
 	Runner string `json:"runner,omitempty"`
 	// NoCache builds every step afresh: no cached layer or result of an
 	// earlier build is used, and none is kept. Default false.

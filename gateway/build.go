@@ -154,6 +154,13 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	if err != nil {
 		return nil, err
 	}
+	k8s, err := kubernetesRunner(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	if k8s != nil {
+		u.push(k8s.Close)
+	}
 	if err := os.MkdirAll(cfg.StateDir, 0o711); err != nil {
 		return nil, fmt.Errorf("creating state directory: %w", err)
 	}
@@ -207,6 +214,9 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	opts = append(opts, l.regOpts...)
 	if dr != nil {
 		opts = append(opts, jobs.WithRunner("dind", dr))
+	}
+	if k8s != nil {
+		opts = append(opts, jobs.WithRunner("kubernetes", k8s))
 	}
 	if alog != nil {
 		opts = append(opts, jobs.WithObserver(auditObserver{alog}))

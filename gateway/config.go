@@ -282,8 +282,9 @@ type PullAccount struct {
 
 // Runners configures the build sandboxes.
 type Runners struct {
-	Kaniko KanikoRunner `yaml:"kaniko"`
-	Dind   DindRunner   `yaml:"dind"`
+	Kaniko     KanikoRunner     `yaml:"kaniko"`
+	Dind       DindRunner       `yaml:"dind"`
+	Kubernetes KubernetesRunner `yaml:"kubernetes"`
 	// EgressRefuse lists IPv4 addresses and CIDR networks that RUN steps
 	// of either runner never reach in egress mode, on top of the gateway's
 	// own host and 169.254.0.0/16, which are always refused: the
@@ -324,6 +325,56 @@ type DindRunner struct {
 	// (outbound through slirp4netns, never the gateway's host or
 	// 169.254.0.0/16). Default none.
 	Network netmode.Mode `yaml:"network"`
+}
+
+// KubernetesRunner configures the kubernetes runner (runners/kubernetes):
+// each build a Pod of the executor image (buildgw executor-image) in
+// Namespace. Off unless Enabled.
+type KubernetesRunner struct {
+	// Enabled offers the runner as "kubernetes". Default false.
+	Enabled bool `yaml:"enabled"`
+	// Kubeconfig is the cluster's kubeconfig. Default: the in-cluster
+	// configuration (the gateway's ServiceAccount).
+	Kubeconfig string `yaml:"kubeconfig"`
+	// Namespace holds the build Pods. Default buildgw-builds.
+	Namespace string `yaml:"namespace"`
+	// Image is the executor image; ImagePullPolicy its pull policy
+	// (Always, IfNotPresent, Never). Default buildgw/kaniko-executor:latest,
+	// IfNotPresent.
+	Image           string `yaml:"image"`
+	ImagePullPolicy string `yaml:"image_pull_policy"`
+	// DataListen is where the gateway serves Pods their builds' data
+	// (host:port; required): context and base images out, the image
+	// back, over one-time URLs. DataURL is how Pods reach it; default
+	// https://DATA_LISTEN (TLS with a certificate made at start).
+	DataListen string `yaml:"data_listen"`
+	DataURL    string `yaml:"data_url"`
+	// SeccompProfile is the Pods' Localhost profile, relative to the
+	// kubelet's seccomp directory (buildgw executor-image
+	// --seccomp-profile writes it). Default buildgw-kaniko.json.
+	SeccompProfile string `yaml:"seccomp_profile"`
+	// User is the Pods' uid and gid. Default 10001.
+	User int64 `yaml:"user"`
+	// Network is what RUN steps reach unless the policy rule says: none
+	// (loopback only) or egress (the Pod's network, which the build's
+	// NetworkPolicy keeps from Refuse). Default none.
+	Network netmode.Mode `yaml:"network"`
+	// Refuse are the CIDRs builds with egress never reach. Default: the
+	// private, loopback, link-local (metadata) and CGNAT ranges.
+	Refuse []string `yaml:"refuse"`
+	// Instance labels this gateway's Pods, so that it reaps only its own
+	// at start-up. Default buildgw.
+	Instance string `yaml:"instance"`
+	// CPURequest, MemoryRequest, CPULimit, MemoryLimit and
+	// EphemeralStorageLimit are each Pod's resources (Kubernetes
+	// quantities). Default 500m, 1Gi, 2, 4Gi, 20Gi.
+	CPURequest            string `yaml:"cpu_request"`
+	MemoryRequest         string `yaml:"memory_request"`
+	CPULimit              string `yaml:"cpu_limit"`
+	MemoryLimit           string `yaml:"memory_limit"`
+	EphemeralStorageLimit string `yaml:"ephemeral_storage_limit"`
+	// MaxOutputBytes bounds the image a Pod sends back. Default 8 GiB.
+	MaxOutputBytes int64 `yaml:"max_output_bytes"`
 }
 
 // KanikoRunner configures the rootless kaniko runner.
@@ -550,6 +601,16 @@ func (c *Config) Validate() error {
 		if d.Network != "" {
 			if err := d.Network.Check(); err != nil {
 				errs = append(errs, fmt.Errorf("runners.dind.network: %w", err))
+			}
+		}
+	}
+	if k := c.Runners.Kubernetes; k.Enabled {
+		if k.DataListen == "" {
+			errs = append(errs, errors.New("runners.kubernetes.data_listen: required when the runner is enabled"))
+		}
+		if k.Network != "" {
+			if err := k.Network.Check(); err != nil {
+				errs = append(errs, fmt.Errorf("runners.kubernetes.network: %w", err))
 			}
 		}
 	}

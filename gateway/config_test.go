@@ -74,6 +74,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad sandbox network", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  kaniko:\n    network: host\n", "runners.kaniko.network"},
 		{"bad dind network", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  dind:\n    network: host\n", "runners.dind.network"},
 		{"bad egress refusal", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  egress_refuse: [10.0.0.0/8, intranet]\n", "runners.egress_refuse: refused destination \"intranet\""},
+		{"kubernetes without data server", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  kubernetes:\n    enabled: true\n", "runners.kubernetes.data_listen"},
+		{"bad kubernetes network", "listen: 127.0.0.1:1\ntokens:\n" + token + "runners:\n  kubernetes:\n    enabled: true\n    data_listen: 127.0.0.1:0\n    network: host\n", "runners.kubernetes.network"},
 		{"bad workspaces", "listen: 127.0.0.1:1\ntokens:\n" + token + "workspaces: ram\n", "workspaces"},
 		{"small workspace tmpfs", "listen: 127.0.0.1:1\ntokens:\n" + token + "workspace_memory_bytes: 4096\n", "workspace_memory_bytes"},
 		{"zero base image store", "listen: 127.0.0.1:1\ntokens:\n" + token + "base_images:\n  max_bytes: 0\n", "base_images"},

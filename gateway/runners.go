@@ -11,8 +11,12 @@ import (
 	"runtime"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
+
 	"github.com/buildgw/buildgw/runners/dind"
 	"github.com/buildgw/buildgw/runners/kaniko"
+	"github.com/buildgw/buildgw/runners/kubernetes"
 	"github.com/buildgw/buildgw/workspace"
 )
 
@@ -62,6 +66,88 @@ func dindRunner(cfg Config, log *slog.Logger) (*dind.Runner, error) {
 		return nil, fmt.Errorf("runners.dind: %w", err)
 	}
 	log.Info("dind runner", "data_root", dataRoot)
+	return r, nil
+}
+
+// kubernetesRunner makes the kubernetes runner of cfg, or nil if it is
+// not enabled. Its data server listens from here on; Close stops it.
+func kubernetesRunner(cfg Config, log *slog.Logger) (*kubernetes.Runner, error) {
+	k := cfg.Runners.Kubernetes
+	if !k.Enabled {
+		return nil, nil
+	}
+	opts := []kubernetes.Option{
+		kubernetes.WithDataServer(k.DataListen, k.DataURL),
+		kubernetes.WithTimeout(time.Duration(cfg.JobTimeout)),
+	}
+	if k.Kubeconfig != "" {
+		opts = append(opts, kubernetes.WithKubeconfig(k.Kubeconfig))
+	}
+	if k.Namespace != "" {
+		opts = append(opts, kubernetes.WithNamespace(k.Namespace))
+	}
+	if k.Image != "" || k.ImagePullPolicy != "" {
+		img, pull := k.Image, corev1.PullPolicy(k.ImagePullPolicy)
+		if img == "" {
+			img = kubernetes.DefaultImage
+		}
+		if pull == "" {
+			pull = corev1.PullIfNotPresent
+		}
+		opts = append(opts, kubernetes.WithImage(img, pull))
+	}
+	if k.SeccompProfile != "" {
+		opts = append(opts, kubernetes.WithSeccompProfile(k.SeccompProfile))
+	}
+	if k.User != 0 {
+		opts = append(opts, kubernetes.WithUser(k.User))
+	}
+	if k.Network != "" {
+		opts = append(opts, kubernetes.WithNetwork(k.Network))
+	}
+	if k.Refuse != nil {
+		opts = append(opts, kubernetes.WithRefuse(k.Refuse...))
+	}
+	if k.Instance != "" {
+		opts = append(opts, kubernetes.WithInstance(k.Instance))
+	}
+	if k.MaxOutputBytes != 0 {
+		opts = append(opts, kubernetes.WithMaxOutputBytes(k.MaxOutputBytes))
+	}
+	res := corev1.ResourceRequirements{Requests: corev1.ResourceList{}, Limits: corev1.ResourceList{}}
+	set := false
+	for _, q := range []struct {
+		key, value string
+		list       corev1.ResourceList
+		name       corev1.ResourceName
+		def        string
+	}{
+		{"cpu_request", k.CPURequest, res.Requests, corev1.ResourceCPU, "500m"},
+		{"memory_request", k.MemoryRequest, res.Requests, corev1.ResourceMemory, "1Gi"},
+		{"cpu_limit", k.CPULimit, res.Limits, corev1.ResourceCPU, "2"},
+		{"memory_limit", k.MemoryLimit, res.Limits, corev1.ResourceMemory, "4Gi"},
+		{"ephemeral_storage_limit", k.EphemeralStorageLimit, res.Limits, corev1.ResourceEphemeralStorage, "20Gi"},
+	} {
+		v := q.value
+		if v == "" {
+			v = q.def
+		} else {
+			set = true
+		}
+		qty, err := resource.ParseQuantity(v)
+		if err != nil {
+			return nil, fmt.Errorf("runners.kubernetes.%s: %q: %w", q.key, v, err)
+		}
+		q.list[q.name] = qty
+	}
+	if set {
+		opts = append(opts, kubernetes.WithResources(res))
+	}
+	r, err := kubernetes.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("runners.kubernetes: %w", err)
+	}
+	log.Info("kubernetes runner", "data_url", r.DataURL())
 	return r, nil
 }
 

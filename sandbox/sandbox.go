@@ -68,4 +68,13 @@ const (
 	// namespaces exist, and waits on FD NetworkReady until the runner has
 	// set up the network.
 	EnvNetwork = "BUILDGW_SANDBOX_NETWORK"
+	// EnvProcBind, set to "1", has the init bind the proc it finds (with
+	// its submounts) at Proc instead of mounting one of its own pid
+	// namespace. Inside a container (the kubernetes runner's Pod) the
+	// kernel refuses a fresh proc: the runtime masks paths of the
+	// container's proc with mounts, and a new proc would reveal them
+	// (EPERM). The build then sees the Pod's processes too (their pids
+	// and command lines), but cannot read their memory, environment or
+	// root: they are outside its user namespace.
+	EnvProcBind = "BUILDGW_SANDBOX_PROC_BIND"
 )

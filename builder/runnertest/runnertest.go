@@ -108,6 +108,14 @@ func WithBaseImages(p builder.BasePreparer) Option {
 	return func(s *suite) { s.preparer = p }
 }
 
+// WithOneUser tells the suite that the runner's sandbox has one user only
+// (a user namespace that maps a single uid, as an unprivileged Pod
+// allows), for the reason given. The Features case then checks that a
+// RUN step as another user fails instead of running as that user.
+func WithOneUser(reason string) Option {
+	return func(s *suite) { s.oneUser = reason }
+}
+
 type suite struct {
 	newRunner func(t *testing.T) builder.Runner
 	preparer  builder.BasePreparer
@@ -115,6 +123,7 @@ type suite struct {
 	outInside string
 	hostPaths []string
 	hostname  string // see WithHostname
+	oneUser   string // see WithOneUser
 	registry  string // host:port, plain HTTP
 	base      string // busybox on registry
 	secret    string
@@ -408,9 +417,18 @@ func checkWorkspace(t *testing.T, req *builder.Request) {
 func (s *suite) testFeatures(t *testing.T) {
 	t.Parallel()
 	r := s.newRunner(t)
+	dockerfile, uidFile := featuresDockerfile, "/tmp/uid.txt"
+	if s.oneUser != "" {
+		t.Logf("the runner has one user (%s): a RUN step as another must fail", s.oneUser)
+		dockerfile, uidFile = strings.Replace(dockerfile, "RUN id -u > /tmp/uid.txt\n", "", 1), ""
+		other := s.newSetup(t, r, job{files: map[string]string{"Dockerfile": "ARG BASE\nFROM ${BASE}\nUSER nobody\nRUN id -u > /tmp/uid.txt\n"}})
+		if img, _, err := build(t, context.Background(), r, other.req); err == nil {
+			t.Errorf("Build(USER nobody, RUN) = %v, nil; want an error from a runner with one user", img)
+		}
+	}
 	st := s.newSetup(t, r, job{
 		files: map[string]string{
-			"docker/Dockerfile.features": featuresDockerfile,
+			"docker/Dockerfile.features": dockerfile,
 			"hello.txt":                  "hello from the context\n",
 			"added.txt":                  "added\n",
 			"bundle.tar":                 tarOf(t, map[string]string{"inner/one.txt": "from a tar\n"}),
@@ -430,7 +448,6 @@ func (s *suite) testFeatures(t *testing.T) {
 		"/app/dep.txt":              "dep-built\n",
 		"/app/greeting.txt":         "hello-build-arg\n",
 		"/app/run.txt":              "env=production pwd=/app\n",
-		"/tmp/uid.txt":              "65534\n",
 		// The devices and /dev/shm that builds expect.
 		"/app/dev.txt": "4\nshared\n",
 	}, []string{
@@ -440,7 +457,14 @@ func (s *suite) testFeatures(t *testing.T) {
 	})
 	// COPY makes files root's whatever they belong to on the host; RUN
 	// after USER writes as that user.
-	for p, want := range map[string][2]int{"/app/hello.txt": {0, 0}, "/tmp/uid.txt": {65534, 65534}} {
+	owners := map[string][2]int{"/app/hello.txt": {0, 0}}
+	if uidFile != "" {
+		owners[uidFile] = [2]int{65534, 65534}
+		if f := fsys[uidFile]; f.body != "65534\n" {
+			t.Errorf("Build(%q): file %s = %q, want %q", req.Dockerfile, uidFile, f.body, "65534\n")
+		}
+	}
+	for p, want := range owners {
 		if f, ok := fsys[p]; ok && (f.uid != want[0] || f.gid != want[1]) {
 			t.Errorf("Build(%q): %s owned by %d:%d, want %d:%d", req.Dockerfile, p, f.uid, f.gid, want[0], want[1])
 		}

@@ -2,7 +2,8 @@
 // in this module's go.mod so that go.sum fixes exactly what runs in the
 // build sandbox. Before kaniko starts it sets up the job's root (see
 // runners/kaniko/sandboxinit); the rootless kaniko runner starts it inside fresh
-// user, mount, pid and network namespaces.
+// user, mount, pid and network namespaces. In the kubernetes runner's Pod
+// it first fetches the build's data (see runners/kubernetes/podinit).
 package main
 
 import (
@@ -16,6 +17,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/runners/kaniko/sandboxinit"
+	"github.com/buildgw/buildgw/runners/kubernetes/podinit"
 )
 
 // kanikoManifestCache is kaniko's cache of remote images by reference
@@ -25,6 +27,11 @@ import (
 var kanikoManifestCache map[string]v1.Image
 
 func main() {
+	if podinit.Requested() {
+		// The kubernetes runner's Pod: fetch, build in the sandbox (this
+		// binary again, below), send the image back.
+		os.Exit(podinit.Run(os.Args[1:]))
+	}
 	run, err := sandboxinit.Enter()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "buildgw sandbox: %v\n", err)

@@ -66,7 +66,7 @@ func newCmdPolicyCheck() *cobra.Command {
 			if err := readJSON(specFile, &spec); err != nil {
 				return err
 			}
-			vs, err := jobs.Validate(spec, []string{"kaniko", "dind"}, "kaniko")
+			vs, err := jobs.Validate(spec, []string{"kaniko", "dind", "kubernetes"}, "kaniko")
 			if err != nil {
 				return err
 			}

@@ -11,6 +11,6 @@ func New() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(NewCmdServe(), NewCmdBackup(), NewCmdHashToken(), NewCmdImport(), NewCmdPolicy(), NewCmdVersion())
+	root.AddCommand(NewCmdServe(), NewCmdBackup(), NewCmdHashToken(), NewCmdImport(), NewCmdExecutorImage(), NewCmdPolicy(), NewCmdVersion())
 	return root
 }

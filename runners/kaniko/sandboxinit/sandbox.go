@@ -51,10 +51,11 @@ func Enter() (bool, error) {
 	runtime.LockOSThread()
 	ctxDir, out, base, network, cache, exe := os.Getenv(sandbox.EnvContext), os.Getenv(sandbox.EnvOutput), os.Getenv(sandbox.EnvBase), netmode.Mode(os.Getenv(sandbox.EnvNetwork)), os.Getenv(sandbox.EnvCache), os.Getenv(sandbox.EnvExecutor)
 	shared := os.Getenv(sandbox.EnvSharedCache)
-	for _, k := range []string{sandbox.EnvRoot, sandbox.EnvContext, sandbox.EnvOutput, sandbox.EnvBase, sandbox.EnvNetwork, sandbox.EnvCache, sandbox.EnvExecutor, sandbox.EnvSharedCache} {
+	procBind := os.Getenv(sandbox.EnvProcBind) == "1"
+	for _, k := range []string{sandbox.EnvProcBind, sandbox.EnvRoot, sandbox.EnvContext, sandbox.EnvOutput, sandbox.EnvBase, sandbox.EnvNetwork, sandbox.EnvCache, sandbox.EnvExecutor, sandbox.EnvSharedCache} {
 		os.Unsetenv(k)
 	}
-	if err := pivot(root, ctxDir, out, base, cache, shared, exe); err != nil {
+	if err := pivot(root, ctxDir, out, base, cache, shared, exe, procBind); err != nil {
 		return false, fmt.Errorf("preparing sandbox: %w", err)
 	}
 	if err := setupNetwork(network); err != nil {
@@ -78,7 +79,7 @@ func Enter() (bool, error) {
 	return false, nil // not reached
 }
 
-func pivot(root, ctxDir, out, base, cache, shared, exe string) error {
+func pivot(root, ctxDir, out, base, cache, shared, exe string, procBind bool) error {
 	// Nothing mounted here may propagate back to the host.
 	if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
 		return fmt.Errorf("making mounts private: %w", err)
@@ -123,8 +124,13 @@ func pivot(root, ctxDir, out, base, cache, shared, exe string) error {
 		}
 	}
 	// A proc of our own pid namespace: the build sees only its own
-	// processes.
-	if err := unix.Mount("proc", filepath.Join(root, sandbox.Proc), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
+	// processes. In a container, the container's proc (see
+	// sandbox.EnvProcBind).
+	if procBind {
+		if err := unix.Mount("/proc", filepath.Join(root, sandbox.Proc), "", unix.MS_BIND|unix.MS_REC, ""); err != nil {
+			return fmt.Errorf("binding proc: %w", err)
+		}
+	} else if err := unix.Mount("proc", filepath.Join(root, sandbox.Proc), "proc", unix.MS_NOSUID|unix.MS_NODEV|unix.MS_NOEXEC, ""); err != nil {
 		return fmt.Errorf("mounting proc: %w", err)
 	}
 	if err := os.Chdir(root); err != nil {
