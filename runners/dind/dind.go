@@ -161,12 +161,17 @@
 //     and the platform ARGs work, heredocs, TARGETSTAGE (PredefinedArgs
 //     says so, and the gateway refuses a FROM that needs it),
 //     ${VAR%%word} and COPY --chmod=$ARG do not, and a # syntax= line
-//     fails the build, since the daemon pulls no frontend image. A newer
-//     dockerd (WithDockerd) driven by buildx (WithBuildx) brings a newer
-//     BuildKit: dockerd v28.5.2 and buildx v0.38.2, built from the Go
-//     module proxy by scripts/setup --test, are what this package's tests
-//     and compat's dind column build with, and they build compat's corpus
-//     as BuildKit v0.22 does (compat/known.yaml lists what still differs).
+//     fails the build, since the daemon pulls no frontend image. Measured
+//     with compat's corpus, it also gives RUN steps no supplementary
+//     groups, runs an ONBUILD COPY --from (a stage or an image) without
+//     its files, keeps no Entrypoint for an invalid JSON form and does not
+//     refuse an invalid COPY --chmod: 61 of 70 cases as BuildKit v0.22. A
+//     newer dockerd (WithDockerd) driven by buildx (WithBuildx) brings a
+//     newer BuildKit: dockerd v28.5.2 and buildx v0.38.2, built from the
+//     Go module proxy by scripts/setup --test, are what this package's
+//     tests and compat's dind column build with, and they build all 70 as
+//     BuildKit v0.22 does (compat/known.yaml lists no dind difference;
+//     BUILDGW_COMPAT_DOCKERD=/usr/sbin/dockerd measures 20.10 again).
 //     The 20.10 CLI against dockerd v28 (WithDocker) loses COPY sources
 //     with "+" or non-ASCII names in its older context transfer: use
 //     buildx.
