@@ -4,12 +4,14 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -71,7 +73,31 @@ func TestBuildxSandbox(t *testing.T) {
 		t.Fatal("the engine of the tests has no buildx")
 	}
 	// What buildx would otherwise follow: nothing of the gateway's
-	// environment reaches it. All loopback, and never reached.
+	// environment reaches it. All loopback, and never reached: the
+	// telemetry endpoints are a listener of the test's, which counts
+	// connections.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	var dialed atomic.Int32
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			dialed.Add(1)
+			c.Close()
+		}
+	}()
+	otel := "http://" + ln.Addr().String()
+	t.Setenv("OTEL_EXPORTER_OTLP_ENDPOINT", otel)
+	t.Setenv("OTEL_TRACES_EXPORTER", "otlp")
+	t.Setenv("DOCKER_CLI_OTEL_EXPORTER_OTLP_ENDPOINT", otel)
+	t.Setenv("HTTP_PROXY", otel)
+	t.Setenv("HTTPS_PROXY", otel)
 	t.Setenv("DOCKER_HOST", "tcp://127.0.0.1:1")
 	t.Setenv("DOCKER_CONTEXT", "elsewhere")
 	t.Setenv("BUILDX_BUILDER", "elsewhere")
@@ -116,12 +142,14 @@ func TestBuildxSandbox(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Build: %v\n%s", err, log.String())
 	}
-	t.Logf("build log:\n%s", log.String())
 	if !s.hasSet {
 		t.Fatal("the hook before the daemon's stop did not run")
 	}
 	if len(s.containers) != 0 || len(s.events) != 0 {
 		t.Errorf("the job's daemon had containers %v (events %q), want none: buildx must build with the daemon's own BuildKit", s.containers, s.events)
+	}
+	if n := dialed.Load(); n != 0 {
+		t.Errorf("the build connected %d times to the telemetry endpoint and proxy of the gateway's environment, want never", n)
 	}
 	if len(s.instances) != 0 {
 		t.Errorf("buildx recorded builder instances %q, want none", s.instances)
