@@ -58,12 +58,13 @@
 // daemon's own BuildKit, the image goes into the daemon's image store as
 // with docker build, and no builder container or other endpoint is ever
 // used (the command's environment is fixed: nothing of the gateway's, so
-// no BUILDX_BUILDER, DOCKER_CONTEXT or BUILDKIT_HOST, and DOCKER_CONFIG
-// is the job's empty client directory). --progress=plain prints every
-// step's output line by line (prefixed with the step's number), and that
-// goes to the build log line by line. The image is exported through the Engine
-// API (GET /images/get): the docker-save stream becomes, as it arrives, an
-// OCI layout in Request.OutputDir like the kaniko runner's, each layer
+// no BUILDX_BUILDER, DOCKER_CONTEXT, BUILDKIT_HOST, telemetry endpoint
+// (OTEL_*) or proxy, and DOCKER_CONFIG is the job's empty client
+// directory). --progress=plain prints every step's output line by line
+// (prefixed with the step's number), and that goes to the build log line
+// by line. The image is exported through the Engine API (GET
+// /images/get): the docker-save stream becomes, as it arrives, an OCI
+// layout in Request.OutputDir like the kaniko runner's, each layer
 // gzip-compressed once on the way (checked against the config's diff IDs,
 // and the config against the built image's ID), so the gateway's push
 // only uploads files. The leading layers that are the final base's

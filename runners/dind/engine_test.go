@@ -263,3 +263,17 @@ func TestBuildxCommand(t *testing.T) {
 		t.Errorf("without buildx, buildCommand = %s with %q; want the docker CLI with DOCKER_BUILDKIT=1 and --host", bin, env)
 	}
 }
+
+func TestMajorVersion(t *testing.T) {
+	for out, want := range map[string]int{
+		"Docker version 20.10.24+dfsg1, build 5d6db84\n": 20,
+		"Docker version 28.5.2, build v28.5.2":           28,
+		"Docker version v29.0.0, build x":                29,
+		"Docker version library-import, build x":         0,
+		"":                                               0,
+	} {
+		if got := majorVersion(out); got != want {
+			t.Errorf("majorVersion(%q) = %d, want %d", out, got, want)
+		}
+	}
+}
