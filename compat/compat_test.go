@@ -59,13 +59,16 @@ const casesEnv = "BUILDGW_COMPAT_CASES"
 // work on one builder. BuildKit, the reference, always runs. Default: all.
 const buildersEnv = "BUILDGW_COMPAT_BUILDERS"
 
-// dockerdEnv and dockerEnv name the dockerd and docker CLI of the dind
-// column's gateway (runners.dind.dockerd and .docker), to compare another
-// Docker with the corpus. Default: the gateway's (dockerd and docker on
-// PATH).
+// dockerdEnv, dockerEnv and buildxEnv name the dockerd, docker CLI and
+// buildx of the dind column's gateway (runners.dind.dockerd, .docker and
+// .buildx), to compare another Docker with the corpus: Debian's docker.io
+// with BUILDGW_COMPAT_DOCKERD=/usr/sbin/dockerd, say (the docker CLI
+// beside it builds unless buildxEnv is set). Default: dockerd v28 and
+// buildx as scripts/setup --test builds them (testenv.DockerEngine).
 const (
 	dockerdEnv = "BUILDGW_COMPAT_DOCKERD"
 	dockerEnv  = "BUILDGW_COMPAT_DOCKER"
+	buildxEnv  = "BUILDGW_COMPAT_BUILDX"
 )
 
 // warmArg is the build arg of the build that fills kaniko's layer cache.
@@ -516,8 +519,13 @@ func startGateway(t *testing.T, reg string, noCache bool) *client.Client {
 	cfg.Registries = map[string]gateway.Registry{reg: {Insecure: true}}
 	cfg.Runners.Kaniko.Executor = testenv.Executor(t)
 	cfg.Runners.Kaniko.DisableLayerCache = noCache
-	cfg.Runners.Dind.Dockerd = os.Getenv(dockerdEnv)
-	cfg.Runners.Dind.Docker = os.Getenv(dockerEnv)
+	if d := os.Getenv(dockerdEnv); d != "" {
+		cfg.Runners.Dind.Dockerd = d
+		cfg.Runners.Dind.Docker = os.Getenv(dockerEnv)
+		cfg.Runners.Dind.Buildx = os.Getenv(buildxEnv)
+	} else {
+		cfg.Runners.Dind.Dockerd, cfg.Runners.Dind.Buildx = testenv.DockerEngine(t)
+	}
 	g := testgateway.Start(t, cfg, testgateway.WithPolicy(testgateway.Policy{Rules: []testgateway.Rule{{
 		Name:  "compat",
 		Match: map[string]string{"kind": "token"},

@@ -115,7 +115,7 @@ func Analyze(src []byte, args map[string]string, target string, opts ...Option) 
 	lex := shell.NewLex(res.EscapeToken)
 	var predefined map[string]string
 	if o.platform != nil {
-		predefined = predefinedArgs(*o.platform, target, stages)
+		predefined = predefinedArgs(*o.platform, o.only, target, stages)
 	}
 	env, err := resolveMetaArgs(lex, metaArgs, args, predefined)
 	if err != nil {

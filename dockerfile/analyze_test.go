@@ -256,6 +256,36 @@ func TestPredefinedArgs(t *testing.T) {
 	}
 }
 
+// TestPredefinedArgsOnly checks a runner that predefines only some of
+// BuildKit's ARGs (the dind runner on Docker 20.10, without TARGETSTAGE):
+// the others are refused as for a runner that predefines none.
+func TestPredefinedArgsOnly(t *testing.T) {
+	amd := v1.Platform{OS: "linux", Architecture: "amd64"}
+	names := slices.DeleteFunc(PlatformArgs(), func(k string) bool { return k == "TARGETSTAGE" })
+	for _, tc := range []struct {
+		name, dockerfile string
+		args             map[string]string
+		want             string // the final base, or the error it contains
+	}{
+		{"listed", "FROM r.example/aa:$TARGETARCH\n", nil, "r.example/aa:amd64"},
+		{"not listed", "FROM r.example/${TARGETSTAGE}:2 AS last\n", nil, "ARG TARGETSTAGE " + platformProblem},
+		{"not listed, build arg", "FROM r.example/${TARGETSTAGE}:2 AS last\n", map[string]string{"TARGETSTAGE": "x"}, "r.example/x:2"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, err := Analyze([]byte(tc.dockerfile), tc.args, "", WithPredefinedArgs(amd, names...))
+			got := ""
+			if err != nil {
+				got = err.Error()
+			} else if ref := a.FinalBase(); ref != nil {
+				got = ref.String()
+			}
+			if !strings.Contains(got, tc.want) {
+				t.Errorf("Analyze(%q, WithPredefinedArgs(%v, all but TARGETSTAGE)) gives %q, want %q", tc.dockerfile, amd, got, tc.want)
+			}
+		})
+	}
+}
+
 func TestFinalBase(t *testing.T) {
 	for _, tc := range []struct {
 		name, dockerfile, target string

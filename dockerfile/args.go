@@ -2,7 +2,9 @@ package dockerfile
 
 import (
 	"fmt"
+	"maps"
 	"path"
+	"slices"
 	"sort"
 	"strings"
 
@@ -11,13 +13,13 @@ import (
 	"github.com/moby/buildkit/frontend/dockerfile/shell"
 )
 
-// platformArgs are the ARGs BuildKit defines by itself in the global
+// PlatformArgs returns the ARGs BuildKit defines by itself in the global
 // scope, from the build's platform and target. A runner whose builder
 // does not (Docker 20.10's legacy builder) would resolve a Dockerfile
 // whose images depend on one differently, so that is refused unless the
-// Dockerfile or a build arg gives the value, or the runner predefines them
+// Dockerfile or a build arg gives the value, or the runner predefines it
 // too (WithPredefinedArgs).
-func platformArgs() []string {
+func PlatformArgs() []string {
 	return []string{
 		"BUILDPLATFORM", "BUILDOS", "BUILDOSVERSION", "BUILDARCH", "BUILDVARIANT",
 		"TARGETPLATFORM", "TARGETOS", "TARGETOSVERSION", "TARGETARCH", "TARGETVARIANT", "TARGETSTAGE",
@@ -31,21 +33,33 @@ type Option func(*options)
 
 type options struct {
 	platform *v1.Platform
+	// only, if not nil, are the PlatformArgs the runner predefines.
+	only []string
 }
 
 // WithPredefinedArgs says that the runner predefines BuildKit's global
-// ARGs (platformArgs) as BuildKit does, building on and for platform p,
+// ARGs (PlatformArgs) as BuildKit does, building on and for platform p,
 // with TARGETSTAGE the target, or the last stage's name, or "default":
 // the kaniko runner's executor does (third_party/kaniko patch 0013).
+// names, if given, are the only ones of them the runner predefines (those
+// of PlatformArgs its builder knows: Docker 20.10's BuildKit lacks
+// TARGETSTAGE); a FROM that uses another without a value is refused.
 // Default: the runner predefines none, and a FROM that uses one without
 // a value is refused.
-func WithPredefinedArgs(p v1.Platform) Option {
-	return func(o *options) { o.platform = &p }
+func WithPredefinedArgs(p v1.Platform, names ...string) Option {
+	return func(o *options) {
+		o.platform = &p
+		o.only = nil
+		if len(names) > 0 {
+			o.only = slices.Clone(names)
+		}
+	}
 }
 
-// predefinedArgs returns the values of platformArgs for a build on and for
+// predefinedArgs returns the values of PlatformArgs for a build on and for
 // p, of target (or the last stage) of stages.
-func predefinedArgs(p v1.Platform, target string, stages []instructions.Stage) map[string]string {
+// Of those, only the names in only, if it is not nil.
+func predefinedArgs(p v1.Platform, only []string, target string, stages []instructions.Stage) map[string]string {
 	stage := target
 	if stage == "" {
 		stage = stages[len(stages)-1].Name
@@ -54,13 +68,17 @@ func predefinedArgs(p v1.Platform, target string, stages []instructions.Stage) m
 		stage = "default"
 	}
 	format := path.Join(p.OS, p.Architecture, p.Variant)
-	return map[string]string{
+	args := map[string]string{
 		"BUILDPLATFORM": format, "BUILDOS": p.OS, "BUILDOSVERSION": p.OSVersion,
 		"BUILDARCH": p.Architecture, "BUILDVARIANT": p.Variant,
 		"TARGETPLATFORM": format, "TARGETOS": p.OS, "TARGETOSVERSION": p.OSVersion,
 		"TARGETARCH": p.Architecture, "TARGETVARIANT": p.Variant,
 		"TARGETSTAGE": stage,
 	}
+	if only != nil {
+		maps.DeleteFunc(args, func(k, _ string) bool { return !slices.Contains(only, k) })
+	}
+	return args
 }
 
 // argValue is a meta ARG as resolved before the first FROM.
@@ -134,7 +152,7 @@ func (e *argEnv) expand(lex *shell.Lex, word string) (shell.ProcessWordResult, e
 // with the ARGs declared before it.
 func resolveMetaArgs(lex *shell.Lex, metaArgs []instructions.ArgCommand, buildArgs, predefined map[string]string) (*argEnv, error) {
 	env := &argEnv{vals: map[string]argValue{}, budget: maxExpansion}
-	for _, k := range platformArgs() {
+	for _, k := range PlatformArgs() {
 		// Both runners see a build arg for a platform ARG, declared or not.
 		if v, ok := buildArgs[k]; ok {
 			env.vals[k] = buildArgValue(v)

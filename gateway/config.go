@@ -298,10 +298,16 @@ type Runners struct {
 type DindRunner struct {
 	// Disabled removes the runner altogether.
 	Disabled bool `yaml:"disabled"`
-	// Dockerd and Docker are the binaries; default dockerd and docker on
-	// PATH.
+	// Dockerd and Docker are the binaries; default dockerd on PATH
+	// (Debian's docker.io, 20.10) and the docker CLI beside it.
 	Dockerd string `yaml:"dockerd"`
 	Docker  string `yaml:"docker"`
+	// Buildx, if set, runs the builds instead of the docker CLI, with the
+	// job daemon's own BuildKit (buildx's docker driver): what a dockerd
+	// from 23 on needs (scripts/setup --test builds dockerd v28.5.2 and
+	// buildx v0.38.2, whose BuildKit builds as current BuildKit does).
+	// Default "": the docker CLI.
+	Buildx string `yaml:"buildx"`
 	// StorageDriver forces the daemons' storage driver. Default: overlay2
 	// where an overlay mount works in the state directory, else vfs.
 	StorageDriver string `yaml:"storage_driver"`

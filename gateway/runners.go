@@ -169,6 +169,9 @@ func (c Config) dindOptions() ([]dind.Option, string) {
 	if d.Docker != "" {
 		o = append(o, dind.WithDocker(d.Docker))
 	}
+	if d.Buildx != "" {
+		o = append(o, dind.WithBuildx(d.Buildx))
+	}
 	if d.StorageDriver != "" {
 		o = append(o, dind.WithStorageDriver(d.StorageDriver))
 	}

@@ -20,13 +20,27 @@ type argPredefiner interface {
 	PredefinedArgsPlatform() v1.Platform
 }
 
+// argLister is an argPredefiner whose builder predefines only some of
+// those ARGs, the ones of dockerfile.PlatformArgs it returns (Docker
+// 20.10's BuildKit lacks TARGETSTAGE). A FROM that uses another without
+// a value is refused at submit, as for a runner that predefines none.
+type argLister interface {
+	PredefinedArgs() []string
+}
+
 // analyzeDockerfile analyzes the Dockerfile src of spec, to be built by
 // runner. What it cannot resolve is the caller's to fix: a *SpecError,
 // before any build work.
 func analyzeDockerfile(src []byte, spec *ValidSpec, runner builder.Runner) (*dockerfile.Analysis, error) {
 	var opts []dockerfile.Option
 	if p, ok := runner.(argPredefiner); ok {
-		opts = append(opts, dockerfile.WithPredefinedArgs(p.PredefinedArgsPlatform()))
+		l, some := runner.(argLister)
+		switch {
+		case !some:
+			opts = append(opts, dockerfile.WithPredefinedArgs(p.PredefinedArgsPlatform()))
+		case len(l.PredefinedArgs()) > 0:
+			opts = append(opts, dockerfile.WithPredefinedArgs(p.PredefinedArgsPlatform(), l.PredefinedArgs()...))
+		}
 	}
 	a, err := dockerfile.Analyze(src, spec.BuildArgs, spec.Target, opts...)
 	if err != nil {

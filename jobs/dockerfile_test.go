@@ -6,6 +6,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -132,5 +133,35 @@ func TestSubmitPredefinedArgs(t *testing.T) {
 				t.Errorf("build = %s (%s), want succeeded", b.Status, b.Error)
 			}
 		})
+	}
+}
+
+// lister is a kaniko runner that says its builder predefines only some of
+// BuildKit's ARGs, as the dind runner does on Docker 20.10.
+type lister struct {
+	*kaniko.Runner
+	names []string
+}
+
+func (l lister) PredefinedArgs() []string { return l.names }
+
+// TestSubmitPredefinedArgsListed: a runner that predefines only some of
+// BuildKit's ARGs (PredefinedArgs) gets a FROM using another refused at
+// submission, naming it, rather than built from an image its builder
+// would not resolve.
+func TestSubmitPredefinedArgsListed(t *testing.T) {
+	kr, err := kaniko.New(kaniko.WithExecutor(testenv.Executor(t)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	names := slices.DeleteFunc(dockerfile.PlatformArgs(), func(k string) bool { return k == "TARGETSTAGE" })
+	e := newEnv(t, jobs.WithRunner("listed", lister{kr, names}))
+	src := "FROM scratch AS a\nCOPY hello.txt /hello.txt\nFROM ${TARGETSTAGE}\n"
+	spec := api.BuildSpec{Destinations: []string{e.dest("listed")}, Runner: "listed", Target: "a"}
+	_, err = e.m.Submit(context.Background(), jobs.SubmitRequest{Owner: "alice", Spec: spec},
+		bytes.NewReader(contextTar(t, file{"Dockerfile", src}, file{"hello.txt", "hi"})))
+	var se *jobs.SpecError
+	if !errors.As(err, &se) || !strings.Contains(err.Error(), "ARG TARGETSTAGE is predefined by BuildKit but not by this runner") {
+		t.Fatalf("Submit(FROM ${TARGETSTAGE}, runner predefining all but TARGETSTAGE) = %v; want a *SpecError naming TARGETSTAGE", err)
 	}
 }

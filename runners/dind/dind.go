@@ -50,12 +50,21 @@
 // --target CONTEXT. That is the daemon's own BuildKit, as `docker build`
 // builds today, not the legacy builder (which differs from BuildKit in
 // WORKDIR ownership, VOLUME, ADD of several archives, the proxy ARGs:
-// compat/known.yaml); the 20.10 CLI has a BuildKit client built in, so no
-// buildx is needed. --progress=plain prints every step's output line by
-// line (prefixed with the step's number), and that goes to the build log
-// line by line. The image is exported through the Engine
-// API (GET /images/get): the docker-save stream becomes, as it arrives, an
-// OCI layout in Request.OutputDir like the kaniko runner's, each layer
+// compat/known.yaml); the 20.10 CLI has a BuildKit client built in. With
+// WithBuildx (what a dockerd from 23 on needs) buildx builds instead, with
+// the same flags and --builder=default --load --provenance=false
+// --sbom=false, and the daemon as DOCKER_HOST=unix://SOCKET (buildx has
+// no --host): the "default" builder is buildx's docker driver, the
+// daemon's own BuildKit, the image goes into the daemon's image store as
+// with docker build, and no builder container or other endpoint is ever
+// used (the command's environment is fixed: nothing of the gateway's, so
+// no BUILDX_BUILDER, DOCKER_CONTEXT, BUILDKIT_HOST, telemetry endpoint
+// (OTEL_*) or proxy, and DOCKER_CONFIG is the job's empty client
+// directory). --progress=plain prints every step's output line by line
+// (prefixed with the step's number), and that goes to the build log line
+// by line. The image is exported through the Engine API (GET
+// /images/get): the docker-save stream becomes, as it arrives, an OCI
+// layout in Request.OutputDir like the kaniko runner's, each layer
 // gzip-compressed once on the way (checked against the config's diff IDs,
 // and the config against the built image's ID), so the gateway's push
 // only uploads files. The leading layers that are the final base's
@@ -148,19 +157,27 @@
 //     where they would go. WithTmpfs bounds the data root's size.
 //   - The host's /run/docker and /run/containerd are created (empty) if
 //     missing, as mount points; nothing is written into them.
-//   - Docker 20.10's BuildKit is v0.8 and its built-in Dockerfile frontend
-//     1.2: COPY --chmod, RUN --mount and the platform ARGs work, heredocs,
-//     TARGETSTAGE, ${VAR%%word} and COPY --chmod=$ARG do not, and a
-//     # syntax= line fails the build, since the daemon pulls no frontend
-//     image (compat/known.yaml lists what differs from BuildKit v0.22).
-//     A newer dockerd (WithDockerd) brings a newer BuildKit: dockerd
-//     v28.5.2, built from the Go module proxy, passes this package's tests
-//     and builds as BuildKit v0.22 every case of compat's corpus that the
-//     gateway lets through but one when driven by the 20.10 CLI
-//     (WithDocker; a docker CLI from 23 on needs buildx for BuildKit),
-//     whose older context transfer loses COPY sources with "+" or
-//     non-ASCII names; driven by buildx v0.38.2 instead (which the runner
-//     does not run yet: it takes DOCKER_HOST, not --host), every one.
+//   - Docker 20.10's BuildKit (Debian's docker.io, the default) is v0.8
+//     and its built-in Dockerfile frontend 1.2: COPY --chmod, RUN --mount
+//     and the platform ARGs work, heredocs, TARGETSTAGE (PredefinedArgs
+//     says so, and the gateway refuses a FROM that needs it),
+//     ${VAR%%word} and COPY --chmod=$ARG do not, and a # syntax= line
+//     fails the build, since the daemon pulls no frontend image. Measured
+//     with compat's corpus, it also gives RUN steps no supplementary
+//     groups, runs an ONBUILD COPY --from (a stage or an image) without
+//     its files, keeps no Entrypoint for an invalid JSON form and does not
+//     refuse an invalid COPY --chmod: 61 of 70 cases as BuildKit v0.22. A
+//     newer dockerd (WithDockerd) driven by buildx (WithBuildx) brings a
+//     newer BuildKit: dockerd v28.5.2 and buildx v0.38.2, built from the
+//     Go module proxy by scripts/setup --test, are what this package's
+//     tests and compat's dind column build with, and they build all 70 as
+//     BuildKit v0.22 does (compat/known.yaml lists no dind difference;
+//     BUILDGW_COMPAT_DOCKERD=/usr/sbin/dockerd measures 20.10 again).
+//     The 20.10 CLI against dockerd v28 (WithDocker) loses COPY sources
+//     with "+" or non-ASCII names in its older context transfer: use
+//     buildx.
+//   - buildx prints its warnings' summary line in color (ANSI escapes)
+//     whatever its output is.
 //   - RUN steps see the host name buildkitsandbox (RunHostname), BuildKit's,
 //     in a UTS namespace of their own.
 package dind
@@ -174,8 +191,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -186,6 +205,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/netmode"
 )
@@ -197,6 +217,7 @@ type Runner struct {
 	mu     sync.Mutex
 	driver string // probed storage driver, once
 	ran    bool   // dockerd --version succeeded once
+	major  int    // dockerd's major version, once it ran; 0 unknown
 }
 
 var (
@@ -216,8 +237,11 @@ func New(opts ...Option) (*Runner, error) {
 	return &Runner{o: o}, nil
 }
 
-// Docker is the docker CLI the runner uses.
+// Docker is the docker CLI the runner uses when it has no buildx.
 func (r *Runner) Docker() string { return r.o.docker }
+
+// Buildx is the buildx the runner builds with, or "" for the docker CLI.
+func (r *Runner) Buildx() string { return r.o.buildx }
 
 // Dockerd is the dockerd the runner starts.
 func (r *Runner) Dockerd() string { return r.o.dockerd }
@@ -234,21 +258,65 @@ func (r *Runner) runsOnce(ctx context.Context) error {
 	}
 	vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
-	if out, err := exec.CommandContext(vctx, r.o.dockerd, "--version").CombinedOutput(); err != nil {
+	out, err := exec.CommandContext(vctx, r.o.dockerd, "--version").CombinedOutput()
+	if err != nil {
 		return fmt.Errorf("dockerd %s does not run: %v: %s", r.o.dockerd, err, strings.TrimSpace(string(out)))
 	}
 	r.mu.Lock()
 	r.ran = true
+	r.major = majorVersion(string(out))
 	r.mu.Unlock()
 	return nil
 }
 
+// dockerdVersion matches the major version in dockerd --version's
+// "Docker version 20.10.24+dfsg1, build 5d6db84".
+var dockerdVersion = regexp.MustCompile(`^Docker version v?([0-9]+)\.`)
+
+// majorVersion returns the major version dockerd --version prints, or 0.
+func majorVersion(out string) int {
+	m := dockerdVersion.FindStringSubmatch(strings.TrimSpace(out))
+	if m == nil {
+		return 0
+	}
+	n, err := strconv.Atoi(m[1])
+	if err != nil {
+		return 0
+	}
+	return n
+}
+
+// targetStageSince is the first dockerd major version whose BuildKit is
+// known to predefine TARGETSTAGE (28.5.2 measured; 20.10's BuildKit v0.8
+// does not).
+const targetStageSince = 28
+
+// PredefinedArgs returns which of BuildKit's global ARGs
+// (dockerfile.PlatformArgs) the job daemon's BuildKit predefines, whether
+// the docker CLI or buildx drives it: all from dockerd 28 on; before
+// (Docker 20.10's BuildKit v0.8), or when dockerd's version cannot be
+// read, all but TARGETSTAGE, so that a FROM naming it without a value is
+// refused at submission rather than built from another image than the
+// gateway's analysis resolved.
+func (r *Runner) PredefinedArgs() []string {
+	all := dockerfile.PlatformArgs()
+	// Normally known already: Available runs dockerd --version first.
+	if r.runsOnce(context.Background()) == nil {
+		r.mu.Lock()
+		major := r.major
+		r.mu.Unlock()
+		if major >= targetStageSince {
+			return all
+		}
+	}
+	return slices.DeleteFunc(all, func(k string) bool { return k == "TARGETSTAGE" })
+}
+
 // PredefinedArgsPlatform returns the platform the job's daemon builds on
 // and for, this host's: its BuildKit predefines BuildKit's global ARGs
-// (TARGETOS, TARGETARCH...) with it, so the gateway's Dockerfile analysis
-// may resolve FROM with the same values. (Docker 20.10's BuildKit does not
-// predefine TARGETSTAGE: a FROM naming it resolves to another image than
-// the analysis says, which the daemon does not have, and the build fails.)
+// (TARGETOS, TARGETARCH...; which of them, PredefinedArgs says) with it,
+// so the gateway's Dockerfile analysis may resolve FROM with the same
+// values.
 func (r *Runner) PredefinedArgsPlatform() v1.Platform {
 	p := platforms.Normalize(platforms.DefaultSpec())
 	return v1.Platform{OS: p.OS, OSVersion: p.OSVersion, Architecture: p.Architecture, Variant: p.Variant}
@@ -265,7 +333,11 @@ func (r *Runner) Available(ctx context.Context) error {
 	if err := r.runsOnce(ctx); err != nil {
 		return err
 	}
-	if err := executable(r.o.docker); err != nil {
+	if r.o.buildx != "" {
+		if err := executable(r.o.buildx); err != nil {
+			return fmt.Errorf("buildx not found: %w", err)
+		}
+	} else if err := executable(r.o.docker); err != nil {
 		return fmt.Errorf("docker CLI not found (install Debian's docker.io): %w", err)
 	}
 	// What dockerd runs, found on the PATH it gets.
@@ -447,21 +519,18 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	return img, nil
 }
 
-// dockerBuild runs docker build against d, streaming its output to log.
+// dockerBuild runs docker build, or buildx build, against d, streaming
+// its output to log.
 func (r *Runner) dockerBuild(ctx context.Context, d *Daemon, req *builder.Request, tag string, log io.Writer) error {
 	// No credential at all: base images are loaded from the gateway's
 	// store, and the daemon never pulls.
 	if err := os.WriteFile(filepath.Join(d.dir, clientDir, "config.json"), []byte("{}\n"), 0o600); err != nil {
 		return fmt.Errorf("dind: writing the CLI's configuration: %w", err)
 	}
-	cmd := exec.CommandContext(ctx, r.o.docker, r.buildArgs(d, req, tag)...)
+	bin, args, env := r.buildCommand(d, req, tag)
+	cmd := exec.CommandContext(ctx, bin, args...)
 	cmd.Dir = filepath.Join(d.dir, homeDir)
-	cmd.Env = []string{
-		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-		"HOME=" + filepath.Join(d.dir, homeDir),
-		"DOCKER_CONFIG=" + filepath.Join(d.dir, clientDir),
-		"DOCKER_BUILDKIT=1",
-	}
+	cmd.Env = env
 	lw := builder.NewLineWriter(stepDigests{log})
 	cmd.Stdout, cmd.Stderr = lw, lw
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true, Pdeathsig: syscall.SIGKILL}
@@ -504,19 +573,63 @@ func (r *Runner) dockerBuild(ctx context.Context, d *Daemon, req *builder.Reques
 		var ee *exec.ExitError
 		if errors.As(err, &ee) {
 			if full.Load() {
-				return fmt.Errorf("docker build failed (exit status %d): no space left in the job's data root, a tmpfs of %d MiB (runners.dind.tmpfs_bytes); see the build log", ee.ExitCode(), r.o.tmpfs>>20)
+				return fmt.Errorf("%s failed (exit status %d): no space left in the job's data root, a tmpfs of %d MiB (runners.dind.tmpfs_bytes); see the build log", r.client(), ee.ExitCode(), r.o.tmpfs>>20)
 			}
-			return fmt.Errorf("docker build failed (exit status %d); see the build log", ee.ExitCode())
+			return fmt.Errorf("%s failed (exit status %d); see the build log", r.client(), ee.ExitCode())
 		}
-		return fmt.Errorf("dind: running the docker CLI: %w", err)
+		return fmt.Errorf("dind: running %s: %w", r.client(), err)
 	}
 	return nil
 }
 
+// client names what runs the build, for errors.
+func (r *Runner) client() string {
+	if r.o.buildx != "" {
+		return "buildx build"
+	}
+	return "docker build"
+}
+
+// buildCommand returns the command that builds req against d, the docker
+// CLI's or buildx's, and its whole environment: nothing of the gateway's,
+// no credential (DOCKER_CONFIG holds an empty config.json), no variable
+// that could name another daemon or builder.
+func (r *Runner) buildCommand(d *Daemon, req *builder.Request, tag string) (bin string, args, env []string) {
+	env = []string{
+		"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+		"HOME=" + filepath.Join(d.dir, homeDir),
+		"DOCKER_CONFIG=" + filepath.Join(d.dir, clientDir),
+	}
+	if r.o.buildx == "" {
+		return r.o.docker, r.buildArgs(d, req, tag), append(env, "DOCKER_BUILDKIT=1")
+	}
+	// buildx has no --host: the job's daemon is the endpoint of the
+	// "default" context, whose builder is the docker driver (the
+	// daemon's own BuildKit), named on the command line so that no
+	// stored builder is ever chosen. Attestations need an image store
+	// the docker driver lacks: none are asked for.
+	return r.o.buildx, r.buildxArgs(d, req, tag), append(env,
+		"DOCKER_HOST=unix://"+d.Socket(),
+		"BUILDX_NO_DEFAULT_ATTESTATIONS=1",
+	)
+}
+
+// buildArgs are the docker CLI's arguments.
 func (r *Runner) buildArgs(d *Daemon, req *builder.Request, tag string) []string {
+	return append([]string{"--host=unix://" + d.Socket(), "build"}, r.commonArgs(d, req, tag)...)
+}
+
+// buildxArgs are buildx's arguments: the CLI's, plus the builder and the
+// image going into the daemon's image store (as docker build puts it,
+// for the export), without attestations.
+func (r *Runner) buildxArgs(d *Daemon, req *builder.Request, tag string) []string {
+	return append([]string{"build", "--builder=default", "--load", "--provenance=false", "--sbom=false"}, r.commonArgs(d, req, tag)...)
+}
+
+// commonArgs are the build's arguments that the docker CLI and buildx
+// share.
+func (r *Runner) commonArgs(d *Daemon, req *builder.Request, tag string) []string {
 	args := []string{
-		"--host=unix://" + d.Socket(),
-		"build",
 		"--file=" + filepath.Join(req.ContextDir, filepath.FromSlash(req.Dockerfile)),
 		"--tag=" + tag,
 		"--iidfile=" + filepath.Join(d.dir, runDir, "iid"),

@@ -34,19 +34,30 @@ import (
 	"github.com/buildgw/buildgw/workspace"
 )
 
-// requireDocker fails the test unless the dind runner can run here: the
-// tests run in CI with docker.io installed (scripts/setup --test), never
-// skipped.
-func requireDocker(t testing.TB) *Runner {
+// requireDocker returns a runner of the current engine (engine) with
+// opts, and fails the test unless it can run here: the tests run in CI
+// with docker.io installed and the engine built (scripts/setup --test),
+// never skipped.
+func requireDocker(t testing.TB, opts ...Option) *Runner {
 	t.Helper()
-	r, err := New()
+	r, err := New(append(engine(t), opts...)...)
 	if err != nil {
 		t.Fatalf("New: %v", err)
 	}
 	if err := r.Available(context.Background()); err != nil {
-		t.Fatalf("dind runner unavailable: %v (run scripts/setup --test; it installs docker.io)", err)
+		t.Fatalf("dind runner unavailable: %v (run scripts/setup --test; it installs docker.io and builds dockerd and buildx)", err)
 	}
 	return r
+}
+
+// engine is what this package's tests build with: dockerd v28 driven by
+// buildx (testenv.DockerEngine), the current BuildKit, with containerd
+// and runc from Debian's docker.io. TestDebianDocker builds with
+// docker.io's own dockerd 20.10 and docker CLI, the gateway's default.
+func engine(t testing.TB) []Option {
+	t.Helper()
+	dockerd, buildx := testenv.DockerEngine(t)
+	return []Option{WithDockerd(dockerd), WithBuildx(buildx)}
 }
 
 // TestConformance runs the runner suite against real per-job daemons.
@@ -60,7 +71,7 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	runnertest.Run(t, func(t *testing.T) builder.Runner {
-		r, err := New()
+		r, err := New(engine(t)...)
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}
@@ -274,6 +285,7 @@ func TestAvailable(t *testing.T) {
 		{"no dockerd", WithDockerd("/nonexistent/dockerd"), "dockerd not found"},
 		{"no docker CLI", WithDocker("/nonexistent/docker"), "docker CLI not found"},
 		{"missing init", WithInit("/nonexistent/docker-init"), "init"},
+		{"no buildx", WithBuildx("/nonexistent/buildx"), "buildx not found"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r, err := New(tc.opt)
@@ -285,6 +297,16 @@ func TestAvailable(t *testing.T) {
 			}
 		})
 	}
+	// With buildx, the docker CLI is not used.
+	t.Run("buildx without docker CLI", func(t *testing.T) {
+		r, err := New(append(engine(t), WithDocker("/nonexistent/docker"))...)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := r.Available(ctx); err != nil {
+			t.Errorf("Available() = %v, want nil: buildx builds", err)
+		}
+	})
 	t.Run("dockerd missing from PATH", func(t *testing.T) {
 		t.Setenv("PATH", t.TempDir())
 		r, err := New()
@@ -664,12 +686,16 @@ func imageFiles(t *testing.T, img v1.Image) map[string]string {
 }
 
 // helperEnv makes the test binary, re-run, a "gateway" that starts a
-// daemon in the directory it names and waits to be killed.
-const helperEnv = "BUILDGW_DIND_TEST_HELPER_DIR"
+// daemon (helperDockerdEnv's) in the directory it names and waits to be
+// killed.
+const (
+	helperEnv        = "BUILDGW_DIND_TEST_HELPER_DIR"
+	helperDockerdEnv = "BUILDGW_DIND_TEST_HELPER_DOCKERD"
+)
 
 func TestMain(m *testing.M) {
 	if dir := os.Getenv(helperEnv); dir != "" {
-		r, err := New()
+		r, err := New(WithDockerd(os.Getenv(helperDockerdEnv)))
 		if err == nil {
 			_, err = r.StartDaemon(context.Background(), dir, DaemonConfig{Tag: "crash"})
 		}
@@ -687,7 +713,7 @@ func TestMain(m *testing.M) {
 // the daemon and all of its processes must die with it, and Reap must
 // then delete what is left.
 func TestGatewayCrash(t *testing.T) {
-	requireDocker(t)
+	r := requireDocker(t)
 	stateDir := testenv.StateDir(t)
 	ws := filepath.Join(workspace.NewLayout(stateDir).Jobs, "crash")
 	if err := os.MkdirAll(ws, 0o700); err != nil {
@@ -695,7 +721,7 @@ func TestGatewayCrash(t *testing.T) {
 	}
 	dir := filepath.Join(ws, "dind")
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
-	cmd.Env = append(os.Environ(), helperEnv+"="+dir)
+	cmd.Env = append(os.Environ(), helperEnv+"="+dir, helperDockerdEnv+"="+r.Dockerd())
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
@@ -829,11 +855,7 @@ func TestExportNoLayers(t *testing.T) {
 // TestTmpfs builds with the data root on a tmpfs: nothing of the build
 // reaches the disk, and the size bounds what a build may write.
 func TestTmpfs(t *testing.T) {
-	requireDocker(t)
-	r, err := New(WithTmpfs(128 << 20))
-	if err != nil {
-		t.Fatal(err)
-	}
+	r := requireDocker(t, WithTmpfs(128<<20))
 	reg := testenv.Registry(t)
 	base := testenv.Busybox(t, reg)
 	t.Run("fits", func(t *testing.T) {

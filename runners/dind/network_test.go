@@ -66,7 +66,7 @@ func TestNetwork(t *testing.T) {
 			if c.refuse != nil {
 				opts = append(opts, WithEgressRefuse(c.refuse...))
 			}
-			r, err := New(opts...)
+			r, err := New(append(engine(t), opts...)...)
 			if err != nil {
 				t.Fatal(err)
 			}

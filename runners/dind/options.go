@@ -17,6 +17,8 @@ type Option func(*options) error
 type options struct {
 	dockerd string
 	docker  string
+	// buildx, if set, runs the build instead of the docker CLI.
+	buildx string
 	// init runs as the daemon namespace's pid 1 and reaps its orphans;
 	// "" runs dockerd itself as pid 1.
 	init        string
@@ -111,6 +113,9 @@ func makeOptions(opts ...Option) (options, error) {
 	} else if o.init != "" {
 		o.init = resolve(o.init)
 	}
+	if o.buildx != "" {
+		o.buildx = resolve(o.buildx)
+	}
 	o.mount = resolve(o.mount)
 	return o, nil
 }
@@ -157,6 +162,18 @@ func WithDockerd(path string) Option {
 // else "docker" from PATH.
 func WithDocker(path string) Option {
 	return func(o *options) error { o.docker = path; return nil }
+}
+
+// WithBuildx makes buildx (a standalone binary, docker-buildx or buildx)
+// run each build against the job's daemon instead of the docker CLI, with
+// the daemon's own BuildKit (buildx's docker driver, never a builder
+// container). A docker CLI from 23 on builds with BuildKit only through
+// buildx, and a newer dockerd's BuildKit needs a newer client than 20.10's
+// CLI: its context transfer loses COPY sources whose names hold "+" or
+// non-ASCII characters. Default "": the docker CLI (WithDocker) builds,
+// as Debian's docker.io 20.10 does with BuildKit built in.
+func WithBuildx(path string) Option {
+	return func(o *options) error { o.buildx = path; return nil }
 }
 
 // WithInit sets the init that runs as pid 1 of the daemon's pid

@@ -46,7 +46,7 @@ func TestRawNetwork(t *testing.T) {
 	}
 	dockerfile := "ARG BASE\nFROM ${BASE}\nCOPY sandboxprobe /p\n" +
 		"RUN chmod 755 /p && (/p sockets; /p rawip; /p id; " + strings.Join(steps, "; ") + ") > /probe.txt 2>&1; cat /probe.txt\n"
-	r, err := New(WithNetwork(netmode.Egress))
+	r, err := New(append(engine(t), WithNetwork(netmode.Egress))...)
 	if err != nil {
 		t.Fatal(err)
 	}
