@@ -123,6 +123,14 @@ func runCommandInExec(config *v1.Config, buildArgs *dockerfile.BuildArgs, cmdRun
 		// as Docker runs it; without a passwd entry, as kaniko ran it.
 		cmd.SysProcAttr.Credential = cred
 	}
+	// In a user namespace that may not set groups (one mapped without
+	// CAP_SETGID, as in an unprivileged Pod), setgroups fails and with it
+	// every RUN: keep the groups the process has, the only ones there.
+	if c := cmd.SysProcAttr.Credential; c != nil {
+		if b, err := os.ReadFile("/proc/self/setgroups"); err == nil && strings.TrimSpace(string(b)) == "deny" {
+			c.NoSetGroups = true
+		}
+	}
 
 	env, err := addDefaultHOME(userStr, replacementEnvs)
 	if err != nil {
