@@ -542,13 +542,20 @@ func (r *Runner) chown(p string) error {
 }
 
 func (r *Runner) kanikoArgs(req *builder.Request) []string {
+	return append(ExecutorArgs(req), r.o.flags...)
+}
+
+// ExecutorArgs are kaniko's arguments for req, with the sandbox's paths
+// (package sandbox): what every runner that runs this repository's
+// executor passes it.
+func ExecutorArgs(req *builder.Request) []string {
 	args := []string{
 		"--context=dir://" + sandbox.Workspace,
 		"--dockerfile=" + path.Join(sandbox.Workspace, req.Dockerfile),
 		"--no-push",
 		"--oci-layout-path=" + sandbox.Output,
 		// kaniko refuses to run outside a container it recognises; the
-		// namespaces set up here are one.
+		// sandbox's namespaces are one.
 		"--force",
 		"--log-format=text",
 		"--log-timestamp=false",
@@ -565,7 +572,7 @@ func (r *Runner) kanikoArgs(req *builder.Request) []string {
 	for _, reg := range req.InsecureRegistries {
 		args = append(args, "--insecure-registry="+reg)
 	}
-	return append(args, r.o.flags...)
+	return args
 }
 
 // RemoveAll removes dir, which may hold files owned by the sandbox's

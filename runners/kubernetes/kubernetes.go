@@ -23,10 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"maps"
-	"path"
 	"regexp"
-	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -49,8 +46,8 @@ import (
 	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/netmode"
 	"github.com/buildgw/buildgw/ocilayout"
+	"github.com/buildgw/buildgw/runners/kaniko"
 	"github.com/buildgw/buildgw/runners/kubernetes/podinit"
-	"github.com/buildgw/buildgw/sandbox"
 )
 
 var (
@@ -263,7 +260,7 @@ func (r *Runner) pod(name string, req *builder.Request, network netmode.Mode, ur
 				Image:           r.o.image,
 				ImagePullPolicy: r.o.pullPolicy,
 				Command:         []string{podinit.Executor},
-				Args:            kanikoArgs(req),
+				Args:            kaniko.ExecutorArgs(req),
 				Env: []corev1.EnvVar{
 					{Name: podinit.EnvURL, Value: url},
 					{Name: podinit.EnvToken, Value: token},
@@ -290,33 +287,6 @@ func (r *Runner) pod(name string, req *builder.Request, network netmode.Mode, ur
 }
 
 func ptr[T any](v T) *T { return &v }
-
-// kanikoArgs are the executor's arguments, as the kaniko runner gives
-// them, with the sandbox's paths.
-func kanikoArgs(req *builder.Request) []string {
-	args := []string{
-		"--context=dir://" + sandbox.Workspace,
-		"--dockerfile=" + path.Join(sandbox.Workspace, req.Dockerfile),
-		"--no-push",
-		"--oci-layout-path=" + sandbox.Output,
-		"--force",
-		"--log-format=text",
-		"--log-timestamp=false",
-	}
-	for _, k := range slices.Sorted(maps.Keys(req.BuildArgs)) {
-		args = append(args, "--build-arg="+k+"="+req.BuildArgs[k])
-	}
-	for _, k := range slices.Sorted(maps.Keys(req.Labels)) {
-		args = append(args, "--label="+k+"="+req.Labels[k])
-	}
-	if req.Target != "" {
-		args = append(args, "--target="+req.Target)
-	}
-	for _, reg := range req.InsecureRegistries {
-		args = append(args, "--insecure-registry="+reg)
-	}
-	return args
-}
 
 // networkPolicy refuses the build's Pod every connection in, and every
 // connection out but to the data server; with egress, also to anywhere
