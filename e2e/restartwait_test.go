@@ -1,9 +1,7 @@
 package e2e
 
 import (
-	"bytes"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -31,19 +29,8 @@ func TestSubmitWaitsOutOutage(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte("FROM "+g.busybox+"\nRUN echo queued > /queued.txt\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(filepath.Join(g.bin, "buildctl-lite"), "submit", "--restart-wait", "2m", "-t", g.dest.Host+"/team/outage:queued", dir)
-	cmd.Env = append(os.Environ(), "BUILDGW_URL="+g.url, "BUILDGW_TOKEN="+ci)
-	stdout, stderr := &syncWriter{w: &bytes.Buffer{}}, &syncWriter{w: &bytes.Buffer{}}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
+	c := g.startClient(t, ci, "submit", "--restart-wait", "2m", "-t", g.dest.Host+"/team/outage:queued", dir)
+	cmd, stdout, stderr, exited := c.cmd, c.stdout, c.stderr, c.exited
 
 	var queued string
 	for deadline := time.Now().Add(testenv.Scale(time.Minute)); queued == ""; time.Sleep(100 * time.Millisecond) {

@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -28,19 +27,8 @@ func TestSecondGatewayDuringDindBuild(t *testing.T) {
 		t.Fatal(err)
 	}
 	ref := g.dest.Host + "/team/second:dind"
-	cmd := exec.Command(filepath.Join(g.bin, "buildctl-lite"), "submit", "--runner", "dind", "-t", ref, dir)
-	cmd.Env = append(os.Environ(), "BUILDGW_URL="+g.url, "BUILDGW_TOKEN="+ci)
-	stdout, stderr := &syncWriter{w: &bytes.Buffer{}}, &syncWriter{w: &bytes.Buffer{}}
-	cmd.Stdout, cmd.Stderr = stdout, stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-	})
+	c := g.startClient(t, ci, "submit", "--runner", "dind", "-t", ref, dir)
+	cmd, stdout, stderr, exited := c.cmd, c.stdout, c.stderr, c.exited
 	var id string
 	for deadline := time.Now().Add(testenv.Scale(time.Minute)); id == ""; time.Sleep(100 * time.Millisecond) {
 		if bs := g.listBuilds(t, ci); len(bs) == 1 {
