@@ -376,23 +376,9 @@ func TestPodInitHidden(t *testing.T) {
 		"RUN for f in /proc/[0-9]*/environ; do tr '\\0' '\\n' < $f 2>/dev/null; done | grep -c BUILDGW_POD > /environ.txt; "+
 		"ls /proc/1/root/ > /root.txt 2>&1; ls /proc > /procs.txt; true\n")
 	req.InsecureRegistries = []string{host}
-	var err error
-	if req.Analysis, err = df.Load(req.ContextDir, req.Dockerfile, nil, ""); err != nil {
-		t.Fatal(err)
-	}
-	store, err := basestore.New(t.TempDir())
+	img, log, err := buildWithBases(t, r, basestoreFor(t), req)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if req.BaseImages, err = store.Prepare(context.Background(), req, io.Discard); err != nil {
-		t.Fatalf("Prepare: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
-	defer cancel()
-	var log strings.Builder
-	img, err := r.Build(ctx, req, &log)
-	if err != nil {
-		t.Fatalf("Build: %v\n%s", err, log.String())
+		t.Fatalf("Build: %v\n%s", err, log)
 	}
 	fsys := imageFiles(t, img)
 	t.Logf("processes the build sees: %q", fsys["/procs.txt"])
@@ -404,7 +390,7 @@ func TestPodInitHidden(t *testing.T) {
 	if got := fsys["/root.txt"]; strings.Contains(got, "buildgw") || strings.Contains(got, "kaniko") {
 		t.Errorf("a RUN step listed the Pod init's root: %q", got)
 	}
-	if strings.Contains(log.String(), r.DataURL()) {
+	if strings.Contains(log, r.DataURL()) {
 		t.Errorf("the build log holds the data server's URL")
 	}
 }
@@ -444,23 +430,41 @@ func TestNetwork(t *testing.T) {
 			"RUN { printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 5 "+h+" "+p+" | grep -o 'reached-[a-z0-9]*' || echo unreachable; } > /got.txt\n")
 		req.InsecureRegistries = []string{host}
 		req.Network = tc.mode
-		if req.Analysis, err = df.Load(req.ContextDir, req.Dockerfile, nil, ""); err != nil {
-			t.Fatal(err)
-		}
-		if req.BaseImages, err = store.Prepare(context.Background(), req, io.Discard); err != nil {
-			t.Fatalf("Prepare: %v", err)
-		}
-		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
-		var log strings.Builder
-		img, err := r.Build(ctx, req, &log)
-		cancel()
+		img, log, err := buildWithBases(t, r, store, req)
 		if err != nil {
-			t.Fatalf("Build(network %s): %v\n%s", tc.mode, err, log.String())
+			t.Fatalf("Build(network %s): %v\n%s", tc.mode, err, log)
 		}
 		if got := strings.TrimSpace(imageFiles(t, img)["/got.txt"]); got != tc.want {
-			t.Errorf("Build(network %s): a RUN step got %q from the host link, want %q\n%s", tc.mode, got, tc.want, log.String())
+			t.Errorf("Build(network %s): a RUN step got %q from the host link, want %q\n%s", tc.mode, got, tc.want, log)
 		}
 	}
+}
+
+// buildWithBases analyses req's Dockerfile, fetches its bases into store
+// as the gateway would, and builds it with r; it returns the build log.
+func buildWithBases(t *testing.T, r *Runner, store *basestore.Store, req *builder.Request) (v1.Image, string, error) {
+	t.Helper()
+	var err error
+	if req.Analysis, err = df.Load(req.ContextDir, req.Dockerfile, nil, ""); err != nil {
+		t.Fatal(err)
+	}
+	if req.BaseImages, err = store.Prepare(context.Background(), req, io.Discard); err != nil {
+		t.Fatalf("Prepare: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
+	defer cancel()
+	var log strings.Builder
+	img, err := r.Build(ctx, req, &log)
+	return img, log.String(), err
+}
+
+func basestoreFor(t *testing.T) *basestore.Store {
+	t.Helper()
+	store, err := basestore.New(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return store
 }
 
 // imageFiles returns the regular files of img's layers by absolute path.
@@ -524,22 +528,9 @@ func TestRawNetwork(t *testing.T) {
 	}
 	req.InsecureRegistries = []string{host}
 	req.Network = netmode.Egress
-	if req.Analysis, err = df.Load(req.ContextDir, req.Dockerfile, nil, ""); err != nil {
-		t.Fatal(err)
-	}
-	store, err := basestore.New(t.TempDir())
+	img, log, err := buildWithBases(t, e.runner(t), basestoreFor(t), req)
 	if err != nil {
-		t.Fatal(err)
-	}
-	if req.BaseImages, err = store.Prepare(context.Background(), req, io.Discard); err != nil {
-		t.Fatalf("Prepare: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
-	defer cancel()
-	var log strings.Builder
-	img, err := e.runner(t).Build(ctx, req, &log)
-	if err != nil {
-		t.Fatalf("Build: %v\n%s", err, log.String())
+		t.Fatalf("Build: %v\n%s", err, log)
 	}
 	out := imageFiles(t, img)["/root.txt"]
 	t.Cleanup(func() {
