@@ -97,6 +97,7 @@ func Run(t *testing.T, newRunner func(t *testing.T) builder.Runner, opts ...Opti
 	t.Run("Signals", s.testSignals)
 	t.Run("IPC", s.testIPC)
 	t.Run("Keyrings", s.testKeyrings)
+	t.Run("OOMScore", s.testOOMScore)
 }
 
 // Option changes how the suite runs builds.

@@ -117,10 +117,14 @@ type state struct {
 // for none) over the data root, installs the reference store the daemon
 // starts with (if any), puts the job's resolv.conf over /etc/resolv.conf
 // (BuildKit makes the RUN steps' from it), names its UTS namespace after
-// the gateway, not the host, then becomes the init or dockerd. Every mount made in the
-// namespace vanishes with it.
+// the gateway, not the host, raises its OOM score to the highest, which
+// everything the daemon starts inherits (the kernel's OOM killer picks a
+// build before the gateway, whatever score the gateway was given), then
+// becomes the init or dockerd. Every mount made in the namespace vanishes
+// with it.
 const initScript = `set -e
 m=$1; size=$2; data=$3; refs=$4; refsdir=$5; resolv=$6; shift 6
+echo 1000 > /proc/self/oom_score_adj
 "$m" -t proc -o nosuid,nodev,noexec proc /proc
 echo ` + sandboxHostname + ` > /proc/sys/kernel/hostname
 "$m" -t tmpfs -o mode=0700,nosuid,nodev,size=64m tmpfs /run/docker

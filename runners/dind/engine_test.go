@@ -3,6 +3,7 @@ package dind
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"net"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/internal/testenv"
 )
 
@@ -199,7 +201,7 @@ func TestDebianDocker(t *testing.T) {
 	reg := testenv.Registry(t)
 	base := testenv.Busybox(t, reg)
 	req := newRequest(t, reg, map[string]string{
-		"Dockerfile": "ARG BASE\nFROM ${BASE}\nRUN echo built > /built && echo ran-the-step\nCOPY a /a\n",
+		"Dockerfile": "ARG BASE\nFROM ${BASE}\nRUN echo built > /built && echo ran-the-step && cat /proc/self/oom_score_adj > /oom\nCOPY a /a\n",
 		"a":          "a\n",
 	}, map[string]string{"BASE": base})
 	var log strings.Builder
@@ -209,6 +211,11 @@ func TestDebianDocker(t *testing.T) {
 	}
 	if files := imageFiles(t, img); files["built"] != "built\n" || files["a"] != "a\n" {
 		t.Errorf("image files built, a = %q, %q; want \"built\\n\", \"a\\n\"", files["built"], files["a"])
+	}
+	// The legacy builder's RUN containers get the score the daemon asks
+	// runc for, not the one they inherit.
+	if got := imageFiles(t, img)["oom"]; got != "1000\n" {
+		t.Errorf("RUN step's /proc/self/oom_score_adj = %q, want %q", got, "1000\n")
 	}
 	l := log.String()
 	if !strings.Contains(l, "ran-the-step") {
@@ -275,5 +282,62 @@ func TestMajorVersion(t *testing.T) {
 		if got := majorVersion(out); got != want {
 			t.Errorf("majorVersion(%q) = %d, want %d", out, got, want)
 		}
+	}
+}
+
+// TestDaemonOOMScore: every process of a job's daemon (the init, dockerd,
+// containerd) is what the kernel's OOM killer picks first, on both
+// engines; before, they had the gateway's score.
+func TestDaemonOOMScore(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		opts []Option
+	}{
+		{"docker.io", nil},
+		{"pinned", engine(t)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r, err := New(tc.opts...)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dir := filepath.Join(testenv.StateDir(t), "dind")
+			d, err := r.StartDaemon(context.Background(), dir, DaemonConfig{})
+			if err != nil {
+				t.Fatalf("StartDaemon: %v", err)
+			}
+			t.Cleanup(func() { d.Stop() })
+			all, err := hostfs.Procs()
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The daemon's processes: the init and its descendants.
+			mine := map[int]bool{d.Pid(): true}
+			for grew := true; grew; {
+				grew = false
+				for _, p := range all {
+					if mine[p.PPid] && !mine[p.Pid] {
+						mine[p.Pid], grew = true, true
+					}
+				}
+			}
+			names := map[string]bool{}
+			for _, p := range all {
+				if !mine[p.Pid] {
+					continue
+				}
+				b, err := os.ReadFile(fmt.Sprintf("/proc/%d/oom_score_adj", p.Pid))
+				if err != nil {
+					continue // gone meanwhile
+				}
+				names[p.Comm] = true
+				if got := strings.TrimSpace(string(b)); got != "1000" {
+					t.Errorf("%s (pid %d) oom_score_adj = %s, want 1000", p.Comm, p.Pid, got)
+				}
+			}
+			if !names["dockerd"] || !names["containerd"] {
+				t.Errorf("daemon processes = %v, want dockerd and containerd among them", names)
+			}
+		})
 	}
 }
