@@ -107,17 +107,6 @@ func (f *flattener) layer(r io.Reader) error {
 	return err
 }
 
-// ReadTar reads a flattened tar stream (no whiteouts) into an FS. A path
-// given twice keeps its last entry, as extraction would.
-func ReadTar(r io.Reader) (FS, error) {
-	fs := FS{}
-	return fs, readTar(r, func(e Entry) {
-		if !strings.HasPrefix(path.Base(e.Path), ".wh.") {
-			fs[e.Path] = e
-		}
-	})
-}
-
 // readTar calls add with every entry of a tar stream but the root, which
 // not every builder writes (its mode is the runtime's anyway).
 func readTar(r io.Reader, add func(Entry)) error {
