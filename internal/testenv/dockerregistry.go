@@ -79,7 +79,7 @@ http:
 		}
 		htpasswd := filepath.Join(dir, "htpasswd")
 		writeFile(t, htpasswd, r.Username+":"+string(hash)+"\n"+r.Puller+":"+string(pullHash)+"\n", 0o600)
-		cert, key, ca := selfSigned(t, dir)
+		cert, key, ca := SelfSigned(t, dir)
 		r.CAFile = ca
 		cfg += fmt.Sprintf(`  tls:
     certificate: %s
@@ -176,8 +176,8 @@ func LoopbackAddr() (string, error) {
 	return l.Addr().String(), nil
 }
 
-// selfSigned writes a CA and a certificate for 127.0.0.1 signed by it.
-func selfSigned(t testing.TB, dir string) (cert, key, ca string) {
+// SelfSignedIP writes a CA and a certificate for ip signed by it into dir.
+func SelfSignedIP(t testing.TB, dir, ip string) (cert, key, ca string) {
 	t.Helper()
 	caKey, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
@@ -203,12 +203,12 @@ func selfSigned(t testing.TB, dir string) (cert, key, ca string) {
 	}
 	leafTmpl := &x509.Certificate{
 		SerialNumber: big.NewInt(2),
-		Subject:      pkix.Name{CommonName: "127.0.0.1"},
+		Subject:      pkix.Name{CommonName: ip},
 		NotBefore:    time.Now().Add(-time.Hour),
 		NotAfter:     time.Now().Add(24 * time.Hour),
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
-		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		IPAddresses:  []net.IP{net.ParseIP(ip)},
 		DNSNames:     []string{"localhost"},
 	}
 	leafDER, err := x509.CreateCertificate(rand.Reader, leafTmpl, caCert, &leafKey.PublicKey, caKey)
@@ -227,7 +227,7 @@ func selfSigned(t testing.TB, dir string) (cert, key, ca string) {
 }
 
 // SelfSigned writes a CA and a certificate for 127.0.0.1 into dir.
-func SelfSigned(t testing.TB, dir string) (cert, key, ca string) { return selfSigned(t, dir) }
+func SelfSigned(t testing.TB, dir string) (cert, key, ca string) { return SelfSignedIP(t, dir, "127.0.0.1") }
 
 func writeFile(t testing.TB, p, s string, mode os.FileMode) {
 	t.Helper()

@@ -267,6 +267,7 @@ func (r *Runner) pod(name string, req *builder.Request, network netmode.Mode, ur
 					{Name: podinit.EnvNetwork, Value: string(network)},
 					{Name: podinit.EnvMaxOutput, Value: strconv.FormatInt(r.o.maxOutput, 10)},
 					{Name: podinit.EnvCA, Value: string(r.data.caPEM)},
+					{Name: podinit.EnvExtraCAs, Value: string(req.ExtraCAs)},
 				},
 				Resources: r.o.resources,
 				SecurityContext: &corev1.SecurityContext{

@@ -440,6 +440,55 @@ func TestNetwork(t *testing.T) {
 	}
 }
 
+// TestExtraCAs: the roots the operator adds (a registry's ca_file) reach
+// the executor in the build's Pod: kaniko fetches an ADD URL from a server
+// whose certificate only they sign, and refuses it without them.
+func TestExtraCAs(t *testing.T) {
+	e := setup(t)
+	certFile, keyFile, caFile := testenv.SelfSignedIP(t, t.TempDir(), e.hostIP)
+	ca, err := os.ReadFile(caFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", net.JoinHostPort(e.hostIP, "0"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	marker := "fetched-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, marker) })}
+	go srv.ServeTLS(ln, certFile, keyFile)
+	defer srv.Close()
+	host := testenv.Registry(t)
+	base := testenv.Busybox(t, host)
+	store := basestoreFor(t)
+	r := e.runner(t)
+	for _, tc := range []struct {
+		name string
+		cas  []byte
+	}{
+		{"without", nil},
+		{"with", ca},
+	} {
+		req := emptyBuild(t, "FROM "+base+"\nADD https://"+ln.Addr().String()+"/marker.txt /marker.txt\n")
+		req.InsecureRegistries = []string{host}
+		req.Network = netmode.Egress
+		req.ExtraCAs = tc.cas
+		img, log, err := buildWithBases(t, r, store, req)
+		if tc.cas == nil {
+			if err == nil || !strings.Contains(log, "certificate signed by unknown authority") {
+				t.Errorf("Build(ADD from a private CA's server, %s the CA) = %v, want it refused as signed by an unknown authority\n%s", tc.name, err, log)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("Build(ADD from a private CA's server, %s the CA): %v\n%s", tc.name, err, log)
+		}
+		if got := imageFiles(t, img)["/marker.txt"]; got != marker {
+			t.Errorf("Build(ADD from a private CA's server, %s the CA): /marker.txt = %q, want %q", tc.name, got, marker)
+		}
+	}
+}
+
 // buildWithBases analyses req's Dockerfile, fetches its bases into store
 // as the gateway would, and builds it with r; it returns the build log.
 func buildWithBases(t *testing.T, r *Runner, store *basestore.Store, req *builder.Request) (v1.Image, string, error) {

@@ -47,6 +47,10 @@ const (
 	// EnvCA is the data server's certificate (PEM), the only one the Pod
 	// trusts for EnvURL.
 	EnvCA = "BUILDGW_POD_CA"
+	// EnvExtraCAs is PEM roots the executor trusts besides the image's
+	// system ones (builder.Request.ExtraCAs), for what kaniko fetches
+	// itself: ADD URLs.
+	EnvExtraCAs = "BUILDGW_POD_EXTRA_CAS"
 )
 
 // Paths of the data server under EnvURL.
@@ -168,7 +172,8 @@ func (p *pod) fetch(ctx context.Context, path, dir string) error {
 
 // build runs the executor in its sandbox and returns kaniko's exit code.
 func build(ctx context.Context, args []string, dirs map[string]string, mode netmode.Mode) (int, error) {
-	root := sandbox.Root{Dir: filepath.Join(WorkDir, "root"), Executor: Executor, BindExecutor: true, SystemCAs: SystemCAs}
+	root := sandbox.Root{Dir: filepath.Join(WorkDir, "root"), Executor: Executor, BindExecutor: true, SystemCAs: SystemCAs,
+		ExtraCAs: []byte(os.Getenv(EnvExtraCAs))}
 	if err := root.Prepare(); err != nil {
 		return 0, err
 	}
