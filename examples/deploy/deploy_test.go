@@ -8,8 +8,6 @@ package deploy_test
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
 	"path"
@@ -24,7 +22,6 @@ import (
 	"gopkg.in/yaml.v3"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
-	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/policy"
@@ -41,14 +38,6 @@ var documentedOptions = []string{
 	"--network=host",
 }
 
-type manifests struct {
-	configMaps map[string]*corev1.ConfigMap
-	secrets    map[string]*corev1.Secret
-	deployment *appsv1.Deployment
-	service    *corev1.Service
-	claims     map[string]*corev1.PersistentVolumeClaim
-}
-
 // loadManifests decodes every document of the file strictly into its API
 // type.
 func loadManifests(t *testing.T, file string) manifests {
@@ -57,57 +46,7 @@ func loadManifests(t *testing.T, file string) manifests {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := manifests{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}, claims: map[string]*corev1.PersistentVolumeClaim{}}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	for i := 1; ; i++ {
-		var doc map[string]any
-		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("%s document %d: %v", file, i, err)
-		}
-		raw, err := json.Marshal(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		apiVersion, _ := doc["apiVersion"].(string)
-		k, _ := doc["kind"].(string)
-		kind := apiVersion + "/" + k
-		var obj any
-		switch kind {
-		case "v1/ConfigMap":
-			obj = &corev1.ConfigMap{}
-		case "v1/Secret":
-			obj = &corev1.Secret{}
-		case "apps/v1/Deployment":
-			obj = &appsv1.Deployment{}
-		case "v1/Service":
-			obj = &corev1.Service{}
-		case "v1/PersistentVolumeClaim":
-			obj = &corev1.PersistentVolumeClaim{}
-		default:
-			t.Fatalf("%s document %d: unexpected kind %s", file, i, kind)
-		}
-		if err := sigsyaml.UnmarshalStrict(raw, obj); err != nil {
-			t.Fatalf("%s document %d (%s): %v", file, i, kind, err)
-		}
-		switch o := obj.(type) {
-		case *corev1.ConfigMap:
-			m.configMaps[o.Name] = o
-		case *corev1.Secret:
-			m.secrets[o.Name] = o
-		case *appsv1.Deployment:
-			m.deployment = o
-		case *corev1.Service:
-			m.service = o
-		case *corev1.PersistentVolumeClaim:
-			m.claims[o.Name] = o
-		}
-	}
-	if m.deployment == nil || m.service == nil || len(m.configMaps) == 0 || len(m.secrets) == 0 {
-		t.Fatalf("%s: want a Deployment, a Service, a ConfigMap and Secrets", file)
-	}
-	return m
+	return decodeManifests(t, file, b)
 }
 
 func TestKubernetesManifests(t *testing.T) {
@@ -185,7 +124,7 @@ func TestKubernetesManifests(t *testing.T) {
 		delete(mounts, v.Name)
 		switch {
 		case v.ConfigMap != nil:
-			cm := m.configMaps[v.ConfigMap.Name]
+			cm := m.configMaps[key(d.Namespace, v.ConfigMap.Name)]
 			if cm == nil {
 				t.Errorf("volume %s: no ConfigMap %s", v.Name, v.ConfigMap.Name)
 				continue
@@ -198,7 +137,7 @@ func TestKubernetesManifests(t *testing.T) {
 				files[path.Join(dir, it.Path)] = []byte(data)
 			}
 		case v.Secret != nil:
-			s := m.secrets[v.Secret.SecretName]
+			s := m.secrets[key(d.Namespace, v.Secret.SecretName)]
 			if s == nil {
 				t.Errorf("volume %s: no Secret %s", v.Name, v.Secret.SecretName)
 				continue
@@ -274,7 +213,7 @@ func TestKubernetesManifests(t *testing.T) {
 		t.Errorf("no volume at state_dir %s", cfg.StateDir)
 	case state.PersistentVolumeClaim == nil:
 		t.Errorf("state_dir %s is volume %s, not a persistentVolumeClaim: anything else loses every build with the pod", cfg.StateDir, state.Name)
-	case m.claims[state.PersistentVolumeClaim.ClaimName] == nil:
+	case m.claims[key(d.Namespace, state.PersistentVolumeClaim.ClaimName)] == nil:
 		t.Errorf("state volume claims %s, which the file does not define", state.PersistentVolumeClaim.ClaimName)
 	}
 	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
