@@ -28,9 +28,11 @@ import (
 var overlays = []struct {
 	dir        string
 	replicated bool
+	inPod      bool // builds in the gateway's Pod, not as Pods
 }{
-	{"base", false},
-	{"overlays/replicated", true},
+	{"base", false, false},
+	{"overlays/replicated", true, false},
+	{"overlays/in-pod", false, true},
 }
 
 // runnerRules are exactly the calls runners/kubernetes makes, in its
@@ -67,9 +69,13 @@ func TestKustomize(t *testing.T) {
 			t.Run(name, func(t *testing.T) {
 				m := decodeManifests(t, name, render(t, o.dir, comps...))
 				g := checkGateway(t, m)
-				checkPodRunner(t, m, g)
-				checkRBAC(t, m, g)
-				checkNetworkPolicies(t, m, g)
+				if o.inPod {
+					checkInPod(t, m, g)
+				} else {
+					checkPodRunner(t, m, g)
+					checkRBAC(t, m, g)
+					checkNetworkPolicies(t, m, g)
+				}
 				checkReplicas(t, m, g, o.replicated)
 				checkServiceMonitor(t, m, g, monitored)
 			})
@@ -297,6 +303,71 @@ func checkPodRunner(t *testing.T, m manifests, g gatewayConfig) {
 		if sp.TargetPort.String() == "data" || sp.TargetPort.IntValue() == containerPort(c, "data") {
 			t.Errorf("service port %s exposes the data server, which only build Pods reach, by the Pod's address", sp.Name)
 		}
+	}
+}
+
+// checkInPod checks a gateway that builds in its own Pod: what rootless
+// sandboxes need there (README.md), and no access to the cluster's API.
+func checkInPod(t *testing.T, m manifests, g gatewayConfig) {
+	t.Helper()
+	if g.cfg.Runners.Kubernetes.Enabled {
+		t.Error("runners.kubernetes.enabled: builds run in the gateway's Pod here")
+	}
+	pod := m.deployment.Spec.Template.Spec
+	c := pod.Containers[0]
+	psc, sc := pod.SecurityContext, c.SecurityContext
+	if psc == nil || sc == nil {
+		t.Fatal("pod and container need a securityContext")
+	}
+	if pod.HostUsers == nil || *pod.HostUsers {
+		t.Errorf("hostUsers = %s, want false (procMount Unmasked needs a pod user namespace)", deref(pod.HostUsers))
+	}
+	if psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 10001 {
+		t.Errorf("pod runAsNonRoot/runAsUser = %s/%s, want true/10001 (the image's buildgw user)", deref(psc.RunAsNonRoot), deref(psc.RunAsUser))
+	}
+	if sp := psc.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeLocalhost || sp.LocalhostProfile == nil || path.Base(*sp.LocalhostProfile) != "seccomp.json" {
+		t.Errorf("seccompProfile = %+v, want Localhost .../seccomp.json", sp)
+	}
+	if ap := psc.AppArmorProfile; ap == nil || ap.Type != corev1.AppArmorProfileTypeUnconfined {
+		t.Errorf("appArmorProfile = %+v, want Unconfined", ap)
+	}
+	if sc.AllowPrivilegeEscalation == nil || !*sc.AllowPrivilegeEscalation {
+		t.Errorf("allowPrivilegeEscalation = %s, want true (no_new_privs disables newuidmap's file capabilities)", deref(sc.AllowPrivilegeEscalation))
+	}
+	if sc.ProcMount == nil || *sc.ProcMount != corev1.UnmaskedProcMount {
+		t.Errorf("procMount = %s, want Unmasked", deref(sc.ProcMount))
+	}
+	if sc.Privileged != nil && *sc.Privileged {
+		t.Error("container is privileged")
+	}
+	if sc.ReadOnlyRootFilesystem == nil || !*sc.ReadOnlyRootFilesystem {
+		t.Errorf("readOnlyRootFilesystem = %s, want true", deref(sc.ReadOnlyRootFilesystem))
+	}
+	if caps := sc.Capabilities; caps == nil || !slices.Equal(caps.Drop, []corev1.Capability{"ALL"}) || !slices.Equal(caps.Add, []corev1.Capability{"SETUID", "SETGID"}) {
+		t.Errorf("capabilities = %+v, want drop [ALL], add [SETUID SETGID]", caps)
+	}
+	// The pod cannot mount; workspaces are in memory only through a
+	// memory-backed volume at state_dir/mem.
+	if v := g.volumes[g.mounts[path.Join(g.cfg.StateDir, "mem")]]; v.EmptyDir == nil || v.EmptyDir.Medium != corev1.StorageMediumMemory {
+		t.Errorf("no memory-backed emptyDir at %s/mem: workspaces stay on disk", g.cfg.StateDir)
+	}
+	// Nothing of the build namespace, and no token.
+	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+		t.Errorf("automountServiceAccountToken = %s, want false: this gateway has no business with the API server", deref(pod.AutomountServiceAccountToken))
+	}
+	if len(m.roles)+len(m.roleBindings)+len(m.clusterRoles)+len(m.clusterRoleBindings) != 0 {
+		t.Errorf("RBAC objects %v %v %v %v, want none", keys(m.roles), keys(m.roleBindings), keys(m.clusterRoles), keys(m.clusterRoleBindings))
+	}
+	if _, ok := m.namespaces[kubernetes.DefaultNamespace]; ok {
+		t.Errorf("namespace %s, want none for build Pods", kubernetes.DefaultNamespace)
+	}
+	for k := range m.networkPolicies {
+		if !strings.HasPrefix(k, m.deployment.Namespace+"/") {
+			t.Errorf("NetworkPolicy %s outside the gateway's namespace", k)
+		}
+	}
+	if p := containerPort(c, "data"); p != 0 {
+		t.Errorf("container port data %d: no data server here", p)
 	}
 }
 
