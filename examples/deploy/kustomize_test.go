@@ -18,6 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 
+	buildgwcmd "github.com/buildgw/buildgw/cmd/buildgw/cmd"
 	"github.com/buildgw/buildgw/gateway"
 	"github.com/buildgw/buildgw/policy"
 	"github.com/buildgw/buildgw/runners/kubernetes"
@@ -159,6 +160,14 @@ func checkGateway(t *testing.T, m manifests) gatewayConfig {
 		t.Errorf("volume mount %s has no volume", name)
 	}
 
+	// The arguments are the real command's: the image's entrypoint is
+	// buildgw.
+	if len(c.Args) == 0 || c.Args[0] != "serve" {
+		t.Fatalf("args %q, want buildgw serve", c.Args)
+	}
+	if err := buildgwcmd.NewCmdServe().ParseFlags(c.Args[1:]); err != nil {
+		t.Errorf("buildgw serve %q: %v", c.Args[1:], err)
+	}
 	cfgPath := flagValue(c.Args, "--config")
 	raw, ok := g.files[cfgPath]
 	if !ok {
