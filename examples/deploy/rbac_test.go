@@ -83,6 +83,21 @@ func TestRBAC(t *testing.T) {
 		t.Fatalf("the token's user = %+v, %v; want %s", review, err, user)
 	}
 
+	// The gateway's own Pod passes its namespace's restricted Pod
+	// Security, in every overlay that builds as Pods (a dry run: the
+	// namespace is the gateway's, relocated).
+	t.Run("gateway Pod", func(t *testing.T) {
+		for _, o := range overlays {
+			if o.inPod {
+				continue
+			}
+			om := decodeManifests(t, o.dir, render(t, o.dir))
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "gateway-probe"}, Spec: *om.deployment.Spec.Template.Spec.DeepCopy()}
+			if _, err := admin.CoreV1().Pods(gwNS).Create(ctx, p, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}); err != nil {
+				t.Errorf("%s: the gateway's Pod in its namespace: %v", o.dir, err)
+			}
+		}
+	})
 	t.Run("allowed", func(t *testing.T) { checkAllowed(ctx, t, sa, runNS) })
 	t.Run("refused", func(t *testing.T) { checkRefused(ctx, t, sa, runNS, gwNS) })
 	t.Run("rules", func(t *testing.T) { checkRules(ctx, t, sa, runNS) })
