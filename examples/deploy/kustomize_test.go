@@ -75,6 +75,7 @@ func TestKustomize(t *testing.T) {
 				} else {
 					checkPodRunner(t, m, g)
 					checkRBAC(t, m, g)
+					checkQuota(t, m, g)
 					checkNetworkPolicies(t, m, g)
 				}
 				checkReplicas(t, m, g, o.replicated)
@@ -364,6 +365,9 @@ func checkInPod(t *testing.T, m manifests, g gatewayConfig) {
 	if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
 		t.Errorf("automountServiceAccountToken = %s, want false: this gateway has no business with the API server", deref(pod.AutomountServiceAccountToken))
 	}
+	if len(m.quotas) != 0 {
+		t.Errorf("ResourceQuotas %v, want none: there is no build namespace", keys(m.quotas))
+	}
 	if len(m.roles)+len(m.roleBindings)+len(m.clusterRoles)+len(m.clusterRoleBindings) != 0 {
 		t.Errorf("RBAC objects %v %v %v %v, want none", keys(m.roles), keys(m.roleBindings), keys(m.clusterRoles), keys(m.clusterRoleBindings))
 	}
@@ -377,6 +381,40 @@ func checkInPod(t *testing.T, m manifests, g gatewayConfig) {
 	}
 	if p := containerPort(c, "data"); p != 0 {
 		t.Errorf("container port data %d: no data server here", p)
+	}
+}
+
+// checkQuota checks that the build namespace bounds its Pods, and that
+// the bound lets every gateway run its concurrency, during a rolling
+// update too.
+func checkQuota(t *testing.T, m manifests, g gatewayConfig) {
+	t.Helper()
+	ns := runnerNamespace(g.cfg)
+	d := m.deployment
+	gateways := int64(1)
+	if d.Spec.Replicas != nil {
+		gateways = int64(*d.Spec.Replicas)
+	}
+	if ru := d.Spec.Strategy.RollingUpdate; d.Spec.Strategy.Type == appsv1.RollingUpdateDeploymentStrategyType && ru != nil && ru.MaxSurge != nil {
+		gateways += int64(ru.MaxSurge.IntValue())
+	}
+	need := gateways * int64(g.cfg.Concurrency)
+	var bound int64 = -1
+	for _, q := range m.quotas {
+		if q.Namespace != ns || q.Spec.Scopes != nil || q.Spec.ScopeSelector != nil {
+			continue
+		}
+		if p, ok := q.Spec.Hard[corev1.ResourcePods]; ok && (bound < 0 || p.Value() < bound) {
+			bound = p.Value()
+		}
+	}
+	switch {
+	case bound < 0:
+		t.Errorf("no ResourceQuota bounds the Pods in %s: the gateway's grant to create Pods is unbounded", ns)
+	case g.cfg.Concurrency <= 0:
+		t.Errorf("concurrency %d: want it set, to size the build namespace's Pod quota (%d) by", g.cfg.Concurrency, bound)
+	case bound < need:
+		t.Errorf("Pod quota in %s = %d, want at least %d (%d gateways, surge included, of concurrency %d)", ns, bound, need, gateways, g.cfg.Concurrency)
 	}
 }
 

@@ -37,7 +37,7 @@ import (
 )
 
 // TestRBAC applies the base's namespaces, ServiceAccounts, Role,
-// RoleBinding and NetworkPolicies to a real API server (in namespaces of
+// RoleBinding, NetworkPolicies and Pod quota to a real API server (in namespaces of
 // the test's own), then acts as the gateway's ServiceAccount, with a
 // token the API server issued for it: it may run builds' Pods and
 // NetworkPolicies in the build namespace, and nothing else. Then the
@@ -139,6 +139,10 @@ func applyRBAC(ctx context.Context, t *testing.T, admin kubernetes.Interface, m 
 					_, err = admin.CoreV1().ServiceAccounts(s.Namespace).Update(ctx, cur, metav1.UpdateOptions{})
 				}
 			}
+		case *corev1.ResourceQuota:
+			q := o.DeepCopy()
+			q.Namespace = ren(q.Namespace)
+			_, err = admin.CoreV1().ResourceQuotas(q.Namespace).Create(ctx, q, metav1.CreateOptions{})
 		case *rbacv1.Role:
 			r := o.DeepCopy()
 			r.Namespace = ren(r.Namespace)

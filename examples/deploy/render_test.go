@@ -121,6 +121,7 @@ type manifests struct {
 	networkPolicies     map[string]*networkingv1.NetworkPolicy
 	pdbs                map[string]*policyv1.PodDisruptionBudget
 	serviceMonitors     map[string]*serviceMonitor
+	quotas              map[string]*corev1.ResourceQuota
 	deployment          *appsv1.Deployment
 	service             *corev1.Service
 	// order is every object as it came, for applying them.
@@ -139,6 +140,7 @@ func decodeManifests(t testing.TB, name string, b []byte) manifests {
 		roleBindings: map[string]*rbacv1.RoleBinding{}, clusterRoles: map[string]*rbacv1.ClusterRole{},
 		clusterRoleBindings: map[string]*rbacv1.ClusterRoleBinding{}, networkPolicies: map[string]*networkingv1.NetworkPolicy{},
 		pdbs: map[string]*policyv1.PodDisruptionBudget{}, serviceMonitors: map[string]*serviceMonitor{},
+		quotas: map[string]*corev1.ResourceQuota{},
 	}
 	dec := yaml.NewDecoder(bytes.NewReader(b))
 	for i := 1; ; i++ {
@@ -169,6 +171,8 @@ func decodeManifests(t testing.TB, name string, b []byte) manifests {
 			obj = &corev1.PersistentVolumeClaim{}
 		case "v1/Service":
 			obj = &corev1.Service{}
+		case "v1/ResourceQuota":
+			obj = &corev1.ResourceQuota{}
 		case "apps/v1/Deployment":
 			obj = &appsv1.Deployment{}
 		case "rbac.authorization.k8s.io/v1/Role":
@@ -227,6 +231,8 @@ func decodeManifests(t testing.TB, name string, b []byte) manifests {
 			m.pdbs[key(o.Namespace, o.Name)] = o
 		case *serviceMonitor:
 			m.serviceMonitors[key(o.Metadata.Namespace, o.Metadata.Name)] = o
+		case *corev1.ResourceQuota:
+			m.quotas[key(o.Namespace, o.Name)] = o
 		}
 	}
 	if m.deployment == nil || m.service == nil || len(m.configMaps) == 0 || len(m.secrets) == 0 {
