@@ -20,13 +20,13 @@ func TestKubernetesRunner(t *testing.T) {
 	if r, err := kubernetesRunner(cfg, log); r != nil || err != nil {
 		t.Fatalf("kubernetesRunner(disabled) = %v, %v; want nil, nil", r, err)
 	}
-	cfg.Runners.Kubernetes = KubernetesRunner{Enabled: true, Kubeconfig: kc, DataListen: "127.0.0.1:0", DataURL: "https://pods.example:8444/"}
+	cfg.Runners.Kubernetes = KubernetesRunner{Enabled: true, Kubeconfig: kc, DataListen: "127.0.0.1:0", DataURL: "https://10.20.30.40:8444/"}
 	r, err := kubernetesRunner(cfg, log)
 	if err != nil {
 		t.Fatalf("kubernetesRunner: %v", err)
 	}
 	defer r.Close()
-	if got, want := r.DataURL(), "https://pods.example:8444"; got != want {
+	if got, want := r.DataURL(), "https://10.20.30.40:8444"; got != want {
 		t.Errorf("DataURL() = %q, want %q", got, want)
 	}
 	cfg.Runners.Kubernetes.MemoryLimit = "lots"

@@ -1,18 +1,16 @@
-// Package deploy_test checks the deployment examples offline: the
-// Kubernetes manifests against the API types (unknown or misspelt fields
-// are errors) and against what the image needs, the seccomp profile
-// against Docker's default, the systemd unit with systemd-analyze, and the
+// Package deploy_test checks the deployment examples: the Kubernetes
+// manifests rendered from their Kustomize overlays, against the API types
+// (unknown or misspelt fields are errors) and what each overlay promises,
+// and their RBAC on a real API server; the seccomp profile against
+// Docker's default, the systemd unit with systemd-analyze, and the
 // compose file and README against the documented docker run options.
 package deploy_test
 
 import (
 	"bytes"
 	"encoding/json"
-	"errors"
-	"io"
 	"os"
 	"os/exec"
-	"path"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -22,12 +20,8 @@ import (
 	"github.com/docker/docker/profiles/seccomp"
 	specs "github.com/opencontainers/runtime-spec/specs-go"
 	"gopkg.in/yaml.v3"
-	appsv1 "k8s.io/api/apps/v1"
-	corev1 "k8s.io/api/core/v1"
-	sigsyaml "sigs.k8s.io/yaml"
 
 	"github.com/buildgw/buildgw/gateway"
-	"github.com/buildgw/buildgw/policy"
 )
 
 // sandboxSyscalls are what seccomp.json allows beyond Docker's default.
@@ -39,251 +33,6 @@ var documentedOptions = []string{
 	"--security-opt seccomp=examples/deploy/seccomp.json",
 	"--security-opt systempaths=unconfined",
 	"--network=host",
-}
-
-type manifests struct {
-	configMaps map[string]*corev1.ConfigMap
-	secrets    map[string]*corev1.Secret
-	deployment *appsv1.Deployment
-	service    *corev1.Service
-	claims     map[string]*corev1.PersistentVolumeClaim
-}
-
-// loadManifests decodes every document of the file strictly into its API
-// type.
-func loadManifests(t *testing.T, file string) manifests {
-	t.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatal(err)
-	}
-	m := manifests{configMaps: map[string]*corev1.ConfigMap{}, secrets: map[string]*corev1.Secret{}, claims: map[string]*corev1.PersistentVolumeClaim{}}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	for i := 1; ; i++ {
-		var doc map[string]any
-		if err := dec.Decode(&doc); errors.Is(err, io.EOF) {
-			break
-		} else if err != nil {
-			t.Fatalf("%s document %d: %v", file, i, err)
-		}
-		raw, err := json.Marshal(doc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		apiVersion, _ := doc["apiVersion"].(string)
-		k, _ := doc["kind"].(string)
-		kind := apiVersion + "/" + k
-		var obj any
-		switch kind {
-		case "v1/ConfigMap":
-			obj = &corev1.ConfigMap{}
-		case "v1/Secret":
-			obj = &corev1.Secret{}
-		case "apps/v1/Deployment":
-			obj = &appsv1.Deployment{}
-		case "v1/Service":
-			obj = &corev1.Service{}
-		case "v1/PersistentVolumeClaim":
-			obj = &corev1.PersistentVolumeClaim{}
-		default:
-			t.Fatalf("%s document %d: unexpected kind %s", file, i, kind)
-		}
-		if err := sigsyaml.UnmarshalStrict(raw, obj); err != nil {
-			t.Fatalf("%s document %d (%s): %v", file, i, kind, err)
-		}
-		switch o := obj.(type) {
-		case *corev1.ConfigMap:
-			m.configMaps[o.Name] = o
-		case *corev1.Secret:
-			m.secrets[o.Name] = o
-		case *appsv1.Deployment:
-			m.deployment = o
-		case *corev1.Service:
-			m.service = o
-		case *corev1.PersistentVolumeClaim:
-			m.claims[o.Name] = o
-		}
-	}
-	if m.deployment == nil || m.service == nil || len(m.configMaps) == 0 || len(m.secrets) == 0 {
-		t.Fatalf("%s: want a Deployment, a Service, a ConfigMap and Secrets", file)
-	}
-	return m
-}
-
-func TestKubernetesManifests(t *testing.T) {
-	m := loadManifests(t, "kubernetes/buildgw.yaml")
-	d := m.deployment
-	pod := d.Spec.Template.Spec
-	labels := d.Spec.Template.Labels
-	for k, v := range d.Spec.Selector.MatchLabels {
-		if labels[k] != v {
-			t.Errorf("deployment selector %s=%s does not match the pod labels %v", k, v, labels)
-		}
-	}
-	for k, v := range m.service.Spec.Selector {
-		if labels[k] != v {
-			t.Errorf("service selector %s=%s does not match the pod labels %v", k, v, labels)
-		}
-	}
-	if len(pod.Containers) != 1 {
-		t.Fatalf("containers = %d, want 1", len(pod.Containers))
-	}
-	c := pod.Containers[0]
-	ports := map[string]int32{}
-	for _, p := range c.Ports {
-		ports[p.Name] = p.ContainerPort
-	}
-	for _, p := range m.service.Spec.Ports {
-		if _, ok := ports[p.TargetPort.String()]; !ok {
-			t.Errorf("service port %s targets %s, which the container does not expose (%v)", p.Name, p.TargetPort.String(), ports)
-		}
-	}
-
-	// What rootless builds need, as README.md explains.
-	psc, sc := pod.SecurityContext, c.SecurityContext
-	if psc == nil || sc == nil {
-		t.Fatal("pod and container need a securityContext")
-	}
-	if pod.HostUsers == nil || *pod.HostUsers {
-		t.Errorf("hostUsers = %v, want false (procMount Unmasked needs a pod user namespace)", pod.HostUsers)
-	}
-	if psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 10001 {
-		t.Errorf("pod runAsNonRoot/runAsUser = %v/%v, want true/10001 (the image's buildgw user)", psc.RunAsNonRoot, psc.RunAsUser)
-	}
-	if sp := psc.SeccompProfile; sp == nil || sp.Type != corev1.SeccompProfileTypeLocalhost || sp.LocalhostProfile == nil || path.Base(*sp.LocalhostProfile) != "seccomp.json" {
-		t.Errorf("seccompProfile = %+v, want Localhost .../seccomp.json", sp)
-	}
-	if ap := psc.AppArmorProfile; ap == nil || ap.Type != corev1.AppArmorProfileTypeUnconfined {
-		t.Errorf("appArmorProfile = %+v, want Unconfined", ap)
-	}
-	if sc.AllowPrivilegeEscalation == nil || !*sc.AllowPrivilegeEscalation {
-		t.Errorf("allowPrivilegeEscalation = %v, want true (no_new_privs disables newuidmap's file capabilities)", sc.AllowPrivilegeEscalation)
-	}
-	if sc.ProcMount == nil || *sc.ProcMount != corev1.UnmaskedProcMount {
-		t.Errorf("procMount = %v, want Unmasked", sc.ProcMount)
-	}
-	if sc.Privileged != nil && *sc.Privileged {
-		t.Error("container is privileged")
-	}
-	if caps := sc.Capabilities; caps == nil || !slices.Equal(caps.Drop, []corev1.Capability{"ALL"}) || !slices.Equal(caps.Add, []corev1.Capability{"SETUID", "SETGID"}) {
-		t.Errorf("capabilities = %+v, want drop [ALL], add [SETUID SETGID]", caps)
-	}
-
-	// Every mounted volume exists and points at objects in the file; the
-	// configuration's paths are where the volumes are mounted.
-	mounts := map[string]string{} // volume name -> mount path
-	for _, vm := range c.VolumeMounts {
-		mounts[vm.Name] = vm.MountPath
-	}
-	files := map[string][]byte{} // path in the container -> content
-	for _, v := range pod.Volumes {
-		dir, ok := mounts[v.Name]
-		if !ok {
-			t.Errorf("volume %s is not mounted", v.Name)
-			continue
-		}
-		delete(mounts, v.Name)
-		switch {
-		case v.ConfigMap != nil:
-			cm := m.configMaps[v.ConfigMap.Name]
-			if cm == nil {
-				t.Errorf("volume %s: no ConfigMap %s", v.Name, v.ConfigMap.Name)
-				continue
-			}
-			for _, it := range v.ConfigMap.Items {
-				data, ok := cm.Data[it.Key]
-				if !ok {
-					t.Errorf("volume %s: ConfigMap %s has no key %s", v.Name, cm.Name, it.Key)
-				}
-				files[path.Join(dir, it.Path)] = []byte(data)
-			}
-		case v.Secret != nil:
-			s := m.secrets[v.Secret.SecretName]
-			if s == nil {
-				t.Errorf("volume %s: no Secret %s", v.Name, v.Secret.SecretName)
-				continue
-			}
-			for k, val := range s.Data {
-				files[path.Join(dir, k)] = val
-			}
-			for k, val := range s.StringData {
-				files[path.Join(dir, k)] = []byte(val)
-			}
-		}
-	}
-	for name := range mounts {
-		t.Errorf("volume mount %s has no volume", name)
-	}
-	cfgPath := c.Args[len(c.Args)-1]
-	raw, ok := files[cfgPath]
-	if !ok {
-		t.Fatalf("config %s (from the container's args) is not in any volume", cfgPath)
-	}
-	cfg := gateway.DefaultConfig()
-	dec := yaml.NewDecoder(bytes.NewReader(raw))
-	dec.KnownFields(true)
-	if err := dec.Decode(&cfg); err != nil {
-		t.Fatalf("decoding %s = %v, want nil", cfgPath, err)
-	}
-	pol, ok := files[cfg.PolicyFile]
-	if !ok {
-		t.Errorf("policy_file %s is not in any volume", cfg.PolicyFile)
-	} else if _, err := policy.Parse(pol); err != nil {
-		t.Errorf("policy %s: %v", cfg.PolicyFile, err)
-	}
-	want := []string{cfg.TLS.CertFile, cfg.TLS.KeyFile}
-	for _, r := range cfg.Registries {
-		want = append(want, r.PasswordFile)
-	}
-	for _, p := range want {
-		if _, ok := files[p]; !ok {
-			t.Errorf("%s, named in the configuration, is not in any volume", p)
-		}
-	}
-	if cfg.StateDir != mounts["state"] && !slices.ContainsFunc(c.VolumeMounts, func(vm corev1.VolumeMount) bool { return vm.MountPath == cfg.StateDir }) {
-		t.Errorf("state_dir %s is not a mounted volume", cfg.StateDir)
-	}
-	// The pod cannot mount; workspaces are in memory only through a
-	// memory-backed volume at state_dir/mem.
-	memory := false
-	for _, vm := range c.VolumeMounts {
-		for _, v := range pod.Volumes {
-			if vm.MountPath == path.Join(cfg.StateDir, "mem") && v.Name == vm.Name && v.EmptyDir != nil && v.EmptyDir.Medium == corev1.StorageMediumMemory {
-				memory = true
-			}
-		}
-	}
-	if !memory {
-		t.Errorf("no memory-backed emptyDir at %s/mem: workspaces stay on disk", cfg.StateDir)
-	}
-
-	// The state directory outlives the pod: a claim in this file, one pod
-	// at a time on it (the gateway locks it), and time to drain on stop.
-	var state *corev1.Volume
-	for _, vm := range c.VolumeMounts {
-		if vm.MountPath == cfg.StateDir {
-			for i := range pod.Volumes {
-				if pod.Volumes[i].Name == vm.Name {
-					state = &pod.Volumes[i]
-				}
-			}
-		}
-	}
-	switch {
-	case state == nil:
-		t.Errorf("no volume at state_dir %s", cfg.StateDir)
-	case state.PersistentVolumeClaim == nil:
-		t.Errorf("state_dir %s is volume %s, not a persistentVolumeClaim: anything else loses every build with the pod", cfg.StateDir, state.Name)
-	case m.claims[state.PersistentVolumeClaim.ClaimName] == nil:
-		t.Errorf("state volume claims %s, which the file does not define", state.PersistentVolumeClaim.ClaimName)
-	}
-	if d.Spec.Strategy.Type != appsv1.RecreateDeploymentStrategyType || d.Spec.Replicas == nil || *d.Spec.Replicas != 1 {
-		t.Errorf("deployment strategy %q, replicas %v, want Recreate and 1: a second pod cannot use the state directory", d.Spec.Strategy.Type, d.Spec.Replicas)
-	}
-	grace := time.Duration(cfg.ShutdownGrace)
-	if pod.TerminationGracePeriodSeconds == nil || time.Duration(*pod.TerminationGracePeriodSeconds)*time.Second < grace+15*time.Second {
-		t.Errorf("terminationGracePeriodSeconds = %v, want at least shutdown_grace (%s) + 15s, so that the gateway drains before it is killed", pod.TerminationGracePeriodSeconds, grace)
-	}
 }
 
 // TestSeccompProfile checks that seccomp.json is Docker's default profile

@@ -80,6 +80,12 @@ func newDataServer(listen, url string) (*dataServer, error) {
 		return nil, fmt.Errorf("kubernetes runner: data server URL %q: want https://", url)
 	}
 	host, _ := splitURL(url)
+	// Each build's NetworkPolicy lets its Pod reach this host as an
+	// ipBlock: a name would make every build fail at its first step.
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		ln.Close()
+		return nil, fmt.Errorf("kubernetes runner: data server URL %q: want the IP address by which Pods reach it (their NetworkPolicies allow it by address)", url)
+	}
 	cert, caPEM, err := selfSigned(host)
 	if err != nil {
 		ln.Close()

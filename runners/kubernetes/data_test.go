@@ -121,9 +121,29 @@ func TestDataServer(t *testing.T) {
 	}
 }
 
+// TestDataServerURL: the URL Pods use is https, and names an address
+// they can reach, which each build's NetworkPolicy allows as an ipBlock;
+// a host name or an unspecified address is refused at start, not at
+// every build.
 func TestDataServerURL(t *testing.T) {
-	if d, err := newDataServer("127.0.0.1:0", "http://127.0.0.1:8444"); err == nil {
-		d.close()
-		t.Errorf("newDataServer(plain http URL) = nil error, want it refused")
+	for _, tc := range []struct {
+		listen, url string
+		ok          bool
+	}{
+		{"127.0.0.1:0", "", true},
+		{"127.0.0.1:0", "https://10.1.2.3:8444", true},
+		{"127.0.0.1:0", "https://[fd00::5]:8444", true},
+		{"127.0.0.1:0", "http://127.0.0.1:8444", false},
+		{"127.0.0.1:0", "https://buildgw-data.buildgw.svc:8444", false},
+		{"0.0.0.0:0", "", false},
+		{"[::]:0", "", false},
+	} {
+		d, err := newDataServer(tc.listen, tc.url)
+		if err == nil {
+			d.close()
+		}
+		if (err == nil) != tc.ok {
+			t.Errorf("newDataServer(%q, %q) = %v, want ok %v", tc.listen, tc.url, err, tc.ok)
+		}
 	}
 }

@@ -90,8 +90,9 @@ func WithRESTConfig(c *rest.Config) Option {
 // WithDataServer sets where the runner's data server listens (host:port;
 // required), from which Pods fetch a build's context and base images and
 // to which they send the image, and the https URL by which Pods reach it
-// (default https://LISTEN). The server makes its own certificate, for the
-// URL's host, which Pods trust and nothing else.
+// (default https://LISTEN), whose host must be an IP address: each build's
+// NetworkPolicy allows it by address. The server makes its own
+// certificate, for the URL's host, which Pods trust and nothing else.
 func WithDataServer(listen, url string) Option {
 	return func(o *options) error { o.listen, o.dataURL = listen, url; return nil }
 }

@@ -17,6 +17,8 @@ func NewCmdServe() *cobra.Command {
 		dev        bool
 		dopts      gateway.DevOptions
 		verbose    bool
+		dataURL    string
+		instance   string
 	)
 	cmd := &cobra.Command{
 		Use:   "serve",
@@ -54,6 +56,12 @@ func NewCmdServe() *cobra.Command {
 				cfg.StateDir = dopts.StateDir
 			}
 			cfg.AcceptEmptyStore = dopts.AcceptEmptyStore
+			if dataURL != "" {
+				cfg.Runners.Kubernetes.DataURL = dataURL
+			}
+			if instance != "" {
+				cfg.Runners.Kubernetes.Instance = instance
+			}
 			g, err := gateway.New(cfg, log)
 			if err != nil {
 				return err
@@ -69,6 +77,13 @@ func NewCmdServe() *cobra.Command {
 	f.StringVar(&dopts.Executor, "executor", "", "dev mode kaniko executor (default: kaniko-executor beside buildgw, else on PATH)")
 	f.StringVar(&dopts.Workspaces, "workspaces", "", "dev mode: where workspaces live, auto, memory or disk (default auto, as the config's workspaces)")
 	f.BoolVar(&dopts.AcceptEmptyStore, "accept-empty-store", false, "start even though the used state directory's jobs.db is missing or empty, forgetting earlier builds")
+	// A Deployment knows its Pod's address and name only once the Pod
+	// runs: it passes them from the downward API, as
+	// --kubernetes-data-url=https://$(POD_IP):8444 and, for replicas that
+	// must not reap each other's build Pods at start-up,
+	// --kubernetes-instance=$(POD_NAME).
+	f.StringVar(&dataURL, "kubernetes-data-url", "", "the URL by which build Pods reach the kubernetes runner's data server (overrides runners.kubernetes.data_url)")
+	f.StringVar(&instance, "kubernetes-instance", "", "the kubernetes runner's instance label, whose leftover Pods the gateway deletes at start-up (overrides runners.kubernetes.instance)")
 	f.BoolVarP(&verbose, "verbose", "v", false, "debug logging")
 	return cmd
 }
