@@ -31,7 +31,7 @@ type Manager struct {
 	pusher Pusher
 	o      options
 
-	store *store.Store
+	store Store
 
 	mu        sync.Mutex
 	jobs      map[string]*Job
@@ -61,9 +61,11 @@ func New(l workspace.Layout, p Pusher, opts ...Option) (*Manager, error) {
 	if err := os.MkdirAll(l.Logs, 0o711); err != nil {
 		return nil, fmt.Errorf("creating state directory: %w", err)
 	}
-	st, err := store.Open(l.JobStore)
-	if err != nil {
-		return nil, err
+	st := o.store
+	if st == nil {
+		if st, err = store.Open(l.JobStore); err != nil {
+			return nil, err
+		}
 	}
 	ws, err := workspace.New(l, workspace.WithMemory(o.memBytes), workspace.WithConcurrency(o.concurrency),
 		workspace.WithMaxBytes(o.workspaceMax), workspace.WithLogger(o.logger))

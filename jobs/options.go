@@ -44,6 +44,7 @@ type options struct {
 	diskCheckEvery   time.Duration
 	memBytes         int64
 	logMax           int64
+	store            Store
 }
 
 // Observer is told of every accepted and every finished build, for
