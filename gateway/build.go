@@ -134,7 +134,15 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	}
 	u.push(lock.Release)
 	layout := workspace.NewLayout(cfg.StateDir)
-	if err := checkJobStore(cfg.StateDir, cfg.AcceptEmptyStore, log); err != nil {
+	var shared jobs.Store
+	if f := cfg.Store.PostgresDSNFile; f != "" {
+		// Replicas share this store; jobs.db is not used.
+		if shared, err = openSharedStore(f); err != nil {
+			return nil, err
+		}
+		u.push(shared.Close) // the Manager closes it too; closing twice is harmless
+		log.Info("job store: PostgreSQL shared by the replicas", "dsn_file", f)
+	} else if err := checkJobStore(cfg.StateDir, cfg.AcceptEmptyStore, log); err != nil {
 		return nil, err
 	}
 	logPolicyWarnings(log, l.policy.Policy())
@@ -223,6 +231,9 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	}
 	if cfg.Concurrency > 0 {
 		opts = append(opts, jobs.WithConcurrency(cfg.Concurrency))
+	}
+	if shared != nil {
+		opts = append(opts, jobs.WithStore(shared))
 	}
 	if sandboxUser {
 		opts = append(opts, jobs.WithWorkspaceOwner(uid, gid))

@@ -10,9 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/jobs/pgstore"
 	"github.com/buildgw/buildgw/jobs/store"
 	"github.com/buildgw/buildgw/statedir"
 	"github.com/buildgw/buildgw/workspace"
@@ -141,4 +143,24 @@ func backupTo(ctx context.Context, stateDir string, f *os.File) (int64, error) {
 		return 0, fmt.Errorf("copying the job store from the running gateway: got %d bytes, want %d", n, want)
 	}
 	return n, f.Sync()
+}
+
+// openSharedStore opens the PostgreSQL store whose DSN is in file. The DSN
+// may hold a password: no error quotes it.
+func openSharedStore(file string) (*pgstore.Store, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("store.postgres_dsn_file: %w", err)
+	}
+	dsn := strings.TrimSpace(string(b))
+	if dsn == "" {
+		return nil, fmt.Errorf("store.postgres_dsn_file: %s is empty", file)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := pgstore.Open(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store.postgres_dsn_file %s: %w", file, err)
+	}
+	return s, nil
 }
