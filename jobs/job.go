@@ -47,6 +47,9 @@ type Job struct {
 	attempt  int
 	shipped  chan struct{}
 	adoptErr error
+	// await, set on a view of a build in a shared store, is how Wait
+	// learns that it has ended (another replica may run it).
+	await func(ctx context.Context) error
 
 	// saveMu orders the writes of this job's record, so an older state
 	// never overwrites a newer one.

@@ -317,6 +317,14 @@ func (m *Manager) finished(j *Job) func(api.Build) {
 
 // Wait blocks until j is final or ctx ends.
 func Wait(ctx context.Context, j *Job) error {
+	if j.await != nil {
+		select {
+		case <-j.done:
+			return nil
+		default:
+			return j.await(ctx)
+		}
+	}
 	select {
 	case <-j.done:
 		return nil

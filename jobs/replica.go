@@ -162,7 +162,33 @@ func (m *Manager) view(r *store.Record) *Job {
 		return m.followShared(ctx, id, w, offset, follow)
 	}}
 	close(j.Log.changed)
+	j.await = func(ctx context.Context) error { return m.awaitShared(ctx, j) }
 	return j
+}
+
+// awaitShared polls the shared store until view j has ended there, then
+// brings j up to date and closes its Done channel.
+func (m *Manager) awaitShared(ctx context.Context, j *Job) error {
+	for {
+		r, err := m.store.Get(j.ID)
+		if err == nil && r.Status.Final() {
+			j.mu.Lock()
+			j.status, j.digest, j.err, j.statusJSON = r.Status, r.Digest, r.Error, nil
+			j.started, j.finished, j.transitions = r.StartedAt, r.FinishedAt, r.Transitions
+			select {
+			case <-j.done:
+			default:
+				close(j.done)
+			}
+			j.mu.Unlock()
+			return nil
+		}
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(logPoll):
+		}
+	}
 }
 
 // followShared copies build id's stored log from offset to w; with
@@ -461,15 +487,15 @@ func (m *Manager) dropHeld(j *Job) {
 // listens for new builds and cancels, until ctx ends.
 func (m *Manager) heartbeat(ctx context.Context) {
 	lctx, stop := context.WithCancel(ctx)
-	defer stop()
-	go m.shared.Listen(lctx, m.wakeWorkers, func(id string) {
-		m.mu.Lock()
-		j := m.jobs[id]
-		m.mu.Unlock()
-		if j != nil {
-			m.cancelHeld(j)
-		}
-	})
+	listened := make(chan struct{})
+	defer func() {
+		stop()
+		<-listened
+	}()
+	go func() {
+		defer close(listened)
+		m.shared.Listen(lctx, m.wakeWorkers, m.cancelNotified)
+	}()
 	t := time.NewTicker(m.o.lease / 3)
 	defer t.Stop()
 	lastRenew := time.Now()
@@ -498,6 +524,17 @@ func (m *Manager) heartbeat(ctx context.Context) {
 		m.takeover(rctx)
 		m.pollCancels(rctx)
 		cancel()
+	}
+}
+
+// cancelNotified acts on a cancel request for build id, if this replica
+// holds it.
+func (m *Manager) cancelNotified(id string) {
+	m.mu.Lock()
+	j := m.jobs[id]
+	m.mu.Unlock()
+	if j != nil {
+		m.cancelHeld(j)
 	}
 }
 
@@ -587,8 +624,6 @@ func (m *Manager) pollCancels(ctx context.Context) {
 // in the shared store, where any replica claims it. Its workspace here
 // goes: the replica that claims it extracts the stored archive again.
 func (m *Manager) acceptShared(ctx context.Context, j *Job, upload *os.File, stats *archive.Stats) (*Job, error) {
-	ctx = context.WithoutCancel(ctx)
-	defer m.removeWorkspace(ctx, j.Spec.Runner, j.workspace)
 	if _, err := upload.Seek(0, io.SeekStart); err != nil {
 		return nil, fmt.Errorf("reading the upload: %w", err)
 	}
@@ -597,8 +632,9 @@ func (m *Manager) acceptShared(ctx context.Context, j *Job, upload *os.File, sta
 	sctx, cancel := bg()
 	defer cancel()
 	if err := m.shared.Create(sctx, r, upload); err != nil {
-		return nil, err
+		return nil, err // the caller removes the workspace
 	}
+	m.removeWorkspace(context.WithoutCancel(ctx), j.Spec.Runner, j.workspace)
 	m.o.logger.Info("build accepted", "job", j.ID, "owner", j.Owner, "context_sha256", stats.SHA256,
 		"context_files", stats.Files, "context_bytes", stats.Bytes, "dockerfile", j.Spec.Dockerfile,
 		"destinations", j.Spec.Destinations, "build_args", slices.Sorted(maps.Keys(j.Spec.BuildArgs)), "runner", j.Spec.Runner, "replica", m.o.replica)

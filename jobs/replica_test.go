@@ -225,10 +225,18 @@ func TestReplicaCancelFromAnother(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	start := time.Now()
-	if _, err := a.M.Cancel("alice", j.ID); err != nil {
+	jc, err := a.M.Cancel("alice", j.ID)
+	if err != nil {
 		t.Fatalf("Cancel(running, from a) = %v", err)
 	}
-	got := waitFinal(t, a.M, "alice", j.ID, time.Minute)
+	// Wait learns of the end from the shared store, as the API's cancel
+	// does before it answers.
+	wctx, cancel := context.WithTimeout(ctx, testenv.Scale(time.Minute))
+	defer cancel()
+	if err := jobs.Wait(wctx, jc); err != nil {
+		t.Fatalf("Wait(cancelled build) = %v", err)
+	}
+	got := jc.Snapshot()
 	if got.Status != api.StatusCancelled {
 		t.Errorf("running build after Cancel from a = %s (%s), want cancelled", got.Status, got.Error)
 	}
