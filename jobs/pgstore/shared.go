@@ -144,17 +144,18 @@ func (s *Store) DeleteContext(ctx context.Context, id string) error {
 	return nil
 }
 
-// Claim takes the oldest queued build no replica holds for replica, and
-// returns it with the attempt that fences its later writes and whether
-// its cancel was requested (before its last holder died); nil if none
-// waits.
-func (s *Store) Claim(ctx context.Context, replica string) (*store.Record, int, bool, error) {
+// Claim takes the oldest queued build no replica holds for replica,
+// passing over the builds of skipOwners, and returns it with the attempt
+// that fences its later writes and whether its cancel was requested
+// (before its last holder died); nil if none waits.
+func (s *Store) Claim(ctx context.Context, replica string, skipOwners []string) (*store.Record, int, bool, error) {
 	var b []byte
 	var attempt int
 	var cancelled bool
 	err := s.pool.QueryRow(ctx, `UPDATE jobs SET replica = $1, attempt = attempt + 1
-		WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND replica IS NULL ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1)
-		RETURNING record, attempt, cancel_requested`, replica).Scan(&b, &attempt, &cancelled)
+		WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND replica IS NULL AND NOT owner = ANY($2)
+			ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1)
+		RETURNING record, attempt, cancel_requested`, replica, append([]string{}, skipOwners...)).Scan(&b, &attempt, &cancelled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, false, nil
 	}

@@ -60,7 +60,7 @@ func TestClaimSkipLocked(t *testing.T) {
 			defer wg.Done()
 			name := fmt.Sprint("replica-", i)
 			for {
-				rec, attempt, _, err := r.Claim(ctx, name)
+				rec, attempt, _, err := r.Claim(ctx, name, nil)
 				if err != nil {
 					t.Error(err)
 					return
@@ -84,7 +84,7 @@ func TestClaimSkipLocked(t *testing.T) {
 	if len(claimed) != n {
 		t.Errorf("claimed %d builds, want %d", len(claimed), n)
 	}
-	if rec, _, _, _ := s.Claim(ctx, "late"); rec != nil {
+	if rec, _, _, _ := s.Claim(ctx, "late", nil); rec != nil {
 		t.Errorf("Claim after all were taken = %s, want none", rec.ID)
 	}
 }
@@ -103,7 +103,7 @@ func TestTakeover(t *testing.T) {
 	}
 	create(t, s, "a", []byte("ctx-a"))
 	create(t, s, "bb", []byte("ctx-b"))
-	ra, attemptA, _, err := s.Claim(ctx, "dead")
+	ra, attemptA, _, err := s.Claim(ctx, "dead", nil)
 	if err != nil || ra == nil || ra.ID != "a" {
 		t.Fatalf("Claim(dead) = %v, %v, want a", ra, err)
 	}
@@ -111,7 +111,7 @@ func TestTakeover(t *testing.T) {
 	if err := s.PutHeld(ra, "dead", attemptA); err != nil {
 		t.Fatalf("PutHeld(a) by its holder = %v", err)
 	}
-	rb, _, _, _ := s.Claim(ctx, "live")
+	rb, _, _, _ := s.Claim(ctx, "live", nil)
 	if rb == nil || rb.ID != "bb" {
 		t.Fatalf("Claim(live) = %v, want bb", rb)
 	}
@@ -141,7 +141,7 @@ func TestTakeover(t *testing.T) {
 	if err := s.PutHeld(ra, "dead", attemptA); !errors.Is(err, store.ErrNotHeld) {
 		t.Errorf("PutHeld(a) by the dead replica = %v, want ErrNotHeld", err)
 	}
-	again, attempt, _, err := s.Claim(ctx, "live")
+	again, attempt, _, err := s.Claim(ctx, "live", nil)
 	if err != nil || again == nil || again.ID != "a" || attempt != 2 || again.Status != api.StatusQueued {
 		t.Fatalf("Claim after takeover = %+v, attempt %d, %v; want a queued, attempt 2", again, attempt, err)
 	}
@@ -215,7 +215,7 @@ func TestCancel(t *testing.T) {
 	if r, _ := s.Get("q"); r.Status != api.StatusCancelled {
 		t.Errorf("q = %s after CancelQueued, want cancelled", r.Status)
 	}
-	if r, _, _, _ := s.Claim(ctx, "holder"); r == nil || r.ID != "rr" {
+	if r, _, _, _ := s.Claim(ctx, "holder", nil); r == nil || r.ID != "rr" {
 		t.Fatalf("Claim = %v, want rr (q is cancelled)", r)
 	}
 	ok, err = s.CancelQueued(ctx, "rr", func(r *store.Record) { r.Status = api.StatusCancelled })
@@ -244,7 +244,7 @@ func TestReadTokenKeptByHolder(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, testpg.Start(t).NewDatabase(t))
 	create(t, s, "a", nil)
-	r, attempt, _, _ := s.Claim(ctx, "h")
+	r, attempt, _, _ := s.Claim(ctx, "h", nil)
 	if err := s.SetReadToken(ctx, "a", "ff"); err != nil {
 		t.Fatal(err)
 	}
@@ -254,5 +254,30 @@ func TestReadTokenKeptByHolder(t *testing.T) {
 	}
 	if got, _ := s.Get("a"); got.ReadTokenSHA256 != "ff" || got.Status != api.StatusRunning {
 		t.Errorf("after PutHeld: token %q, status %s; want ff, running", got.ReadTokenSHA256, got.Status)
+	}
+}
+
+// TestClaimSkipsOwners: a replica whose identity is at its running bound
+// passes over that identity's builds.
+func TestClaimSkipsOwners(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testpg.Start(t).NewDatabase(t))
+	first := storetest.Record("first")
+	second := storetest.Record("second")
+	second.Owner = "other"
+	second.CreatedAt = first.CreatedAt.Add(time.Second)
+	for _, r := range []*store.Record{first, second} {
+		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, _, _, err := s.Claim(ctx, "h", []string{"ci"}); err != nil || r == nil || r.ID != "second" {
+		t.Fatalf("Claim(skipping ci) = %v, %v, want second", r, err)
+	}
+	if r, _, _, _ := s.Claim(ctx, "h", []string{"ci"}); r != nil {
+		t.Fatalf("Claim(skipping ci) again = %s, want none", r.ID)
+	}
+	if r, _, _, _ := s.Claim(ctx, "h", nil); r == nil || r.ID != "first" {
+		t.Fatalf("Claim = %v, want first", r)
 	}
 }
