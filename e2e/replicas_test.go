@@ -84,6 +84,7 @@ func TestReplicasTakeOverKilledBuild(t *testing.T) {
 	if code := c.cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("submit exited %d after its replica was killed, want 0; stderr:\n%s\nsecond replica:\n%s", code, c.stderr.String(), tail(second.Log(), 40))
 	}
+	t.Logf("submit ended %s after the kill", time.Since(killed).Round(100*time.Millisecond))
 	digest := lastLine(c.stdout.String())
 	if !strings.HasPrefix(digest, "sha256:") {
 		t.Fatalf("last stdout line = %q, want the digest; stderr:\n%s", digest, c.stderr.String())

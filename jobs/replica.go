@@ -93,6 +93,10 @@ func WithReplica(name string, lease time.Duration) Option {
 	}
 }
 
+// uploadPrefix names the copies of uploads kept in the state directory
+// until they are stored.
+const uploadPrefix = ".upload-"
+
 var (
 	errLost = errors.New("another replica took the build over")
 	// logPoll paces log followers and claimPoll idle workers, between
@@ -137,8 +141,11 @@ func (m *Manager) recoverLocal() error {
 			}
 		}
 	}
+	// Logs of held builds and copies of uploads: what they held is in the
+	// shared store, or was never accepted.
 	logs, _ := filepath.Glob(filepath.Join(m.layout.Logs, "*.log*"))
-	for _, l := range logs {
+	uploads, _ := filepath.Glob(filepath.Join(m.layout.Root, uploadPrefix+"*"))
+	for _, l := range append(logs, uploads...) {
 		os.Remove(l)
 	}
 	ctx, cancel := bg()

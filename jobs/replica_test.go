@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -73,6 +74,14 @@ func TestReplicasServeOneQueue(t *testing.T) {
 		Spec: api.BuildSpec{Destinations: []string{dest}}}, bytes.NewReader(scratchContext(t, "shared queue")))
 	if err != nil {
 		t.Fatalf("Submit to a = %v", err)
+	}
+	// The context is in the shared store: a keeps neither its workspace
+	// nor the copy of the upload.
+	if ws := (&env{l: a.Layout}).workspaces(t); len(ws) != 0 {
+		t.Errorf("workspaces on a after it stored the build = %v, want none", ws)
+	}
+	if up, _ := filepath.Glob(filepath.Join(a.StateDir, ".upload-*")); len(up) != 0 {
+		t.Errorf("copies of uploads left on a = %v, want none", up)
 	}
 	// Followed from a, while b runs it: until it ends.
 	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))

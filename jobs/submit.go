@@ -119,7 +119,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		// The archive as uploaded goes to the shared store, for whichever
 		// replica runs the build: as much of it as the extraction reads,
 		// which the limits bound.
-		if upload, err = os.CreateTemp(m.layout.Root, ".upload-"); err != nil {
+		if upload, err = os.CreateTemp(m.layout.Root, uploadPrefix); err != nil {
 			return nil, fmt.Errorf("keeping the upload: %w", err)
 		}
 		defer func() {
