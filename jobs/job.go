@@ -47,6 +47,8 @@ type Job struct {
 	attempt  int
 	shipped  chan struct{}
 	adoptErr error
+	// left is closed when a held build's run on this replica is over.
+	left chan struct{}
 	// await, set on a view of a build in a shared store, is how Wait
 	// learns that it has ended (another replica may run it).
 	await func(ctx context.Context) error

@@ -333,6 +333,22 @@ func (m *Manager) claim(ctx context.Context) *Job {
 			m.o.logger.Error("claiming a build", "error", err)
 		}
 		if r != nil {
+			// An earlier attempt of the same build may still be winding
+			// down here (this replica lost its lease, was given the build
+			// again): it ends first.
+			m.mu.Lock()
+			old := m.jobs[r.ID]
+			m.mu.Unlock()
+			if old != nil {
+				old.mu.Lock()
+				cancel := old.cancel
+				old.cancelRequested = true
+				old.mu.Unlock()
+				if cancel != nil {
+					cancel(errLost)
+				}
+				<-old.left
+			}
 			j := m.adopt(r, attempt)
 			j.cancelRequested = cancelled
 			return j
@@ -368,7 +384,7 @@ func (m *Manager) adopt(r *store.Record, attempt int) *Job {
 		lg = closedLog(os.DevNull)
 	}
 	j.Log = lg
-	j.shipped = make(chan struct{})
+	j.shipped, j.left = make(chan struct{}), make(chan struct{})
 	go func() {
 		defer close(j.shipped)
 		if err := lg.WriteTo(context.Background(), &logShipper{m: m, id: r.ID}, 0, true); err != nil {
@@ -494,7 +510,9 @@ func (m *Manager) releaseHeld(j *Job, why string) {
 // dropHeld forgets j once it has ended or left this replica.
 func (m *Manager) dropHeld(j *Job) {
 	m.mu.Lock()
-	delete(m.jobs, j.ID)
+	if m.jobs[j.ID] == j {
+		delete(m.jobs, j.ID)
+	}
 	m.mu.Unlock()
 	os.Remove(m.layout.Log(j.ID))
 }

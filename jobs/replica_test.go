@@ -7,10 +7,12 @@ import (
 	"errors"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-containerregistry/pkg/crane"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/internal/testenv"
@@ -252,5 +254,156 @@ func TestReplicaCancelFromAnother(t *testing.T) {
 	t.Logf("cancelled %s after the request", time.Since(start).Round(time.Millisecond))
 	if _, err := a.M.Cancel("alice", j.ID); !errors.Is(err, jobs.ErrFinished) {
 		t.Errorf("Cancel(ended) = %v, want ErrFinished", err)
+	}
+}
+
+// startRun runs m's workers until the returned stop is called, which
+// waits for Run to return.
+func startRun(t *testing.T, m *jobs.Manager) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		m.Run(ctx)
+	}()
+	stop = func() {
+		cancel()
+		select {
+		case <-done:
+		case <-time.After(testenv.Scale(time.Minute)):
+			t.Fatal("Run did not return a minute after its context ended")
+		}
+	}
+	t.Cleanup(stop)
+	return sync.OnceFunc(stop)
+}
+
+func waitSharedLog(t *testing.T, m *jobs.Manager, id, line string) {
+	t.Helper()
+	deadline := time.Now().Add(testenv.Scale(3 * time.Minute))
+	for {
+		j, err := m.Get("alice", id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.Contains(logOf(t, j), line) {
+			return
+		}
+		if s := j.Status(); s.Final() || time.Now().After(deadline) {
+			t.Fatalf("build %s is %s, its log lacks %q:\n%s", id, s, line, logOf(t, j))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestReplicaShutdownRequeues: a replica shutting down puts the build it
+// could not finish within its grace period back in the queue, for
+// another replica, instead of failing it.
+func TestReplicaShutdownRequeues(t *testing.T) {
+	ctx := context.Background()
+	dsn := testpg.Start(t).NewDatabase(t)
+	b := replica(t, dsn, "b", false, jobs.WithShutdownGrace(0))
+	base := testenv.Busybox(t, b.Registry)
+	j, err := b.M.Submit(ctx, jobs.SubmitRequest{Owner: "alice", Spec: api.BuildSpec{Destinations: []string{b.Registry + "/test/shutdown:v1"}}},
+		bytes.NewReader(busyboxContext(t, base, "echo started; sleep 3; echo done")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	stop := startRun(t, b.M)
+	waitSharedLog(t, b.M, j.ID, "started")
+	stop()
+	st, err := pgstore.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	r, err := st.Get(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if last := r.Transitions[len(r.Transitions)-1]; r.Status != api.StatusQueued || !strings.Contains(last.Reason, "shut down") {
+		t.Fatalf("build after its replica shut down = %s (last transition %+v), want queued again saying why", r.Status, last)
+	}
+
+	c := replica(t, dsn, "c", true, jobs.WithInsecureRegistries(b.Registry))
+	got := waitFinal(t, c.M, "alice", j.ID, 3*time.Minute)
+	if got.Status != api.StatusSucceeded {
+		t.Fatalf("build after another replica took it = %s (%s), want succeeded", got.Status, got.Error)
+	}
+	if r, _ := st.Get(j.ID); finals(r.Transitions) != 1 {
+		t.Errorf("build has %d final transitions, want 1: %+v", finals(r.Transitions), r.Transitions)
+	}
+	jc, _ := c.M.Get("alice", j.ID)
+	if log := logOf(t, jc); !strings.Contains(log, "queued again for another replica") || !strings.Contains(log, "running again on replica c (attempt 2)") {
+		t.Errorf("log lacks the shutdown and the second run:\n%s", log)
+	}
+}
+
+// TestReplicaLosesLease: a replica that finds its lease taken over (it
+// was paused, say, not dead) stops the build it ran and writes nothing
+// more of it; the replica that runs it again ends it, once.
+func TestReplicaLosesLease(t *testing.T) {
+	ctx := context.Background()
+	dsn := testpg.Start(t).NewDatabase(t)
+	b := replica(t, dsn, "b", false)
+	base := testenv.Busybox(t, b.Registry)
+	j, err := b.M.Submit(ctx, jobs.SubmitRequest{Owner: "alice", Spec: api.BuildSpec{Destinations: []string{b.Registry + "/test/lease:v1"}}},
+		bytes.NewReader(busyboxContext(t, base, "echo started; sleep 600")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	startRun(t, b.M)
+	waitSharedLog(t, b.M, j.ID, "started")
+
+	// Another replica finds b's lease expired and takes its build.
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close(ctx)
+	if _, err := conn.Exec(ctx, "UPDATE replicas SET lease_until = now() - interval '1 second' WHERE id = 'b'"); err != nil {
+		t.Fatal(err)
+	}
+	other, err := pgstore.Open(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer other.Close()
+	taken, err := other.Takeover(ctx, func(_ context.Context, r *store.Record) {
+		r.Status = api.StatusQueued
+		r.Transitions = append(r.Transitions, store.Transition{Status: api.StatusQueued, At: time.Now(), Reason: "taken over by the test"})
+	})
+	if err != nil || len(taken) != 1 {
+		t.Fatalf("Takeover = %d builds, %v, want b's one", len(taken), err)
+	}
+	// b notices at its next renewal, stops the build and serves again
+	// under a new lease: it may be given the build again, as a second
+	// attempt, once the first has ended here.
+	waitSharedLog(t, b.M, j.ID, "running again on replica b (attempt 2)")
+	if _, err := b.M.Cancel("alice", j.ID); err != nil {
+		t.Fatalf("Cancel = %v", err)
+	}
+	if got := waitFinal(t, b.M, "alice", j.ID, time.Minute); got.Status != api.StatusCancelled {
+		t.Errorf("build after Cancel = %s (%s), want cancelled", got.Status, got.Error)
+	}
+	// Nothing of either attempt runs on: the first was stopped when the
+	// lease was lost, not left to its 600s sleep.
+	deadline := time.Now().Add(testenv.Scale(time.Minute))
+	for {
+		if _, running := b.M.Stats(); running == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b still runs a build a minute after the only one was cancelled")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	r, err := other.Get(j.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := finals(r.Transitions); n != 1 || r.Status != api.StatusCancelled {
+		t.Errorf("build = %s with %d final transitions, want cancelled once: %+v", r.Status, n, r.Transitions)
 	}
 }

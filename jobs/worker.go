@@ -148,6 +148,7 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	})
 	defer release()
 	if m.shared != nil {
+		defer close(j.left)
 		defer m.dropHeld(j)
 	}
 	jctx, cancel := context.WithCancelCause(ctx)

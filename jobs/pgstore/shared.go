@@ -144,7 +144,8 @@ func (s *Store) DeleteContext(ctx context.Context, id string) error {
 	return nil
 }
 
-// Claim takes the oldest queued build no replica holds for replica,
+// Claim takes, for replica, if its lease is live, the oldest queued build
+// no replica holds,
 // passing over the builds of skipOwners, and returns it with the attempt
 // that fences its later writes and whether its cancel was requested
 // (before its last holder died); nil if none waits.
@@ -155,6 +156,7 @@ func (s *Store) Claim(ctx context.Context, replica string, skipOwners []string) 
 	err := s.pool.QueryRow(ctx, `UPDATE jobs SET replica = $1, attempt = attempt + 1
 		WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND replica IS NULL AND NOT owner = ANY($2)
 			ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1)
+		AND EXISTS (SELECT 1 FROM replicas WHERE id = $1 AND lease_until > now())
 		RETURNING record, attempt, cancel_requested`, replica, append([]string{}, skipOwners...)).Scan(&b, &attempt, &cancelled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, false, nil

@@ -31,6 +31,16 @@ func open(t *testing.T, dsn string) *pgstore.Store {
 	return s
 }
 
+// register gives replicas an hour's lease.
+func register(t *testing.T, s *pgstore.Store, replicas ...string) {
+	t.Helper()
+	for _, r := range replicas {
+		if err := s.Register(context.Background(), r, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
 func create(t *testing.T, s *pgstore.Store, id string, archive []byte) {
 	t.Helper()
 	r := storetest.Record(id)
@@ -51,6 +61,7 @@ func TestClaimSkipLocked(t *testing.T) {
 		create(t, s, fmt.Sprintf("b%02d", i), []byte("ctx"))
 	}
 	replicas := []*pgstore.Store{s, open(t, dsn), open(t, dsn), open(t, dsn)}
+	register(t, s, "replica-0", "replica-1", "replica-2", "replica-3", "late")
 	var mu sync.Mutex
 	claimed := map[string]string{}
 	var wg sync.WaitGroup
@@ -206,6 +217,7 @@ func TestCancel(t *testing.T) {
 		}
 	}, func(id string) { cancels <- id })
 	<-listening
+	register(t, s, "holder")
 	create(t, s, "q", nil)
 	create(t, s, "rr", nil)
 	ok, err := s.CancelQueued(ctx, "q", func(r *store.Record) { r.Status = api.StatusCancelled })
@@ -243,6 +255,7 @@ func TestCancel(t *testing.T) {
 func TestReadTokenKeptByHolder(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, testpg.Start(t).NewDatabase(t))
+	register(t, s, "h")
 	create(t, s, "a", nil)
 	r, attempt, _, _ := s.Claim(ctx, "h", nil)
 	if err := s.SetReadToken(ctx, "a", "ff"); err != nil {
@@ -266,6 +279,7 @@ func TestClaimSkipsOwners(t *testing.T) {
 	second := storetest.Record("second")
 	second.Owner = "other"
 	second.CreatedAt = first.CreatedAt.Add(time.Second)
+	register(t, s, "h")
 	for _, r := range []*store.Record{first, second} {
 		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
 			t.Fatal(err)
@@ -279,5 +293,25 @@ func TestClaimSkipsOwners(t *testing.T) {
 	}
 	if r, _, _, _ := s.Claim(ctx, "h", nil); r == nil || r.ID != "first" {
 		t.Fatalf("Claim = %v, want first", r)
+	}
+}
+
+// TestClaimNeedsLease: a replica whose lease is gone (expired, taken
+// over, or never given) claims nothing.
+func TestClaimNeedsLease(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testpg.Start(t).NewDatabase(t))
+	create(t, s, "a", nil)
+	if err := s.Register(ctx, "expired", -time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, replica := range []string{"unregistered", "expired"} {
+		if r, _, _, err := s.Claim(ctx, replica, nil); err != nil || r != nil {
+			t.Errorf("Claim(%s) = %v, %v, want none", replica, r, err)
+		}
+	}
+	register(t, s, "live")
+	if r, _, _, err := s.Claim(ctx, "live", nil); err != nil || r == nil {
+		t.Errorf("Claim(live) = %v, %v, want a", r, err)
 	}
 }
