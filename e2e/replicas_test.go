@@ -27,7 +27,8 @@ import (
 // each connection to the first replica that answers; the replica running
 // the build is killed with SIGKILL mid-build. The other takes the build
 // over and runs it again from its stored context; it ends once, and the
-// waiting submit prints the digest of the image it pushed.
+// waiting submit prints the digest of the image it pushed. Then a build
+// the second runs is cancelled, and its log read, through the first.
 func TestReplicasTakeOverKilledBuild(t *testing.T) {
 	pg := testpg.Start(t)
 	dsn := pg.NewDatabase(t)
@@ -132,11 +133,24 @@ func TestReplicasTakeOverKilledBuild(t *testing.T) {
 		t.Errorf("done.txt in the pushed image = %q, want %q", got, "done\n")
 	}
 
-	// The killed replica starts again: it reaps what its sandbox left and
-	// leaves the finished build be.
+	// A build the second replica runs (the only one alive) is cancelled
+	// through the first, started again: it reaps what its sandbox left,
+	// leaves the finished build be and answers for the other's.
+	slow := g.submitRaw(t, ci, g.dest.Host+"/team/replicas:slow", map[string]string{"Dockerfile": "FROM " + g.busybox + "\nRUN echo slow-started; sleep 600\n"})
+	g.waitLogLine(t, ci, slow, "slow-started", 3*time.Minute)
 	g.launch(t)
+	g.url = "http://" + first
 	if b := g.status(t, ci, id); b.Status != api.StatusSucceeded || b.Digest != digest {
 		t.Errorf("build after the killed replica restarted = %s %s, want succeeded %s", b.Status, b.Digest, digest)
+	}
+	if stdout, stderr, code := g.cli(t, ci, "cancel", slow); code != 0 {
+		t.Fatalf("buildctl-lite cancel through the other replica exited %d: %s %s", code, stdout, stderr)
+	}
+	if b := g.waitBuild(t, ci, slow, time.Minute); b.Status != api.StatusCancelled {
+		t.Errorf("build cancelled through the other replica = %s (%s), want cancelled", b.Status, b.Error)
+	}
+	if log := g.logOf(t, ci, slow); !strings.Contains(log, "#buildgw cancelled") {
+		t.Errorf("log of the cancelled build, read from the other replica, lacks the cancel:\n%s", log)
 	}
 }
 
