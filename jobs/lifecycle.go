@@ -18,7 +18,7 @@ func (m *Manager) reserve(owner string) error {
 	// With a shared queue, what waits there counts too.
 	var shared, sharedOwner int
 	if m.shared != nil {
-		ctx, cancel := bg()
+		ctx, cancel := storeCtx()
 		defer cancel()
 		var err error
 		if shared, sharedOwner, err = m.shared.Queued(ctx, owner); err != nil {
@@ -123,7 +123,7 @@ func (m *Manager) janitor(ctx context.Context) {
 func (m *Manager) expire() {
 	cutoff := m.o.now().Add(-m.o.retention)
 	if m.shared != nil {
-		ctx, cancel := bg()
+		ctx, cancel := storeCtx()
 		defer cancel()
 		n, err := m.shared.Expire(ctx, cutoff)
 		if err != nil {

@@ -171,7 +171,7 @@ func (m *Manager) setReadToken(j *Job, sum [sha256.Size]byte) error {
 	j.readTokenSHA256 = sum
 	j.mu.Unlock()
 	if m.shared != nil {
-		ctx, cancel := bg()
+		ctx, cancel := storeCtx()
 		defer cancel()
 		return m.shared.SetReadToken(ctx, j.ID, readTokenHex(sum))
 	}
@@ -194,7 +194,7 @@ func (m *Manager) Ended(id string) bool {
 // List returns owner's builds, newest first.
 func (m *Manager) List(owner string) []*Job {
 	if m.shared != nil {
-		ctx, cancel := bg()
+		ctx, cancel := storeCtx()
 		defer cancel()
 		recs, err := m.shared.Owned(ctx, owner)
 		if err != nil {

@@ -35,7 +35,7 @@ type Leases interface {
 	// Takeover queues again the unfinished builds of the replicas whose
 	// lease expired, after requeue has changed each (and cleaned up after
 	// it), and returns them.
-	Takeover(ctx context.Context, requeue func(ctx context.Context, r *store.Record)) ([]*store.Record, error)
+	Takeover(ctx context.Context, requeue func(ctx context.Context, r *store.Record) (logLine []byte)) ([]*store.Record, error)
 }
 
 // SharedQueue is the queue replicas serve together.
@@ -50,8 +50,9 @@ type SharedQueue interface {
 	PutHeld(r *store.Record, replica string, attempt int) error
 	// Release puts a held build back in the queue.
 	Release(ctx context.Context, r *store.Record, replica string, attempt int) error
-	// CancelQueued ends, with f, a build that is queued and unclaimed.
-	CancelQueued(ctx context.Context, id string, f func(r *store.Record)) (bool, error)
+	// CancelQueued ends, with f, a build that is queued and unclaimed,
+	// adding the line f returns to its log.
+	CancelQueued(ctx context.Context, id string, f func(r *store.Record) (logLine []byte)) (bool, error)
 	// RequestCancel asks the holder of a build to cancel it;
 	// CancelRequested returns which of replica's builds were asked.
 	RequestCancel(ctx context.Context, id string) error
@@ -97,10 +98,11 @@ func WithReplica(name string, lease time.Duration) Option {
 // until they are stored.
 const uploadPrefix = ".upload-"
 
-var (
-	errLost = errors.New("another replica took the build over")
-	// logPoll paces log followers and claimPoll idle workers, between
-	// notifications.
+var errLost = errors.New("another replica took the build over")
+
+// logPoll paces log followers and claimPoll idle workers, between
+// notifications.
+const (
 	logPoll   = 250 * time.Millisecond
 	claimPoll = time.Second
 )
@@ -112,7 +114,9 @@ func newReplicaName() string {
 	return host + "-" + hex.EncodeToString(b[:])
 }
 
-func bg() (context.Context, context.CancelFunc) {
+// storeCtx bounds a call to the shared store made on behalf of no
+// request, or of one whose end must not interrupt it.
+func storeCtx() (context.Context, context.CancelFunc) {
 	return context.WithTimeout(context.Background(), 30*time.Second)
 }
 
@@ -148,7 +152,7 @@ func (m *Manager) recoverLocal() error {
 	for _, l := range append(logs, uploads...) {
 		os.Remove(l)
 	}
-	ctx, cancel := bg()
+	ctx, cancel := storeCtx()
 	defer cancel()
 	if err := m.shared.Register(ctx, m.o.replica, m.o.lease); err != nil {
 		return err
@@ -265,21 +269,21 @@ func (m *Manager) sharedCancel(j *Job) (*Job, error) {
 	if held != nil {
 		return j, m.cancelHeld(held)
 	}
-	ctx, cancel := bg()
+	ctx, cancel := storeCtx()
 	defer cancel()
 	now := m.o.now()
 	const msg = "cancelled before it started"
 	var final *store.Record
-	ok, err := m.shared.CancelQueued(ctx, j.ID, func(r *store.Record) {
+	ok, err := m.shared.CancelQueued(ctx, j.ID, func(r *store.Record) []byte {
 		r.Status, r.Error, r.FinishedAt = api.StatusCancelled, msg, now
 		r.Transitions = append(r.Transitions, store.Transition{Status: api.StatusCancelled, At: now, Reason: msg})
 		final = r
+		return []byte("#buildgw " + msg + "\n")
 	})
 	if err != nil {
 		return nil, err
 	}
 	if ok {
-		m.shared.AppendLog(ctx, j.ID, []byte("#buildgw "+msg+"\n"))
 		v := m.view(final)
 		for _, o := range m.o.observers {
 			o.Finished(v, v.Snapshot())
@@ -409,7 +413,7 @@ type logShipper struct {
 }
 
 func (s *logShipper) Write(p []byte) (int, error) {
-	ctx, cancel := bg()
+	ctx, cancel := storeCtx()
 	defer cancel()
 	if err := s.m.shared.AppendLog(ctx, s.id, p); err != nil {
 		return 0, err
@@ -476,7 +480,7 @@ func (m *Manager) saveHeld(j *Job) error {
 		return err
 	}
 	if err == nil && r.Status.Final() {
-		ctx, cancel := bg()
+		ctx, cancel := storeCtx()
 		defer cancel()
 		if err := m.shared.DeleteContext(ctx, j.ID); err != nil {
 			m.o.logger.Error("deleting stored context", "job", j.ID, "error", err)
@@ -500,7 +504,7 @@ func (m *Manager) releaseHeld(j *Job, why string) {
 	<-j.shipped
 	r := j.record()
 	r.LogPath, r.Workspace = "", ""
-	ctx, cancel := bg()
+	ctx, cancel := storeCtx()
 	defer cancel()
 	if err := m.shared.Release(ctx, r, m.o.replica, j.attempt); err != nil {
 		m.o.logger.Error("queueing a build again for another replica", "job", j.ID, "error", err)
@@ -602,7 +606,7 @@ func (m *Manager) stopHeld(cause error) {
 // first cleaning up what a runner can clean up from here (a Pod found by
 // the build's ID).
 func (m *Manager) takeover(ctx context.Context) {
-	recs, err := m.shared.Takeover(ctx, func(ctx context.Context, r *store.Record) {
+	recs, err := m.shared.Takeover(ctx, func(ctx context.Context, r *store.Record) []byte {
 		was := r.Status
 		if c, ok := m.o.runners[r.Spec.Runner].(builder.Cleaner); ok && was != api.StatusQueued {
 			if err := c.Cleanup(ctx, r.ID); err != nil {
@@ -613,6 +617,7 @@ func (m *Manager) takeover(ctx context.Context) {
 		why := fmt.Sprintf("the replica holding the build stopped renewing its lease; queued again (was %s)", was)
 		r.Status, r.StartedAt = api.StatusQueued, time.Time{}
 		r.Transitions = append(r.Transitions, store.Transition{Status: api.StatusQueued, At: now, Reason: why})
+		return []byte("#buildgw " + why + "\n")
 	})
 	if err != nil {
 		m.o.logger.Error("taking over dead replicas", "error", err)
@@ -622,8 +627,6 @@ func (m *Manager) takeover(ctx context.Context) {
 		ids := make([]string, len(recs))
 		for i, r := range recs {
 			ids[i] = r.ID
-			// After the takeover's transaction: a log row locks its build's.
-			m.shared.AppendLog(ctx, r.ID, []byte("#buildgw "+r.Transitions[len(r.Transitions)-1].Reason+"\n"))
 		}
 		m.o.logger.Warn("queued again the builds of a replica whose lease expired", "jobs", ids)
 	}
@@ -664,7 +667,7 @@ func (m *Manager) acceptShared(ctx context.Context, j *Job, upload *os.File, sta
 	}
 	r := j.record()
 	r.LogPath, r.Workspace = "", ""
-	sctx, cancel := bg()
+	sctx, cancel := storeCtx()
 	defer cancel()
 	if err := m.shared.Create(sctx, r, upload); err != nil {
 		return nil, err // the caller removes the workspace

@@ -370,9 +370,10 @@ func TestReplicaLosesLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer other.Close()
-	taken, err := other.Takeover(ctx, func(_ context.Context, r *store.Record) {
+	taken, err := other.Takeover(ctx, func(_ context.Context, r *store.Record) []byte {
 		r.Status = api.StatusQueued
 		r.Transitions = append(r.Transitions, store.Transition{Status: api.StatusQueued, At: time.Now(), Reason: "taken over by the test"})
+		return nil
 	})
 	if err != nil || len(taken) != 1 {
 		t.Fatalf("Takeover = %d builds, %v, want b's one", len(taken), err)

@@ -70,7 +70,7 @@ func (m *Manager) Run(ctx context.Context) error {
 		defer func() {
 			stopHeartbeat()
 			wg.Wait()
-			lctx, cancel := bg()
+			lctx, cancel := storeCtx()
 			defer cancel()
 			// Its builds are all finished or released: let the others
 			// forget it at once.

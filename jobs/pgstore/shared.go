@@ -214,9 +214,10 @@ func (s *Store) Release(ctx context.Context, r *store.Record, replica string, at
 	return err
 }
 
-// CancelQueued applies f, which ends the build, to build id if it is
-// queued and no replica holds it, and reports whether it was.
-func (s *Store) CancelQueued(ctx context.Context, id string, f func(r *store.Record)) (bool, error) {
+// CancelQueued applies f, which ends the build and returns a line for
+// its log, to build id if it is queued and no replica holds it, and
+// reports whether it was.
+func (s *Store) CancelQueued(ctx context.Context, id string, f func(r *store.Record) []byte) (bool, error) {
 	done := false
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		var b []byte
@@ -231,12 +232,17 @@ func (s *Store) CancelQueued(ctx context.Context, id string, f func(r *store.Rec
 		if err := json.Unmarshal(b, &r); err != nil {
 			return err
 		}
-		f(&r)
+		line := f(&r)
 		if b, err = encode(&r); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "UPDATE jobs SET status = $2, finished_at = $3, record = $4 WHERE id = $1",
 			id, string(r.Status), finishedAt(&r), b); err != nil {
+			return err
+		}
+		// In the same transaction: whoever sees the build ended finds the
+		// line in its log.
+		if err := appendLog(ctx, tx, id, line); err != nil {
 			return err
 		}
 		if _, err := tx.Exec(ctx, "DELETE FROM contexts WHERE id = $1", id); err != nil {
@@ -293,10 +299,10 @@ func (s *Store) SetReadToken(ctx context.Context, id, sum string) error {
 // Takeover finds the replicas whose lease expired, gives requeue each of
 // their unfinished builds to change (into queued, saying why; a runner
 // may clean up the builds that ran first, before any other replica can
-// claim them), puts them back in the queue and forgets the replicas. It
-// returns the builds queued again. Replicas doing this at once each
-// take other dead replicas, or none.
-func (s *Store) Takeover(ctx context.Context, requeue func(ctx context.Context, r *store.Record)) ([]*store.Record, error) {
+// claim them) and to return a line for its log, puts them back in the
+// queue and forgets the replicas. It returns the builds queued again.
+// Replicas doing this at once each take other dead replicas, or none.
+func (s *Store) Takeover(ctx context.Context, requeue func(ctx context.Context, r *store.Record) []byte) ([]*store.Record, error) {
 	var out []*store.Record
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		rows, err := tx.Query(ctx, "SELECT id FROM replicas WHERE lease_until < now() FOR UPDATE SKIP LOCKED")
@@ -324,12 +330,15 @@ func (s *Store) Takeover(ctx context.Context, requeue func(ctx context.Context, 
 			return err
 		}
 		for _, r := range recs {
-			requeue(ctx, r)
+			line := requeue(ctx, r)
 			b, err := encode(r)
 			if err != nil {
 				return err
 			}
 			if _, err := tx.Exec(ctx, "UPDATE jobs SET status = 'queued', replica = NULL, record = $2 WHERE id = $1", r.ID, b); err != nil {
+				return err
+			}
+			if err := appendLog(ctx, tx, r.ID, line); err != nil {
 				return err
 			}
 		}
@@ -397,9 +406,7 @@ func (s *Store) Expire(ctx context.Context, cutoff time.Time) (int, error) {
 func (s *Store) AppendLog(ctx context.Context, id string, p []byte) error {
 	var err error
 	for range 5 {
-		_, err = s.pool.Exec(ctx, `INSERT INTO logs (id, seq, off, data)
-			SELECT $1, coalesce(l.seq + 1, 0), coalesce(l.off + length(l.data), 0), $2
-			FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT seq, off, data FROM logs WHERE id = $1 ORDER BY seq DESC LIMIT 1) AS l ON true`, id, p)
+		err = appendLog(ctx, s.pool, id, p)
 		var pe *pgconn.PgError
 		if !errors.As(err, &pe) || pe.Code != "23505" {
 			break // not two appends racing for one sequence number
@@ -409,6 +416,20 @@ func (s *Store) AppendLog(ctx context.Context, id string, p []byte) error {
 		return fmt.Errorf("appending to log of %s: %w", id, err)
 	}
 	return nil
+}
+
+type execer interface {
+	Exec(ctx context.Context, sql string, args ...any) (pgconn.CommandTag, error)
+}
+
+func appendLog(ctx context.Context, e execer, id string, p []byte) error {
+	if len(p) == 0 {
+		return nil
+	}
+	_, err := e.Exec(ctx, `INSERT INTO logs (id, seq, off, data)
+		SELECT $1, coalesce(l.seq + 1, 0), coalesce(l.off + length(l.data), 0), $2
+		FROM (SELECT 1) AS one LEFT JOIN LATERAL (SELECT seq, off, data FROM logs WHERE id = $1 ORDER BY seq DESC LIMIT 1) AS l ON true`, id, p)
+	return err
 }
 
 // ReadLog returns build id's log from byte offset on, at most about max

@@ -127,16 +127,17 @@ func TestTakeover(t *testing.T) {
 		t.Fatalf("Claim(live) = %v, want bb", rb)
 	}
 	// Before the lease ends nothing is taken.
-	if recs, err := s.Takeover(ctx, func(context.Context, *store.Record) {}); err != nil || len(recs) != 0 {
+	if recs, err := s.Takeover(ctx, func(context.Context, *store.Record) []byte { return nil }); err != nil || len(recs) != 0 {
 		t.Fatalf("Takeover before expiry = %d builds, %v, want none", len(recs), err)
 	}
 	deadline := time.Now().Add(testenv.Scale(20 * time.Second))
 	var taken []*store.Record
 	for len(taken) == 0 && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
-		taken, err = s.Takeover(ctx, func(_ context.Context, r *store.Record) {
+		taken, err = s.Takeover(ctx, func(_ context.Context, r *store.Record) []byte {
 			r.Status = api.StatusQueued
 			r.Transitions = append(r.Transitions, store.Transition{Status: api.StatusQueued, At: time.Now(), Reason: "taken over"})
+			return []byte("taken over\n")
 		})
 		if err != nil {
 			t.Fatal(err)
@@ -155,6 +156,9 @@ func TestTakeover(t *testing.T) {
 	again, attempt, _, err := s.Claim(ctx, "live", nil)
 	if err != nil || again == nil || again.ID != "a" || attempt != 2 || again.Status != api.StatusQueued {
 		t.Fatalf("Claim after takeover = %+v, attempt %d, %v; want a queued, attempt 2", again, attempt, err)
+	}
+	if l, _ := s.ReadLog(ctx, "a", 0, 1<<10); string(l) != "taken over\n" {
+		t.Errorf("log of a after takeover = %q, want the line requeue returned", l)
 	}
 	if got, _ := io.ReadAll(s.Context(ctx, "a")); string(got) != "ctx-a" {
 		t.Errorf("Context(a) = %q, want the stored archive", got)
@@ -220,17 +224,23 @@ func TestCancel(t *testing.T) {
 	register(t, s, "holder")
 	create(t, s, "q", nil)
 	create(t, s, "rr", nil)
-	ok, err := s.CancelQueued(ctx, "q", func(r *store.Record) { r.Status = api.StatusCancelled })
+	ok, err := s.CancelQueued(ctx, "q", func(r *store.Record) []byte {
+		r.Status = api.StatusCancelled
+		return []byte("cancelled\n")
+	})
 	if err != nil || !ok {
 		t.Fatalf("CancelQueued(q) = %v, %v, want true", ok, err)
 	}
 	if r, _ := s.Get("q"); r.Status != api.StatusCancelled {
 		t.Errorf("q = %s after CancelQueued, want cancelled", r.Status)
 	}
+	if l, _ := s.ReadLog(ctx, "q", 0, 1<<10); string(l) != "cancelled\n" {
+		t.Errorf("log of q = %q, want the line CancelQueued was given", l)
+	}
 	if r, _, _, _ := s.Claim(ctx, "holder", nil); r == nil || r.ID != "rr" {
 		t.Fatalf("Claim = %v, want rr (q is cancelled)", r)
 	}
-	ok, err = s.CancelQueued(ctx, "rr", func(r *store.Record) { r.Status = api.StatusCancelled })
+	ok, err = s.CancelQueued(ctx, "rr", func(r *store.Record) []byte { r.Status = api.StatusCancelled; return nil })
 	if err != nil || ok {
 		t.Fatalf("CancelQueued(claimed rr) = %v, %v, want false", ok, err)
 	}
