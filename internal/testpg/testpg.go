@@ -2,7 +2,8 @@
 // postgresql package) for tests: initdb and postgres from
 // /usr/lib/postgresql/*/bin, listening only on a unix socket in a
 // temporary directory, stopped when the test ends. As root the server
-// runs as nobody, since postgres refuses to run as root.
+// runs as the postgres user the package creates (nobody if there is
+// none), since postgres refuses to run as root.
 package testpg
 
 import (
@@ -69,9 +70,12 @@ func Start(t testing.TB) *Server {
 	}
 	var cred *syscall.Credential
 	if os.Getuid() == 0 {
-		u, err := user.Lookup("nobody")
+		u, err := user.Lookup("postgres")
 		if err != nil {
-			t.Fatalf("looking up nobody to run postgres as: %v", err)
+			u, err = user.Lookup("nobody")
+		}
+		if err != nil {
+			t.Fatalf("looking up a user to run postgres as: %v", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
