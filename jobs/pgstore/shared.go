@@ -144,8 +144,9 @@ func (s *Store) DeleteContext(ctx context.Context, id string) error {
 	return nil
 }
 
-// Claim takes, for replica, if its lease is live, the oldest queued build
-// no replica holds,
+// Claim takes, for replica, if its lease is live, a queued build no
+// replica holds: the oldest of the identity that runs fewest builds on
+// all replicas, so that one flooding the queue delays only itself,
 // passing over the builds of skipOwners, and returns it with the attempt
 // that fences its later writes and whether its cancel was requested
 // (before its last holder died); nil if none waits.
@@ -154,10 +155,12 @@ func (s *Store) Claim(ctx context.Context, replica string, skipOwners []string) 
 	var attempt int
 	var cancelled bool
 	err := s.pool.QueryRow(ctx, `UPDATE jobs SET replica = $1, attempt = attempt + 1
-		WHERE id = (SELECT id FROM jobs WHERE status = 'queued' AND replica IS NULL AND NOT owner = ANY($2)
-			ORDER BY created_at, id FOR UPDATE SKIP LOCKED LIMIT 1)
+		WHERE id = (SELECT id FROM jobs q WHERE status = 'queued' AND replica IS NULL AND NOT owner = ANY($2)
+			ORDER BY (SELECT count(*) FROM jobs h WHERE h.owner = q.owner AND h.replica IS NOT NULL AND NOT h.status = ANY($3)),
+				created_at, id
+			FOR UPDATE SKIP LOCKED LIMIT 1)
 		AND EXISTS (SELECT 1 FROM replicas WHERE id = $1 AND lease_until > now())
-		RETURNING record, attempt, cancel_requested`, replica, append([]string{}, skipOwners...)).Scan(&b, &attempt, &cancelled)
+		RETURNING record, attempt, cancel_requested`, replica, append([]string{}, skipOwners...), finalStatuses).Scan(&b, &attempt, &cancelled)
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, false, nil
 	}

@@ -325,3 +325,34 @@ func TestClaimNeedsLease(t *testing.T) {
 		t.Errorf("Claim(live) = %v, %v, want a", r, err)
 	}
 }
+
+// TestClaimFair: an identity that runs builds and floods the queue waits
+// behind another's later build.
+func TestClaimFair(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testpg.Start(t).NewDatabase(t))
+	register(t, s, "h")
+	base := storetest.Record("x").CreatedAt
+	for i, id := range []string{"flood-1", "flood-2", "flood-3", "flood-4", "quiet"} {
+		r := storetest.Record(id)
+		if id == "quiet" {
+			r.Owner = "quiet"
+		}
+		r.CreatedAt = base.Add(time.Duration(i) * time.Second)
+		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for range 5 {
+		r, _, _, err := s.Claim(ctx, "h", nil)
+		if err != nil || r == nil {
+			t.Fatalf("Claim = %v, %v", r, err)
+		}
+		got = append(got, r.ID)
+	}
+	// ci's first build is the oldest; then ci runs one and quiet none.
+	if want := []string{"flood-1", "quiet", "flood-2", "flood-3", "flood-4"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("claims in order %v, want %v", got, want)
+	}
+}
