@@ -134,7 +134,28 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	}
 	u.push(lock.Release)
 	layout := workspace.NewLayout(cfg.StateDir)
-	if err := checkJobStore(cfg.StateDir, cfg.AcceptEmptyStore, log); err != nil {
+	var shared jobs.Store
+	var replica string
+	if f := cfg.Store.PostgresDSNFile; f != "" {
+		if replica, err = replicaName(); err != nil {
+			return nil, err
+		}
+		// The kubernetes runner reaps the Pods of its instance at start-up:
+		// each replica has an instance of its own, lest it reap the live
+		// builds of the others (a dead replica's Pods go by build ID when
+		// its builds are taken over).
+		if cfg.Runners.Kubernetes.Enabled {
+			if cfg.Runners.Kubernetes.Instance, err = replicaInstance(cfg.Runners.Kubernetes.Instance, replica); err != nil {
+				return nil, err
+			}
+		}
+		// Replicas share this store; jobs.db is not used.
+		if shared, err = openSharedStore(f); err != nil {
+			return nil, err
+		}
+		u.push(shared.Close) // the Manager closes it too; closing twice is harmless
+		log.Info("job store: PostgreSQL shared by the replicas", "dsn_file", f, "replica", replica)
+	} else if err := checkJobStore(cfg.StateDir, cfg.AcceptEmptyStore, log); err != nil {
 		return nil, err
 	}
 	logPolicyWarnings(log, l.policy.Policy())
@@ -223,6 +244,9 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	}
 	if cfg.Concurrency > 0 {
 		opts = append(opts, jobs.WithConcurrency(cfg.Concurrency))
+	}
+	if shared != nil {
+		opts = append(opts, jobs.WithStore(shared), jobs.WithReplica(replica, replicaLease))
 	}
 	if sandboxUser {
 		opts = append(opts, jobs.WithWorkspaceOwner(uid, gid))

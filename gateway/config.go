@@ -33,6 +33,8 @@ type Config struct {
 	TLS    TLS    `yaml:"tls"`
 	// StateDir holds workspaces and logs. Default /var/lib/buildgw.
 	StateDir string `yaml:"state_dir"`
+	// Store is where builds are recorded.
+	Store JobStore `yaml:"store"`
 	// Concurrency is how many builds run at once. Default: number of CPUs.
 	Concurrency int `yaml:"concurrency"`
 	// JobTimeout bounds one build. Default 1h.
@@ -153,6 +155,15 @@ func (q Queue) perIdentity() int {
 		return max(1, q.MaxQueued/10)
 	}
 	return q.MaxQueuedPerIdentity
+}
+
+// JobStore says where builds are recorded.
+type JobStore struct {
+	// PostgresDSNFile holds the DSN (a postgres:// URL or key=value
+	// pairs) of a PostgreSQL database: gateways that share it serve one
+	// queue (docs/replication.md). Default empty: the embedded store in
+	// state_dir, for one gateway.
+	PostgresDSNFile string `yaml:"postgres_dsn_file"`
 }
 
 // BaseImageStore bounds the shared base image store.
@@ -523,6 +534,9 @@ func (c *Config) Validate() error {
 	}
 	if c.StateDir == "" || !filepath.IsAbs(c.StateDir) {
 		errs = append(errs, fmt.Errorf("state_dir: %q must be an absolute path", c.StateDir))
+	}
+	if f := c.Store.PostgresDSNFile; f != "" && !filepath.IsAbs(f) {
+		errs = append(errs, fmt.Errorf("store.postgres_dsn_file: %q must be an absolute path", f))
 	}
 	if c.Concurrency < 0 {
 		errs = append(errs, fmt.Errorf("concurrency: %d must not be negative", c.Concurrency))

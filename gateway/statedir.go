@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,10 +12,13 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/jobs/pgstore"
 	"github.com/buildgw/buildgw/jobs/store"
+	"github.com/buildgw/buildgw/runners/kubernetes"
 	"github.com/buildgw/buildgw/statedir"
 	"github.com/buildgw/buildgw/workspace"
 )
@@ -141,4 +146,53 @@ func backupTo(ctx context.Context, stateDir string, f *os.File) (int64, error) {
 		return 0, fmt.Errorf("copying the job store from the running gateway: got %d bytes, want %d", n, want)
 	}
 	return n, f.Sync()
+}
+
+// openSharedStore opens the PostgreSQL store whose DSN is in file. The DSN
+// may hold a password: no error quotes it.
+func openSharedStore(file string) (*pgstore.Store, error) {
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("store.postgres_dsn_file: %w", err)
+	}
+	dsn := strings.TrimSpace(string(b))
+	if dsn == "" {
+		return nil, fmt.Errorf("store.postgres_dsn_file: %s is empty", file)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	s, err := pgstore.Open(ctx, dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store.postgres_dsn_file %s: %w", file, err)
+	}
+	return s, nil
+}
+
+// replicaLease is how long a replica that stopped renewing its lease
+// keeps its builds before another takes them over (docs/replication.md).
+const replicaLease = 15 * time.Second
+
+// replicaName names this gateway process among the replicas: its host
+// name (a Pod's name) and a random suffix, new at every start.
+func replicaName() (string, error) {
+	var b [4]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", fmt.Errorf("naming the replica: %w", err)
+	}
+	host, _ := os.Hostname()
+	return host + "-" + hex.EncodeToString(b[:]), nil
+}
+
+// replicaInstance is the kubernetes runner's instance label of replica:
+// instance (default kubernetes.DefaultInstance) and replica's random
+// suffix, within the 63 characters of a label value.
+func replicaInstance(instance, replica string) (string, error) {
+	if instance == "" {
+		instance = kubernetes.DefaultInstance
+	}
+	v := instance + "-" + replica[strings.LastIndexByte(replica, '-')+1:]
+	if len(v) > 63 {
+		return "", fmt.Errorf("runners.kubernetes.instance: %q is too long for replicas (at most 54 characters)", instance)
+	}
+	return v, nil
 }

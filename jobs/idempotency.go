@@ -3,6 +3,7 @@ package jobs
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 )
 
 // idempotencyKey identifies a submission made with an Idempotency-Key:
@@ -33,6 +34,9 @@ func (j *Job) idempotency() (k idempotencyKey, ok bool) {
 // restart interrupted will not resume: the same submission sent again
 // starts a new one.
 func (m *Manager) once(ctx context.Context, k idempotencyKey, readToken [sha256.Size]byte, accept func() (*Job, error)) (*Job, error) {
+	if m.shared != nil {
+		return m.sharedOnce(ctx, k, readToken, accept)
+	}
 	for {
 		m.mu.Lock()
 		e, ok := m.idem[k]
@@ -89,4 +93,59 @@ func (m *Manager) forget(j *Job) {
 			delete(m.idem, k)
 		}
 	}
+}
+
+// sharedOnce is once with a shared store: the key is looked up there,
+// since the first attempt may have gone to another replica; concurrent
+// attempts on this replica still wait for each other.
+func (m *Manager) sharedOnce(ctx context.Context, k idempotencyKey, readToken [sha256.Size]byte, accept func() (*Job, error)) (*Job, error) {
+	for {
+		m.mu.Lock()
+		e, ok := m.idem[k]
+		if !ok {
+			e = &idemEntry{done: make(chan struct{})}
+			m.idem[k] = e
+		}
+		m.mu.Unlock()
+		if ok {
+			select {
+			case <-e.done:
+				continue
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		j, err := m.sharedFirst(k, readToken)
+		if err == nil && j == nil {
+			j, err = accept()
+		}
+		m.mu.Lock()
+		delete(m.idem, k)
+		close(e.done)
+		m.mu.Unlock()
+		return j, err
+	}
+}
+
+// sharedFirst returns the build the shared store holds for k, with
+// readToken (if not zero) as its read token, unless a restart
+// interrupted it; nil if there is none.
+func (m *Manager) sharedFirst(k idempotencyKey, readToken [sha256.Size]byte) (*Job, error) {
+	id, err := m.store.Idempotent(k.owner, k.key)
+	if err != nil || id == "" {
+		return nil, err
+	}
+	j, err := m.sharedGet(k.owner, id)
+	if errors.Is(err, ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil || j.interrupted() {
+		return nil, err
+	}
+	if readToken != ([sha256.Size]byte{}) {
+		if err := m.setReadToken(j, readToken); err != nil {
+			return nil, err
+		}
+	}
+	return j, nil
 }

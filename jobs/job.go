@@ -41,6 +41,18 @@ type Job struct {
 	// zero for a build that has none.
 	readTokenSHA256 [sha256.Size]byte
 
+	// attempt fences the writes of a build held from a shared queue;
+	// shipped is closed once its log is stored whole; adoptErr is why a
+	// claimed build cannot run here.
+	attempt  int
+	shipped  chan struct{}
+	adoptErr error
+	// left is closed when a held build's run on this replica is over.
+	left chan struct{}
+	// await, set on a view of a build in a shared store, is how Wait
+	// learns that it has ended (another replica may run it).
+	await func(ctx context.Context) error
+
 	// saveMu orders the writes of this job's record, so an older state
 	// never overwrites a newer one.
 	saveMu sync.Mutex
@@ -174,6 +186,10 @@ func (j *Job) finish(s api.Status, digest, errMsg string, now time.Time, notify 
 // record returns the job as the store keeps it.
 func (j *Job) record() *store.Record {
 	grant, _ := json.Marshal(j.Grant)
+	logPath := ""
+	if j.Log != nil { // a build accepted into a shared store has none here
+		logPath = j.Log.path
+	}
 	j.mu.Lock()
 	defer j.mu.Unlock()
 	return &store.Record{
@@ -194,7 +210,7 @@ func (j *Job) record() *store.Record {
 		FinishedAt:       j.finished,
 		Transitions:      slices.Clone(j.transitions),
 		BaseImages:       apiBaseImages(j.bases),
-		LogPath:          j.Log.path,
+		LogPath:          logPath,
 		Workspace:        j.workspace,
 	}
 }

@@ -15,15 +15,25 @@ import (
 // its slot, so it counts against every bound, and against the owner's
 // bound on uploads.
 func (m *Manager) reserve(owner string) error {
+	// With a shared queue, what waits there counts too.
+	var shared, sharedOwner int
+	if m.shared != nil {
+		ctx, cancel := storeCtx()
+		defer cancel()
+		var err error
+		if shared, sharedOwner, err = m.shared.Queued(ctx, owner); err != nil {
+			return err
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if l := m.o.maxQueued; l > 0 && m.queue.len()+m.pending >= l {
+	if l := m.o.maxQueued; l > 0 && shared+m.queue.len()+m.pending >= l {
 		return &QueueFullError{Limit: l, RetryAfter: m.retryAfter()}
 	}
 	if l := m.o.maxUploadOwner; l > 0 && m.pendingBy[owner] >= l {
 		return &QueueFullError{Limit: l, PerOwner: true, Uploading: true, RetryAfter: m.retryAfter()}
 	}
-	if l := m.o.maxQueuedOwner; l > 0 && m.queue.ownerLen(owner)+m.pendingBy[owner] >= l {
+	if l := m.o.maxQueuedOwner; l > 0 && sharedOwner+m.queue.ownerLen(owner)+m.pendingBy[owner] >= l {
 		return &QueueFullError{Limit: l, PerOwner: true, RetryAfter: m.retryAfter()}
 	}
 	m.pending++
@@ -63,6 +73,9 @@ func (m *Manager) mayStart(j *Job) bool {
 func (m *Manager) save(j *Job) error {
 	j.saveMu.Lock()
 	defer j.saveMu.Unlock()
+	if m.shared != nil {
+		return m.saveHeld(j)
+	}
 	return m.store.Put(j.record())
 }
 
@@ -109,6 +122,17 @@ func (m *Manager) janitor(ctx context.Context) {
 // expire forgets finished builds that ended before the retention period.
 func (m *Manager) expire() {
 	cutoff := m.o.now().Add(-m.o.retention)
+	if m.shared != nil {
+		ctx, cancel := storeCtx()
+		defer cancel()
+		n, err := m.shared.Expire(ctx, cutoff)
+		if err != nil {
+			m.o.logger.Error("expiring finished builds", "error", err)
+		} else if n > 0 {
+			m.o.logger.Info("expired finished builds", "count", n, "retention", m.o.retention.String())
+		}
+		return
+	}
 	var old []*Job
 	m.mu.Lock()
 	for _, j := range m.jobs {

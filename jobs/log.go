@@ -31,6 +31,9 @@ type Log struct {
 	over    int64 // bytes written past the head, into the ring
 	closed  bool
 	changed chan struct{} // closed and replaced on every write and on Close
+	// remote, if set, serves WriteTo: the log of a build in a shared
+	// store, which this replica does not write.
+	remote func(ctx context.Context, w io.Writer, offset int64, follow bool) error
 }
 
 // tailSuffix names the ring file of a log that is over its cap.
@@ -205,6 +208,9 @@ func (l *Log) Close() error {
 // is closed or ctx ends; w is flushed after each chunk if it is an
 // http.Flusher-like writer.
 func (l *Log) WriteTo(ctx context.Context, w io.Writer, offset int64, follow bool) error {
+	if l.remote != nil {
+		return l.remote(ctx, w, offset, follow)
+	}
 	f, err := os.Open(l.path)
 	if err != nil {
 		return fmt.Errorf("opening log: %w", err)

@@ -31,7 +31,10 @@ type Manager struct {
 	pusher Pusher
 	o      options
 
-	store *store.Store
+	store Store
+	// shared is store when replicas share it: then this Manager serves
+	// one queue with them, and jobs holds only the builds it runs.
+	shared SharedStore
 
 	mu        sync.Mutex
 	jobs      map[string]*Job
@@ -61,9 +64,11 @@ func New(l workspace.Layout, p Pusher, opts ...Option) (*Manager, error) {
 	if err := os.MkdirAll(l.Logs, 0o711); err != nil {
 		return nil, fmt.Errorf("creating state directory: %w", err)
 	}
-	st, err := store.Open(l.JobStore)
-	if err != nil {
-		return nil, err
+	st := o.store
+	if st == nil {
+		if st, err = store.Open(l.JobStore); err != nil {
+			return nil, err
+		}
 	}
 	ws, err := workspace.New(l, workspace.WithMemory(o.memBytes), workspace.WithConcurrency(o.concurrency),
 		workspace.WithMaxBytes(o.workspaceMax), workspace.WithLogger(o.logger))
@@ -85,7 +90,16 @@ func New(l workspace.Layout, p Pusher, opts ...Option) (*Manager, error) {
 		pendingBy: map[string]int{},
 		meanBuild: 10 * time.Second,
 	}
-	if err := m.recover(); err != nil {
+	if ss, ok := st.(SharedStore); ok {
+		m.shared = ss
+		if m.o.replica == "" {
+			m.o.replica = newReplicaName()
+		}
+		err = m.recoverLocal()
+	} else {
+		err = m.recover()
+	}
+	if err != nil {
 		m.Close() // the store, and the tmpfs if it was mounted above
 		return nil, err
 	}
@@ -107,13 +121,21 @@ func (m *Manager) Runners() map[string]builder.Runner { return m.o.runners }
 
 // Stats returns how many builds wait in the queue and how many run.
 func (m *Manager) Stats() (queued, running int) {
+	if m.shared != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		queued, _, _ = m.shared.Queued(ctx, "")
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.queue.len(), m.running
+	return queued + m.queue.len(), m.running
 }
 
 // Get returns owner's build id.
 func (m *Manager) Get(owner, id string) (*Job, error) {
+	if m.shared != nil {
+		return m.sharedGet(owner, id)
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	j, ok := m.jobs[id]
@@ -125,6 +147,13 @@ func (m *Manager) Get(owner, id string) (*Job, error) {
 
 // GetByReadToken returns build id if sum is the sha256 of its read token.
 func (m *Manager) GetByReadToken(id string, sum [sha256.Size]byte) (*Job, error) {
+	if m.shared != nil {
+		j, err := m.sharedGet("", id)
+		if err != nil || !j.ReadTokenMatches(sum) {
+			return nil, ErrNotFound
+		}
+		return j, nil
+	}
 	m.mu.Lock()
 	j, ok := m.jobs[id]
 	m.mu.Unlock()
@@ -141,12 +170,21 @@ func (m *Manager) setReadToken(j *Job, sum [sha256.Size]byte) error {
 	j.mu.Lock()
 	j.readTokenSHA256 = sum
 	j.mu.Unlock()
+	if m.shared != nil {
+		ctx, cancel := storeCtx()
+		defer cancel()
+		return m.shared.SetReadToken(ctx, j.ID, readTokenHex(sum))
+	}
 	return m.save(j)
 }
 
 // Ended reports whether build id, whoever owns it, has reached a final
 // state; false for a build the Manager does not know.
 func (m *Manager) Ended(id string) bool {
+	if m.shared != nil {
+		j, err := m.sharedGet("", id)
+		return err == nil && j.Status().Final()
+	}
 	m.mu.Lock()
 	j, ok := m.jobs[id]
 	m.mu.Unlock()
@@ -155,6 +193,19 @@ func (m *Manager) Ended(id string) bool {
 
 // List returns owner's builds, newest first.
 func (m *Manager) List(owner string) []*Job {
+	if m.shared != nil {
+		ctx, cancel := storeCtx()
+		defer cancel()
+		recs, err := m.shared.Owned(ctx, owner)
+		if err != nil {
+			m.o.logger.Error("listing builds", "error", err)
+		}
+		out := make([]*Job, 0, len(recs))
+		for _, r := range recs {
+			out = append(out, m.view(r))
+		}
+		return out
+	}
 	m.mu.Lock()
 	var out []*Job
 	for _, j := range m.jobs {
@@ -179,6 +230,9 @@ func (m *Manager) Cancel(owner, id string) (*Job, error) {
 	j, err := m.Get(owner, id)
 	if err != nil {
 		return nil, err
+	}
+	if m.shared != nil {
+		return m.sharedCancel(j)
 	}
 	m.mu.Lock()
 	if m.queue.remove(j) {
@@ -219,6 +273,9 @@ func (m *Manager) cancelUnstarted(j *Job) {
 // removeWorkspace discards ws: it goes to the trash at once, and the
 // reaper removes it with runner's Remover.
 func (m *Manager) removeWorkspace(ctx context.Context, runner, ws string) {
+	if ws == "" {
+		return // a held build that never fetched its context
+	}
 	m.ws.Discard(ctx, ws, m.remover(runner))
 }
 
@@ -260,6 +317,14 @@ func (m *Manager) finished(j *Job) func(api.Build) {
 
 // Wait blocks until j is final or ctx ends.
 func Wait(ctx context.Context, j *Job) error {
+	if j.await != nil {
+		select {
+		case <-j.done:
+			return nil
+		default:
+			return j.await(ctx)
+		}
+	}
 	select {
 	case <-j.done:
 		return nil

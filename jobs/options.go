@@ -44,6 +44,9 @@ type options struct {
 	diskCheckEvery   time.Duration
 	memBytes         int64
 	logMax           int64
+	store            Store
+	replica          string
+	lease            time.Duration
 }
 
 // Observer is told of every accepted and every finished build, for
@@ -78,6 +81,7 @@ func makeOptions(opts ...Option) (options, error) {
 		// (lifecycle_disk.go).
 		diskCheckEvery: 2 * time.Second,
 		logMax:         DefaultLogMaxBytes,
+		lease:          15 * time.Second,
 		logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
 		now:            time.Now,
 	}

@@ -114,6 +114,20 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 	if m.o.owner != nil {
 		xopts = append(xopts, archive.WithOwner(m.o.owner.uid, m.o.owner.gid))
 	}
+	var upload *os.File
+	if m.shared != nil {
+		// The archive as uploaded goes to the shared store, for whichever
+		// replica runs the build: as much of it as the extraction reads,
+		// which the limits bound.
+		if upload, err = os.CreateTemp(m.layout.Root, uploadPrefix); err != nil {
+			return nil, fmt.Errorf("keeping the upload: %w", err)
+		}
+		defer func() {
+			upload.Close()
+			os.Remove(upload.Name())
+		}()
+		r = io.TeeReader(r, upload)
+	}
 	stats, err := archive.Extract(ctx, r, ctxDir, limits, xopts...)
 	if err != nil {
 		return nil, err
@@ -140,10 +154,6 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		}
 	}
 
-	lg, err := newLog(m.layout.Log(id), m.o.logMax)
-	if err != nil {
-		return nil, err
-	}
 	j := &Job{
 		ID:               id,
 		Owner:            owner,
@@ -153,7 +163,6 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		analysis:         analysis,
 		Spec:             spec,
 		ContextSHA256:    stats.SHA256,
-		Log:              lg,
 		workspace:        ws,
 		idemKey:          sr.IdempotencyKey,
 		readTokenSHA256:  sr.ReadTokenSHA256,
@@ -162,6 +171,14 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		done:             make(chan struct{}),
 	}
 	j.transitions = []store.Transition{{Status: api.StatusQueued, At: j.created}}
+	if m.shared != nil {
+		return m.acceptShared(ctx, j, upload, stats)
+	}
+	lg, err := newLog(m.layout.Log(id), m.o.logMax)
+	if err != nil {
+		return nil, err
+	}
+	j.Log = lg
 	// Accepted means recorded: the 202 goes out only once the job would
 	// survive a crash of the gateway.
 	if err := m.save(j); err != nil {

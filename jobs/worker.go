@@ -59,6 +59,26 @@ func (m *Manager) Run(ctx context.Context) error {
 		defer wg.Done()
 		m.janitor(ctx)
 	}()
+	if m.shared != nil {
+		// The lease is renewed while builds run out their grace period.
+		hctx, stopHeartbeat := context.WithCancel(context.WithoutCancel(ctx))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			m.heartbeat(hctx)
+		}()
+		defer func() {
+			stopHeartbeat()
+			wg.Wait()
+			lctx, cancel := storeCtx()
+			defer cancel()
+			// Its builds are all finished or released: let the others
+			// forget it at once.
+			if err := m.shared.Leave(lctx, m.o.replica); err != nil {
+				m.o.logger.Error("leaving the replicas", "error", err)
+			}
+		}()
+	}
 	var workers sync.WaitGroup
 	for range m.o.concurrency {
 		workers.Add(1)
@@ -75,7 +95,9 @@ func (m *Manager) Run(ctx context.Context) error {
 	}
 	workers.Wait()
 	close(workersDone)
-	wg.Wait()
+	if m.shared == nil {
+		wg.Wait()
+	}
 	return nil
 }
 
@@ -86,6 +108,9 @@ var errShutdown = errors.New("gateway shut down")
 // already runs as many builds as it may waits without holding up the
 // others.
 func (m *Manager) next(ctx context.Context) *Job {
+	if m.shared != nil {
+		return m.claim(ctx)
+	}
 	for {
 		if ctx.Err() != nil {
 			return nil
@@ -122,6 +147,10 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 		m.mu.Unlock()
 	})
 	defer release()
+	if m.shared != nil {
+		defer close(j.left)
+		defer m.dropHeld(j)
+	}
 	jctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
 	timeout := m.o.jobTimeout
@@ -190,6 +219,22 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	if status != api.StatusSucceeded {
 		digest = ""
 	}
+	if m.shared != nil {
+		// Taken over by another replica, or stopped by this one's
+		// shutdown: the build does not end here.
+		cause := context.Cause(jctx)
+		if errors.Is(cause, errLost) || errors.Is(cause, errShutdown) {
+			m.removeWorkspace(context.WithoutCancel(ctx), j.Spec.Runner, j.workspace)
+			release()
+			if errors.Is(cause, errShutdown) {
+				m.releaseHeld(j, "the gateway shut down before the build finished; queued again for another replica")
+			} else {
+				j.Log.Close()
+			}
+			log.Info("build left this replica", "reason", cause.Error())
+			return
+		}
+	}
 	// Clean up before reporting the final state, so that whoever waits for
 	// it finds the workspace gone and the log complete.
 	m.removeWorkspace(context.WithoutCancel(ctx), j.Spec.Runner, j.workspace)
@@ -208,6 +253,11 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 var errTimeout = errors.New("timeout")
 
 func (m *Manager) build(ctx context.Context, j *Job) (string, error) {
+	if m.shared != nil {
+		if err := m.fetchContext(ctx, j); err != nil {
+			return "", err
+		}
+	}
 	runner := m.o.runners[j.Spec.Runner]
 	out := filepath.Join(j.workspace, "out")
 	if err := os.Mkdir(out, 0o700); err != nil {

@@ -23,6 +23,16 @@ import (
 // ErrNotFound is returned for an ID the store does not hold.
 var ErrNotFound = errors.New("no such job record")
 
+// ErrNotHeld is returned by a store that replicas share for a write by a
+// replica that no longer holds the build: its lease expired and the
+// build was queued again.
+var ErrNotHeld = errors.New("build no longer held by this replica")
+
+// ErrLeaseLost is returned by a store that replicas share when a
+// replica's lease is gone: another replica found it expired and took its
+// builds.
+var ErrLeaseLost = errors.New("replica lease lost")
+
 // Transition is one change of a job's state.
 type Transition struct {
 	Status api.Status `json:"status"`

@@ -1,0 +1,358 @@
+package pgstore_test
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/internal/testenv"
+	"github.com/buildgw/buildgw/internal/testpg"
+	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/jobs/pgstore"
+	"github.com/buildgw/buildgw/jobs/store"
+	"github.com/buildgw/buildgw/jobs/storetest"
+)
+
+var _ jobs.SharedStore = (*pgstore.Store)(nil)
+
+func open(t *testing.T, dsn string) *pgstore.Store {
+	t.Helper()
+	s, err := pgstore.Open(context.Background(), dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// register gives replicas an hour's lease.
+func register(t *testing.T, s *pgstore.Store, replicas ...string) {
+	t.Helper()
+	for _, r := range replicas {
+		if err := s.Register(context.Background(), r, time.Hour); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func create(t *testing.T, s *pgstore.Store, id string, archive []byte) {
+	t.Helper()
+	r := storetest.Record(id)
+	r.CreatedAt = r.CreatedAt.Add(time.Duration(len(id)) * time.Millisecond)
+	if err := s.Create(context.Background(), r, bytes.NewReader(archive)); err != nil {
+		t.Fatalf("Create(%s) = %v", id, err)
+	}
+}
+
+// TestClaimSkipLocked: replicas claiming at once never take the same
+// build, and every queued build is taken once.
+func TestClaimSkipLocked(t *testing.T) {
+	ctx := context.Background()
+	dsn := testpg.Start(t).NewDatabase(t)
+	s := open(t, dsn)
+	const n = 40
+	for i := range n {
+		create(t, s, fmt.Sprintf("b%02d", i), []byte("ctx"))
+	}
+	replicas := []*pgstore.Store{s, open(t, dsn), open(t, dsn), open(t, dsn)}
+	register(t, s, "replica-0", "replica-1", "replica-2", "replica-3", "late")
+	var mu sync.Mutex
+	claimed := map[string]string{}
+	var wg sync.WaitGroup
+	for i, r := range replicas {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprint("replica-", i)
+			for {
+				rec, attempt, _, err := r.Claim(ctx, name, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				if rec == nil {
+					return
+				}
+				mu.Lock()
+				if prev, ok := claimed[rec.ID]; ok {
+					t.Errorf("build %s claimed by %s and %s", rec.ID, prev, name)
+				}
+				claimed[rec.ID] = name
+				mu.Unlock()
+				if attempt != 1 {
+					t.Errorf("Claim(%s) attempt = %d, want 1", rec.ID, attempt)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(claimed) != n {
+		t.Errorf("claimed %d builds, want %d", len(claimed), n)
+	}
+	if rec, _, _, _ := s.Claim(ctx, "late", nil); rec != nil {
+		t.Errorf("Claim after all were taken = %s, want none", rec.ID)
+	}
+}
+
+// TestTakeover: a replica whose lease expired loses its builds to the
+// queue; its late writes are refused; a live replica's builds stay.
+func TestTakeover(t *testing.T) {
+	ctx := context.Background()
+	dsn := testpg.Start(t).NewDatabase(t)
+	s := open(t, dsn)
+	if err := s.Register(ctx, "dead", time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Register(ctx, "live", time.Hour); err != nil {
+		t.Fatal(err)
+	}
+	create(t, s, "a", []byte("ctx-a"))
+	create(t, s, "bb", []byte("ctx-b"))
+	ra, attemptA, _, err := s.Claim(ctx, "dead", nil)
+	if err != nil || ra == nil || ra.ID != "a" {
+		t.Fatalf("Claim(dead) = %v, %v, want a", ra, err)
+	}
+	ra.Status = api.StatusRunning
+	if err := s.PutHeld(ra, "dead", attemptA); err != nil {
+		t.Fatalf("PutHeld(a) by its holder = %v", err)
+	}
+	rb, _, _, _ := s.Claim(ctx, "live", nil)
+	if rb == nil || rb.ID != "bb" {
+		t.Fatalf("Claim(live) = %v, want bb", rb)
+	}
+	// Before the lease ends nothing is taken.
+	if recs, err := s.Takeover(ctx, func(context.Context, *store.Record) []byte { return nil }); err != nil || len(recs) != 0 {
+		t.Fatalf("Takeover before expiry = %d builds, %v, want none", len(recs), err)
+	}
+	deadline := time.Now().Add(testenv.Scale(20 * time.Second))
+	var taken []*store.Record
+	for len(taken) == 0 && time.Now().Before(deadline) {
+		time.Sleep(200 * time.Millisecond)
+		taken, err = s.Takeover(ctx, func(_ context.Context, r *store.Record) []byte {
+			r.Status = api.StatusQueued
+			r.Transitions = append(r.Transitions, store.Transition{Status: api.StatusQueued, At: time.Now(), Reason: "taken over"})
+			return []byte("taken over\n")
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if len(taken) != 1 || taken[0].ID != "a" {
+		t.Fatalf("Takeover = %v, want a alone (bb's holder is live)", taken)
+	}
+	if err := s.Renew(ctx, "dead", time.Hour); !errors.Is(err, store.ErrLeaseLost) {
+		t.Errorf("Renew(dead) after takeover = %v, want ErrLeaseLost", err)
+	}
+	ra.Status = api.StatusSucceeded
+	if err := s.PutHeld(ra, "dead", attemptA); !errors.Is(err, store.ErrNotHeld) {
+		t.Errorf("PutHeld(a) by the dead replica = %v, want ErrNotHeld", err)
+	}
+	again, attempt, _, err := s.Claim(ctx, "live", nil)
+	if err != nil || again == nil || again.ID != "a" || attempt != 2 || again.Status != api.StatusQueued {
+		t.Fatalf("Claim after takeover = %+v, attempt %d, %v; want a queued, attempt 2", again, attempt, err)
+	}
+	if l, _ := s.ReadLog(ctx, "a", 0, 1<<10); string(l) != "taken over\n" {
+		t.Errorf("log of a after takeover = %q, want the line requeue returned", l)
+	}
+	if got, _ := io.ReadAll(s.Context(ctx, "a")); string(got) != "ctx-a" {
+		t.Errorf("Context(a) = %q, want the stored archive", got)
+	}
+}
+
+// TestContextChunks: a context larger than one row reads back whole.
+func TestContextChunks(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testpg.Start(t).NewDatabase(t))
+	big := bytes.Repeat([]byte("0123456789abcdef"), (3<<20)/16+7)
+	create(t, s, "big", big)
+	got, err := io.ReadAll(s.Context(ctx, "big"))
+	if err != nil || !bytes.Equal(got, big) {
+		t.Fatalf("Context(big) = %d bytes, %v, want the %d stored", len(got), err, len(big))
+	}
+	if err := s.DeleteContext(ctx, "big"); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := io.ReadAll(s.Context(ctx, "big")); len(got) != 0 {
+		t.Errorf("Context(big) after DeleteContext = %d bytes, want none", len(got))
+	}
+}
+
+// TestLogOffsets: appended chunks read back from any byte offset.
+func TestLogOffsets(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testpg.Start(t).NewDatabase(t))
+	create(t, s, "l", nil)
+	want := ""
+	for i := range 50 {
+		line := fmt.Sprintf("line %d\n", i)
+		want += line
+		if err := s.AppendLog(ctx, "l", []byte(line)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, off := range []int64{0, 1, 7, 100, int64(len(want)) - 1, int64(len(want))} {
+		got, err := s.ReadLog(ctx, "l", off, 1<<20)
+		if err != nil || string(got) != want[off:] {
+			t.Errorf("ReadLog(l, %d) = %q, %v, want %q", off, got, err, want[off:])
+		}
+	}
+}
+
+// TestCancel: a queued, unclaimed build is cancelled at once; a claimed
+// one is flagged for its holder, who is told.
+func TestCancel(t *testing.T) {
+	ctx := context.Background()
+	dsn := testpg.Start(t).NewDatabase(t)
+	s, other := open(t, dsn), open(t, dsn)
+	lctx, stop := context.WithCancel(ctx)
+	defer stop()
+	cancels := make(chan string, 4)
+	listening := make(chan struct{}, 1)
+	go other.Listen(lctx, func() {
+		select {
+		case listening <- struct{}{}:
+		default:
+		}
+	}, func(id string) { cancels <- id })
+	<-listening
+	register(t, s, "holder")
+	create(t, s, "q", nil)
+	create(t, s, "rr", nil)
+	ok, err := s.CancelQueued(ctx, "q", func(r *store.Record) []byte {
+		r.Status = api.StatusCancelled
+		return []byte("cancelled\n")
+	})
+	if err != nil || !ok {
+		t.Fatalf("CancelQueued(q) = %v, %v, want true", ok, err)
+	}
+	if r, _ := s.Get("q"); r.Status != api.StatusCancelled {
+		t.Errorf("q = %s after CancelQueued, want cancelled", r.Status)
+	}
+	if l, _ := s.ReadLog(ctx, "q", 0, 1<<10); string(l) != "cancelled\n" {
+		t.Errorf("log of q = %q, want the line CancelQueued was given", l)
+	}
+	if r, _, _, _ := s.Claim(ctx, "holder", nil); r == nil || r.ID != "rr" {
+		t.Fatalf("Claim = %v, want rr (q is cancelled)", r)
+	}
+	ok, err = s.CancelQueued(ctx, "rr", func(r *store.Record) []byte { r.Status = api.StatusCancelled; return nil })
+	if err != nil || ok {
+		t.Fatalf("CancelQueued(claimed rr) = %v, %v, want false", ok, err)
+	}
+	if err := s.RequestCancel(ctx, "rr"); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-cancels:
+		if id != "rr" {
+			t.Errorf("cancel notification for %q, want rr", id)
+		}
+	case <-time.After(testenv.Scale(10 * time.Second)):
+		t.Error("no cancel notification")
+	}
+	if ids, err := s.CancelRequested(ctx, "holder", []string{"rr", "q"}); err != nil || len(ids) != 1 || ids[0] != "rr" {
+		t.Errorf("CancelRequested(holder) = %v, %v, want [rr]", ids, err)
+	}
+}
+
+// TestReadTokenKeptByHolder: a read token another replica set survives
+// the holder's next write of its (older) record.
+func TestReadTokenKeptByHolder(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testpg.Start(t).NewDatabase(t))
+	register(t, s, "h")
+	create(t, s, "a", nil)
+	r, attempt, _, _ := s.Claim(ctx, "h", nil)
+	if err := s.SetReadToken(ctx, "a", "ff"); err != nil {
+		t.Fatal(err)
+	}
+	r.Status = api.StatusRunning
+	if err := s.PutHeld(r, "h", attempt); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := s.Get("a"); got.ReadTokenSHA256 != "ff" || got.Status != api.StatusRunning {
+		t.Errorf("after PutHeld: token %q, status %s; want ff, running", got.ReadTokenSHA256, got.Status)
+	}
+}
+
+// TestClaimSkipsOwners: a replica whose identity is at its running bound
+// passes over that identity's builds.
+func TestClaimSkipsOwners(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testpg.Start(t).NewDatabase(t))
+	first := storetest.Record("first")
+	second := storetest.Record("second")
+	second.Owner = "other"
+	second.CreatedAt = first.CreatedAt.Add(time.Second)
+	register(t, s, "h")
+	for _, r := range []*store.Record{first, second} {
+		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if r, _, _, err := s.Claim(ctx, "h", []string{"ci"}); err != nil || r == nil || r.ID != "second" {
+		t.Fatalf("Claim(skipping ci) = %v, %v, want second", r, err)
+	}
+	if r, _, _, _ := s.Claim(ctx, "h", []string{"ci"}); r != nil {
+		t.Fatalf("Claim(skipping ci) again = %s, want none", r.ID)
+	}
+	if r, _, _, _ := s.Claim(ctx, "h", nil); r == nil || r.ID != "first" {
+		t.Fatalf("Claim = %v, want first", r)
+	}
+}
+
+// TestClaimNeedsLease: a replica whose lease is gone (expired, taken
+// over, or never given) claims nothing.
+func TestClaimNeedsLease(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testpg.Start(t).NewDatabase(t))
+	create(t, s, "a", nil)
+	if err := s.Register(ctx, "expired", -time.Second); err != nil {
+		t.Fatal(err)
+	}
+	for _, replica := range []string{"unregistered", "expired"} {
+		if r, _, _, err := s.Claim(ctx, replica, nil); err != nil || r != nil {
+			t.Errorf("Claim(%s) = %v, %v, want none", replica, r, err)
+		}
+	}
+	register(t, s, "live")
+	if r, _, _, err := s.Claim(ctx, "live", nil); err != nil || r == nil {
+		t.Errorf("Claim(live) = %v, %v, want a", r, err)
+	}
+}
+
+// TestClaimFair: an identity that runs builds and floods the queue waits
+// behind another's later build.
+func TestClaimFair(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testpg.Start(t).NewDatabase(t))
+	register(t, s, "h")
+	base := storetest.Record("x").CreatedAt
+	for i, id := range []string{"flood-1", "flood-2", "flood-3", "flood-4", "quiet"} {
+		r := storetest.Record(id)
+		if id == "quiet" {
+			r.Owner = "quiet"
+		}
+		r.CreatedAt = base.Add(time.Duration(i) * time.Second)
+		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var got []string
+	for range 5 {
+		r, _, _, err := s.Claim(ctx, "h", nil)
+		if err != nil || r == nil {
+			t.Fatalf("Claim = %v, %v", r, err)
+		}
+		got = append(got, r.ID)
+	}
+	// ci's first build is the oldest; then ci runs one and quiet none.
+	if want := []string{"flood-1", "quiet", "flood-2", "flood-3", "flood-4"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("claims in order %v, want %v", got, want)
+	}
+}
