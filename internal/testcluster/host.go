@@ -93,6 +93,8 @@ func (c *Cluster) HostLink(t testing.TB) string {
 	run("link", "set", hostIf, "up")
 	run("-n", NetNS, "addr", "add", nsIP+"/30", "dev", nsIf)
 	run("-n", NetNS, "link", "set", nsIf, "up")
-	run("route", "add", PodCIDR, "via", nsIP, "dev", hostIf)
+	// Appended, not added: another test's link may hold the route already.
+	// The kernel uses the first, and the next when the first's link goes.
+	run("route", "append", PodCIDR, "via", nsIP, "dev", hostIf)
 	return hostIP
 }
