@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/sha256"
 	"errors"
+	"fmt"
+
+	"github.com/buildgw/buildgw/jobs/store"
 )
 
 // idempotencyKey identifies a submission made with an Idempotency-Key:
@@ -118,6 +121,14 @@ func (m *Manager) sharedOnce(ctx context.Context, k idempotencyKey, readToken [s
 		j, err := m.sharedFirst(k, readToken)
 		if err == nil && j == nil {
 			j, err = accept()
+			// Another replica took the same submission and stored it
+			// first: that build is this submission's.
+			var dup *store.DuplicateError
+			if errors.As(err, &dup) {
+				if j, err = m.sharedFirst(k, readToken); err == nil && j == nil {
+					err = fmt.Errorf("accepting build: %w", dup)
+				}
+			}
 		}
 		m.mu.Lock()
 		delete(m.idem, k)

@@ -74,7 +74,7 @@ func (s *Store) Create(ctx context.Context, r *store.Record, archive io.Reader) 
 			r.ID, r.Owner, string(r.Status), r.CreatedAt, b); err != nil {
 			return err
 		}
-		if err := putIdempotency(ctx, tx, r); err != nil {
+		if err := claimIdempotency(ctx, tx, r); err != nil {
 			return err
 		}
 		buf := make([]byte, contextChunk)
@@ -97,6 +97,45 @@ func (s *Store) Create(ctx context.Context, r *store.Record, archive io.Reader) 
 	})
 	if err != nil {
 		return fmt.Errorf("storing job %s: %w", r.ID, err)
+	}
+	return nil
+}
+
+// claimIdempotency records r's idempotency key, if it has one, unless it
+// names a live build already: two replicas that take the same submission
+// at once each accept it, and only the first to commit may keep it; the
+// other gets a *store.DuplicateError. A key whose build is gone, or was
+// interrupted by a restart, is taken over, as a single gateway does.
+//
+// Each step is a statement of its own: the INSERT waits for a concurrent
+// one of the same key to commit, and only a later statement's snapshot
+// sees that transaction's build.
+func claimIdempotency(ctx context.Context, tx pgx.Tx, r *store.Record) error {
+	if r.IdempotencyKey == "" {
+		return nil
+	}
+	tag, err := tx.Exec(ctx, `INSERT INTO idempotency (owner, key, id) VALUES ($1, $2, $3) ON CONFLICT (owner, key) DO NOTHING`,
+		r.Owner, r.IdempotencyKey, r.ID)
+	if err != nil {
+		return fmt.Errorf("writing idempotency key: %w", err)
+	}
+	if tag.RowsAffected() == 1 {
+		return nil
+	}
+	var id string
+	var live bool
+	err = tx.QueryRow(ctx, `SELECT i.id, EXISTS (SELECT 1 FROM jobs j WHERE j.id = i.id
+			AND NOT (j.status = $3 AND starts_with(coalesce(j.record->>'error', ''), $4)))
+		FROM idempotency i WHERE i.owner = $1 AND i.key = $2 FOR UPDATE`,
+		r.Owner, r.IdempotencyKey, string(api.StatusFailed), api.ErrRestarted).Scan(&id, &live)
+	if err != nil {
+		return fmt.Errorf("reading idempotency key: %w", err)
+	}
+	if live {
+		return &store.DuplicateError{ID: id}
+	}
+	if _, err := tx.Exec(ctx, "UPDATE idempotency SET id = $3 WHERE owner = $1 AND key = $2", r.Owner, r.IdempotencyKey, r.ID); err != nil {
+		return fmt.Errorf("writing idempotency key: %w", err)
 	}
 	return nil
 }

@@ -17,6 +17,7 @@ import (
 	"github.com/buildgw/buildgw/jobs/pgstore"
 	"github.com/buildgw/buildgw/jobs/store"
 	"github.com/buildgw/buildgw/jobs/storetest"
+	"github.com/jackc/pgx/v5"
 )
 
 var _ jobs.SharedStore = (*pgstore.Store)(nil)
@@ -354,5 +355,94 @@ func TestClaimFair(t *testing.T) {
 	// ci's first build is the oldest; then ci runs one and quiet none.
 	if want := []string{"flood-1", "quiet", "flood-2", "flood-3", "flood-4"}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("claims in order %v, want %v", got, want)
+	}
+}
+
+// blockingReader gives its bytes once release is closed, holding the
+// Create that reads it (and its transaction) open until then.
+type blockingReader struct {
+	release <-chan struct{}
+	r       io.Reader
+}
+
+func (b *blockingReader) Read(p []byte) (int, error) {
+	<-b.release
+	return b.r.Read(p)
+}
+
+// TestCreateIdempotent: two replicas that accept the same submission (one
+// owner, one Idempotency-Key) at once store one build: the second to
+// commit gets a DuplicateError naming the first, even though it began
+// before the first committed. A key whose build a restart interrupted is
+// taken over.
+func TestCreateIdempotent(t *testing.T) {
+	ctx := context.Background()
+	dsn := testpg.Start(t).NewDatabase(t)
+	a, b := open(t, dsn), open(t, dsn)
+	watch, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer watch.Close(ctx)
+	count := func(q string) func() bool {
+		return func() bool {
+			var n int
+			return watch.QueryRow(ctx, q).Scan(&n) == nil && n > 0
+		}
+	}
+	rec := func(id string) *store.Record {
+		r := storetest.Record(id)
+		r.IdempotencyKey = "retry-1"
+		return r
+	}
+	release := make(chan struct{})
+	first := make(chan error, 1)
+	go func() { first <- a.Create(ctx, rec("first"), &blockingReader{release, bytes.NewReader([]byte("ctx"))}) }()
+	// The first holds its key uncommitted; the second's insert of the same
+	// key waits for it.
+	waitFor(t, "the first Create to hold its key", count("SELECT count(*) FROM pg_stat_activity WHERE state = 'idle in transaction' AND query LIKE '%INSERT INTO idempotency%'"))
+	second := make(chan error, 1)
+	go func() { second <- b.Create(ctx, rec("second"), bytes.NewReader([]byte("ctx"))) }()
+	waitFor(t, "the second Create to wait for the first", count("SELECT count(*) FROM pg_locks WHERE NOT granted"))
+	close(release)
+	if err := <-first; err != nil {
+		t.Fatalf("first Create = %v", err)
+	}
+	var dup *store.DuplicateError
+	if err := <-second; !errors.As(err, &dup) || dup.ID != "first" {
+		t.Fatalf("second Create = %v, want a DuplicateError naming first", err)
+	}
+	if _, err := b.Get("second"); !errors.Is(err, store.ErrNotFound) {
+		t.Errorf("Get(second) = %v, want ErrNotFound: the duplicate must leave nothing", err)
+	}
+	if id, err := b.Idempotent("ci", "retry-1"); err != nil || id != "first" {
+		t.Errorf("Idempotent(retry-1) = %q, %v; want first", id, err)
+	}
+
+	// Interrupted by a restart: the same submission sent again is new.
+	r, err := a.Get("first")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.Status, r.Error = api.StatusFailed, api.ErrRestarted
+	if err := a.Put(r); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.Create(ctx, rec("third"), bytes.NewReader([]byte("ctx"))); err != nil {
+		t.Fatalf("Create after the first was interrupted = %v, want nil", err)
+	}
+	if id, err := b.Idempotent("ci", "retry-1"); err != nil || id != "third" {
+		t.Errorf("Idempotent(retry-1) = %q, %v; want third", id, err)
+	}
+}
+
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(testenv.Scale(30 * time.Second))
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(20 * time.Millisecond)
 	}
 }

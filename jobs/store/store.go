@@ -33,6 +33,15 @@ var ErrNotHeld = errors.New("build no longer held by this replica")
 // builds.
 var ErrLeaseLost = errors.New("replica lease lost")
 
+// DuplicateError is returned by a store that replicas share when a build
+// is created under an idempotency key that already names a live build,
+// accepted meanwhile by another replica: the submission is that build.
+type DuplicateError struct{ ID string }
+
+func (e *DuplicateError) Error() string {
+	return "idempotency key already names build " + e.ID
+}
+
 // Transition is one change of a job's state.
 type Transition struct {
 	Status api.Status `json:"status"`
