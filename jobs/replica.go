@@ -42,10 +42,11 @@ type Leases interface {
 type SharedQueue interface {
 	// Create stores a new accepted build with its context archive.
 	Create(ctx context.Context, r *store.Record, archive io.Reader) error
-	// Claim takes the oldest unclaimed queued build for replica, not one
-	// of skipOwners', with the attempt that fences its writes; nil if none
-	// waits.
-	Claim(ctx context.Context, replica string, skipOwners []string) (r *store.Record, attempt int, cancelRequested bool, err error)
+	// Claim takes the next queued build for replica, with the attempt that
+	// fences its writes; nil if none waits whose identity may start one
+	// more. The identity's builds held by any replica count against the
+	// least of ownerLimit (0: none) and its grant's MaxConcurrent.
+	Claim(ctx context.Context, replica string, ownerLimit int) (r *store.Record, attempt int, cancelRequested bool, err error)
 	// PutHeld writes a build replica holds, or returns store.ErrNotHeld.
 	PutHeld(r *store.Record, replica string, attempt int) error
 	// Release puts a held build back in the queue.
@@ -322,17 +323,8 @@ func (m *Manager) claim(ctx context.Context) *Job {
 		}
 		m.mu.Lock()
 		wake := m.wake
-		// queue.max_running_per_identity holds per replica.
-		var busy []string
-		if l := m.o.ownerConcurrency; l > 0 {
-			for owner, n := range m.runningBy {
-				if n >= l {
-					busy = append(busy, owner)
-				}
-			}
-		}
 		m.mu.Unlock()
-		r, attempt, cancelled, err := m.shared.Claim(ctx, m.o.replica, busy)
+		r, attempt, cancelled, err := m.shared.Claim(ctx, m.o.replica, m.o.ownerConcurrency)
 		if err != nil && ctx.Err() == nil {
 			m.o.logger.Error("claiming a build", "error", err)
 		}

@@ -146,7 +146,7 @@ func TestReplicaTakesOverDeadReplica(t *testing.T) {
 	if err := dead.Register(ctx, "dead", time.Second); err != nil {
 		t.Fatal(err)
 	}
-	r, attempt, _, err := dead.Claim(ctx, "dead", nil)
+	r, attempt, _, err := dead.Claim(ctx, "dead", 0)
 	if err != nil || r == nil || r.ID != j.ID {
 		t.Fatalf("Claim(dead) = %v, %v, want %s", r, err, j.ID)
 	}

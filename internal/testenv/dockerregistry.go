@@ -227,7 +227,9 @@ func SelfSignedIP(t testing.TB, dir, ip string) (cert, key, ca string) {
 }
 
 // SelfSigned writes a CA and a certificate for 127.0.0.1 into dir.
-func SelfSigned(t testing.TB, dir string) (cert, key, ca string) { return SelfSignedIP(t, dir, "127.0.0.1") }
+func SelfSigned(t testing.TB, dir string) (cert, key, ca string) {
+	return SelfSignedIP(t, dir, "127.0.0.1")
+}
 
 func writeFile(t testing.TB, p, s string, mode os.FileMode) {
 	t.Helper()

@@ -28,6 +28,9 @@ const (
 // contextChunk is the size of the rows an accepted context is stored in.
 const contextChunk = 1 << 20
 
+// claimLock is the key of the transaction lock that serializes claims.
+const claimLock = 0x62677763 // "bgwc"
+
 // finalStatuses are the statuses a build ends in, for SQL.
 var finalStatuses = []string{string(api.StatusSucceeded), string(api.StatusFailed), string(api.StatusCancelled)}
 
@@ -183,23 +186,32 @@ func (s *Store) DeleteContext(ctx context.Context, id string) error {
 	return nil
 }
 
-// Claim takes, for replica, if its lease is live, a queued build no
-// replica holds: the oldest of the identity that runs fewest builds on
-// all replicas, so that one flooding the queue delays only itself,
-// passing over the builds of skipOwners, and returns it with the attempt
-// that fences its later writes and whether its cancel was requested
-// (before its last holder died); nil if none waits.
-func (s *Store) Claim(ctx context.Context, replica string, skipOwners []string) (*store.Record, int, bool, error) {
+// Claim takes the queued, unclaimed build that replica should run next,
+// with the attempt that fences its writes; nil if none may start. An
+// identity's builds held by any replica count against its limit: the
+// least of ownerLimit (0: none) and its grant's MaxConcurrent. Claims
+// are serialized by a transaction lock, so that two replicas claiming at
+// once cannot both take an identity's last slot.
+func (s *Store) Claim(ctx context.Context, replica string, ownerLimit int) (*store.Record, int, bool, error) {
 	var b []byte
 	var attempt int
 	var cancelled bool
-	err := s.pool.QueryRow(ctx, `UPDATE jobs SET replica = $1, attempt = attempt + 1
-		WHERE id = (SELECT id FROM jobs q WHERE status = 'queued' AND replica IS NULL AND NOT owner = ANY($2)
-			ORDER BY (SELECT count(*) FROM jobs h WHERE h.owner = q.owner AND h.replica IS NOT NULL AND NOT h.status = ANY($3)),
-				created_at, id
-			FOR UPDATE SKIP LOCKED LIMIT 1)
-		AND EXISTS (SELECT 1 FROM replicas WHERE id = $1 AND lease_until > now())
-		RETURNING record, attempt, cancel_requested`, replica, append([]string{}, skipOwners...), finalStatuses).Scan(&b, &attempt, &cancelled)
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, "SELECT pg_advisory_xact_lock($1)", claimLock); err != nil {
+			return err
+		}
+		return tx.QueryRow(ctx, `WITH held AS (
+				SELECT owner, count(*) AS n FROM jobs WHERE replica IS NOT NULL AND NOT status = ANY($2) GROUP BY owner)
+			UPDATE jobs SET replica = $1, attempt = attempt + 1
+			WHERE id = (SELECT q.id FROM jobs q LEFT JOIN held ON held.owner = q.owner
+				WHERE q.status = 'queued' AND q.replica IS NULL
+					AND coalesce(held.n, 0) < least(coalesce(nullif($3::int, 0), 2147483647),
+						coalesce(nullif((q.record->'grant'->>'MaxConcurrent')::int, 0), 2147483647))
+				ORDER BY coalesce(held.n, 0), q.created_at, q.id
+				FOR UPDATE OF q SKIP LOCKED LIMIT 1)
+			AND EXISTS (SELECT 1 FROM replicas WHERE id = $1 AND lease_until > now())
+			RETURNING record, attempt, cancel_requested`, replica, finalStatuses, ownerLimit).Scan(&b, &attempt, &cancelled)
+	})
 	if errors.Is(err, pgx.ErrNoRows) {
 		return nil, 0, false, nil
 	}

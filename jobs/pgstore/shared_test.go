@@ -72,7 +72,7 @@ func TestClaimSkipLocked(t *testing.T) {
 			defer wg.Done()
 			name := fmt.Sprint("replica-", i)
 			for {
-				rec, attempt, _, err := r.Claim(ctx, name, nil)
+				rec, attempt, _, err := r.Claim(ctx, name, 0)
 				if err != nil {
 					t.Error(err)
 					return
@@ -96,7 +96,7 @@ func TestClaimSkipLocked(t *testing.T) {
 	if len(claimed) != n {
 		t.Errorf("claimed %d builds, want %d", len(claimed), n)
 	}
-	if rec, _, _, _ := s.Claim(ctx, "late", nil); rec != nil {
+	if rec, _, _, _ := s.Claim(ctx, "late", 0); rec != nil {
 		t.Errorf("Claim after all were taken = %s, want none", rec.ID)
 	}
 }
@@ -115,7 +115,7 @@ func TestTakeover(t *testing.T) {
 	}
 	create(t, s, "a", []byte("ctx-a"))
 	create(t, s, "bb", []byte("ctx-b"))
-	ra, attemptA, _, err := s.Claim(ctx, "dead", nil)
+	ra, attemptA, _, err := s.Claim(ctx, "dead", 0)
 	if err != nil || ra == nil || ra.ID != "a" {
 		t.Fatalf("Claim(dead) = %v, %v, want a", ra, err)
 	}
@@ -123,7 +123,7 @@ func TestTakeover(t *testing.T) {
 	if err := s.PutHeld(ra, "dead", attemptA); err != nil {
 		t.Fatalf("PutHeld(a) by its holder = %v", err)
 	}
-	rb, _, _, _ := s.Claim(ctx, "live", nil)
+	rb, _, _, _ := s.Claim(ctx, "live", 0)
 	if rb == nil || rb.ID != "bb" {
 		t.Fatalf("Claim(live) = %v, want bb", rb)
 	}
@@ -154,7 +154,7 @@ func TestTakeover(t *testing.T) {
 	if err := s.PutHeld(ra, "dead", attemptA); !errors.Is(err, store.ErrNotHeld) {
 		t.Errorf("PutHeld(a) by the dead replica = %v, want ErrNotHeld", err)
 	}
-	again, attempt, _, err := s.Claim(ctx, "live", nil)
+	again, attempt, _, err := s.Claim(ctx, "live", 0)
 	if err != nil || again == nil || again.ID != "a" || attempt != 2 || again.Status != api.StatusQueued {
 		t.Fatalf("Claim after takeover = %+v, attempt %d, %v; want a queued, attempt 2", again, attempt, err)
 	}
@@ -238,7 +238,7 @@ func TestCancel(t *testing.T) {
 	if l, _ := s.ReadLog(ctx, "q", 0, 1<<10); string(l) != "cancelled\n" {
 		t.Errorf("log of q = %q, want the line CancelQueued was given", l)
 	}
-	if r, _, _, _ := s.Claim(ctx, "holder", nil); r == nil || r.ID != "rr" {
+	if r, _, _, _ := s.Claim(ctx, "holder", 0); r == nil || r.ID != "rr" {
 		t.Fatalf("Claim = %v, want rr (q is cancelled)", r)
 	}
 	ok, err = s.CancelQueued(ctx, "rr", func(r *store.Record) []byte { r.Status = api.StatusCancelled; return nil })
@@ -268,7 +268,7 @@ func TestReadTokenKeptByHolder(t *testing.T) {
 	s := open(t, testpg.Start(t).NewDatabase(t))
 	register(t, s, "h")
 	create(t, s, "a", nil)
-	r, attempt, _, _ := s.Claim(ctx, "h", nil)
+	r, attempt, _, _ := s.Claim(ctx, "h", 0)
 	if err := s.SetReadToken(ctx, "a", "ff"); err != nil {
 		t.Fatal(err)
 	}
@@ -281,29 +281,54 @@ func TestReadTokenKeptByHolder(t *testing.T) {
 	}
 }
 
-// TestClaimSkipsOwners: a replica whose identity is at its running bound
-// passes over that identity's builds.
-func TestClaimSkipsOwners(t *testing.T) {
+// TestClaimOwnerLimit: an identity's builds held by any replica count
+// against its limit (queue.max_running_per_identity, or its grant's
+// MaxConcurrent if lower): a replica skips its queued builds while it is
+// at the limit, and takes another identity's instead.
+func TestClaimOwnerLimit(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, testpg.Start(t).NewDatabase(t))
-	first := storetest.Record("first")
-	second := storetest.Record("second")
-	second.Owner = "other"
-	second.CreatedAt = first.CreatedAt.Add(time.Second)
-	register(t, s, "h")
-	for _, r := range []*store.Record{first, second} {
+	register(t, s, "a", "b")
+	rec := func(id, owner, grant string, after time.Duration) *store.Record {
+		r := storetest.Record(id)
+		r.Owner, r.Grant = owner, []byte(grant)
+		r.CreatedAt = r.CreatedAt.Add(after)
 		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
 			t.Fatal(err)
 		}
+		return r
 	}
-	if r, _, _, err := s.Claim(ctx, "h", []string{"ci"}); err != nil || r == nil || r.ID != "second" {
-		t.Fatalf("Claim(skipping ci) = %v, %v, want second", r, err)
+	rec("ci-1", "ci", `{"MaxConcurrent":0}`, 0)
+	rec("ci-2", "ci", `{"MaxConcurrent":0}`, time.Second)
+	rec("other-1", "other", `{"MaxConcurrent":0}`, 2*time.Second)
+	rec("capped-1", "capped", `{"MaxConcurrent":1}`, 3*time.Second)
+	rec("capped-2", "capped", `{"MaxConcurrent":1}`, 4*time.Second)
+	claim := func(replica string, limit int) string {
+		t.Helper()
+		r, _, _, err := s.Claim(ctx, replica, limit)
+		if err != nil {
+			t.Fatalf("Claim(%s, %d) = %v", replica, limit, err)
+		}
+		if r == nil {
+			return ""
+		}
+		return r.ID
 	}
-	if r, _, _, _ := s.Claim(ctx, "h", []string{"ci"}); r != nil {
-		t.Fatalf("Claim(skipping ci) again = %s, want none", r.ID)
-	}
-	if r, _, _, _ := s.Claim(ctx, "h", nil); r == nil || r.ID != "first" {
-		t.Fatalf("Claim = %v, want first", r)
+	for _, tc := range []struct {
+		replica string
+		limit   int
+		want    string
+	}{
+		{"a", 1, "ci-1"},     // oldest
+		{"b", 1, "other-1"},  // ci holds its one slot on replica a
+		{"b", 1, "capped-1"}, // its grant allows one
+		{"a", 1, ""},         // every identity at its limit, whichever replica holds it
+		{"a", 2, "ci-2"},     // a higher gateway limit: ci may run two
+		{"b", 0, ""},         // no gateway limit, but capped's grant allows one
+	} {
+		if got := claim(tc.replica, tc.limit); got != tc.want {
+			t.Fatalf("Claim(%s, limit %d) = %q, want %q", tc.replica, tc.limit, got, tc.want)
+		}
 	}
 }
 
@@ -317,12 +342,12 @@ func TestClaimNeedsLease(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, replica := range []string{"unregistered", "expired"} {
-		if r, _, _, err := s.Claim(ctx, replica, nil); err != nil || r != nil {
+		if r, _, _, err := s.Claim(ctx, replica, 0); err != nil || r != nil {
 			t.Errorf("Claim(%s) = %v, %v, want none", replica, r, err)
 		}
 	}
 	register(t, s, "live")
-	if r, _, _, err := s.Claim(ctx, "live", nil); err != nil || r == nil {
+	if r, _, _, err := s.Claim(ctx, "live", 0); err != nil || r == nil {
 		t.Errorf("Claim(live) = %v, %v, want a", r, err)
 	}
 }
@@ -346,7 +371,7 @@ func TestClaimFair(t *testing.T) {
 	}
 	var got []string
 	for range 5 {
-		r, _, _, err := s.Claim(ctx, "h", nil)
+		r, _, _, err := s.Claim(ctx, "h", 0)
 		if err != nil || r == nil {
 			t.Fatalf("Claim = %v, %v", r, err)
 		}
