@@ -162,6 +162,10 @@ func run(ctx context.Context, c *config) (err error) {
 	if e.tmp, err = os.MkdirTemp(c.work, "buildgw-bench-replicas-"); err != nil {
 		return err
 	}
+	// Config paths must be absolute (store.postgres_dsn_file).
+	if e.tmp, err = filepath.Abs(e.tmp); err != nil {
+		return err
+	}
 	os.Chmod(e.tmp, 0o711)
 	var stops []func()
 	defer func() {
@@ -325,7 +329,8 @@ func (e *env) setupReplicas(ctx context.Context, bin string, stops *[]func(), st
 	}
 
 	for i := range 2 {
-		inst := fmt.Sprintf("bench-replica-%d", i+1)
+		// The gateway adds the replica's random suffix to its instance.
+		inst := fmt.Sprintf("bench-r%d", i+1)
 		g, err := e.startGateway(ctx, bin, inst, func(cfg *gateway.Config) {
 			cfg.Concurrency = c.replicaConc
 			cfg.Store.PostgresDSNFile = dsnFile
@@ -677,6 +682,17 @@ func (r *podRecorder) of(id string) (*podTimes, int) {
 	return ps[len(ps)-1], len(ps)
 }
 
+// replicaOf names the replica whose kubernetes runner labels its Pods
+// with instance: its configured instance, which the gateway suffixes.
+func (e *env) replicaOf(instance string) string {
+	for _, in := range e.instances {
+		if instance == in || strings.HasPrefix(instance, in+"-") {
+			return in
+		}
+	}
+	return instance
+}
+
 // stat is the median and p90 (nearest rank) of ds.
 type stat struct{ med, p90 time.Duration }
 
@@ -731,7 +747,7 @@ func (e *env) print(w io.Writer, rounds int) {
 			if b.pod == nil {
 				continue
 			}
-			perReplica[b.pod.instance]++
+			perReplica[e.replicaOf(b.pod.instance)]++
 			if b.pods > 1 {
 				retried++
 			}
@@ -748,7 +764,7 @@ func (e *env) print(w io.Writer, rounds int) {
 	}
 	rssB := make([]string, len(lb.rss))
 	for i, m := range lb.rss {
-		rssB[i] = bu.MiB(m)
+		rssB[i] = e.instances[i] + " " + bu.MiB(m)
 	}
 	rssA := "–"
 	if len(la.rss) > 0 {
