@@ -123,6 +123,7 @@ type build struct {
 	// firstLine is when kaniko's first log line reached the client.
 	firstLine time.Time
 	id        string
+	digest    string    // the last line of the client's stdout
 	started   time.Time // the build's started_at
 	pod       *podTimes // (b): the build's (last) Pod
 	pods      int       // (b): Pods made for the build
@@ -508,6 +509,9 @@ func (e *env) runCase(ctx context.Context, k string, r int) error {
 			return fmt.Errorf("build %s has no started_at", b.id)
 		}
 		b.started = *st.StartedAt
+		if st.Digest == "" || st.Digest != b.digest {
+			return fmt.Errorf("build %s: the client printed %q, the gateway says %s with digest %q", b.id, b.digest, st.Status, st.Digest)
+		}
 		if k == caseReplicas {
 			b.pod, b.pods = e.pods.of(b.id)
 			if b.pod == nil {
@@ -546,6 +550,9 @@ func (e *env) submit(ctx context.Context, b *build, runner, logPath string) erro
 	}
 	if b.id == "" {
 		return fmt.Errorf("project %d: no build ID in the client's output", b.project)
+	}
+	if out := strings.Fields(stdout.String()); len(out) > 0 {
+		b.digest = out[len(out)-1]
 	}
 	if b.firstLine.IsZero() {
 		return fmt.Errorf("build %s: no line of kaniko's in its log\n%s", b.id, bu.Tail(logPath, 20))
