@@ -120,13 +120,16 @@ type build struct {
 	project    int
 	url, ref   string
 	start, end time.Time
-	// firstLine is when kaniko's first log line reached the client.
-	firstLine time.Time
-	id        string
-	digest    string    // the last line of the client's stdout
-	started   time.Time // the build's started_at
-	pod       *podTimes // (b): the build's (last) Pod
-	pods      int       // (b): Pods made for the build
+	// firstLine and lastLine are when kaniko's first and last log lines
+	// reached the client; pushing when the gateway's "#buildgw pushing"
+	// line did.
+	firstLine, lastLine, pushing time.Time
+	id                           string
+	digest                       string    // the last line of the client's stdout
+	started                      time.Time // the build's started_at
+	finished                     time.Time // the build's finished_at
+	pod                          *podTimes // (b): the build's (last) Pod
+	pods                         int       // (b): Pods made for the build
 }
 
 // sample is one case of one round.
@@ -509,6 +512,9 @@ func (e *env) runCase(ctx context.Context, k string, r int) error {
 			return fmt.Errorf("build %s has no started_at", b.id)
 		}
 		b.started = *st.StartedAt
+		if st.FinishedAt != nil {
+			b.finished = *st.FinishedAt
+		}
 		if st.Digest == "" || st.Digest != b.digest {
 			return fmt.Errorf("build %s: the client printed %q, the gateway says %s with digest %q", b.id, b.digest, st.Status, st.Digest)
 		}
@@ -597,8 +603,14 @@ func (l *lineWatch) line(s string, at time.Time) {
 	}
 	// kaniko's lines are logrus text: time="..." level=... msg=...; the
 	// gateway's own ("#buildgw", "base image ...", "buildgw: ...") are not.
-	if l.b.firstLine.IsZero() && strings.HasPrefix(s, `time="`) && strings.Contains(s, " level=") {
-		l.b.firstLine = at
+	switch {
+	case strings.HasPrefix(s, `time="`) && strings.Contains(s, " level="):
+		if l.b.firstLine.IsZero() {
+			l.b.firstLine = at
+		}
+		l.b.lastLine = at
+	case strings.HasPrefix(s, "#buildgw pushing ") && l.b.pushing.IsZero():
+		l.b.pushing = at
 	}
 }
 
@@ -612,6 +624,9 @@ type podTimes struct {
 	// which the API gives in whole seconds.
 	seen, running      time.Time
 	created, startedAt time.Time
+	// terminated and gone are when the watch told of the container's
+	// end and of the Pod's deletion.
+	terminated, gone time.Time
 }
 
 // podRecorder watches the namespace's Pods and keeps, per build ID
@@ -630,6 +645,19 @@ func watchPods(kc kubernetes.Interface, ns string) (*podRecorder, error) {
 	_, err := inf.AddEventHandler(cache.ResourceEventHandlerFuncs{
 		AddFunc:    func(obj any) { r.observe(obj, time.Now()) },
 		UpdateFunc: func(_, obj any) { r.observe(obj, time.Now()) },
+		DeleteFunc: func(obj any) {
+			at := time.Now()
+			if d, ok := obj.(cache.DeletedFinalStateUnknown); ok {
+				obj = d.Obj
+			}
+			if p, ok := obj.(*corev1.Pod); ok {
+				r.mu.Lock()
+				if t := r.byUID[string(p.UID)]; t != nil && t.gone.IsZero() {
+					t.gone = at
+				}
+				r.mu.Unlock()
+			}
+		},
 	})
 	if err != nil {
 		return nil, err
@@ -665,15 +693,17 @@ func (r *podRecorder) observe(obj any, at time.Time) {
 		r.byUID[string(p.UID)] = t
 		r.pods[id] = append(r.pods[id], t)
 	}
-	if !t.running.IsZero() {
-		return
-	}
 	for _, c := range p.Status.ContainerStatuses {
 		switch {
-		case c.State.Running != nil:
+		case c.State.Running != nil && t.running.IsZero():
 			t.running, t.startedAt = at, c.State.Running.StartedAt.Time
 		case c.State.Terminated != nil:
-			t.running, t.startedAt = at, c.State.Terminated.StartedAt.Time
+			if t.running.IsZero() {
+				t.running, t.startedAt = at, c.State.Terminated.StartedAt.Time
+			}
+			if t.terminated.IsZero() {
+				t.terminated = at
+			}
 		}
 	}
 }
@@ -748,7 +778,6 @@ func (e *env) print(w io.Writer, rounds int) {
 	la, lb := aggs[caseLocal], aggs[caseReplicas]
 	perReplica := map[string]int{}
 	retried := 0
-	var seenToRun, runToFirst, startToSeen, statusCreatedToStart []time.Duration
 	for _, s := range e.res[caseReplicas] {
 		for _, b := range s.builds {
 			if b.pod == nil {
@@ -758,11 +787,6 @@ func (e *env) print(w io.Writer, rounds int) {
 			if b.pods > 1 {
 				retried++
 			}
-			p := b.pod
-			startToSeen = append(startToSeen, p.seen.Sub(b.started))
-			seenToRun = append(seenToRun, p.running.Sub(p.seen))
-			runToFirst = append(runToFirst, b.firstLine.Sub(p.running))
-			statusCreatedToStart = append(statusCreatedToStart, p.startedAt.Sub(p.created))
 		}
 	}
 	var rb []string
@@ -786,26 +810,77 @@ func (e *env) print(w io.Writer, rounds int) {
 	fmt.Fprintf(w, "| (b)/(a) | %s | | %s | %s | | |\n\n",
 		ratio(bu.Median(lb.walls), bu.Median(la.walls)), ratio(bu.Median(lb.lat), bu.Median(la.lat)), ratio(bu.Median(lb.toFirst), bu.Median(la.toFirst)))
 
-	if len(e.res[caseReplicas]) == 0 {
-		return
+	// Where a build's time in its slot goes, both cases side by side.
+	series := func(k string, f func(b *build) (time.Duration, bool)) stat {
+		var ds []time.Duration
+		for _, s := range e.res[k] {
+			for _, b := range s.builds {
+				if d, ok := f(b); ok {
+					ds = append(ds, d)
+				}
+			}
+		}
+		return statOf(ds)
 	}
-	fmt.Fprintf(w, "(b), where a build's start goes (%d builds; median, p90, in seconds):\n\n", len(seenToRun))
-	fmt.Fprintln(w, "| from | to | median (s) | p90 (s) |")
+	always := func(f func(b *build) time.Duration) func(*build) (time.Duration, bool) {
+		return func(b *build) (time.Duration, bool) { return f(b), true }
+	}
+	onPod := func(f func(b *build, p *podTimes) time.Duration) func(*build) (time.Duration, bool) {
+		return func(b *build) (time.Duration, bool) {
+			if b.pod == nil {
+				return 0, false
+			}
+			return f(b, b.pod), true
+		}
+	}
+	fmt.Fprint(w, "Where a build's time in its slot goes (median / p90 over all builds, seconds; – where it does not apply):\n\n")
+	fmt.Fprintln(w, "| from | to | (a) kaniko runner | (b) kubernetes runner |")
 	fmt.Fprintln(w, "|---|---|---|---|")
 	for _, row := range []struct {
 		from, to string
-		ds       []time.Duration
+		f        func(*build) (time.Duration, bool)
 	}{
-		{"build started (started_at)", "Pod created (seen by a watch)", startToSeen},
-		{"Pod created (watch)", "container running (watch)", seenToRun},
-		{"container running (watch)", "kaniko's first log line (as the client receives it)", runToFirst},
-		{"Pod creationTimestamp", "container startedAt (the Pod's status; whole seconds)", statusCreatedToStart},
+		{"build started (`started_at`)", "build finished (`finished_at`)", always(func(b *build) time.Duration { return b.finished.Sub(b.started) })},
+		{"build started", "kaniko's first log line (as the client receives it)", always(func(b *build) time.Duration { return b.firstLine.Sub(b.started) })},
+		{"build started", "Pod created (seen by a watch)", onPod(func(b *build, p *podTimes) time.Duration { return p.seen.Sub(b.started) })},
+		{"Pod created (watch)", "container running (watch)", onPod(func(b *build, p *podTimes) time.Duration { return p.running.Sub(p.seen) })},
+		{"container running (watch)", "kaniko's first log line", onPod(func(b *build, p *podTimes) time.Duration { return b.firstLine.Sub(p.running) })},
+		{"Pod `creationTimestamp`", "container `startedAt` (the Pod's status, whole seconds)", onPod(func(b *build, p *podTimes) time.Duration { return p.startedAt.Sub(p.created) })},
+		{"kaniko's first log line", "its last", always(func(b *build) time.Duration { return b.lastLine.Sub(b.firstLine) })},
+		{"kaniko's last log line", "`#buildgw pushing` (sandbox or Pod gone, image taken in)", always(func(b *build) time.Duration { return b.pushing.Sub(b.lastLine) })},
+		{"kaniko's last log line", "container terminated (watch)", onPod(func(b *build, p *podTimes) time.Duration { return p.terminated.Sub(b.lastLine) })},
+		{"container terminated (watch)", "Pod deleted (watch)", onPod(func(b *build, p *podTimes) time.Duration { return p.gone.Sub(p.terminated) })},
+		{"Pod deleted (watch)", "`#buildgw pushing`", onPod(func(b *build, p *podTimes) time.Duration { return b.pushing.Sub(p.gone) })},
 	} {
-		s := statOf(row.ds)
-		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", row.from, row.to, bu.Secs(s.med), bu.Secs(s.p90))
+		cell := func(k string) string {
+			if len(e.res[k]) == 0 {
+				return "–"
+			}
+			var n int
+			for _, s := range e.res[k] {
+				for _, b := range s.builds {
+					if _, ok := row.f(b); ok {
+						n++
+					}
+				}
+			}
+			if n == 0 {
+				return "–"
+			}
+			st := series(k, row.f)
+			return bu.Secs(st.med) + " / " + bu.Secs(st.p90)
+		}
+		fmt.Fprintf(w, "| %s | %s | %s | %s |\n", row.from, row.to, cell(caseLocal), cell(caseReplicas))
+	}
+	if len(e.res[caseLocal]) == 0 || len(e.res[caseReplicas]) == 0 {
+		return
 	}
 	fmt.Fprintf(w, "\nOverhead of the Pod start per build, median: %ss more from a build's start to kaniko's first log line than the kaniko runner's local sandbox (%ss).\n",
 		bu.Secs(bu.Median(lb.toFirst)-bu.Median(la.toFirst)), bu.Secs(bu.Median(la.toFirst)))
+	endA := series(caseLocal, always(func(b *build) time.Duration { return b.pushing.Sub(b.lastLine) })).med
+	endB := series(caseReplicas, always(func(b *build) time.Duration { return b.pushing.Sub(b.lastLine) })).med
+	fmt.Fprintf(w, "Overhead of the Pod's end per build, median: %ss more from kaniko's last log line to the push than with the local sandbox (%ss).\n",
+		bu.Secs(endB-endA), bu.Secs(endA))
 	if retried > 0 {
 		fmt.Fprintf(w, "%d builds of (b) had more than one Pod (run again).\n", retried)
 	}
