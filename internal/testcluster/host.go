@@ -126,7 +126,9 @@ func (c *Cluster) Link() (hostIP string, remove func() error, err error) {
 		{"link", "set", hostIf, "up"},
 		{"-n", NetNS, "addr", "add", nsIP + "/30", "dev", nsIf},
 		{"-n", NetNS, "link", "set", nsIf, "up"},
-		{"route", "add", PodCIDR, "via", nsIP, "dev", hostIf},
+		// Appended, not added: another test's link may hold the route already.
+		// The kernel uses the first, and the next when the first's link goes.
+		{"route", "append", PodCIDR, "via", nsIP, "dev", hostIf},
 	} {
 		if err := run(args...); err != nil {
 			remove()
