@@ -47,6 +47,10 @@ type Manager struct {
 	// is read, in all and by owner.
 	pending   int
 	pendingBy map[string]int
+	// accepting are the builds this replica is storing in the shared
+	// store, closed once their local workspace is gone: a claim of one
+	// here waits, lest it make its workspace where the upload's still is.
+	accepting map[string]chan struct{}
 	// meanBuild is a moving average of build durations, for Retry-After.
 	meanBuild time.Duration
 }
@@ -88,6 +92,7 @@ func New(l workspace.Layout, p Pusher, opts ...Option) (*Manager, error) {
 		idem:      map[idempotencyKey]*idemEntry{},
 		runningBy: map[string]int{},
 		pendingBy: map[string]int{},
+		accepting: map[string]chan struct{}{},
 		meanBuild: 10 * time.Second,
 	}
 	if ss, ok := st.(SharedStore); ok {

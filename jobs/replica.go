@@ -423,6 +423,18 @@ func (m *Manager) fetchContext(ctx context.Context, j *Job) error {
 	if g := j.Grant.MaxContextBytes; g > 0 && (limits.MaxBytes <= 0 || g < limits.MaxBytes) {
 		limits.MaxBytes = g
 	}
+	// Accepted here a moment ago: its upload's workspace is being
+	// removed.
+	m.mu.Lock()
+	accepting := m.accepting[j.ID]
+	m.mu.Unlock()
+	if accepting != nil {
+		select {
+		case <-accepting:
+		case <-ctx.Done():
+			return context.Cause(ctx)
+		}
+	}
 	ws, err := m.ws.Create(j.ID, limits)
 	if err != nil {
 		return fmt.Errorf("creating workspace: %w", err)
@@ -659,6 +671,18 @@ func (m *Manager) acceptShared(ctx context.Context, j *Job, upload *os.File, sta
 	}
 	r := j.record()
 	r.LogPath, r.Workspace = "", ""
+	// Once stored, the build may be claimed at once, by this replica too
+	// (fetchContext), before its workspace here is gone.
+	done := make(chan struct{})
+	m.mu.Lock()
+	m.accepting[j.ID] = done
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		delete(m.accepting, j.ID)
+		m.mu.Unlock()
+		close(done)
+	}()
 	sctx, cancel := storeCtx()
 	defer cancel()
 	if err := m.shared.Create(sctx, r, upload); err != nil {

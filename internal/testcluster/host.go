@@ -27,11 +27,19 @@ func (c *Cluster) stateDir() string { return filepath.Dir(c.Kubeconfig) }
 // Never or IfNotPresent.
 func (c *Cluster) ImportImage(t testing.TB, path string) {
 	t.Helper()
+	if err := c.Import(path); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// Import is ImportImage for programs that have no testing.TB.
+func (c *Cluster) Import(path string) error {
 	sock := filepath.Join(c.stateDir(), "run", "containerd.sock")
 	out, err := exec.Command("ctr", "-a", sock, "-n", "k8s.io", "images", "import", "--all-platforms", path).CombinedOutput()
 	if err != nil {
-		t.Fatalf("importing %s into the cluster's containerd: %v\n%s", path, err, out)
+		return fmt.Errorf("importing %s into the cluster's containerd: %w\n%s", path, err, out)
 	}
+	return nil
 }
 
 // InstallSeccompProfile writes a Localhost seccomp profile named name
@@ -39,13 +47,19 @@ func (c *Cluster) ImportImage(t testing.TB, path string) {
 // seccompProfile.localhostProfile.
 func (c *Cluster) InstallSeccompProfile(t testing.TB, name string, body []byte) {
 	t.Helper()
+	if err := c.InstallProfile(name, body); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// InstallProfile is InstallSeccompProfile for programs that have no
+// testing.TB.
+func (c *Cluster) InstallProfile(name string, body []byte) error {
 	dir := filepath.Join(c.stateDir(), "kubelet", "seccomp")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+		return err
 	}
-	if err := os.WriteFile(filepath.Join(dir, name), body, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return os.WriteFile(filepath.Join(dir, name), body, 0o644)
 }
 
 // HostLink connects the host to the Pods' network namespace with a veth
@@ -56,12 +70,27 @@ func (c *Cluster) InstallSeccompProfile(t testing.TB, name string, body []byte) 
 // pair, and with it the route.
 func (c *Cluster) HostLink(t testing.TB) string {
 	t.Helper()
-	var b [2]byte
-	if _, err := rand.Read(b[:]); err != nil {
+	ip, remove, err := c.Link()
+	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := remove(); err != nil {
+			t.Error(err)
+		}
+	})
+	return ip
+}
+
+// Link is HostLink for programs that have no testing.TB: the caller
+// must call remove.
+func (c *Cluster) Link() (hostIP string, remove func() error, err error) {
+	var b [2]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", nil, err
+	}
 	n := binary.BigEndian.Uint16(b[:]) &^ 3
-	hostIP := fmt.Sprintf("10.99.%d.%d", n>>8, n&0xff|1)
+	hostIP = fmt.Sprintf("10.99.%d.%d", n>>8, n&0xff|1)
 	nsIP := fmt.Sprintf("10.99.%d.%d", n>>8, n&0xff|2)
 	hostIf, nsIf := fmt.Sprintf("bgwk%04x", n), fmt.Sprintf("bgwp%04x", n)
 	// The namespace by containerd's pid rather than by its name: the
@@ -69,32 +98,42 @@ func (c *Cluster) HostLink(t testing.TB) string {
 	// clean-ups have been seen to unmount.
 	pidb, err := os.ReadFile(filepath.Join(c.stateDir(), "run", "containerd.pid"))
 	if err != nil {
-		t.Fatalf("finding the cluster's containerd: %v", err)
+		return "", nil, fmt.Errorf("finding the cluster's containerd: %w", err)
 	}
 	pid := strings.TrimSpace(string(pidb))
 	nsPath := "/proc/" + pid + "/ns/net"
-	run := func(args ...string) {
-		t.Helper()
+	run := func(args ...string) error {
 		cmd := exec.Command("ip", args...)
 		if args[0] == "-n" {
 			cmd = exec.Command("nsenter", append([]string{"--net=" + nsPath, "ip"}, args[2:]...)...)
 		}
 		if out, err := cmd.CombinedOutput(); err != nil {
-			t.Fatalf("%s: %v\n%s", strings.Join(cmd.Args, " "), err, out)
+			return fmt.Errorf("%s: %w\n%s", strings.Join(cmd.Args, " "), err, out)
+		}
+		return nil
+	}
+	if err := run("link", "add", hostIf, "type", "veth", "peer", "name", nsIf, "netns", pid); err != nil {
+		return "", nil, err
+	}
+	remove = func() error {
+		if out, err := exec.Command("ip", "link", "del", hostIf).CombinedOutput(); err != nil {
+			return fmt.Errorf("removing the host link %s: %w\n%s", hostIf, err, out)
+		}
+		return nil
+	}
+	for _, args := range [][]string{
+		{"addr", "add", hostIP + "/30", "dev", hostIf},
+		{"link", "set", hostIf, "up"},
+		{"-n", NetNS, "addr", "add", nsIP + "/30", "dev", nsIf},
+		{"-n", NetNS, "link", "set", nsIf, "up"},
+		// Appended, not added: another test's link may hold the route already.
+		// The kernel uses the first, and the next when the first's link goes.
+		{"route", "append", PodCIDR, "via", nsIP, "dev", hostIf},
+	} {
+		if err := run(args...); err != nil {
+			remove()
+			return "", nil, err
 		}
 	}
-	run("link", "add", hostIf, "type", "veth", "peer", "name", nsIf, "netns", pid)
-	t.Cleanup(func() {
-		if out, err := exec.Command("ip", "link", "del", hostIf).CombinedOutput(); err != nil {
-			t.Errorf("removing the host link %s: %v\n%s", hostIf, err, out)
-		}
-	})
-	run("addr", "add", hostIP+"/30", "dev", hostIf)
-	run("link", "set", hostIf, "up")
-	run("-n", NetNS, "addr", "add", nsIP+"/30", "dev", nsIf)
-	run("-n", NetNS, "link", "set", nsIf, "up")
-	// Appended, not added: another test's link may hold the route already.
-	// The kernel uses the first, and the next when the first's link goes.
-	run("route", "append", PodCIDR, "via", nsIP, "dev", hostIf)
-	return hostIP
+	return hostIP, remove, nil
 }

@@ -14,6 +14,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -22,6 +23,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"sigs.k8s.io/yaml"
 
@@ -51,27 +53,59 @@ type Cluster struct {
 // Kubernetes, which takes long: scripts/test builds it before the tests).
 func Start(t testing.TB) *Cluster {
 	t.Helper()
-	if os.Getuid() != 0 {
-		t.Fatal("testcluster: the cluster needs root (cgroups, network namespace, containerd)")
-	}
-	path := os.Getenv(KubeconfigEnv)
-	if path == "" {
-		script := filepath.Join(testenv.ModuleRoot(t), "scripts", "cluster")
-		var stderr bytes.Buffer
-		cmd := exec.Command(script, "up")
-		cmd.Stderr = &stderr
-		out, err := cmd.Output()
-		if err != nil {
-			t.Fatalf("scripts/cluster up: %v\n%s", err, stderr.String())
-		}
-		lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-		path = lines[len(lines)-1]
-	}
-	c, err := Load(path)
+	c, _, err := Up(context.Background(), testenv.ModuleRoot(t))
 	if err != nil {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// Up is Start for programs that have no testing.TB (benchmarks), with
+// root the repository's root. started reports whether scripts/cluster up
+// started the cluster, rather than finding it running: then the caller
+// should run Down when done.
+func Up(ctx context.Context, root string) (c *Cluster, started bool, err error) {
+	if os.Getuid() != 0 {
+		return nil, false, errors.New("testcluster: the cluster needs root (cgroups, network namespace, containerd)")
+	}
+	if path := os.Getenv(KubeconfigEnv); path != "" {
+		c, err := Load(path)
+		return c, false, err
+	}
+	// Where scripts/cluster keeps the kubeconfig of a running cluster.
+	state := os.Getenv("BUILDGW_CLUSTER_DIR")
+	if state == "" {
+		state = filepath.Join(root, ".tools", "cluster")
+	}
+	running := false
+	if prev, err := Load(filepath.Join(state, "admin.kubeconfig")); err == nil {
+		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		var s string
+		running = prev.Do(pctx, http.MethodGet, "/readyz", nil, &s) == nil
+		cancel()
+	}
+	var stderr bytes.Buffer
+	cmd := exec.CommandContext(ctx, filepath.Join(root, "scripts", "cluster"), "up")
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, false, fmt.Errorf("scripts/cluster up: %w\n%s", err, stderr.String())
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	if c, err = Load(lines[len(lines)-1]); err != nil {
+		return nil, false, err
+	}
+	return c, !running, nil
+}
+
+// Down runs scripts/cluster down in the repository at root: it stops the
+// cluster and removes its state.
+func Down(root string) error {
+	out, err := exec.Command(filepath.Join(root, "scripts", "cluster"), "down").CombinedOutput()
+	if err != nil {
+		return fmt.Errorf("scripts/cluster down: %w\n%s", err, out)
+	}
+	return nil
 }
 
 // kubeconfig holds the fields of a kubeconfig that Load reads: the first

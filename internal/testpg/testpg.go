@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -32,12 +33,15 @@ type Server struct {
 	Dir string
 	// DSN reaches the server's postgres database as its superuser.
 	DSN string
+
+	cmd    *exec.Cmd
+	exited chan struct{}
+	logf   *os.File
 }
 
 // bin returns the directory of the newest installed PostgreSQL's
 // programs.
-func bin(t testing.TB) string {
-	t.Helper()
+func bin() (string, error) {
 	dirs, _ := filepath.Glob("/usr/lib/postgresql/*/bin")
 	sort.Slice(dirs, func(a, b int) bool {
 		va, _ := strconv.Atoi(filepath.Base(filepath.Dir(dirs[a])))
@@ -46,27 +50,49 @@ func bin(t testing.TB) string {
 	})
 	for _, d := range dirs {
 		if _, err := os.Stat(filepath.Join(d, "postgres")); err == nil {
-			return d
+			return d, nil
 		}
 	}
-	t.Fatal("PostgreSQL not found under /usr/lib/postgresql: run scripts/setup --test (it installs Debian's postgresql)")
-	return ""
+	return "", errors.New("PostgreSQL not found under /usr/lib/postgresql: run scripts/setup --test (it installs Debian's postgresql)")
 }
 
 // Start runs a new server until the test ends. It is fast rather than
 // durable: fsync is off.
 func Start(t testing.TB) *Server {
 	t.Helper()
-	bindir := bin(t)
+	s, err := Launch()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Stop(); err != nil {
+			t.Errorf("stopping postgres: %v", err)
+		}
+	})
+	return s
+}
+
+// Launch runs a new server, as Start does, for programs that have no
+// testing.TB (benchmarks); the caller must Stop it.
+func Launch() (_ *Server, err error) {
+	bindir, err := bin()
+	if err != nil {
+		return nil, err
+	}
 	// Not t.TempDir: its parents are private to root, and the socket's
 	// path must stay under the 107 bytes of a unix socket address.
 	dir, err := os.MkdirTemp("", "testpg")
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	s := &Server{Dir: dir, DSN: fmt.Sprintf("host=%s port=5432 user=postgres dbname=postgres sslmode=disable", dir)}
+	defer func() {
+		if err != nil {
+			s.Stop()
+		}
+	}()
 	if err := os.Chmod(dir, 0o755); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	var cred *syscall.Credential
 	if os.Getuid() == 0 {
@@ -75,13 +101,13 @@ func Start(t testing.TB) *Server {
 			u, err = user.Lookup("nobody")
 		}
 		if err != nil {
-			t.Fatalf("looking up a user to run postgres as: %v", err)
+			return nil, fmt.Errorf("looking up a user to run postgres as: %w", err)
 		}
 		uid, _ := strconv.Atoi(u.Uid)
 		gid, _ := strconv.Atoi(u.Gid)
 		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
 		if err := os.Chown(dir, uid, gid); err != nil {
-			t.Fatal(err)
+			return nil, err
 		}
 	}
 	data := filepath.Join(dir, "data")
@@ -94,53 +120,65 @@ func Start(t testing.TB) *Server {
 	}
 	init := run("initdb", "--no-sync", "--auth=trust", "--username=postgres", "--encoding=UTF8", "-D", data)
 	if out, err := init.CombinedOutput(); err != nil {
-		t.Fatalf("initdb: %v\n%s", err, out)
+		return nil, fmt.Errorf("initdb: %w\n%s", err, out)
 	}
 	logPath := filepath.Join(dir, "postgres.log")
-	logf, err := os.Create(logPath)
-	if err != nil {
-		t.Fatal(err)
+	if s.logf, err = os.Create(logPath); err != nil {
+		return nil, err
 	}
 	srv := run("postgres", "-D", data,
 		"-c", "listen_addresses=", "-c", "unix_socket_directories="+dir, "-c", "unix_socket_permissions=0700",
 		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
 		"-c", "shared_buffers=16MB", "-c", "max_connections=100", "-c", "log_min_messages=warning")
-	srv.Stdout, srv.Stderr = logf, logf
+	srv.Stdout, srv.Stderr = s.logf, s.logf
 	if err := srv.Start(); err != nil {
-		t.Fatalf("starting postgres: %v", err)
+		return nil, fmt.Errorf("starting postgres: %w", err)
 	}
-	exited := make(chan struct{})
-	go func() { srv.Wait(); close(exited) }()
-	t.Cleanup(func() {
-		// SIGINT is the fast shutdown: connections are dropped.
-		srv.Process.Signal(syscall.SIGINT)
-		select {
-		case <-exited:
-		case <-time.After(testenv.Scale(20 * time.Second)):
-			syscall.Kill(-srv.Process.Pid, syscall.SIGKILL)
-			<-exited
-		}
-		logf.Close()
-	})
-	s := &Server{Dir: dir, DSN: fmt.Sprintf("host=%s port=5432 user=postgres dbname=postgres sslmode=disable", dir)}
+	s.cmd, s.exited = srv, make(chan struct{})
+	go func() { srv.Wait(); close(s.exited) }()
 	deadline := time.Now().Add(testenv.Scale(30 * time.Second))
 	for {
 		err := ping(s.DSN)
 		if err == nil {
-			return s
+			return s, nil
 		}
 		select {
-		case <-exited:
+		case <-s.exited:
 			b, _ := os.ReadFile(logPath)
-			t.Fatalf("postgres exited: %s", b)
+			return nil, fmt.Errorf("postgres exited: %s", b)
 		default:
 		}
 		if time.Now().After(deadline) {
 			b, _ := os.ReadFile(logPath)
-			t.Fatalf("postgres did not start: %v\n%s", err, b)
+			return nil, fmt.Errorf("postgres did not start: %w\n%s", err, b)
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// Stop stops the server and removes its directory.
+func (s *Server) Stop() error {
+	var err error
+	if s.cmd != nil {
+		// SIGINT is the fast shutdown: connections are dropped.
+		s.cmd.Process.Signal(syscall.SIGINT)
+		select {
+		case <-s.exited:
+		case <-time.After(testenv.Scale(20 * time.Second)):
+			syscall.Kill(-s.cmd.Process.Pid, syscall.SIGKILL)
+			<-s.exited
+			err = errors.New("postgres did not stop within 20s of SIGINT: killed")
+		}
+		s.cmd = nil
+	}
+	if s.logf != nil {
+		s.logf.Close()
+		s.logf = nil
+	}
+	if rerr := os.RemoveAll(s.Dir); rerr != nil && err == nil {
+		err = rerr
+	}
+	return err
 }
 
 func ping(dsn string) error {
