@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -77,57 +78,25 @@ type Store struct {
 	timeout time.Duration
 }
 
-// Option configures a Store.
-type Option func(*options) error
-
-type options struct {
-	timeout  time.Duration
-	maxConns int32
-}
-
-// WithTimeout bounds each call of the Store's methods that take no
-// context. Default 15s.
-func WithTimeout(d time.Duration) Option {
-	return func(o *options) error {
-		if d <= 0 {
-			return fmt.Errorf("timeout must be positive, got %s", d)
-		}
-		o.timeout = d
-		return nil
-	}
-}
-
-// WithMaxConns bounds the connections to the database. Default 10.
-func WithMaxConns(n int) Option {
-	return func(o *options) error {
-		if n < 2 {
-			return fmt.Errorf("max connections must be at least 2, got %d", n)
-		}
-		o.maxConns = int32(n)
-		return nil
-	}
-}
-
 // Open connects to the database of dsn and migrates it to the current
-// schema. Errors never quote dsn: it may hold a password.
-func Open(ctx context.Context, dsn string, opts ...Option) (*Store, error) {
-	o := options{timeout: 15 * time.Second, maxConns: 10}
-	for _, opt := range opts {
-		if err := opt(&o); err != nil {
-			return nil, err
-		}
-	}
+// schema. Errors never quote dsn: it may hold a password. The pool holds
+// up to 10 connections unless dsn sets pool_max_conns (one listens, the
+// rest serve claims, writes and log reads); each call of a method that
+// takes no context is bounded by 15s.
+func Open(ctx context.Context, dsn string) (*Store, error) {
 	cfg, err := pgxpool.ParseConfig(dsn)
 	if err != nil {
 		// pgx's parse errors quote the connection string.
 		return nil, errors.New("opening job database: the PostgreSQL DSN is not valid (a URL or key=value pairs)")
 	}
-	cfg.MaxConns = o.maxConns
+	if !strings.Contains(dsn, "pool_max_conns") {
+		cfg.MaxConns = 10
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, cfg)
 	if err != nil {
 		return nil, fmt.Errorf("opening job database: %w", err)
 	}
-	s := &Store{pool: pool, timeout: o.timeout}
+	s := &Store{pool: pool, timeout: 15 * time.Second}
 	if err := s.migrate(ctx); err != nil {
 		pool.Close()
 		return nil, err
