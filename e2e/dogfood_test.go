@@ -65,6 +65,11 @@ func TestDogfood(t *testing.T) {
 		jobTimeout:      40 * time.Minute,
 		maxContextBytes: 1 << 30,
 		maxContextFiles: 100000,
+		// One build at a time, so that this one gets the whole memory
+		// for workspaces: compiling the gateway with its vendored
+		// dependencies (Kubernetes' client among them) on the Go base
+		// needs more than half of it.
+		config: func(_ *gateway, c *buildgw.Config) { c.Concurrency = 1 },
 	})
 	root := testenv.MinbaseWith(t, runtimePackages...)
 	debian, err := baseimage.FromDir(root, []string{"bash"})
