@@ -31,20 +31,13 @@ func (m *Manager) recover() error {
 	// Runners' leftovers outside the workspaces first (a daemon and its
 	// cgroups); then the queued builds' workspaces stay mounted: they hold
 	// their contexts.
-	m.reapRunners(context.Background())
 	var queued []string
 	for _, r := range recs {
 		if r.Status == api.StatusQueued {
 			queued = append(queued, r.Workspace)
 		}
 	}
-	n, err := m.ws.Recover(queued)
-	if n > 0 {
-		m.o.logger.Warn("killed sandbox processes left by a previous run", "count", n)
-	}
-	if err != nil {
-		m.o.logger.Error("cleaning up after a previous run", "error", err)
-	}
+	m.reapLeftovers(queued)
 	sort.Slice(recs, func(a, b int) bool { return recs[a].CreatedAt.Before(recs[b].CreatedAt) })
 	names := m.o.runnerNames()
 	keep := map[string]bool{}
@@ -95,28 +88,49 @@ func (m *Manager) recover() error {
 	}
 	// Workspaces of jobs that will not run again, and of uploads the
 	// previous run never accepted, go at once.
-	removed := 0
-	wsDirs, trash := m.ws.Dirs()
-	for _, dir := range wsDirs {
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			return fmt.Errorf("reading workspaces: %w", err)
-		}
-		for _, e := range ents {
-			ws := filepath.Join(dir, e.Name())
-			if slices.Contains(trash, ws) {
-				continue // emptied by the reaper
-			}
-			if !keep[ws] {
-				m.remove(context.Background(), m.o.defaultRunner, ws)
-				removed++
-			}
-		}
+	removed, err := m.removeWorkspacesBut(keep)
+	if err != nil {
+		return err
 	}
 	if len(recs) > 0 {
 		m.o.logger.Info("job store loaded", "jobs", len(recs), "requeued", requeued, "failed_interrupted", failed, "removed_workspaces", removed)
 	}
 	return nil
+}
+
+// reapLeftovers kills what runners and sandboxes of a previous run left,
+// runners' leftovers outside the workspaces first (a daemon and its
+// cgroups); the workspaces in keep stay mounted.
+func (m *Manager) reapLeftovers(keep []string) {
+	m.reapRunners(context.Background())
+	n, err := m.ws.Recover(keep)
+	if n > 0 {
+		m.o.logger.Warn("killed sandbox processes left by a previous run", "count", n)
+	}
+	if err != nil {
+		m.o.logger.Error("cleaning up after a previous run", "error", err)
+	}
+}
+
+// removeWorkspacesBut removes every workspace but those in keep and those
+// the reaper already emptied, and returns how many it removed.
+func (m *Manager) removeWorkspacesBut(keep map[string]bool) (int, error) {
+	removed := 0
+	wsDirs, trash := m.ws.Dirs()
+	for _, dir := range wsDirs {
+		ents, err := os.ReadDir(dir)
+		if err != nil {
+			return removed, fmt.Errorf("reading workspaces: %w", err)
+		}
+		for _, e := range ents {
+			ws := filepath.Join(dir, e.Name())
+			if !slices.Contains(trash, ws) && !keep[ws] {
+				m.remove(context.Background(), m.o.defaultRunner, ws)
+				removed++
+			}
+		}
+	}
+	return removed, nil
 }
 
 // interrupted is the error of a build found unfinished at start-up that

@@ -125,26 +125,9 @@ func storeCtx() (context.Context, context.CancelFunc) {
 // left: its builds are in the shared store, run again by whoever claims
 // them, so every sandbox and workspace here goes.
 func (m *Manager) recoverLocal() error {
-	m.reapRunners(context.Background())
-	n, err := m.ws.Recover(nil)
-	if n > 0 {
-		m.o.logger.Warn("killed sandbox processes left by a previous run", "count", n)
-	}
-	if err != nil {
-		m.o.logger.Error("cleaning up after a previous run", "error", err)
-	}
-	wsDirs, trash := m.ws.Dirs()
-	for _, dir := range wsDirs {
-		ents, err := os.ReadDir(dir)
-		if err != nil {
-			return fmt.Errorf("reading workspaces: %w", err)
-		}
-		for _, e := range ents {
-			ws := filepath.Join(dir, e.Name())
-			if !slices.Contains(trash, ws) {
-				m.remove(context.Background(), m.o.defaultRunner, ws)
-			}
-		}
+	m.reapLeftovers(nil)
+	if _, err := m.removeWorkspacesBut(nil); err != nil {
+		return err
 	}
 	// Logs of held builds and copies of uploads: what they held is in the
 	// shared store, or was never accepted.
