@@ -29,6 +29,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/baseimage"
+	"github.com/buildgw/buildgw/internal/hostfs"
 )
 
 // SandboxUser is the user root runs sandboxes as in tests; scripts/setup
@@ -182,13 +183,24 @@ func BusyboxBinary(t testing.TB) string {
 
 // StateDir returns a new directory the sandbox user can traverse (mode
 // 0711; t.TempDir's parent is 0700), removed when the test ends.
+//
+// Mounts left below it are detached first: a test that kills a gateway
+// with -9 leaves its per-build tmpfs workspaces mounted (a restarted
+// gateway would sweep them), and RemoveAll cannot remove a mount point.
 func StateDir(t testing.TB) string {
 	t.Helper()
 	dir, err := os.MkdirTemp("", "buildgw-test-")
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
+	t.Cleanup(func() {
+		if err := hostfs.UnmountUnder(dir); err != nil {
+			t.Logf("removing the state directory: %v", err)
+		}
+		if err := os.RemoveAll(dir); err != nil {
+			t.Logf("removing the state directory: %v", err)
+		}
+	})
 	if err := os.Chmod(dir, 0o711); err != nil {
 		t.Fatal(err)
 	}
