@@ -60,13 +60,14 @@ type config struct {
 
 // Builders and cases, in the order the tables list them.
 var (
-	allBuilders = []string{"kaniko", "dind", "docker", "buildkit"}
+	allBuilders = []string{"kaniko", "dind", "docker", "buildkit", "bk-sandbox"}
 	allCases    = []string{"cold", "warm", "deps-cold", "one-file", "concurrent"}
 	titles      = map[string]string{
-		"kaniko":   "buildgw, kaniko runner",
-		"dind":     "buildgw, dind runner",
-		"docker":   "`docker build` + `docker push`, long-lived dockerd",
-		"buildkit": "BuildKit, buildkitd + buildctl",
+		"kaniko":     "buildgw, kaniko runner",
+		"dind":       "buildgw, dind runner",
+		"docker":     "`docker build` + `docker push`, long-lived dockerd",
+		"buildkit":   "BuildKit, buildkitd + buildctl",
+		"bk-sandbox": "BuildKit rootless in buildgw's sandbox, per build (prototype)",
 	}
 )
 
@@ -130,6 +131,7 @@ type env struct {
 	dd         *dind.Daemon
 	hd         *bu.HostDocker
 	bk         *testbuildkit.Daemon
+	bks        *sandboxed
 	edits      int
 	mu         sync.Mutex
 	rejected   map[string]int                 // submissions refused as "runner not available", retried
@@ -257,6 +259,12 @@ func run(ctx context.Context, c *config) (err error) {
 			os.RemoveAll(dir)
 		})
 		bu.Log.Printf("buildkitd pid %d", d.Pid)
+	}
+
+	if slices.Contains(e.builders, "bk-sandbox") {
+		if e.bks, err = newSandboxed(ctx, e.root, e.tmp, e.base, e.host); err != nil {
+			return fmt.Errorf("preparing the sandboxed BuildKit: %w", err)
+		}
 	}
 
 	for i := range c.n {
@@ -435,6 +443,8 @@ func (e *env) measure(ctx context.Context, b string, f func(context.Context, io.
 		server = func() int64 { return bu.RSSTree(e.dd.Pid()) }
 	case "buildkit":
 		server = func() int64 { return bu.RSSTree(e.bk.Pid) }
+	case "bk-sandbox":
+		server = func() int64 { return e.bks.rss(bu.RSSTree) }
 	}
 	if tree == nil {
 		tree = func() int64 { return 0 }
@@ -489,6 +499,8 @@ func (e *env) build(ctx context.Context, b, dir, ref string, cold bool, out io.W
 			return fmt.Errorf("docker push: %w", err)
 		}
 		return nil
+	case "bk-sandbox":
+		return e.bks.build(ctx, dir, e.base, ref, cold, out)
 	default:
 		o, err := e.bk.Build(ctx, testbuildkit.Build{Context: dir, Args: map[string]string{"BASE": e.base}, NoCache: cold, Push: ref})
 		out.Write(o)
