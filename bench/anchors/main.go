@@ -56,6 +56,7 @@ type config struct {
 	bin, busybox, work string
 	builders, cases    string
 	keep, verbose      bool
+	bksCache           string
 }
 
 // Builders and cases, in the order the tables list them.
@@ -88,6 +89,7 @@ func main() {
 	flag.StringVar(&c.work, "work", "", "parent of the temporary directory (default $TMPDIR)")
 	flag.StringVar(&c.builders, "builders", strings.Join(allBuilders, ","), "builders to measure")
 	flag.StringVar(&c.cases, "cases", strings.Join(allCases, ","), "cases to measure")
+	flag.StringVar(&c.bksCache, "bks-cache", "tenant-root", "bk-sandbox's cache: tenant-root (the tenant's daemon state, when free) or local (state per build, cache imported from and merged into a tenant directory)")
 	flag.BoolVar(&c.keep, "keep", false, "keep the temporary directory (logs, projects)")
 	flag.BoolVar(&c.verbose, "v", false, "gateway log to stderr")
 	flag.Parse()
@@ -262,7 +264,7 @@ func run(ctx context.Context, c *config) (err error) {
 	}
 
 	if slices.Contains(e.builders, "bk-sandbox") {
-		if e.bks, err = newSandboxed(ctx, e.root, e.tmp, e.base, e.host); err != nil {
+		if e.bks, err = newSandboxed(ctx, e.root, e.tmp, e.base, e.host, c.bksCache); err != nil {
 			return fmt.Errorf("preparing the sandboxed BuildKit: %w", err)
 		}
 	}

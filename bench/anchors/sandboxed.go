@@ -35,10 +35,19 @@ import (
 // seccomp filter) costs nothing measurable; the gateway's upload and queue
 // are left out, as for the BuildKit column.
 //
-// Each build's daemon keeps its state in the tenant's directory when no
-// other build of the tenant holds it (the cache that warm and one-file
-// builds find), else in a directory of its own that goes with the build.
+// Where the cache lives (-bks-cache):
+//   - tenant-root: each build's daemon keeps its state in the tenant's
+//     directory when no other build of the tenant holds it (the cache that
+//     warm and one-file builds find), else in a directory of its own that
+//     goes with the build;
+//   - local: each build's daemon keeps its state in its workspace (so that
+//     the workspace's limits bound everything the build writes) and
+//     imports the tenant's cache from a local cache directory (BuildKit's
+//     type=local, read-only), exporting its own (mode=max) into the
+//     workspace; the gateway then merges that into the tenant's directory
+//     (new blobs, then the index), timed with the build.
 type sandboxed struct {
+	cache     string
 	bkd, bctl string
 	dir       string // per-run state: tenant root, workspaces, base layout
 	cred      *syscall.Credential
@@ -52,7 +61,10 @@ type sandboxed struct {
 	live       map[int]bool // pids of running sandboxes, for memory
 }
 
-func newSandboxed(ctx context.Context, root, tmp, base, host string) (*sandboxed, error) {
+func newSandboxed(ctx context.Context, root, tmp, base, host, cache string) (*sandboxed, error) {
+	if cache != "tenant-root" && cache != "local" {
+		return nil, fmt.Errorf("-bks-cache %q: want tenant-root or local", cache)
+	}
 	bkd, bctl, err := testbuildkit.BinsIn(root)
 	if err != nil {
 		return nil, err
@@ -63,7 +75,7 @@ func newSandboxed(ctx context.Context, root, tmp, base, host string) (*sandboxed
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	s := &sandboxed{bkd: bkd, bctl: bctl, dir: filepath.Join(tmp, "bks"), live: map[int]bool{},
+	s := &sandboxed{cache: cache, bkd: bkd, bctl: bctl, dir: filepath.Join(tmp, "bks"), live: map[int]bool{},
 		cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
 	for _, d := range []string{s.dir, filepath.Join(s.dir, "tenant")} {
 		if err := os.Mkdir(d, 0o711); err != nil {
@@ -138,11 +150,12 @@ func (s *sandboxed) build(ctx context.Context, dir, base, ref string, cold bool,
 	s.n++
 	ws := filepath.Join(s.dir, fmt.Sprintf("ws-%d", s.n))
 	state := filepath.Join(s.dir, "tenant")
-	own := s.tenantBusy
+	own := s.tenantBusy || s.cache == "local"
 	if own {
 		state = filepath.Join(ws, "state")
+	} else {
+		s.tenantBusy = true
 	}
-	s.tenantBusy = true
 	s.mu.Unlock()
 	defer func() {
 		if !own {
@@ -172,6 +185,13 @@ func (s *sandboxed) build(ctx context.Context, dir, base, ref string, cold bool,
 	if cold {
 		args = append(args, "--no-cache")
 	}
+	tenantCache, cacheOut := filepath.Join(s.dir, "tenant-cache"), filepath.Join(ws, "cache-out")
+	if s.cache == "local" {
+		if _, err := os.Stat(filepath.Join(tenantCache, "index.json")); err == nil {
+			args = append(args, "--import-cache", "type=local,src="+tenantCache)
+		}
+		args = append(args, "--export-cache", "type=local,mode=max,dest="+cacheOut)
+	}
 	cmd := exec.CommandContext(ctx, "unshare", append([]string{"--user", "--map-root-user", "--map-auto",
 		"--mount", "--pid", "--fork", "--mount-proc", "--net", "--ipc", "--uts", "--kill-child", "--", "/bin/sh"}, args...)...)
 	cmd.Env = []string{"PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root",
@@ -191,6 +211,12 @@ func (s *sandboxed) build(ctx context.Context, dir, base, ref string, cold bool,
 	if err != nil {
 		fmt.Fprintf(out, "--- buildkitd log\n%s", bu.Tail(filepath.Join(ws, "buildkitd.log"), 20))
 		return fmt.Errorf("sandboxed BuildKit: %w", err)
+	}
+	if s.cache == "local" {
+		fmt.Fprintln(out, "merging the cache")
+		if err := mergeCache(cacheOut, tenantCache, int(s.cred.Uid), int(s.cred.Gid)); err != nil {
+			return fmt.Errorf("merging the cache: %w", err)
+		}
 	}
 	fmt.Fprintln(out, "pushing")
 	idx, err := layout.ImageIndexFromPath(outDir)
@@ -228,4 +254,47 @@ func (s *sandboxed) rss(tree func(int) int64) int64 {
 		sum += tree(pid)
 	}
 	return sum
+}
+
+// mergeCache takes a build's exported local cache (an OCI layout) into
+// the tenant's: blobs it lacks, then the build's index in place of the
+// tenant's (last writer wins; blobs only accumulate, as a prototype).
+// Hostile input in a real runner: this prototype trusts it.
+func mergeCache(from, to string, uid, gid int) error {
+	blobs := filepath.Join(to, "blobs", "sha256")
+	if err := os.MkdirAll(blobs, 0o755); err != nil {
+		return err
+	}
+	for _, d := range []string{to, filepath.Join(to, "blobs"), blobs} {
+		if err := os.Chown(d, uid, gid); err != nil {
+			return err
+		}
+	}
+	ents, err := os.ReadDir(filepath.Join(from, "blobs", "sha256"))
+	if err != nil {
+		return err
+	}
+	for _, e := range ents {
+		dst := filepath.Join(blobs, e.Name())
+		if _, err := os.Stat(dst); err == nil {
+			continue
+		}
+		if err := os.Rename(filepath.Join(from, "blobs", "sha256", e.Name()), dst); err != nil {
+			return err
+		}
+	}
+	for _, f := range []string{"oci-layout", "index.json"} {
+		tmp := filepath.Join(to, f+".new")
+		b, err := os.ReadFile(filepath.Join(from, f))
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(tmp, b, 0o644); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(to, f)); err != nil {
+			return err
+		}
+	}
+	return nil
 }
