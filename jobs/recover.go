@@ -28,9 +28,7 @@ func (m *Manager) recover() error {
 	if err != nil {
 		return err
 	}
-	// Runners' leftovers outside the workspaces first (a daemon and its
-	// cgroups); then the queued builds' workspaces stay mounted: they hold
-	// their contexts.
+	// The queued builds' workspaces stay mounted: they hold their contexts.
 	var queued []string
 	for _, r := range recs {
 		if r.Status == api.StatusQueued {

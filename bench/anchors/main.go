@@ -446,7 +446,8 @@ func (e *env) measure(ctx context.Context, b string, f func(context.Context, io.
 	case "buildkit":
 		server = func() int64 { return bu.RSSTree(e.bk.Pid) }
 	case "bk-sandbox":
-		server = func() int64 { return e.bks.rss(bu.RSSTree) }
+		// Every sandbox's processes name a path under its directory.
+		server = func() int64 { return bu.RSSUnder(e.bks.dir) }
 	}
 	if tree == nil {
 		tree = func() int64 { return 0 }

@@ -58,7 +58,6 @@ type sandboxed struct {
 	mu         sync.Mutex
 	tenantBusy bool
 	n          int
-	live       map[int]bool // pids of running sandboxes, for memory
 }
 
 func newSandboxed(ctx context.Context, root, tmp, base, host, cache string) (*sandboxed, error) {
@@ -75,7 +74,7 @@ func newSandboxed(ctx context.Context, root, tmp, base, host, cache string) (*sa
 	}
 	uid, _ := strconv.Atoi(u.Uid)
 	gid, _ := strconv.Atoi(u.Gid)
-	s := &sandboxed{cache: cache, bkd: bkd, bctl: bctl, dir: filepath.Join(tmp, "bks"), live: map[int]bool{},
+	s := &sandboxed{cache: cache, bkd: bkd, bctl: bctl, dir: filepath.Join(tmp, "bks"),
 		cred: &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}}
 	for _, d := range []string{s.dir, filepath.Join(s.dir, "tenant")} {
 		if err := os.Mkdir(d, 0o711); err != nil {
@@ -201,14 +200,7 @@ func (s *sandboxed) build(ctx context.Context, dir, base, ref string, cold bool,
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("starting the sandbox: %w", err)
 	}
-	s.mu.Lock()
-	s.live[cmd.Process.Pid] = true
-	s.mu.Unlock()
-	err := cmd.Wait()
-	s.mu.Lock()
-	delete(s.live, cmd.Process.Pid)
-	s.mu.Unlock()
-	if err != nil {
+	if err := cmd.Wait(); err != nil {
 		fmt.Fprintf(out, "--- buildkitd log\n%s", bu.Tail(filepath.Join(ws, "buildkitd.log"), 20))
 		return fmt.Errorf("sandboxed BuildKit: %w", err)
 	}
@@ -243,17 +235,6 @@ func (s *sandboxed) build(ctx context.Context, dir, base, ref string, cold bool,
 	}
 	fmt.Fprintln(out, "pushed")
 	return nil
-}
-
-// rss sums the running sandboxes' memory (each namespace's processes).
-func (s *sandboxed) rss(tree func(int) int64) int64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	var sum int64
-	for pid := range s.live {
-		sum += tree(pid)
-	}
-	return sum
 }
 
 // mergeCache takes a build's exported local cache (an OCI layout) into
