@@ -157,8 +157,10 @@ type Image struct {
 }
 
 // Fetch resolves ref at its registry and makes sure that every blob of the
-// image for the store's platform is stored. A reference by digest whose
-// manifest is stored needs no request at all; a tag needs one HEAD.
+// image for the store's platform is stored. Every reference, by tag or by
+// digest, costs one HEAD in its own repository, even when all its blobs
+// are stored: that the repository holds the image is what lets a build
+// have it from a store shared by every tenant.
 // Release the image's leases when it has been linked.
 func (s *Store) Fetch(ctx context.Context, ref name.Reference) (*Image, error) {
 	return s.FetchChecked(ctx, ref, nil)
@@ -178,19 +180,19 @@ func (s *Store) FetchChecked(ctx context.Context, ref name.Reference, check func
 	ropts := append(s.o.remote(ref.Context().Registry), remote.WithContext(ctx))
 	repo := ref.Context()
 
-	var top v1.Descriptor
-	if d, ok := ref.(name.Digest); ok {
-		h, err := v1.NewHash(d.DigestStr())
-		if err != nil {
-			return nil, fmt.Errorf("resolving %s: %w", ref, err)
-		}
-		top.Digest = h
-	} else {
-		desc, err := remote.Head(ref, ropts...)
-		if err != nil {
-			return nil, fmt.Errorf("resolving %s: %w", ref, err)
-		}
-		top = *desc
+	// Asked of the registry even for a stored digest: the store, shared by
+	// every tenant, is keyed by digest alone, and the policy allows
+	// repositories. Only the named repository's answer that it holds the
+	// digest lets a build have the stored image (an index's children and a
+	// manifest's blobs are then in that repository too); else a digest of
+	// another tenant's private image, named under any allowed repository,
+	// would be served.
+	top, err := remote.Head(ref, ropts...)
+	if err != nil {
+		return nil, fmt.Errorf("resolving %s: %w", ref, err)
+	}
+	if d, ok := ref.(name.Digest); ok && top.Digest.String() != d.DigestStr() {
+		return nil, fmt.Errorf("resolving %s: the registry answered with %s", ref, top.Digest)
 	}
 	img.Digest = top.Digest
 	raw, err := s.manifest(ctx, repo, img, top.Digest, ropts)

@@ -9,6 +9,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +18,9 @@ import (
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/empty"
 	"github.com/google/go-containerregistry/pkg/v1/layout"
+	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
@@ -31,6 +34,7 @@ type countingRegistry struct {
 	host      string
 	blobs     atomic.Int64 // GET of a blob
 	manifests atomic.Int64 // GET of a manifest
+	heads     atomic.Int64 // HEAD of a manifest
 }
 
 func startRegistry(t *testing.T) *countingRegistry {
@@ -38,6 +42,9 @@ func startRegistry(t *testing.T) *countingRegistry {
 	c := &countingRegistry{}
 	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
 	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodHead && strings.Contains(r.URL.Path, "/manifests/") {
+			c.heads.Add(1)
+		}
 		if r.Method == http.MethodGet {
 			switch {
 			case strings.Contains(r.URL.Path, "/blobs/sha256:"):
@@ -138,7 +145,10 @@ func TestFetchOnce(t *testing.T) {
 	}
 }
 
-func TestFetchByDigestNeedsNoRegistry(t *testing.T) {
+// A stored image by digest costs one HEAD, in its own repository, and no
+// download. (It once cost no request at all, which let any repository's
+// name serve a stored digest: see TestFetchByDigestOtherRepository.)
+func TestFetchByDigestStored(t *testing.T) {
 	reg := startRegistry(t)
 	ref, img := reg.push(t, "team/base", 1024, 1)
 	d, _ := img.Digest()
@@ -152,15 +162,103 @@ func TestFetchByDigestNeedsNoRegistry(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Stop the registry: a stored image by digest needs no request.
 	before := reg.blobs.Load() + reg.manifests.Load()
+	heads := reg.heads.Load()
 	got, err = s.Fetch(context.Background(), byDigest)
 	if err != nil {
 		t.Fatalf("Fetch(%s) of a stored image: %v", byDigest, err)
 	}
 	s.Release(got)
 	if after := reg.blobs.Load() + reg.manifests.Load(); after != before {
-		t.Errorf("Fetch(%s) of a stored image made %d requests, want 0", byDigest, after-before)
+		t.Errorf("Fetch(%s) of a stored image made %d downloads, want 0", byDigest, after-before)
+	}
+	if n := reg.heads.Load() - heads; n != 1 {
+		t.Errorf("Fetch(%s) of a stored image made %d HEAD requests, want 1", byDigest, n)
+	}
+}
+
+// The store is shared by every tenant and keyed by digest; the policy
+// allows repositories. A digest stored for one repository must not be
+// served under the name of another that does not hold it: tenant B,
+// allowed teamb/**, names tenant A's private image by its digest.
+func TestFetchByDigestOtherRepository(t *testing.T) {
+	img, err := random.Image(2048, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	idx := mutate.AppendManifests(empty.Index, mutate.IndexAddendum{
+		Add:        img,
+		Descriptor: v1.Descriptor{Platform: &v1.Platform{OS: "linux", Architecture: runtime.GOARCH}},
+	})
+	for _, tc := range []struct {
+		name  string
+		write func(name.Reference) error
+		dig   func() (v1.Hash, error)
+	}{
+		{"image", func(r name.Reference) error { return remote.Write(r, img) }, img.Digest},
+		{"index", func(r name.Reference) error { return remote.WriteIndex(r, idx) }, idx.Digest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			reg := startRegistry(t)
+			d, err := tc.dig()
+			if err != nil {
+				t.Fatal(err)
+			}
+			private, err := name.ParseReference(reg.host + "/teama/private:1")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.write(private); err != nil {
+				t.Fatal(err)
+			}
+			// B's repository exists, with an image of its own.
+			reg.push(t, "teamb/anything", 1024, 1)
+			s := newStore(t)
+			got, err := s.Fetch(ctx, private)
+			if err != nil {
+				t.Fatalf("Fetch(%s): %v", private, err)
+			}
+			s.Release(got)
+
+			other, err := name.ParseReference(reg.host + "/teamb/anything@" + d.String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			heads := reg.heads.Load()
+			if got, err := s.Fetch(ctx, other); err == nil || !strings.Contains(err.Error(), "resolving "+other.String()) {
+				s.Release(got)
+				t.Errorf("Fetch(%s), a digest stored for another repository = %v, want an error resolving it", other, err)
+			}
+			if reg.heads.Load() == heads {
+				t.Errorf("Fetch(%s) asked the registry nothing, want a HEAD in teamb/anything", other)
+			}
+			// The submission's check of ONBUILD triggers reads configs the same way.
+			if _, err := s.Config(ctx, other); err == nil {
+				t.Errorf("Config(%s) = nil error, want one", other)
+			}
+
+			// Once B's repository holds the digest, the stored blobs serve it.
+			copied, err := name.ParseReference(reg.host + "/teamb/anything:copy")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := tc.write(copied); err != nil {
+				t.Fatal(err)
+			}
+			blobs, manifests := reg.blobs.Load(), reg.manifests.Load()
+			got, err = s.Fetch(ctx, other)
+			if err != nil {
+				t.Fatalf("Fetch(%s), now held by teamb/anything: %v", other, err)
+			}
+			s.Release(got)
+			if got.Digest != d {
+				t.Errorf("Fetch(%s).Digest = %s, want %s", other, got.Digest, d)
+			}
+			if b, m := reg.blobs.Load()-blobs, reg.manifests.Load()-manifests; b != 0 || m != 0 {
+				t.Errorf("Fetch(%s) of stored blobs downloaded %d blobs and %d manifests, want none", other, b, m)
+			}
+		})
 	}
 }
 
