@@ -82,7 +82,8 @@ func TestTenantImages(t *testing.T) {
 	}
 	busybox := must[v1.Image](t)(baseimage.Busybox(testenv.BusyboxBinary(t)))
 	put(reg+"/base/busybox:1", busybox)
-	private := put(reg+"/teamb/app/private:1", must[v1.Image](t)(mutate.AppendLayers(busybox, fileLayer(t, "secret", "tenant b's secret\n"))))
+	privateImg := must[v1.Image](t)(mutate.AppendLayers(busybox, fileLayer(t, "secret", "tenant b's secret\n")))
+	private := put(reg+"/teamb/app/private:1", privateImg)
 	// An allowed base image whose ONBUILD trigger copies from B's image,
 	// with a layer of its own that must never be fetched.
 	own := fileLayer(t, "onbuild-layer", "only in the onbuild image\n")
@@ -161,6 +162,20 @@ func TestTenantImages(t *testing.T) {
 		}
 		if b := e.wait(t, r.bearer, got.id); b.Status != api.StatusSucceeded {
 			t.Fatalf("build %s = %s (%s), want succeeded", got.id, b.Status, b.Error)
+		}
+	})
+	// B's image is now in the shared base store. A repository of A's own
+	// that never held it must not get it by naming its digest.
+	t.Run("tenant a names b's stored image by digest in its own repository", func(t *testing.T) {
+		ref := reg + "/teama/app/x@" + must[v1.Hash](t)(privateImg.Digest()).String()
+		r := request{bearer: toks["a"], dockerfile: "FROM " + ref + "\n", spec: api.BuildSpec{Destinations: destA}}
+		got := e.submit(t, r)
+		if got.status != http.StatusAccepted {
+			t.Fatalf("POST /v1/builds = %d %s %q, want 202", got.status, got.code, got.msg)
+		}
+		// The base is fetched when the build runs; the fetch refuses it.
+		if b := e.wait(t, r.bearer, got.id); b.Status != api.StatusFailed || !strings.Contains(b.Error, "resolving "+ref) {
+			t.Fatalf("build %s = %s (%s), want failed naming %q", got.id, b.Status, b.Error, "resolving "+ref)
 		}
 	})
 }
