@@ -411,10 +411,12 @@ type KanikoRunner struct {
 	// the gateway's own priority.
 	Nice int `yaml:"nice"`
 	// MemoryMax bounds one sandbox's memory, in bytes, through cgroups (v1
-	// or v2). Default 4 GiB; 0: unbounded.
+	// or v2): a kaniko sandbox's, and a dind job's (its daemon and every
+	// container, besides its data root's tmpfs). Default 4 GiB; 0:
+	// unbounded.
 	MemoryMax int64 `yaml:"memory_max"`
-	// PidsMax bounds one sandbox's processes and threads. Default 4096;
-	// 0: unbounded.
+	// PidsMax bounds one sandbox's processes and threads, a kaniko
+	// sandbox's or a dind job's. Default 4096; 0: unbounded.
 	PidsMax int64 `yaml:"pids_max"`
 	// Network is what RUN steps reach when the policy rule does not say
 	// (allow.network): none (loopback only) or egress (outbound through

@@ -162,7 +162,9 @@ const (
 // and where its data roots go, for the start-up log.
 func (c Config) dindOptions() ([]dind.Option, string) {
 	d := c.Runners.Dind
-	var o []dind.Option
+	// A job's daemon, with every container it runs, is one sandbox: the
+	// kaniko runner's limits bound it too.
+	o := []dind.Option{dind.WithLimits(c.Runners.Kaniko.MemoryMax, c.Runners.Kaniko.PidsMax)}
 	if d.Dockerd != "" {
 		o = append(o, dind.WithDockerd(d.Dockerd))
 	}

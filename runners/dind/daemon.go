@@ -121,9 +121,11 @@ type state struct {
 // everything the daemon starts inherits (the kernel's OOM killer picks a
 // build before the gateway, whatever score the gateway was given), then
 // becomes the init or dockerd. Every mount made in the namespace vanishes
-// with it.
+// with it. With hold set, it first waits for a line on fd 3, sent once it
+// is in the job's cgroup, so that nothing of the daemon runs outside it.
 const initScript = `set -e
-m=$1; size=$2; data=$3; refs=$4; refsdir=$5; resolv=$6; shift 6
+m=$1; size=$2; data=$3; refs=$4; refsdir=$5; resolv=$6; hold=$7; shift 7
+if [ -n "$hold" ]; then read -r _ <&3; exec 3<&-; fi
 echo 1000 > /proc/self/oom_score_adj
 "$m" -t proc -o nosuid,nodev,noexec proc /proc
 echo ` + sandboxHostname + ` > /proc/sys/kernel/hostname
@@ -197,7 +199,37 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 		}
 	}
 	d.driver = r.storageDriver(dir)
-	d.cgroup = r.o.cgroupRoot + "/" + cgroupName(cfg.Tag)
+	name := cgroupName(cfg.Tag)
+	d.cgroup = r.o.cgroupRoot + "/" + name
+	// Recorded before the group exists, so that every cleanup (the one
+	// below on failure, Reap after a crash) removes it.
+	if err := writeState(dir, state{Cgroup: d.cgroup}); err != nil {
+		return nil, err
+	}
+	var daemonGroup *cgroup.Group
+	var holdR, release *os.File
+	if r.o.limits != (cgroup.Limits{}) {
+		// The job's group, --cgroup-parent, holds the daemon and, below
+		// it, every container, all counted against its limits. The
+		// daemon is in a leaf of its own: cgroup v2 lets only a group
+		// without processes pass controllers on to its children.
+		l := r.o.limits
+		if l.MemoryBytes > 0 {
+			l.MemoryBytes += r.o.tmpfs
+		}
+		m := cgroup.New(r.o.cgroups, r.o.cgroupRoot)
+		if _, err := m.Create(name, l); err != nil {
+			return nil, fmt.Errorf("dind: limiting the job: %w", err)
+		}
+		if daemonGroup, err = m.Create(name+"/daemon", cgroup.Limits{}); err != nil {
+			return nil, fmt.Errorf("dind: limiting the job: %w", err)
+		}
+		if holdR, release, err = os.Pipe(); err != nil {
+			return nil, err
+		}
+		defer holdR.Close()
+		defer release.Close()
+	}
 
 	// No host configuration: not /etc/docker/daemon.json, and the
 	// daemon's identity key (20.10 writes /etc/docker/key.json unless told
@@ -264,8 +296,12 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	}
 	// The daemon's reference store: data-root/image/DRIVER/repositories.json.
 	refsDir := filepath.Join(dir, dataDir, "image", d.driver)
+	hold := ""
+	if daemonGroup != nil {
+		hold = "1"
+	}
 	args := []string{r.o.sh, "-c", initScript, "dind-init", r.o.mount, size, filepath.Join(dir, dataDir),
-		refs, refsDir, resolv}
+		refs, refsDir, resolv, hold}
 	if r.o.init != "" {
 		args = append(args, r.o.init, "--")
 	}
@@ -307,6 +343,9 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 			Unshareflags: syscall.CLONE_NEWNS,
 		},
 	}
+	if holdR != nil {
+		d.cmd.ExtraFiles = []*os.File{holdR} // fd 3
+	}
 	// The daemon is started from a thread of its own that carries the
 	// socket filter (package sockfilter), which it and every process it
 	// starts inherit: the RUN steps' containers, whichever builder made
@@ -344,9 +383,19 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	if p, err := hostfs.Lookup(d.pid); err == nil {
 		st.Start = p.Start
 	}
-	b, _ := json.Marshal(st)
-	if err := os.WriteFile(filepath.Join(dir, stateFile), b, 0o600); err != nil {
-		return nil, fmt.Errorf("dind: recording daemon state: %w", err)
+	if err := writeState(dir, st); err != nil {
+		return nil, err
+	}
+	if daemonGroup != nil {
+		holdR.Close()
+		err := daemonGroup.Add(d.pid)
+		if err == nil {
+			_, err = release.Write([]byte("\n"))
+		}
+		release.Close()
+		if err != nil {
+			return nil, fmt.Errorf("dind: starting the daemon in the job's cgroup: %w", err)
+		}
 	}
 
 	if network != NetworkHost {
@@ -377,6 +426,15 @@ func (r *Runner) StartDaemon(ctx context.Context, dir string, cfg DaemonConfig) 
 	}
 	ok = true
 	return d, nil
+}
+
+// writeState records st in dir for Reap.
+func writeState(dir string, st state) error {
+	b, _ := json.Marshal(st)
+	if err := os.WriteFile(filepath.Join(dir, stateFile), b, 0o600); err != nil {
+		return fmt.Errorf("dind: recording daemon state: %w", err)
+	}
+	return nil
 }
 
 func (r *Runner) daemonArgs(dir, driver, cgroup string, insecure []string) []string {

@@ -153,8 +153,14 @@
 //     them now.
 //   - Images in zstd layers cannot be loaded into dockerd 20.10; such a
 //     base fails the build, naming it.
-//   - No memory, CPU or pids limit is set yet; the per-job cgroup parent is
-//     where they would go. WithTmpfs bounds the data root's size.
+//   - No CPU limit is set. WithLimits bounds memory and processes: the
+//     cgroup parent /buildgw-dind/JOB gets the limits and holds the
+//     daemon (in its leaf daemon, joined before dockerd starts) and every
+//     container. A build stopped by them fails with its step's error in
+//     the log (a fork refused, a process killed), but the error does not
+//     name the limit as the kaniko runner's does: on cgroup v1 the group
+//     that counts the event is the RUN container's, gone by then.
+//     WithTmpfs bounds the data root's size.
 //   - The host's /run/docker and /run/containerd are created (empty) if
 //     missing, as mount points; nothing is written into them.
 //   - Docker 20.10's BuildKit (Debian's docker.io, the default) is v0.8
@@ -208,6 +214,7 @@ import (
 	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/hostfs"
 	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/runners/cgroup"
 )
 
 // Runner builds each job against a Docker daemon of its own.
@@ -355,6 +362,11 @@ func (r *Runner) Available(ctx context.Context) error {
 	if r.o.init != "" {
 		if err := executable(r.o.init); err != nil {
 			return fmt.Errorf("init for the daemon's namespace: %w", err)
+		}
+	}
+	if r.o.limits != (cgroup.Limits{}) {
+		if v := cgroup.New(r.o.cgroups, r.o.cgroupRoot).Version(); v == cgroup.None {
+			return fmt.Errorf("memory and pids limits need cgroups, and %s has neither v1 nor v2", r.o.cgroups)
 		}
 	}
 	if r.o.network == netmode.Egress {

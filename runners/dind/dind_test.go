@@ -71,7 +71,9 @@ func TestConformance(t *testing.T) {
 		t.Fatal(err)
 	}
 	runnertest.Run(t, func(t *testing.T) builder.Runner {
-		r, err := New(engine(t)...)
+		// The gateway's default limits: every case runs in a limited
+		// job cgroup, its daemon held until it is in it.
+		r, err := New(append(engine(t), WithLimits(4<<30, 4096))...)
 		if err != nil {
 			t.Fatalf("New: %v", err)
 		}

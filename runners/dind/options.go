@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/netmode"
+	"github.com/buildgw/buildgw/runners/cgroup"
 	"github.com/buildgw/buildgw/runners/egress"
 )
 
@@ -31,6 +32,8 @@ type options struct {
 	startTime   time.Duration
 	stopTimeout time.Duration
 	cgroupRoot  string
+	cgroups     string // cgroup mount
+	limits      cgroup.Limits
 	tmpfs       int64
 	tools       egress.Tools
 }
@@ -65,6 +68,7 @@ func makeOptions(opts ...Option) (options, error) {
 		startTime:   DefaultStartTimeout,
 		stopTimeout: 0,
 		cgroupRoot:  DefaultCgroupRoot,
+		cgroups:     "/sys/fs/cgroup",
 		tools:       egress.DefaultTools(),
 	}
 	for _, opt := range opts {
@@ -224,6 +228,22 @@ func WithStartTimeout(d time.Duration) Option {
 // at teardown). Default DefaultCgroupRoot.
 func WithCgroupRoot(path string) Option {
 	return func(o *options) error { o.cgroupRoot = path; return nil }
+}
+
+// WithLimits bounds each job's memory (bytes, swap included) and
+// processes (pids, threads included): its daemon, containerd, the shims
+// and every RUN container are in the job's cgroup, with these limits,
+// from before dockerd starts. With WithTmpfs the tmpfs, bounded by its own
+// size, is charged to the job too: the memory limit is raised by that
+// size. Zero fields are unbounded. Default: unbounded.
+func WithLimits(memoryBytes, pids int64) Option {
+	return func(o *options) error {
+		if memoryBytes < 0 || pids < 0 {
+			return errors.New("dind runner: limits must not be negative")
+		}
+		o.limits = cgroup.Limits{MemoryBytes: memoryBytes, Pids: pids}
+		return nil
+	}
 }
 
 // WithTmpfs puts each job's data root (images, layers, the build's
