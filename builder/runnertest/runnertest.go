@@ -833,7 +833,13 @@ func (s *suite) testReadOnlyContext(t *testing.T) {
 			fmt.Sprintf("mkdir %s/newdir", d),
 		)
 	}
-	dockerfile := "ARG BASE\nFROM ${BASE}\nRUN " + strings.Join(script, "; ") + "; true\n" +
+	// First, to make /workspace writable again: a remount of the mount
+	// (bind) or of its filesystem. Docker's RUN steps may not mount at
+	// all; a sandbox that let them could undo its own read-only bind, as
+	// its root. What each attempt came to is kept in the image.
+	remount := "{ mount -o remount,rw /workspace || mount -o remount,bind,rw /workspace; } && echo remounted > /remount || echo refused > /remount; " +
+		"{ echo written > /workspace/probe && echo written || echo refused; } > /write"
+	dockerfile := "ARG BASE\nFROM ${BASE}\nRUN " + remount + "; " + strings.Join(script, "; ") + "; true\n" +
 		// The context is still what the build copies from.
 		"COPY keep.txt /keep.txt\n"
 	writeFile(t, r, req.ContextDir, "Dockerfile", dockerfile)
@@ -841,7 +847,11 @@ func (s *suite) testReadOnlyContext(t *testing.T) {
 	before, parentBefore := tree(t, req.ContextDir), tree(t, st.parent, req.Workspace)
 
 	img, _ := mustBuild(t, r, req)
-	checkFiles(t, req, img, map[string]string{"/keep.txt": "keep me\n"}, nil)
+	checkFiles(t, req, img, map[string]string{
+		"/keep.txt": "keep me\n",
+		"/remount":  "refused\n",
+		"/write":    "refused\n",
+	}, nil)
 
 	if diff := diffTrees(before, tree(t, req.ContextDir)); diff != "" {
 		t.Errorf("Build(%q) changed the context:\n%s", req.Dockerfile, diff)

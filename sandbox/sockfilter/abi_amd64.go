@@ -12,4 +12,9 @@ var sandboxABI = abi{
 	compatSocket:     359, // i386 socket
 	compatSocketcall: 102, // i386 socketcall
 	compatIOUring:    []uint32{425, 426, 427},
+	mount: []uint32{unix.SYS_MOUNT, unix.SYS_UMOUNT2, unix.SYS_PIVOT_ROOT, unix.SYS_MOUNT_SETATTR,
+		unix.SYS_OPEN_TREE, unix.SYS_MOVE_MOUNT, unix.SYS_FSOPEN, unix.SYS_FSCONFIG, unix.SYS_FSMOUNT, unix.SYS_FSPICK},
+	// i386 mount, umount, umount2, pivot_root, mount_setattr, open_tree,
+	// move_mount, fsopen, fsconfig, fsmount, fspick.
+	compatMount: []uint32{21, 22, 52, 217, 442, 428, 429, 430, 431, 432, 433},
 }

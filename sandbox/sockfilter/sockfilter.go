@@ -4,10 +4,10 @@
 // egress from the gateway's host (slirp4netns connects from the host's
 // network namespace, so a hand-made TCP connection to 127.0.0.1 reaches
 // the host's loopback). The kaniko runner's sandbox init installs it on
-// itself (behind dropping CAP_NET_RAW); the dind runner on the thread
-// that starts a job's daemon, so that the daemon and everything it starts
-// (containerd, runc, every RUN step's container, whichever builder made
-// it) inherit it.
+// itself (behind dropping CAP_NET_RAW), with DenyMounts, once its root is
+// laid out; the dind runner on the thread that starts a job's daemon, so
+// that the daemon and everything it starts (containerd, runc, every RUN
+// step's container, whichever builder made it) inherit it.
 //
 // The filter refuses, with EPERM:
 //   - socket() of family AF_PACKET, and of type SOCK_RAW or SOCK_PACKET
@@ -19,7 +19,17 @@
 //     checks and socketcall() whole, whose arguments are behind a pointer
 //     seccomp cannot follow;
 //   - on x86_64, the whole x32 ABI (ENOSYS, as a kernel without it), and
-//     any other architecture (ENOSYS).
+//     any other architecture (ENOSYS);
+//   - with DenyMounts, in both ABIs, every system call that mounts,
+//     unmounts or changes a mount: mount, umount2 (and i386's umount),
+//     mount_setattr, open_tree, move_mount, fsopen, fsconfig, fsmount,
+//     fspick and pivot_root. A sandbox that lays out its root in a user
+//     and mount namespace of its own stays root there: its read-only
+//     binds are not locked, and a remount would make them writable.
+//     Docker's and BuildKit's RUN steps may not mount (no CAP_SYS_ADMIN);
+//     the dind runner's daemon must (InstallThread allows mounts).
+//     unshare and clone stay allowed: a namespace made under the filter
+//     inherits it, and mounts nothing either.
 //
 // It is installed without no_new_privs, which takes CAP_SYS_ADMIN (root
 // of the sandbox's user namespace, or the root gateway's), so setuid
@@ -44,7 +54,22 @@ type abi struct {
 	// For the compat ABI; 0 if it has none.
 	compatSocket, compatSocketcall uint32
 	compatIOUring                  []uint32
+	// The mount family (see DenyMounts), native and compat.
+	mount, compatMount []uint32
 }
+
+// Mounts says whether the filter also refuses the mount family.
+type Mounts bool
+
+const (
+	// AllowMounts leaves mounts to capabilities and namespaces: for the
+	// dind runner's daemon, containerd and runc, which mount every
+	// container's root.
+	AllowMounts Mounts = false
+	// DenyMounts refuses them with EPERM: for a sandbox that has laid out
+	// its root, so that nothing in it can undo its read-only binds.
+	DenyMounts Mounts = true
+)
 
 // Offsets in struct seccomp_data; arguments are 64-bit, and the low half
 // of a little-endian argument is its first 4 bytes: all the kernel reads
@@ -71,7 +96,7 @@ type op struct {
 }
 
 // filter returns the program for a.
-func (a abi) filter() ([]bpf.RawInstruction, error) {
+func (a abi) filter(m Mounts) ([]bpf.RawInstruction, error) {
 	ret := func(v uint32) bpf.Instruction { return bpf.RetConstant{Val: v} }
 	ld := func(off uint32) bpf.Instruction { return bpf.LoadAbsolute{Off: off, Size: 4} }
 	eq := func(v uint32, jt, jf string) op {
@@ -92,6 +117,11 @@ func (a abi) filter() ([]bpf.RawInstruction, error) {
 	for _, nr := range a.ioUring {
 		p = append(p, eq(nr, "eperm", ""))
 	}
+	if m == DenyMounts {
+		for _, nr := range a.mount {
+			p = append(p, eq(nr, "eperm", ""))
+		}
+	}
 	p = append(p, op{inst: ret(retAllow)})
 	if a.compat != 0 {
 		p = append(p, op{label: "compat", inst: ld(offNr)})
@@ -103,6 +133,11 @@ func (a abi) filter() ([]bpf.RawInstruction, error) {
 		}
 		for _, nr := range a.compatIOUring {
 			p = append(p, eq(nr, "eperm", ""))
+		}
+		if m == DenyMounts {
+			for _, nr := range a.compatMount {
+				p = append(p, eq(nr, "eperm", ""))
+			}
 		}
 		p = append(p, op{inst: ret(retAllow)})
 	}
@@ -157,8 +192,8 @@ func asm(p []op) ([]bpf.RawInstruction, error) {
 }
 
 // Install installs the filter on every thread of the calling process.
-func Install() error {
-	return install(unix.SECCOMP_FILTER_FLAG_TSYNC)
+func Install(m Mounts) error {
+	return install(m, unix.SECCOMP_FILTER_FLAG_TSYNC)
 }
 
 // InstallThread installs the filter on the calling thread only, which
@@ -167,21 +202,22 @@ func Install() error {
 // must run under the filter. It may unlock it afterwards, and should: a
 // thread that ends with a locked goroutine sends the Pdeathsig of every
 // process it ever started, and the filter refuses nothing a Go program
-// needs.
+// needs. It allows mounts (AllowMounts): the thread goes back to the
+// gateway, which mounts (memory workspaces), and so does what it starts.
 func InstallThread() error {
-	return install(0)
+	return install(AllowMounts, 0)
 }
 
 // Program is the filter for this machine, for tests.
-func Program() ([]bpf.RawInstruction, error) {
+func Program(m Mounts) ([]bpf.RawInstruction, error) {
 	if sandboxABI.native == 0 {
 		return nil, fmt.Errorf("no seccomp filter for this architecture")
 	}
-	return sandboxABI.filter()
+	return sandboxABI.filter(m)
 }
 
-func install(flags uintptr) error {
-	raw, err := Program()
+func install(m Mounts, flags uintptr) error {
+	raw, err := Program(m)
 	if err != nil {
 		return err
 	}

@@ -3,6 +3,7 @@ package sockfilter
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"runtime"
@@ -14,26 +15,17 @@ import (
 )
 
 // TestFilter runs the x86_64 filter in x/net/bpf's interpreter over
-// seccomp_data records. The interpreter loads words big-endian where the
-// kernel loads them in the machine's order, so the records are written
-// big-endian here: what is checked is the filter's logic.
+// seccomp_data records, with and without DenyMounts. The interpreter
+// loads words big-endian where the kernel loads them in the machine's
+// order, so the records are written big-endian here: what is checked is
+// the filter's logic.
 func TestFilter(t *testing.T) {
 	a := abi{
 		native: unix.AUDIT_ARCH_X86_64, compat: unix.AUDIT_ARCH_I386, x32: true,
 		socket: 41, ioUring: []uint32{425, 426, 427},
 		compatSocket: 359, compatSocketcall: 102, compatIOUring: []uint32{425, 426, 427},
-	}
-	raw, err := a.filter()
-	if err != nil {
-		t.Fatal(err)
-	}
-	insts, ok := bpf.Disassemble(raw)
-	if !ok {
-		t.Fatal("the filter does not disassemble")
-	}
-	vm, err := bpf.NewVM(insts)
-	if err != nil {
-		t.Fatal(err)
+		mount:       []uint32{165, 166, 155, 442, 428, 429, 430, 431, 432, 433},
+		compatMount: []uint32{21, 22, 52, 217, 442, 428, 429, 430, 431, 432, 433},
 	}
 	const (
 		x86_64 = unix.AUDIT_ARCH_X86_64
@@ -68,19 +60,68 @@ func TestFilter(t *testing.T) {
 		{"i386 socketcall", i386, 102, 1, 0, retEPERM},
 		{"i386 io_uring_setup", i386, 425, 0, 0, retEPERM},
 		{"other architecture", unix.AUDIT_ARCH_AARCH64, 0, 0, 0, retENOSYS},
+		{"x32 mount", x86_64, x32Bit | 165, 0, 0, retENOSYS},
 	}
-	for _, tc := range tests {
-		d := make([]byte, 64)
-		binary.BigEndian.PutUint32(d[offNr:], tc.nr)
-		binary.BigEndian.PutUint32(d[offArch:], tc.arch)
-		binary.BigEndian.PutUint32(d[offArg0:], tc.family)
-		binary.BigEndian.PutUint32(d[offArg1:], tc.typ)
-		got, err := vm.Run(d)
+	// The mount family: allowed by AllowMounts, refused by DenyMounts.
+	mounts := []struct {
+		name     string
+		arch, nr uint32
+	}{
+		{"mount", x86_64, 165},
+		{"umount2", x86_64, 166},
+		{"pivot_root", x86_64, 155},
+		{"mount_setattr", x86_64, 442},
+		{"open_tree", x86_64, 428},
+		{"move_mount", x86_64, 429},
+		{"fsopen", x86_64, 430},
+		{"fsconfig", x86_64, 431},
+		{"fsmount", x86_64, 432},
+		{"fspick", x86_64, 433},
+		{"i386 mount", i386, 21},
+		{"i386 umount", i386, 22},
+		{"i386 umount2", i386, 52},
+		{"i386 pivot_root", i386, 217},
+		{"i386 mount_setattr", i386, 442},
+		{"i386 open_tree", i386, 428},
+		{"i386 fspick", i386, 433},
+	}
+	for _, m := range []Mounts{AllowMounts, DenyMounts} {
+		mode := map[Mounts]string{AllowMounts: "AllowMounts", DenyMounts: "DenyMounts"}[m]
+		raw, err := a.filter(m)
 		if err != nil {
-			t.Fatalf("%s: %v", tc.name, err)
+			t.Fatal(err)
 		}
-		if uint32(got) != tc.want {
-			t.Errorf("filter(%s) = %#x, want %#x", tc.name, got, tc.want)
+		insts, ok := bpf.Disassemble(raw)
+		if !ok {
+			t.Fatal("the filter does not disassemble")
+		}
+		vm, err := bpf.NewVM(insts)
+		if err != nil {
+			t.Fatal(err)
+		}
+		run := func(name string, arch, nr, family, typ, want uint32) {
+			d := make([]byte, 64)
+			binary.BigEndian.PutUint32(d[offNr:], nr)
+			binary.BigEndian.PutUint32(d[offArch:], arch)
+			binary.BigEndian.PutUint32(d[offArg0:], family)
+			binary.BigEndian.PutUint32(d[offArg1:], typ)
+			got, err := vm.Run(d)
+			if err != nil {
+				t.Fatalf("%s: %v", name, err)
+			}
+			if uint32(got) != want {
+				t.Errorf("filter(%s)(%s) = %#x, want %#x", mode, name, got, want)
+			}
+		}
+		for _, tc := range tests {
+			run(tc.name, tc.arch, tc.nr, tc.family, tc.typ, tc.want)
+		}
+		for _, tc := range mounts {
+			want := uint32(retAllow)
+			if m == DenyMounts {
+				want = retEPERM
+			}
+			run(tc.name, tc.arch, tc.nr, 0, 0, want)
 		}
 	}
 }
@@ -132,5 +173,66 @@ func TestInstallThread(t *testing.T) {
 		t.Errorf("socket(AF_PACKET, SOCK_RAW) on another thread = %v, want a socket", err)
 	} else {
 		unix.Close(fd)
+	}
+}
+
+// TestDenyMounts installs the filter with DenyMounts on one locked thread,
+// in a mount namespace of its own: a tmpfs that the thread could mount
+// before, it may not mount after, nor unmount, nor clone a tree.
+func TestDenyMounts(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("TestDenyMounts runs as root: a filter without no_new_privs takes CAP_SYS_ADMIN")
+	}
+	dir := t.TempDir()
+	type result struct {
+		before, mount, umount, openTree error
+	}
+	ch := make(chan result, 1)
+	go func() {
+		// Never unlocked: the thread, its namespace and its filter end
+		// with the goroutine.
+		runtime.LockOSThread()
+		var r result
+		if err := unix.Unshare(unix.CLONE_NEWNS); err != nil {
+			r.before = fmt.Errorf("unshare: %w", err)
+			ch <- r
+			return
+		}
+		if err := unix.Mount("", "/", "", unix.MS_REC|unix.MS_PRIVATE, ""); err != nil {
+			r.before = fmt.Errorf("making mounts private: %w", err)
+			ch <- r
+			return
+		}
+		// Without the filter, the mount works: what fails below fails
+		// for the filter.
+		if r.before = unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m"); r.before != nil {
+			ch <- r
+			return
+		}
+		if err := install(DenyMounts, 0); err != nil {
+			r.before = err
+			ch <- r
+			return
+		}
+		r.mount = unix.Mount("tmpfs", dir, "tmpfs", 0, "size=1m")
+		r.umount = unix.Unmount(dir, unix.MNT_DETACH)
+		fd, err := unix.OpenTree(unix.AT_FDCWD, dir, unix.OPEN_TREE_CLONE|unix.OPEN_TREE_CLOEXEC)
+		if err == nil {
+			unix.Close(fd)
+		}
+		r.openTree = err
+		ch <- r
+	}()
+	r := <-ch
+	if r.before != nil {
+		t.Fatalf("before the filter: %v", r.before)
+	}
+	for _, c := range []struct {
+		call string
+		err  error
+	}{{"mount", r.mount}, {"umount2", r.umount}, {"open_tree", r.openTree}} {
+		if !errors.Is(c.err, unix.EPERM) {
+			t.Errorf("%s under DenyMounts = %v, want EPERM", c.call, c.err)
+		}
 	}
 }
