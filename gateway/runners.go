@@ -30,7 +30,8 @@ func kanikoRunner(ctx context.Context, cfg Config, log *slog.Logger) (*kaniko.Ru
 		exe = findExecutor()
 	}
 	opts := []kaniko.Option{kaniko.WithExecutor(exe), kaniko.WithUser(k.User), kaniko.WithFlags(k.Flags...),
-		kaniko.WithNetwork(k.Network), kaniko.WithNice(k.Nice), kaniko.WithEgressRefuse(cfg.Runners.EgressRefuse...)}
+		kaniko.WithNetwork(k.Network), kaniko.WithNice(k.Nice), kaniko.WithEgressRefuse(cfg.Runners.EgressRefuse...),
+		kaniko.WithWorkspaceLimit(cfg.WorkspaceMaxBytes)}
 	if !k.DisableLayerCache {
 		opts = append(opts, kaniko.WithLayerCache(workspace.NewLayout(cfg.StateDir).LayerCache), kaniko.WithLayerCacheMaxBytes(k.LayerCacheMaxBytes),
 			kaniko.WithResultCache(workspace.NewLayout(cfg.StateDir).ResultCache, k.ResultCacheMaxBytes))

@@ -82,7 +82,7 @@ func New(opts ...Option) (*Runner, error) {
 		}
 	}
 	if o.cacheDir != "" {
-		r.layers = &layerCaches{dir: o.cacheDir, maxBytes: o.cacheMax, exe: exe}
+		r.layers = &layerCaches{dir: o.cacheDir, maxBytes: o.cacheMax, workspaceMax: o.workspaceMax, exe: exe}
 		r.layers.sweep()
 	}
 	if o.resultDir != "" {
@@ -202,7 +202,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 	var err error
 	var cache *jobCache
 	if !req.NoCache && req.Tenant != "" && r.layers != nil {
-		if cache, err = r.prepareCache(req, log); err != nil {
+		if cache, err = r.prepareCache(ctx, req, log); err != nil {
 			return nil, err
 		}
 		defer func() {
@@ -367,7 +367,7 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		return nil, err
 	}
 	if cache != nil {
-		r.importCache(cache, log)
+		r.importCache(ctx, cache, log)
 	}
 	if resultKey != "" {
 		// A cache that cannot be filled costs the next build time, never
@@ -441,7 +441,7 @@ type jobCache struct {
 // prepareCache makes the build's cache directory in its workspace and
 // fills it from its tenant's shared cache (see layerCaches), marking the
 // shared cache in use until the caller leaves it.
-func (r *Runner) prepareCache(req *builder.Request, log io.Writer) (*jobCache, error) {
+func (r *Runner) prepareCache(ctx context.Context, req *builder.Request, log io.Writer) (*jobCache, error) {
 	td, err := r.layers.tenantDir(req.Tenant)
 	if err != nil {
 		return nil, err
@@ -452,7 +452,7 @@ func (r *Runner) prepareCache(req *builder.Request, log io.Writer) (*jobCache, e
 	}
 	r.layers.enter(td)
 	start := time.Now()
-	n, err := r.layers.populate(td, c.dir, !c.bind)
+	n, err := r.layers.populate(ctx, td, c.dir, !c.bind)
 	if err == nil {
 		err = r.chown(c.dir)
 	}
@@ -472,10 +472,11 @@ func (r *Runner) prepareCache(req *builder.Request, log io.Writer) (*jobCache, e
 
 // importCache takes the entries the build added to its cache directory
 // into its tenant's shared cache, checked. A cache that cannot be filled
-// costs the next build time, never this one its image.
-func (r *Runner) importCache(c *jobCache, log io.Writer) {
+// costs the next build time, never this one its image. ctx is the
+// build's: the import ends with the job's deadline.
+func (r *Runner) importCache(ctx context.Context, c *jobCache, log io.Writer) {
 	start := time.Now()
-	n, refused, err := r.layers.importNew(c.tenantDir, c.dir)
+	n, refused, err := r.layers.importNew(ctx, c.tenantDir, c.dir)
 	if err != nil {
 		fmt.Fprintf(log, "buildgw: keeping cached layers: %v\n", err)
 		return

@@ -1,6 +1,7 @@
 package kaniko
 
 import (
+	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -19,6 +20,7 @@ import (
 	"time"
 
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/ocilayout"
 	"github.com/buildgw/buildgw/sandbox"
@@ -37,7 +39,8 @@ import (
 // directories), so no build step can alter them even by remounting. After
 // a successful build the gateway imports the entries kaniko added (one OCI
 // layout per cache key) itself: each blob read without following links,
-// checked against its digest and copied into a new gateway-owned entry.
+// checked against its digest and copied into a new gateway-owned entry,
+// all of the build's entries within one budget and the job's deadline.
 // An entry, once in a shared cache, is never replaced.
 //
 // A gateway that is not root runs the sandbox as its own user, which
@@ -46,6 +49,9 @@ import (
 type layerCaches struct {
 	dir      string
 	maxBytes int64
+	// workspaceMax bounds a build's workspace, which holds all it can
+	// hand an import; 0: unknown.
+	workspaceMax int64
 	// exe is the executor's digest. kaniko's own keys leave the executor
 	// out, so a patched executor would reuse layers an older one built
 	// (a RUN cached under the wrong group, say): each executor gets its
@@ -100,7 +106,7 @@ func (lc *layerCaches) tenantDir(tenant string) (string, error) {
 // populate fills the job's empty cache directory jobDir with the entries
 // of the shared cache tdir: symlinks into the read-only bind at
 // sandbox.SharedLayerCache, or with copy, checked copies.
-func (lc *layerCaches) populate(tdir, jobDir string, copy bool) (int, error) {
+func (lc *layerCaches) populate(ctx context.Context, tdir, jobDir string, copy bool) (int, error) {
 	all, err := entries(tdir)
 	if err != nil {
 		return 0, err
@@ -138,8 +144,8 @@ func (lc *layerCaches) populate(tdir, jobDir string, copy bool) (int, error) {
 	n, budget := 0, min(lc.maxBytes, maxCopyBytes)
 	for _, name := range names {
 		// A damaged entry costs a cache miss, never the build.
-		size, err := copyEntry(src, name, jobDir, budget, false)
-		if errors.Is(err, errOverBound) {
+		size, err := copyEntry(ctx, src, name, jobDir, budget, false)
+		if errors.Is(err, errOverBound) || ctx.Err() != nil {
 			break
 		}
 		if err == nil {
@@ -173,9 +179,11 @@ func entries(dir string) ([]string, error) {
 
 // importNew copies into the shared cache tdir the entries that the build
 // left in its cache directory jobDir and tdir lacks, each checked (see
-// copyEntry). It reports how many it imported and why it refused others;
-// a refused entry is left out, never a reason to fail the build.
-func (lc *layerCaches) importNew(tdir, jobDir string) (int, []error, error) {
+// copyEntry), all of them together within importBudget. It reports how
+// many it imported and why it refused others; a refused entry is left
+// out, never a reason to fail the build. It stops when ctx is done,
+// leaving no part of an entry.
+func (lc *layerCaches) importNew(ctx context.Context, tdir, jobDir string) (int, []error, error) {
 	src, err := openDir(jobDir)
 	if err != nil {
 		return 0, nil, err
@@ -185,8 +193,12 @@ func (lc *layerCaches) importNew(tdir, jobDir string) (int, []error, error) {
 	if err != nil {
 		return 0, nil, fmt.Errorf("reading the build's layer cache: %w", err)
 	}
-	n := 0
+	// In name order, so that which entries fit in the budget does not
+	// depend on the directory's.
+	sort.Slice(des, func(i, j int) bool { return des[i].Name() < des[j].Name() })
+	n, budget := 0, lc.importBudget()
 	var refused []error
+	var stopped error
 	for _, d := range des {
 		name := d.Name()
 		if d.Type() == fs.ModeSymlink {
@@ -199,7 +211,7 @@ func (lc *layerCaches) importNew(tdir, jobDir string) (int, []error, error) {
 		if info, err := os.Lstat(filepath.Join(tdir, name)); err == nil {
 			// An entry is replaced only once stale, and only while no
 			// other build can be reading it.
-			if time.Since(info.ModTime()) < staleAfter || !lc.removeIfAlone(tdir, name) {
+			if stopped != nil || time.Since(info.ModTime()) < staleAfter || !lc.removeIfAlone(tdir, name) {
 				continue
 			}
 		}
@@ -207,16 +219,44 @@ func (lc *layerCaches) importNew(tdir, jobDir string) (int, []error, error) {
 			refused = append(refused, fmt.Errorf("more than %d new entries", maxImportEntries))
 			break
 		}
-		if _, err := copyEntry(src, name, tdir, lc.maxBytes, true); err != nil {
-			refused = append(refused, fmt.Errorf("%q: %w", name, err))
+		if stopped == nil && ctx.Err() != nil {
+			stopped = fmt.Errorf("import stopped: %w", context.Cause(ctx))
+		}
+		if stopped != nil {
+			// Refused unread.
+			refused = append(refused, fmt.Errorf("%q: %w", name, stopped))
 			continue
 		}
+		size, err := copyEntry(ctx, src, name, tdir, budget, true)
+		if err != nil {
+			refused = append(refused, fmt.Errorf("%q: %w", name, err))
+			switch {
+			case ctx.Err() != nil:
+				stopped = fmt.Errorf("import stopped: %w", context.Cause(ctx))
+			case errors.Is(err, errOverBound):
+				stopped = fmt.Errorf("%w: the build's import budget of %d bytes is spent", errOverBound, lc.importBudget())
+			}
+			continue
+		}
+		budget -= size
 		n++
 	}
 	if len(refused) > maxRefusals {
 		refused = append(refused[:maxRefusals], fmt.Errorf("and %d more", len(refused)-maxRefusals))
 	}
 	return n, refused, nil
+}
+
+// importBudget bounds the bytes one build's import copies, all entries
+// together: at most what the build could have written, its workspace's
+// bound (each blob copied is a file of real blocks there, see
+// copyCacheBlob), and at most the caches' bound, which eviction restores
+// only after the import.
+func (lc *layerCaches) importBudget() int64 {
+	if lc.workspaceMax > 0 {
+		return min(lc.maxBytes, lc.workspaceMax)
+	}
+	return lc.maxBytes
 }
 
 // maxRefusals bounds the refusals an import reports: a build may leave
@@ -228,8 +268,9 @@ const maxRefusals = 10
 // src without following links, a regular file of the size its descriptor
 // gives, checked against its digest. Nothing else of the entry is copied:
 // index.json and oci-layout are written anew. With shared the copy is the
-// gateway's read-only entry. It returns the bytes copied.
-func copyEntry(src *os.File, name, dstDir string, maxBytes int64, shared bool) (int64, error) {
+// gateway's read-only entry. It returns the bytes copied, at most
+// maxBytes; a copy that ctx stops leaves nothing in dstDir.
+func copyEntry(ctx context.Context, src *os.File, name, dstDir string, maxBytes int64, shared bool) (int64, error) {
 	ib, err := readFileBeneath(src, name+"/index.json", maxIndexBytes)
 	if err != nil {
 		return 0, err
@@ -245,6 +286,9 @@ func copyEntry(src *os.File, name, dstDir string, maxBytes int64, shared bool) (
 	if md.Size > maxManifestBytes {
 		return 0, fmt.Errorf("manifest of %d bytes: %w", md.Size, ocilayout.ErrTooLarge)
 	}
+	if md.Size > maxBytes {
+		return 0, fmt.Errorf("%w of %d bytes", errOverBound, maxBytes)
+	}
 	tmp, err := os.MkdirTemp(dstDir, ".tmp-")
 	if err != nil {
 		return 0, err
@@ -254,7 +298,7 @@ func copyEntry(src *os.File, name, dstDir string, maxBytes int64, shared bool) (
 	if err := os.MkdirAll(blobs, 0o755); err != nil {
 		return 0, err
 	}
-	mb, err := copyCacheBlob(src, name, md, blobs, true)
+	mb, err := copyCacheBlob(ctx, src, name, md, blobs, true)
 	if err != nil {
 		return 0, fmt.Errorf("manifest: %w", err)
 	}
@@ -274,7 +318,10 @@ func copyEntry(src *os.File, name, dstDir string, maxBytes int64, shared bool) (
 			total -= d.Size // named twice
 			continue
 		}
-		if _, err := copyCacheBlob(src, name, d, blobs, false); err != nil {
+		if err := ctx.Err(); err != nil {
+			return 0, context.Cause(ctx)
+		}
+		if _, err := copyCacheBlob(ctx, src, name, d, blobs, false); err != nil {
 			return 0, fmt.Errorf("blob %s: %w", d.Digest, err)
 		}
 	}
@@ -310,8 +357,8 @@ func copyEntry(src *os.File, name, dstDir string, maxBytes int64, shared bool) (
 
 // copyCacheBlob copies the blob of d from entry name under src into the
 // directory blobs, checking its size and digest; with keep it also
-// returns the content.
-func copyCacheBlob(src *os.File, name string, d v1.Descriptor, blobs string, keep bool) ([]byte, error) {
+// returns the content. It stops when ctx is done.
+func copyCacheBlob(ctx context.Context, src *os.File, name string, d v1.Descriptor, blobs string, keep bool) ([]byte, error) {
 	if d.Digest.Algorithm != "sha256" || len(d.Digest.Hex) != 64 || strings.Trim(d.Digest.Hex, "0123456789abcdef") != "" {
 		return nil, fmt.Errorf("unsupported digest %q", d.Digest)
 	}
@@ -323,6 +370,9 @@ func copyCacheBlob(src *os.File, name string, d v1.Descriptor, blobs string, kee
 	if size != d.Size {
 		return nil, fmt.Errorf("holds %d bytes, its descriptor says %d", size, d.Size)
 	}
+	if err := checkBlobFile(in); err != nil {
+		return nil, err
+	}
 	out, err := os.OpenFile(filepath.Join(blobs, d.Digest.Hex), os.O_CREATE|os.O_EXCL|os.O_WRONLY, 0o444)
 	if err != nil {
 		return nil, err
@@ -333,7 +383,7 @@ func copyCacheBlob(src *os.File, name string, d v1.Descriptor, blobs string, kee
 	if keep {
 		w = io.MultiWriter(w, &kept)
 	}
-	n, err := io.Copy(w, io.LimitReader(in, d.Size+1))
+	n, err := io.Copy(w, io.LimitReader(ctxReader(ctx, in), d.Size+1))
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -348,6 +398,47 @@ func copyCacheBlob(src *os.File, name string, d v1.Descriptor, blobs string, kee
 	}
 	return []byte(kept.String()), nil
 }
+
+// checkBlobFile refuses a blob file that costs its writer less than its
+// size: sparse (holes read as zeros the copy would write out for real)
+// or hard-linked (one file named by many entries), so that an import's
+// bytes are bytes the build's workspace held, counted against its limit.
+// kaniko writes each blob of its cache layouts once, to a file of its own
+// (go-containerregistry's layout.WriteBlob: a new file, then a rename),
+// never a link or a hole. Files of up to sparseFloor bytes may have no
+// blocks of their own (inline data) and are let through.
+func checkBlobFile(f *os.File) error {
+	var st unix.Stat_t
+	if err := unix.Fstat(int(f.Fd()), &st); err != nil {
+		return fmt.Errorf("%s: %w", f.Name(), err)
+	}
+	if st.Nlink > 1 {
+		return fmt.Errorf("%s has %d hard links, want 1", f.Name(), st.Nlink)
+	}
+	if st.Size > sparseFloor && st.Blocks*512 < st.Size {
+		return fmt.Errorf("%s is sparse: %d bytes, %d allocated", f.Name(), st.Size, st.Blocks*512)
+	}
+	return nil
+}
+
+// sparseFloor is the size up to which a blob file is not checked for
+// holes.
+const sparseFloor = 64 << 10
+
+// ctxReader returns a reader of r that fails once ctx is done, checked
+// before every read: a copy stops within one buffer of the deadline.
+func ctxReader(ctx context.Context, r io.Reader) io.Reader {
+	return readerFunc(func(p []byte) (int, error) {
+		if ctx.Err() != nil {
+			return 0, context.Cause(ctx)
+		}
+		return r.Read(p)
+	})
+}
+
+type readerFunc func([]byte) (int, error)
+
+func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // staleAfter is when a build stops getting an entry: a day before
 // kaniko's default --cache-ttl (two weeks) would make it ignore it.

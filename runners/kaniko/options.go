@@ -30,6 +30,8 @@ type options struct {
 	iptables string
 	cacheDir string
 	cacheMax int64
+	// workspaceMax is the bound on a build's workspace; 0: unknown.
+	workspaceMax int64
 	// resultDir and resultMax configure the whole-build result cache.
 	resultDir string
 	resultMax int64
@@ -190,6 +192,21 @@ func WithLayerCacheMaxBytes(n int64) Option {
 			n = DefaultLayerCacheBytes
 		}
 		o.cacheMax = n
+		return nil
+	}
+}
+
+// WithWorkspaceLimit tells the runner the bound the gateway puts on one
+// build's workspace (jobs.WithWorkspaceLimit), which holds the build's
+// layer cache directory: what a build may add to its tenant's shared
+// cache is then at most this much, as well as at most the caches' bound.
+// Default 0: no bound known, the caches' bound alone.
+func WithWorkspaceLimit(maxBytes int64) Option {
+	return func(o *options) error {
+		if maxBytes < 0 {
+			return errors.New("kaniko runner: workspace limit must not be negative")
+		}
+		o.workspaceMax = maxBytes
 		return nil
 	}
 }
