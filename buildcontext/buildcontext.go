@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/klauspost/compress/gzip"
+
+	"github.com/buildgw/buildgw/internal/ctxio"
 )
 
 // Option configures Write.
@@ -191,7 +193,7 @@ func writeEntry(ctx context.Context, tw *tar.Writer, abs, rel string, fi fs.File
 	}
 	// The header has promised hdr.Size bytes: a file that grows meanwhile is
 	// cut there, one that shrinks cannot be sent faithfully.
-	src := io.LimitReader(ctxReader{ctx, f}, hdr.Size)
+	src := io.LimitReader(ctxio.Reader(ctx, f), hdr.Size)
 	copied, err := io.CopyBuffer(tw, src, buf)
 	if err != nil {
 		return fmt.Errorf("writing %s: %w", rel, err)
@@ -215,18 +217,4 @@ func tarMode(m fs.FileMode) int64 {
 		mode |= 0o1000
 	}
 	return mode
-}
-
-// ctxReader makes cancellation take effect inside a large file, not only
-// between files.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }

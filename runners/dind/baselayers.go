@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/internal/ctxio"
 	"github.com/buildgw/buildgw/ocilayout"
 )
 
@@ -199,7 +200,7 @@ func hashLayer(ctx context.Context, root *os.File, d v1.Descriptor, gz bool) (ba
 		return l, fmt.Errorf("%s is %d bytes, its descriptor says %d", p, size, d.Size)
 	}
 	comp := sha256.New()
-	var r io.Reader = io.TeeReader(&ctxReader{ctx: ctx, r: f}, comp)
+	var r io.Reader = io.TeeReader(ctxio.Reader(ctx, f), comp)
 	raw := sha256.New()
 	if gz {
 		zr, err := gzip.NewReader(r)
@@ -221,19 +222,6 @@ func hashLayer(ctx context.Context, root *os.File, d v1.Descriptor, gz bool) (ba
 	}
 	l.diffID = sha256Hash(raw)
 	return l, nil
-}
-
-// ctxReader stops reading once ctx is done.
-type ctxReader struct {
-	ctx context.Context
-	r   io.Reader
-}
-
-func (c *ctxReader) Read(p []byte) (int, error) {
-	if err := c.ctx.Err(); err != nil {
-		return 0, err
-	}
-	return c.r.Read(p)
 }
 
 // linkBase puts the base layer l's blob into the output layout's blob

@@ -22,6 +22,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 	"golang.org/x/sys/unix"
 
+	"github.com/buildgw/buildgw/internal/ctxio"
 	"github.com/buildgw/buildgw/ocilayout"
 	"github.com/buildgw/buildgw/sandbox"
 )
@@ -383,7 +384,7 @@ func copyCacheBlob(ctx context.Context, src *os.File, name string, d v1.Descript
 	if keep {
 		w = io.MultiWriter(w, &kept)
 	}
-	n, err := io.Copy(w, io.LimitReader(ctxReader(ctx, in), d.Size+1))
+	n, err := io.Copy(w, io.LimitReader(ctxio.Reader(ctx, in), d.Size+1))
 	if cerr := out.Close(); err == nil {
 		err = cerr
 	}
@@ -424,21 +425,6 @@ func checkBlobFile(f *os.File) error {
 // sparseFloor is the size up to which a blob file is not checked for
 // holes.
 const sparseFloor = 64 << 10
-
-// ctxReader returns a reader of r that fails once ctx is done, checked
-// before every read: a copy stops within one buffer of the deadline.
-func ctxReader(ctx context.Context, r io.Reader) io.Reader {
-	return readerFunc(func(p []byte) (int, error) {
-		if ctx.Err() != nil {
-			return 0, context.Cause(ctx)
-		}
-		return r.Read(p)
-	})
-}
-
-type readerFunc func([]byte) (int, error)
-
-func (f readerFunc) Read(p []byte) (int, error) { return f(p) }
 
 // staleAfter is when a build stops getting an entry: a day before
 // kaniko's default --cache-ttl (two weeks) would make it ignore it.
