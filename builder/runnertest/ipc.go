@@ -2,6 +2,7 @@ package runnertest
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -9,7 +10,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -138,7 +141,10 @@ func (s *suite) testKeyrings(t *testing.T) {
 	if err := os.WriteFile(host, []byte(probe), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	out, _ := exec.Command(host, "keyring-read", desc).CombinedOutput()
+	out, err := hostRun(host, "keyring-read", desc)
+	if err != nil {
+		t.Fatalf("running %s on the host: %v", host, err)
+	}
 	if !strings.Contains(string(out), secret) {
 		t.Fatalf("a host process started by the test does not read the secret the test holds, so the check below would prove nothing:\n%s", out)
 	}
@@ -152,5 +158,20 @@ func (s *suite) testKeyrings(t *testing.T) {
 	got := files(t, img)["/probe/out.txt"].body
 	if strings.Contains(got, secret) || !strings.Contains(got, "keyring-read "+desc+": keyctl search: ") {
 		t.Errorf("RUN step's keyring-read %s = %q, want the search refused, never the gateway's secret", desc, got)
+	}
+}
+
+// hostRun runs a program the test has just written. While another
+// parallel test forks, its child briefly holds the write descriptor of
+// that file, and exec fails with ETXTBSY (golang.org/issue/22315), so
+// that one error is retried until a deadline.
+func hostRun(exe string, args ...string) ([]byte, error) {
+	deadline := time.Now().Add(testenv.Scale(30 * time.Second))
+	for {
+		out, err := exec.Command(exe, args...).CombinedOutput()
+		if !errors.Is(err, syscall.ETXTBSY) || time.Now().After(deadline) {
+			return out, err
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
