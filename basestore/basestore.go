@@ -4,6 +4,11 @@
 // recently used blobs go first). Each build gets the images it needs as a
 // read-only OCI layout in its workspace, so its sandbox needs neither
 // network nor credentials to pull them.
+//
+// A stored blob is kept with the registries that served its bytes to the
+// store, and serves a build only for one of those: a registry that claims
+// a digest, or lists in a manifest blobs it never served, is asked for
+// their bytes like any registry that has not served them yet.
 package basestore
 
 import (
@@ -39,7 +44,7 @@ type Store struct {
 	blobs    map[v1.Hash]*list.Element // of *blob, most recently used first
 	lru      *list.List
 	size     int64
-	inflight map[v1.Hash]*call
+	inflight map[fetchKey]*call
 	stats    Stats
 }
 
@@ -47,6 +52,16 @@ type blob struct {
 	digest v1.Hash
 	size   int64
 	leases int // builds between fetching and linking it
+	// origins are the registries (name.Registry.RegistryStr) that served
+	// the blob's bytes to the store, digest-checked.
+	origins []string
+}
+
+// fetchKey is one download: the same blob from another registry is
+// another download, since that registry must serve its bytes too.
+type fetchKey struct {
+	registry string
+	digest   v1.Hash
 }
 
 type call struct {
@@ -57,27 +72,31 @@ type call struct {
 // Stats counts what the store has done since it was opened.
 type Stats struct {
 	// Downloads is how many blobs (layers, configs and manifests) were
-	// downloaded, and DownloadedBytes their size.
+	// downloaded, and DownloadedBytes their size. A stored blob downloaded
+	// again from a registry that had not served it counts too.
 	Downloads       int
 	DownloadedBytes int64
-	// Hits is how many blobs a build needed that were already stored.
+	// Hits is how many blobs a build needed that were already stored,
+	// served by the registry the build named.
 	Hits int
 	// Evictions is how many blobs were removed to stay within the bound.
 	Evictions int
 }
 
 // New opens the store in dir, creating it if needed. Blobs already there
-// (from before a restart) are kept, oldest use first in line for eviction.
+// (from before a restart) are kept with their origins, oldest use first in
+// line for eviction; a blob without a record of its origins counts as
+// served by no registry.
 func New(dir string, opts ...Option) (*Store, error) {
 	o, err := makeOptions(opts...)
 	if err != nil {
 		return nil, err
 	}
-	s := &Store{dir: dir, o: o, blobs: map[v1.Hash]*list.Element{}, lru: list.New(), inflight: map[v1.Hash]*call{}}
+	s := &Store{dir: dir, o: o, blobs: map[v1.Hash]*list.Element{}, lru: list.New(), inflight: map[fetchKey]*call{}}
 	if err := os.RemoveAll(s.tmpDir()); err != nil {
 		return nil, fmt.Errorf("base image store: %w", err)
 	}
-	for _, d := range []string{s.blobDir(), s.tmpDir()} {
+	for _, d := range []string{s.blobDir(), s.originDir(), s.tmpDir()} {
 		if err := os.MkdirAll(d, 0o700); err != nil {
 			return nil, fmt.Errorf("base image store: %w", err)
 		}
@@ -100,7 +119,11 @@ func New(dir string, opts ...Option) (*Store, error) {
 		if err != nil {
 			continue
 		}
-		all = append(all, found{&blob{digest: h, size: fi.Size()}, fi.ModTime()})
+		origins, err := s.readOrigins(h)
+		if err != nil {
+			return nil, fmt.Errorf("base image store: %w", err)
+		}
+		all = append(all, found{&blob{digest: h, size: fi.Size(), origins: origins}, fi.ModTime()})
 	}
 	// Most recently used first, as the list keeps them.
 	slices.SortFunc(all, func(a, b found) int { return b.mtime.Compare(a.mtime) })
@@ -108,16 +131,65 @@ func New(dir string, opts ...Option) (*Store, error) {
 		s.blobs[f.b.digest] = s.lru.PushBack(f.b)
 		s.size += f.b.size
 	}
+	// Records of blobs that are gone (an eviction cut short).
+	if ents, err := os.ReadDir(s.originDir()); err == nil {
+		for _, e := range ents {
+			if h, err := v1.NewHash("sha256:" + e.Name()); err != nil || s.blobs[h] == nil {
+				os.Remove(filepath.Join(s.originDir(), e.Name()))
+			}
+		}
+	}
 	s.mu.Lock()
 	s.evict()
 	s.mu.Unlock()
 	return s, nil
 }
 
-func (s *Store) blobDir() string { return filepath.Join(s.dir, "blobs", "sha256") }
-func (s *Store) tmpDir() string  { return filepath.Join(s.dir, "tmp") }
+func (s *Store) blobDir() string   { return filepath.Join(s.dir, "blobs", "sha256") }
+func (s *Store) originDir() string { return filepath.Join(s.dir, "origins", "sha256") }
+func (s *Store) tmpDir() string    { return filepath.Join(s.dir, "tmp") }
 
-func (s *Store) path(h v1.Hash) string { return filepath.Join(s.blobDir(), h.Hex) }
+func (s *Store) path(h v1.Hash) string       { return filepath.Join(s.blobDir(), h.Hex) }
+func (s *Store) originPath(h v1.Hash) string { return filepath.Join(s.originDir(), h.Hex) }
+
+// readOrigins reads the registries recorded for blob h, one a line; none
+// if there is no record.
+func (s *Store) readOrigins(h v1.Hash) ([]string, error) {
+	b, err := os.ReadFile(s.originPath(h))
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var origins []string
+	for _, r := range strings.Split(string(b), "\n") {
+		if r != "" && !slices.Contains(origins, r) {
+			origins = append(origins, r)
+		}
+	}
+	return origins, nil
+}
+
+// writeOrigins records b's origins, replacing the record whole so that a
+// crash never leaves a cut registry name (which could name another one).
+// A record that is not written costs a download after a restart, never a
+// blob served for a registry that did not serve it. Called with s.mu held.
+func (s *Store) writeOrigins(b *blob) error {
+	f, err := os.CreateTemp(s.tmpDir(), "origins-"+b.digest.Hex+"-")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	_, err = f.WriteString(strings.Join(b.origins, "\n") + "\n")
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return err
+	}
+	return os.Rename(f.Name(), s.originPath(b.digest))
+}
 
 // Stats returns the store's counters.
 func (s *Store) Stats() Stats {
@@ -133,7 +205,7 @@ func (s *Store) Size() int64 {
 	return s.size
 }
 
-// Has reports whether the blob is stored.
+// Has reports whether the blob is stored, whichever registries served it.
 func (s *Store) Has(h v1.Hash) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -157,10 +229,11 @@ type Image struct {
 }
 
 // Fetch resolves ref at its registry and makes sure that every blob of the
-// image for the store's platform is stored. Every reference, by tag or by
-// digest, costs one HEAD in its own repository, even when all its blobs
-// are stored: that the repository holds the image is what lets a build
-// have it from a store shared by every tenant.
+// image for the store's platform is stored, served by that registry. Every
+// reference, by tag or by digest, costs one HEAD in its own repository,
+// even when all its blobs are stored: that the repository holds the image
+// is what lets a build have it from a store shared by every tenant. A
+// stored blob that ref's registry has not served is downloaded from it.
 // Release the image's leases when it has been linked.
 func (s *Store) Fetch(ctx context.Context, ref name.Reference) (*Image, error) {
 	return s.FetchChecked(ctx, ref, nil)
@@ -181,12 +254,15 @@ func (s *Store) FetchChecked(ctx context.Context, ref name.Reference, check func
 	repo := ref.Context()
 
 	// Asked of the registry even for a stored digest: the store, shared by
-	// every tenant, is keyed by digest alone, and the policy allows
-	// repositories. Only the named repository's answer that it holds the
-	// digest lets a build have the stored image (an index's children and a
-	// manifest's blobs are then in that repository too); else a digest of
-	// another tenant's private image, named under any allowed repository,
-	// would be served.
+	// every tenant, is keyed by digest and by the registries that served
+	// each blob, and the policy allows repositories. Only the named
+	// repository's answer that it holds the digest lets a build have the
+	// stored image (an index's children and a manifest's blobs are then in
+	// that repository too); else a digest of another tenant's private
+	// image, named under any allowed repository of a registry that served
+	// it, would be served. A registry that answers falsely gains nothing:
+	// the stored blobs it never served are asked of it, and their digests
+	// checked.
 	top, err := remote.Head(ref, ropts...)
 	if err != nil {
 		return nil, fmt.Errorf("resolving %s: %w", ref, err)
@@ -230,7 +306,7 @@ func (s *Store) FetchChecked(ctx context.Context, ref name.Reference, check func
 				return nil, fmt.Errorf("%s: %w", ref, err)
 			}
 		}
-		if err := s.ensure(ctx, d.Digest, func(w io.Writer) error {
+		if err := s.ensure(ctx, repo.RegistryStr(), d.Digest, func(w io.Writer) error {
 			l, err := remote.Layer(repo.Digest(d.Digest.String()), ropts...)
 			if err != nil {
 				return err
@@ -283,10 +359,10 @@ func (s *Store) checkConfig(h v1.Hash, check func(*v1.ConfigFile) error) error {
 	return check(cfg)
 }
 
-// manifest stores the manifest h of repo if it is not stored yet, leases
-// it for img and returns its bytes.
+// manifest stores the manifest h of repo if it is not stored yet from
+// repo's registry, leases it for img and returns its bytes.
 func (s *Store) manifest(ctx context.Context, repo name.Repository, img *Image, h v1.Hash, ropts []remote.Option) ([]byte, error) {
-	err := s.ensure(ctx, h, func(w io.Writer) error {
+	err := s.ensure(ctx, repo.RegistryStr(), h, func(w io.Writer) error {
 		desc, err := remote.Get(repo.Digest(h.String()), ropts...)
 		if err != nil {
 			return err
@@ -305,15 +381,17 @@ func (s *Store) manifest(ctx context.Context, repo name.Repository, img *Image, 
 	return b, nil
 }
 
-// ensure makes sure blob h is stored, downloading it with get if not, and
-// leases it. Concurrent calls for the same blob wait for one download.
-func (s *Store) ensure(ctx context.Context, h v1.Hash, get func(io.Writer) error) error {
+// ensure makes sure blob h is stored, served by registry, downloading it
+// with get if not, and leases it. Concurrent calls for the same blob from
+// the same registry wait for one download.
+func (s *Store) ensure(ctx context.Context, registry string, h v1.Hash, get func(io.Writer) error) error {
 	if h.Algorithm != "sha256" {
 		return fmt.Errorf("unsupported digest %s", h)
 	}
+	key := fetchKey{registry, h}
 	for {
 		s.mu.Lock()
-		if e, ok := s.blobs[h]; ok {
+		if e, ok := s.blobs[h]; ok && slices.Contains(e.Value.(*blob).origins, registry) {
 			b := e.Value.(*blob)
 			b.leases++
 			s.lru.MoveToFront(e)
@@ -324,7 +402,7 @@ func (s *Store) ensure(ctx context.Context, h v1.Hash, get func(io.Writer) error
 			os.Chtimes(s.path(h), now, now)
 			return nil
 		}
-		if c, ok := s.inflight[h]; ok {
+		if c, ok := s.inflight[key]; ok {
 			s.mu.Unlock()
 			select {
 			case <-c.done:
@@ -339,17 +417,17 @@ func (s *Store) ensure(ctx context.Context, h v1.Hash, get func(io.Writer) error
 			continue
 		}
 		c := &call{done: make(chan struct{})}
-		s.inflight[h] = c
+		s.inflight[key] = c
 		s.mu.Unlock()
 
-		size, err := s.download(h, get)
+		tmp, size, err := s.download(h, get)
 		s.mu.Lock()
-		delete(s.inflight, h)
+		if err == nil {
+			err = s.add(registry, h, tmp, size)
+		}
+		delete(s.inflight, key)
 		c.err = err
 		if err == nil {
-			b := &blob{digest: h, size: size, leases: 1}
-			s.blobs[h] = s.lru.PushFront(b)
-			s.size += size
 			s.stats.Downloads++
 			s.stats.DownloadedBytes += size
 			s.evict()
@@ -360,33 +438,61 @@ func (s *Store) ensure(ctx context.Context, h v1.Hash, get func(io.Writer) error
 	}
 }
 
-// download writes the blob to a temporary file, checks its digest and
-// moves it into place, read-only.
-func (s *Store) download(h v1.Hash, get func(io.Writer) error) (int64, error) {
+// add puts the downloaded blob h (the file tmp, which add removes or
+// moves) in the store, or, if it is stored already (from another
+// registry), keeps the stored file; then it records registry among the
+// blob's origins and leases it. Called with s.mu held.
+func (s *Store) add(registry string, h v1.Hash, tmp string, size int64) error {
+	e, ok := s.blobs[h]
+	if ok {
+		// The same bytes, by digest: counted once.
+		os.Remove(tmp)
+		s.lru.MoveToFront(e)
+	} else {
+		if err := os.Rename(tmp, s.path(h)); err != nil {
+			os.Remove(tmp)
+			return err
+		}
+		e = s.lru.PushFront(&blob{digest: h, size: size})
+		s.blobs[h] = e
+		s.size += size
+	}
+	b := e.Value.(*blob)
+	b.leases++
+	if !slices.Contains(b.origins, registry) {
+		b.origins = append(b.origins, registry)
+	}
+	// A record not written costs a download after a restart, no more.
+	_ = s.writeOrigins(b)
+	return nil
+}
+
+// download writes the blob to a temporary file, read-only, checks its
+// digest and returns the file's path, which the caller removes or moves.
+func (s *Store) download(h v1.Hash, get func(io.Writer) error) (string, int64, error) {
 	f, err := os.CreateTemp(s.tmpDir(), h.Hex+"-")
 	if err != nil {
-		return 0, err
+		return "", 0, err
 	}
-	defer os.Remove(f.Name())
 	hw := sha256.New()
 	cw := &countWriter{}
 	err = get(io.MultiWriter(f, hw, cw))
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	if err == nil {
+		if got := hex.EncodeToString(hw.Sum(nil)); got != h.Hex {
+			err = fmt.Errorf("content has digest sha256:%s, want %s", got, h)
+		}
+	}
+	if err == nil {
+		err = os.Chmod(f.Name(), 0o444)
+	}
 	if err != nil {
-		return 0, err
+		os.Remove(f.Name())
+		return "", 0, err
 	}
-	if got := hex.EncodeToString(hw.Sum(nil)); got != h.Hex {
-		return 0, fmt.Errorf("content has digest sha256:%s, want %s", got, h)
-	}
-	if err := os.Chmod(f.Name(), 0o444); err != nil {
-		return 0, err
-	}
-	if err := os.Rename(f.Name(), s.path(h)); err != nil {
-		return 0, err
-	}
-	return cw.n, nil
+	return f.Name(), cw.n, nil
 }
 
 // evict removes least recently used blobs, but none that is leased, until
@@ -395,8 +501,10 @@ func (s *Store) evict() {
 	for e := s.lru.Back(); e != nil && s.size > s.o.maxBytes; {
 		prev := e.Prev()
 		b := e.Value.(*blob)
-		if b.leases == 0 {
-			if err := os.Remove(s.path(b.digest)); err == nil || errors.Is(err, os.ErrNotExist) {
+		// The record of origins goes first: a blob left without one counts
+		// as served by no registry.
+		if b.leases == 0 && removed(s.originPath(b.digest)) {
+			if removed(s.path(b.digest)) {
 				s.lru.Remove(e)
 				delete(s.blobs, b.digest)
 				s.size -= b.size
@@ -494,6 +602,12 @@ func (s *Store) linkBlob(src, dst string) error {
 		return err
 	}
 	return out.Close()
+}
+
+// removed removes the file at p and reports whether it is gone.
+func removed(p string) bool {
+	err := os.Remove(p)
+	return err == nil || errors.Is(err, os.ErrNotExist)
 }
 
 func mediaType(raw []byte) (types.MediaType, error) {

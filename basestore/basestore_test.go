@@ -1,7 +1,9 @@
 package basestore
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -10,6 +12,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +27,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
+	"github.com/google/go-containerregistry/pkg/v1/types"
 
 	"github.com/buildgw/buildgw/builder"
 	df "github.com/buildgw/buildgw/dockerfile"
@@ -58,6 +63,23 @@ func startRegistry(t *testing.T) *countingRegistry {
 	t.Cleanup(s.Close)
 	c.host = s.Listener.Addr().String()
 	return c
+}
+
+// writeImage puts img at repo:latest.
+func (c *countingRegistry) writeImage(t *testing.T, repo string, img v1.Image) name.Reference {
+	t.Helper()
+	ref, err := name.ParseReference(c.host + "/" + repo + ":latest")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := remote.Write(ref, img); err != nil {
+		t.Fatal(err)
+	}
+	// Only the store's downloads count.
+	c.blobs.Store(0)
+	c.manifests.Store(0)
+	c.heads.Store(0)
+	return ref
 }
 
 // push puts a random image of n layers of size bytes at repo:latest.
@@ -318,6 +340,16 @@ func TestEviction(t *testing.T) {
 	if onDisk != s.Size() {
 		t.Errorf("blobs on disk hold %d bytes, Size() = %d", onDisk, s.Size())
 	}
+	// An evicted blob's record of origins goes with it.
+	records, _ := os.ReadDir(s.originDir())
+	if len(records) != len(files) {
+		t.Errorf("%d records of origins for %d stored blobs, want one each", len(records), len(files))
+	}
+	for _, r := range records {
+		if _, err := os.Stat(filepath.Join(s.blobDir(), r.Name())); err != nil {
+			t.Errorf("record of origins for %s, which is not stored: %v", r.Name(), err)
+		}
+	}
 }
 
 func TestPrepare(t *testing.T) {
@@ -408,4 +440,241 @@ func TestFetchErrors(t *testing.T) {
 	if _, err := New(t.TempDir(), WithMaxBytes(0)); err == nil {
 		t.Errorf("New(WithMaxBytes(0)) = nil error, want one")
 	}
+}
+
+// lyingRegistry is a registry that a tenant runs, in front of ggcr's
+// in-memory registry: it answers every manifest request with manifest
+// (and HEAD with digest), and every blob request with blob (404 if nil).
+func lyingRegistry(t *testing.T, digest v1.Hash, mt types.MediaType, manifest, blob []byte) string {
+	t.Helper()
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.Contains(r.URL.Path, "/manifests/"):
+			w.Header().Set("Docker-Content-Digest", digest.String())
+			w.Header().Set("Content-Type", string(mt))
+			if r.Method == http.MethodHead {
+				w.Header().Set("Content-Length", strconv.Itoa(len(manifest)))
+				return
+			}
+			if manifest == nil {
+				http.NotFound(w, r)
+				return
+			}
+			w.Write(manifest)
+		case strings.Contains(r.URL.Path, "/blobs/"):
+			if blob == nil {
+				http.NotFound(w, r)
+				return
+			}
+			w.Write(blob)
+		default:
+			reg.ServeHTTP(w, r)
+		}
+	}))
+	t.Cleanup(s.Close)
+	return s.Listener.Addr().String()
+}
+
+// The store is shared by every tenant; a policy may let a tenant build
+// FROM a registry the tenant runs. That registry must not be served the
+// stored blobs of another tenant's private image, from another registry,
+// by claiming their digests: a stored blob counts only for a registry
+// that served its bytes.
+func TestFetchFromLyingRegistry(t *testing.T) {
+	ctx := context.Background()
+	regA := startRegistry(t)
+	private, img := regA.push(t, "teama/private", 2048, 2)
+	d, _ := img.Digest()
+	mt, _ := img.MediaType()
+	raw, _ := img.RawManifest()
+	m, _ := img.Manifest()
+	crafted := m.DeepCopy()
+	crafted.Annotations = map[string]string{"crafted": "listing another tenant's blobs"}
+	craftedRaw, err := json.Marshal(crafted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	craftedDigest, _, _ := v1.SHA256(bytes.NewReader(craftedRaw))
+
+	for _, tc := range []struct {
+		name      string
+		host      string
+		ref       string // after the repository
+		downloads int    // the manifest, if the lying registry serves it
+	}{
+		// It claims the digest but cannot serve the manifest's bytes.
+		{"claimed digest", lyingRegistry(t, d, mt, nil, nil), "@" + d.String(), 0},
+		{"claimed digest by tag", lyingRegistry(t, d, mt, nil, nil), ":latest", 0},
+		// It knows the manifest, but not the blobs.
+		{"copied manifest", lyingRegistry(t, d, mt, raw, nil), ":latest", 1},
+		// Its own manifest lists the private config and layers; it serves
+		// other bytes under their digests.
+		{"crafted manifest", lyingRegistry(t, craftedDigest, mt, craftedRaw, []byte("not the blob")), ":latest", 1},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newStore(t)
+			got, err := s.Fetch(ctx, private)
+			if err != nil {
+				t.Fatalf("Fetch(%s): %v", private, err)
+			}
+			s.Release(got)
+			ref, err := name.ParseReference(tc.host + "/tenantb/base" + tc.ref)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Twice: a failed fetch records nothing for the lying registry.
+			for range 2 {
+				if got, err := s.Fetch(ctx, ref); err == nil {
+					s.Release(got)
+					t.Errorf("Fetch(%s), stored blobs it never served = %s, want an error", ref, got.Digest)
+				}
+			}
+			if _, err := s.Config(ctx, ref); err == nil {
+				t.Errorf("Config(%s) = nil error, want one", ref)
+			}
+			// The private image's manifest, config and 2 layers, and what
+			// the lying registry did serve.
+			if st := s.Stats(); st.Downloads != 4+tc.downloads {
+				t.Errorf("Stats().Downloads = %d, want %d", st.Downloads, 4+tc.downloads)
+			}
+			for _, h := range append(m.Layers, m.Config) {
+				if o, _ := s.readOrigins(h.Digest); !slices.Equal(o, []string{private.Context().RegistryStr()}) {
+					t.Errorf("origins of %s = %v, want only %s", h.Digest, o, private.Context().RegistryStr())
+				}
+			}
+		})
+	}
+}
+
+// The same image in two registries, each of which serves it: both
+// fetches succeed, the second downloads every blob again (from its own
+// registry), and the store holds the bytes once.
+func TestFetchSameImageTwoRegistries(t *testing.T) {
+	img, err := random.Image(2048, 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := img.RawManifest()
+	m, _ := img.Manifest()
+	want := int64(len(raw)) + m.Config.Size
+	for _, l := range m.Layers {
+		want += l.Size
+	}
+	const blobs = 5 // manifest, config, 3 layers
+	for _, concurrent := range []bool{false, true} {
+		t.Run(fmt.Sprintf("concurrent=%v", concurrent), func(t *testing.T) {
+			ctx := context.Background()
+			var regs [2]*countingRegistry
+			var refs [2]name.Reference
+			for i := range regs {
+				regs[i] = startRegistry(t)
+				refs[i] = regs[i].writeImage(t, "team/base", img)
+			}
+			s := newStore(t)
+			var wg sync.WaitGroup
+			errs := make([]error, 2)
+			for i, ref := range refs {
+				fetch := func() {
+					got, err := s.Fetch(ctx, ref)
+					if err == nil {
+						s.Release(got)
+					}
+					errs[i] = err
+				}
+				if !concurrent {
+					fetch()
+					continue
+				}
+				wg.Add(1)
+				go func() { defer wg.Done(); fetch() }()
+			}
+			wg.Wait()
+			for i, err := range errs {
+				if err != nil {
+					t.Errorf("Fetch(%s): %v", refs[i], err)
+				}
+			}
+			if st := s.Stats(); st.Downloads != 2*blobs || st.Hits != 0 {
+				t.Errorf("Stats() = %+v, want %d downloads (each blob from each registry) and no hits", st, 2*blobs)
+			}
+			for i, reg := range regs {
+				if b, m := reg.blobs.Load(), reg.manifests.Load(); b != blobs-1 || m != 1 {
+					t.Errorf("registry %d: %d blob and %d manifest downloads, want %d and 1", i, b, m, blobs-1)
+				}
+			}
+			if got := s.Size(); got != want {
+				t.Errorf("Size() = %d, want %d (each blob once)", got, want)
+			}
+			// Now stored for both.
+			for _, ref := range refs {
+				got, err := s.Fetch(ctx, ref)
+				if err != nil {
+					t.Fatalf("Fetch(%s) again: %v", ref, err)
+				}
+				s.Release(got)
+			}
+			if st := s.Stats(); st.Downloads != 2*blobs || st.Hits != 2*blobs {
+				t.Errorf("after fetching both again, Stats() = %+v, want %d downloads and %d hits", st, 2*blobs, 2*blobs)
+			}
+		})
+	}
+}
+
+// The registries that served a blob survive a restart; a blob stored
+// before they were recorded counts as served by none.
+func TestOriginsAfterRestart(t *testing.T) {
+	ctx := context.Background()
+	img, err := random.Image(2048, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	regA, regB := startRegistry(t), startRegistry(t)
+	refA, refB := regA.writeImage(t, "team/base", img), regB.writeImage(t, "team/base", img)
+	dir := t.TempDir()
+	const blobs = 4 // manifest, config, 2 layers
+	open := func() *Store {
+		t.Helper()
+		s, err := New(dir)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return s
+	}
+	fetch := func(s *Store, ref name.Reference, downloads int) {
+		t.Helper()
+		before := s.Stats().Downloads
+		got, err := s.Fetch(ctx, ref)
+		if err != nil {
+			t.Fatalf("Fetch(%s): %v", ref, err)
+		}
+		s.Release(got)
+		if n := s.Stats().Downloads - before; n != downloads {
+			t.Errorf("Fetch(%s) made %d downloads, want %d", ref, n, downloads)
+		}
+	}
+	fetch(open(), refA, blobs)
+	size := open().Size()
+
+	s := open()
+	fetch(s, refA, 0)
+	fetch(s, refB, blobs)
+	if s.Size() != size {
+		t.Errorf("Size() = %d after fetching from a second registry, want %d", s.Size(), size)
+	}
+	s = open()
+	fetch(s, refA, 0)
+	fetch(s, refB, 0)
+
+	// A store from before origins were recorded.
+	if err := os.RemoveAll(filepath.Join(dir, "origins")); err != nil {
+		t.Fatal(err)
+	}
+	s = open()
+	if s.Size() != size {
+		t.Errorf("Size() = %d of blobs without origins, want %d", s.Size(), size)
+	}
+	fetch(s, refA, blobs)
+	fetch(open(), refA, 0)
+	fetch(open(), refB, blobs)
 }
