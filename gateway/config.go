@@ -168,8 +168,9 @@ type JobStore struct {
 
 // BaseImageStore bounds the shared base image store.
 type BaseImageStore struct {
-	// MaxBytes bounds the store; least recently used blobs go first.
-	// Default 10 GiB.
+	// MaxBytes bounds the store; least recently used blobs go first. It
+	// bounds the base images of one build together too: a build that
+	// needs more fails before any layer is fetched. Default 10 GiB.
 	MaxBytes int64 `yaml:"max_bytes"`
 }
 
