@@ -148,6 +148,22 @@ type ErrorDetail struct {
 // first attempt created instead of starting a second one.
 const IdempotencyKeyHeader = "Idempotency-Key"
 
+// Readiness is the answer to GET /readyz, 200 when the gateway takes
+// builds, else 503. It names what failed, never why: /readyz needs no
+// authentication, and the reasons (paths, addresses) are in the
+// gateway's log.
+type Readiness struct {
+	Ready bool `json:"ready"`
+	// Runners maps each runner to "ok" or "unavailable".
+	Runners map[string]string `json:"runners"`
+	// Store is "ok" or "unavailable" (the job store, or the free space
+	// of the state directory).
+	Store string `json:"store"`
+	// Failing names the failed checks, sorted: "store", "disk",
+	// "runner:NAME".
+	Failing []string `json:"failing,omitempty"`
+}
+
 // Version is the answer to GET /version, which needs no authentication.
 type Version struct {
 	Version string `json:"version"`

@@ -22,7 +22,6 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/audit"
 	"github.com/buildgw/buildgw/auth"
-	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/jobs"
 )
@@ -50,6 +49,7 @@ type Server struct {
 	uploadRate UploadRate
 	// downloads holds the client binaries served at /dl; "" serves none.
 	downloads string
+	ready     readiness
 	handler   http.Handler
 }
 
@@ -129,35 +129,6 @@ func New(m *jobs.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Op
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
 
 func (s *Server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
-
-// readyz reports each runner; the gateway is ready when its default
-// runner is, since builds that ask for no runner get that one.
-func (s *Server) readyz(c *gin.Context) {
-	ready := true
-	runners := map[string]string{}
-	for name, r := range s.m.Runners() {
-		runners[name] = "ok"
-		if ch, ok := r.(builder.Checker); ok {
-			if err := ch.Available(c.Request.Context()); err != nil {
-				runners[name] = "unavailable: " + err.Error()
-				if name == s.m.DefaultRunner() {
-					ready = false
-				}
-			}
-		}
-	}
-	body := gin.H{"runners": runners, "store": "ok"}
-	if err := s.m.Ready(); err != nil {
-		ready = false
-		body["store"] = "unavailable: " + err.Error()
-	}
-	body["ready"] = ready
-	status := http.StatusOK
-	if !ready {
-		status = http.StatusServiceUnavailable
-	}
-	c.JSON(status, body)
-}
 
 // submit reads the multipart body as a stream: the spec part first, then
 // the context part, extracted straight into the job's workspace while it

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -51,6 +52,7 @@ type gwOptions struct {
 	noWorkers bool // accept builds but never run them
 	builder   []jobs.Option
 	server    []server.Option
+	log       *slog.Logger // nil: none
 }
 
 func newGateway(t *testing.T, o gwOptions) *gw {
@@ -64,7 +66,7 @@ func newGateway(t *testing.T, o gwOptions) *gw {
 	if err != nil {
 		t.Fatalf("token.New = %v", err)
 	}
-	srv := httptest.NewServer(server.New(m, auth, nil, o.server...))
+	srv := httptest.NewServer(server.New(m, auth, o.log, o.server...))
 	t.Cleanup(srv.Close)
 	return &gw{url: srv.URL, m: m, stateDir: dir, reg: reg}
 }
