@@ -134,6 +134,12 @@ func (s *Server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status":
 // the context part, extracted straight into the job's workspace while it
 // arrives. The body is never parsed as a whole.
 func (s *Server) submit(c *gin.Context) {
+	// Checked before any of the body is read.
+	key, err := idempotencyKey(c.Request.Header)
+	if err != nil {
+		c.Error(err)
+		return
+	}
 	ct, params, err := mime.ParseMediaType(c.GetHeader("Content-Type"))
 	if err != nil || ct != "multipart/form-data" {
 		c.Error(errorf(http.StatusUnsupportedMediaType, api.CodeInvalidSpec, "want a multipart/form-data body with parts spec and context"))
@@ -201,7 +207,7 @@ func (s *Server) submit(c *gin.Context) {
 		Owner:           id.Name,
 		Identity:        id,
 		Spec:            spec,
-		IdempotencyKey:  c.GetHeader(api.IdempotencyKeyHeader),
+		IdempotencyKey:  key,
 		Authorize:       s.authorizer(c, id),
 		ReadTokenSHA256: readSum,
 	}, part)
@@ -227,6 +233,21 @@ func (s *Server) submit(c *gin.Context) {
 		LogsURL:   "/v1/builds/" + j.ID + "/logs",
 		ReadToken: readToken,
 	})
+}
+
+// idempotencyKey returns the request's Idempotency-Key, "" if it sends
+// none (or an empty one, which never made a key).
+func idempotencyKey(h http.Header) (string, error) {
+	keys := h.Values(api.IdempotencyKeyHeader)
+	switch {
+	case len(keys) == 0 || len(keys) == 1 && keys[0] == "":
+		return "", nil
+	case len(keys) > 1:
+		return "", errorf(http.StatusBadRequest, api.CodeInvalidSpec, "send one "+api.IdempotencyKeyHeader+" header, not "+strconv.Itoa(len(keys)))
+	case !api.ValidIdempotencyKey(keys[0]):
+		return "", errorf(http.StatusBadRequest, api.CodeInvalidSpec, api.IdempotencyKeyHeader+" must be 1 to "+strconv.Itoa(api.MaxIdempotencyKey)+" printable ASCII characters without spaces")
+	}
+	return keys[0], nil
 }
 
 // authorizer asks the policy about one submission and audits its
