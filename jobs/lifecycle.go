@@ -87,18 +87,32 @@ func (m *Manager) saveLogged(j *Job) {
 	}
 }
 
-// Ready reports why the gateway cannot take builds: a job store that
-// cannot be written, or too little free space in the state directory.
+// ReadyError is why the gateway cannot take builds. Check names what
+// failed, "store" or "disk", and may be shown to anyone; Err names paths
+// and sizes, for the gateway's own log.
+type ReadyError struct {
+	Check string
+	Err   error
+}
+
+func (e *ReadyError) Error() string { return e.Err.Error() }
+func (e *ReadyError) Unwrap() error { return e.Err }
+
+var _ error = (*ReadyError)(nil)
+
+// Ready reports why the gateway cannot take builds, as a *ReadyError: a
+// job store that cannot be written, or too little free space in the
+// state directory.
 func (m *Manager) Ready() error {
 	if err := m.store.Ping(); err != nil {
-		return err
+		return &ReadyError{Check: "store", Err: err}
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(m.layout.Root, &st); err != nil {
-		return fmt.Errorf("checking free space of %s: %w", m.layout.Root, err)
+		return &ReadyError{Check: "disk", Err: fmt.Errorf("checking free space of %s: %w", m.layout.Root, err)}
 	}
 	if free := st.Bavail * uint64(st.Bsize); free < m.o.minFreeBytes {
-		return fmt.Errorf("state directory has %d MiB free, below the %d MiB minimum", free>>20, m.o.minFreeBytes>>20)
+		return &ReadyError{Check: "disk", Err: fmt.Errorf("state directory has %d MiB free, below the %d MiB minimum", free>>20, m.o.minFreeBytes>>20)}
 	}
 	return nil
 }

@@ -22,7 +22,6 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/audit"
 	"github.com/buildgw/buildgw/auth"
-	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/jobs"
 )
@@ -50,6 +49,7 @@ type Server struct {
 	uploadRate UploadRate
 	// downloads holds the client binaries served at /dl; "" serves none.
 	downloads string
+	ready     readiness
 	handler   http.Handler
 }
 
@@ -130,39 +130,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 func (s *Server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
 
-// readyz reports each runner; the gateway is ready when its default
-// runner is, since builds that ask for no runner get that one.
-func (s *Server) readyz(c *gin.Context) {
-	ready := true
-	runners := map[string]string{}
-	for name, r := range s.m.Runners() {
-		runners[name] = "ok"
-		if ch, ok := r.(builder.Checker); ok {
-			if err := ch.Available(c.Request.Context()); err != nil {
-				runners[name] = "unavailable: " + err.Error()
-				if name == s.m.DefaultRunner() {
-					ready = false
-				}
-			}
-		}
-	}
-	body := gin.H{"runners": runners, "store": "ok"}
-	if err := s.m.Ready(); err != nil {
-		ready = false
-		body["store"] = "unavailable: " + err.Error()
-	}
-	body["ready"] = ready
-	status := http.StatusOK
-	if !ready {
-		status = http.StatusServiceUnavailable
-	}
-	c.JSON(status, body)
-}
-
 // submit reads the multipart body as a stream: the spec part first, then
 // the context part, extracted straight into the job's workspace while it
 // arrives. The body is never parsed as a whole.
 func (s *Server) submit(c *gin.Context) {
+	// Checked before any of the body is read.
+	key, err := idempotencyKey(c.Request.Header)
+	if err != nil {
+		c.Error(err)
+		return
+	}
 	ct, params, err := mime.ParseMediaType(c.GetHeader("Content-Type"))
 	if err != nil || ct != "multipart/form-data" {
 		c.Error(errorf(http.StatusUnsupportedMediaType, api.CodeInvalidSpec, "want a multipart/form-data body with parts spec and context"))
@@ -230,7 +207,7 @@ func (s *Server) submit(c *gin.Context) {
 		Owner:           id.Name,
 		Identity:        id,
 		Spec:            spec,
-		IdempotencyKey:  c.GetHeader(api.IdempotencyKeyHeader),
+		IdempotencyKey:  key,
 		Authorize:       s.authorizer(c, id),
 		ReadTokenSHA256: readSum,
 	}, part)
@@ -256,6 +233,21 @@ func (s *Server) submit(c *gin.Context) {
 		LogsURL:   "/v1/builds/" + j.ID + "/logs",
 		ReadToken: readToken,
 	})
+}
+
+// idempotencyKey returns the request's Idempotency-Key, "" if it sends
+// none (or an empty one, which never made a key).
+func idempotencyKey(h http.Header) (string, error) {
+	keys := h.Values(api.IdempotencyKeyHeader)
+	switch {
+	case len(keys) == 0 || len(keys) == 1 && keys[0] == "":
+		return "", nil
+	case len(keys) > 1:
+		return "", errorf(http.StatusBadRequest, api.CodeInvalidSpec, "send one "+api.IdempotencyKeyHeader+" header, not "+strconv.Itoa(len(keys)))
+	case !api.ValidIdempotencyKey(keys[0]):
+		return "", errorf(http.StatusBadRequest, api.CodeInvalidSpec, api.IdempotencyKeyHeader+" must be 1 to "+strconv.Itoa(api.MaxIdempotencyKey)+" printable ASCII characters without spaces")
+	}
+	return keys[0], nil
 }
 
 // authorizer asks the policy about one submission and audits its
