@@ -42,6 +42,7 @@ func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec 
 	if d.Allowed {
 		g.CacheTenant = d.CacheScope.Tenant(id)
 		g.NoCache = g.CacheTenant == ""
+		g.Tenant = d.Tenant.Tenant(id)
 	}
 	if !d.Allowed {
 		return d.Rule, g, &jobs.DeniedError{Rule: d.Rule, Reason: d.Reason}

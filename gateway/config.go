@@ -136,15 +136,17 @@ type Queue struct {
 	// MaxQueued builds may wait in all; beyond, submissions get 429 with
 	// Retry-After. Default 1000; 0: no bound.
 	MaxQueued int `yaml:"max_queued"`
-	// MaxQueuedPerIdentity builds of one identity may wait or upload, so
-	// that no identity fills the queue for the others. Default 0: a tenth
+	// MaxQueuedPerIdentity builds of one tenant (the policy rule's
+	// tenant; by default one identity, or one project's refs of a class)
+	// may wait or upload, so that no tenant fills the queue for the
+	// others. Default 0: a tenth
 	// of MaxQueued, at least 1 (set it to MaxQueued for no bound of its
 	// own).
 	MaxQueuedPerIdentity int `yaml:"max_queued_per_identity"`
-	// MaxUploadingPerIdentity submissions of one identity may be uploading
+	// MaxUploadingPerIdentity submissions of one tenant may be uploading
 	// their context at once; more get 429. Default 8; 0: no bound.
 	MaxUploadingPerIdentity int `yaml:"max_uploading_per_identity"`
-	// MaxRunningPerIdentity builds of one identity may run at once (policy
+	// MaxRunningPerIdentity builds of one tenant may run at once (policy
 	// grants may lower it). Default 0: no bound but concurrency.
 	MaxRunningPerIdentity int `yaml:"max_running_per_identity"`
 }

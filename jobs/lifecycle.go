@@ -10,18 +10,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reserve takes a queue slot for owner's submission before its context is
-// read, or refuses it when the queue is full. An upload in progress holds
-// its slot, so it counts against every bound, and against the owner's
-// bound on uploads.
-func (m *Manager) reserve(owner string) error {
+// reserve takes a queue slot for a submission of tenant (limitKey) before
+// its context is read, or refuses it when the queue is full. An upload in
+// progress holds its slot, so it counts against every bound, and against
+// the tenant's bound on uploads.
+func (m *Manager) reserve(tenant string) error {
 	// With a shared queue, what waits there counts too.
-	var shared, sharedOwner int
+	var shared, sharedTenant int
 	if m.shared != nil {
 		ctx, cancel := storeCtx()
 		defer cancel()
 		var err error
-		if shared, sharedOwner, err = m.shared.Queued(ctx, owner); err != nil {
+		if shared, sharedTenant, err = m.shared.Queued(ctx, tenant); err != nil {
 			return err
 		}
 	}
@@ -30,25 +30,25 @@ func (m *Manager) reserve(owner string) error {
 	if l := m.o.maxQueued; l > 0 && shared+m.queue.len()+m.pending >= l {
 		return &QueueFullError{Limit: l, RetryAfter: m.retryAfter()}
 	}
-	if l := m.o.maxUploadOwner; l > 0 && m.pendingBy[owner] >= l {
+	if l := m.o.maxUploadOwner; l > 0 && m.pendingBy[tenant] >= l {
 		return &QueueFullError{Limit: l, PerOwner: true, Uploading: true, RetryAfter: m.retryAfter()}
 	}
-	if l := m.o.maxQueuedOwner; l > 0 && sharedOwner+m.queue.ownerLen(owner)+m.pendingBy[owner] >= l {
+	if l := m.o.maxQueuedOwner; l > 0 && sharedTenant+m.queue.tenantLen(tenant)+m.pendingBy[tenant] >= l {
 		return &QueueFullError{Limit: l, PerOwner: true, RetryAfter: m.retryAfter()}
 	}
 	m.pending++
-	m.pendingBy[owner]++
+	m.pendingBy[tenant]++
 	return nil
 }
 
 // release gives back a slot that reserve took for a submission that was
 // not queued after all.
-func (m *Manager) release(owner string) {
+func (m *Manager) release(tenant string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pending--
-	if m.pendingBy[owner]--; m.pendingBy[owner] <= 0 {
-		delete(m.pendingBy, owner)
+	if m.pendingBy[tenant]--; m.pendingBy[tenant] <= 0 {
+		delete(m.pendingBy, tenant)
 	}
 }
 
@@ -60,13 +60,13 @@ func (m *Manager) retryAfter() time.Duration {
 	return min(max(d.Round(time.Second), time.Second), time.Minute)
 }
 
-// mayStart reports whether j's owner may run one more build. m.mu is held.
+// mayStart reports whether j's tenant may run one more build. m.mu is held.
 func (m *Manager) mayStart(j *Job) bool {
 	limit := m.o.ownerConcurrency
 	if g := j.Grant.MaxConcurrent; g > 0 && (limit == 0 || g < limit) {
 		limit = g
 	}
-	return limit == 0 || m.runningBy[j.Owner] < limit
+	return limit == 0 || m.runningBy[j.limitKey()] < limit
 }
 
 // save writes j's current state to the store.

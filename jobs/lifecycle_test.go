@@ -25,6 +25,7 @@ import (
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/basestore"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/jobs/store"
@@ -274,6 +275,46 @@ func TestManagerQueueFull(t *testing.T) {
 	// A refused submission leaves no workspace behind.
 	if ws, _ := os.ReadDir(r.l.Jobs); len(ws) != 2 {
 		t.Errorf("workspaces = %d, want 2 (the queued builds')", len(ws))
+	}
+}
+
+// TestManagerTenantQueue: the per-identity bounds on queued builds and
+// uploads count a tenant's builds, from whichever of its identities (a
+// GitLab identity per branch), and keep counting them after a restart;
+// builds without a tenant count as their owner's.
+func TestManagerTenantQueue(t *testing.T) {
+	r := newRestartable(t)
+	// No workers: everything accepted stays queued.
+	m, stop := r.start(t, false, jobs.WithMaxQueued(0, 1))
+	ctxArchive := scratchContext(t, "x")
+	spec := api.BuildSpec{Destinations: []string{r.reg + "/test/tenant:v1"}}
+	try := func(m *jobs.Manager, owner, tenant string) error {
+		authorize := func(*jobs.ValidSpec, []byte, *dockerfile.Analysis) (jobs.Grant, error) {
+			return jobs.Grant{Tenant: tenant}, nil
+		}
+		_, err := m.Submit(context.Background(), jobs.SubmitRequest{Owner: owner, Spec: spec, Authorize: authorize}, bytes.NewReader(ctxArchive))
+		return err
+	}
+	var qf *jobs.QueueFullError
+	if err := try(m, "gitlab:project_path:g/a:ref:b1", "project g/a"); err != nil {
+		t.Fatalf("Submit(g/a branch b1) = %v, want accepted", err)
+	}
+	if err := try(m, "gitlab:project_path:g/a:ref:b2", "project g/a"); !errors.As(err, &qf) || !qf.PerOwner {
+		t.Errorf("Submit(g/a branch b2) with b1 queued = %v, want the per-identity QueueFullError of the tenant", err)
+	}
+	if err := try(m, "gitlab:project_path:g/b:ref:b1", "project g/b"); err != nil {
+		t.Errorf("Submit(g/b branch b1) = %v, want accepted: another tenant", err)
+	}
+	if err := try(m, "alice", ""); err != nil {
+		t.Errorf("Submit(alice, no tenant) = %v, want accepted", err)
+	}
+	if err := try(m, "bob", ""); err != nil {
+		t.Errorf("Submit(bob, no tenant) = %v, want accepted: owners without a tenant count alone", err)
+	}
+	stop()
+	m, _ = r.start(t, false, jobs.WithMaxQueued(0, 1))
+	if err := try(m, "gitlab:project_path:g/a:ref:b3", "project g/a"); !errors.As(err, &qf) || !qf.PerOwner {
+		t.Errorf("Submit(g/a branch b3) after a restart = %v, want the per-identity QueueFullError of the tenant", err)
 	}
 }
 

@@ -588,6 +588,44 @@ func TestManagerGrants(t *testing.T) {
 	}
 }
 
+// TestManagerTenantRunning: the bound on running builds per identity
+// (WithOwnerConcurrency) counts a tenant's builds from any of its
+// identities, one per branch here, and holds them without holding up
+// another tenant.
+func TestManagerTenantRunning(t *testing.T) {
+	e := newEnv(t, jobs.WithConcurrency(2), jobs.WithOwnerConcurrency(1))
+	base := testenv.Busybox(t, e.reg)
+	submit := func(project, ref, run string) *jobs.Job {
+		t.Helper()
+		authorize := func(*jobs.ValidSpec, []byte, *dockerfile.Analysis) (jobs.Grant, error) {
+			return jobs.Grant{Tenant: "project " + project}, nil
+		}
+		j, err := e.m.Submit(context.Background(), jobs.SubmitRequest{
+			Owner: "gitlab:project_path:" + project + ":ref:" + ref, Spec: api.BuildSpec{Destinations: []string{e.dest(ref)}}, Authorize: authorize,
+		}, bytes.NewReader(busyboxContext(t, base, run)))
+		if err != nil {
+			t.Fatalf("Submit(%s %s) = %v, want nil", project, ref, err)
+		}
+		return j
+	}
+	first := submit("g/a", "b1", "sleep 30")
+	waitStatus(t, first, api.StatusRunning, time.Minute)
+	second := submit("g/a", "b2", "true")
+	other := submit("g/b", "b1", "true")
+	if b := wait(t, other, time.Minute); b.Status != api.StatusSucceeded {
+		t.Fatalf("g/b's build = %s (%s), want succeeded while g/a's first runs", b.Status, b.Error)
+	}
+	if s := second.Status(); s != api.StatusQueued {
+		t.Errorf("g/a's build of branch b2 = %s while branch b1's runs, want queued (one build per tenant)", s)
+	}
+	if _, err := e.m.Cancel(first.Owner, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if b := wait(t, second, time.Minute); b.Status != api.StatusSucceeded {
+		t.Errorf("g/a's build of branch b2 = %s (%s), want succeeded once b1's ended", b.Status, b.Error)
+	}
+}
+
 // TestJobSnapshotJSON: the status kept encoded between changes is always
 // the job's current Snapshot, through every state to the final one.
 func TestJobSnapshotJSON(t *testing.T) {

@@ -195,8 +195,9 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) error { o.logger = l; return nil }
 }
 
-// WithOwnerConcurrency bounds how many builds of one identity run at
-// once, whatever its grant says. Default 0: only the grant bounds it.
+// WithOwnerConcurrency bounds how many builds of one tenant (a grant's
+// Tenant, else one identity) run at once, whatever its grant says.
+// Default 0: only the grant bounds it.
 func WithOwnerConcurrency(n int) Option {
 	return func(o *options) error {
 		if n < 0 {
@@ -208,7 +209,7 @@ func WithOwnerConcurrency(n int) Option {
 }
 
 // WithMaxQueued bounds how many builds may wait, in all (total) and per
-// identity (perOwner); a submission beyond either is refused with a
+// tenant (perOwner; a grant's Tenant, else one identity); a submission beyond either is refused with a
 // *QueueFullError before its context is read. 0 means no bound. Default
 // 1000 in all, none per identity.
 func WithMaxQueued(total, perOwner int) Option {
@@ -221,7 +222,7 @@ func WithMaxQueued(total, perOwner int) Option {
 	}
 }
 
-// WithMaxUploading bounds how many submissions of one identity may be
+// WithMaxUploading bounds how many submissions of one tenant may be
 // uploading their context at once; one more is refused with a
 // *QueueFullError before its context is read. 0 means no bound. Default
 // none.

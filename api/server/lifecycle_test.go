@@ -29,7 +29,7 @@ func TestQueueFull(t *testing.T) {
 		wantMessage string
 	}{
 		{"first of alice", aliceToken, http.StatusAccepted, ""},
-		{"second of alice: her own bound", aliceToken, http.StatusTooManyRequests, "this identity already has 1 builds waiting"},
+		{"second of alice: her own bound", aliceToken, http.StatusTooManyRequests, "its policy tenant, already has 1 builds waiting"},
 		{"first of bob", bobToken, http.StatusAccepted, ""},
 		{"second of bob: the gateway's bound", bobToken, http.StatusTooManyRequests, "2 builds are waiting"},
 	}

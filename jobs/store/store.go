@@ -52,8 +52,12 @@ type Transition struct {
 
 // Record is everything the gateway keeps about one accepted build.
 type Record struct {
-	ID       string        `json:"id"`
-	Owner    string        `json:"owner"`
+	ID    string `json:"id"`
+	Owner string `json:"owner"`
+	// Tenant is whose limits and queue turns the build counts against;
+	// records written before tenants existed have none, which means the
+	// owner.
+	Tenant   string        `json:"tenant,omitempty"`
 	Identity auth.Identity `json:"identity"`
 	Spec     api.BuildSpec `json:"spec"`
 	// Grant is the authorization's grant, opaque to the store.
