@@ -8,6 +8,8 @@ import (
 	"os"
 	"time"
 
+	"github.com/gin-gonic/gin"
+
 	"github.com/buildgw/buildgw/api"
 )
 
@@ -23,6 +25,27 @@ type UploadRate struct {
 // 408 TOO_SLOW, so that a client trickling bytes cannot hold a queue slot
 // and a connection for as long as it likes. Default: no bound.
 func WithUploadRate(r UploadRate) Option { return func(s *Server) { s.uploadRate = r } }
+
+// WithBodyTimeout bounds how long the body of a request may take to
+// arrive, from the start of the handler, unless it is an authenticated
+// build upload (WithUploadRate bounds those). net/http reads what is left
+// of a body after the answer, before the connection serves another
+// request: without a bound, a client that declares a body and never
+// sends it holds its connection for good, authenticated or not.
+// Default: no bound.
+func WithBodyTimeout(d time.Duration) Option { return func(s *Server) { s.bodyTimeout = d } }
+
+// bodyDeadline sets the read deadline of WithBodyTimeout on requests that
+// declare a body. Those without one keep no deadline: net/http reads
+// their connection in the background while the handler runs, and a
+// deadline there would cancel the request, ending log streams.
+func (s *Server) bodyDeadline(c *gin.Context) {
+	if s.bodyTimeout > 0 && c.Request.ContentLength != 0 {
+		// A writer without deadlines (a test recorder) keeps no bound.
+		http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(s.bodyTimeout))
+	}
+	c.Next()
+}
 
 // rateBody reads a request body under an UploadRate. The idle bound is a
 // read deadline on the connection, pushed back as data arrives; the rate
