@@ -29,9 +29,9 @@ func WithUploadRate(r UploadRate) Option { return func(s *Server) { s.uploadRate
 // WithBodyTimeout bounds how long the body of a request may take to
 // arrive, from the start of the handler, unless it is an authenticated
 // build upload (WithUploadRate bounds those). net/http reads what is left
-// of a body after the answer, before the connection serves another
-// request: without a bound, a client that declares a body and never
-// sends it holds its connection for good, authenticated or not.
+// of a body under 256 KiB before it sends the answer: without a bound, a
+// client that declares a body and never sends it holds its connection
+// for good, authenticated or not.
 // Default: no bound.
 func WithBodyTimeout(d time.Duration) Option { return func(s *Server) { s.bodyTimeout = d } }
 
