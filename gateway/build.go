@@ -262,6 +262,7 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 
 	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(authz),
 		server.WithUploadRate(server.UploadRate{MinBytesPerSecond: cfg.Context.MinUploadBytesPerSecond, Window: time.Duration(cfg.Context.UploadRateWindow)}),
+		server.WithBodyTimeout(time.Duration(cfg.RequestBodyTimeout)),
 		server.WithDownloads(downloadsDir(cfg.DownloadsDir)), server.WithIdentities(l.identities)}
 	if alog != nil {
 		sopts = append(sopts, server.WithAudit(alog))
@@ -284,8 +285,13 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	srv := &http.Server{
 		Handler:           d,
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		TLSConfig:         l.tls,
+		// No ReadTimeout: net/http would apply it to requests without a
+		// body too, and the background read of one that times out
+		// cancels the request, ending log streams. Bodies are bounded
+		// per request instead (WithBodyTimeout, WithUploadRate).
+		IdleTimeout: time.Duration(cfg.IdleTimeout),
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:   l.tls,
 	}
 	if l.tls != nil {
 		ln = tls.NewListener(ln, l.tls)

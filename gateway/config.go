@@ -31,6 +31,16 @@ type Config struct {
 	// loopback address requires TLS.
 	Listen string `yaml:"listen"`
 	TLS    TLS    `yaml:"tls"`
+	// IdleTimeout is how long an API connection may wait, kept alive,
+	// for its next request before the gateway closes it, so that idle
+	// clients cannot hold file descriptors. Default 2m; at least 1s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// RequestBodyTimeout bounds how long the body of a request may take
+	// to arrive, unless it is an authenticated build upload (bounded by
+	// context.min_upload_bytes_per_second instead): a client that
+	// declares a body it never sends, say after its credentials are
+	// refused, is cut off then. Default 30s; at least 1s.
+	RequestBodyTimeout Duration `yaml:"request_body_timeout"`
 	// StateDir holds workspaces and logs. Default /var/lib/buildgw.
 	StateDir string `yaml:"state_dir"`
 	// Store is where builds are recorded.
@@ -477,12 +487,14 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // DefaultConfig returns the configuration with every default filled in.
 func DefaultConfig() Config {
 	return Config{
-		Listen:     ":8443",
-		StateDir:   "/var/lib/buildgw",
-		JobTimeout: Duration(time.Hour),
-		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000, MinUploadBytesPerSecond: 4096, UploadRateWindow: Duration(30 * time.Second)},
-		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
-		Push:       Push{RetryFor: Duration(5 * time.Minute), RequestTimeout: Duration(time.Minute)},
+		Listen:             ":8443",
+		IdleTimeout:        Duration(2 * time.Minute),
+		RequestBodyTimeout: Duration(30 * time.Second),
+		StateDir:           "/var/lib/buildgw",
+		JobTimeout:         Duration(time.Hour),
+		Context:            ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000, MinUploadBytesPerSecond: 4096, UploadRateWindow: Duration(30 * time.Second)},
+		BaseImages:         BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
+		Push:               Push{RetryFor: Duration(5 * time.Minute), RequestTimeout: Duration(time.Minute)},
 		Runners: Runners{
 			Kaniko: KanikoRunner{User: "buildgw-sandbox", Nice: 19, MemoryMax: 4 << 30, PidsMax: 4096, Network: "none", LayerCacheMaxBytes: kaniko.DefaultLayerCacheBytes, ResultCacheMaxBytes: kaniko.DefaultResultCacheBytes},
 			Dind:   DindRunner{Network: "none"},
@@ -531,6 +543,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("listen: %q is not host:port", c.Listen))
 	} else if !isLoopback(host) && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, fmt.Errorf("listen: %q is not loopback, so tls.cert_file and tls.key_file are required", c.Listen))
+	}
+	if c.IdleTimeout < Duration(time.Second) {
+		errs = append(errs, fmt.Errorf("idle_timeout: %s: want at least 1s", c.IdleTimeout))
+	}
+	if c.RequestBodyTimeout < Duration(time.Second) {
+		errs = append(errs, fmt.Errorf("request_body_timeout: %s: want at least 1s", c.RequestBodyTimeout))
 	}
 	if c.PprofListen != "" {
 		if h, _, err := net.SplitHostPort(c.PprofListen); err != nil || !isLoopback(h) {

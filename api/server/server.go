@@ -47,6 +47,8 @@ type Server struct {
 	identities func(auth.Identity) (auth.Networks, bool)
 	// uploadRate bounds how slowly a submission's body may arrive.
 	uploadRate UploadRate
+	// bodyTimeout bounds how long any other request body may take.
+	bodyTimeout time.Duration
 	// downloads holds the client binaries served at /dl; "" serves none.
 	downloads string
 	ready     readiness
@@ -105,7 +107,7 @@ func New(m *jobs.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Op
 	// source_ip. gin would otherwise take it from X-Forwarded-For or
 	// X-Real-IP of any client, letting a caller forge its audited address.
 	r.ForwardedByClientIP = false
-	r.Use(gin.Recovery(), requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
+	r.Use(gin.Recovery(), s.bodyDeadline, requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
 	s.publicRoutes(r)
@@ -155,6 +157,9 @@ func (s *Server) submit(c *gin.Context) {
 	var in io.Reader = c.Request.Body
 	if s.uploadRate.MinBytesPerSecond > 0 {
 		in = newRateBody(c.Writer, in, s.uploadRate)
+	} else if s.bodyTimeout > 0 {
+		// Uploads have no bound: lift the one of other bodies.
+		http.NewResponseController(c.Writer).SetReadDeadline(time.Time{})
 	}
 	body := &countingBody{r: in}
 	if s.metrics != nil {
