@@ -4,13 +4,11 @@ import (
 	"bufio"
 	"crypto/rand"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -44,20 +42,6 @@ func startConnGateway(t *testing.T, edit func(*gateway.Config)) (addr, tok, reg 
 	return strings.TrimPrefix(g.URL(), "http://"), tok, reg
 }
 
-// closedWithin reads conn until the gateway closes it, and fails t unless
-// that happens within d. It returns how long it took.
-func closedWithin(t *testing.T, conn net.Conn, r io.Reader, d time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	conn.SetReadDeadline(start.Add(d))
-	_, err := io.Copy(io.Discard, r)
-	took := time.Since(start)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Errorf("connection still open after %s, want it closed by the gateway", took.Round(time.Millisecond))
-	}
-	return took
-}
-
 // TestIdleConnectionClosed: a keep-alive connection that stays silent
 // after its request is closed after idle_timeout, so that idle clients,
 // authenticated or not, cannot hold the gateway's file descriptors.
@@ -82,7 +66,7 @@ func TestIdleConnectionClosed(t *testing.T) {
 	if resp.StatusCode != http.StatusOK || resp.Close {
 		t.Fatalf("GET /healthz = %d (close %t), want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
 	}
-	took := closedWithin(t, conn, br, time.Second+testenv.Scale(5*time.Second))
+	took := testenv.ClosedWithin(t, conn, br, time.Second+testenv.Scale(5*time.Second))
 	if took < 500*time.Millisecond {
 		t.Errorf("idle connection closed after %s, want about idle_timeout (1s)", took.Round(time.Millisecond))
 	}
@@ -135,31 +119,9 @@ func TestUnsentBodyClosed(t *testing.T) {
 			if resp.StatusCode != tc.want {
 				t.Errorf("%s %s with an unsent body = %d, want %d", tc.method, tc.path, resp.StatusCode, tc.want)
 			}
-			closedWithin(t, conn, br, limit-time.Since(start))
+			testenv.ClosedWithin(t, conn, br, limit-time.Since(start))
 		})
 	}
-}
-
-// trickle is a request body sent in pieces of size bytes, one every
-// interval.
-type trickle struct {
-	b        []byte
-	size     int
-	interval time.Duration
-	sent     bool
-}
-
-func (r *trickle) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	if r.sent {
-		time.Sleep(r.interval) // the trickle itself, not a wait
-	}
-	r.sent = true
-	n := copy(p[:min(len(p), r.size)], r.b)
-	r.b = r.b[n:]
-	return n, nil
 }
 
 // TestSlowUploadWithinRate: an authenticated upload that takes longer
@@ -177,16 +139,21 @@ func TestSlowUploadWithinRate(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
+			// The window grows with the time scale, and the pieces' interval
+			// with it, so that a busy machine delaying a piece neither
+			// stalls a window nor takes the rate's margin (8 KiB a window,
+			// above 1 KiB a second up to a scale of 4).
+			window := testenv.Scale(time.Second)
 			addr, tok, reg := startConnGateway(t, func(c *gateway.Config) {
 				c.Context.MinUploadBytesPerSecond = tc.minRate
-				c.Context.UploadRateWindow = gateway.Duration(time.Second)
+				c.Context.UploadRateWindow = gateway.Duration(window)
 			})
 			pad := make([]byte, 24<<10)
 			rand.Read(pad)
 			spec := api.BuildSpec{Destinations: []string{reg + "/t/slow:1"}}
 			ct, body := multipartBody(t, spec, map[string]string{"Dockerfile": "FROM scratch\nCOPY pad /pad\n", "pad": string(pad)})
-			// 2 KiB every 250ms (8 KiB/s): about 3s in all.
-			req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/builds", &trickle{b: body, size: 2 << 10, interval: 250 * time.Millisecond})
+			// 2 KiB every quarter window (8 KiB/s unscaled): about 3s in all.
+			req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/builds", &testenv.Trickle{B: body, Size: 2 << 10, Interval: window / 4})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -32,7 +31,13 @@ func shortLimits() dataLimits {
 // build's URL and token.
 func startShortData(t *testing.T) (d *dataServer, cfg *tls.Config, url, token string) {
 	t.Helper()
-	d, err := newDataServer("127.0.0.1:0", "", shortLimits())
+	return startData(t, shortLimits())
+}
+
+// startData is startShortData under lim.
+func startData(t *testing.T, lim dataLimits) (d *dataServer, cfg *tls.Config, url, token string) {
+	t.Helper()
+	d, err := newDataServer("127.0.0.1:0", "", lim)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,20 +58,6 @@ func startShortData(t *testing.T) (d *dataServer, cfg *tls.Config, url, token st
 	return d, &tls.Config{RootCAs: pool}, url, token
 }
 
-// closedWithin reads conn until the data server closes it, and fails t
-// unless that happens within d. It returns how long it took.
-func closedWithin(t *testing.T, conn net.Conn, r io.Reader, d time.Duration) time.Duration {
-	t.Helper()
-	start := time.Now()
-	conn.SetReadDeadline(start.Add(d))
-	_, err := io.Copy(io.Discard, r)
-	took := time.Since(start)
-	if errors.Is(err, os.ErrDeadlineExceeded) {
-		t.Errorf("connection still open after %s, want it closed by the data server", took.Round(time.Millisecond))
-	}
-	return took
-}
-
 // TestDataServerIdleConnectionClosed: a Pod's connection left silent,
 // before its handshake or kept alive after a request, is closed after
 // a bound, so that build Pods cannot hold the gateway's file
@@ -81,7 +72,7 @@ func TestDataServerIdleConnectionClosed(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		closedWithin(t, conn, conn, limit)
+		testenv.ClosedWithin(t, conn, conn, limit)
 	})
 	t.Run("kept alive after a request", func(t *testing.T) {
 		conn, err := tls.Dial("tcp", addr, cfg)
@@ -103,7 +94,7 @@ func TestDataServerIdleConnectionClosed(t *testing.T) {
 		if resp.StatusCode != http.StatusUnauthorized || resp.Close {
 			t.Fatalf("GET of an unknown build = %d (close %t), want 401 on a kept-alive connection", resp.StatusCode, resp.Close)
 		}
-		if took := closedWithin(t, conn, br, limit); took < 500*time.Millisecond {
+		if took := testenv.ClosedWithin(t, conn, br, limit); took < 500*time.Millisecond {
 			t.Errorf("idle connection closed after %s, want about the idle bound (1s)", took.Round(time.Millisecond))
 		}
 	})
@@ -156,7 +147,7 @@ func TestDataServerUnsentBody(t *testing.T) {
 			if resp.StatusCode != tc.want {
 				t.Errorf("%s %s with an unsent body = %d, want %d", tc.method, path, resp.StatusCode, tc.want)
 			}
-			closedWithin(t, conn, br, limit-time.Since(start))
+			testenv.ClosedWithin(t, conn, br, limit-time.Since(start))
 		})
 	}
 }
@@ -165,15 +156,21 @@ func TestDataServerUnsentBody(t *testing.T) {
 // the body bound but keeps above the minimum rate is received: the body
 // bound is for the other requests.
 func TestDataServerSlowOutputWithinRate(t *testing.T) {
-	_, cfg, url, token := startShortData(t)
+	// The output's window grows with the time scale, and the pieces'
+	// interval with it, so that a busy machine delaying a piece neither
+	// stalls a window nor takes the rate's margin (8 KiB a window, above
+	// 1 KiB a second up to a scale of 4). The body bound stays 1s.
+	lim := shortLimits()
+	lim.output.Window = testenv.Scale(time.Second)
+	_, cfg, url, token := startData(t, lim)
 	var buf bytes.Buffer
 	tw := tar.NewWriter(&buf)
 	blob := bytes.Repeat([]byte("x"), 20<<10)
 	tw.WriteHeader(&tar.Header{Typeflag: tar.TypeReg, Name: "blob", Size: int64(len(blob)), Mode: 0o644})
 	tw.Write(blob)
 	tw.Close()
-	// 2 KiB every 250ms (8 KiB/s): about 2.75s in all.
-	body := &trickle{b: buf.Bytes(), size: 2 << 10, interval: 250 * time.Millisecond}
+	// 2 KiB every quarter window (8 KiB/s unscaled): about 2.75s in all.
+	body := &testenv.Trickle{B: buf.Bytes(), Size: 2 << 10, Interval: lim.output.Window / 4}
 	req, err := http.NewRequest(http.MethodPut, url+podinit.PathOutput, body)
 	if err != nil {
 		t.Fatal(err)
@@ -195,26 +192,4 @@ func TestDataServerSlowOutputWithinRate(t *testing.T) {
 	if took < 2*time.Second {
 		t.Errorf("slow output took %s, want longer than the body bound (1s) for the test to mean anything", took.Round(time.Millisecond))
 	}
-}
-
-// trickle is a request body sent in pieces of size bytes, one every
-// interval.
-type trickle struct {
-	b        []byte
-	size     int
-	interval time.Duration
-	sent     bool
-}
-
-func (r *trickle) Read(p []byte) (int, error) {
-	if len(r.b) == 0 {
-		return 0, io.EOF
-	}
-	if r.sent {
-		time.Sleep(r.interval) // the trickle itself, not a wait
-	}
-	r.sent = true
-	n := copy(p[:min(len(p), r.size)], r.b)
-	r.b = r.b[n:]
-	return n, nil
 }
