@@ -608,11 +608,12 @@ func TestManagerTenantRunning(t *testing.T) {
 		}
 		return j
 	}
-	first := submit("g/a", "b1", "sleep 30")
-	waitStatus(t, first, api.StatusRunning, time.Minute)
+	// Longer than the rest of the test can take: it is canceled.
+	first := submit("g/a", "b1", "sleep 600")
+	waitStatus(t, first, api.StatusRunning, testenv.Scale(time.Minute))
 	second := submit("g/a", "b2", "true")
 	other := submit("g/b", "b1", "true")
-	if b := wait(t, other, time.Minute); b.Status != api.StatusSucceeded {
+	if b := wait(t, other, testenv.Scale(time.Minute)); b.Status != api.StatusSucceeded {
 		t.Fatalf("g/b's build = %s (%s), want succeeded while g/a's first runs", b.Status, b.Error)
 	}
 	if s := second.Status(); s != api.StatusQueued {
@@ -621,7 +622,7 @@ func TestManagerTenantRunning(t *testing.T) {
 	if _, err := e.m.Cancel(first.Owner, first.ID); err != nil {
 		t.Fatal(err)
 	}
-	if b := wait(t, second, time.Minute); b.Status != api.StatusSucceeded {
+	if b := wait(t, second, testenv.Scale(time.Minute)); b.Status != api.StatusSucceeded {
 		t.Errorf("g/a's build of branch b2 = %s (%s), want succeeded once b1's ended", b.Status, b.Error)
 	}
 }

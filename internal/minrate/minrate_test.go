@@ -36,16 +36,22 @@ func (b *slowBody) Read(p []byte) (int, error) {
 // TestReader: a body that stops for a window, or arrives below the rate,
 // fails with *Error; one above the rate is read whole.
 func TestReader(t *testing.T) {
-	rate := Rate{MinBytesPerSecond: 1024, Window: time.Second}
+	// The window grows with the time scale, and the rate shrinks with it,
+	// so that a window always wants 1 KiB: a busy machine delays pieces,
+	// not the test's margins.
+	window := testenv.Scale(time.Second)
+	rate := Rate{MinBytesPerSecond: int64(1024 / window.Seconds()), Window: window}
 	tests := []struct {
 		name    string
 		body    slowBody
 		stalled bool
 		slow    bool
 	}{
-		{"above the rate", slowBody{piece: strings.Repeat("x", 512), interval: 100 * time.Millisecond, n: 20}, false, false},
+		// 5 KiB a window.
+		{"above the rate", slowBody{piece: strings.Repeat("x", 512), interval: window / 10, n: 20}, false, false},
 		{"stalled", slowBody{piece: "x", n: 1}, true, false},
-		{"below the rate", slowBody{piece: strings.Repeat("x", 100), interval: 200 * time.Millisecond, n: 20}, false, true},
+		// 500 bytes a window.
+		{"below the rate", slowBody{piece: strings.Repeat("x", 100), interval: window / 5, n: 20}, false, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -87,7 +93,7 @@ func TestReader(t *testing.T) {
 				}
 				return
 			}
-			if me.Stalled != tc.stalled || (tc.slow && (me.Bytes == 0 || me.Bytes >= int64(me.Elapsed.Seconds()*1024))) {
+			if me.Stalled != tc.stalled || (tc.slow && (me.Bytes == 0 || me.Bytes >= int64(me.Elapsed.Seconds()*float64(rate.MinBytesPerSecond)))) {
 				t.Errorf("reading the body = %+v, want stalled %v, slow %v", me, tc.stalled, tc.slow)
 			}
 		})
