@@ -149,9 +149,8 @@ type Queue struct {
 	// MaxQueuedPerIdentity builds of one tenant (the policy rule's
 	// tenant; by default one identity, or one project's refs of a class)
 	// may wait or upload, so that no tenant fills the queue for the
-	// others. Default 0: a tenth
-	// of MaxQueued, at least 1 (set it to MaxQueued for no bound of its
-	// own).
+	// others. Default 0: a tenth of MaxQueued, at least 1 (set it to
+	// MaxQueued for no bound of its own).
 	MaxQueuedPerIdentity int `yaml:"max_queued_per_identity"`
 	// MaxUploadingPerIdentity submissions of one tenant may be uploading
 	// their context at once; more get 429. Default 8; 0: no bound.

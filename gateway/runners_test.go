@@ -21,10 +21,10 @@ import (
 // the problem, with nothing left behind.
 func TestDindRunnerUnavailable(t *testing.T) {
 	tests := []struct {
-		name      string
-		dind      gateway.DindRunner
-		wantLog   string // the reason in the gateway's log; "" = dind not listed in /readyz
-		wantErr   string
+		name    string
+		dind    gateway.DindRunner
+		wantLog string // the reason in the gateway's log; "" = dind not listed in /readyz
+		wantErr string
 	}{
 		{"dockerd missing", gateway.DindRunner{Dockerd: "/nonexistent/dockerd"}, "dockerd not found", "dockerd not found"},
 		{"disabled", gateway.DindRunner{Disabled: true}, "", `"dind" is not available here`},
