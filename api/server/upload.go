@@ -35,15 +35,11 @@ func WithUploadRate(r UploadRate) Option { return func(s *Server) { s.uploadRate
 // Default: no bound.
 func WithBodyTimeout(d time.Duration) Option { return func(s *Server) { s.bodyTimeout = d } }
 
-// bodyDeadline sets the read deadline of WithBodyTimeout on requests that
-// declare a body. Those without one keep no deadline: net/http reads
-// their connection in the background while the handler runs, and a
-// deadline there would cancel the request, ending log streams.
+// bodyDeadline bounds the body of every request by WithBodyTimeout
+// (minrate.SetBodyDeadline); submit lifts it or replaces it by
+// WithUploadRate once it reads an accepted upload.
 func (s *Server) bodyDeadline(c *gin.Context) {
-	if s.bodyTimeout > 0 && c.Request.ContentLength != 0 {
-		// A writer without deadlines (a test recorder) keeps no bound.
-		http.NewResponseController(c.Writer).SetReadDeadline(time.Now().Add(s.bodyTimeout))
-	}
+	minrate.SetBodyDeadline(c.Writer, c.Request, s.bodyTimeout)
 	c.Next()
 }
 

@@ -123,3 +123,39 @@ func (b *Reader) Read(p []byte) (int, error) {
 	}
 	return n, nil
 }
+
+// SetBodyDeadline sets a read deadline d from now on the connection of
+// r, if r declares a body: net/http reads what is left of a body under
+// 256 KiB before it sends the answer, with no bound of its own, so a
+// client could otherwise declare a body and never send it. Requests
+// without one keep no deadline: net/http reads their connection in the
+// background while the handler runs, and a deadline there would cancel
+// the request. A zero d sets none; so does a writer without deadlines (a
+// test recorder).
+func SetBodyDeadline(w http.ResponseWriter, r *http.Request, d time.Duration) {
+	if d > 0 && r.ContentLength != 0 {
+		http.NewResponseController(w).SetReadDeadline(time.Now().Add(d))
+	}
+}
+
+// LiftOnRead returns r, whose first Read lifts the read deadline of the
+// connection w answers on: a body without a bound of its own keeps
+// SetBodyDeadline's until its reader starts on it, so that a request
+// refused before (its rest then read by net/http) stays bounded.
+func LiftOnRead(w http.ResponseWriter, r io.Reader) io.Reader {
+	return &liftOnRead{r: r, w: w}
+}
+
+type liftOnRead struct {
+	r      io.Reader
+	w      http.ResponseWriter
+	lifted bool
+}
+
+func (l *liftOnRead) Read(p []byte) (int, error) {
+	if !l.lifted {
+		l.lifted = true
+		http.NewResponseController(l.w).SetReadDeadline(time.Time{})
+	}
+	return l.r.Read(p)
+}

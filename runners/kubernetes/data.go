@@ -145,17 +145,12 @@ func newDataServer(listen, url string, lim dataLimits) (*dataServer, error) {
 	return d, nil
 }
 
-// bodyDeadline sets a read deadline of lim.body on every request that
-// declares a body: net/http reads what is left of a body under 256 KiB
-// before it sends the answer, with no bound of its own, so a Pod could
-// otherwise declare a body and never send it. Requests without one keep
-// no deadline: net/http reads their connection in the background while
-// the handler runs, and a deadline there would cancel the request.
+// bodyDeadline bounds the body of every request by lim.body
+// (minrate.SetBodyDeadline); receiveOutput bounds the output by its rate
+// instead.
 func (d *dataServer) bodyDeadline(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if r.ContentLength != 0 {
-			http.NewResponseController(w).SetReadDeadline(time.Now().Add(d.lim.body))
-		}
+		minrate.SetBodyDeadline(w, r, d.lim.body)
 		h.ServeHTTP(w, r)
 	})
 }
