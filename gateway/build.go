@@ -34,6 +34,16 @@ import (
 // fails, so that a failed New leaves no lock held, no file open and
 // nothing mounted. The host probes it uses are in probes.go.
 
+// A write to an API client must complete within writeTimeout: a log
+// stream's each, a download of the client within it plus its size at
+// minDownloadBytesPerSecond. A client that stops reading then loses its
+// connection rather than holding it, and the stream's goroutine, for
+// good. Streams idle between writes are not cut.
+const (
+	writeTimeout              = 30 * time.Second
+	minDownloadBytesPerSecond = 64 << 10
+)
+
 // undo is a stack of closers.
 type undo []func() error
 
@@ -263,6 +273,7 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(authz),
 		server.WithUploadRate(server.UploadRate{MinBytesPerSecond: cfg.Context.MinUploadBytesPerSecond, Window: time.Duration(cfg.Context.UploadRateWindow)}),
 		server.WithBodyTimeout(time.Duration(cfg.RequestBodyTimeout)),
+		server.WithWriteRate(server.WriteRate{MinBytesPerSecond: minDownloadBytesPerSecond, Window: writeTimeout}),
 		server.WithDownloads(downloadsDir(cfg.DownloadsDir)), server.WithIdentities(l.identities)}
 	if alog != nil {
 		sopts = append(sopts, server.WithAudit(alog))

@@ -23,6 +23,7 @@ import (
 	"github.com/buildgw/buildgw/audit"
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/internal/minrate"
 	"github.com/buildgw/buildgw/jobs"
 )
 
@@ -49,6 +50,8 @@ type Server struct {
 	uploadRate UploadRate
 	// bodyTimeout bounds how long any other request body may take.
 	bodyTimeout time.Duration
+	// writeRate bounds writes to clients that stop reading.
+	writeRate WriteRate
 	// downloads holds the client binaries served at /dl; "" serves none.
 	downloads string
 	ready     readiness
@@ -107,7 +110,7 @@ func New(m *jobs.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Op
 	// source_ip. gin would otherwise take it from X-Forwarded-For or
 	// X-Real-IP of any client, letting a caller forge its audited address.
 	r.ForwardedByClientIP = false
-	r.Use(gin.Recovery(), s.bodyDeadline, requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
+	r.Use(gin.Recovery(), s.bodyDeadline, s.clearWriteDeadline, requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
 	s.publicRoutes(r)
@@ -157,9 +160,6 @@ func (s *Server) submit(c *gin.Context) {
 	var in io.Reader = c.Request.Body
 	if s.uploadRate.MinBytesPerSecond > 0 {
 		in = newRateBody(c.Writer, in, s.uploadRate)
-	} else if s.bodyTimeout > 0 {
-		// Uploads have no bound: lift the one of other bodies.
-		http.NewResponseController(c.Writer).SetReadDeadline(time.Time{})
 	}
 	body := &countingBody{r: in}
 	if s.metrics != nil {
@@ -208,6 +208,15 @@ func (s *Server) submit(c *gin.Context) {
 		c.Error(err)
 		return
 	}
+	var upload io.Reader = part
+	unbounded := s.uploadRate.MinBytesPerSecond == 0 && s.bodyTimeout > 0
+	if unbounded {
+		// Uploads have no bound: the one of other bodies is lifted once
+		// the manager reads the context, after its checks of the runner,
+		// the policy and the queue. What net/http reads of a refused
+		// submission's rest stays bounded.
+		upload = minrate.LiftOnRead(c.Writer, part)
+	}
 	j, err := s.m.Submit(c.Request.Context(), jobs.SubmitRequest{
 		Owner:           id.Name,
 		Identity:        id,
@@ -215,8 +224,13 @@ func (s *Server) submit(c *gin.Context) {
 		IdempotencyKey:  key,
 		Authorize:       s.authorizer(c, id),
 		ReadTokenSHA256: readSum,
-	}, part)
+	}, upload)
 	if err != nil {
+		if unbounded {
+			// Refused during the upload (too large, say): the rest, which
+			// net/http reads before it answers, is bounded again.
+			minrate.SetBodyDeadline(c.Writer, c.Request, s.bodyTimeout)
+		}
 		// Policy refusals are audited where they are made; a refused
 		// upload (too large for the identity, hostile) is audited here.
 		var de *jobs.DeniedError
@@ -350,7 +364,11 @@ func (s *Server) logs(c *gin.Context) {
 	c.Header("Content-Type", "text/plain; charset=utf-8")
 	c.Header("X-Content-Type-Options", "nosniff")
 	c.Status(http.StatusOK)
-	if err := j.Log.WriteTo(c.Request.Context(), c.Writer, offset, follow); err != nil && !errors.Is(err, context.Canceled) {
+	var w io.Writer = c.Writer
+	if s.writeRate.Window > 0 {
+		w = newDeadlineWriter(c.Writer, s.writeRate.Window)
+	}
+	if err := j.Log.WriteTo(c.Request.Context(), w, offset, follow); err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Info("streaming log", "job", j.ID, "error", err)
 	}
 }
