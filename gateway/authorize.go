@@ -46,7 +46,7 @@ func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec 
 		// under their owner, as those stored before tenants do, rather
 		// than under a second key beside them after an upgrade.
 		if d.Tenant != policy.CacheIdentity {
-			g.Tenant = d.Tenant.Tenant(id)
+			g.LimitTenant = d.Tenant.Tenant(id)
 		}
 	}
 	if !d.Allowed {

@@ -33,12 +33,12 @@ type Grant struct {
 	Timeout time.Duration
 	// MaxConcurrent bounds how many builds of the same tenant run at once.
 	MaxConcurrent int
-	// Tenant names whose builds count as one against the queue's
+	// LimitTenant names whose builds count as one against the queue's
 	// per-identity bounds, its turns and MaxConcurrent: from the policy's
 	// tenant, so that an identity per branch is not a share per branch;
 	// empty: the owner alone. The record keeps it apart from the grant
-	// (store.Record.Tenant).
-	Tenant string `json:"-"`
+	// (store.Record.LimitTenant).
+	LimitTenant string `json:"-"`
 	// Network is the network of the build's RUN steps (builder.Request.Network).
 	Network netmode.Mode
 	// CacheTenant names the caches the build shares with other builds

@@ -195,7 +195,7 @@ func (j *Job) record() *store.Record {
 	return &store.Record{
 		ID:               j.ID,
 		Owner:            j.Owner,
-		Tenant:           j.Grant.Tenant,
+		LimitTenant:      j.Grant.LimitTenant,
 		Identity:         j.Identity,
 		Spec:             j.Spec.BuildSpec,
 		Grant:            grant,
@@ -242,7 +242,7 @@ func jobFromRecord(r *store.Record, spec *ValidSpec) *Job {
 	if len(r.Grant) > 0 {
 		json.Unmarshal(r.Grant, &j.Grant)
 	}
-	j.Grant.Tenant = r.Tenant
+	j.Grant.LimitTenant = r.LimitTenant
 	if b, err := hex.DecodeString(r.ReadTokenSHA256); err == nil && len(b) == sha256.Size {
 		j.readTokenSHA256 = [sha256.Size]byte(b)
 	}
@@ -300,7 +300,7 @@ func apiBaseImages(bs []builder.BaseImage) []api.BaseImage {
 
 // limitKey is whose limits and queue turns the build counts against: its
 // granted tenant, else its owner.
-func (j *Job) limitKey() string { return limitKey(j.Owner, j.Grant.Tenant) }
+func (j *Job) limitKey() string { return limitKey(j.Owner, j.Grant.LimitTenant) }
 
 // limitKey is the key of the limits of owner's build granted tenant; the
 // shared store counts by the same rule.

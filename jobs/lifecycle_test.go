@@ -290,7 +290,7 @@ func TestManagerTenantQueue(t *testing.T) {
 	spec := api.BuildSpec{Destinations: []string{r.reg + "/test/tenant:v1"}}
 	try := func(m *jobs.Manager, owner, tenant string) error {
 		authorize := func(*jobs.ValidSpec, []byte, *dockerfile.Analysis) (jobs.Grant, error) {
-			return jobs.Grant{Tenant: tenant}, nil
+			return jobs.Grant{LimitTenant: tenant}, nil
 		}
 		_, err := m.Submit(context.Background(), jobs.SubmitRequest{Owner: owner, Spec: spec, Authorize: authorize}, bytes.NewReader(ctxArchive))
 		return err

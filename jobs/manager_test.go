@@ -598,7 +598,7 @@ func TestManagerTenantRunning(t *testing.T) {
 	submit := func(project, ref, run string) *jobs.Job {
 		t.Helper()
 		authorize := func(*jobs.ValidSpec, []byte, *dockerfile.Analysis) (jobs.Grant, error) {
-			return jobs.Grant{Tenant: "project " + project}, nil
+			return jobs.Grant{LimitTenant: "project " + project}, nil
 		}
 		j, err := e.m.Submit(context.Background(), jobs.SubmitRequest{
 			Owner: "gitlab:project_path:" + project + ":ref:" + ref, Spec: api.BuildSpec{Destinations: []string{e.dest(ref)}}, Authorize: authorize,

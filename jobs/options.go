@@ -196,7 +196,7 @@ func WithLogger(l *slog.Logger) Option {
 }
 
 // WithOwnerConcurrency bounds how many builds of one tenant (a grant's
-// Tenant, else one identity) run at once, whatever its grant says.
+// LimitTenant, else one identity) run at once, whatever its grant says.
 // Default 0: only the grant bounds it.
 func WithOwnerConcurrency(n int) Option {
 	return func(o *options) error {
@@ -209,9 +209,10 @@ func WithOwnerConcurrency(n int) Option {
 }
 
 // WithMaxQueued bounds how many builds may wait, in all (total) and per
-// tenant (perOwner; a grant's Tenant, else one identity); a submission beyond either is refused with a
-// *QueueFullError before its context is read. 0 means no bound. Default
-// 1000 in all, none per identity.
+// tenant (perOwner; a grant's LimitTenant, else one identity); a
+// submission beyond either is refused with a *QueueFullError before its
+// context is read. 0 means no bound. Default 1000 in all, none per
+// tenant.
 func WithMaxQueued(total, perOwner int) Option {
 	return func(o *options) error {
 		if total < 0 || perOwner < 0 {

@@ -76,11 +76,11 @@ func TestFairQueueRemove(t *testing.T) {
 func TestFairQueueTenants(t *testing.T) {
 	q := newFairQueue()
 	for i := range 10 {
-		q.push(&Job{ID: fmt.Sprintf("a/%d", i), Owner: fmt.Sprintf("gitlab:project_path:g/a:ref:b%d", i), Grant: Grant{Tenant: "a"}})
+		q.push(&Job{ID: fmt.Sprintf("a/%d", i), Owner: fmt.Sprintf("gitlab:project_path:g/a:ref:b%d", i), Grant: Grant{LimitTenant: "a"}})
 	}
-	q.push(&Job{ID: "b/0", Owner: "gitlab:project_path:g/b:ref:main", Grant: Grant{Tenant: "b"}})
+	q.push(&Job{ID: "b/0", Owner: "gitlab:project_path:g/b:ref:main", Grant: Grant{LimitTenant: "b"}})
 	q.push(&Job{ID: "c/0", Owner: "c"})
-	q.push(&Job{ID: "b/1", Owner: "gitlab:project_path:g/b:ref:f", Grant: Grant{Tenant: "b"}})
+	q.push(&Job{ID: "b/1", Owner: "gitlab:project_path:g/b:ref:f", Grant: Grant{LimitTenant: "b"}})
 	var got []string
 	for range 6 {
 		j := q.pop(func(*Job) bool { return true })

@@ -43,7 +43,7 @@ type SharedQueue interface {
 	// Create stores a new accepted build with its context archive.
 	Create(ctx context.Context, r *store.Record, archive io.Reader) error
 	// Claim takes the next queued build for replica, with the attempt that
-	// fences its writes; nil if none waits whose tenant (its Tenant, else
+	// fences its writes; nil if none waits whose tenant (its LimitTenant, else
 	// its Owner) may start one more. The tenant's builds held by any
 	// replica count against the least of ownerLimit (0: none) and its
 	// grant's MaxConcurrent.
@@ -60,7 +60,7 @@ type SharedQueue interface {
 	RequestCancel(ctx context.Context, id string) error
 	CancelRequested(ctx context.Context, replica string, ids []string) ([]string, error)
 	// Queued counts the waiting builds, in all and of tenant: a record's
-	// Tenant, else its Owner.
+	// LimitTenant, else its Owner.
 	Queued(ctx context.Context, tenant string) (total, ofTenant int, err error)
 	// Listen calls queue when builds are queued and cancel when a cancel
 	// is requested, until ctx ends.

@@ -83,7 +83,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 	}
 	// The tenant the slot is reserved for is the build's, whatever a
 	// policy reloaded during the upload would say.
-	tenant := grant.Tenant
+	tenant := grant.LimitTenant
 	key := limitKey(owner, tenant)
 	if err := m.reserve(key); err != nil {
 		return nil, err
@@ -156,7 +156,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		if grant, err = sr.Authorize(spec, dfBytes, analysis); err != nil {
 			return nil, err
 		}
-		grant.Tenant = tenant
+		grant.LimitTenant = tenant
 	}
 
 	j := &Job{

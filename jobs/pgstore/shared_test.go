@@ -291,7 +291,7 @@ func TestClaimTenantLimit(t *testing.T) {
 	rec := func(id, owner, tenant string, after time.Duration) {
 		t.Helper()
 		r := storetest.Record(id)
-		r.Owner, r.Tenant, r.Grant = owner, tenant, []byte(`{"MaxConcurrent":1}`)
+		r.Owner, r.LimitTenant, r.Grant = owner, tenant, []byte(`{"MaxConcurrent":1}`)
 		r.CreatedAt = r.CreatedAt.Add(after)
 		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
 			t.Fatal(err)
@@ -348,7 +348,7 @@ func TestClaimOwnerLimit(t *testing.T) {
 	register(t, s, "a", "b")
 	rec := func(id, owner, grant string, after time.Duration) *store.Record {
 		r := storetest.Record(id)
-		r.Owner, r.Tenant, r.Grant = owner, "", []byte(grant) // records from before tenants
+		r.Owner, r.LimitTenant, r.Grant = owner, "", []byte(grant) // records from before tenants
 		r.CreatedAt = r.CreatedAt.Add(after)
 		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
 			t.Fatal(err)
@@ -420,7 +420,7 @@ func TestClaimFair(t *testing.T) {
 		r := storetest.Record(id)
 		r.Owner = "ci:" + id
 		if id == "quiet" {
-			r.Tenant = "quiet"
+			r.LimitTenant = "quiet"
 		}
 		r.CreatedAt = base.Add(time.Duration(i) * time.Second)
 		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {

@@ -54,12 +54,12 @@ type Transition struct {
 type Record struct {
 	ID    string `json:"id"`
 	Owner string `json:"owner"`
-	// Tenant is whose limits and queue turns the build counts against;
+	// LimitTenant is whose limits and queue turns the build counts against;
 	// records written before tenants existed have none, which means the
 	// owner.
-	Tenant   string        `json:"tenant,omitempty"`
-	Identity auth.Identity `json:"identity"`
-	Spec     api.BuildSpec `json:"spec"`
+	LimitTenant string        `json:"tenant,omitempty"`
+	Identity    auth.Identity `json:"identity"`
+	Spec        api.BuildSpec `json:"spec"`
 	// Grant is the authorization's grant, opaque to the store.
 	Grant            json.RawMessage `json:"grant,omitempty"`
 	ContextSHA256    string          `json:"context_sha256"`
