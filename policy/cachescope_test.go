@@ -146,16 +146,16 @@ func TestTenant(t *testing.T) {
 	for _, tc := range tests {
 		ta, tb := tenant(tc.a), tenant(tc.b)
 		if ta == "" || tb == "" {
-			t.Errorf("%s: tenants %q, %q, want both set", tc.name, ta, tb)
+			t.Errorf("%s: Tenant(%q), Tenant(%q) = %q, %q, want both set", tc.name, tc.a.Name, tc.b.Name, ta, tb)
 		}
 		if got := ta == tb; got != tc.share {
-			t.Errorf("%s: one tenant = %v (%s, %s), want %v", tc.name, got, ta, tb, tc.share)
+			t.Errorf("%s: Tenant(%q) == Tenant(%q) = %v (%s, %s), want %v", tc.name, tc.a.Name, tc.b.Name, got, ta, tb, tc.share)
 		}
 	}
 	for _, v := range []string{"none", "everyone"} {
 		_, err := Parse([]byte("rules:\n  - name: r\n    match: {kind: token}\n    tenant: " + v + "\n"))
 		if err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "tenant") {
-			t.Errorf("Parse(tenant: %s) = %v, want a line 4 error about tenant", v, err)
+			t.Errorf("Parse(%q) = %v, want a line 4 error about tenant", "tenant: "+v, err)
 		}
 	}
 }
