@@ -180,8 +180,11 @@ type Readiness struct {
 	// of the state directory).
 	Store string `json:"store"`
 	// Failing names the failed checks, sorted: "store", "disk",
-	// "runner:NAME".
+	// "runner:NAME"; "shutting_down" while the gateway drains.
 	Failing []string `json:"failing,omitempty"`
+	// ShuttingDown is set while the gateway drains after SIGTERM: not
+	// ready, whatever the checks found.
+	ShuttingDown bool `json:"shutting_down,omitempty"`
 }
 
 // Version is the answer to GET /version, which needs no authentication.
