@@ -71,7 +71,7 @@ func TestManagerDeepTree(t *testing.T) {
 	}
 	// The workspace goes, deep tree and all.
 	for _, dir := range []string{r.l.Jobs, r.l.Trash} {
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		for deadline := time.Now().Add(testenv.Scale(time.Minute)); ; time.Sleep(100 * time.Millisecond) {
 			ents, err := os.ReadDir(dir)
 			if err != nil {
 				t.Fatal(err)
