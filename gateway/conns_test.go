@@ -38,7 +38,7 @@ func startConnGateway(t *testing.T, edit func(*gateway.Config)) (addr, tok, reg 
 		t.Fatalf("gateway.New = %v", err)
 	}
 	serve(t, g)
-	waitHealthy(t, &http.Client{Timeout: 10 * time.Second}, g.URL())
+	waitHealthy(t, &http.Client{Timeout: testenv.Scale(10 * time.Second)}, g.URL())
 	return strings.TrimPrefix(g.URL(), "http://"), tok, reg
 }
 
