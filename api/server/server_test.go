@@ -225,6 +225,7 @@ func (g *gw) get(t testing.TB, token, id string) api.Build {
 
 func (g *gw) waitFinal(t testing.TB, token, id string, d time.Duration) api.Build {
 	t.Helper()
+	d = testenv.Scale(d)
 	deadline := time.Now().Add(d)
 	for {
 		b := g.get(t, token, id)
@@ -368,7 +369,7 @@ func TestSubmitStatusLogs(t *testing.T) {
 	var res result
 	select {
 	case res = <-followed:
-	case <-time.After(30 * time.Second):
+	case <-time.After(testenv.Scale(30 * time.Second)):
 		t.Fatal("following the log did not end after the build ended")
 	}
 	if res.err != nil {
@@ -439,7 +440,7 @@ func TestCancelRunning(t *testing.T) {
 	}
 	var acc api.Accepted
 	json.Unmarshal(r.body, &acc)
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(testenv.Scale(time.Minute))
 	for {
 		lr := do(t, http.MethodGet, g.url+acc.LogsURL, aliceToken, "", nil)
 		if strings.Contains(string(lr.body), "Running: [/bin/sh -c sleep 30]") {
