@@ -18,6 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/push"
 )
 
@@ -157,7 +158,7 @@ func TestPushHungRegistry(t *testing.T) {
 			}
 			dst, _ := name.NewTag(host + "/team/app:v1")
 			// The build's own timeout, far beyond the request timeout.
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+			ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(2*time.Minute))
 			defer cancel()
 			start := time.Now()
 			err = p.Push(ctx, img, dst, nil)
@@ -165,7 +166,7 @@ func TestPushHungRegistry(t *testing.T) {
 			if err == nil {
 				t.Fatal("Push() to a hung registry = nil, want an error")
 			}
-			if took > 20*time.Second {
+			if took > testenv.Scale(20*time.Second) {
 				t.Errorf("Push() to a hung registry failed after %s, want about the request timeout %s (plus retries)", took, timeout)
 			}
 			if !strings.Contains(err.Error(), "registry "+host) || !strings.Contains(err.Error(), "request_timeout") {
