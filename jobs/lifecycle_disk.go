@@ -54,6 +54,14 @@ func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCaus
 	walk := time.NewTimer(m.o.diskCheckEvery)
 	defer walk.Stop()
 	var peak, last int64
+	// Growth counts from the workspace as the build starts (its context
+	// and base images), so that a build that writes nothing is never
+	// taken for the writer when the disk runs low.
+	if minFree > 0 {
+		if u, err := diskusage.Measure(j.workspace); err == nil {
+			last = u.Bytes + j.Log.Stored()
+		}
+	}
 	var took time.Duration
 	var walked time.Time
 	for {
