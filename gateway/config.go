@@ -111,8 +111,13 @@ type Lifecycle struct {
 	LogMaxBytes int64 `yaml:"log_max_bytes"`
 	// MinFreeBytes is the free space of state_dir below which /readyz
 	// fails, and below which a running build whose workspace keeps
-	// growing is stopped before the disk fills. Default 1 GiB; 0: no
-	// check.
+	// growing is stopped by the disk guard: the free space is read
+	// every 50 ms, and a build whose workspace grew while it falls
+	// under this is stopped at once. A writer is stopped before the
+	// disk fills as long as it writes less than this in about 50 ms
+	// plus one walk of its workspace, so set it in proportion to the
+	// disk's write speed (at least a second of writes: 1 GiB for a
+	// disk of up to 1 GB/s). Default 1 GiB; 0: no check.
 	MinFreeBytes uint64 `yaml:"min_free_bytes"`
 	// WorkspaceMaxBytes bounds the disk one running build's workspace
 	// takes (context, unpacked base images, RUN output, the built image),
