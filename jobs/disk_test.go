@@ -214,7 +214,7 @@ func TestManagerDiskGuardStopsFastWriter(t *testing.T) {
 	// 1500 MiB: the disk would be full in well under a second.
 	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/fill:v1"}},
 		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=1500"))
-	b := wait(t, j, testenv.Scale(2*time.Minute))
+	b := wait(t, j, 2*time.Minute)
 	close(done)
 	low := <-least
 	l := logOf(t, j)
@@ -255,11 +255,11 @@ func TestManagerDiskGuardStopsOnlyTheWriter(t *testing.T) {
 	// 0.2 s) before the disk runs low.
 	writer := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{r.reg + "/test/fill:v1"}},
 		busyboxContext(t, base, "sleep 1; dd if=/dev/zero of=/big bs=1M count=1500"))
-	b := wait(t, writer, testenv.Scale(2*time.Minute))
+	b := wait(t, writer, 2*time.Minute)
 	if l := logOf(t, writer); b.Status != api.StatusFailed || !strings.Contains(b.Error, "disk guard") || strings.Contains(l, "No space left on device") {
 		t.Errorf("writing build = %v %q, want failed by the disk guard before ENOSPC; log:\n%s", b.Status, b.Error, l)
 	}
-	if b := wait(t, idle, testenv.Scale(2*time.Minute)); b.Status != api.StatusSucceeded {
+	if b := wait(t, idle, 2*time.Minute); b.Status != api.StatusSucceeded {
 		t.Errorf("waiting build beside the writer = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, idle))
 	}
 }
