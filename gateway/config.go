@@ -292,13 +292,14 @@ type Registry struct {
 
 // Push configures how the gateway pushes built images.
 type Push struct {
-	// RetryFor is how long a failing push (5xx, timeout, connection
+	// RetryFor is how long a failing push (5xx, 408, 429, connection
 	// error) keeps retrying, with exponential backoff and jitter, before
 	// the build fails. Default 5m; 0: no retries.
 	RetryFor Duration `yaml:"retry_for"`
 	// RequestTimeout bounds how long one registry request may go without
 	// progress: before the answer begins, or between two pieces of an
-	// upload or answer. Default 1m.
+	// upload or answer. Such a registry is hung, so the push fails at
+	// once, naming it, without a retry. Default 1m.
 	RequestTimeout Duration `yaml:"request_timeout"`
 }
 
