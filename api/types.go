@@ -148,6 +148,45 @@ type ErrorDetail struct {
 // first attempt created instead of starting a second one.
 const IdempotencyKeyHeader = "Idempotency-Key"
 
+// MaxIdempotencyKey is the longest Idempotency-Key a gateway accepts.
+const MaxIdempotencyKey = 255
+
+// ValidIdempotencyKey reports whether k may be an Idempotency-Key: 1 to
+// MaxIdempotencyKey printable ASCII characters, no space. The key is an
+// index key of the job store and part of its JSON record, which must both
+// hold it byte for byte (JSON would replace invalid UTF-8; PostgreSQL
+// refuses it; bbolt refuses keys over 32 KiB).
+func ValidIdempotencyKey(k string) bool {
+	if len(k) == 0 || len(k) > MaxIdempotencyKey {
+		return false
+	}
+	for i := 0; i < len(k); i++ {
+		if k[i] < 0x21 || k[i] > 0x7e {
+			return false
+		}
+	}
+	return true
+}
+
+// Readiness is the answer to GET /readyz, 200 when the gateway takes
+// builds, else 503. It names what failed, never why: /readyz needs no
+// authentication, and the reasons (paths, addresses) are in the
+// gateway's log.
+type Readiness struct {
+	Ready bool `json:"ready"`
+	// Runners maps each runner to "ok" or "unavailable".
+	Runners map[string]string `json:"runners"`
+	// Store is "ok" or "unavailable" (the job store, or the free space
+	// of the state directory).
+	Store string `json:"store"`
+	// Failing names the failed checks, sorted: "store", "disk",
+	// "runner:NAME"; "shutting_down" while the gateway drains.
+	Failing []string `json:"failing,omitempty"`
+	// ShuttingDown is set while the gateway drains after SIGTERM: not
+	// ready, whatever the checks found.
+	ShuttingDown bool `json:"shutting_down,omitempty"`
+}
+
 // Version is the answer to GET /version, which needs no authentication.
 type Version struct {
 	Version string `json:"version"`

@@ -9,6 +9,12 @@
 // store, and serves a build only for one of those: a registry that claims
 // a digest, or lists in a manifest blobs it never served, is asked for
 // their bytes like any registry that has not served them yet.
+//
+// Each blob is read no further than the size its descriptor gives, and
+// must have that size; a layer may have no more than WithMaxBlobBytes,
+// a manifest or config no more than MaxMetadataBytes. The blobs of a
+// build's images together must fit in the store's bound: they are counted
+// from the manifests before any layer is fetched.
 package basestore
 
 import (
@@ -243,7 +249,34 @@ func (s *Store) Fetch(ctx context.Context, ref name.Reference) (*Image, error) {
 // manifest and config are stored and before any layer is fetched: an
 // image that check refuses costs two small blobs, and none of its layers
 // reaches the store. check may be nil.
-func (s *Store) FetchChecked(ctx context.Context, ref name.Reference, check func(*v1.ConfigFile) error) (_ *Image, err error) {
+func (s *Store) FetchChecked(ctx context.Context, ref name.Reference, check func(*v1.ConfigFile) error) (*Image, error) {
+	img, layers, err := s.resolve(ctx, ref, check, newBudget(s.o.maxBytes))
+	if err != nil {
+		return nil, err
+	}
+	if err := s.fetchLayers(ctx, img, layers); err != nil {
+		return nil, err
+	}
+	return img, nil
+}
+
+// Config resolves ref and returns its config, fetching its manifest and
+// config into the store but none of its layers.
+func (s *Store) Config(ctx context.Context, ref name.Reference) (*v1.ConfigFile, error) {
+	var cfg *v1.ConfigFile
+	img, _, err := s.resolve(ctx, ref, func(c *v1.ConfigFile) error { cfg = c; return nil }, newBudget(s.o.maxBytes))
+	if err != nil {
+		return nil, err
+	}
+	s.Release(img)
+	return cfg, nil
+}
+
+// resolve resolves ref, stores its manifests and config (leased for the
+// image it returns, with the layers still to fetch) and applies check to
+// the config. Every blob of the image is counted in bud, by the size its
+// manifest gives, before any of them is downloaded.
+func (s *Store) resolve(ctx context.Context, ref name.Reference, check func(*v1.ConfigFile) error, bud *budget) (_ *Image, _ []v1.Descriptor, err error) {
 	img := &Image{Ref: ref}
 	defer func() {
 		if err != nil {
@@ -265,84 +298,136 @@ func (s *Store) FetchChecked(ctx context.Context, ref name.Reference, check func
 	// checked.
 	top, err := remote.Head(ref, ropts...)
 	if err != nil {
-		return nil, fmt.Errorf("resolving %s: %w", ref, err)
+		return nil, nil, fmt.Errorf("resolving %s: %w", ref, err)
 	}
 	if d, ok := ref.(name.Digest); ok && top.Digest.String() != d.DigestStr() {
-		return nil, fmt.Errorf("resolving %s: the registry answered with %s", ref, top.Digest)
+		return nil, nil, fmt.Errorf("resolving %s: the registry answered with %s", ref, top.Digest)
 	}
 	img.Digest = top.Digest
-	raw, err := s.manifest(ctx, repo, img, top.Digest, ropts)
+	raw, err := s.manifest(ctx, repo, img, *top, ropts, bud)
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
 	mt, err := mediaType(raw)
 	if err != nil {
-		return nil, fmt.Errorf("reading manifest of %s: %w", ref, err)
+		return nil, nil, fmt.Errorf("reading manifest of %s: %w", ref, err)
 	}
 	img.Manifest = v1.Descriptor{MediaType: mt, Digest: top.Digest, Size: int64(len(raw))}
 	if mt.IsIndex() {
 		idx, err := v1.ParseIndexManifest(bytes.NewReader(raw))
 		if err != nil {
-			return nil, fmt.Errorf("reading index of %s: %w", ref, err)
+			return nil, nil, fmt.Errorf("reading index of %s: %w", ref, err)
 		}
 		child, err := pick(idx, s.o.platform)
 		if err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
+			return nil, nil, fmt.Errorf("%s: %w", ref, err)
 		}
-		if raw, err = s.manifest(ctx, repo, img, child.Digest, ropts); err != nil {
-			return nil, err
+		if raw, err = s.manifest(ctx, repo, img, child, ropts, bud); err != nil {
+			return nil, nil, err
 		}
 		img.Manifest = v1.Descriptor{MediaType: child.MediaType, Digest: child.Digest, Size: int64(len(raw))}
 	}
 	m, err := v1.ParseManifest(bytes.NewReader(raw))
 	if err != nil {
-		return nil, fmt.Errorf("reading manifest of %s: %w", ref, err)
+		return nil, nil, fmt.Errorf("reading manifest of %s: %w", ref, err)
 	}
-	blobs := append([]v1.Descriptor{m.Config}, m.Layers...)
-	for i, d := range blobs {
-		if i == 1 && check != nil {
-			// The config is stored (and leased): check it before the layers.
-			if err := s.checkConfig(m.Config.Digest, check); err != nil {
-				return nil, fmt.Errorf("%s: %w", ref, err)
-			}
-		}
-		if err := s.ensure(ctx, repo.RegistryStr(), d.Digest, func(w io.Writer) error {
-			l, err := remote.Layer(repo.Digest(d.Digest.String()), ropts...)
-			if err != nil {
-				return err
-			}
-			rc, err := l.Compressed()
-			if err != nil {
-				return err
-			}
-			defer rc.Close()
-			_, err = io.Copy(w, rc)
-			return err
-		}); err != nil {
-			return nil, fmt.Errorf("fetching %s of %s: %w", d.Digest, ref, err)
-		}
-		img.Blobs = append(img.Blobs, d.Digest)
+	// Sizes are checked, and counted, before the config is downloaded: a
+	// manifest that is refused costs no blob.
+	if err := checkSize(m.Config, MaxMetadataBytes, "config", repo); err != nil {
+		return nil, nil, err
 	}
-	if len(blobs) == 1 && check != nil {
+	for _, l := range m.Layers {
+		if err := checkSize(l, s.o.maxBlobBytes, "layer", repo); err != nil {
+			return nil, nil, err
+		}
+	}
+	if err := bud.add(ref, append([]v1.Descriptor{m.Config}, m.Layers...)...); err != nil {
+		return nil, nil, err
+	}
+	if err := s.blob(ctx, repo, img, m.Config, ropts); err != nil {
+		return nil, nil, fmt.Errorf("fetching %s of %s: %w", m.Config.Digest, ref, err)
+	}
+	if check != nil {
 		if err := s.checkConfig(m.Config.Digest, check); err != nil {
-			return nil, fmt.Errorf("%s: %w", ref, err)
+			return nil, nil, fmt.Errorf("%s: %w", ref, err)
 		}
 	}
-	return img, nil
+	return img, m.Layers, nil
 }
 
-// errConfigOnly stops FetchChecked after the config, for Config.
-var errConfigOnly = errors.New("config only")
-
-// Config resolves ref and returns its config, fetching its manifest and
-// config into the store but none of its layers.
-func (s *Store) Config(ctx context.Context, ref name.Reference) (*v1.ConfigFile, error) {
-	var cfg *v1.ConfigFile
-	_, err := s.FetchChecked(ctx, ref, func(c *v1.ConfigFile) error { cfg = c; return errConfigOnly })
-	if cfg == nil {
-		return nil, err
+// fetchLayers stores the layers of img that resolve returned, leased for
+// it. On an error img is released.
+func (s *Store) fetchLayers(ctx context.Context, img *Image, layers []v1.Descriptor) error {
+	ropts := append(s.o.remote(img.Ref.Context().Registry), remote.WithContext(ctx))
+	for _, d := range layers {
+		if err := s.blob(ctx, img.Ref.Context(), img, d, ropts); err != nil {
+			s.Release(img)
+			return fmt.Errorf("fetching %s of %s: %w", d.Digest, img.Ref, err)
+		}
 	}
-	return cfg, nil
+	return nil
+}
+
+// blob stores the blob d of repo if it is not stored yet from repo's
+// registry, and leases it for img. The download is read no further than
+// d's size (and one byte more, to know it is too long).
+func (s *Store) blob(ctx context.Context, repo name.Repository, img *Image, d v1.Descriptor, ropts []remote.Option) error {
+	err := s.ensure(ctx, repo.RegistryStr(), d, func(w io.Writer) error {
+		l, err := remote.Layer(repo.Digest(d.Digest.String()), ropts...)
+		if err != nil {
+			return err
+		}
+		// ggcr reads a blob fetched alone without a bound, to its digest
+		// check at the end, which an endless answer never reaches.
+		rc, err := l.Compressed()
+		if err != nil {
+			return err
+		}
+		defer rc.Close()
+		_, err = io.Copy(w, io.LimitReader(rc, d.Size+1))
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	img.Blobs = append(img.Blobs, d.Digest)
+	return nil
+}
+
+// checkSize refuses a blob of repo whose descriptor gives no size or one
+// beyond max.
+func checkSize(d v1.Descriptor, max int64, what string, repo name.Repository) error {
+	if d.Size < 0 {
+		return fmt.Errorf("%s %s of %s: no size given (%d)", what, d.Digest, repo, d.Size)
+	}
+	if d.Size > max {
+		return fmt.Errorf("%s %s of %s has %d bytes, more than the %d a %s may have", what, d.Digest, repo, d.Size, max, what)
+	}
+	return nil
+}
+
+// budget counts the bytes of the blobs of one build's images, each blob
+// once, against the store's bound.
+type budget struct {
+	max, used int64
+	seen      map[v1.Hash]bool
+}
+
+func newBudget(max int64) *budget { return &budget{max: max, seen: map[v1.Hash]bool{}} }
+
+// add counts blobs of ref and fails once the build's blobs together pass
+// the bound.
+func (b *budget) add(ref name.Reference, blobs ...v1.Descriptor) error {
+	for _, d := range blobs {
+		if !b.seen[d.Digest] {
+			b.seen[d.Digest] = true
+			b.used += d.Size
+		}
+	}
+	if b.used > b.max {
+		return fmt.Errorf("the base images need more than the base image store's bound of %d bytes (base_images.max_bytes): %d bytes with %s", b.max, b.used, ref)
+	}
+	return nil
 }
 
 // checkConfig reads the stored config h and applies check to it.
@@ -359,11 +444,23 @@ func (s *Store) checkConfig(h v1.Hash, check func(*v1.ConfigFile) error) error {
 	return check(cfg)
 }
 
-// manifest stores the manifest h of repo if it is not stored yet from
-// repo's registry, leases it for img and returns its bytes.
-func (s *Store) manifest(ctx context.Context, repo name.Repository, img *Image, h v1.Hash, ropts []remote.Option) ([]byte, error) {
-	err := s.ensure(ctx, repo.RegistryStr(), h, func(w io.Writer) error {
-		desc, err := remote.Get(repo.Digest(h.String()), ropts...)
+// manifest stores the manifest d of repo if it is not stored yet from
+// repo's registry, leases it for img and returns its bytes. d's size,
+// counted in bud before the download, must be its length.
+func (s *Store) manifest(ctx context.Context, repo name.Repository, img *Image, d v1.Descriptor, ropts []remote.Option, bud *budget) ([]byte, error) {
+	// A manifest of no size is one whose size the registry did not say.
+	if d.Size == 0 {
+		d.Size = -1
+	}
+	if err := checkSize(d, MaxMetadataBytes, "manifest", repo); err != nil {
+		return nil, err
+	}
+	if err := bud.add(repo.Digest(d.Digest.String()), d); err != nil {
+		return nil, err
+	}
+	err := s.ensure(ctx, repo.RegistryStr(), d, func(w io.Writer) error {
+		// ggcr reads at most 100 MiB of a manifest.
+		desc, err := remote.Get(repo.Digest(d.Digest.String()), ropts...)
 		if err != nil {
 			return err
 		}
@@ -371,20 +468,21 @@ func (s *Store) manifest(ctx context.Context, repo name.Repository, img *Image, 
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("fetching manifest %s of %s: %w", h, repo, err)
+		return nil, fmt.Errorf("fetching manifest %s of %s: %w", d.Digest, repo, err)
 	}
-	img.Blobs = append(img.Blobs, h)
-	b, err := os.ReadFile(s.path(h))
+	img.Blobs = append(img.Blobs, d.Digest)
+	b, err := os.ReadFile(s.path(d.Digest))
 	if err != nil {
-		return nil, fmt.Errorf("reading manifest %s: %w", h, err)
+		return nil, fmt.Errorf("reading manifest %s: %w", d.Digest, err)
 	}
 	return b, nil
 }
 
-// ensure makes sure blob h is stored, served by registry, downloading it
+// ensure makes sure blob d is stored, served by registry, downloading it
 // with get if not, and leases it. Concurrent calls for the same blob from
 // the same registry wait for one download.
-func (s *Store) ensure(ctx context.Context, registry string, h v1.Hash, get func(io.Writer) error) error {
+func (s *Store) ensure(ctx context.Context, registry string, d v1.Descriptor, get func(io.Writer) error) error {
+	h := d.Digest
 	if h.Algorithm != "sha256" {
 		return fmt.Errorf("unsupported digest %s", h)
 	}
@@ -393,6 +491,12 @@ func (s *Store) ensure(ctx context.Context, registry string, h v1.Hash, get func
 		s.mu.Lock()
 		if e, ok := s.blobs[h]; ok && slices.Contains(e.Value.(*blob).origins, registry) {
 			b := e.Value.(*blob)
+			// The size was counted against the bound as the descriptor
+			// gives it: it must be the blob's.
+			if b.size != d.Size {
+				s.mu.Unlock()
+				return fmt.Errorf("%s has %d bytes, not the %d its descriptor gives", h, b.size, d.Size)
+			}
 			b.leases++
 			s.lru.MoveToFront(e)
 			s.stats.Hits++
@@ -420,7 +524,7 @@ func (s *Store) ensure(ctx context.Context, registry string, h v1.Hash, get func
 		s.inflight[key] = c
 		s.mu.Unlock()
 
-		tmp, size, err := s.download(h, get)
+		tmp, size, err := s.download(registry, d, get)
 		s.mu.Lock()
 		if err == nil {
 			err = s.add(registry, h, tmp, size)
@@ -467,20 +571,30 @@ func (s *Store) add(registry string, h v1.Hash, tmp string, size int64) error {
 	return nil
 }
 
-// download writes the blob to a temporary file, read-only, checks its
-// digest and returns the file's path, which the caller removes or moves.
-func (s *Store) download(h v1.Hash, get func(io.Writer) error) (string, int64, error) {
+// download writes the blob d, served by registry, to a temporary file,
+// read-only, checks its size and digest and returns the file's path,
+// which the caller removes or moves. The file never holds more than d's
+// size.
+func (s *Store) download(registry string, d v1.Descriptor, get func(io.Writer) error) (string, int64, error) {
+	h := d.Digest
 	f, err := os.CreateTemp(s.tmpDir(), h.Hex+"-")
 	if err != nil {
 		return "", 0, err
 	}
 	hw := sha256.New()
-	cw := &countWriter{}
-	err = get(io.MultiWriter(f, hw, cw))
+	lw := &limitWriter{w: io.MultiWriter(f, hw), left: d.Size}
+	err = get(lw)
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
-	if err == nil {
+	switch {
+	case errors.Is(err, errTooLong):
+		err = fmt.Errorf("%s served more than the %d bytes of %s", registry, d.Size, h)
+	case lw.n != d.Size && err != nil:
+		err = fmt.Errorf("%s served %d of the %d bytes of %s: %w", registry, lw.n, d.Size, h, err)
+	case lw.n != d.Size:
+		err = fmt.Errorf("%s served %d of the %d bytes of %s", registry, lw.n, d.Size, h)
+	case err == nil:
 		if got := hex.EncodeToString(hw.Sum(nil)); got != h.Hex {
 			err = fmt.Errorf("content has digest sha256:%s, want %s", got, h)
 		}
@@ -492,7 +606,7 @@ func (s *Store) download(h v1.Hash, get func(io.Writer) error) (string, int64, e
 		os.Remove(f.Name())
 		return "", 0, err
 	}
-	return f.Name(), cw.n, nil
+	return f.Name(), lw.n, nil
 }
 
 // evict removes least recently used blobs, but none that is leased, until
@@ -648,6 +762,22 @@ func pick(idx *v1.IndexManifest, p v1.Platform) (v1.Descriptor, error) {
 	return v1.Descriptor{}, fmt.Errorf("no image for platform %s (has %s)", p.String(), strings.Join(have, ", "))
 }
 
-type countWriter struct{ n int64 }
+var errTooLong = errors.New("more bytes than the blob's size")
 
-func (c *countWriter) Write(p []byte) (int, error) { c.n += int64(len(p)); return len(p), nil }
+// limitWriter writes to w at most left bytes; a write beyond them writes
+// nothing and fails with errTooLong.
+type limitWriter struct {
+	w    io.Writer
+	n    int64
+	left int64
+}
+
+func (l *limitWriter) Write(p []byte) (int, error) {
+	if int64(len(p)) > l.left {
+		return 0, errTooLong
+	}
+	n, err := l.w.Write(p)
+	l.n += int64(n)
+	l.left -= int64(n)
+	return n, err
+}

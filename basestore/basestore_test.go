@@ -678,3 +678,283 @@ func TestOriginsAfterRestart(t *testing.T) {
 	fetch(open(), refA, 0)
 	fetch(open(), refB, blobs)
 }
+
+// hostileRegistry is a registry a tenant runs, in front of ggcr's
+// in-memory registry: a GET of a blob in serve is answered by its
+// function, given the blob's real bytes; every other request by the
+// registry.
+func hostileRegistry(t *testing.T, serve map[v1.Hash]func(w http.ResponseWriter, blob []byte)) *countingRegistry {
+	t.Helper()
+	c := &countingRegistry{}
+	reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+	s := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Method == http.MethodGet && strings.Contains(r.URL.Path, "/blobs/sha256:") {
+			c.blobs.Add(1)
+			h, err := v1.NewHash(r.URL.Path[strings.LastIndex(r.URL.Path, "/")+1:])
+			if f := serve[h]; err == nil && f != nil {
+				rec := httptest.NewRecorder()
+				reg.ServeHTTP(rec, r)
+				f(w, rec.Body.Bytes())
+				return
+			}
+		}
+		reg.ServeHTTP(w, r)
+	}))
+	t.Cleanup(s.Close)
+	c.host = s.Listener.Addr().String()
+	return c
+}
+
+// endless serves the blob, then zeros without end (16 MiB, so that a
+// test of an unbounded read ends), chunked.
+func endless(w http.ResponseWriter, blob []byte) {
+	w.Write(blob)
+	zeros := make([]byte, 32<<10)
+	for n := 0; n < 16<<20; n += len(zeros) {
+		if _, err := w.Write(zeros); err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+	}
+}
+
+// short serves the first half of the blob, chunked.
+func short(w http.ResponseWriter, blob []byte) {
+	w.Write(blob[:len(blob)/2])
+	w.(http.Flusher).Flush()
+}
+
+// bodyCounter is the store's transport: it counts the bytes of blob
+// bodies the store reads from the network.
+type bodyCounter struct{ n atomic.Int64 }
+
+func (c *bodyCounter) RoundTrip(r *http.Request) (*http.Response, error) {
+	resp, err := http.DefaultTransport.RoundTrip(r)
+	if err == nil && strings.Contains(r.URL.Path, "/blobs/") {
+		resp.Body = &countedBody{resp.Body, &c.n}
+	}
+	return resp, err
+}
+
+type countedBody struct {
+	io.ReadCloser
+	n *atomic.Int64
+}
+
+func (b *countedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	b.n.Add(int64(n))
+	return n, err
+}
+
+// rawManifest is a manifest pushed as is.
+type rawManifest struct {
+	raw []byte
+	mt  types.MediaType
+}
+
+func (r rawManifest) RawManifest() ([]byte, error)        { return r.raw, nil }
+func (r rawManifest) MediaType() (types.MediaType, error) { return r.mt, nil }
+
+// A registry a tenant runs must not fill the store's disk: each blob is
+// read no further than its size in the manifest, and a manifest that
+// gives a blob no size, or more than a blob may have, costs no download.
+func TestFetchBlobBounded(t *testing.T) {
+	ctx := context.Background()
+	img, err := random.Image(4096, 2)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, _ := img.Manifest()
+	cfg, layer := m.Config, m.Layers[0]
+	// The same image with its second layer's size replaced.
+	withSize := func(size int64) *v1.Manifest {
+		c := m.DeepCopy()
+		c.Layers[1].Size = size
+		return c
+	}
+	for _, tc := range []struct {
+		name     string
+		serve    map[v1.Hash]func(http.ResponseWriter, []byte)
+		manifest *v1.Manifest // pushed instead of img's
+		opts     []Option
+		blob     v1.Hash // the blob refused
+		want     string
+		maxRead  int64 // of blob bodies
+	}{
+		{"endless layer", map[v1.Hash]func(http.ResponseWriter, []byte){layer.Digest: endless}, nil, nil,
+			layer.Digest, fmt.Sprintf("served more than the %d bytes of %s", layer.Size, layer.Digest), cfg.Size + layer.Size + 1},
+		{"endless config", map[v1.Hash]func(http.ResponseWriter, []byte){cfg.Digest: endless}, nil, nil,
+			cfg.Digest, fmt.Sprintf("served more than the %d bytes of %s", cfg.Size, cfg.Digest), cfg.Size + 1},
+		{"short layer", map[v1.Hash]func(http.ResponseWriter, []byte){layer.Digest: short}, nil, nil,
+			layer.Digest, fmt.Sprintf("served %d of the %d bytes of %s", layer.Size/2, layer.Size, layer.Digest), cfg.Size + layer.Size},
+		{"layer beyond the blob bound", nil, withSize(1 << 40), []Option{WithMaxBlobBytes(1 << 20)},
+			m.Layers[1].Digest, fmt.Sprintf("has %d bytes, more than the %d a layer may have", int64(1<<40), 1<<20), 0},
+		{"layer of no size", nil, withSize(-1), nil,
+			m.Layers[1].Digest, "no size given", 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			reg := hostileRegistry(t, tc.serve)
+			ref := reg.writeImage(t, "tenant/base", img)
+			if tc.manifest != nil {
+				raw, err := json.Marshal(tc.manifest)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := remote.Put(ref, rawManifest{raw, tc.manifest.MediaType}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			var read bodyCounter
+			s := newStore(t, append(tc.opts, WithRemoteOptions(func(name.Registry) []remote.Option {
+				return []remote.Option{remote.WithTransport(&read)}
+			}))...)
+			fetches := []struct {
+				name  string
+				fetch func() error
+			}{
+				{"Fetch", func() error {
+					got, err := s.Fetch(ctx, ref)
+					s.Release(got)
+					return err
+				}},
+			}
+			if tc.blob == cfg.Digest {
+				// At submission, inside the request.
+				fetches = append(fetches, struct {
+					name  string
+					fetch func() error
+				}{"Config", func() error { _, err := s.Config(ctx, ref); return err }})
+			}
+			for _, f := range fetches {
+				read.n.Store(0)
+				err := f.fetch()
+				if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), reg.host) {
+					t.Errorf("%s(%s) = %v, want an error naming %s and saying %q", f.name, ref, err, reg.host, tc.want)
+				}
+				if n := read.n.Load(); n > tc.maxRead {
+					t.Errorf("%s(%s) read %d bytes of blobs, want at most %d", f.name, ref, n, tc.maxRead)
+				}
+				if s.Has(tc.blob) {
+					t.Errorf("%s(%s): blob %s is stored", f.name, ref, tc.blob)
+				}
+				if tmp, _ := os.ReadDir(s.tmpDir()); len(tmp) != 0 {
+					t.Errorf("%s(%s) left %d files in the store's temporary directory", f.name, ref, len(tmp))
+				}
+			}
+		})
+	}
+}
+
+// One build cannot take the store beyond its bound: the blobs of all its
+// images together, stored or not, must fit in it, and are counted before
+// any layer is fetched.
+func TestPrepareWithinBound(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t)
+	refA, imgA := reg.push(t, "team/a", 10000, 2)
+	refB, imgB := reg.push(t, "team/b", 10000, 2)
+	// Room for one image (about 20 KB of layers), not two.
+	const bound = 30000
+	text := "FROM " + refA.String() + " AS unused\nFROM " + refB.String() + "\n"
+	analysis, err := df.Analyze([]byte(text), nil, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, stored := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stored=%v", stored), func(t *testing.T) {
+			s := newStore(t, WithMaxBytes(bound), WithCopies())
+			if stored {
+				// A's blobs are stored already: they count all the same.
+				a, err := s.Fetch(ctx, refA)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Release(a)
+			}
+			before, size := reg.blobs.Load(), s.Size()
+			ws := t.TempDir()
+			_, err := s.Prepare(ctx, &builder.Request{Workspace: ws, Analysis: analysis}, io.Discard)
+			want := fmt.Sprintf("the base image store's bound of %d bytes (base_images.max_bytes)", bound)
+			if err == nil || !strings.Contains(err.Error(), want) {
+				t.Fatalf("Prepare(FROM %s, FROM %s) = %v, want an error naming %q", refA, refB, err, want)
+			}
+			// A's config at most (if not stored): B's manifest already
+			// says it does not fit.
+			if n := reg.blobs.Load() - before; n > 1 {
+				t.Errorf("Prepare downloaded %d blobs, want at most A's config", n)
+			}
+			layers := func(img v1.Image) (n int) {
+				m, _ := img.Manifest()
+				for _, l := range m.Layers {
+					if s.Has(l.Digest) {
+						n++
+					}
+				}
+				return n
+			}
+			wantA := 0
+			if stored {
+				wantA = 2
+			}
+			if a, b := layers(imgA), layers(imgB); a != wantA || b != 0 {
+				t.Errorf("after a refused Prepare, %d layers of A and %d of B are stored, want %d and 0", a, b, wantA)
+			}
+			if s.Size() > size+2000 {
+				t.Errorf("Size() = %d after a refused Prepare, want no more than A's manifest and config beyond the %d before", s.Size(), size)
+			}
+			if _, err := os.Stat(filepath.Join(ws, LayoutDir, "index.json")); err == nil {
+				t.Errorf("Prepare left a layout after a refusal")
+			}
+			// Each image alone fits.
+			for _, ref := range []name.Reference{refA, refB} {
+				img, err := s.Fetch(ctx, ref)
+				if err != nil {
+					t.Errorf("Fetch(%s) = %v, want it within the bound", ref, err)
+				}
+				s.Release(img)
+			}
+		})
+	}
+	// One image beyond the bound is refused before its layers.
+	s := newStore(t, WithMaxBytes(15000))
+	if _, err := s.Fetch(ctx, refA); err == nil || !strings.Contains(err.Error(), "(base_images.max_bytes)") {
+		t.Errorf("Fetch(%s) into a store of 15000 bytes = %v, want an error naming base_images.max_bytes", refA, err)
+	}
+	m, _ := imgA.Manifest()
+	for _, l := range m.Layers {
+		if s.Has(l.Digest) {
+			t.Errorf("layer %s of an image beyond the bound is stored", l.Digest)
+		}
+	}
+}
+
+// A stored blob counts against the bound by the size the manifest gives:
+// a manifest that gives a stored blob less is refused.
+func TestFetchStoredBlobSize(t *testing.T) {
+	ctx := context.Background()
+	reg := startRegistry(t)
+	ref, img := reg.push(t, "team/base", 4096, 1)
+	s := newStore(t)
+	got, err := s.Fetch(ctx, ref)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Release(got)
+	m, _ := img.Manifest()
+	m = m.DeepCopy()
+	m.Layers[0].Size = 1
+	raw, err := json.Marshal(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	small := ref.Context().Tag("small")
+	if err := remote.Put(small, rawManifest{raw, m.MediaType}); err != nil {
+		t.Fatal(err)
+	}
+	want := "not the 1 its descriptor gives"
+	if got, err := s.Fetch(ctx, small); err == nil || !strings.Contains(err.Error(), want) {
+		s.Release(got)
+		t.Errorf("Fetch(%s) = %v, want an error saying %q", small, err, want)
+	}
+}

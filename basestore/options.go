@@ -14,14 +14,20 @@ import (
 type Option func(*options) error
 
 type options struct {
-	maxBytes int64
-	remote   func(name.Registry) []remote.Option
-	platform v1.Platform
-	link     bool
+	maxBytes     int64
+	maxBlobBytes int64 // 0: maxBytes
+	remote       func(name.Registry) []remote.Option
+	platform     v1.Platform
+	link         bool
 }
 
 // DefaultMaxBytes bounds a store that WithMaxBytes does not: 10 GiB.
 const DefaultMaxBytes = 10 << 30
+
+// MaxMetadataBytes bounds each manifest and config: both are read whole
+// into memory, a config at submission inside the request. Docker Hub
+// refuses manifests over 4 MiB.
+const MaxMetadataBytes = 8 << 20
 
 func makeOptions(opts ...Option) (options, error) {
 	o := options{
@@ -39,18 +45,38 @@ func makeOptions(opts ...Option) (options, error) {
 			return o, err
 		}
 	}
+	if o.maxBlobBytes == 0 || o.maxBlobBytes > o.maxBytes {
+		o.maxBlobBytes = o.maxBytes
+	}
 	return o, nil
 }
 
 // WithMaxBytes bounds the store's size. When a download takes it beyond,
 // the least recently used blobs that no build is about to use are
-// removed. Default DefaultMaxBytes.
+// removed. It also bounds the blobs of one build's images together
+// (of one image for Fetch), stored or not: they stay leased until the
+// build has them, so a build that needs more could not be kept within the
+// bound, and is refused before any layer is downloaded. Default
+// DefaultMaxBytes.
 func WithMaxBytes(n int64) Option {
 	return func(o *options) error {
 		if n <= 0 {
 			return fmt.Errorf("base image store: size bound must be positive, got %d", n)
 		}
 		o.maxBytes = n
+		return nil
+	}
+}
+
+// WithMaxBlobBytes bounds each layer: a manifest that gives a layer a
+// larger size is refused before the layer is downloaded. Default, and at
+// most, the store's bound (WithMaxBytes).
+func WithMaxBlobBytes(n int64) Option {
+	return func(o *options) error {
+		if n <= 0 {
+			return fmt.Errorf("base image store: blob size bound must be positive, got %d", n)
+		}
+		o.maxBlobBytes = n
 		return nil
 	}
 }

@@ -28,6 +28,10 @@ const LayoutDir = "base"
 // policy checked the same analysis when the build was accepted, and
 // req.CheckBase checks each base's triggers again before their images
 // are fetched.
+//
+// Every image is resolved (manifests and config) before any layer is
+// fetched: the blobs of all the build's images together must fit in the
+// store's bound, or none of its layers is.
 func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer) (*builder.BaseImages, error) {
 	a := req.Analysis
 	if a == nil {
@@ -44,6 +48,8 @@ func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer
 	}
 	out := &builder.BaseImages{Layout: filepath.Join(req.Workspace, LayoutDir)}
 	var imgs []*Image
+	var layers [][]v1.Descriptor
+	bud := newBudget(s.o.maxBytes)
 	defer func() {
 		for _, img := range imgs {
 			s.Release(img)
@@ -76,7 +82,7 @@ func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer
 				return req.CheckBase(ref.Name(), triggers)
 			}
 		}
-		img, err := s.FetchChecked(ctx, ref, check)
+		img, ls, err := s.resolve(ctx, ref, check, bud)
 		if err != nil {
 			return nil, err
 		}
@@ -91,12 +97,18 @@ func (s *Store) Prepare(ctx context.Context, req *builder.Request, log io.Writer
 			}
 		}
 		imgs = append(imgs, img)
+		layers = append(layers, ls)
 		bi := builder.BaseImage{Name: ref.Name(), Digest: img.Digest.String()}
 		out.Images = append(out.Images, bi)
 		if final != nil && final.Name() == ref.Name() {
 			out.Final = &bi
 		}
 		fmt.Fprintf(log, "base image %s: %s\n", bi.Name, bi.Digest)
+	}
+	for i, img := range imgs {
+		if err := s.fetchLayers(ctx, img, layers[i]); err != nil {
+			return nil, err
+		}
 	}
 	if err := s.Link(out.Layout, imgs); err != nil {
 		return nil, fmt.Errorf("handing base images to the build: %w", err)

@@ -16,6 +16,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // mkTree creates files under a new temp dir. A key ending in "/" is an
@@ -527,7 +529,7 @@ func TestReader(t *testing.T) {
 		if err := r.Close(); err != nil {
 			t.Fatalf("Close() = %v", err)
 		}
-		deadline := time.Now().Add(5 * time.Second)
+		deadline := time.Now().Add(testenv.Scale(5 * time.Second))
 		for runtime.NumGoroutine() > before {
 			if time.Now().After(deadline) {
 				t.Fatalf("Reader(%q) goroutine still running after Close: %d goroutines, want %d", big, runtime.NumGoroutine(), before)

@@ -467,8 +467,13 @@ func (g *gateway) waitDraining(t *testing.T) {
 	for deadline := time.Now().Add(testenv.Scale(5 * time.Second)); ; time.Sleep(20 * time.Millisecond) {
 		resp, err := g.httpClient().Get(g.url + "/readyz")
 		if err == nil {
+			raw, _ := io.ReadAll(resp.Body)
 			resp.Body.Close()
 			if resp.StatusCode == http.StatusServiceUnavailable {
+				var r api.Readiness
+				if err := json.Unmarshal(raw, &r); err != nil || r.Ready || !r.ShuttingDown {
+					t.Fatalf("GET /readyz after SIGTERM = 503 %s (%v), want an api.Readiness shutting down", raw, err)
+				}
 				return
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // TestResubmitAfterRestart: a build that a gateway restart interrupts is
@@ -28,12 +29,13 @@ func TestResubmitAfterRestart(t *testing.T) {
 	cmd, stdout, stderr, exited := c.cmd, c.stdout, c.stderr, c.exited
 
 	var first string
-	for deadline := time.Now().Add(time.Minute); first == ""; time.Sleep(100 * time.Millisecond) {
+	accepted := testenv.Scale(time.Minute)
+	for deadline := time.Now().Add(accepted); first == ""; time.Sleep(100 * time.Millisecond) {
 		if bs := g.listBuilds(t, ci); len(bs) == 1 {
 			first = bs[0].ID
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no build accepted a minute after submit started; its stderr:\n%s", stderr.String())
+			t.Fatalf("no build accepted %s after submit started; its stderr:\n%s", accepted, stderr.String())
 		}
 	}
 	g.waitLogLine(t, ci, first, "waiting for go", 3*time.Minute)
@@ -46,8 +48,8 @@ func TestResubmitAfterRestart(t *testing.T) {
 
 	select {
 	case <-exited:
-	case <-time.After(4 * time.Minute):
-		t.Fatalf("submit still running 4 minutes after the restart; stderr:\n%s", stderr.String())
+	case <-time.After(testenv.Scale(4 * time.Minute)):
+		t.Fatalf("submit still running %s after the restart; stderr:\n%s", testenv.Scale(4*time.Minute), stderr.String())
 	}
 	if code := cmd.ProcessState.ExitCode(); code != 0 {
 		t.Fatalf("submit across a restart exited %d, want 0; stderr:\n%s", code, stderr.String())

@@ -7,6 +7,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // lossyProxy forwards TCP connections to upstream. On its first
@@ -49,7 +51,7 @@ func (p *lossyProxy) serve() {
 			if n == 1 {
 				// Wait for the answer to start, then cut both sides.
 				buf := make([]byte, 1)
-				u.SetReadDeadline(time.Now().Add(2 * time.Minute))
+				u.SetReadDeadline(time.Now().Add(testenv.Scale(2 * time.Minute)))
 				u.Read(buf)
 				return
 			}

@@ -42,6 +42,12 @@ func (p policyAuthorizer) Authorize(ctx context.Context, id auth.Identity, spec 
 	if d.Allowed {
 		g.CacheTenant = d.CacheScope.Tenant(id)
 		g.NoCache = g.CacheTenant == ""
+		// A tenant of one identity stays unnamed: its builds then count
+		// under their owner, as those stored before tenants do, rather
+		// than under a second key beside them after an upgrade.
+		if d.Tenant != policy.CacheIdentity {
+			g.LimitTenant = d.Tenant.Tenant(id)
+		}
 	}
 	if !d.Allowed {
 		return d.Rule, g, &jobs.DeniedError{Rule: d.Rule, Reason: d.Reason}

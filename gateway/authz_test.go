@@ -182,7 +182,7 @@ func newAuthzEnv(t *testing.T) *authzEnv {
 			// Go's client would otherwise send none for an unknown CA.
 			tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &certs[0], nil }
 		}
-		return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+		return &http.Client{Timeout: testenv.Scale(30 * time.Second), Transport: &http.Transport{TLSClientConfig: tc}}
 	}
 	e.client = newClient()
 	e.mtls = newClient(clientCA.issue(t, "deployer.ci.test"))
@@ -802,7 +802,8 @@ func TestAuthorization(t *testing.T) {
 // wait polls the build until it is final.
 func (e *authzEnv) wait(t *testing.T, bearer, id string) api.Build {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	d := testenv.Scale(3 * time.Minute)
+	deadline := time.Now().Add(d)
 	for {
 		req, _ := http.NewRequest(http.MethodGet, e.url+"/v1/builds/"+id, nil)
 		req.Header.Set("Authorization", "Bearer "+bearer)
@@ -823,7 +824,7 @@ func (e *authzEnv) wait(t *testing.T, bearer, id string) api.Build {
 			return b
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("build %s still %s after 3 minutes", id, b.Status)
+			t.Fatalf("build %s still %s after %s", id, b.Status, d)
 		}
 		time.Sleep(200 * time.Millisecond)
 	}
@@ -908,7 +909,7 @@ func zeros(n int) string { return string(make([]byte, n)) }
 
 func waitHealthy(t *testing.T, c *http.Client, url string) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(testenv.Scale(10 * time.Second))
 	for {
 		resp, err := c.Get(url + "/healthz")
 		if err == nil {

@@ -34,6 +34,16 @@ import (
 // fails, so that a failed New leaves no lock held, no file open and
 // nothing mounted. The host probes it uses are in probes.go.
 
+// A write to an API client must complete within writeTimeout: a log
+// stream's each, a download of the client within it plus its size at
+// minDownloadBytesPerSecond. A client that stops reading then loses its
+// connection rather than holding it, and the stream's goroutine, for
+// good. Streams idle between writes are not cut.
+const (
+	writeTimeout              = 30 * time.Second
+	minDownloadBytesPerSecond = 64 << 10
+)
+
 // undo is a stack of closers.
 type undo []func() error
 
@@ -262,6 +272,8 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 
 	sopts := []server.Option{server.WithMetrics(metrics), server.WithPolicy(authz),
 		server.WithUploadRate(server.UploadRate{MinBytesPerSecond: cfg.Context.MinUploadBytesPerSecond, Window: time.Duration(cfg.Context.UploadRateWindow)}),
+		server.WithBodyTimeout(time.Duration(cfg.RequestBodyTimeout)),
+		server.WithWriteRate(server.WriteRate{MinBytesPerSecond: minDownloadBytesPerSecond, Window: writeTimeout}),
 		server.WithDownloads(downloadsDir(cfg.DownloadsDir)), server.WithIdentities(l.identities)}
 	if alog != nil {
 		sopts = append(sopts, server.WithAudit(alog))
@@ -284,8 +296,13 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	srv := &http.Server{
 		Handler:           d,
 		ReadHeaderTimeout: 30 * time.Second,
-		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
-		TLSConfig:         l.tls,
+		// No ReadTimeout: net/http would apply it to requests without a
+		// body too, and the background read of one that times out
+		// cancels the request, ending log streams. Bodies are bounded
+		// per request instead (WithBodyTimeout, WithUploadRate).
+		IdleTimeout: time.Duration(cfg.IdleTimeout),
+		ErrorLog:    slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		TLSConfig:   l.tls,
 	}
 	if l.tls != nil {
 		ln = tls.NewListener(ln, l.tls)

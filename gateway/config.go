@@ -31,6 +31,16 @@ type Config struct {
 	// loopback address requires TLS.
 	Listen string `yaml:"listen"`
 	TLS    TLS    `yaml:"tls"`
+	// IdleTimeout is how long an API connection may wait, kept alive,
+	// for its next request before the gateway closes it, so that idle
+	// clients cannot hold file descriptors. Default 2m; at least 1s.
+	IdleTimeout Duration `yaml:"idle_timeout"`
+	// RequestBodyTimeout bounds how long the body of a request may take
+	// to arrive, unless it is an authenticated build upload (bounded by
+	// context.min_upload_bytes_per_second instead): a client that
+	// declares a body it never sends, say after its credentials are
+	// refused, is cut off then. Default 30s; at least 1s.
+	RequestBodyTimeout Duration `yaml:"request_body_timeout"`
 	// StateDir holds workspaces and logs. Default /var/lib/buildgw.
 	StateDir string `yaml:"state_dir"`
 	// Store is where builds are recorded.
@@ -101,8 +111,13 @@ type Lifecycle struct {
 	LogMaxBytes int64 `yaml:"log_max_bytes"`
 	// MinFreeBytes is the free space of state_dir below which /readyz
 	// fails, and below which a running build whose workspace keeps
-	// growing is stopped before the disk fills. Default 1 GiB; 0: no
-	// check.
+	// growing is stopped by the disk guard: the free space is read
+	// every 50 ms, and a build whose workspace grew while it falls
+	// under this is stopped at once. A writer is stopped before the
+	// disk fills as long as it writes less than this in about 50 ms
+	// plus one walk of its workspace, so set it in proportion to the
+	// disk's write speed (at least a second of writes: 1 GiB for a
+	// disk of up to 1 GB/s). Default 1 GiB; 0: no check.
 	MinFreeBytes uint64 `yaml:"min_free_bytes"`
 	// WorkspaceMaxBytes bounds the disk one running build's workspace
 	// takes (context, unpacked base images, RUN output, the built image),
@@ -136,15 +151,16 @@ type Queue struct {
 	// MaxQueued builds may wait in all; beyond, submissions get 429 with
 	// Retry-After. Default 1000; 0: no bound.
 	MaxQueued int `yaml:"max_queued"`
-	// MaxQueuedPerIdentity builds of one identity may wait or upload, so
-	// that no identity fills the queue for the others. Default 0: a tenth
-	// of MaxQueued, at least 1 (set it to MaxQueued for no bound of its
-	// own).
+	// MaxQueuedPerIdentity builds of one tenant (the policy rule's
+	// tenant; by default one identity, or one project's refs of a class)
+	// may wait or upload, so that no tenant fills the queue for the
+	// others. Default 0: a tenth of MaxQueued, at least 1 (set it to
+	// MaxQueued for no bound of its own).
 	MaxQueuedPerIdentity int `yaml:"max_queued_per_identity"`
-	// MaxUploadingPerIdentity submissions of one identity may be uploading
+	// MaxUploadingPerIdentity submissions of one tenant may be uploading
 	// their context at once; more get 429. Default 8; 0: no bound.
 	MaxUploadingPerIdentity int `yaml:"max_uploading_per_identity"`
-	// MaxRunningPerIdentity builds of one identity may run at once (policy
+	// MaxRunningPerIdentity builds of one tenant may run at once (policy
 	// grants may lower it). Default 0: no bound but concurrency.
 	MaxRunningPerIdentity int `yaml:"max_running_per_identity"`
 }
@@ -168,8 +184,9 @@ type JobStore struct {
 
 // BaseImageStore bounds the shared base image store.
 type BaseImageStore struct {
-	// MaxBytes bounds the store; least recently used blobs go first.
-	// Default 10 GiB.
+	// MaxBytes bounds the store; least recently used blobs go first. It
+	// bounds the base images of one build together too: a build that
+	// needs more fails before any layer is fetched. Default 10 GiB.
 	MaxBytes int64 `yaml:"max_bytes"`
 }
 
@@ -275,13 +292,14 @@ type Registry struct {
 
 // Push configures how the gateway pushes built images.
 type Push struct {
-	// RetryFor is how long a failing push (5xx, timeout, connection
+	// RetryFor is how long a failing push (5xx, 408, 429, connection
 	// error) keeps retrying, with exponential backoff and jitter, before
 	// the build fails. Default 5m; 0: no retries.
 	RetryFor Duration `yaml:"retry_for"`
 	// RequestTimeout bounds how long one registry request may go without
 	// progress: before the answer begins, or between two pieces of an
-	// upload or answer. Default 1m.
+	// upload or answer. Such a registry is hung, so the push fails at
+	// once, naming it, without a retry. Default 1m.
 	RequestTimeout Duration `yaml:"request_timeout"`
 }
 
@@ -474,12 +492,14 @@ func (d *Duration) UnmarshalYAML(n *yaml.Node) error {
 // DefaultConfig returns the configuration with every default filled in.
 func DefaultConfig() Config {
 	return Config{
-		Listen:     ":8443",
-		StateDir:   "/var/lib/buildgw",
-		JobTimeout: Duration(time.Hour),
-		Context:    ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000, MinUploadBytesPerSecond: 4096, UploadRateWindow: Duration(30 * time.Second)},
-		BaseImages: BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
-		Push:       Push{RetryFor: Duration(5 * time.Minute), RequestTimeout: Duration(time.Minute)},
+		Listen:             ":8443",
+		IdleTimeout:        Duration(2 * time.Minute),
+		RequestBodyTimeout: Duration(30 * time.Second),
+		StateDir:           "/var/lib/buildgw",
+		JobTimeout:         Duration(time.Hour),
+		Context:            ContextLimits{MaxBytes: 2 << 30, MaxFiles: 100000, MinUploadBytesPerSecond: 4096, UploadRateWindow: Duration(30 * time.Second)},
+		BaseImages:         BaseImageStore{MaxBytes: basestore.DefaultMaxBytes},
+		Push:               Push{RetryFor: Duration(5 * time.Minute), RequestTimeout: Duration(time.Minute)},
 		Runners: Runners{
 			Kaniko: KanikoRunner{User: "buildgw-sandbox", Nice: 19, MemoryMax: 4 << 30, PidsMax: 4096, Network: "none", LayerCacheMaxBytes: kaniko.DefaultLayerCacheBytes, ResultCacheMaxBytes: kaniko.DefaultResultCacheBytes},
 			Dind:   DindRunner{Network: "none"},
@@ -528,6 +548,12 @@ func (c *Config) Validate() error {
 		errs = append(errs, fmt.Errorf("listen: %q is not host:port", c.Listen))
 	} else if !isLoopback(host) && (c.TLS.CertFile == "" || c.TLS.KeyFile == "") {
 		errs = append(errs, fmt.Errorf("listen: %q is not loopback, so tls.cert_file and tls.key_file are required", c.Listen))
+	}
+	if c.IdleTimeout < Duration(time.Second) {
+		errs = append(errs, fmt.Errorf("idle_timeout: %s: want at least 1s", c.IdleTimeout))
+	}
+	if c.RequestBodyTimeout < Duration(time.Second) {
+		errs = append(errs, fmt.Errorf("request_body_timeout: %s: want at least 1s", c.RequestBodyTimeout))
 	}
 	if c.PprofListen != "" {
 		if h, _, err := net.SplitHostPort(c.PprofListen); err != nil || !isLoopback(h) {

@@ -39,6 +39,8 @@ func TestLoadConfigDefaults(t *testing.T) {
 		{"min_free_bytes", c.MinFreeBytes, uint64(1 << 30)},
 		{"workspace_max_bytes", c.WorkspaceMaxBytes, int64(20 << 30)},
 		{"pprof_listen", c.PprofListen, ""},
+		{"idle_timeout", time.Duration(c.IdleTimeout), 2 * time.Minute},
+		{"request_body_timeout", time.Duration(c.RequestBodyTimeout), 30 * time.Second},
 	}
 	for _, tc := range checks {
 		if tc.got != tc.want {
@@ -61,6 +63,8 @@ func TestLoadConfigErrors(t *testing.T) {
 		{"bad duration", "listen: 127.0.0.1:1\njob_timeout: soon\ntokens:\n" + token, "not a duration"},
 		{"negative timeout", "listen: 127.0.0.1:1\njob_timeout: -1s\ntokens:\n" + token, "job_timeout"},
 		{"negative queue bound", "listen: 127.0.0.1:1\nqueue:\n  max_queued: -1\ntokens:\n" + token, "queue: bounds"},
+		{"zero idle timeout", "listen: 127.0.0.1:1\nidle_timeout: 0s\ntokens:\n" + token, "idle_timeout: 0s: want at least 1s"},
+		{"short request body timeout", "listen: 127.0.0.1:1\nrequest_body_timeout: 500ms\ntokens:\n" + token, "request_body_timeout: 500ms: want at least 1s"},
 		{"zero retention", "listen: 127.0.0.1:1\nretention: 0s\ntokens:\n" + token, "retention"},
 		{"negative workspace limit", "listen: 127.0.0.1:1\nworkspace_max_bytes: -1\ntokens:\n" + token, "workspace_max_bytes"},
 		{"pprof off loopback", "listen: 127.0.0.1:1\npprof_listen: 0.0.0.0:6060\ntokens:\n" + token, "pprof_listen"},

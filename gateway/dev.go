@@ -77,6 +77,9 @@ func RunDev(ctx context.Context, o DevOptions, log *slog.Logger) error {
 	reg := &http.Server{
 		Handler:           basicAuth(devRegistryUser, regPassword, registry.New(registry.WithBlobHandler(registry.NewDiskBlobHandler(blobs)), registry.Logger(slog.NewLogLogger(log.Handler(), slog.LevelDebug)))),
 		ReadHeaderTimeout: 30 * time.Second,
+		// Loopback, but any local user may connect: a kept-alive
+		// connection left silent is closed.
+		IdleTimeout: 2 * time.Minute,
 	}
 	go reg.Serve(rln)
 	defer reg.Close()

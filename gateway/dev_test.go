@@ -37,12 +37,12 @@ func startDev(t *testing.T) map[string]string {
 			if err != nil {
 				t.Errorf("RunDev = %v", err)
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("RunDev did not return 30s after its context ended")
+		case <-time.After(testenv.Scale(30 * time.Second)):
+			t.Errorf("RunDev did not return %s after its context ended", testenv.Scale(30*time.Second))
 		}
 	})
 	envFile := filepath.Join(state, "dev.env")
-	deadline := time.Now().Add(30 * time.Second)
+	deadline := time.Now().Add(testenv.Scale(30 * time.Second))
 	for {
 		select {
 		case err := <-done:

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -50,15 +52,41 @@ func (d *drain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Retry-After", "30")
 		writeError(w, http.StatusServiceUnavailable, api.CodeUnavailable, "gateway shutting down: submit again to the next one")
 	case r.URL.Path == "/readyz":
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(http.StatusServiceUnavailable)
-		json.NewEncoder(w).Encode(map[string]any{"ready": false, "shutting_down": true})
+		d.readyz(w, r)
 	case isFollow(r):
 		d.follow(w, r)
 	default:
 		d.next.ServeHTTP(w, r)
 	}
 }
+
+// readyz answers /readyz while the gateway drains: the shape of the
+// API's answer, with its checks, but not ready and shutting down.
+func (d *drain) readyz(w http.ResponseWriter, r *http.Request) {
+	rec := &bufferedResponse{header: http.Header{}}
+	d.next.ServeHTTP(rec, r)
+	var res api.Readiness
+	if json.Unmarshal(rec.body.Bytes(), &res) != nil || res.Runners == nil {
+		// The check's caller left, say: the checks are unknown.
+		res = api.Readiness{Runners: map[string]string{}, Store: "unavailable"}
+	}
+	res.Ready, res.ShuttingDown = false, true
+	res.Failing = append(res.Failing, "shutting_down")
+	slices.Sort(res.Failing)
+	w.Header().Set("Content-Type", "application/json; charset=utf-8")
+	w.WriteHeader(http.StatusServiceUnavailable)
+	json.NewEncoder(w).Encode(res)
+}
+
+// bufferedResponse keeps what a handler answers, for drain to rewrite.
+type bufferedResponse struct {
+	header http.Header
+	body   bytes.Buffer
+}
+
+func (b *bufferedResponse) Header() http.Header         { return b.header }
+func (b *bufferedResponse) Write(p []byte) (int, error) { return b.body.Write(p) }
+func (b *bufferedResponse) WriteHeader(int)             {}
 
 // isFollow reports a GET /v1/builds/{id}/logs?follow=1 request.
 func isFollow(r *http.Request) bool {

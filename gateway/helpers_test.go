@@ -41,8 +41,8 @@ func serve(t *testing.T, g *gateway.Gateway) {
 			if err != nil {
 				t.Errorf("Serve = %v", err)
 			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("Serve did not return 30s after its context ended")
+		case <-time.After(testenv.Scale(30 * time.Second)):
+			t.Errorf("Serve did not return %s after its context ended", testenv.Scale(30*time.Second))
 		}
 	})
 }

@@ -107,7 +107,7 @@ func TestSlowUploadFlood(t *testing.T) {
 		t.Fatalf("gateway.New: %v", err)
 	}
 	serve(t, g)
-	e := &authzEnv{url: g.URL(), client: &http.Client{Timeout: 30 * time.Second}}
+	e := &authzEnv{url: g.URL(), client: &http.Client{Timeout: testenv.Scale(30 * time.Second)}}
 	waitHealthy(t, e.client, e.url)
 	addr := strings.TrimPrefix(e.url, "http://")
 
@@ -125,7 +125,7 @@ func TestSlowUploadFlood(t *testing.T) {
 		}
 		return n
 	}
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testenv.Scale(15 * time.Second))
 	for refused() < flood-2 && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
@@ -143,13 +143,14 @@ func TestSlowUploadFlood(t *testing.T) {
 	start := time.Now()
 	r := request{bearer: toks["b"], dockerfile: "FROM scratch\nCOPY hello.txt /hello.txt\n", spec: api.BuildSpec{Destinations: []string{reg + "/t/b:1"}}}
 	got := e.submit(t, r)
-	if got.status != http.StatusAccepted || time.Since(start) > 5*time.Second {
+	if got.status != http.StatusAccepted || time.Since(start) > testenv.Scale(5*time.Second) {
 		t.Fatalf("POST /v1/builds of b during the flood = %d %s %q after %s, want 202 at once", got.status, got.code, got.msg, time.Since(start))
 	}
 	e.cancel(t, r, got.id)
 
 	// a's two trickles are cut off for their rate.
-	deadline = time.Now().Add(15 * time.Second)
+	answered := testenv.Scale(15 * time.Second)
+	deadline = time.Now().Add(answered)
 	for time.Now().Before(deadline) {
 		done := 0
 		for _, u := range ups {
@@ -166,11 +167,11 @@ func TestSlowUploadFlood(t *testing.T) {
 		resp, eb, at := u.answer()
 		switch {
 		case resp == nil:
-			t.Errorf("a slow upload has no answer 15s after b's build: want 408")
+			t.Errorf("a slow upload has no answer %s after b's build: want 408", answered)
 		case resp.StatusCode == http.StatusTooManyRequests:
 		case resp.StatusCode != http.StatusRequestTimeout || eb.Error.Code != api.CodeTooSlow || !strings.Contains(eb.Error.Message, "min_upload_bytes_per_second 1024"):
 			t.Errorf("slow upload = %d %+v, want 408 TOO_SLOW naming min_upload_bytes_per_second", resp.StatusCode, eb.Error)
-		case at > 10*time.Second:
+		case at > testenv.Scale(10*time.Second):
 			t.Errorf("slow upload cut off after %s, want about one window (2s)", at)
 		}
 	}

@@ -34,7 +34,7 @@ func TestPprofListen(t *testing.T) {
 
 	get := func(url string) (int, string) {
 		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
+		deadline := time.Now().Add(testenv.Scale(10 * time.Second))
 		for {
 			resp, err := http.Get(url)
 			if err == nil {

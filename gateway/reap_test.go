@@ -52,7 +52,7 @@ func TestStartReapsDindLeftovers(t *testing.T) {
 	serve(t, g)
 	select {
 	case <-exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(testenv.Scale(10 * time.Second)):
 		t.Errorf("the dind daemon a killed gateway left still runs after the next gateway started")
 	}
 	if _, err := os.Stat(ws); !errors.Is(err, os.ErrNotExist) {

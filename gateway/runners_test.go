@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"bytes"
 	"encoding/json"
-	"io"
 	"log/slog"
 	"net/http"
 	"path/filepath"
@@ -17,14 +16,15 @@ import (
 )
 
 // TestDindRunnerUnavailable: a gateway whose host has no dockerd starts
-// anyway, /readyz names the reason, and a build that asks for the dind
-// runner gets a 400 naming the problem, with nothing left behind.
+// anyway, /readyz lists dind as unavailable while the gateway's log names
+// the reason, and a build that asks for the dind runner gets a 400 naming
+// the problem, with nothing left behind.
 func TestDindRunnerUnavailable(t *testing.T) {
 	tests := []struct {
-		name      string
-		dind      gateway.DindRunner
-		wantReady string // substring of /readyz's dind entry; "" = not listed
-		wantErr   string
+		name    string
+		dind    gateway.DindRunner
+		wantLog string // the reason in the gateway's log; "" = dind not listed in /readyz
+		wantErr string
 	}{
 		{"dockerd missing", gateway.DindRunner{Dockerd: "/nonexistent/dockerd"}, "dockerd not found", "dockerd not found"},
 		{"disabled", gateway.DindRunner{Disabled: true}, "", `"dind" is not available here`},
@@ -35,7 +35,8 @@ func TestDindRunnerUnavailable(t *testing.T) {
 			tok := "bgw_test_" + tc.name
 			cfg := testConfig(t, tok, "rules:\n  - name: all\n    match: {kind: token}\n    allow:\n      destinations: [\"127.0.0.1:1/**\"]\n      runners: [kaniko, dind]\n")
 			cfg.Runners.Dind = tc.dind
-			g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
+			var logs lockedBuffer
+			g, err := gateway.New(cfg, slog.New(slog.NewTextHandler(&logs, nil)))
 			if err != nil {
 				t.Fatalf("gateway.New with %+v = %v, want a gateway", tc.dind, err)
 			}
@@ -56,10 +57,12 @@ func TestDindRunnerUnavailable(t *testing.T) {
 			}
 			got, listed := ready.Runners["dind"]
 			switch {
-			case tc.wantReady == "" && listed:
+			case tc.wantLog == "" && listed:
 				t.Errorf("GET /readyz runners[dind] = %q, want it not listed", got)
-			case tc.wantReady != "" && !strings.Contains(got, tc.wantReady):
-				t.Errorf("GET /readyz runners[dind] = %q, want the reason %q", got, tc.wantReady)
+			case tc.wantLog != "" && got != "unavailable":
+				t.Errorf("GET /readyz runners[dind] = %q, want unavailable", got)
+			case tc.wantLog != "" && !strings.Contains(logs.String(), tc.wantLog):
+				t.Errorf("gateway log = %q, want the reason %q", logs.String(), tc.wantLog)
 			}
 
 			ct, body := multipartBody(t, api.BuildSpec{Destinations: []string{"127.0.0.1:1/team/app:1"}, Runner: "dind"}, map[string]string{"Dockerfile": "FROM scratch\n"})

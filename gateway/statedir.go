@@ -84,7 +84,9 @@ func serveBackups(stateDir string, mgr *jobs.Manager, log *slog.Logger) (func(),
 		}
 		log.Info("job store backed up", "bytes", n)
 	})
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+	// Bounds on silent connections, though only the gateway's user may
+	// reach the socket: none of its clients needs one kept open.
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, IdleTimeout: time.Minute}
 	go srv.Serve(ln)
 	return func() { srv.Close(); os.Remove(sock) }, nil
 }

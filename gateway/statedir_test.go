@@ -61,7 +61,7 @@ func TestSecondGatewayTouchesNothing(t *testing.T) {
 	if !strings.Contains(err.Error(), "in use") || !strings.Contains(err.Error(), "buildgw.lock") {
 		t.Errorf("second gateway.New = %q, want it to say the state directory is in use, naming the lock file", err)
 	}
-	if took > 3*time.Second {
+	if took > testenv.Scale(3*time.Second) {
 		t.Errorf("second gateway.New took %s to fail, want at once", took)
 	}
 	select {
@@ -224,11 +224,13 @@ func TestBackup(t *testing.T) {
 	}
 }
 
+// waitFor polls cond for up to 30s, scaled.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(20 * time.Millisecond) {
+	d := testenv.Scale(30 * time.Second)
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatal("condition not met within 30s")
+			t.Fatalf("condition not met within %s", d)
 		}
 	}
 }

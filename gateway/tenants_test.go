@@ -119,7 +119,7 @@ func TestTenantImages(t *testing.T) {
 		t.Fatalf("gateway.New: %v", err)
 	}
 	serve(t, g)
-	e := &authzEnv{url: g.URL(), client: &http.Client{Timeout: 30 * time.Second}}
+	e := &authzEnv{url: g.URL(), client: &http.Client{Timeout: testenv.Scale(30 * time.Second)}}
 	waitHealthy(t, e.client, e.url)
 
 	// The one bare registry is pointed out once, at start-up.

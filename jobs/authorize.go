@@ -31,8 +31,14 @@ type Grant struct {
 	MaxContextBytes int64
 	// Timeout bounds this build below the gateway's job timeout.
 	Timeout time.Duration
-	// MaxConcurrent bounds how many builds of the same owner run at once.
+	// MaxConcurrent bounds how many builds of the same tenant run at once.
 	MaxConcurrent int
+	// LimitTenant names whose builds count as one against the queue's
+	// per-identity bounds, its turns and MaxConcurrent: from the policy's
+	// tenant, so that an identity per branch is not a share per branch;
+	// empty: the owner alone. The record keeps it apart from the grant
+	// (store.Record.LimitTenant).
+	LimitTenant string `json:"-"`
 	// Network is the network of the build's RUN steps (builder.Request.Network).
 	Network netmode.Mode
 	// CacheTenant names the caches the build shares with other builds

@@ -71,7 +71,7 @@ func TestManagerDeepTree(t *testing.T) {
 	}
 	// The workspace goes, deep tree and all.
 	for _, dir := range []string{r.l.Jobs, r.l.Trash} {
-		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		for deadline := time.Now().Add(testenv.Scale(time.Minute)); ; time.Sleep(100 * time.Millisecond) {
 			ents, err := os.ReadDir(dir)
 			if err != nil {
 				t.Fatal(err)
@@ -170,5 +170,96 @@ func TestManagerDiskFilledByRun(t *testing.T) {
 	const want = "the disk of the state directory filled up"
 	if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
 		t.Errorf("build filling the disk = %v %q, want failed %q; log:\n%s", b.Status, b.Error, want, logOf(t, j))
+	}
+}
+
+// A RUN step that writes at the speed of the disk (dd, GB/s) into a
+// workspace on a disk with less than min_free_bytes free is stopped by
+// the disk guard before the disk fills, even though its workspace is
+// walked only once an hour here: the statfs between walks sees the
+// free space fall. The build fails naming the guard and the setting, and
+// the writer never meets ENOSPC.
+func TestManagerDiskGuardStopsFastWriter(t *testing.T) {
+	r := newRestartable(t)
+	const size, minFree = 1 << 30, 768 << 20
+	if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0711", size)); err != nil {
+		t.Fatalf("mounting a 1 GiB tmpfs: %v", err)
+	}
+	// Registered before the Manager's, so it runs after the Manager stops.
+	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
+	base := testenv.Busybox(t, r.reg)
+	m, _ := r.start(t, true, jobs.WithMinFreeBytes(minFree), jobs.WithDiskCheckInterval(time.Hour))
+
+	// The least free space while the build runs, sampled far more often
+	// than the guard reads it.
+	least := make(chan uint64, 1)
+	done := make(chan struct{})
+	go func() {
+		low := uint64(size)
+		tick := time.NewTicker(time.Millisecond)
+		defer tick.Stop()
+		for {
+			var st unix.Statfs_t
+			if unix.Statfs(r.dir, &st) == nil {
+				low = min(low, st.Bavail*uint64(st.Bsize))
+			}
+			select {
+			case <-done:
+				least <- low
+				return
+			case <-tick.C:
+			}
+		}
+	}()
+	// 1500 MiB: the disk would be full in well under a second.
+	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/fill:v1"}},
+		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=1500"))
+	b := wait(t, j, 2*time.Minute)
+	close(done)
+	low := <-least
+	l := logOf(t, j)
+	t.Logf("least free space during the build: %d MiB", low>>20)
+	for _, want := range []string{"disk guard", "min_free_bytes"} {
+		if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
+			t.Errorf("build writing 1500 MiB into a 1 GiB disk = %v %q, want failed naming %q; log:\n%s", b.Status, b.Error, want, l)
+		}
+	}
+	if strings.Contains(l, "No space left on device") || strings.Contains(l, "ENOSPC") {
+		t.Errorf("the writer met ENOSPC before the guard stopped it; log:\n%s", l)
+	}
+	if low < minFree/6 {
+		t.Errorf("least free space during the build = %d MiB, want at least %d MiB (the guard stops the writer early)", low>>20, minFree/6>>20)
+	}
+}
+
+// Two builds share the disk; one writes at the speed of the disk, the
+// other waits. The guard stops only the one whose workspace grows.
+func TestManagerDiskGuardStopsOnlyTheWriter(t *testing.T) {
+	r := newRestartable(t)
+	const size, minFree = 1 << 30, 768 << 20
+	if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0711", size)); err != nil {
+		t.Fatalf("mounting a 1 GiB tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
+	base := testenv.Busybox(t, r.reg)
+	m, _ := r.start(t, true, jobs.WithConcurrency(2), jobs.WithMinFreeBytes(minFree),
+		jobs.WithDiskCheckInterval(200*time.Millisecond))
+	idle := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/idle:v1"}},
+		busyboxContext(t, base, `echo "wait"ing; sleep 6`))
+	for deadline := time.Now().Add(testenv.Scale(time.Minute)); !strings.Contains(logOf(t, idle), "\nwaiting\n"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) || idle.Snapshot().Status.Final() {
+			t.Fatalf("the waiting build never started its RUN step: %v; log:\n%s", idle.Status(), logOf(t, idle))
+		}
+	}
+	// The pause lets the waiting build's workspace be measured (every
+	// 0.2 s) before the disk runs low.
+	writer := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{r.reg + "/test/fill:v1"}},
+		busyboxContext(t, base, "sleep 1; dd if=/dev/zero of=/big bs=1M count=1500"))
+	b := wait(t, writer, 2*time.Minute)
+	if l := logOf(t, writer); b.Status != api.StatusFailed || !strings.Contains(b.Error, "disk guard") || strings.Contains(l, "No space left on device") {
+		t.Errorf("writing build = %v %q, want failed by the disk guard before ENOSPC; log:\n%s", b.Status, b.Error, l)
+	}
+	if b := wait(t, idle, 2*time.Minute); b.Status != api.StatusSucceeded {
+		t.Errorf("waiting build beside the writer = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, idle))
 	}
 }

@@ -195,6 +195,7 @@ func (j *Job) record() *store.Record {
 	return &store.Record{
 		ID:               j.ID,
 		Owner:            j.Owner,
+		LimitTenant:      j.Grant.LimitTenant,
 		Identity:         j.Identity,
 		Spec:             j.Spec.BuildSpec,
 		Grant:            grant,
@@ -241,6 +242,7 @@ func jobFromRecord(r *store.Record, spec *ValidSpec) *Job {
 	if len(r.Grant) > 0 {
 		json.Unmarshal(r.Grant, &j.Grant)
 	}
+	j.Grant.LimitTenant = r.LimitTenant
 	if b, err := hex.DecodeString(r.ReadTokenSHA256); err == nil && len(b) == sha256.Size {
 		j.readTokenSHA256 = [sha256.Size]byte(b)
 	}
@@ -294,6 +296,19 @@ func apiBaseImages(bs []builder.BaseImage) []api.BaseImage {
 		out = append(out, api.BaseImage{Name: b.Name, Digest: b.Digest})
 	}
 	return out
+}
+
+// limitKey is whose limits and queue turns the build counts against: its
+// granted tenant, else its owner.
+func (j *Job) limitKey() string { return limitKey(j.Owner, j.Grant.LimitTenant) }
+
+// limitKey is the key of the limits of owner's build granted tenant; the
+// shared store counts by the same rule.
+func limitKey(owner, tenant string) string {
+	if tenant != "" {
+		return tenant
+	}
+	return owner
 }
 
 // Tenant is whose layer and result caches the job's build uses: as the

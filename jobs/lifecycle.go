@@ -10,18 +10,18 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// reserve takes a queue slot for owner's submission before its context is
-// read, or refuses it when the queue is full. An upload in progress holds
-// its slot, so it counts against every bound, and against the owner's
-// bound on uploads.
-func (m *Manager) reserve(owner string) error {
+// reserve takes a queue slot for a submission of tenant (limitKey) before
+// its context is read, or refuses it when the queue is full. An upload in
+// progress holds its slot, so it counts against every bound, and against
+// the tenant's bound on uploads.
+func (m *Manager) reserve(tenant string) error {
 	// With a shared queue, what waits there counts too.
-	var shared, sharedOwner int
+	var shared, sharedTenant int
 	if m.shared != nil {
 		ctx, cancel := storeCtx()
 		defer cancel()
 		var err error
-		if shared, sharedOwner, err = m.shared.Queued(ctx, owner); err != nil {
+		if shared, sharedTenant, err = m.shared.Queued(ctx, tenant); err != nil {
 			return err
 		}
 	}
@@ -30,25 +30,25 @@ func (m *Manager) reserve(owner string) error {
 	if l := m.o.maxQueued; l > 0 && shared+m.queue.len()+m.pending >= l {
 		return &QueueFullError{Limit: l, RetryAfter: m.retryAfter()}
 	}
-	if l := m.o.maxUploadOwner; l > 0 && m.pendingBy[owner] >= l {
+	if l := m.o.maxUploadOwner; l > 0 && m.pendingBy[tenant] >= l {
 		return &QueueFullError{Limit: l, PerOwner: true, Uploading: true, RetryAfter: m.retryAfter()}
 	}
-	if l := m.o.maxQueuedOwner; l > 0 && sharedOwner+m.queue.ownerLen(owner)+m.pendingBy[owner] >= l {
+	if l := m.o.maxQueuedOwner; l > 0 && sharedTenant+m.queue.tenantLen(tenant)+m.pendingBy[tenant] >= l {
 		return &QueueFullError{Limit: l, PerOwner: true, RetryAfter: m.retryAfter()}
 	}
 	m.pending++
-	m.pendingBy[owner]++
+	m.pendingBy[tenant]++
 	return nil
 }
 
 // release gives back a slot that reserve took for a submission that was
 // not queued after all.
-func (m *Manager) release(owner string) {
+func (m *Manager) release(tenant string) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	m.pending--
-	if m.pendingBy[owner]--; m.pendingBy[owner] <= 0 {
-		delete(m.pendingBy, owner)
+	if m.pendingBy[tenant]--; m.pendingBy[tenant] <= 0 {
+		delete(m.pendingBy, tenant)
 	}
 }
 
@@ -60,13 +60,13 @@ func (m *Manager) retryAfter() time.Duration {
 	return min(max(d.Round(time.Second), time.Second), time.Minute)
 }
 
-// mayStart reports whether j's owner may run one more build. m.mu is held.
+// mayStart reports whether j's tenant may run one more build. m.mu is held.
 func (m *Manager) mayStart(j *Job) bool {
 	limit := m.o.ownerConcurrency
 	if g := j.Grant.MaxConcurrent; g > 0 && (limit == 0 || g < limit) {
 		limit = g
 	}
-	return limit == 0 || m.runningBy[j.Owner] < limit
+	return limit == 0 || m.runningBy[j.limitKey()] < limit
 }
 
 // save writes j's current state to the store.
@@ -87,18 +87,32 @@ func (m *Manager) saveLogged(j *Job) {
 	}
 }
 
-// Ready reports why the gateway cannot take builds: a job store that
-// cannot be written, or too little free space in the state directory.
+// ReadyError is why the gateway cannot take builds. Check names what
+// failed, "store" or "disk", and may be shown to anyone; Err names paths
+// and sizes, for the gateway's own log.
+type ReadyError struct {
+	Check string
+	Err   error
+}
+
+func (e *ReadyError) Error() string { return e.Err.Error() }
+func (e *ReadyError) Unwrap() error { return e.Err }
+
+var _ error = (*ReadyError)(nil)
+
+// Ready reports why the gateway cannot take builds, as a *ReadyError: a
+// job store that cannot be written, or too little free space in the
+// state directory.
 func (m *Manager) Ready() error {
 	if err := m.store.Ping(); err != nil {
-		return err
+		return &ReadyError{Check: "store", Err: err}
 	}
 	var st unix.Statfs_t
 	if err := unix.Statfs(m.layout.Root, &st); err != nil {
-		return fmt.Errorf("checking free space of %s: %w", m.layout.Root, err)
+		return &ReadyError{Check: "disk", Err: fmt.Errorf("checking free space of %s: %w", m.layout.Root, err)}
 	}
 	if free := st.Bavail * uint64(st.Bsize); free < m.o.minFreeBytes {
-		return fmt.Errorf("state directory has %d MiB free, below the %d MiB minimum", free>>20, m.o.minFreeBytes>>20)
+		return &ReadyError{Check: "disk", Err: fmt.Errorf("state directory has %d MiB free, below the %d MiB minimum", free>>20, m.o.minFreeBytes>>20)}
 	}
 	return nil
 }

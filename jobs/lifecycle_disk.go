@@ -25,29 +25,73 @@ var _ error = (*DiskError)(nil)
 // watchDisk measures j's workspace while it builds, whatever the runner,
 // and stops the build through stop with a *DiskError when the workspace
 // (and the build's log) holds more than the workspace limit, when it
-// grows while the state directory's filesystem has less than the minimum
+// grows while the filesystem of the workspace has less than the minimum
 // free, or when it cannot be measured. Measuring walks the tree, so the
 // wait between two walks is at least 20 times the last walk (4 times
 // when close to a limit): the watcher takes about 5 % of a core, 20 %
-// while a build nears a limit. A workspace with a tmpfs of its own needs
-// no walk: the kernel holds it to its size, and a statfs tells its use.
-// It returns when ctx ends, with the largest size it measured.
+// while a build nears a limit. A writer fills a disk faster than that
+// (GB/s), so the guard also reads the filesystem's free space (a statfs)
+// every freeCheckEvery, and walks at once when it is under the minimum
+// and falling: a build whose workspace grew since the last walk is
+// stopped before the disk fills, others sharing the disk go on. A
+// workspace with a tmpfs of its own needs neither: the kernel holds it
+// to its size, and a statfs tells its use. It returns when ctx ends,
+// with the largest size it measured.
 func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCauseFunc) int64 {
 	if _, ok := m.ws.OwnTmpfs(j.workspace); ok {
 		return m.watchTmpfs(ctx, j)
 	}
+	minFree, _, _ := m.minFree(j)
+	dir := filepath.Dir(j.workspace)
+	var tick <-chan time.Time
+	var lastFree uint64
+	if minFree > 0 {
+		t := time.NewTicker(m.o.freeCheckEvery)
+		defer t.Stop()
+		tick = t.C
+		lastFree, _ = freeBytes(dir)
+	}
+	walk := time.NewTimer(m.o.diskCheckEvery)
+	defer walk.Stop()
 	var peak, last int64
-	wait := m.o.diskCheckEvery
+	// Growth counts from the workspace as the build starts (its context
+	// and base images), so that a build that writes nothing is never
+	// taken for the writer when the disk runs low.
+	if minFree > 0 {
+		if u, err := diskusage.Measure(j.workspace); err == nil {
+			last = u.Bytes + j.Log.Stored()
+		}
+	}
+	var took time.Duration
+	var walked time.Time
 	for {
+		guard := false
 		select {
 		case <-ctx.Done():
 			return peak
-		case <-time.After(wait):
+		case <-walk.C:
+		case <-tick:
+			free, ok := freeBytes(dir)
+			if !ok {
+				continue
+			}
+			falling := free < lastFree
+			lastFree = free
+			// Someone writes while the disk is low. Walks for it are 4
+			// walks apart at least, so that builds sharing a disk that
+			// another keeps filling spend at most a fifth of a core.
+			if free >= minFree || !falling || time.Since(walked) < 4*took {
+				continue
+			}
+			guard = true
 		}
 		start := time.Now()
 		u, err := diskusage.Measure(j.workspace)
-		took := time.Since(start)
-		wait = max(m.o.diskCheckEvery, 20*took)
+		walked = time.Now()
+		took = walked.Sub(start)
+		if !guard {
+			walk.Reset(max(m.o.diskCheckEvery, 20*took))
+		}
 		if err != nil {
 			if ctx.Err() != nil || errors.Is(err, fs.ErrNotExist) {
 				continue // the build is over, its workspace going
@@ -63,21 +107,33 @@ func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCaus
 			stop(de)
 			return peak
 		}
+		// Grown since the last walk (or, at the first, holding anything).
+		grew := u.Bytes > last
+		last = u.Bytes
 		var free uint64
-		if minFree := m.o.minFreeBytes; minFree > 0 && u.Bytes > last {
+		if minFree > 0 && grew {
 			var de *DiskError
-			if free, de = m.lowFree(j, u.Bytes, minFree); de != nil {
+			if free, de = m.lowFree(j, u.Bytes, true); de != nil {
 				stop(de)
 				return peak
 			}
 		}
 		// Close to a limit: look again sooner.
 		lim := m.o.workspaceMax
-		if (lim > 0 && u.Bytes > lim/4*3) || (free > 0 && free < 2*m.o.minFreeBytes) {
-			wait = max(m.o.diskCheckEvery/8, 4*took)
+		if !guard && ((lim > 0 && u.Bytes > lim/4*3) || (free > 0 && free < 2*minFree)) {
+			walk.Reset(max(m.o.diskCheckEvery/8, 4*took))
 		}
-		last = u.Bytes
 	}
+}
+
+// freeBytes returns the bytes free to the gateway on the filesystem of
+// dir.
+func freeBytes(dir string) (uint64, bool) {
+	var st unix.Statfs_t
+	if err := unix.Statfs(dir, &st); err != nil {
+		return 0, false
+	}
+	return st.Bavail * uint64(st.Bsize), true
 }
 
 // measureReason words why Measure failed for a build's error.
@@ -106,27 +162,35 @@ func (m *Manager) overLimit(j *Job, u diskusage.Usage) *DiskError {
 	return &DiskError{fmt.Sprintf("the build's workspace exceeded %s (workspace_max_bytes); see the build log", sizeString(lim))}
 }
 
-// lowFree returns the free bytes of the filesystem of j's workspace, and
-// the error of a build whose workspace (used bytes) grows while that is
-// under minFree.
-func (m *Manager) lowFree(j *Job, used int64, minFree uint64) (uint64, *DiskError) {
-	where, setting := "the state directory", "min_free_bytes"
-	if m.ws.InMemory(j.workspace) {
+// minFree returns the free space the filesystem of j's workspace keeps,
+// what it is, and the setting that says so.
+func (m *Manager) minFree(j *Job) (minFree uint64, where, setting string) {
+	minFree, where, setting = m.o.minFreeBytes, "the state directory", "min_free_bytes"
+	if minFree > 0 && m.ws.InMemory(j.workspace) {
 		// Shared by the builds in memory: an eighth of it is
 		// enough of a margin.
 		minFree = min(minFree, uint64(m.o.memBytes/8))
 		where, setting = "the workspaces' tmpfs", "min_free_bytes, or an eighth of workspace_memory_bytes"
 	}
-	var st unix.Statfs_t
-	if err := unix.Statfs(filepath.Dir(j.workspace), &st); err != nil {
-		return 0, nil
-	}
-	free := st.Bavail * uint64(st.Bsize)
-	if free >= minFree {
+	return minFree, where, setting
+}
+
+// lowFree returns the free bytes of the filesystem of j's workspace, and
+// the error of a build whose workspace (used bytes) grows while that is
+// under the minimum free: guard when the disk guard stops it, else the
+// build failed on its own.
+func (m *Manager) lowFree(j *Job, used int64, guard bool) (uint64, *DiskError) {
+	minFree, where, setting := m.minFree(j)
+	free, ok := freeBytes(filepath.Dir(j.workspace))
+	if !ok || free >= minFree {
 		return free, nil
 	}
 	j.Log.Printf("the workspace grew to %s while %s has %s free, under the minimum of %s", sizeString(used), where, sizeString(int64(free)), sizeString(int64(minFree)))
-	return free, &DiskError{fmt.Sprintf("%s is almost full (%s free, under %s of %s) and the build's workspace kept growing; see the build log", where, sizeString(int64(free)), setting, sizeString(int64(minFree)))}
+	msg := fmt.Sprintf("%s is almost full (%s free, under %s of %s) and the build's workspace kept growing; see the build log", where, sizeString(int64(free)), setting, sizeString(int64(minFree)))
+	if guard {
+		msg = "stopped by the disk guard before the disk filled: " + msg
+	}
+	return free, &DiskError{msg}
 }
 
 // watchTmpfs follows the use of a workspace on a tmpfs of its own until
@@ -180,13 +244,12 @@ func (m *Manager) diskCause(j *Job, peak int64) *DiskError {
 		return de
 	}
 	// ENOSPC leaves the disk all but full.
-	var st unix.Statfs_t
-	if unix.Statfs(filepath.Dir(j.workspace), &st) != nil {
+	free, ok := freeBytes(filepath.Dir(j.workspace))
+	if !ok {
 		return nil
 	}
-	free := st.Bavail * uint64(st.Bsize)
-	if minFree := m.o.minFreeBytes; minFree > 0 && free < minFree && u.Bytes > 0 {
-		_, de := m.lowFree(j, u.Bytes, minFree)
+	if minFree, _, _ := m.minFree(j); minFree > 0 && free < minFree && u.Bytes > 0 {
+		_, de := m.lowFree(j, u.Bytes, false)
 		return de
 	}
 	if free < 1<<20 {

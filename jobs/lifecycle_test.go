@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -25,6 +26,7 @@ import (
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/basestore"
+	"github.com/buildgw/buildgw/dockerfile"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/jobs/store"
@@ -174,7 +176,7 @@ func TestManagerRestart(t *testing.T) {
 	}
 	select {
 	case <-orphanDone:
-	case <-time.After(10 * time.Second):
+	case <-time.After(testenv.Scale(10 * time.Second)):
 		t.Errorf("process working in a dead job's workspace survived the restart")
 	}
 	if _, err := os.Stat(crashed.Workspace); !errors.Is(err, os.ErrNotExist) {
@@ -277,6 +279,46 @@ func TestManagerQueueFull(t *testing.T) {
 	}
 }
 
+// TestManagerTenantQueue: the per-identity bounds on queued builds and
+// uploads count a tenant's builds, from whichever of its identities (a
+// GitLab identity per branch), and keep counting them after a restart;
+// builds without a tenant count as their owner's.
+func TestManagerTenantQueue(t *testing.T) {
+	r := newRestartable(t)
+	// No workers: everything accepted stays queued.
+	m, stop := r.start(t, false, jobs.WithMaxQueued(0, 1))
+	ctxArchive := scratchContext(t, "x")
+	spec := api.BuildSpec{Destinations: []string{r.reg + "/test/tenant:v1"}}
+	try := func(m *jobs.Manager, owner, tenant string) error {
+		authorize := func(*jobs.ValidSpec, []byte, *dockerfile.Analysis) (jobs.Grant, error) {
+			return jobs.Grant{LimitTenant: tenant}, nil
+		}
+		_, err := m.Submit(context.Background(), jobs.SubmitRequest{Owner: owner, Spec: spec, Authorize: authorize}, bytes.NewReader(ctxArchive))
+		return err
+	}
+	var qf *jobs.QueueFullError
+	if err := try(m, "gitlab:project_path:g/a:ref:b1", "project g/a"); err != nil {
+		t.Fatalf("Submit(g/a branch b1) = %v, want accepted", err)
+	}
+	if err := try(m, "gitlab:project_path:g/a:ref:b2", "project g/a"); !errors.As(err, &qf) || !qf.PerOwner {
+		t.Errorf("Submit(g/a branch b2) with b1 queued = %v, want the per-identity QueueFullError of the tenant", err)
+	}
+	if err := try(m, "gitlab:project_path:g/b:ref:b1", "project g/b"); err != nil {
+		t.Errorf("Submit(g/b branch b1) = %v, want accepted: another tenant", err)
+	}
+	if err := try(m, "alice", ""); err != nil {
+		t.Errorf("Submit(alice, no tenant) = %v, want accepted", err)
+	}
+	if err := try(m, "bob", ""); err != nil {
+		t.Errorf("Submit(bob, no tenant) = %v, want accepted: owners without a tenant count alone", err)
+	}
+	stop()
+	m, _ = r.start(t, false, jobs.WithMaxQueued(0, 1))
+	if err := try(m, "gitlab:project_path:g/a:ref:b3", "project g/a"); !errors.As(err, &qf) || !qf.PerOwner {
+		t.Errorf("Submit(g/a branch b3) after a restart = %v, want the per-identity QueueFullError of the tenant", err)
+	}
+}
+
 func TestManagerRetention(t *testing.T) {
 	r := newRestartable(t)
 	m, stop := r.start(t, true, jobs.WithRetention(time.Second))
@@ -285,7 +327,7 @@ func TestManagerRetention(t *testing.T) {
 		t.Fatalf("build = %v %q, want succeeded", b.Status, b.Error)
 	}
 	logPath := r.l.Log(j.ID)
-	deadline := time.Now().Add(15 * time.Second)
+	deadline := time.Now().Add(testenv.Scale(15 * time.Second))
 	for {
 		_, err := m.Get("alice", j.ID)
 		if errors.Is(err, jobs.ErrNotFound) {
@@ -322,11 +364,12 @@ func TestManagerSandboxLimits(t *testing.T) {
 	m, _ := r.start(t, true, jobs.WithConcurrency(3), jobs.WithJobTimeout(2*time.Minute))
 	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
 	// Each bounded, so that a host without working limits suffers little:
-	// tail holds 900 MB, the loop starts 400 sleeps of 30s.
+	// tail holds 900 MB, the loop starts 400 sleeps of 30s (scaled, as the
+	// bound on how soon the limits stop them is).
 	hog := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{dest("hog")}},
 		busyboxContext(t, base, "head -c 1000000000 /dev/zero | tail -c 900000000 > /dev/null"))
 	storm := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{dest("storm")}},
-		busyboxContext(t, base, `i=0; while [ $i -lt 400 ]; do sleep 30 & i=$((i+1)); done; wait`))
+		busyboxContext(t, base, `i=0; while [ $i -lt 400 ]; do sleep `+seconds(30*time.Second)+` & i=$((i+1)); done; wait`))
 	normal := submitTo(t, m, "carol", "", api.BuildSpec{Destinations: []string{dest("normal")}}, scratchContext(t, "fine"))
 	start := time.Now()
 	tests := []struct {
@@ -345,7 +388,7 @@ func TestManagerSandboxLimits(t *testing.T) {
 			t.Errorf("%s = %v %q, want %v %q; log:\n%s", tc.name, b.Status, b.Error, tc.wantStatus, tc.wantError, logOf(t, tc.j))
 		}
 	}
-	if took := time.Since(start); took > 28*time.Second {
+	if took := time.Since(start); took > testenv.Scale(28*time.Second) {
 		t.Errorf("limited builds took %s to fail, want them stopped before their sleeps end", took)
 	}
 
@@ -440,7 +483,7 @@ func TestManagerCancelDuringPush(t *testing.T) {
 	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{host + "/test/stall:v1"}}, scratchContext(t, "p"))
 	select {
 	case <-sr.stalled:
-	case <-time.After(time.Minute):
+	case <-time.After(testenv.Scale(time.Minute)):
 		t.Fatalf("push never reached the manifest; job %v, log:\n%s", j.Status(), logOf(t, j))
 	}
 	if got := j.Status(); got != api.StatusPushing {
@@ -451,7 +494,7 @@ func TestManagerCancelDuringPush(t *testing.T) {
 		t.Fatalf("Cancel during push = %v", err)
 	}
 	b := wait(t, j, 30*time.Second)
-	if b.Status != api.StatusCancelled || time.Since(start) > 10*time.Second {
+	if b.Status != api.StatusCancelled || time.Since(start) > testenv.Scale(10*time.Second) {
 		t.Errorf("cancelled during push = %v %q after %s, want cancelled at once", b.Status, b.Error, time.Since(start))
 	}
 	if ws, _ := os.ReadDir(r.l.Jobs); len(ws) != 0 {
@@ -469,9 +512,10 @@ func TestManagerWorkspaceLimit(t *testing.T) {
 	m, _ := r.start(t, true, jobs.WithConcurrency(2), jobs.WithJobTimeout(2*time.Minute),
 		jobs.WithWorkspaceLimit(20<<20), jobs.WithDiskCheckInterval(200*time.Millisecond))
 	dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
-	// The sleep keeps the build going, so only the limit can end it early.
+	// The sleep keeps the build going, so only the limit can end it early;
+	// it scales with the bound on how soon the limit does.
 	big := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{dest("big")}},
-		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=50 && sleep 60"))
+		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=50 && sleep "+seconds(60*time.Second)))
 	normal := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{dest("normal")}},
 		busyboxContext(t, base, "echo fine > /fine"))
 	start := time.Now()
@@ -490,7 +534,7 @@ func TestManagerWorkspaceLimit(t *testing.T) {
 			t.Errorf("%s = %v %q, want %v %q; log:\n%s", tc.name, b.Status, b.Error, tc.wantStatus, tc.wantError, logOf(t, tc.j))
 		}
 	}
-	if took := time.Since(start); took > 50*time.Second {
+	if took := time.Since(start); took > testenv.Scale(50*time.Second) {
 		t.Errorf("the build over its workspace limit took %s to fail, want it stopped before its sleep ends", took)
 	}
 	if l := logOf(t, big); !strings.Contains(l, "over the limit of 20 MiB") {
@@ -501,7 +545,7 @@ func TestManagerWorkspaceLimit(t *testing.T) {
 	}
 	// Nothing of either workspace is left, in place or in the trash.
 	for _, d := range []string{r.l.Jobs, r.l.Trash} {
-		deadline := time.Now().Add(30 * time.Second)
+		deadline := time.Now().Add(testenv.Scale(30 * time.Second))
 		for {
 			ents, err := os.ReadDir(d)
 			if err != nil {
@@ -543,13 +587,19 @@ func TestManagerDiskAlmostFull(t *testing.T) {
 	m, _ := r.start(t, true, jobs.WithJobTimeout(2*time.Minute), jobs.WithMinFreeBytes(200<<20),
 		jobs.WithDiskCheckInterval(200*time.Millisecond))
 	j := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/filler:v1"}},
-		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=100; sleep 60"))
+		busyboxContext(t, base, "dd if=/dev/zero of=/big bs=1M count=100; sleep "+seconds(60*time.Second)))
 	b := wait(t, j, 2*time.Minute)
 	const want = "under min_free_bytes of 200 MiB) and the build's workspace kept growing"
 	if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
 		t.Errorf("build filling the disk = %v %q, want failed %q; log:\n%s", b.Status, b.Error, want, logOf(t, j))
 	}
-	if b.FinishedAt.Sub(*b.StartedAt) > 50*time.Second {
+	if b.FinishedAt.Sub(*b.StartedAt) > testenv.Scale(50*time.Second) {
 		t.Errorf("build filling the disk ran %s, want it stopped before its sleep ends", b.FinishedAt.Sub(*b.StartedAt))
 	}
+}
+
+// seconds is d scaled, in whole seconds, for a build's sleep that a
+// scaled bound must beat: on a slower host both stretch alike.
+func seconds(d time.Duration) string {
+	return strconv.Itoa(int(testenv.Scale(d) / time.Second))
 }

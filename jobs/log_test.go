@@ -13,6 +13,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 func testLog(t *testing.T) *Log {
@@ -78,7 +80,7 @@ func TestLogConcurrentWriterAndFollowers(t *testing.T) {
 			if err != nil {
 				t.Fatalf("WriteTo(follow) = %v, want nil", err)
 			}
-		case <-time.After(20 * time.Second):
+		case <-time.After(testenv.Scale(20 * time.Second)):
 			t.Fatal("WriteTo(follow) did not return after Close")
 		}
 	}
@@ -110,7 +112,7 @@ func TestLogFollowEndsAtClose(t *testing.T) {
 		if err != nil {
 			t.Fatalf("WriteTo(follow) = %v, want nil", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(testenv.Scale(5 * time.Second)):
 		t.Fatal("WriteTo(follow) did not return after Close")
 	}
 	if got, want := out.String(), "#buildgw hello world\nlast line\n"; got != want {
@@ -171,14 +173,19 @@ func TestLogFollowCancel(t *testing.T) {
 	out := &syncBuffer{}
 	done := make(chan error, 1)
 	go func() { done <- l.WriteTo(ctx, out, 0, true) }()
-	time.Sleep(100 * time.Millisecond)
+	// Cancelled while following: once what is there has been written.
+	for deadline := time.Now().Add(testenv.Scale(5 * time.Second)); out.String() == ""; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("WriteTo(follow) wrote nothing of the log")
+		}
+	}
 	cancel()
 	select {
 	case err := <-done:
 		if !errors.Is(err, context.Canceled) {
 			t.Errorf("WriteTo(cancelled ctx) = %v, want %v", err, context.Canceled)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(testenv.Scale(5 * time.Second)):
 		t.Fatal("WriteTo(follow) did not return after its context was cancelled")
 	}
 	if got := out.String(); got != "started\n" {
@@ -187,13 +194,18 @@ func TestLogFollowCancel(t *testing.T) {
 }
 
 // failWriter fails after the first write, like a client that went away.
-type failWriter struct{ n int }
+// It closes first at that write.
+type failWriter struct {
+	n     int
+	first chan struct{}
+}
 
 func (f *failWriter) Write(p []byte) (int, error) {
 	f.n++
 	if f.n > 1 {
 		return 0, errors.New("broken pipe")
 	}
+	close(f.first)
 	return len(p), nil
 }
 
@@ -201,15 +213,21 @@ func TestLogFollowWriterError(t *testing.T) {
 	l := testLog(t)
 	l.Write([]byte("one\n"))
 	done := make(chan error, 1)
-	go func() { done <- l.WriteTo(context.Background(), &failWriter{}, 0, true) }()
-	time.Sleep(50 * time.Millisecond)
+	fw := &failWriter{first: make(chan struct{})}
+	go func() { done <- l.WriteTo(context.Background(), fw, 0, true) }()
+	// The next line comes once the first is out, so that it is a write of its own.
+	select {
+	case <-fw.first:
+	case <-time.After(testenv.Scale(5 * time.Second)):
+		t.Fatal("WriteTo(follow) never wrote the first line")
+	}
 	l.Write([]byte("two\n"))
 	select {
 	case err := <-done:
 		if err == nil || !strings.Contains(err.Error(), "broken pipe") {
 			t.Errorf("WriteTo(failing writer) = %v, want the writer's error", err)
 		}
-	case <-time.After(5 * time.Second):
+	case <-time.After(testenv.Scale(5 * time.Second)):
 		t.Fatal("WriteTo(follow) kept going after its writer failed")
 	}
 }

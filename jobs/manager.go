@@ -42,9 +42,9 @@ type Manager struct {
 	wake      chan struct{} // closed and replaced when the queue grows
 	idem      map[idempotencyKey]*idemEntry
 	running   int
-	runningBy map[string]int // running builds per owner
+	runningBy map[string]int // running builds per tenant (Job.limitKey)
 	// pending counts submissions holding a queue slot while their context
-	// is read, in all and by owner.
+	// is read, in all and by tenant (limitKey).
 	pending   int
 	pendingBy map[string]int
 	// accepting are the builds this replica is storing in the shared

@@ -96,8 +96,10 @@ func (e *env) submit(t *testing.T, owner string, spec api.BuildSpec, ctxArchive 
 	return j
 }
 
+// wait waits for j to end, up to d scaled by testenv.Scale.
 func wait(t *testing.T, j *jobs.Job, d time.Duration) api.Build {
 	t.Helper()
+	d = testenv.Scale(d)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	if err := jobs.Wait(ctx, j); err != nil {
@@ -229,9 +231,10 @@ func TestManagerBuilds(t *testing.T) {
 	}
 }
 
-// waitStatus polls until j reaches status s.
+// waitStatus polls until j reaches status s, up to d scaled.
 func waitStatus(t *testing.T, j *jobs.Job, s api.Status, d time.Duration) {
 	t.Helper()
+	d = testenv.Scale(d)
 	deadline := time.Now().Add(d)
 	for j.Status() != s {
 		if time.Now().After(deadline) {
@@ -241,9 +244,10 @@ func waitStatus(t *testing.T, j *jobs.Job, s api.Status, d time.Duration) {
 	}
 }
 
-// waitLog polls until j's log holds s.
+// waitLog polls until j's log holds s, up to d scaled.
 func waitLog(t *testing.T, j *jobs.Job, s string, d time.Duration) {
 	t.Helper()
+	d = testenv.Scale(d)
 	deadline := time.Now().Add(d)
 	for !strings.Contains(logOf(t, j), s) {
 		if time.Now().After(deadline) {
@@ -295,7 +299,7 @@ func TestManagerQueueAndCancel(t *testing.T) {
 				}
 			}
 			b := wait(t, tc.job, 30*time.Second)
-			if took := time.Since(start); took > 20*time.Second {
+			if took := time.Since(start); took > testenv.Scale(20*time.Second) {
 				t.Errorf("Cancel(%q) took %s to stop the build, want it quick", tc.job.ID, took)
 			}
 			if b.Status != api.StatusCancelled || b.Error != tc.wantError {
@@ -329,7 +333,7 @@ func TestManagerJobTimeout(t *testing.T) {
 	start := time.Now()
 	j := e.submit(t, "alice", api.BuildSpec{Destinations: []string{e.dest("slow")}}, busyboxContext(t, base, "sleep 30"))
 	b := wait(t, j, time.Minute)
-	if took := time.Since(start); took > 20*time.Second {
+	if took := time.Since(start); took > testenv.Scale(20*time.Second) {
 		t.Errorf("job with a 2s timeout took %s, want it killed soon after 2s", took)
 	}
 	if b.Status != api.StatusFailed || !strings.Contains(b.Error, "timeout") {
@@ -588,6 +592,45 @@ func TestManagerGrants(t *testing.T) {
 	}
 }
 
+// TestManagerTenantRunning: the bound on running builds per identity
+// (WithOwnerConcurrency) counts a tenant's builds from any of its
+// identities, one per branch here, and holds them without holding up
+// another tenant.
+func TestManagerTenantRunning(t *testing.T) {
+	e := newEnv(t, jobs.WithConcurrency(2), jobs.WithOwnerConcurrency(1))
+	base := testenv.Busybox(t, e.reg)
+	submit := func(project, ref, run string) *jobs.Job {
+		t.Helper()
+		authorize := func(*jobs.ValidSpec, []byte, *dockerfile.Analysis) (jobs.Grant, error) {
+			return jobs.Grant{LimitTenant: "project " + project}, nil
+		}
+		j, err := e.m.Submit(context.Background(), jobs.SubmitRequest{
+			Owner: "gitlab:project_path:" + project + ":ref:" + ref, Spec: api.BuildSpec{Destinations: []string{e.dest(ref)}}, Authorize: authorize,
+		}, bytes.NewReader(busyboxContext(t, base, run)))
+		if err != nil {
+			t.Fatalf("Submit(%s %s) = %v, want nil", project, ref, err)
+		}
+		return j
+	}
+	// Longer than the rest of the test can take: it is canceled.
+	first := submit("g/a", "b1", "sleep 600")
+	waitStatus(t, first, api.StatusRunning, time.Minute)
+	second := submit("g/a", "b2", "true")
+	other := submit("g/b", "b1", "true")
+	if b := wait(t, other, time.Minute); b.Status != api.StatusSucceeded {
+		t.Fatalf("g/b's build = %s (%s), want succeeded while g/a's first runs", b.Status, b.Error)
+	}
+	if s := second.Status(); s != api.StatusQueued {
+		t.Errorf("g/a's build of branch b2 = %s while branch b1's runs, want queued (one build per tenant)", s)
+	}
+	if _, err := e.m.Cancel(first.Owner, first.ID); err != nil {
+		t.Fatal(err)
+	}
+	if b := wait(t, second, time.Minute); b.Status != api.StatusSucceeded {
+		t.Errorf("g/a's build of branch b2 = %s (%s), want succeeded once b1's ended", b.Status, b.Error)
+	}
+}
+
 // TestJobSnapshotJSON: the status kept encoded between changes is always
 // the job's current Snapshot, through every state to the final one.
 func TestJobSnapshotJSON(t *testing.T) {
@@ -614,10 +657,11 @@ func TestJobSnapshotJSON(t *testing.T) {
 		seen[before.Status] = true
 		return before.Status.Final()
 	}
-	deadline := time.Now().Add(2 * time.Minute)
+	d := testenv.Scale(2 * time.Minute)
+	deadline := time.Now().Add(d)
 	for !check() {
 		if time.Now().After(deadline) {
-			t.Fatalf("build still %s after 2m", j.Status())
+			t.Fatalf("build still %s after %s", j.Status(), d)
 		}
 		time.Sleep(time.Millisecond)
 	}

@@ -153,7 +153,7 @@ func TestMemoryWorkspaces(t *testing.T) {
 	exited := make(chan struct{})
 	go func() { orphan.Wait(); close(exited) }()
 	t.Cleanup(func() { orphan.Process.Kill() })
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.Scale(5 * time.Second)); ; time.Sleep(20 * time.Millisecond) {
 		if cwd, _ := os.Readlink(fmt.Sprintf("/proc/%d/cwd", orphan.Process.Pid)); cwd == "/" {
 			break
 		}
@@ -167,7 +167,7 @@ func TestMemoryWorkspaces(t *testing.T) {
 	m2, stop2 := r.start(t, true, opts...)
 	select {
 	case <-exited:
-	case <-time.After(10 * time.Second):
+	case <-time.After(testenv.Scale(10 * time.Second)):
 		t.Errorf("the process left in a workspace in memory still runs after a restart")
 	}
 	if _, err := os.Stat(left); !os.IsNotExist(err) {

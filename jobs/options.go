@@ -42,6 +42,7 @@ type options struct {
 	minFreeBytes     uint64
 	workspaceMax     int64
 	diskCheckEvery   time.Duration
+	freeCheckEvery   time.Duration
 	memBytes         int64
 	logMax           int64
 	store            Store
@@ -80,6 +81,9 @@ func makeOptions(opts ...Option) (options, error) {
 		// measurement); the watcher waits at least 20 walks between two
 		// (lifecycle_disk.go).
 		diskCheckEvery: 2 * time.Second,
+		// A statfs costs microseconds; a writer at 2 GB/s writes 100
+		// MB between two.
+		freeCheckEvery: DefaultFreeCheckInterval,
 		logMax:         DefaultLogMaxBytes,
 		lease:          15 * time.Second,
 		logger:         slog.New(slog.NewTextHandler(io.Discard, nil)),
@@ -195,8 +199,9 @@ func WithLogger(l *slog.Logger) Option {
 	return func(o *options) error { o.logger = l; return nil }
 }
 
-// WithOwnerConcurrency bounds how many builds of one identity run at
-// once, whatever its grant says. Default 0: only the grant bounds it.
+// WithOwnerConcurrency bounds how many builds of one tenant (a grant's
+// LimitTenant, else one identity) run at once, whatever its grant says.
+// Default 0: only the grant bounds it.
 func WithOwnerConcurrency(n int) Option {
 	return func(o *options) error {
 		if n < 0 {
@@ -208,9 +213,10 @@ func WithOwnerConcurrency(n int) Option {
 }
 
 // WithMaxQueued bounds how many builds may wait, in all (total) and per
-// identity (perOwner); a submission beyond either is refused with a
-// *QueueFullError before its context is read. 0 means no bound. Default
-// 1000 in all, none per identity.
+// tenant (perOwner; a grant's LimitTenant, else one identity); a
+// submission beyond either is refused with a *QueueFullError before its
+// context is read. 0 means no bound. Default 1000 in all, none per
+// tenant.
 func WithMaxQueued(total, perOwner int) Option {
 	return func(o *options) error {
 		if total < 0 || perOwner < 0 {
@@ -221,7 +227,7 @@ func WithMaxQueued(total, perOwner int) Option {
 	}
 }
 
-// WithMaxUploading bounds how many submissions of one identity may be
+// WithMaxUploading bounds how many submissions of one tenant may be
 // uploading their context at once; one more is refused with a
 // *QueueFullError before its context is read. 0 means no bound. Default
 // none.
@@ -262,7 +268,9 @@ func WithRetention(d time.Duration) Option {
 
 // WithMinFreeBytes is the free space the state directory needs for the
 // gateway to report itself ready. A running build whose workspace grows
-// while less than this is free is stopped before the disk fills. Default
+// while less than this is free is stopped before the disk fills, as long
+// as it writes less than this in about one free space check
+// (WithFreeCheckInterval) and one measurement of its workspace. Default
 // 1 GiB; 0: no check.
 func WithMinFreeBytes(n uint64) Option {
 	return func(o *options) error { o.minFreeBytes = n; return nil }
@@ -304,6 +312,27 @@ func WithDiskCheckInterval(d time.Duration) Option {
 			return fmt.Errorf("disk check interval must be positive, got %s", d)
 		}
 		o.diskCheckEvery = d
+		return nil
+	}
+}
+
+// DefaultFreeCheckInterval is how often, by default, the free space of
+// the filesystem of a running build's workspace on disk is read.
+const DefaultFreeCheckInterval = 50 * time.Millisecond
+
+// WithFreeCheckInterval is how often the free space of the filesystem of
+// a running build's workspace on disk (or on the shared tmpfs) is read:
+// when it is under min_free_bytes and falling, the workspace is measured
+// at once and the build stopped if it grew since its last measurement,
+// so a writer is stopped before the disk fills as long as it writes less
+// than min_free_bytes in about this interval plus one measurement.
+// Default DefaultFreeCheckInterval (50ms).
+func WithFreeCheckInterval(d time.Duration) Option {
+	return func(o *options) error {
+		if d <= 0 {
+			return fmt.Errorf("free space check interval must be positive, got %s", d)
+		}
+		o.freeCheckEvery = d
 		return nil
 	}
 }

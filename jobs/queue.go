@@ -6,56 +6,58 @@ import (
 	"time"
 )
 
-// fairQueue holds waiting jobs in one FIFO per owner and hands them out
-// round-robin between owners, so that one owner flooding the gateway
-// delays its own builds, not everyone's. It is guarded by Manager.mu.
+// fairQueue holds waiting jobs in one FIFO per tenant (Job.limitKey: the
+// policy's tenant, else the owner) and hands them out round-robin between
+// tenants, so that one tenant flooding the gateway, from any number of
+// identities, delays its own builds, not everyone's. It is guarded by
+// Manager.mu.
 type fairQueue struct {
-	byOwner map[string][]*Job
-	owners  []string // owners with waiting jobs, in round-robin order
-	next    int      // index in owners of the owner whose turn it is
-	n       int
+	byTenant map[string][]*Job
+	tenants  []string // tenants with waiting jobs, in round-robin order
+	next     int      // index in tenants of the tenant whose turn it is
+	n        int
 }
 
-func newFairQueue() *fairQueue { return &fairQueue{byOwner: map[string][]*Job{}} }
+func newFairQueue() *fairQueue { return &fairQueue{byTenant: map[string][]*Job{}} }
 
 func (q *fairQueue) len() int { return q.n }
 
-func (q *fairQueue) ownerLen(owner string) int { return len(q.byOwner[owner]) }
+func (q *fairQueue) tenantLen(tenant string) int { return len(q.byTenant[tenant]) }
 
 func (q *fairQueue) push(j *Job) {
-	if len(q.byOwner[j.Owner]) == 0 {
-		// A newcomer queues behind the owner whose turn it is, so it cannot
-		// jump ahead of owners that have waited a full round.
-		q.owners = slices.Insert(q.owners, q.next, j.Owner)
+	if len(q.byTenant[j.limitKey()]) == 0 {
+		// A newcomer queues behind the tenant whose turn it is, so it
+		// cannot jump ahead of tenants that have waited a full round.
+		q.tenants = slices.Insert(q.tenants, q.next, j.limitKey())
 		q.next++
-		if q.next >= len(q.owners) {
+		if q.next >= len(q.tenants) {
 			q.next = 0
 		}
 	}
-	q.byOwner[j.Owner] = append(q.byOwner[j.Owner], j)
+	q.byTenant[j.limitKey()] = append(q.byTenant[j.limitKey()], j)
 	q.n++
 }
 
-// pop takes the oldest job of the first owner, in turn, whose job may
-// start, and moves the turn to the owner after it.
+// pop takes the oldest job of the first tenant, in turn, whose job may
+// start, and moves the turn to the tenant after it.
 func (q *fairQueue) pop(mayStart func(*Job) bool) *Job {
-	for i := range q.owners {
-		idx := (q.next + i) % len(q.owners)
-		owner := q.owners[idx]
-		j := q.byOwner[owner][0]
+	for i := range q.tenants {
+		idx := (q.next + i) % len(q.tenants)
+		tenant := q.tenants[idx]
+		j := q.byTenant[tenant][0]
 		if !mayStart(j) {
 			continue
 		}
-		q.byOwner[owner] = q.byOwner[owner][1:]
+		q.byTenant[tenant] = q.byTenant[tenant][1:]
 		q.n--
-		if len(q.byOwner[owner]) == 0 {
-			delete(q.byOwner, owner)
-			q.owners = slices.Delete(q.owners, idx, idx+1)
-			q.next = idx // the owner after it moved into its place
+		if len(q.byTenant[tenant]) == 0 {
+			delete(q.byTenant, tenant)
+			q.tenants = slices.Delete(q.tenants, idx, idx+1)
+			q.next = idx // the tenant after it moved into its place
 		} else {
 			q.next = idx + 1
 		}
-		if q.next >= len(q.owners) {
+		if q.next >= len(q.tenants) {
 			q.next = 0
 		}
 		return j
@@ -65,21 +67,21 @@ func (q *fairQueue) pop(mayStart func(*Job) bool) *Job {
 
 // remove takes j out of the queue and reports whether it was there.
 func (q *fairQueue) remove(j *Job) bool {
-	jobs := q.byOwner[j.Owner]
+	jobs := q.byTenant[j.limitKey()]
 	i := slices.Index(jobs, j)
 	if i < 0 {
 		return false
 	}
-	q.byOwner[j.Owner] = slices.Delete(jobs, i, i+1)
+	q.byTenant[j.limitKey()] = slices.Delete(jobs, i, i+1)
 	q.n--
-	if len(q.byOwner[j.Owner]) == 0 {
-		delete(q.byOwner, j.Owner)
-		idx := slices.Index(q.owners, j.Owner)
-		q.owners = slices.Delete(q.owners, idx, idx+1)
+	if len(q.byTenant[j.limitKey()]) == 0 {
+		delete(q.byTenant, j.limitKey())
+		idx := slices.Index(q.tenants, j.limitKey())
+		q.tenants = slices.Delete(q.tenants, idx, idx+1)
 		if idx < q.next {
 			q.next--
 		}
-		if q.next >= len(q.owners) {
+		if q.next >= len(q.tenants) {
 			q.next = 0
 		}
 	}
@@ -91,8 +93,8 @@ func (q *fairQueue) remove(j *Job) bool {
 type QueueFullError struct {
 	// Limit is the bound that was reached.
 	Limit int
-	// PerOwner is set when it is the caller's own bound, not the
-	// gateway's.
+	// PerOwner is set when it is the bound of the caller's tenant (its
+	// own, without one), not the gateway's.
 	PerOwner bool
 	// Uploading is set when the bound is on the caller's uploads in
 	// progress (WithMaxUploading).
@@ -105,9 +107,9 @@ func (e *QueueFullError) Error() string {
 	// The messages name the gateway settings (queue.*) that set the bound.
 	switch {
 	case e.Uploading:
-		return fmt.Sprintf("too many uploads: this identity already has %d uploads in progress (max_uploading_per_identity); retry after %s", e.Limit, e.RetryAfter)
+		return fmt.Sprintf("too many uploads: this identity, with the others of its policy tenant, already has %d uploads in progress (max_uploading_per_identity); retry after %s", e.Limit, e.RetryAfter)
 	case e.PerOwner:
-		return fmt.Sprintf("queue full: this identity already has %d builds waiting or uploading (max_queued_per_identity); retry after %s", e.Limit, e.RetryAfter)
+		return fmt.Sprintf("queue full: this identity, with the others of its policy tenant, already has %d builds waiting or uploading (max_queued_per_identity); retry after %s", e.Limit, e.RetryAfter)
 	}
 	return fmt.Sprintf("queue full: %d builds are waiting or uploading (max_queued); retry after %s", e.Limit, e.RetryAfter)
 }

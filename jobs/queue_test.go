@@ -1,6 +1,7 @@
 package jobs
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -66,5 +67,29 @@ func TestFairQueueRemove(t *testing.T) {
 	}
 	if g := strings.Join(got, " "); g != "c/1 a/2" {
 		t.Errorf("order after remove = %q, want %q", g, "c/1 a/2")
+	}
+}
+
+// TestFairQueueTenants: turns go to tenants, not identities: a tenant
+// with ten branches queued (ten owners) gets no more turns than a tenant
+// with one, and builds without a tenant take turns as their owner.
+func TestFairQueueTenants(t *testing.T) {
+	q := newFairQueue()
+	for i := range 10 {
+		q.push(&Job{ID: fmt.Sprintf("a/%d", i), Owner: fmt.Sprintf("gitlab:project_path:g/a:ref:b%d", i), Grant: Grant{LimitTenant: "a"}})
+	}
+	q.push(&Job{ID: "b/0", Owner: "gitlab:project_path:g/b:ref:main", Grant: Grant{LimitTenant: "b"}})
+	q.push(&Job{ID: "c/0", Owner: "c"})
+	q.push(&Job{ID: "b/1", Owner: "gitlab:project_path:g/b:ref:f", Grant: Grant{LimitTenant: "b"}})
+	var got []string
+	for range 6 {
+		j := q.pop(func(*Job) bool { return true })
+		if j == nil {
+			break
+		}
+		got = append(got, j.ID)
+	}
+	if g, want := strings.Join(got, " "), "a/0 b/0 c/0 a/1 b/1 a/2"; g != want {
+		t.Errorf("first pops of ten branches of a, two of b and c's one = %q, want %q", g, want)
 	}
 }

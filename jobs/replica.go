@@ -43,9 +43,10 @@ type SharedQueue interface {
 	// Create stores a new accepted build with its context archive.
 	Create(ctx context.Context, r *store.Record, archive io.Reader) error
 	// Claim takes the next queued build for replica, with the attempt that
-	// fences its writes; nil if none waits whose identity may start one
-	// more. The identity's builds held by any replica count against the
-	// least of ownerLimit (0: none) and its grant's MaxConcurrent.
+	// fences its writes; nil if none waits whose tenant (its LimitTenant, else
+	// its Owner) may start one more. The tenant's builds held by any
+	// replica count against the least of ownerLimit (0: none) and its
+	// grant's MaxConcurrent.
 	Claim(ctx context.Context, replica string, ownerLimit int) (r *store.Record, attempt int, cancelRequested bool, err error)
 	// PutHeld writes a build replica holds, or returns store.ErrNotHeld.
 	PutHeld(r *store.Record, replica string, attempt int) error
@@ -58,8 +59,9 @@ type SharedQueue interface {
 	// CancelRequested returns which of replica's builds were asked.
 	RequestCancel(ctx context.Context, id string) error
 	CancelRequested(ctx context.Context, replica string, ids []string) ([]string, error)
-	// Queued counts the waiting builds, in all and of owner.
-	Queued(ctx context.Context, owner string) (total, ofOwner int, err error)
+	// Queued counts the waiting builds, in all and of tenant: a record's
+	// LimitTenant, else its Owner.
+	Queued(ctx context.Context, tenant string) (total, ofTenant int, err error)
 	// Listen calls queue when builds are queued and cancel when a cancel
 	// is requested, until ctx ends.
 	Listen(ctx context.Context, queue func(), cancel func(id string))
@@ -376,7 +378,7 @@ func (m *Manager) adopt(r *store.Record, attempt int) *Job {
 	m.mu.Lock()
 	m.jobs[j.ID] = j
 	m.running++
-	m.runningBy[j.Owner]++
+	m.runningBy[j.limitKey()]++
 	m.mu.Unlock()
 	return j
 }

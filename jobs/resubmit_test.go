@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/jobs/store"
 )
@@ -51,7 +52,7 @@ func TestResubmitInterrupted(t *testing.T) {
 
 	// The interrupted build expires; the key stays with the new one.
 	m3, _ := r.start(t, true, jobs.WithRetention(time.Hour))
-	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.Scale(15 * time.Second)); ; time.Sleep(50 * time.Millisecond) {
 		if _, err := m3.Get("alice", first.ID); errors.Is(err, jobs.ErrNotFound) {
 			break
 		}

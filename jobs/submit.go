@@ -81,13 +81,17 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 			limits.MaxBytes = grant.MaxContextBytes
 		}
 	}
-	if err := m.reserve(owner); err != nil {
+	// The tenant the slot is reserved for is the build's, whatever a
+	// policy reloaded during the upload would say.
+	tenant := grant.LimitTenant
+	key := limitKey(owner, tenant)
+	if err := m.reserve(key); err != nil {
 		return nil, err
 	}
 	queued := false
 	defer func() {
 		if !queued {
-			m.release(owner)
+			m.release(key)
 		}
 	}()
 	id, err := newID()
@@ -152,6 +156,7 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 		if grant, err = sr.Authorize(spec, dfBytes, analysis); err != nil {
 			return nil, err
 		}
+		grant.LimitTenant = tenant
 	}
 
 	j := &Job{
@@ -194,8 +199,8 @@ func (m *Manager) accept(ctx context.Context, sr SubmitRequest, spec *ValidSpec,
 	m.mu.Lock()
 	m.jobs[id] = j
 	m.pending--
-	if m.pendingBy[owner]--; m.pendingBy[owner] <= 0 {
-		delete(m.pendingBy, owner)
+	if m.pendingBy[key]--; m.pendingBy[key] <= 0 {
+		delete(m.pendingBy, key)
 	}
 	queued = true
 	m.queue.push(j)

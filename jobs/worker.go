@@ -103,9 +103,9 @@ func (m *Manager) Run(ctx context.Context) error {
 
 var errShutdown = errors.New("gateway shut down")
 
-// next blocks until a job may start or ctx ends. Owners take turns; each
-// owner's jobs start in the order they were accepted, and an owner that
-// already runs as many builds as it may waits without holding up the
+// next blocks until a job may start or ctx ends. Tenants take turns;
+// each tenant's jobs start in the order they were accepted, and a tenant
+// that already runs as many builds as it may waits without holding up the
 // others.
 func (m *Manager) next(ctx context.Context) *Job {
 	if m.shared != nil {
@@ -118,7 +118,7 @@ func (m *Manager) next(ctx context.Context) *Job {
 		m.mu.Lock()
 		if j := m.queue.pop(m.mayStart); j != nil {
 			m.running++
-			m.runningBy[j.Owner]++
+			m.runningBy[j.limitKey()]++
 			m.mu.Unlock()
 			return j
 		}
@@ -138,10 +138,11 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	release := sync.OnceFunc(func() {
 		m.mu.Lock()
 		m.running--
-		if m.runningBy[j.Owner]--; m.runningBy[j.Owner] == 0 {
-			delete(m.runningBy, j.Owner)
+		k := j.limitKey()
+		if m.runningBy[k]--; m.runningBy[k] == 0 {
+			delete(m.runningBy, k)
 		}
-		// A waiting job of the same owner may start now.
+		// A waiting job of the same tenant may start now.
 		close(m.wake)
 		m.wake = make(chan struct{})
 		m.mu.Unlock()

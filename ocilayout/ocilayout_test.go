@@ -17,6 +17,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/mutate"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // marker is the content of a host file that layouts link to; it must
@@ -329,7 +331,7 @@ func TestImage(t *testing.T) {
 			if tc.mangle != nil {
 				tc.mangle(t, f)
 			}
-			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(10*time.Second))
 			defer cancel()
 			img, err := Image(ctx, f.dir, tc.opts...)
 			if err == nil && tc.lazy {

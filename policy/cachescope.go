@@ -48,6 +48,23 @@ func compileCacheScope(s scalar) (CacheScope, error) {
 		CacheProjectRefClass, CacheProject, CacheNamespace, CacheIdentity, CacheNone)
 }
 
+// compileTenant compiles a rule's tenant: one of the cache scopes but
+// none, by default the rule's cache scope (identity if that is none), so
+// that the builds which share a cache also share the limits.
+func compileTenant(s scalar, cache CacheScope) (CacheScope, error) {
+	switch t := CacheScope(s.Value); t {
+	case "":
+		if cache == CacheNone {
+			return CacheIdentity, nil
+		}
+		return cache, nil
+	case CacheProjectRefClass, CacheProject, CacheNamespace, CacheIdentity:
+		return t, nil
+	}
+	return "", errAt(s.Line, "tenant: %q is not one of %s, %s, %s, %s", s.Value,
+		CacheProjectRefClass, CacheProject, CacheNamespace, CacheIdentity)
+}
+
 // Tenant names the cache that id's builds share under scope s, "" for no
 // cache. Builds share a cache exactly when their tenants are equal. The
 // name holds the scope and the issuer and kind of the identity, so that

@@ -99,3 +99,63 @@ func TestCacheScope(t *testing.T) {
 		t.Errorf("Parse(cache.scope: everyone) = %v, want a line 4 error about cache.scope", err)
 	}
 }
+
+// TestTenant checks which identities count as one tenant against the
+// queue's limits: a rule's tenant, by default its cache.scope.
+func TestTenant(t *testing.T) {
+	p := mustParse(t, `rules:
+  - name: per-project
+    match: {kind: oidc, project_path: "proj/*"}
+    allow: {destinations: ["r.example/**"]}
+    cache: {scope: identity}
+    tenant: project
+  - name: no-cache
+    match: {kind: oidc, project_path: "nocache/*"}
+    allow: {destinations: ["r.example/**"]}
+    cache: {scope: none}
+  - name: gitlab
+    match: {kind: oidc}
+    allow: {destinations: ["r.example/**"]}
+`)
+	gl := func(project, ref, protected string) auth.Identity {
+		return auth.Identity{
+			Name: "gitlab:project_path:" + project + ":ref:" + ref, Kind: auth.KindOIDC, Issuer: "https://gitlab.example.com",
+			Attributes: map[string]string{"project_path": project, "project_id": "id-" + project, "ref": ref, "ref_protected": protected},
+		}
+	}
+	tenant := func(id auth.Identity) string {
+		t.Helper()
+		d := p.Decide(Request{Identity: id, Destinations: tags(t, "r.example/x/y:1"), Runner: "kaniko"})
+		if !d.Allowed {
+			t.Fatalf("Decide(%s) = %+v, want allowed", id.Name, d)
+		}
+		return d.Tenant.Tenant(id)
+	}
+	tests := []struct {
+		name  string
+		a, b  auth.Identity
+		share bool
+	}{
+		{"tenant project: two branches", gl("proj/a", "f1", "false"), gl("proj/a", "f2", "false"), true},
+		{"tenant project: protected and not", gl("proj/a", "main", "true"), gl("proj/a", "f2", "false"), true},
+		{"tenant project: two projects", gl("proj/a", "f1", "false"), gl("proj/b", "f1", "false"), false},
+		{"default, the cache scope: two feature branches", gl("app/a", "f1", "false"), gl("app/a", "f2", "false"), true},
+		{"default, the cache scope: protected and not", gl("app/a", "main", "true"), gl("app/a", "f2", "false"), false},
+		{"cache none: each identity", gl("nocache/a", "f1", "false"), gl("nocache/a", "f2", "false"), false},
+	}
+	for _, tc := range tests {
+		ta, tb := tenant(tc.a), tenant(tc.b)
+		if ta == "" || tb == "" {
+			t.Errorf("%s: Tenant(%q), Tenant(%q) = %q, %q, want both set", tc.name, tc.a.Name, tc.b.Name, ta, tb)
+		}
+		if got := ta == tb; got != tc.share {
+			t.Errorf("%s: Tenant(%q) == Tenant(%q) = %v (%s, %s), want %v", tc.name, tc.a.Name, tc.b.Name, got, ta, tb, tc.share)
+		}
+	}
+	for _, v := range []string{"none", "everyone"} {
+		_, err := Parse([]byte("rules:\n  - name: r\n    match: {kind: token}\n    tenant: " + v + "\n"))
+		if err == nil || !strings.Contains(err.Error(), "line 4") || !strings.Contains(err.Error(), "tenant") {
+			t.Errorf("Parse(%q) = %v, want a line 4 error about tenant", "tenant: "+v, err)
+		}
+	}
+}

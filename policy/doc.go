@@ -100,8 +100,28 @@
 //	    allow: {destinations: ["registry.example.com/{project_path}"]}
 //	    cache: {scope: project-ref-class}
 //
+// # Tenants
+//
+// tenant (a key of the rule, beside match and allow) says which builds
+// count as one against the queue: its per-identity bounds
+// (max_queued_per_identity, max_uploading_per_identity,
+// max_running_per_identity), its turns, and the rule's max_concurrent. A
+// GitLab identity is one project's one ref, so without it every branch
+// pushed would be a share of its own. It takes the cache scopes but none;
+// default the rule's cache.scope (identity when that is none). See
+// Decision.Tenant.
+//
+//	rules:
+//	  - name: gitlab-branches
+//	    match: {kind: oidc, ref_protected: "false"}
+//	    allow:
+//	      destinations: ["registry.example.com/{project_path}"]
+//	      limits: {max_concurrent: 2}
+//	    tenant: project
+//
 // # Limits
 //
 // A decision that allows carries the rule's limits; a limit left out is
-// zero, which means the gateway's default applies.
+// zero, which means the gateway's default applies. max_concurrent bounds
+// the builds of the rule's tenant that run at once.
 package policy

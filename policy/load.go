@@ -28,6 +28,9 @@ type ruleYAML struct {
 	Match map[string]scalar `yaml:"match"`
 	Allow allowYAML         `yaml:"allow"`
 	Cache cacheYAML         `yaml:"cache"`
+	// Tenant is whose share of the queue and limits a build counts
+	// against (see Decision.Tenant).
+	Tenant scalar `yaml:"tenant"`
 }
 
 type cacheYAML struct {
@@ -218,6 +221,9 @@ func compileRule(ry ruleYAML) (rule, error) {
 	}
 	r.limits = lim
 	if r.cacheScope, err = compileCacheScope(ry.Cache.Scope); err != nil {
+		return r, err
+	}
+	if r.tenant, err = compileTenant(ry.Tenant, r.cacheScope); err != nil {
 		return r, err
 	}
 	if a.Network.Value != "" {

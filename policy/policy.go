@@ -31,6 +31,7 @@ type rule struct {
 	limits       Limits
 	network      netmode.Mode
 	cacheScope   CacheScope
+	tenant       CacheScope
 }
 
 // fromEntry is one allow.from entry: a repository pattern, or, as
@@ -86,6 +87,11 @@ type Decision struct {
 	// CacheScope is the deciding rule's cache.scope, set when Allowed:
 	// which identities' builds share caches (see CacheScope.Tenant).
 	CacheScope CacheScope
+	// Tenant is the deciding rule's tenant, set when Allowed: which
+	// identities' builds count as one against the queue's per-identity
+	// bounds, its turns and the rule's max_concurrent (see
+	// CacheScope.Tenant, which names them). Never CacheNone.
+	Tenant CacheScope
 }
 
 // Rules returns the names of the rules, in the order they are tried.
@@ -220,6 +226,7 @@ func (ru *rule) allow() Decision {
 		Limits:     ru.limits,
 		Network:    ru.network,
 		CacheScope: ru.cacheScope,
+		Tenant:     ru.tenant,
 	}
 }
 

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 func storePolicy(repo string) string {
@@ -104,10 +105,11 @@ func TestStoreWatch(t *testing.T) {
 
 	waitFor := func(what string, cond func() bool) {
 		t.Helper()
-		deadline := time.Now().Add(5 * time.Second)
+		d := testenv.Scale(5 * time.Second)
+		deadline := time.Now().Add(d)
 		for !cond() {
 			if time.Now().After(deadline) {
-				t.Fatalf("Watch did not %s within 5s", what)
+				t.Fatalf("Watch did not %s within %s", what, d)
 			}
 			time.Sleep(5 * time.Millisecond)
 		}

@@ -59,8 +59,8 @@ const (
 	DefaultRequestTimeout = time.Minute
 )
 
-// WithRetry makes a push that fails on a 5xx answer, a timeout or a
-// connection error try again, at most attempts times in all (0: no bound
+// WithRetry makes a push that fails on a 5xx answer or a connection
+// error try again (a request that stalls for WithRequestTimeout is not), at most attempts times in all (0: no bound
 // but WithRetryFor), waiting backoff before the first retry and twice as
 // long before each next one, up to WithMaxBackoff. Default: no bound on
 // attempts, from 1s.
@@ -81,7 +81,8 @@ func WithMaxBackoff(d time.Duration) Option { return func(p *Pusher) { p.maxBack
 // without progress: until its answer begins, and between two pieces of a
 // request or answer body, so that a registry that accepts connections but
 // never answers, or stops reading an upload, fails the attempt instead of
-// holding the build until its timeout. Default DefaultRequestTimeout; 0:
+// holding the build until its timeout. Such a stall ends the push
+// without a retry: the registry is hung, not restarting. Default DefaultRequestTimeout; 0:
 // no bound.
 func WithRequestTimeout(d time.Duration) Option { return func(p *Pusher) { p.timeout = d } }
 
@@ -161,7 +162,7 @@ func (p *Pusher) Push(ctx context.Context, img v1.Image, dst name.Tag, logf func
 		// Equal jitter: pushes that failed together do not all come back
 		// at the same moment.
 		d := wait/2 + rand.N(wait/2+1)
-		if !retryable(err) || (p.attempts > 0 && attempt >= p.attempts) || time.Now().Add(d).After(giveUp) {
+		if !retryable(err) || stalled(err) || (p.attempts > 0 && attempt >= p.attempts) || time.Now().Add(d).After(giveUp) {
 			return describe(host, attempt, err)
 		}
 		if logf != nil {
@@ -216,6 +217,16 @@ func retryable(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF)
+}
+
+// stalled reports whether a request went a whole request timeout without
+// progress. That registry accepts connections but is hung, and is not
+// retried: a registry that restarts refuses connections or answers 502 or
+// 503, which are, while another attempt at a hung one would only hold the
+// build for another request timeout.
+func stalled(err error) bool {
+	var se *StallError
+	return errors.As(err, &se)
 }
 
 // describe names the registry and what it answered, so that a failed

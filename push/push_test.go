@@ -17,6 +17,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/registry"
 	"github.com/google/go-containerregistry/pkg/v1/random"
 
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/push"
 )
 
@@ -126,7 +127,7 @@ func TestPushRegistryDown(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
 	defer cancel()
 	start := time.Now()
-	if err := p.Push(ctx, img, dst, nil); err == nil || time.Since(start) > 10*time.Second {
+	if err := p.Push(ctx, img, dst, nil); err == nil || time.Since(start) > testenv.Scale(10*time.Second) {
 		t.Errorf("Push(cancelled during backoff) = %v after %s, want an error at once", err, time.Since(start))
 	}
 }

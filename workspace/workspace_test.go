@@ -9,6 +9,7 @@ import (
 
 	"github.com/buildgw/buildgw/archive"
 	"github.com/buildgw/buildgw/internal/hostfs"
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/workspace"
 )
 
@@ -127,10 +128,10 @@ func TestDiscard(t *testing.T) {
 		if got != ws && got != filepath.Join(l.Trash, "x") {
 			t.Errorf("the remover got %s, want %s or its place in the trash", got, ws)
 		}
-	case <-time.After(10 * time.Second):
+	case <-time.After(testenv.Scale(10 * time.Second)):
 		t.Fatal("the remover was never called")
 	}
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	for deadline := time.Now().Add(testenv.Scale(10 * time.Second)); ; time.Sleep(10 * time.Millisecond) {
 		ents, _ := os.ReadDir(l.Trash)
 		if len(ents) == 0 {
 			break

@@ -1,7 +1,9 @@
 // Package client is a Go client of buildgw's HTTP API, v1. Requests are
 // retried on connection failures and 5xx answers; a submit carries an
 // Idempotency-Key so that a retry never starts a second build. A full
-// queue (429) is waited out as its Retry-After header says.
+// queue (429) is waited out as its Retry-After header says. A gateway that
+// cannot be reached or is shutting down is waited out for the restart
+// wait, both by a submit and by a followed log.
 package client
 
 import (
@@ -12,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	mathrand "math/rand/v2"
 	"mime/multipart"
 	"net"
 	"net/http"
@@ -20,6 +23,8 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/go-retryablehttp"
@@ -73,11 +78,14 @@ func WithQueueWait(d time.Duration) Option {
 	return func(c *Client) { c.queueWait = d }
 }
 
-// WithRestartWait bounds how long a followed log (Logs, and so a submit
-// that waits for its build) waits for a gateway that cannot be reached or
-// answers 502, 503 or 504, as during a restart, before it gives up; then
-// it reattaches to the build by its ID where the log left off. Each wait
-// is told to WithWaitNotice. Default 3 minutes; 0: no waiting.
+// WithRestartWait bounds how long a submit (its upload) and a followed log
+// (Logs, and so a submit that waits for its build) wait for a gateway that
+// cannot be reached or answers 502, 503 or 504, as during a restart,
+// before they give up. A submit sends the whole context again with the
+// same Idempotency-Key (and also after a 408); a followed log reattaches
+// to the build by its ID where the log left off. Each wait is told to
+// WithWaitNotice. Default 3 minutes; 0: no waiting, only the request's
+// few quick retries (WithRetries).
 func WithRestartWait(d time.Duration) Option {
 	return func(c *Client) { c.restartWait = d }
 }
@@ -122,7 +130,14 @@ func New(server, token string, opts ...Option) (*Client, error) {
 		if le, ok := ctx.Value(localErrKey{}).(*localErr); ok && le.get() != nil {
 			return false, le.get()
 		}
-		return retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+		retry, cerr := retryablehttp.DefaultRetryPolicy(ctx, resp, err)
+		if away, ok := ctx.Value(awayKey{}).(*atomic.Bool); ok && retry && ctx.Err() == nil {
+			if resp == nil || resp.StatusCode == http.StatusBadGateway || resp.StatusCode == http.StatusServiceUnavailable || resp.StatusCode == http.StatusGatewayTimeout {
+				away.Store(true)
+				return false, nil
+			}
+		}
+		return retry, cerr
 	}
 	c := &Client{base: u, token: token, http: rc, queueWait: 30 * time.Minute, restartWait: 3 * time.Minute}
 	for _, o := range opts {
@@ -144,7 +159,9 @@ func (c *Client) WithToken(token string) *Client {
 type Progress func(n int64)
 
 // Submit uploads a build. newContext returns a fresh reader of the context
-// archive for each attempt (the archive is streamed, never held whole).
+// archive for each attempt (the archive is streamed, never held whole), so
+// a gateway away for up to the restart wait is waited out and the
+// context sent again; it must give the same bytes every time.
 func (c *Client) Submit(ctx context.Context, spec api.BuildSpec, newContext func() io.ReadCloser, progress Progress) (*api.Accepted, error) {
 	key, err := NewIdempotencyKey()
 	if err != nil {
@@ -184,22 +201,129 @@ func (c *Client) SubmitWithKey(ctx context.Context, key string, spec api.BuildSp
 			return pr
 		}}, nil
 	}
-	req, err := c.newRequest(context.WithValue(ctx, localErrKey{}, local), http.MethodPost, "/v1/builds", retryablehttp.ReaderFunc(body))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", contentType)
-	req.Header.Set(api.IdempotencyKeyHeader, key)
-	var acc api.Accepted
-	if err := c.do(req, http.StatusAccepted, &acc); err != nil {
+	var o outage
+	for {
+		// A gateway that is away is waited out here, not by the request's
+		// own few quick retries, for as long as WithRestartWait allows.
+		var away atomic.Bool
+		actx := context.WithValue(ctx, localErrKey{}, local)
+		if c.restartWait > 0 {
+			actx = context.WithValue(actx, awayKey{}, &away)
+		}
+		req, err := c.newRequest(actx, http.MethodPost, "/v1/builds", retryablehttp.ReaderFunc(body))
+		if err != nil {
+			return nil, err
+		}
+		req.Header.Set("Content-Type", contentType)
+		req.Header.Set(api.IdempotencyKeyHeader, key)
+		var acc api.Accepted
+		err = c.do(req, http.StatusAccepted, &acc)
+		if err == nil {
+			return &acc, nil
+		}
 		if lerr := local.get(); lerr != nil {
 			// Not the network's fault: say what was wrong here.
 			return nil, lerr
 		}
-		return nil, err
+		var e *Error
+		if !away.Load() && !(errors.As(err, &e) && e.StatusCode == http.StatusRequestTimeout && c.restartWait > 0) {
+			return nil, err
+		}
+		// The same key each time: a submission the gateway accepted but
+		// whose answer was lost returns that build instead of a new one.
+		if werr := c.waitOut(ctx, &o, err); werr != nil {
+			return nil, werr
+		}
 	}
-	return &acc, nil
 }
+
+// outage is how long a gateway has been away and the next pause.
+type outage struct {
+	since time.Time
+	wait  time.Duration
+}
+
+// maxOutageWait bounds one pause between attempts, before its jitter.
+const maxOutageWait = 10 * time.Second
+
+// waitOut pauses before the next attempt of a request that found the
+// gateway away with err: a second at first, doubling to 10s, each with up
+// to half again of random jitter, so that clients of a restarted gateway
+// do not come back all at once. It returns an error naming the gateway
+// and the time waited once the restart wait is spent, or ctx's error.
+func (c *Client) waitOut(ctx context.Context, o *outage, err error) error {
+	if o.since.IsZero() {
+		o.since, o.wait = time.Now(), time.Second
+	}
+	waited := time.Since(o.since)
+	left := c.restartWait - waited
+	if left <= 0 {
+		return &UnreachableError{Server: c.base.Redacted(), Waited: waited, Err: err}
+	}
+	d := o.wait + time.Duration(mathrand.Int64N(int64(o.wait)/2+1))
+	if left-d < time.Second {
+		// The last try comes when the wait is spent, not a moment before.
+		d = left
+	}
+	o.wait = min(2*o.wait, maxOutageWait)
+	if c.onWait != nil {
+		c.onWait(d, fmt.Sprintf("buildgw unreachable (%s); retrying for up to %s", awayReason(err), left.Round(time.Second)))
+	}
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// UnreachableError is a submission given up because the gateway stayed
+// away (no connection, 502, 503 or 504) for the whole restart wait.
+type UnreachableError struct {
+	Server string
+	Waited time.Duration
+	// Err is the last attempt's error.
+	Err error
+}
+
+func (e *UnreachableError) Error() string {
+	return fmt.Sprintf("buildgw at %s still unreachable after %s (%s)", e.Server, e.Waited.Round(time.Second), awayReason(e.Err))
+}
+
+func (e *UnreachableError) Unwrap() error { return e.Err }
+
+var _ error = (*UnreachableError)(nil)
+
+// awayReason says briefly why the gateway is away: the refused or broken
+// connection, or its answer.
+func awayReason(err error) string {
+	var e *Error
+	switch {
+	case errors.As(err, &e):
+		if e.Message == "" {
+			return e.Error()
+		}
+		return fmt.Sprintf("%d: %s", e.StatusCode, e.Message)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		return "connection refused"
+	case errors.Is(err, syscall.ECONNRESET):
+		return "connection reset"
+	case errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF):
+		return "connection closed before an answer"
+	}
+	var ue *url.Error
+	if errors.As(err, &ue) && ue.Err != nil {
+		return ue.Err.Error()
+	}
+	return err.Error()
+}
+
+// awayKey holds an *atomic.Bool in a request's context: set when the
+// request found the gateway away (no connection, or 502, 503 or 504), which
+// its caller then waits out instead of the request's quick retries.
+type awayKey struct{}
 
 func writeMultipart(mw *multipart.Writer, spec []byte, ctxArchive io.ReadCloser, progress Progress) error {
 	defer ctxArchive.Close()

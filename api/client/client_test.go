@@ -174,7 +174,7 @@ func TestClientCancel(t *testing.T) {
 	if err != nil {
 		t.Fatalf("Submit = %v", err)
 	}
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(testenv.Scale(time.Minute))
 	for {
 		var l bytes.Buffer
 		if err := c.Logs(ctx, acc.ID, false, &l); err != nil {
@@ -374,7 +374,13 @@ func TestClientRetry503(t *testing.T) {
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
 			u := &unavailable{h: g.srv, n: tc.failures}
-			c := newClient(t, serve(t, u), token)
+			// Without a restart wait, only the request's own retries: a
+			// gateway away for longer is waited out in the cmd package's
+			// tests.
+			c, err := client.New(serve(t, u), token, client.WithRetries(3, 10*time.Millisecond), client.WithRestartWait(0))
+			if err != nil {
+				t.Fatal(err)
+			}
 			before := len(g.m.List("ci"))
 			var calls atomic.Int32
 			acc, err := c.Submit(ctx, api.BuildSpec{Destinations: []string{g.dest("flaky")}}, contextFunc(archive, &calls), nil)
@@ -499,7 +505,7 @@ func TestClientWaitsForFullQueue(t *testing.T) {
 		}
 	case r := <-done:
 		t.Fatalf("Submit(queue full) = %+v, %v without waiting", r.acc, r.err)
-	case <-time.After(30 * time.Second):
+	case <-time.After(testenv.Scale(30 * time.Second)):
 		t.Fatal("Submit(queue full) neither waited nor returned")
 	}
 	if _, err := newClient(t, url, token).Cancel(ctx, first.ID); err != nil {
@@ -510,7 +516,7 @@ func TestClientWaitsForFullQueue(t *testing.T) {
 		if r.err != nil || r.acc.ID == "" || r.acc.ID == first.ID {
 			t.Errorf("Submit after the queue emptied = %+v, %v, want a new build", r.acc, r.err)
 		}
-	case <-time.After(2 * time.Minute):
+	case <-time.After(testenv.Scale(2 * time.Minute)):
 		t.Fatal("Submit did not retry after the queue emptied")
 	}
 	if n := len(te.M.List("ci")); n != 2 {
@@ -545,7 +551,7 @@ func TestSubmitContextErrorNotRetried(t *testing.T) {
 	if n := requests.Load(); n > 1 {
 		t.Errorf("Submit with an unreadable context made %d requests, want at most 1", n)
 	}
-	if d := time.Since(start); d > 2*time.Second {
+	if d := time.Since(start); d > testenv.Scale(2*time.Second) {
 		t.Errorf("Submit with an unreadable context took %v, want at once", d)
 	}
 }

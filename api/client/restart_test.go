@@ -13,6 +13,7 @@ import (
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/client"
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // TestLogsWaitsOutRestart: a followed log whose gateway shuts down (the
@@ -64,7 +65,8 @@ func TestLogsWaitsOutRestart(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- c.Logs(context.Background(), "b1", true, &out) }()
 
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	noticed := testenv.Scale(10 * time.Second)
+	for deadline := time.Now().Add(noticed); ; time.Sleep(10 * time.Millisecond) {
 		mu.Lock()
 		n := len(notices)
 		mu.Unlock()
@@ -72,7 +74,7 @@ func TestLogsWaitsOutRestart(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("%d wait notices 10s after the gateway went away, want 2", n)
+			t.Fatalf("%d wait notices %s after the gateway went away, want 2", n, noticed)
 		}
 	}
 	ln2, err := net.Listen("tcp", addr)
@@ -94,8 +96,8 @@ func TestLogsWaitsOutRestart(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Logs across a restart = %v, want nil", err)
 		}
-	case <-time.After(30 * time.Second):
-		t.Fatal("Logs still waiting 30s after the gateway came back")
+	case <-time.After(testenv.Scale(30 * time.Second)):
+		t.Fatalf("Logs still waiting %s after the gateway came back", testenv.Scale(30*time.Second))
 	}
 	if want := "one\n" + marker + "two\n"; out.String() != want {
 		t.Errorf("Logs across a restart wrote %q, want %q", out.String(), want)

@@ -14,6 +14,7 @@ import (
 	"regexp"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/gin-gonic/gin"
 
@@ -90,6 +91,12 @@ func (s *Server) download(c *gin.Context) {
 	}
 	c.Header("Content-Disposition", `attachment; filename="`+name+`"`)
 	c.Header("Content-Type", "application/octet-stream")
+	if d := s.writeRate.within(fi.Size()); d > 0 {
+		// Anyone may download: a client that stops reading must not hold
+		// the connection and the file for good. The deadline stays after
+		// the handler, over net/http's final flush.
+		http.NewResponseController(c.Writer).SetWriteDeadline(time.Now().Add(d))
+	}
 	http.ServeContent(c.Writer, c.Request, name, fi.ModTime(), f)
 }
 

@@ -22,8 +22,8 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/audit"
 	"github.com/buildgw/buildgw/auth"
-	"github.com/buildgw/buildgw/builder"
 	"github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/internal/minrate"
 	"github.com/buildgw/buildgw/jobs"
 )
 
@@ -48,8 +48,13 @@ type Server struct {
 	identities func(auth.Identity) (auth.Networks, bool)
 	// uploadRate bounds how slowly a submission's body may arrive.
 	uploadRate UploadRate
+	// bodyTimeout bounds how long any other request body may take.
+	bodyTimeout time.Duration
+	// writeRate bounds writes to clients that stop reading.
+	writeRate WriteRate
 	// downloads holds the client binaries served at /dl; "" serves none.
 	downloads string
+	ready     readiness
 	handler   http.Handler
 }
 
@@ -105,7 +110,7 @@ func New(m *jobs.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Op
 	// source_ip. gin would otherwise take it from X-Forwarded-For or
 	// X-Real-IP of any client, letting a caller forge its audited address.
 	r.ForwardedByClientIP = false
-	r.Use(gin.Recovery(), requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
+	r.Use(gin.Recovery(), s.bodyDeadline, s.clearWriteDeadline, requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
 	s.publicRoutes(r)
@@ -130,39 +135,16 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.S
 
 func (s *Server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
 
-// readyz reports each runner; the gateway is ready when its default
-// runner is, since builds that ask for no runner get that one.
-func (s *Server) readyz(c *gin.Context) {
-	ready := true
-	runners := map[string]string{}
-	for name, r := range s.m.Runners() {
-		runners[name] = "ok"
-		if ch, ok := r.(builder.Checker); ok {
-			if err := ch.Available(c.Request.Context()); err != nil {
-				runners[name] = "unavailable: " + err.Error()
-				if name == s.m.DefaultRunner() {
-					ready = false
-				}
-			}
-		}
-	}
-	body := gin.H{"runners": runners, "store": "ok"}
-	if err := s.m.Ready(); err != nil {
-		ready = false
-		body["store"] = "unavailable: " + err.Error()
-	}
-	body["ready"] = ready
-	status := http.StatusOK
-	if !ready {
-		status = http.StatusServiceUnavailable
-	}
-	c.JSON(status, body)
-}
-
 // submit reads the multipart body as a stream: the spec part first, then
 // the context part, extracted straight into the job's workspace while it
 // arrives. The body is never parsed as a whole.
 func (s *Server) submit(c *gin.Context) {
+	// Checked before any of the body is read.
+	key, err := idempotencyKey(c.Request.Header)
+	if err != nil {
+		c.Error(err)
+		return
+	}
 	ct, params, err := mime.ParseMediaType(c.GetHeader("Content-Type"))
 	if err != nil || ct != "multipart/form-data" {
 		c.Error(errorf(http.StatusUnsupportedMediaType, api.CodeInvalidSpec, "want a multipart/form-data body with parts spec and context"))
@@ -226,15 +208,29 @@ func (s *Server) submit(c *gin.Context) {
 		c.Error(err)
 		return
 	}
+	var upload io.Reader = part
+	unbounded := s.uploadRate.MinBytesPerSecond == 0 && s.bodyTimeout > 0
+	if unbounded {
+		// Uploads have no bound: the one of other bodies is lifted once
+		// the manager reads the context, after its checks of the runner,
+		// the policy and the queue. What net/http reads of a refused
+		// submission's rest stays bounded.
+		upload = minrate.LiftOnRead(c.Writer, part)
+	}
 	j, err := s.m.Submit(c.Request.Context(), jobs.SubmitRequest{
 		Owner:           id.Name,
 		Identity:        id,
 		Spec:            spec,
-		IdempotencyKey:  c.GetHeader(api.IdempotencyKeyHeader),
+		IdempotencyKey:  key,
 		Authorize:       s.authorizer(c, id),
 		ReadTokenSHA256: readSum,
-	}, part)
+	}, upload)
 	if err != nil {
+		if unbounded {
+			// Refused during the upload (too large, say): the rest, which
+			// net/http reads before it answers, is bounded again.
+			minrate.SetBodyDeadline(c.Writer, c.Request, s.bodyTimeout)
+		}
 		// Policy refusals are audited where they are made; a refused
 		// upload (too large for the identity, hostile) is audited here.
 		var de *jobs.DeniedError
@@ -256,6 +252,21 @@ func (s *Server) submit(c *gin.Context) {
 		LogsURL:   "/v1/builds/" + j.ID + "/logs",
 		ReadToken: readToken,
 	})
+}
+
+// idempotencyKey returns the request's Idempotency-Key, "" if it sends
+// none (or an empty one, which never made a key).
+func idempotencyKey(h http.Header) (string, error) {
+	keys := h.Values(api.IdempotencyKeyHeader)
+	switch {
+	case len(keys) == 0 || len(keys) == 1 && keys[0] == "":
+		return "", nil
+	case len(keys) > 1:
+		return "", errorf(http.StatusBadRequest, api.CodeInvalidSpec, "send one "+api.IdempotencyKeyHeader+" header, not "+strconv.Itoa(len(keys)))
+	case !api.ValidIdempotencyKey(keys[0]):
+		return "", errorf(http.StatusBadRequest, api.CodeInvalidSpec, api.IdempotencyKeyHeader+" must be 1 to "+strconv.Itoa(api.MaxIdempotencyKey)+" printable ASCII characters without spaces")
+	}
+	return keys[0], nil
 }
 
 // authorizer asks the policy about one submission and audits its
@@ -353,7 +364,11 @@ func (s *Server) logs(c *gin.Context) {
 	c.Header("Content-Type", "text/plain; charset=utf-8")
 	c.Header("X-Content-Type-Options", "nosniff")
 	c.Status(http.StatusOK)
-	if err := j.Log.WriteTo(c.Request.Context(), c.Writer, offset, follow); err != nil && !errors.Is(err, context.Canceled) {
+	var w io.Writer = c.Writer
+	if s.writeRate.Window > 0 {
+		w = newDeadlineWriter(c.Writer, s.writeRate.Window)
+	}
+	if err := j.Log.WriteTo(c.Request.Context(), w, offset, follow); err != nil && !errors.Is(err, context.Canceled) {
 		s.log.Info("streaming log", "job", j.ID, "error", err)
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"mime/multipart"
 	"net/http"
 	"net/http/httptest"
@@ -24,6 +25,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/api/client"
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/archive"
 	"github.com/buildgw/buildgw/auth/token"
@@ -51,6 +53,7 @@ type gwOptions struct {
 	noWorkers bool // accept builds but never run them
 	builder   []jobs.Option
 	server    []server.Option
+	log       *slog.Logger // nil: none
 }
 
 func newGateway(t *testing.T, o gwOptions) *gw {
@@ -64,7 +67,7 @@ func newGateway(t *testing.T, o gwOptions) *gw {
 	if err != nil {
 		t.Fatalf("token.New = %v", err)
 	}
-	srv := httptest.NewServer(server.New(m, auth, nil, o.server...))
+	srv := httptest.NewServer(server.New(m, auth, o.log, o.server...))
 	t.Cleanup(srv.Close)
 	return &gw{url: srv.URL, m: m, stateDir: dir, reg: reg}
 }
@@ -222,6 +225,7 @@ func (g *gw) get(t testing.TB, token, id string) api.Build {
 
 func (g *gw) waitFinal(t testing.TB, token, id string, d time.Duration) api.Build {
 	t.Helper()
+	d = testenv.Scale(d)
 	deadline := time.Now().Add(d)
 	for {
 		b := g.get(t, token, id)
@@ -365,7 +369,7 @@ func TestSubmitStatusLogs(t *testing.T) {
 	var res result
 	select {
 	case res = <-followed:
-	case <-time.After(30 * time.Second):
+	case <-time.After(testenv.Scale(30 * time.Second)):
 		t.Fatal("following the log did not end after the build ended")
 	}
 	if res.err != nil {
@@ -436,7 +440,7 @@ func TestCancelRunning(t *testing.T) {
 	}
 	var acc api.Accepted
 	json.Unmarshal(r.body, &acc)
-	deadline := time.Now().Add(time.Minute)
+	deadline := time.Now().Add(testenv.Scale(time.Minute))
 	for {
 		lr := do(t, http.MethodGet, g.url+acc.LogsURL, aliceToken, "", nil)
 		if strings.Contains(string(lr.body), "Running: [/bin/sh -c sleep 30]") {
@@ -698,5 +702,76 @@ func TestWorkspaceFull(t *testing.T) {
 	}
 	if len(g.m.List("alice")) != 0 {
 		t.Errorf("builds after a rejected upload = %d, want 0", len(g.m.List("alice")))
+	}
+}
+
+// TestIdempotencyKey: an Idempotency-Key is a key of the job store's
+// index and part of its JSON record, so only printable ASCII of a bounded
+// length is taken; anything else is refused before any build is stored.
+// A good key, such as buildctl-lite makes, still returns the first build.
+func TestIdempotencyKey(t *testing.T) {
+	g := newGateway(t, gwOptions{noWorkers: true})
+	submit := func(t *testing.T, keys ...string) response {
+		t.Helper()
+		body, ct := multipartBody(t, curlBody(specJSON(g.dest("idem")), scratchContext(t)))
+		req, _ := http.NewRequest(http.MethodPost, g.url+"/v1/builds", bytes.NewReader(body))
+		req.Header.Set("Authorization", "Bearer "+aliceToken)
+		req.Header.Set("Content-Type", ct)
+		for _, k := range keys {
+			req.Header.Add(api.IdempotencyKeyHeader, k)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return response{resp.StatusCode, resp.Header, b}
+	}
+
+	bad := []struct {
+		name string
+		keys []string
+	}{
+		{"invalid UTF-8", []string{"key-\xff\xfe"}},
+		{"valid UTF-8 beyond ASCII", []string{"clé"}},
+		{"control character", []string{"key\tone"}},
+		{"space", []string{"key one"}},
+		{"256 characters", []string{strings.Repeat("k", 256)}},
+		{"40 KiB", []string{strings.Repeat("k", 40<<10)}},
+		{"two keys", []string{"key-1", "key-2"}},
+	}
+	for _, tc := range bad {
+		t.Run(tc.name, func(t *testing.T) {
+			r := submit(t, tc.keys...)
+			if r.status != http.StatusBadRequest {
+				t.Fatalf("POST /v1/builds with Idempotency-Key %.40q = %d %s, want 400", tc.keys, r.status, r.body)
+			}
+			if eb := r.errorBody(t); eb.Error.Code != api.CodeInvalidSpec || !strings.Contains(eb.Error.Message, api.IdempotencyKeyHeader) {
+				t.Errorf("POST /v1/builds with Idempotency-Key %.40q: error = %+v, want %s naming %s", tc.keys, eb.Error, api.CodeInvalidSpec, api.IdempotencyKeyHeader)
+			}
+		})
+	}
+	if got := g.m.List("alice"); len(got) != 0 {
+		t.Fatalf("builds after refused keys = %d, want none", len(got))
+	}
+
+	cliKey, err := client.NewIdempotencyKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, key := range []string{cliKey, strings.Repeat("~", 255), "!#$%&'()*+,-./:;<=>?@[\\]^_`{|}"} {
+		var ids []string
+		for range 2 {
+			r := submit(t, key)
+			var acc api.Accepted
+			if err := json.Unmarshal(r.body, &acc); err != nil || r.status != http.StatusAccepted {
+				t.Fatalf("POST /v1/builds with Idempotency-Key %.40q = %d %s, want 202", key, r.status, r.body)
+			}
+			ids = append(ids, acc.ID)
+		}
+		if ids[0] != ids[1] {
+			t.Errorf("POST /v1/builds twice with Idempotency-Key %.40q = builds %v, want one", key, ids)
+		}
 	}
 }

@@ -25,6 +25,7 @@ import (
 
 	"github.com/buildgw/buildgw/auth"
 	"github.com/buildgw/buildgw/auth/authtest"
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // testCA is a certificate authority for tests.
@@ -274,7 +275,7 @@ func TestOverTLS(t *testing.T) {
 				// when the server's acceptable CAs do not list its issuer.
 				tc.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return &tt.certs[0], nil }
 			}
-			c := &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tc}}
+			c := &http.Client{Timeout: testenv.Scale(10 * time.Second), Transport: &http.Transport{TLSClientConfig: tc}}
 			defer c.CloseIdleConnections()
 			resp, err := c.Get(srv.URL)
 			if tt.want == "" {

@@ -79,7 +79,7 @@ func Up(ctx context.Context, root string) (c *Cluster, started bool, err error) 
 	}
 	running := false
 	if prev, err := Load(filepath.Join(state, "admin.kubeconfig")); err == nil {
-		pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		pctx, cancel := context.WithTimeout(ctx, testenv.Scale(10*time.Second))
 		var s string
 		running = prev.Do(pctx, http.MethodGet, "/readyz", nil, &s) == nil
 		cancel()

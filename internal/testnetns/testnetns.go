@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // NS is a network namespace that the test made, with a goroutine locked
@@ -133,7 +135,17 @@ func NewWorld(t *testing.T, subnet, slirpGateway string) *World {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { holder.Process.Kill(); holder.Wait() })
-	time.Sleep(100 * time.Millisecond) // let unshare enter its namespace
+	// The veth's far end goes into the holder's namespace: wait until
+	// unshare has entered it.
+	own, _ := os.Readlink("/proc/self/ns/net")
+	for deadline := time.Now().Add(testenv.Scale(10 * time.Second)); ; time.Sleep(10 * time.Millisecond) {
+		if ns, err := os.Readlink(fmt.Sprintf("/proc/%d/ns/net", holder.Process.Pid)); err == nil && ns != own {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("unshare --net never entered a network namespace of its own")
+		}
+	}
 	id := subnet[strings.LastIndexByte(subnet, '.')+1:]
 	hostIf, farIf := "bgw"+id+"host", "bgw"+id+"far"
 	host.Run(t, "ip", "link", "add", hostIf, "type", "veth", "peer", "name", farIf, "netns", fmt.Sprint(holder.Process.Pid))

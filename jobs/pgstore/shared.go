@@ -187,11 +187,12 @@ func (s *Store) DeleteContext(ctx context.Context, id string) error {
 }
 
 // Claim takes the queued, unclaimed build that replica should run next,
-// with the attempt that fences its writes; nil if none may start. An
-// identity's builds held by any replica count against its limit: the
-// least of ownerLimit (0: none) and its grant's MaxConcurrent. Claims
-// are serialized by a transaction lock, so that two replicas claiming at
-// once cannot both take an identity's last slot.
+// with the attempt that fences its writes; nil if none may start. A
+// tenant's builds (the record's tenant, else its owner) held by any
+// replica count against its limit: the least of ownerLimit (0: none) and
+// its grant's MaxConcurrent. Claims are serialized by a transaction lock,
+// so that two replicas claiming at once cannot both take a tenant's last
+// slot.
 func (s *Store) Claim(ctx context.Context, replica string, ownerLimit int) (*store.Record, int, bool, error) {
 	var b []byte
 	var attempt int
@@ -201,9 +202,9 @@ func (s *Store) Claim(ctx context.Context, replica string, ownerLimit int) (*sto
 			return err
 		}
 		return tx.QueryRow(ctx, `WITH held AS (
-				SELECT owner, count(*) AS n FROM jobs WHERE replica IS NOT NULL AND NOT status = ANY($2) GROUP BY owner)
+				SELECT `+tenantOf("jobs")+` AS tenant, count(*) AS n FROM jobs WHERE replica IS NOT NULL AND NOT status = ANY($2) GROUP BY 1)
 			UPDATE jobs SET replica = $1, attempt = attempt + 1
-			WHERE id = (SELECT q.id FROM jobs q LEFT JOIN held ON held.owner = q.owner
+			WHERE id = (SELECT q.id FROM jobs q LEFT JOIN held ON held.tenant = `+tenantOf("q")+`
 				WHERE q.status = 'queued' AND q.replica IS NULL
 					AND coalesce(held.n, 0) < least(coalesce(nullif($3::int, 0), 2147483647),
 						coalesce(nullif((q.record->'grant'->>'MaxConcurrent')::int, 0), 2147483647))
@@ -422,14 +423,21 @@ func (s *Store) Leave(ctx context.Context, replica string) error {
 	return nil
 }
 
+// tenantOf is the SQL expression of the tenant of the jobs row t: whose
+// limits its build counts against, the record's tenant, else (records
+// from before tenants) its owner.
+func tenantOf(t string) string {
+	return "coalesce(nullif(" + t + ".record->>'tenant', ''), " + t + ".owner)"
+}
+
 // Queued returns how many builds wait in the shared queue, in all and of
-// owner.
-func (s *Store) Queued(ctx context.Context, owner string) (total, ofOwner int, err error) {
-	err = s.pool.QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE owner = $1) FROM jobs WHERE status = 'queued'", owner).Scan(&total, &ofOwner)
+// tenant (a record's tenant, else its owner).
+func (s *Store) Queued(ctx context.Context, tenant string) (total, ofTenant int, err error) {
+	err = s.pool.QueryRow(ctx, "SELECT count(*), count(*) FILTER (WHERE "+tenantOf("jobs")+" = $1) FROM jobs WHERE status = 'queued'", tenant).Scan(&total, &ofTenant)
 	if err != nil {
 		return 0, 0, fmt.Errorf("counting queued builds: %w", err)
 	}
-	return total, ofOwner, nil
+	return total, ofTenant, nil
 }
 
 // Owned returns owner's records, newest first.

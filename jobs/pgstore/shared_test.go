@@ -281,6 +281,63 @@ func TestReadTokenKeptByHolder(t *testing.T) {
 	}
 }
 
+// TestClaimTenantLimit: a tenant's builds count against its limit and
+// its share of the queue whichever identities submitted them, and a
+// record from before tenants counts as its owner's.
+func TestClaimTenantLimit(t *testing.T) {
+	ctx := context.Background()
+	s := open(t, testpg.Start(t).NewDatabase(t))
+	register(t, s, "a", "b")
+	rec := func(id, owner, tenant string, after time.Duration) {
+		t.Helper()
+		r := storetest.Record(id)
+		r.Owner, r.LimitTenant, r.Grant = owner, tenant, []byte(`{"MaxConcurrent":1}`)
+		r.CreatedAt = r.CreatedAt.Add(after)
+		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rec("a-b1", "gitlab:g/a:b1", "g/a", 0)
+	rec("a-b2", "gitlab:g/a:b2", "g/a", time.Second)
+	rec("legacy-1", "legacy", "", 2*time.Second)
+	rec("legacy-2", "legacy", "", 3*time.Second)
+	rec("b-b1", "gitlab:g/b:b1", "g/b", 4*time.Second)
+	for _, tc := range []struct {
+		tenant     string
+		want, open int
+	}{
+		{"g/a", 2, 5},
+		{"legacy", 2, 5},
+		{"gitlab:g/a:b1", 0, 5},
+	} {
+		total, of, err := s.Queued(ctx, tc.tenant)
+		if err != nil || total != tc.open || of != tc.want {
+			t.Errorf("Queued(%s) = %d, %d, %v, want %d, %d", tc.tenant, total, of, err, tc.open, tc.want)
+		}
+	}
+	for _, tc := range []struct {
+		replica string
+		want    string
+	}{
+		{"a", "a-b1"},     // oldest
+		{"b", "legacy-1"}, // g/a holds its one slot, though a-b2 is another identity's
+		{"a", "b-b1"},     // legacy holds its one slot
+		{"b", ""},         // every tenant at its limit
+	} {
+		r, _, _, err := s.Claim(ctx, tc.replica, 0)
+		if err != nil {
+			t.Fatalf("Claim(%s) = %v", tc.replica, err)
+		}
+		got := ""
+		if r != nil {
+			got = r.ID
+		}
+		if got != tc.want {
+			t.Fatalf("Claim(%s) = %q, want %q", tc.replica, got, tc.want)
+		}
+	}
+}
+
 // TestClaimOwnerLimit: an identity's builds held by any replica count
 // against its limit (queue.max_running_per_identity, or its grant's
 // MaxConcurrent if lower): a replica skips its queued builds while it is
@@ -291,7 +348,7 @@ func TestClaimOwnerLimit(t *testing.T) {
 	register(t, s, "a", "b")
 	rec := func(id, owner, grant string, after time.Duration) *store.Record {
 		r := storetest.Record(id)
-		r.Owner, r.Grant = owner, []byte(grant)
+		r.Owner, r.LimitTenant, r.Grant = owner, "", []byte(grant) // records from before tenants
 		r.CreatedAt = r.CreatedAt.Add(after)
 		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
 			t.Fatal(err)
@@ -352,8 +409,8 @@ func TestClaimNeedsLease(t *testing.T) {
 	}
 }
 
-// TestClaimFair: an identity that runs builds and floods the queue waits
-// behind another's later build.
+// TestClaimFair: a tenant that runs builds and floods the queue, from an
+// identity per build, waits behind another's later build.
 func TestClaimFair(t *testing.T) {
 	ctx := context.Background()
 	s := open(t, testpg.Start(t).NewDatabase(t))
@@ -361,8 +418,9 @@ func TestClaimFair(t *testing.T) {
 	base := storetest.Record("x").CreatedAt
 	for i, id := range []string{"flood-1", "flood-2", "flood-3", "flood-4", "quiet"} {
 		r := storetest.Record(id)
+		r.Owner = "ci:" + id
 		if id == "quiet" {
-			r.Owner = "quiet"
+			r.LimitTenant = "quiet"
 		}
 		r.CreatedAt = base.Add(time.Duration(i) * time.Second)
 		if err := s.Create(ctx, r, bytes.NewReader(nil)); err != nil {
@@ -377,7 +435,8 @@ func TestClaimFair(t *testing.T) {
 		}
 		got = append(got, r.ID)
 	}
-	// ci's first build is the oldest; then ci runs one and quiet none.
+	// The flood's first build is the oldest; then its tenant runs one and
+	// quiet none.
 	if want := []string{"flood-1", "quiet", "flood-2", "flood-3", "flood-4"}; fmt.Sprint(got) != fmt.Sprint(want) {
 		t.Errorf("claims in order %v, want %v", got, want)
 	}

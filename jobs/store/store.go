@@ -52,10 +52,14 @@ type Transition struct {
 
 // Record is everything the gateway keeps about one accepted build.
 type Record struct {
-	ID       string        `json:"id"`
-	Owner    string        `json:"owner"`
-	Identity auth.Identity `json:"identity"`
-	Spec     api.BuildSpec `json:"spec"`
+	ID    string `json:"id"`
+	Owner string `json:"owner"`
+	// LimitTenant is whose limits and queue turns the build counts against;
+	// records written before tenants existed have none, which means the
+	// owner.
+	LimitTenant string        `json:"tenant,omitempty"`
+	Identity    auth.Identity `json:"identity"`
+	Spec        api.BuildSpec `json:"spec"`
 	// Grant is the authorization's grant, opaque to the store.
 	Grant            json.RawMessage `json:"grant,omitempty"`
 	ContextSHA256    string          `json:"context_sha256"`

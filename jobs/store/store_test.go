@@ -12,6 +12,7 @@ import (
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/auth"
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/jobs/store"
 )
 
@@ -125,7 +126,7 @@ func TestStoreSchema(t *testing.T) {
 		if err == nil {
 			t.Errorf("second Open of a held store = nil error, want one")
 		}
-	case <-time.After(20 * time.Second):
+	case <-time.After(testenv.Scale(20 * time.Second)):
 		t.Fatal("second Open of a held store hangs")
 	}
 }

@@ -49,7 +49,7 @@ func Run(t *testing.T, open Open) {
 func Record(id string) *store.Record {
 	now := time.Unix(1700000000, 123000).UTC()
 	return &store.Record{
-		ID: id, Owner: "ci", Identity: auth.Identity{Name: "ci", Kind: auth.KindToken, Attributes: map[string]string{"team": "a"}},
+		ID: id, Owner: "ci", LimitTenant: `["project","oidc","https://gitlab.example","g/a"]`, Identity: auth.Identity{Name: "ci", Kind: auth.KindToken, Attributes: map[string]string{"team": "a"}},
 		Spec:            api.BuildSpec{Destinations: []string{"r.example/a:1"}, BuildArgs: map[string]string{"K": "v"}, Labels: map[string]string{"l": "1"}},
 		Grant:           []byte(`{"Timeout":60000000000}`),
 		ContextSHA256:   strings.Repeat("c", 64),

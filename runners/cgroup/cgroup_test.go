@@ -159,7 +159,7 @@ func holdAndKill(t *testing.T, g *cgroup.Group, want string) {
 	}
 	select {
 	case <-done:
-	case <-time.After(10 * time.Second):
+	case <-time.After(testenv.Scale(10 * time.Second)):
 		t.Error("process in a removed group still runs")
 	}
 	if err := g.Remove(); err != nil {
@@ -216,7 +216,7 @@ func TestRemovePath(t *testing.T) {
 	for i, done := range dones {
 		select {
 		case <-done:
-		case <-time.After(10 * time.Second):
+		case <-time.After(testenv.Scale(10 * time.Second)):
 			t.Errorf("process in %s survived RemovePath", dirs[i])
 		}
 	}

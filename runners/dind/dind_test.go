@@ -487,7 +487,7 @@ func TestReapOrphanedProcess(t *testing.T) {
 	}
 	select {
 	case <-done:
-	case <-time.After(5 * time.Second):
+	case <-time.After(testenv.Scale(5 * time.Second)):
 		t.Errorf("process naming %s still running after Reap", dir)
 	}
 }
@@ -593,8 +593,9 @@ func cgroupDirs(t *testing.T, cg string) []string {
 	return dirs
 }
 
+// poll reports whether cond holds within d, scaled.
 func poll(d time.Duration, cond func() bool) bool {
-	for end := time.Now().Add(d); ; time.Sleep(50 * time.Millisecond) {
+	for end := time.Now().Add(testenv.Scale(d)); ; time.Sleep(50 * time.Millisecond) {
 		if cond() {
 			return true
 		}

@@ -62,7 +62,7 @@ func TestRawNetwork(t *testing.T) {
 	var body string
 	var berr error
 	w.Host.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
 		defer cancel()
 		img, err := r.Build(ctx, req, &log)
 		if berr = err; err == nil {

@@ -93,7 +93,7 @@ func buildWithBases(t *testing.T, r *Runner, store *basestore.Store, req *builde
 	}
 	req.BaseImages = b
 	var log strings.Builder
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
 	defer cancel()
 	img, err := r.Build(ctx, req, &log)
 	if err != nil {

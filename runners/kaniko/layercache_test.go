@@ -21,6 +21,8 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/types"
 	"github.com/google/go-containerregistry/pkg/v1/validate"
 	"golang.org/x/sys/unix"
+
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // TestLayerCacheEviction fills two tenants' layer caches beyond the bound:
@@ -126,7 +128,7 @@ func TestLayerCacheImport(t *testing.T) {
 	}()
 	select {
 	case <-done:
-	case <-time.After(30 * time.Second):
+	case <-time.After(testenv.Scale(30 * time.Second)):
 		t.Fatal("importNew blocked (on the FIFO?)")
 	}
 	if err != nil || n != 1 {

@@ -97,7 +97,7 @@ RUN /netprobe $TARGETS > /net.txt; cat /net.txt
 			var berr error
 			var body string
 			host.Do(func() {
-				ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+				ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
 				defer cancel()
 				im, err := r.Build(ctx, req, &logBuf)
 				if berr = err; err == nil {
@@ -208,7 +208,7 @@ func TestNoPull(t *testing.T) {
 	}
 	req := netRequest(t, r, "ARG BASE\nFROM ${BASE}\nRUN true\n", "", map[string]string{"BASE": base}, regHost)
 	var logBuf strings.Builder
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
 	defer cancel()
 	if img, err := r.Build(ctx, req, &logBuf); err == nil {
 		t.Fatalf("Build without base images = %v, nil; want an error", img)

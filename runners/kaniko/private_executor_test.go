@@ -43,7 +43,7 @@ func TestPrivateExecutor(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(2*time.Minute))
 	defer cancel()
 	if err := jobs.Wait(ctx, j); err != nil {
 		t.Fatal(err)

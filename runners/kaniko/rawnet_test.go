@@ -92,7 +92,7 @@ RUN /p-suid id > /out/suid.txt 2>&1; cat /out/suid.txt
 	var root, suid string
 	var berr error
 	w.Host.Do(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(3*time.Minute))
 		defer cancel()
 		im, err := r.Build(ctx, req, &logBuf)
 		if berr = err; err == nil {

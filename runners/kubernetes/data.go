@@ -26,9 +26,11 @@ import (
 	"sync"
 	"time"
 
+	"golang.org/x/net/netutil"
 	"golang.org/x/sys/unix"
 
 	"github.com/buildgw/buildgw/archive"
+	"github.com/buildgw/buildgw/internal/minrate"
 	"github.com/buildgw/buildgw/runners/kubernetes/podinit"
 )
 
@@ -38,11 +40,14 @@ import (
 // deadline or once the build has ended. Everything a Pod sends is hostile:
 // it is unpacked beneath the build's output directory by package archive
 // (no entry outside it, no link leading out of it), bounded in bytes and
-// files, and read afterwards only by package ocilayout.
+// files, and read afterwards only by package ocilayout. A Pod may also
+// open many connections and leave them silent: dataLimits bounds what
+// they hold.
 type dataServer struct {
 	srv *http.Server
 	ln  net.Listener
 	url string
+	lim dataLimits
 	// caPEM is the server's own certificate, made at start: Pods trust it
 	// and nothing else, so that nobody on the way learns a token or
 	// answers in the gateway's place.
@@ -67,7 +72,39 @@ type transfer struct {
 	outErr error
 }
 
-func newDataServer(listen, url string) (*dataServer, error) {
+// dataLimits bound the data server's connections, each a file
+// descriptor of the gateway's, so that silent Pods cannot hold them for
+// good.
+type dataLimits struct {
+	// conns is how many connections the server holds at once; more wait
+	// in the kernel's accept queue, which costs the gateway no
+	// descriptor, until one closes.
+	conns int
+	// header bounds a connection's TLS handshake and the header of each
+	// request.
+	header time.Duration
+	// idle is how long a kept-alive connection may wait for its next
+	// request.
+	idle time.Duration
+	// body bounds the arrival of the body of any request but a claimed
+	// output, which output bounds instead.
+	body time.Duration
+	// output is the slowest a build's image may arrive: in the cluster,
+	// a Pod that sends less is stalled or hostile.
+	output minrate.Rate
+}
+
+func defaultDataLimits() dataLimits {
+	return dataLimits{
+		conns:  1024,
+		header: 30 * time.Second,
+		idle:   30 * time.Second,
+		body:   30 * time.Second,
+		output: minrate.Rate{MinBytesPerSecond: 64 << 10, Window: 30 * time.Second},
+	}
+}
+
+func newDataServer(listen, url string, lim dataLimits) (*dataServer, error) {
 	ln, err := net.Listen("tcp", listen)
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes runner: data server: %w", err)
@@ -91,15 +128,31 @@ func newDataServer(listen, url string) (*dataServer, error) {
 		ln.Close()
 		return nil, fmt.Errorf("kubernetes runner: data server certificate: %w", err)
 	}
+	// Counted before the handshake: a connection that never completes
+	// one holds a descriptor too.
+	ln = netutil.LimitListener(ln, lim.conns)
 	ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS13})
-	d := &dataServer{ln: ln, url: strings.TrimSuffix(url, "/"), caPEM: caPEM, builds: map[string]*transfer{}}
+	d := &dataServer{ln: ln, url: strings.TrimSuffix(url, "/"), lim: lim, caPEM: caPEM, builds: map[string]*transfer{}}
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /v1/pods/{name}"+podinit.PathContext, d.serveContext)
 	mux.HandleFunc("GET /v1/pods/{name}"+podinit.PathBase, d.serveBase)
 	mux.HandleFunc("PUT /v1/pods/{name}"+podinit.PathOutput, d.receiveOutput)
-	d.srv = &http.Server{Handler: mux, ReadHeaderTimeout: 30 * time.Second}
+	// ReadHeaderTimeout bounds the handshake too. No ReadTimeout: it
+	// would bound the output as a whole; bodies are bounded per request
+	// instead (bodyDeadline, receiveOutput).
+	d.srv = &http.Server{Handler: d.bodyDeadline(mux), ReadHeaderTimeout: lim.header, IdleTimeout: lim.idle}
 	go d.srv.Serve(ln)
 	return d, nil
+}
+
+// bodyDeadline bounds the body of every request by lim.body
+// (minrate.SetBodyDeadline); receiveOutput bounds the output by its rate
+// instead.
+func (d *dataServer) bodyDeadline(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		minrate.SetBodyDeadline(w, r, d.lim.body)
+		h.ServeHTTP(w, r)
+	})
 }
 
 func (d *dataServer) close() error { return d.srv.Close() }
@@ -197,6 +250,9 @@ func (d *dataServer) serveContext(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-tar")
+	// A Pod that stops reading holds the connection until the URLs
+	// expire, no longer.
+	http.NewResponseController(w).SetWriteDeadline(t.deadline)
 	// An error past the headers can only cut the stream short; the Pod's
 	// extraction then fails on a truncated archive.
 	writeTree(r.Context(), w, t.ctxDir)
@@ -208,6 +264,7 @@ func (d *dataServer) serveBase(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/x-tar")
+	http.NewResponseController(w).SetWriteDeadline(t.deadline)
 	if t.base == "" {
 		tar.NewWriter(w).Close()
 		return
@@ -222,10 +279,16 @@ func (d *dataServer) receiveOutput(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithDeadline(r.Context(), t.deadline)
 	defer cancel()
-	body := http.MaxBytesReader(w, r.Body, t.max+1<<20)
+	// The context's deadline is checked between reads; the rate bound
+	// ends a read that waits on a silent Pod.
+	body := minrate.NewReader(w, http.MaxBytesReader(w, r.Body, t.max+1<<20), d.lim.output)
 	_, err := archive.Extract(ctx, body, t.out, archive.Limits{MaxBytes: t.max, MaxFiles: 10000})
 	t.outErr = err
 	close(t.output)
+	if me := (*minrate.Error)(nil); errors.As(err, &me) {
+		httpError(w, http.StatusRequestTimeout, "too_slow", "the image arrived too slowly: "+me.Error())
+		return
+	}
 	if err != nil {
 		httpError(w, http.StatusBadRequest, "bad_output", err.Error())
 		return

@@ -20,7 +20,7 @@ import (
 // and only before the deadline; what comes back is unpacked beneath the
 // output directory, bounded.
 func TestDataServer(t *testing.T) {
-	d, err := newDataServer("127.0.0.1:0", "")
+	d, err := newDataServer("127.0.0.1:0", "", defaultDataLimits())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -138,7 +138,7 @@ func TestDataServerURL(t *testing.T) {
 		{"0.0.0.0:0", "", false},
 		{"[::]:0", "", false},
 	} {
-		d, err := newDataServer(tc.listen, tc.url)
+		d, err := newDataServer(tc.listen, tc.url, defaultDataLimits())
 		if err == nil {
 			d.close()
 		}

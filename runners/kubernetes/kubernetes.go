@@ -96,7 +96,7 @@ func New(opts ...Option) (*Runner, error) {
 	if err != nil {
 		return nil, fmt.Errorf("kubernetes runner: %w", err)
 	}
-	d, err := newDataServer(o.listen, o.dataURL)
+	d, err := newDataServer(o.listen, o.dataURL, defaultDataLimits())
 	if err != nil {
 		return nil, err
 	}

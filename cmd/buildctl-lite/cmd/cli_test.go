@@ -264,7 +264,7 @@ func TestQueueFullNotice(t *testing.T) {
 	if err != nil || calls.Load() != 2 || !strings.Contains(stdout, `"builds"`) {
 		t.Fatalf("list against a full queue = %q, %v after %d requests, want the list after 2", stdout, err, calls.Load())
 	}
-	if want := "queue full; retrying in 1s"; !strings.Contains(stderr, want) {
+	if want := "queue full; next try in 1s"; !strings.Contains(stderr, want) {
 		t.Errorf("list against a full queue: stderr %q, want %q", stderr, want)
 	}
 }

@@ -48,7 +48,8 @@ func waitGoDockerfile(busybox string) string {
 // workspaces, once it is there.
 func releaseBuild(t *testing.T, stateDir string) {
 	t.Helper()
-	for deadline := time.Now().Add(60 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+	d := testenv.Scale(60 * time.Second)
+	for deadline := time.Now().Add(d); ; time.Sleep(20 * time.Millisecond) {
 		m, _ := filepath.Glob(filepath.Join(stateDir, "*", "*", "context", "Dockerfile"))
 		if len(m) == 1 {
 			if err := os.WriteFile(filepath.Join(filepath.Dir(m[0]), "go"), nil, 0o644); err != nil {
@@ -57,7 +58,7 @@ func releaseBuild(t *testing.T, stateDir string) {
 			return
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("workspaces with a context after 60s: %q, want 1", m)
+			t.Fatalf("workspaces with a context after %s: %q, want 1", d, m)
 		}
 	}
 }
@@ -95,7 +96,8 @@ func TestSubmitOutlivesIDToken(t *testing.T) {
 	}()
 
 	// Only once the gateway refuses the ID token may the build go on.
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+	expiry := testenv.Scale(30 * time.Second)
+	for deadline := time.Now().Add(expiry); ; time.Sleep(100 * time.Millisecond) {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/builds", nil)
 		req.Header.Set("Authorization", "Bearer "+idToken)
 		resp, err := http.DefaultClient.Do(req)
@@ -107,7 +109,7 @@ func TestSubmitOutlivesIDToken(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the ID token is still accepted 30s after it was minted to last 3s (%d)", resp.StatusCode)
+			t.Fatalf("the ID token is still accepted %s after it was minted to last 3s (%d)", expiry, resp.StatusCode)
 		}
 	}
 	if !strings.Contains(stderr.String(), "queued") {
@@ -120,8 +122,8 @@ func TestSubmitOutlivesIDToken(t *testing.T) {
 		if err != nil {
 			t.Fatalf("submit whose ID token expired mid-build = %v, want nil\n%s", err, stderr.String())
 		}
-	case <-time.After(3 * time.Minute):
-		t.Fatalf("submit still running 3 minutes on; stderr:\n%s", stderr.String())
+	case <-time.After(testenv.Scale(3 * time.Minute)):
+		t.Fatalf("submit still running %s on; stderr:\n%s", testenv.Scale(3*time.Minute), stderr.String())
 	}
 	lines := strings.Split(strings.TrimSpace(stdout.String()), "\n")
 	if last := lines[len(lines)-1]; !strings.HasPrefix(last, "sha256:") || len(last) != 71 {

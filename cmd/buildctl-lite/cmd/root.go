@@ -38,7 +38,7 @@ type globals struct {
 	// clientVersion is this client's release version.
 	clientVersion string
 	// restartWait bounds the wait for a gateway that restarts while a
-	// build's log is followed.
+	// build is submitted or its log is followed.
 	restartWait time.Duration
 	// caFile holds CA certificates (PEM) trusted for the gateway on top
 	// of the system's (env BUILDGW_CA_FILE).
@@ -58,7 +58,7 @@ func (g *globals) client(stderr io.Writer) (*client.Client, error) {
 // clientAt is a client of server that tells stderr when it waits.
 func (g *globals) clientAt(stderr io.Writer, server, token string) (*client.Client, error) {
 	opts := []client.Option{client.WithRestartWait(g.restartWait), client.WithWaitNotice(func(d time.Duration, reason string) {
-		fmt.Fprintf(stderr, "buildctl-lite: %s; retrying in %s\n", reason, d.Round(time.Second))
+		fmt.Fprintf(stderr, "buildctl-lite: %s; next try in %s\n", reason, d.Round(time.Second))
 	})}
 	hc, err := g.httpClient()
 	if err != nil {
@@ -203,7 +203,7 @@ has no context to send); 130 on an interrupt.`,
 	pf.StringVar(&g.token, "token", "", "bearer token (env BUILDGW_TOKEN, else the one saved by login)")
 	pf.StringVarP(&g.output, "output", "o", outputText, "output format: text or json")
 	pf.StringVar(&g.caFile, "ca-file", "", "PEM file of CA certificates to trust for the gateway, besides the system's (env BUILDGW_CA_FILE)")
-	pf.DurationVar(&g.restartWait, "restart-wait", 3*time.Minute, "how long a followed build waits for a gateway that restarts, then reattaches (0: not at all)")
+	pf.DurationVar(&g.restartWait, "restart-wait", 3*time.Minute, "how long to wait for a gateway that cannot be reached or is shutting down, as in a restart: submit's upload sends the context again, a followed build reattaches (0: not at all)")
 	root.RegisterFlagCompletionFunc("output", cobra.FixedCompletions([]string{outputText, outputJSON}, cobra.ShellCompDirectiveNoFileComp))
 	root.AddCommand(
 		NewCmdSubmit(g), NewCmdStatus(g), NewCmdLogs(g), NewCmdCancel(g), NewCmdList(g),

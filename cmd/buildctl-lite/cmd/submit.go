@@ -40,6 +40,13 @@ follows the build log on stderr and prints the pushed digest as the last line
 of stdout; with --output json it prints the build's final state instead. It
 exits 0 only if the build succeeded; an interrupt cancels the build.
 
+A gateway that cannot be reached or is shutting down (no connection, 502,
+503 or 504) is waited out for --restart-wait, with backoff and jitter, one
+line on stderr per wait: the whole context is sent again from CONTEXT_DIR
+with the same Idempotency-Key, so a submission whose answer was lost is not
+built twice. Other refusals (401, 403, 4xx but 408) are not retried; a full
+queue (429) is waited out as the gateway's Retry-After says.
+
 After the upload it follows the build with the read token the gateway
 returned for it, so a token that expires mid-build (a CI job's ID token)
 does not lose the outcome. A build that a gateway restart interrupts is
@@ -187,6 +194,10 @@ func submit(cmd *cobra.Command, g *globals, dir string, spec api.BuildSpec, comp
 		if err != nil {
 			if attempt > 0 {
 				return &ExitError{Code: exitRestarted, Err: fmt.Errorf("a gateway restart interrupted the build and submitting it again failed (%v); run this submit again", describe(err))}
+			}
+			var ue *client.UnreachableError
+			if errors.As(err, &ue) {
+				return fmt.Errorf("submitting build: %w; raise --restart-wait to wait longer", err)
 			}
 			return fmt.Errorf("submitting build: %w", err)
 		}

@@ -119,6 +119,10 @@ func Run(args []string) int {
 		fmt.Fprintf(os.Stderr, "buildgw pod: fetching the base images: %v\n", err)
 		return ExitFetch
 	}
+	// The gateway closes a connection idle for long, as this one is for
+	// the whole build: the image goes on a new one, not on one the
+	// gateway may be closing just then.
+	p.client.CloseIdleConnections()
 	code, err := build(ctx, args, dirs, mode)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "buildgw pod: %v\n", err)
