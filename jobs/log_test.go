@@ -98,12 +98,29 @@ func TestLogFollowEndsAtClose(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- l.WriteTo(context.Background(), out, 0, true) }()
 
+	// Once the follower has read all there is, it waits for more: it
+	// reads a line written after that, rather than ending.
+	waitRead := func(suffix string) {
+		t.Helper()
+		for deadline := time.Now().Add(testenv.Scale(5 * time.Second)); !strings.HasSuffix(out.String(), suffix); {
+			select {
+			case err := <-done:
+				t.Fatalf("WriteTo(follow) returned %v before Close, having read %q, want it to wait", err, out.String())
+			case <-time.After(10 * time.Millisecond):
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("WriteTo(follow) read %q, want it to end in %q", out.String(), suffix)
+			}
+		}
+	}
+	waitRead("hello world\n")
+	l.Write([]byte("last line\n"))
+	waitRead("last line\n")
 	select {
 	case err := <-done:
 		t.Fatalf("WriteTo(follow) returned %v before Close, want it to wait", err)
-	case <-time.After(200 * time.Millisecond):
+	default:
 	}
-	l.Write([]byte("last line\n"))
 	if err := l.Close(); err != nil {
 		t.Fatalf("Close() = %v, want nil", err)
 	}

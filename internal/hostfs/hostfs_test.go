@@ -2,11 +2,9 @@ package hostfs
 
 import (
 	"os"
-	"os/exec"
 	"path/filepath"
 	"slices"
 	"testing"
-	"time"
 
 	"golang.org/x/sys/unix"
 )
@@ -104,107 +102,5 @@ func TestTmpfsSpace(t *testing.T) {
 	os.Mkdir(sub, 0o700)
 	if IsTmpfsMount(sub) {
 		t.Errorf("IsTmpfsMount(%q) = true for a directory on a tmpfs mounted above, want false", sub)
-	}
-}
-
-func start(t *testing.T, dir string, args ...string) (*exec.Cmd, Process) {
-	t.Helper()
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Dir = dir
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() { cmd.Wait(); close(done) }()
-	t.Cleanup(func() { cmd.Process.Kill(); <-done })
-	p, err := Lookup(cmd.Process.Pid)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cmd, p
-}
-
-func TestSignalChecksStartTime(t *testing.T) {
-	_, p := start(t, "/", "sleep", "300")
-	stale := p
-	stale.Start++ // the process that had this pid before
-	if err := stale.Signal(unix.SIGKILL); err != nil {
-		t.Fatalf("Signal of a stale process = %v", err)
-	}
-	time.Sleep(50 * time.Millisecond) // a kill would have landed by now
-	if !p.Alive() {
-		t.Fatalf("Signal(SIGKILL) to pid %d with another start time killed the process that has the pid now", p.Pid)
-	}
-	if err := p.Signal(unix.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(5 * time.Second); p.Alive(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("Signal(SIGKILL) with the right start time did not kill")
-		}
-	}
-}
-
-func TestKillUnder(t *testing.T) {
-	base := t.TempDir()
-	dir := filepath.Join(base, "ws")
-	mem := filepath.Join(dir, "mem")
-	mountTmpfs(t, mem)
-	left := filepath.Join(mem, "left")
-	os.Mkdir(left, 0o700)
-	job := filepath.Join(dir, "job")
-	os.Mkdir(job, 0o700)
-	_, inside := start(t, job, "sleep", "300")
-	// Working in dir itself, not below it: an operator's shell, say.
-	_, outside := start(t, dir, "sleep", "300")
-	// Working on the tmpfs from a mount namespace where it is detached:
-	// its cwd reads "/left", not a path under dir.
-	cmd, orphan := start(t, left, "unshare", "--mount", "--propagation", "private", "sh", "-c", "umount -l "+mem+" && exec sleep 300")
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		// Once sleep runs, umount is done.
-		if q, _ := Lookup(orphan.Pid); q.Comm == "sleep" {
-			if cwd, _, _ := orphan.Link("cwd"); cwd != "/left" {
-				t.Fatalf("cwd of a process on a detached tmpfs = %q, want /left", cwd)
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pid %d never detached the tmpfs", cmd.Process.Pid)
-		}
-	}
-	killed := KillUnder(5*time.Second, dir)
-	var pids []int
-	for _, p := range killed {
-		pids = append(pids, p.Pid)
-	}
-	slices.Sort(pids)
-	want := []int{inside.Pid, orphan.Pid}
-	slices.Sort(want)
-	if !slices.Equal(pids, want) {
-		t.Errorf("KillUnder(%q) killed %v (%+v), want %v (in it, and on its tmpfs seen from another mount namespace)", dir, pids, killed, want)
-	}
-	if inside.Alive() || orphan.Alive() {
-		t.Errorf("processes under %s alive after KillUnder", dir)
-	}
-	if !outside.Alive() {
-		t.Errorf("KillUnder(%q) killed pid %d working in it, not below", dir, outside.Pid)
-	}
-}
-
-func TestProcs(t *testing.T) {
-	_, p := start(t, "/", "sleep", "301")
-	ps, err := Procs()
-	if err != nil {
-		t.Fatal(err)
-	}
-	i := slices.IndexFunc(ps, func(q Process) bool { return q.Pid == p.Pid })
-	if i < 0 || ps[i].Start != p.Start || ps[i].Comm != "sleep" {
-		t.Fatalf("Procs() lacks %+v", p)
-	}
-	if got := ps[i].Args(); !slices.Equal(got, []string{"sleep", "301"}) {
-		t.Errorf("Args() = %q, want [sleep 301]", got)
-	}
-	if ps[i].PPid != os.Getpid() {
-		t.Errorf("PPid = %d, want %d", ps[i].PPid, os.Getpid())
 	}
 }

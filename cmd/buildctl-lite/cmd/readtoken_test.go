@@ -78,9 +78,11 @@ func TestSubmitOutlivesIDToken(t *testing.T) {
 	srv := httptest.NewServer(server.New(te.M, authn, nil))
 	t.Cleanup(srv.Close)
 
+	// Long enough for the upload on a busy machine, short for the test.
+	lifetime := testenv.Scale(3 * time.Second)
 	now := time.Now()
 	idToken := iss.MustMint(t, testoidc.With(iss.GitLabClaims(aud, testoidc.GitLab{ProjectPath: "group/app"}, now), func(c map[string]any) {
-		c["exp"] = now.Add(3 * time.Second).Unix()
+		c["exp"] = now.Add(lifetime).Unix()
 	}))
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "Dockerfile"), []byte(waitGoDockerfile(busybox)), 0o644)
@@ -96,7 +98,7 @@ func TestSubmitOutlivesIDToken(t *testing.T) {
 	}()
 
 	// Only once the gateway refuses the ID token may the build go on.
-	expiry := testenv.Scale(30 * time.Second)
+	expiry := lifetime + testenv.Scale(30*time.Second)
 	for deadline := time.Now().Add(expiry); ; time.Sleep(100 * time.Millisecond) {
 		req, _ := http.NewRequest(http.MethodGet, srv.URL+"/v1/builds", nil)
 		req.Header.Set("Authorization", "Bearer "+idToken)
@@ -109,7 +111,7 @@ func TestSubmitOutlivesIDToken(t *testing.T) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("the ID token is still accepted %s after it was minted to last 3s (%d)", expiry, resp.StatusCode)
+			t.Fatalf("the ID token is still accepted %s after it was minted to last %s (%d)", expiry, lifetime, resp.StatusCode)
 		}
 	}
 	if !strings.Contains(stderr.String(), "queued") {
