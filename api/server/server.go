@@ -117,7 +117,7 @@ func New(m *jobs.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Op
 	// the 404 of any other unknown one.
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
-	r.Use(gin.Recovery(), s.clearWriteDeadline, requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
+	r.Use(gin.Recovery(), requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
 	s.publicRoutes(r)
@@ -139,12 +139,16 @@ func New(m *jobs.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Op
 
 // ServeHTTP implements http.Handler. It bounds the request's body by
 // WithBodyTimeout (minrate.SetBodyDeadline; submit lifts it or replaces
-// it by WithUploadRate once it reads an accepted upload) before gin
-// routes it: gin answers some requests itself, without running any
-// middleware, and net/http then reads what is left of their body, with
-// no bound of its own, before it writes their answer.
+// it by WithUploadRate once it reads an accepted upload) and the writes
+// of its answer by WithWriteRate before gin routes it: gin answers some
+// requests itself, without running any middleware, and net/http then
+// reads what is left of their body, and writes their answer, with no
+// bound of its own.
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	minrate.SetBodyDeadline(w, r, s.bodyTimeout)
+	if s.writeRate.Window > 0 {
+		w = newBoundedWriter(w, s.writeRate)
+	}
 	s.handler.ServeHTTP(w, r)
 }
 
