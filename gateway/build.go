@@ -293,7 +293,7 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		}
 		return nil
 	})
-	d := newDrain(server.New(mgr, l.authn, log, sopts...), mgr.Ended)
+	d := newDrain(server.New(mgr, l.authn, log, sopts...), mgr.Ended, time.Duration(cfg.RequestBodyTimeout))
 	srv := &http.Server{
 		Handler:           d,
 		ReadHeaderTimeout: 30 * time.Second,
