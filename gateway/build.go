@@ -35,10 +35,11 @@ import (
 // nothing mounted. The host probes it uses are in probes.go.
 
 // A write to an API client must complete within writeTimeout: a log
-// stream's each, a download of the client within it plus its size at
-// minDownloadBytesPerSecond. A client that stops reading then loses its
-// connection rather than holding it, and the stream's goroutine, for
-// good. Streams idle between writes are not cut.
+// stream's each, any other answer's each and a download of the client
+// as a whole within it plus their size at minDownloadBytesPerSecond. A
+// client that stops reading then loses its connection rather than
+// holding it, and the answer's goroutine, for good. Streams idle between
+// writes are not cut.
 const (
 	writeTimeout              = 30 * time.Second
 	minDownloadBytesPerSecond = 64 << 10
@@ -292,7 +293,7 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 		}
 		return nil
 	})
-	d := newDrain(server.New(mgr, l.authn, log, sopts...), mgr.Ended)
+	d := newDrain(server.New(mgr, l.authn, log, sopts...), mgr.Ended, time.Duration(cfg.RequestBodyTimeout))
 	srv := &http.Server{
 		Handler:           d,
 		ReadHeaderTimeout: 30 * time.Second,

@@ -74,9 +74,12 @@ func TestIdleConnectionClosed(t *testing.T) {
 
 // TestUnsentBodyClosed: a request that declares a body and never sends
 // it is answered and its connection closed within request_body_timeout,
-// whether its credentials are refused, it has none, or it goes nowhere.
-// (net/http reads up to 256 KiB of a body left unread before answering,
-// with no bound of its own; beyond, it answers and closes at once.)
+// whether its credentials are refused, it has none, or it goes nowhere,
+// gin's router included: a path with a trailing slash, which gin would
+// otherwise redirect itself before any middleware runs, and a method the
+// path does not have. (net/http reads up to 256 KiB of a body left unread
+// before answering, with no bound of its own; beyond, it answers and
+// closes at once.)
 func TestUnsentBodyClosed(t *testing.T) {
 	addr, tok, _ := startConnGateway(t, nil)
 	tests := []struct {
@@ -89,6 +92,11 @@ func TestUnsentBodyClosed(t *testing.T) {
 		{"no such endpoint", http.MethodPost, "/v1/nothing", "", 1000, http.StatusNotFound},
 		{"cancel of no build", http.MethodPost, "/v1/builds/nope/cancel", tok, 1000, http.StatusNotFound},
 		{"beyond net/http's discard limit", http.MethodPost, "/v1/builds", "", 1 << 20, http.StatusUnauthorized},
+		{"submit with a trailing slash", http.MethodPost, "/v1/builds/", "", 1000, http.StatusNotFound},
+		{"submit with a trailing slash and a token", http.MethodPost, "/v1/builds/", tok, 1000, http.StatusNotFound},
+		{"cancel with a trailing slash", http.MethodPost, "/v1/builds/nope/cancel/", "", 1000, http.StatusNotFound},
+		{"status with a trailing slash", http.MethodGet, "/healthz/", "", 1000, http.StatusNotFound},
+		{"a method the path has not", http.MethodPut, "/v1/builds", "", 1000, http.StatusNotFound},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

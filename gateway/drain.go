@@ -10,8 +10,10 @@ import (
 	"strconv"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/buildgw/buildgw/api"
+	"github.com/buildgw/buildgw/internal/minrate"
 )
 
 // drain is the API while the gateway shuts down: after SIGTERM it still
@@ -23,13 +25,16 @@ type drain struct {
 	next http.Handler
 	// ended reports whether a build is over; a stream of one that is not
 	// always ends saying how to reattach once the gateway drains.
-	ended    func(id string) bool
-	draining atomic.Bool
-	closing  chan struct{} // closed when log streams are to end
+	ended func(id string) bool
+	// bodyTimeout bounds the unread body of a submission refused while
+	// draining, as the API's request_body_timeout does.
+	bodyTimeout time.Duration
+	draining    atomic.Bool
+	closing     chan struct{} // closed when log streams are to end
 }
 
-func newDrain(next http.Handler, ended func(id string) bool) *drain {
-	return &drain{next: next, ended: ended, closing: make(chan struct{})}
+func newDrain(next http.Handler, ended func(id string) bool, bodyTimeout time.Duration) *drain {
+	return &drain{next: next, ended: ended, bodyTimeout: bodyTimeout, closing: make(chan struct{})}
 }
 
 // start refuses new builds from now on.
@@ -50,6 +55,10 @@ func (d *drain) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch {
 	case r.Method == http.MethodPost && r.URL.Path == "/v1/builds":
 		w.Header().Set("Retry-After", "30")
+		// The API's body deadline is not set on this path, and net/http
+		// reads what is left of a small body before sending the answer.
+		minrate.SetBodyDeadline(w, r, d.bodyTimeout)
+		w.Header().Set("Connection", "close")
 		writeError(w, http.StatusServiceUnavailable, api.CodeUnavailable, "gateway shutting down: submit again to the next one")
 	case r.URL.Path == "/readyz":
 		d.readyz(w, r)

@@ -1,15 +1,21 @@
 package gateway
 
 import (
+	"bufio"
 	"encoding/json"
+	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/auth/token"
+	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/internal/testmanager"
 )
 
@@ -22,7 +28,7 @@ func TestDrainReadyz(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	d := newDrain(server.New(te.M, authn, nil), func(string) bool { return true })
+	d := newDrain(server.New(te.M, authn, nil), func(string) bool { return true }, time.Second)
 	d.start()
 	rec := httptest.NewRecorder()
 	d.ServeHTTP(rec, httptest.NewRequest(http.MethodGet, "/readyz", nil))
@@ -33,4 +39,43 @@ func TestDrainReadyz(t *testing.T) {
 	if got.Ready || !got.ShuttingDown || got.Store != "ok" || got.Runners["kaniko"] != "ok" || !slices.Equal(got.Failing, []string{"shutting_down"}) {
 		t.Errorf("GET /readyz while draining = %+v, want not ready, shutting down, store and kaniko ok, failing [shutting_down]", got)
 	}
+}
+
+// TestDrainSubmitUnsentBody: a submission that declares a body and never
+// sends it, while the gateway drains, is answered 503 and its connection
+// closed within the body timeout. The drain answers before the API sets
+// its body deadline, and net/http would otherwise read what is left of a
+// small body, with no deadline, before sending the answer.
+func TestDrainSubmitUnsentBody(t *testing.T) {
+	te := testmanager.New(t, testmanager.Options{NoWorkers: true})
+	authn, err := token.New(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const bodyTimeout = time.Second
+	d := newDrain(server.New(te.M, authn, nil), func(string) bool { return true }, bodyTimeout)
+	d.start()
+	srv := httptest.NewServer(d)
+	t.Cleanup(srv.Close)
+	addr := strings.TrimPrefix(srv.URL, "http://")
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	limit := bodyTimeout + testenv.Scale(5*time.Second)
+	conn.SetDeadline(time.Now().Add(limit))
+	if _, err := fmt.Fprintf(conn, "POST /v1/builds HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n\r\n", addr); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		t.Fatalf("POST /v1/builds with an unsent body while draining: %v, want a 503 within request_body_timeout", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close {
+		t.Fatalf("POST /v1/builds while draining = %d (close %t), want 503 closing the connection", resp.StatusCode, resp.Close)
+	}
+	testenv.ClosedWithin(t, conn, br, limit)
 }

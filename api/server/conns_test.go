@@ -82,6 +82,35 @@ func TestStalledDownloadClosed(t *testing.T) {
 	stalledResponse(t, g.url, "GET "+path+" HTTP/1.1\r\nHost: gw\r\n\r\n", 1500*time.Millisecond)
 }
 
+// TestStalledListClosed: any other answer to a client that stops
+// reading, here the list of the caller's builds, is given up once a
+// write has waited for the write window plus its size at the minimum
+// rate, and the connection closed: the client holds neither the
+// connection nor the encoded list for longer. The client asks for the
+// list again and again without reading, so that the answers fill what
+// the connection buffers.
+func TestStalledListClosed(t *testing.T) {
+	rate := server.WriteRate{MinBytesPerSecond: 32 << 20, Window: time.Second}
+	g := newGateway(t, gwOptions{noWorkers: true, server: []server.Option{server.WithWriteRate(rate)}})
+	// 8 builds of 32 long destinations: a list of about 60 KiB.
+	for i := range 8 {
+		dests := make([]string, 32)
+		for k := range dests {
+			dests[k] = g.dest(fmt.Sprintf("%s-%d-%d", strings.Repeat("l", 200), i, k))
+		}
+		if r := g.submit(t, aliceToken, curlBody(specJSON(dests...), scratchContext(t))); r.status != http.StatusAccepted {
+			t.Fatalf("POST /v1/builds = %d %s, want 202", r.status, r.body)
+		}
+	}
+	r := do(t, http.MethodGet, g.url+"/v1/builds", aliceToken, "", nil)
+	if r.status != http.StatusOK || len(r.body) < 32<<10 {
+		t.Fatalf("GET /v1/builds = %d with %d bytes, want 200 with the 8 builds", r.status, len(r.body))
+	}
+	// 16 MiB of answers, beyond what loopback buffers.
+	req := fmt.Sprintf("GET /v1/builds HTTP/1.1\r\nHost: gw\r\nAuthorization: Bearer %s\r\n\r\n", aliceToken)
+	stalledResponse(t, g.url, strings.Repeat(req, 16<<20/len(r.body)+1), time.Second)
+}
+
 // TestStalledLogStreamClosed: a log stream whose client stops reading is
 // closed once a write has waited for the write window, even though the
 // build goes on; one that reads, and one idle between writes for longer

@@ -110,7 +110,14 @@ func New(m *jobs.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Op
 	// source_ip. gin would otherwise take it from X-Forwarded-For or
 	// X-Real-IP of any client, letting a caller forge its audited address.
 	r.ForwardedByClientIP = false
-	r.Use(gin.Recovery(), s.bodyDeadline, s.clearWriteDeadline, requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
+	// No redirects: they are for browsers. The API's paths are exact, and
+	// gin answers a redirect itself, without the middleware below: no
+	// network allowlist, no request ID, no JSON error, and a 307 that
+	// asks a client to send its whole upload again. Such a path gets
+	// the 404 of any other unknown one.
+	r.RedirectTrailingSlash = false
+	r.RedirectFixedPath = false
+	r.Use(gin.Recovery(), requestIDMiddleware, s.errorMiddleware, s.networkMiddleware)
 	r.GET("/healthz", s.healthz)
 	r.GET("/readyz", s.readyz)
 	s.publicRoutes(r)
@@ -130,8 +137,20 @@ func New(m *jobs.Manager, authn auth.Authenticator, log *slog.Logger, opts ...Op
 	return s
 }
 
-// ServeHTTP implements http.Handler.
-func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) { s.handler.ServeHTTP(w, r) }
+// ServeHTTP implements http.Handler. It bounds the request's body by
+// WithBodyTimeout (minrate.SetBodyDeadline; submit lifts it or replaces
+// it by WithUploadRate once it reads an accepted upload) and the writes
+// of its answer by WithWriteRate before gin routes it: gin answers some
+// requests itself, without running any middleware, and net/http then
+// reads what is left of their body, and writes their answer, with no
+// bound of its own.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	minrate.SetBodyDeadline(w, r, s.bodyTimeout)
+	if s.writeRate.Window > 0 {
+		w = newBoundedWriter(w, s.writeRate)
+	}
+	s.handler.ServeHTTP(w, r)
+}
 
 func (s *Server) healthz(c *gin.Context) { c.JSON(http.StatusOK, gin.H{"status": "ok"}) }
 

@@ -7,8 +7,6 @@ import (
 	"net/http"
 	"time"
 
-	"github.com/gin-gonic/gin"
-
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/internal/minrate"
 )
@@ -27,21 +25,13 @@ type UploadRate struct {
 func WithUploadRate(r UploadRate) Option { return func(s *Server) { s.uploadRate = r } }
 
 // WithBodyTimeout bounds how long the body of a request may take to
-// arrive, from the start of the handler, unless it is an authenticated
+// arrive, from when the Server gets it, unless it is an authenticated
 // build upload (WithUploadRate bounds those). net/http reads what is left
 // of a body under 256 KiB before it sends the answer: without a bound, a
 // client that declares a body and never sends it holds its connection
 // for good, authenticated or not.
 // Default: no bound.
 func WithBodyTimeout(d time.Duration) Option { return func(s *Server) { s.bodyTimeout = d } }
-
-// bodyDeadline bounds the body of every request by WithBodyTimeout
-// (minrate.SetBodyDeadline); submit lifts it or replaces it by
-// WithUploadRate once it reads an accepted upload.
-func (s *Server) bodyDeadline(c *gin.Context) {
-	minrate.SetBodyDeadline(c.Writer, c.Request, s.bodyTimeout)
-	c.Next()
-}
 
 // rateBody reads a request body under an UploadRate, and turns its
 // refusal into 408 TOO_SLOW naming the settings that bound it.
