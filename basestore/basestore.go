@@ -12,7 +12,8 @@
 //
 // Each blob is read no further than the size its descriptor gives, and
 // must have that size; a layer may have no more than WithMaxBlobBytes,
-// a manifest or config no more than MaxMetadataBytes. The blobs of a
+// a manifest or config no more than MaxMetadataBytes (nor is the answer
+// to a manifest request read further, whatever size was said). The blobs of a
 // build's images together must fit in the store's bound: they are counted
 // from the manifests before any layer is fetched.
 package basestore
@@ -283,7 +284,7 @@ func (s *Store) resolve(ctx context.Context, ref name.Reference, check func(*v1.
 			s.Release(img)
 		}
 	}()
-	ropts := append(s.o.remote(ref.Context().Registry), remote.WithContext(ctx))
+	ropts := s.remoteOptions(ctx, ref.Context().Registry)
 	repo := ref.Context()
 
 	// Asked of the registry even for a stored digest: the store, shared by
@@ -358,7 +359,7 @@ func (s *Store) resolve(ctx context.Context, ref name.Reference, check func(*v1.
 // fetchLayers stores the layers of img that resolve returned, leased for
 // it. On an error img is released.
 func (s *Store) fetchLayers(ctx context.Context, img *Image, layers []v1.Descriptor) error {
-	ropts := append(s.o.remote(img.Ref.Context().Registry), remote.WithContext(ctx))
+	ropts := s.remoteOptions(ctx, img.Ref.Context().Registry)
 	for _, d := range layers {
 		if err := s.blob(ctx, img.Ref.Context(), img, d, ropts); err != nil {
 			s.Release(img)
@@ -366,6 +367,13 @@ func (s *Store) fetchLayers(ctx context.Context, img *Image, layers []v1.Descrip
 		}
 	}
 	return nil
+}
+
+// remoteOptions are the options of the store's requests to reg, within
+// ctx: the caller's, over the store's bounded transport.
+func (s *Store) remoteOptions(ctx context.Context, reg name.Registry) []remote.Option {
+	// A copy: the caller's slice may be shared by concurrent fetches.
+	return append(slices.Clone(s.o.remote(reg)), remote.WithTransport(&boundedTransport{s.o.transport(reg)}), remote.WithContext(ctx))
 }
 
 // blob stores the blob d of repo if it is not stored yet from repo's
@@ -455,12 +463,15 @@ func (s *Store) manifest(ctx context.Context, repo name.Repository, img *Image, 
 	if err := checkSize(d, MaxMetadataBytes, "manifest", repo); err != nil {
 		return nil, err
 	}
-	if err := bud.add(repo.Digest(d.Digest.String()), d); err != nil {
+	ref := repo.Digest(d.Digest.String())
+	if err := bud.add(ref, d); err != nil {
 		return nil, err
 	}
 	err := s.ensure(ctx, repo.RegistryStr(), d, func(w io.Writer) error {
-		// ggcr reads at most 100 MiB of a manifest.
-		desc, err := remote.Get(repo.Digest(d.Digest.String()), ropts...)
+		// ggcr would read up to 100 MiB of a manifest: the store's
+		// transport cuts the answer at MaxMetadataBytes.
+		bounded := remote.WithContext(withManifestBound(ctx, repo.RegistryStr()))
+		desc, err := remote.Get(ref, append(ropts, bounded)...)
 		if err != nil {
 			return err
 		}
@@ -587,7 +598,10 @@ func (s *Store) download(registry string, d v1.Descriptor, get func(io.Writer) e
 	if cerr := f.Close(); err == nil {
 		err = cerr
 	}
+	var manifestTooLong *tooLongError
 	switch {
+	case errors.As(err, &manifestTooLong):
+		err = manifestTooLong
 	case errors.Is(err, errTooLong):
 		err = fmt.Errorf("%s served more than the %d bytes of %s", registry, d.Size, h)
 	case lw.n != d.Size && err != nil:

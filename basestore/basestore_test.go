@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -806,9 +807,7 @@ func TestFetchBlobBounded(t *testing.T) {
 				}
 			}
 			var read bodyCounter
-			s := newStore(t, append(tc.opts, WithRemoteOptions(func(name.Registry) []remote.Option {
-				return []remote.Option{remote.WithTransport(&read)}
-			}))...)
+			s := newStore(t, append(tc.opts, WithTransport(func(name.Registry) http.RoundTripper { return &read }))...)
 			fetches := []struct {
 				name  string
 				fetch func() error
@@ -957,4 +956,145 @@ func TestFetchStoredBlobSize(t *testing.T) {
 		s.Release(got)
 		t.Errorf("Fetch(%s) = %v, want an error saying %q", small, err, want)
 	}
+}
+
+// A registry a tenant runs must not cost the gateway more memory than a
+// manifest may have: the answer to a manifest's GET is read no further
+// than MaxMetadataBytes, whatever the HEAD said, at submission (Config)
+// as when the build runs (Fetch).
+func TestFetchManifestBounded(t *testing.T) {
+	ctx := context.Background()
+	// Below ggcr's own bound of 100 MiB, and far above a manifest's.
+	const huge = 96 << 20
+	img, err := random.Image(1024, 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest, err := img.Digest()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		// serve answers the GET of a manifest, given its real bytes, and
+		// counts the bytes it managed to send in sent.
+		serve func(w http.ResponseWriter, r *http.Request, manifest []byte, sent *atomic.Int64)
+	}{
+		{"endless answer", func(w http.ResponseWriter, _ *http.Request, m []byte, sent *atomic.Int64) {
+			sendHuge(w, m, huge, sent)
+		}},
+		{"answer of a huge length", func(w http.ResponseWriter, _ *http.Request, m []byte, sent *atomic.Int64) {
+			w.Header().Set("Content-Length", strconv.Itoa(huge))
+			sendHuge(w, m, huge, sent)
+		}},
+		{"redirect to an endless answer", func(w http.ResponseWriter, r *http.Request, m []byte, sent *atomic.Int64) {
+			if !strings.HasPrefix(r.URL.Path, "/elsewhere/") {
+				http.Redirect(w, r, "/elsewhere"+r.URL.Path, http.StatusTemporaryRedirect)
+				return
+			}
+			sendHuge(w, m, huge, sent)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var sent atomic.Int64
+			reg := registry.New(registry.Logger(log.New(io.Discard, "", 0)))
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method == http.MethodGet && (strings.Contains(r.URL.Path, "/manifests/") || strings.HasPrefix(r.URL.Path, "/elsewhere/")) {
+					r2 := r.Clone(r.Context())
+					r2.URL.Path = strings.TrimPrefix(r.URL.Path, "/elsewhere")
+					rec := httptest.NewRecorder()
+					reg.ServeHTTP(rec, r2)
+					tc.serve(w, r, rec.Body.Bytes(), &sent)
+					return
+				}
+				reg.ServeHTTP(w, r)
+			}))
+			t.Cleanup(srv.Close)
+			host := srv.Listener.Addr().String()
+			ref, err := name.ParseReference(host + "/tenant/base:latest")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := remote.Write(ref, img); err != nil {
+				t.Fatal(err)
+			}
+			s := newStore(t)
+			want := fmt.Sprintf("more than the %d bytes a manifest may have", MaxMetadataBytes)
+			for _, f := range []struct {
+				name  string
+				fetch func() error
+			}{
+				{"Fetch", func() error {
+					got, err := s.Fetch(ctx, ref)
+					s.Release(got)
+					return err
+				}},
+				// At submission, inside the request.
+				{"Config", func() error { _, err := s.Config(ctx, ref); return err }},
+			} {
+				sent.Store(0)
+				var err error
+				growth := peakHeapGrowth(func() { err = f.fetch() })
+				t.Logf("%s(%s) = %v; the registry sent %.1f MiB, heap in use grew by %.1f MiB at most", f.name, ref, err, float64(sent.Load())/(1<<20), float64(growth)/(1<<20))
+				if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), host) || !strings.Contains(err.Error(), digest.String()) {
+					t.Errorf("%s(%s) = %v, want an error naming %s and %s and saying %q", f.name, ref, err, host, digest, want)
+				}
+				if growth > huge/2 {
+					t.Errorf("%s(%s): heap in use grew by %d MiB on a %d MiB manifest answer, want < %d MiB", f.name, ref, growth>>20, huge>>20, huge>>21)
+				}
+				if s.Has(digest) {
+					t.Errorf("%s(%s): manifest %s is stored", f.name, ref, digest)
+				}
+			}
+		})
+	}
+}
+
+// sendHuge sends b, then zeros up to n bytes in all, chunked, until the
+// client goes away, counting what it sent.
+func sendHuge(w http.ResponseWriter, b []byte, n int64, sent *atomic.Int64) {
+	if _, err := w.Write(b); err != nil {
+		return
+	}
+	sent.Add(int64(len(b)))
+	zeros := make([]byte, 32<<10)
+	for left := n - int64(len(b)); left > 0; left -= int64(len(zeros)) {
+		k, err := w.Write(zeros[:min(left, int64(len(zeros)))])
+		sent.Add(int64(k))
+		if err != nil {
+			return
+		}
+		w.(http.Flusher).Flush()
+	}
+}
+
+// peakHeapGrowth runs f and returns how far the heap in use grew beyond
+// what it was before, at most, sampled every millisecond.
+func peakHeapGrowth(f func()) int64 {
+	runtime.GC()
+	var ms runtime.MemStats
+	runtime.ReadMemStats(&ms)
+	baseline := ms.HeapInuse
+	var peak atomic.Uint64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		var ms runtime.MemStats
+		for {
+			runtime.ReadMemStats(&ms)
+			if ms.HeapInuse > peak.Load() {
+				peak.Store(ms.HeapInuse)
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	f()
+	close(stop)
+	<-sampled
+	return int64(peak.Load()) - int64(baseline)
 }

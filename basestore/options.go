@@ -2,6 +2,7 @@ package basestore
 
 import (
 	"fmt"
+	"net/http"
 	"os"
 	"runtime"
 
@@ -17,6 +18,7 @@ type options struct {
 	maxBytes     int64
 	maxBlobBytes int64 // 0: maxBytes
 	remote       func(name.Registry) []remote.Option
+	transport    func(name.Registry) http.RoundTripper
 	platform     v1.Platform
 	link         bool
 }
@@ -33,7 +35,9 @@ func makeOptions(opts ...Option) (options, error) {
 	o := options{
 		maxBytes: DefaultMaxBytes,
 		remote:   func(name.Registry) []remote.Option { return nil },
-		platform: v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
+		// ggcr's own default.
+		transport: func(name.Registry) http.RoundTripper { return remote.DefaultTransport },
+		platform:  v1.Platform{OS: "linux", Architecture: runtime.GOARCH},
 		// Hard links are safe only where the sandbox cannot write to the
 		// store's files through them: a root gateway's files belong to no
 		// user of a sandbox's namespace. Any other gateway's sandboxes run
@@ -81,11 +85,28 @@ func WithMaxBlobBytes(n int64) Option {
 	}
 }
 
-// WithRemoteOptions gives the options (credentials, transport) with which
-// images are fetched from a registry. Default: anonymous, over the default
-// transport.
+// WithRemoteOptions gives the options (credentials) with which images are
+// fetched from a registry. A transport among them would be replaced by the
+// store's, which bounds what it reads: give it with WithTransport. Default:
+// anonymous.
 func WithRemoteOptions(f func(name.Registry) []remote.Option) Option {
 	return func(o *options) error { o.remote = f; return nil }
+}
+
+// WithTransport gives the transport over which images are fetched from a
+// registry (one that trusts its CA, say); the store reads the answers to
+// its manifest requests through it no further than MaxMetadataBytes.
+// f may return nil for the default. Default: ggcr's remote.DefaultTransport.
+func WithTransport(f func(name.Registry) http.RoundTripper) Option {
+	return func(o *options) error {
+		o.transport = func(r name.Registry) http.RoundTripper {
+			if t := f(r); t != nil {
+				return t
+			}
+			return remote.DefaultTransport
+		}
+		return nil
+	}
 }
 
 // WithCopies makes workspaces get copies of blobs instead of hard links.

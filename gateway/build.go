@@ -11,9 +11,6 @@ import (
 	"os"
 	"time"
 
-	"github.com/google/go-containerregistry/pkg/name"
-	"github.com/google/go-containerregistry/pkg/v1/remote"
-
 	"github.com/buildgw/buildgw/api/server"
 	"github.com/buildgw/buildgw/archive"
 	"github.com/buildgw/buildgw/auth"
@@ -66,7 +63,7 @@ type loaded struct {
 	authn   auth.Authenticator
 	pusher  *push.Pusher
 	regOpts []jobs.Option
-	fetch   func(name.Registry) []remote.Option
+	fetch   []basestore.Option // how the gateway fetches base images
 	// secrets are the registry passwords, which the audit log redacts
 	// wherever they would appear.
 	secrets  []string
@@ -210,7 +207,7 @@ func build(cfg Config, log *slog.Logger) (_ *Gateway, err error) {
 	// Base images are fetched by the gateway, once, into a store shared by
 	// all builds.
 	bases, err := basestore.New(layout.BaseImages,
-		basestore.WithMaxBytes(cfg.BaseImages.MaxBytes), basestore.WithRemoteOptions(l.fetch))
+		append([]basestore.Option{basestore.WithMaxBytes(cfg.BaseImages.MaxBytes)}, l.fetch...)...)
 	if err != nil {
 		return nil, err
 	}

@@ -15,6 +15,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/buildgw/buildgw/audit"
+	"github.com/buildgw/buildgw/basestore"
 	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/push"
 )
@@ -28,7 +29,7 @@ import (
 // It also returns how the gateway itself fetches base images from each
 // registry: with the registry's read-only pull account if it has one,
 // else with its push account, and with its CA; and every password it read.
-func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Registry) []remote.Option, []string, error) {
+func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, []basestore.Option, []string, error) {
 	regs := map[string]push.Registry{}
 	var err error
 	if c.DockerConfig != "" {
@@ -41,6 +42,8 @@ func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Regist
 		secrets  []string
 		extraCAs []byte
 		fetch    = map[string][]remote.Option{}
+		// Apart from fetch: the store puts its bounds around each.
+		transports = map[string]http.RoundTripper{}
 	)
 	for host, r := range c.Registries {
 		pr := push.Registry{Username: r.Username, CAFile: r.CAFile, Insecure: r.Insecure}
@@ -80,7 +83,7 @@ func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Regist
 			if err != nil {
 				return nil, nil, nil, nil, fmt.Errorf("CA file of registry %s: %w", host, err)
 			}
-			fetch[host] = append(fetch[host], remote.WithTransport(tr))
+			transports[host] = tr
 		}
 	}
 	// Registries known only from the Docker config: their push account.
@@ -96,10 +99,14 @@ func (c *Config) registryAccess() (*push.Pusher, []jobs.Option, func(name.Regist
 	if err != nil {
 		return nil, nil, nil, nil, err
 	}
+	fetchOpts := []basestore.Option{
+		basestore.WithRemoteOptions(func(reg name.Registry) []remote.Option { return fetch[reg.RegistryStr()] }),
+		basestore.WithTransport(func(reg name.Registry) http.RoundTripper { return transports[reg.RegistryStr()] }),
+	}
 	return p, []jobs.Option{
 		jobs.WithInsecureRegistries(insecure...),
 		jobs.WithExtraCAs(extraCAs),
-	}, func(reg name.Registry) []remote.Option { return fetch[reg.RegistryStr()] }, secrets, nil
+	}, fetchOpts, secrets, nil
 }
 
 // caTransport trusts the PEM roots in pem besides the system's.

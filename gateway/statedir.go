@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -15,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/buildgw/buildgw/jobs"
 	"github.com/buildgw/buildgw/jobs/pgstore"
 	"github.com/buildgw/buildgw/jobs/store"
 	"github.com/buildgw/buildgw/runners/kubernetes"
@@ -56,11 +56,24 @@ func checkJobStore(dir string, accept bool, log *slog.Logger) error {
 // store (buildgw backup).
 func backupSocket(stateDir string) string { return workspace.NewLayout(stateDir).BackupSocket }
 
+// A copy holds a read transaction of the job store while it is written
+// to the backup socket, and bbolt cannot grow the store's file mapping
+// while one is open: a client that stopped reading would freeze every
+// write of the store behind it. So each write to the socket must be done
+// within backupWriteTimeout, and the copy as a whole at backupMinRate
+// (bytes per second), with backupWriteTimeout besides; else the
+// connection is cut and the transaction ends.
+var (
+	backupWriteTimeout       = 30 * time.Second
+	backupMinRate      int64 = 1 << 20
+)
+
 // serveBackups answers each connection to the backup socket with a
-// consistent copy of the job store, until ctx ends. bbolt's own file lock
-// keeps any other process from opening jobs.db while the gateway runs,
-// even read-only, so copies come from here.
-func serveBackups(stateDir string, mgr *jobs.Manager, log *slog.Logger) (func(), error) {
+// consistent copy of the job store, written by backup (the Manager's
+// BackupStore), until the returned function is called. bbolt's own file
+// lock keeps any other process from opening jobs.db while the gateway
+// runs, even read-only, so copies come from here.
+func serveBackups(stateDir string, backup func(io.Writer, func(int64)) (int64, error), log *slog.Logger) (func(), error) {
 	sock := backupSocket(stateDir)
 	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
 		return nil, fmt.Errorf("creating backup socket directory: %w", err)
@@ -77,7 +90,12 @@ func serveBackups(stateDir string, mgr *jobs.Manager, log *slog.Logger) (func(),
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /jobs.db", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
-		n, err := mgr.BackupStore(w, func(size int64) { w.Header().Set("Content-Length", strconv.FormatInt(size, 10)) })
+		start := time.Now()
+		dw := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: backupWriteTimeout, end: start.Add(backupWriteTimeout)}
+		n, err := backup(dw, func(size int64) {
+			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
+			dw.end = start.Add(backupWriteTimeout + time.Duration(size/backupMinRate+1)*time.Second)
+		})
 		if err != nil {
 			log.Error("backing up the job store", "error", err)
 			return // the short copy fails the client's length check
@@ -91,22 +109,64 @@ func serveBackups(stateDir string, mgr *jobs.Manager, log *slog.Logger) (func(),
 	return func() { srv.Close(); os.Remove(sock) }, nil
 }
 
+// deadlineWriter writes to w each time within timeout, and no later than
+// end.
+type deadlineWriter struct {
+	w       io.Writer
+	rc      *http.ResponseController
+	timeout time.Duration
+	end     time.Time
+}
+
+func (d *deadlineWriter) Write(p []byte) (int, error) {
+	deadline := time.Now().Add(d.timeout)
+	if d.end.Before(deadline) {
+		deadline = d.end
+	}
+	if err := d.rc.SetWriteDeadline(deadline); err != nil {
+		return 0, err
+	}
+	return d.w.Write(p)
+}
+
 // BackupStore writes a consistent copy of the job store of the gateway
 // that holds stateDir to out (created with mode 0600): through the running
 // gateway's backup socket, or, when none runs, from the file itself while
 // holding the state directory's lock, so that no gateway starts meanwhile.
+//
+// The copy goes to a new file next to out, which then replaces out: an
+// existing file (whatever its mode) or symbolic link at out is replaced,
+// never written through, and a failed backup leaves it as it was.
 func BackupStore(ctx context.Context, stateDir, out string) (int64, error) {
-	f, err := os.OpenFile(out, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	dir := filepath.Dir(out)
+	// O_EXCL creates a file of its own, never follows a link.
+	f, err := os.CreateTemp(dir, "."+filepath.Base(out)+".tmp-")
 	if err != nil {
 		return 0, fmt.Errorf("creating backup: %w", err)
 	}
-	n, err := backupTo(ctx, stateDir, f)
+	tmp := f.Name()
+	// Whatever the umask made of CreateTemp's 0600; synced with the data.
+	err = f.Chmod(0o600)
+	var n int64
+	if err == nil {
+		n, err = backupTo(ctx, stateDir, f)
+	}
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("writing backup: %w", cerr)
 	}
+	if err == nil {
+		if err = os.Rename(tmp, out); err != nil {
+			err = fmt.Errorf("writing backup: %w", err)
+		}
+	}
 	if err != nil {
-		os.Remove(out)
+		os.Remove(tmp)
 		return 0, err
+	}
+	// The rename, durable.
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
 	}
 	return n, nil
 }

@@ -224,6 +224,95 @@ func TestBackup(t *testing.T) {
 	}
 }
 
+// TestBackupReplacesFile: a backup over an existing file, of any mode, or
+// over a symbolic link, leaves a regular file of mode 0600 there, and the
+// link's target as it was; a failed backup leaves an existing file as it
+// was.
+func TestBackupReplacesFile(t *testing.T) {
+	dir := testenv.StateDir(t)
+	st, err := store.Open(workspace.NewLayout(dir).JobStore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Now().UTC()
+	if err := st.Put(&store.Record{ID: "b1", Owner: "ci", Status: api.StatusSucceeded, Digest: "sha256:abc", CreatedAt: now, FinishedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+
+	const old = "an older backup"
+	for _, tc := range []struct {
+		name string
+		// prepare makes what is at out before the backup, and returns the
+		// file that must stay as it was, if any.
+		prepare func(t *testing.T, out string) string
+	}{
+		{"no file", func(*testing.T, string) string { return "" }},
+		{"a file of mode 0644", func(t *testing.T, out string) string {
+			if err := os.WriteFile(out, []byte(old), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			return ""
+		}},
+		{"a symbolic link", func(t *testing.T, out string) string {
+			target := filepath.Join(t.TempDir(), "elsewhere")
+			if err := os.WriteFile(target, []byte(old), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Symlink(target, out); err != nil {
+				t.Fatal(err)
+			}
+			return target
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			out := filepath.Join(t.TempDir(), "jobs.db")
+			kept := tc.prepare(t, out)
+			if _, err := gateway.BackupStore(context.Background(), dir, out); err != nil {
+				t.Fatalf("BackupStore(%s) = %v", out, err)
+			}
+			fi, err := os.Lstat(out)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !fi.Mode().IsRegular() || fi.Mode().Perm() != 0o600 {
+				t.Errorf("BackupStore(%s) left mode %v, want a regular file of mode 0600", out, fi.Mode())
+			}
+			b, err := store.OpenReadOnly(out)
+			if err != nil {
+				t.Fatalf("opening the backup: %v", err)
+			}
+			defer b.Close()
+			if r, err := b.Get("b1"); err != nil || r.Digest != "sha256:abc" {
+				t.Errorf("backup: Get(b1) = %+v, %v, want the recorded build", r, err)
+			}
+			if kept != "" {
+				got, err := os.ReadFile(kept)
+				fi, serr := os.Stat(kept)
+				if err != nil || string(got) != old || serr != nil || fi.Mode().Perm() != 0o644 {
+					t.Errorf("BackupStore(%s) changed the link's target %s: %d bytes, mode %v, want %q, mode 0644", out, kept, len(got), fi.Mode(), old)
+				}
+			}
+			if ents, _ := os.ReadDir(filepath.Dir(out)); len(ents) != 1 {
+				t.Errorf("BackupStore(%s) left %d files in its directory, want 1", out, len(ents))
+			}
+		})
+	}
+
+	// A state directory without a store: the backup fails, and the older
+	// one stays.
+	out := filepath.Join(t.TempDir(), "jobs.db")
+	if err := os.WriteFile(out, []byte(old), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := gateway.BackupStore(context.Background(), testenv.StateDir(t), out); err == nil {
+		t.Errorf("BackupStore of a state directory without jobs.db = nil error, want one")
+	}
+	if got, err := os.ReadFile(out); err != nil || string(got) != old {
+		t.Errorf("a failed BackupStore(%s) left %q, %v, want the older backup %q", out, got, err, old)
+	}
+}
+
 // waitFor polls cond for up to 30s, scaled.
 func waitFor(t *testing.T, cond func() bool) {
 	t.Helper()

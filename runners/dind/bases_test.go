@@ -99,11 +99,15 @@ func TestBaseImagesWithoutCredentials(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	pull := basestore.WithRemoteOptions(func(name.Registry) []remote.Option {
-		// A transport of its own, so that each fetch connects anew.
-		fresh := reg.HTTPClient().Transport.(*http.Transport).Clone()
-		return []remote.Option{remote.WithAuth(&authn.Basic{Username: reg.Puller, Password: reg.PullerPassword}), remote.WithTransport(fresh)}
-	})
+	pull := []basestore.Option{
+		basestore.WithRemoteOptions(func(name.Registry) []remote.Option {
+			return []remote.Option{remote.WithAuth(&authn.Basic{Username: reg.Puller, Password: reg.PullerPassword})}
+		}),
+		basestore.WithTransport(func(name.Registry) http.RoundTripper {
+			// A transport of its own, so that each fetch connects anew.
+			return reg.HTTPClient().Transport.(*http.Transport).Clone()
+		}),
+	}
 	dockerfile := "ARG BASE\nFROM ${BASE}\nRUN ls -a /root /.docker 2>&1; env; echo built-ok > /ok\n"
 
 	for _, c := range []struct{ name, base string }{
@@ -114,7 +118,7 @@ func TestBaseImagesWithoutCredentials(t *testing.T) {
 		t.Run(c.name, func(t *testing.T) {
 			req := newRequestNoBases(t, "127.0.0.1:1", map[string]string{"Dockerfile": dockerfile}, map[string]string{"BASE": c.base})
 			before := proxy.conns.Load()
-			prepareBases(t, req, pull)
+			prepareBases(t, req, pull...)
 			if proxy.conns.Load() == before {
 				t.Fatalf("the store fetched %s without connecting to the registry", c.base)
 			}

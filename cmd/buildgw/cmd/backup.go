@@ -17,7 +17,9 @@ func NewCmdBackup() *cobra.Command {
 		Use:   "backup OUT",
 		Short: "Copy the job store (state_dir/jobs.db) to OUT, consistently, while the gateway runs or not",
 		Long: `Copy the job store (state_dir/jobs.db) to OUT (mode 0600: it holds identities
-and build specs). A running gateway on the state directory serves the copy over
+and build specs). The copy is written to a new file in OUT's directory, which
+then replaces OUT: an existing file or symbolic link there is replaced, never
+written through, and a failed backup leaves it as it was. A running gateway on the state directory serves the copy over
 its socket state_dir/admin/backup.sock, without stopping builds; when none runs,
 backup holds the state directory's lock while it reads, so none starts meanwhile.
 
