@@ -14,6 +14,7 @@ import (
 	"github.com/buildgw/buildgw/api"
 	"github.com/buildgw/buildgw/internal/testenv"
 	"github.com/buildgw/buildgw/jobs"
+	"github.com/buildgw/buildgw/runners/kaniko"
 )
 
 // vmHWM returns the peak resident memory of this process, after
@@ -258,6 +259,91 @@ func TestManagerDiskGuardStopsOnlyTheWriter(t *testing.T) {
 	b := wait(t, writer, 2*time.Minute)
 	if l := logOf(t, writer); b.Status != api.StatusFailed || !strings.Contains(b.Error, "disk guard") || strings.Contains(l, "No space left on device") {
 		t.Errorf("writing build = %v %q, want failed by the disk guard before ENOSPC; log:\n%s", b.Status, b.Error, l)
+	}
+	if b := wait(t, idle, 2*time.Minute); b.Status != api.StatusSucceeded {
+		t.Errorf("waiting build beside the writer = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, idle))
+	}
+}
+
+// deletedWrite is a RUN step that writes count MiB into a file it has
+// deleted but keeps open, where no walk of the workspace sees them.
+func deletedWrite(count int) string {
+	return fmt.Sprintf("exec 3<>/held && rm /held && dd if=/dev/zero bs=1M count=%d >&3 && echo written", count)
+}
+
+// A RUN step that writes past workspace_max_bytes into a file it deleted
+// and holds open is stopped as one that writes into a named file, the
+// error naming the limit and the deleted files; a build beside it goes
+// on. The runner tells the build's processes from its cgroup, or without
+// limits from the sandbox's process tree.
+func TestManagerWorkspaceLimitDeletedFile(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		kopts []kaniko.Option
+	}{
+		{"process tree", nil},
+		{"cgroup", []kaniko.Option{kaniko.WithLimits(256<<20, 200)}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRestartable(t, tc.kopts...)
+			base := testenv.Busybox(t, r.reg)
+			m, _ := r.start(t, true, jobs.WithConcurrency(2), jobs.WithJobTimeout(2*time.Minute),
+				jobs.WithWorkspaceLimit(20<<20), jobs.WithDiskCheckInterval(200*time.Millisecond))
+			dest := func(n string) string { return r.reg + "/test/" + n + ":v1" }
+			// The sleep keeps the file held, so only the limit can end the
+			// build early.
+			big := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{dest("held")}},
+				busyboxContext(t, base, deletedWrite(50)+" && sleep "+seconds(60*time.Second)))
+			normal := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{dest("normal")}},
+				busyboxContext(t, base, "echo fine > /fine"))
+			start := time.Now()
+			b := wait(t, big, 2*time.Minute)
+			for _, want := range []string{"the build's workspace exceeded 20 MiB (workspace_max_bytes)", "held in deleted files"} {
+				if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
+					t.Errorf("build holding 50 MiB in a deleted file = %v %q, want failed naming %q; log:\n%s", b.Status, b.Error, want, logOf(t, big))
+				}
+			}
+			if took := time.Since(start); took > testenv.Scale(50*time.Second) {
+				t.Errorf("the build over its workspace limit took %s to fail, want it stopped before its sleep ends", took)
+			}
+			if b := wait(t, normal, 2*time.Minute); b.Status != api.StatusSucceeded {
+				t.Errorf("normal build beside it = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, normal))
+			}
+		})
+	}
+}
+
+// Two builds share a small disk; one writes at the speed of the disk
+// into a file it deleted, the other waits. The guard stops the writer
+// before the disk fills, never the build that waits.
+func TestManagerDiskGuardStopsDeletedWriter(t *testing.T) {
+	r := newRestartable(t)
+	const size, minFree = 1 << 30, 768 << 20
+	if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0711", size)); err != nil {
+		t.Fatalf("mounting a 1 GiB tmpfs: %v", err)
+	}
+	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
+	base := testenv.Busybox(t, r.reg)
+	m, _ := r.start(t, true, jobs.WithConcurrency(2), jobs.WithMinFreeBytes(minFree),
+		jobs.WithDiskCheckInterval(200*time.Millisecond))
+	idle := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/idle:v1"}},
+		busyboxContext(t, base, `echo "wait"ing; sleep 6`))
+	for deadline := time.Now().Add(testenv.Scale(time.Minute)); !strings.Contains(logOf(t, idle), "\nwaiting\n"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) || idle.Snapshot().Status.Final() {
+			t.Fatalf("the waiting build never started its RUN step: %v; log:\n%s", idle.Status(), logOf(t, idle))
+		}
+	}
+	writer := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{r.reg + "/test/fill:v1"}},
+		busyboxContext(t, base, "sleep 1; "+deletedWrite(1500)))
+	b := wait(t, writer, 2*time.Minute)
+	l := logOf(t, writer)
+	for _, want := range []string{"disk guard", "min_free_bytes", "held in deleted files"} {
+		if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
+			t.Errorf("build writing 1500 MiB into a deleted file on a 1 GiB disk = %v %q, want failed naming %q; log:\n%s", b.Status, b.Error, want, l)
+		}
+	}
+	if strings.Contains(l, "No space left on device") {
+		t.Errorf("the writer met ENOSPC before the guard stopped it; log:\n%s", l)
 	}
 	if b := wait(t, idle, 2*time.Minute); b.Status != api.StatusSucceeded {
 		t.Errorf("waiting build beside the writer = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, idle))

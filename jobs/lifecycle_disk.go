@@ -24,7 +24,8 @@ var _ error = (*DiskError)(nil)
 
 // watchDisk measures j's workspace while it builds, whatever the runner,
 // and stops the build through stop with a *DiskError when the workspace
-// (and the build's log) holds more than the workspace limit, when it
+// (with the build's log, and the deleted files its processes hold, which
+// del follows) holds more than the workspace limit, when it
 // grows while the filesystem of the workspace has less than the minimum
 // free, or when it cannot be measured. Measuring walks the tree, so the
 // wait between two walks is at least 20 times the last walk (4 times
@@ -37,7 +38,7 @@ var _ error = (*DiskError)(nil)
 // workspace with a tmpfs of its own needs neither: the kernel holds it
 // to its size, and a statfs tells its use. It returns when ctx ends,
 // with the largest size it measured.
-func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCauseFunc) int64 {
+func (m *Manager) watchDisk(ctx context.Context, j *Job, del *deletedFiles, stop context.CancelCauseFunc) int64 {
 	if _, ok := m.ws.OwnTmpfs(j.workspace); ok {
 		return m.watchTmpfs(ctx, j)
 	}
@@ -58,8 +59,8 @@ func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCaus
 	// and base images), so that a build that writes nothing is never
 	// taken for the writer when the disk runs low.
 	if minFree > 0 {
-		if u, err := diskusage.Measure(j.workspace); err == nil {
-			last = u.Bytes + j.Log.Stored()
+		if u, err := measureWorkspace(j, del); err == nil {
+			last = u.Bytes
 		}
 	}
 	var took time.Duration
@@ -86,7 +87,7 @@ func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCaus
 			guard = true
 		}
 		start := time.Now()
-		u, err := diskusage.Measure(j.workspace)
+		u, err := measureWorkspace(j, del)
 		walked = time.Now()
 		took = walked.Sub(start)
 		if !guard {
@@ -101,9 +102,8 @@ func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCaus
 			stop(&DiskError{fmt.Sprintf("the build's workspace could not be measured, so its disk use could not be bounded: %s", measureReason(err))})
 			return peak
 		}
-		u.Bytes += j.Log.Stored()
 		peak = max(peak, u.Bytes)
-		if de := m.overLimit(j, u); de != nil {
+		if de := m.overLimit(j, u, del.bytes); de != nil {
 			stop(de)
 			return peak
 		}
@@ -113,7 +113,7 @@ func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCaus
 		var free uint64
 		if minFree > 0 && grew {
 			var de *DiskError
-			if free, de = m.lowFree(j, u.Bytes, true); de != nil {
+			if free, de = m.lowFree(j, u.Bytes, del.bytes, true); de != nil {
 				stop(de)
 				return peak
 			}
@@ -124,6 +124,18 @@ func (m *Manager) watchDisk(ctx context.Context, j *Job, stop context.CancelCaus
 			walk.Reset(max(m.o.diskCheckEvery/8, 4*took))
 		}
 	}
+}
+
+// measureWorkspace returns what j's workspace takes: its tree, its log,
+// and the deleted files its processes hold (del).
+func measureWorkspace(j *Job, del *deletedFiles) (diskusage.Usage, error) {
+	u, err := diskusage.Measure(j.workspace)
+	if err != nil {
+		return u, err
+	}
+	held, err := del.measure()
+	u.Bytes += j.Log.Stored() + held
+	return u, err
 }
 
 // freeBytes returns the bytes free to the gateway on the filesystem of
@@ -141,6 +153,8 @@ func measureReason(err error) string {
 	switch {
 	case errors.Is(err, diskusage.ErrTooDeep):
 		return fmt.Sprintf("its directories nest more than %d deep", diskusage.MaxDepth)
+	case errors.Is(err, errTooManyDeleted):
+		return errTooManyDeleted.Error()
 	case errors.Is(err, diskusage.ErrTooManyLinks):
 		return fmt.Sprintf("it holds more than %d hard-linked files", diskusage.MaxLinked)
 	case errors.Is(err, unix.EMFILE), errors.Is(err, unix.ENFILE):
@@ -152,14 +166,24 @@ func measureReason(err error) string {
 }
 
 // overLimit returns the error of a build whose workspace u is over the
-// limit, else nil.
-func (m *Manager) overLimit(j *Job, u diskusage.Usage) *DiskError {
+// limit, else nil. deleted bytes of u are in deleted files the build
+// held.
+func (m *Manager) overLimit(j *Job, u diskusage.Usage, deleted int64) *DiskError {
 	lim := m.o.workspaceMax
 	if lim <= 0 || u.Bytes <= lim {
 		return nil
 	}
-	j.Log.Printf("the workspace holds %s in %d files and directories, over the limit of %s", sizeString(u.Bytes), u.Entries, sizeString(lim))
-	return &DiskError{fmt.Sprintf("the build's workspace exceeded %s (workspace_max_bytes); see the build log", sizeString(lim))}
+	j.Log.Printf("the workspace holds %s in %d files and directories%s, over the limit of %s", sizeString(u.Bytes), u.Entries, deletedNote(deleted), sizeString(lim))
+	return &DiskError{fmt.Sprintf("the build's workspace exceeded %s (workspace_max_bytes)%s; see the build log", sizeString(lim), deletedNote(deleted))}
+}
+
+// deletedNote says how much of a workspace was in deleted files the
+// build held, if any.
+func deletedNote(deleted int64) string {
+	if deleted <= 0 {
+		return ""
+	}
+	return fmt.Sprintf(", %s of it held in deleted files its processes kept open", sizeString(deleted))
 }
 
 // minFree returns the free space the filesystem of j's workspace keeps,
@@ -176,17 +200,17 @@ func (m *Manager) minFree(j *Job) (minFree uint64, where, setting string) {
 }
 
 // lowFree returns the free bytes of the filesystem of j's workspace, and
-// the error of a build whose workspace (used bytes) grows while that is
-// under the minimum free: guard when the disk guard stops it, else the
-// build failed on its own.
-func (m *Manager) lowFree(j *Job, used int64, guard bool) (uint64, *DiskError) {
+// the error of a build whose workspace (used bytes, deleted of them in
+// deleted files it held) grows while that is under the minimum free:
+// guard when the disk guard stops it, else the build failed on its own.
+func (m *Manager) lowFree(j *Job, used, deleted int64, guard bool) (uint64, *DiskError) {
 	minFree, where, setting := m.minFree(j)
 	free, ok := freeBytes(filepath.Dir(j.workspace))
 	if !ok || free >= minFree {
 		return free, nil
 	}
-	j.Log.Printf("the workspace grew to %s while %s has %s free, under the minimum of %s", sizeString(used), where, sizeString(int64(free)), sizeString(int64(minFree)))
-	msg := fmt.Sprintf("%s is almost full (%s free, under %s of %s) and the build's workspace kept growing; see the build log", where, sizeString(int64(free)), setting, sizeString(int64(minFree)))
+	j.Log.Printf("the workspace grew to %s%s while %s has %s free, under the minimum of %s", sizeString(used), deletedNote(deleted), where, sizeString(int64(free)), sizeString(int64(minFree)))
+	msg := fmt.Sprintf("%s is almost full (%s free, under %s of %s) and the build's workspace kept growing%s; see the build log", where, sizeString(int64(free)), setting, sizeString(int64(minFree)), deletedNote(deleted))
 	if guard {
 		msg = "stopped by the disk guard before the disk filled: " + msg
 	}
@@ -220,8 +244,9 @@ func tmpfsUse(dir string) (size, used int64, ok bool) {
 // it did: a workspace that filled its own tmpfs (the kernel stopped the
 // writer with ENOSPC, and the runner failed as it could) or grew past
 // its limit or the free space of the disk between two measurements.
-// peak is the most the watcher saw in it.
-func (m *Manager) diskCause(j *Job, peak int64) *DiskError {
+// peak is the most the watcher saw in it; del, the deleted files the
+// build held.
+func (m *Manager) diskCause(j *Job, peak int64, del *deletedFiles) *DiskError {
 	if size, ok := m.ws.OwnTmpfs(j.workspace); ok {
 		_, used, _ := tmpfsUse(j.workspace)
 		// Full but for the pages ENOSPC left unused.
@@ -239,8 +264,9 @@ func (m *Manager) diskCause(j *Job, peak int64) *DiskError {
 	if err != nil {
 		return nil
 	}
-	u.Bytes += j.Log.Stored()
-	if de := m.overLimit(j, u); de != nil {
+	// The processes are gone: what they held counts as last seen.
+	u.Bytes += j.Log.Stored() + del.bytes
+	if de := m.overLimit(j, u, del.bytes); de != nil {
 		return de
 	}
 	// ENOSPC leaves the disk all but full.
@@ -249,7 +275,7 @@ func (m *Manager) diskCause(j *Job, peak int64) *DiskError {
 		return nil
 	}
 	if minFree, _, _ := m.minFree(j); minFree > 0 && free < minFree && u.Bytes > 0 {
-		_, de := m.lowFree(j, u.Bytes, false)
+		_, de := m.lowFree(j, u.Bytes, del.bytes, false)
 		return de
 	}
 	if free < 1<<20 {

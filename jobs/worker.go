@@ -180,14 +180,15 @@ func (m *Manager) run(ctx context.Context, j *Job) {
 	log.Info("build started", "runner", j.Spec.Runner)
 	wctx, stopWatch := context.WithCancel(jctx)
 	peak := make(chan int64, 1)
-	go func() { peak <- m.watchDisk(wctx, j, cancel) }()
+	del := m.deletedFiles(j)
+	go func() { peak <- m.watchDisk(wctx, j, del, cancel) }()
 	digest, err := m.build(jctx, j)
 	stopWatch()
 	wsPeak := <-peak
 	if err != nil && jctx.Err() == nil {
 		// The kernel stopped a writer (ENOSPC) before the watcher did:
 		// say so rather than how the runner failed.
-		if de := m.diskCause(j, wsPeak); de != nil {
+		if de := m.diskCause(j, wsPeak, del); de != nil {
 			j.Log.Printf("%s", err)
 			cancel(de)
 		}

@@ -88,6 +88,28 @@ func (p Process) Alive() bool {
 	return err == nil && q.Start == p.Start && q.State != 'Z' && q.State != 'X'
 }
 
+// Tree returns p and the processes descended from it, or none if p no
+// longer runs. In a pid namespace whose init descends from p, that is
+// every process of the namespace: orphans are adopted by its init.
+func (p Process) Tree() ([]int, error) {
+	ps, err := Procs()
+	if err != nil {
+		return nil, err
+	}
+	if !p.Alive() {
+		return nil, nil
+	}
+	children := map[int][]int{}
+	for _, q := range ps {
+		children[q.PPid] = append(children[q.PPid], q.Pid)
+	}
+	tree := []int{p.Pid}
+	for i := 0; i < len(tree); i++ {
+		tree = append(tree, children[tree[i]]...)
+	}
+	return tree, nil
+}
+
 // Args returns p's command line ("" arguments dropped at the end; nil
 // for a kernel thread or a process that ended).
 func (p Process) Args() []string {

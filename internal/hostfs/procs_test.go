@@ -135,3 +135,38 @@ func TestProcs(t *testing.T) {
 	}
 }
 
+
+func TestTree(t *testing.T) {
+	p := start(t, "/", "sh", "-c", "sleep 302 & sleep 303 & wait").p
+	var tree []int
+	t.Cleanup(func() {
+		for _, pid := range tree[min(1, len(tree)):] {
+			unix.Kill(pid, unix.SIGKILL)
+		}
+	})
+	for deadline := time.Now().Add(testenv.Scale(5 * time.Second)); ; time.Sleep(10 * time.Millisecond) {
+		var err error
+		if tree, err = p.Tree(); err != nil {
+			t.Fatalf("Tree() = %v", err)
+		}
+		if len(tree) == 3 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Tree() of a shell running 2 sleeps = %v, want 3 processes", tree)
+		}
+	}
+	if tree[0] != p.Pid {
+		t.Errorf("Tree() = %v, want %d first", tree, p.Pid)
+	}
+	for _, pid := range tree[1:] {
+		if q, err := hostfs.Lookup(pid); err != nil || q.PPid != p.Pid || q.Comm != "sleep" {
+			t.Errorf("Tree()[%d] = %+v, %v, want a sleep started by %d", pid, q, err, p.Pid)
+		}
+	}
+	stale := p
+	stale.Start++
+	if got, err := stale.Tree(); err != nil || len(got) != 0 {
+		t.Errorf("Tree() of a process that ended = %v, %v, want none", got, err)
+	}
+}

@@ -205,6 +205,24 @@ func (g *Group) Exceeded() string {
 	return ""
 }
 
+// Procs returns the processes in the group and in the groups below it
+// (on cgroup v1, those of its memory hierarchy: every hierarchy holds the
+// same ones).
+func (g *Group) Procs() []int {
+	return procsUnder(g.dirs[0])
+}
+
+func procsUnder(dir string) []int {
+	out := procs(dir)
+	ents, _ := os.ReadDir(dir)
+	for _, e := range ents {
+		if e.IsDir() {
+			out = append(out, procsUnder(filepath.Join(dir, e.Name()))...)
+		}
+	}
+	return out
+}
+
 // Limits returns the group's limits.
 func (g *Group) Limits() Limits { return g.limits }
 

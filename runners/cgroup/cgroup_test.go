@@ -132,7 +132,7 @@ func TestGroupOnCgroup2(t *testing.T) {
 }
 
 // holdAndKill adds a process to g, checks that /proc/PID/cgroup names the
-// group (want), and that removing g kills the process; a second Remove
+// group (want) and that g.Procs lists it, and that removing g kills the process; a second Remove
 // does nothing.
 func holdAndKill(t *testing.T, g *cgroup.Group, want string) {
 	t.Helper()
@@ -150,6 +150,9 @@ func holdAndKill(t *testing.T, g *cgroup.Group, want string) {
 	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cgroup", cmd.Process.Pid))
 	if !strings.Contains(string(b), want) {
 		t.Errorf("/proc/PID/cgroup of an added process = %q, want %s", b, want)
+	}
+	if got := g.Procs(); !slices.Contains(got, cmd.Process.Pid) {
+		t.Errorf("Procs() = %v, want the added process %d", got, cmd.Process.Pid)
 	}
 	if got := g.Exceeded(); got != "" {
 		t.Errorf("Exceeded() of an idle group = %q, want none", got)

@@ -22,6 +22,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -51,6 +52,8 @@ type Runner struct {
 	// bindExecutor: the sandbox gets the gateway's executor bound in,
 	// not a link or copy of it in the job root (see sandbox.Root).
 	bindExecutor bool
+	// running holds the *sandboxProcs of the builds running, by job ID.
+	running sync.Map
 }
 
 var (
@@ -324,6 +327,17 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 			cmd.Wait()
 			return nil, fmt.Errorf("starting the sandbox in its cgroup: %w", err)
+		}
+	}
+	if err == nil {
+		var untrack func()
+		if untrack, err = r.track(req.ID, cmd.Process.Pid, grp); err == nil {
+			defer untrack()
+		} else {
+			cmd.Cancel()
+			cmd.Wait()
+			lw.Flush()
+			return nil, err
 		}
 	}
 	if err == nil && eg != nil {
