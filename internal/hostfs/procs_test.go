@@ -135,7 +135,6 @@ func TestProcs(t *testing.T) {
 	}
 }
 
-
 func TestTree(t *testing.T) {
 	p := start(t, "/", "sh", "-c", "sleep 302 & sleep 303 & wait").p
 	var tree []int
