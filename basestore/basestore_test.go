@@ -18,7 +18,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
-	"time"
 
 	"github.com/google/go-containerregistry/pkg/name"
 	"github.com/google/go-containerregistry/pkg/registry"
@@ -32,6 +31,7 @@ import (
 
 	"github.com/buildgw/buildgw/builder"
 	df "github.com/buildgw/buildgw/dockerfile"
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // countingRegistry is ggcr's in-memory registry behind a handler that
@@ -1034,7 +1034,7 @@ func TestFetchManifestBounded(t *testing.T) {
 			} {
 				sent.Store(0)
 				var err error
-				growth := peakHeapGrowth(func() { err = f.fetch() })
+				growth := testenv.PeakHeapGrowth(func() { err = f.fetch() })
 				t.Logf("%s(%s) = %v; the registry sent %.1f MiB, heap in use grew by %.1f MiB at most", f.name, ref, err, float64(sent.Load())/(1<<20), float64(growth)/(1<<20))
 				if err == nil || !strings.Contains(err.Error(), want) || !strings.Contains(err.Error(), host) || !strings.Contains(err.Error(), digest.String()) {
 					t.Errorf("%s(%s) = %v, want an error naming %s and %s and saying %q", f.name, ref, err, host, digest, want)
@@ -1066,35 +1066,4 @@ func sendHuge(w http.ResponseWriter, b []byte, n int64, sent *atomic.Int64) {
 		}
 		w.(http.Flusher).Flush()
 	}
-}
-
-// peakHeapGrowth runs f and returns how far the heap in use grew beyond
-// what it was before, at most, sampled every millisecond.
-func peakHeapGrowth(f func()) int64 {
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	baseline := ms.HeapInuse
-	var peak atomic.Uint64
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			if ms.HeapInuse > peak.Load() {
-				peak.Store(ms.HeapInuse)
-			}
-			select {
-			case <-stop:
-				return
-			case <-time.After(time.Millisecond):
-			}
-		}
-	}()
-	f()
-	close(stop)
-	<-sampled
-	return int64(peak.Load()) - int64(baseline)
 }

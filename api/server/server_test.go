@@ -14,9 +14,7 @@ import (
 	"net/textproto"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -559,36 +557,11 @@ func TestLargeContextStreams(t *testing.T) {
 	// The body is generated while it is sent: neither side ever holds it.
 	body, ct := streamingBody(specJSON(g.dest("big")), size)
 
-	runtime.GC()
-	var ms runtime.MemStats
-	runtime.ReadMemStats(&ms)
-	baseline := ms.HeapInuse
-	var (
-		peak uint64
-		mu   sync.Mutex
-	)
-	stop := make(chan struct{})
-	sampled := make(chan struct{})
-	go func() {
-		defer close(sampled)
-		var ms runtime.MemStats
-		for {
-			runtime.ReadMemStats(&ms)
-			mu.Lock()
-			peak = max(peak, ms.HeapInuse)
-			mu.Unlock()
-			select {
-			case <-stop:
-				return
-			case <-time.After(10 * time.Millisecond):
-			}
-		}
-	}()
-
 	start := time.Now()
-	r := do(t, http.MethodPost, g.url+"/v1/builds", aliceToken, ct, body)
-	close(stop)
-	<-sampled
+	var r response
+	growth := testenv.PeakHeapGrowth(func() {
+		r = do(t, http.MethodPost, g.url+"/v1/builds", aliceToken, ct, body)
+	})
 	if r.status != http.StatusAccepted {
 		t.Fatalf("POST /v1/builds with %d MiB = %d %s, want 202", size>>20, r.status, r.body)
 	}
@@ -598,7 +571,6 @@ func TestLargeContextStreams(t *testing.T) {
 	if err != nil || fi.Size() != size {
 		t.Errorf("extracted zeros: %v, %v, want %d bytes", fi, err, size)
 	}
-	growth := int64(peak) - int64(baseline)
 	t.Logf("uploaded %d MiB in %s; heap in use grew by %.1f MiB at most", size>>20, time.Since(start).Round(time.Millisecond), float64(growth)/(1<<20))
 	if growth > 64<<20 {
 		t.Errorf("heap in use grew by %d MiB while streaming a %d MiB context, want < 64 MiB", growth>>20, size>>20)
