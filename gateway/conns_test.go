@@ -1,7 +1,6 @@
 package gateway_test
 
 import (
-	"bufio"
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
@@ -53,16 +52,10 @@ func TestIdleConnectionClosed(t *testing.T) {
 	}
 	defer conn.Close()
 	conn.SetDeadline(time.Now().Add(testenv.Scale(10 * time.Second)))
-	if _, err := fmt.Fprintf(conn, "GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", addr); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
+	resp, br, err := testenv.RawRequest(t, conn, fmt.Sprintf("GET /healthz HTTP/1.1\r\nHost: %s\r\n\r\n", addr))
 	if err != nil {
 		t.Fatalf("GET /healthz: %v", err)
 	}
-	io.Copy(io.Discard, resp.Body)
-	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || resp.Close {
 		t.Fatalf("GET /healthz = %d (close %t), want 200 on a kept-alive connection", resp.StatusCode, resp.Close)
 	}
@@ -111,19 +104,13 @@ func TestUnsentBodyClosed(t *testing.T) {
 			if tc.bearer != "" {
 				auth = "Authorization: Bearer " + tc.bearer + "\r\n"
 			}
-			if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Type: multipart/form-data; boundary=x\r\nContent-Length: %d\r\n\r\n",
-				tc.method, tc.path, addr, auth, tc.length); err != nil {
-				t.Fatal(err)
-			}
 			start := time.Now()
-			br := bufio.NewReader(conn)
-			resp, err := http.ReadResponse(br, nil)
+			resp, br, err := testenv.RawRequest(t, conn, fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Type: multipart/form-data; boundary=x\r\nContent-Length: %d\r\n\r\n",
+				tc.method, tc.path, addr, auth, tc.length))
 			if err != nil {
 				t.Fatalf("%s %s with an unsent body of %d bytes: %v after %s, want %d within request_body_timeout (1s)",
 					tc.method, tc.path, tc.length, err, time.Since(start).Round(time.Millisecond), tc.want)
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
 			if resp.StatusCode != tc.want {
 				t.Errorf("%s %s with an unsent body = %d, want %d", tc.method, tc.path, resp.StatusCode, tc.want)
 			}

@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"bufio"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -65,15 +64,10 @@ func TestDrainSubmitUnsentBody(t *testing.T) {
 	defer conn.Close()
 	limit := bodyTimeout + testenv.Scale(5*time.Second)
 	conn.SetDeadline(time.Now().Add(limit))
-	if _, err := fmt.Fprintf(conn, "POST /v1/builds HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n\r\n", addr); err != nil {
-		t.Fatal(err)
-	}
-	br := bufio.NewReader(conn)
-	resp, err := http.ReadResponse(br, nil)
+	resp, br, err := testenv.RawRequest(t, conn, fmt.Sprintf("POST /v1/builds HTTP/1.1\r\nHost: %s\r\nContent-Length: 1000\r\n\r\n", addr))
 	if err != nil {
 		t.Fatalf("POST /v1/builds with an unsent body while draining: %v, want a 503 within request_body_timeout", err)
 	}
-	resp.Body.Close()
 	if resp.StatusCode != http.StatusServiceUnavailable || !resp.Close {
 		t.Fatalf("POST /v1/builds while draining = %d (close %t), want 503 closing the connection", resp.StatusCode, resp.Close)
 	}

@@ -1,9 +1,11 @@
 package testenv
 
 import (
+	"bufio"
 	"errors"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"testing"
 	"time"
@@ -45,4 +47,22 @@ func ClosedWithin(t testing.TB, conn net.Conn, r io.Reader, d time.Duration) tim
 		t.Errorf("connection still open after %s, want it closed by the server", took.Round(time.Millisecond))
 	}
 	return took
+}
+
+// RawRequest writes head, a request's line and headers as a client that
+// may then fall silent sends them, to conn and reads the answer, its body
+// drained. The reader holds what is left of conn, for ClosedWithin.
+func RawRequest(t testing.TB, conn net.Conn, head string) (*http.Response, *bufio.Reader, error) {
+	t.Helper()
+	if _, err := io.WriteString(conn, head); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(conn)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil {
+		return nil, br, err
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	return resp, br, nil
 }

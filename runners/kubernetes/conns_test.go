@@ -2,7 +2,6 @@ package kubernetes
 
 import (
 	"archive/tar"
-	"bufio"
 	"bytes"
 	"crypto/tls"
 	"crypto/x509"
@@ -81,16 +80,10 @@ func TestDataServerIdleConnectionClosed(t *testing.T) {
 		}
 		defer conn.Close()
 		conn.SetDeadline(time.Now().Add(limit))
-		if _, err := fmt.Fprintf(conn, "GET /v1/pods/nope%s HTTP/1.1\r\nHost: %s\r\n\r\n", podinit.PathContext, addr); err != nil {
-			t.Fatal(err)
-		}
-		br := bufio.NewReader(conn)
-		resp, err := http.ReadResponse(br, nil)
+		resp, br, err := testenv.RawRequest(t, conn, fmt.Sprintf("GET /v1/pods/nope%s HTTP/1.1\r\nHost: %s\r\n\r\n", podinit.PathContext, addr))
 		if err != nil {
 			t.Fatalf("GET of an unknown build: %v", err)
 		}
-		io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
 		if resp.StatusCode != http.StatusUnauthorized || resp.Close {
 			t.Fatalf("GET of an unknown build = %d (close %t), want 401 on a kept-alive connection", resp.StatusCode, resp.Close)
 		}
@@ -132,18 +125,12 @@ func TestDataServerUnsentBody(t *testing.T) {
 				auth = "Authorization: Bearer " + tc.token + "\r\n"
 			}
 			path := strings.TrimPrefix(tc.url, d.url)
-			if _, err := fmt.Fprintf(conn, "%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n", tc.method, path, addr, auth, tc.length); err != nil {
-				t.Fatal(err)
-			}
 			start := time.Now()
-			br := bufio.NewReader(conn)
-			resp, err := http.ReadResponse(br, nil)
+			resp, br, err := testenv.RawRequest(t, conn, fmt.Sprintf("%s %s HTTP/1.1\r\nHost: %s\r\n%sContent-Length: %d\r\n\r\n", tc.method, path, addr, auth, tc.length))
 			if err != nil {
 				t.Fatalf("%s %s with an unsent body of %d bytes: %v after %s, want %d within a second",
 					tc.method, path, tc.length, err, time.Since(start).Round(time.Millisecond), tc.want)
 			}
-			io.Copy(io.Discard, resp.Body)
-			resp.Body.Close()
 			if resp.StatusCode != tc.want {
 				t.Errorf("%s %s with an unsent body = %d, want %d", tc.method, path, resp.StatusCode, tc.want)
 			}
