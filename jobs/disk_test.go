@@ -233,38 +233,6 @@ func TestManagerDiskGuardStopsFastWriter(t *testing.T) {
 	}
 }
 
-// Two builds share the disk; one writes at the speed of the disk, the
-// other waits. The guard stops only the one whose workspace grows.
-func TestManagerDiskGuardStopsOnlyTheWriter(t *testing.T) {
-	r := newRestartable(t)
-	const size, minFree = 1 << 30, 768 << 20
-	if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0711", size)); err != nil {
-		t.Fatalf("mounting a 1 GiB tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
-	base := testenv.Busybox(t, r.reg)
-	m, _ := r.start(t, true, jobs.WithConcurrency(2), jobs.WithMinFreeBytes(minFree),
-		jobs.WithDiskCheckInterval(200*time.Millisecond))
-	idle := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/idle:v1"}},
-		busyboxContext(t, base, `echo "wait"ing; sleep 6`))
-	for deadline := time.Now().Add(testenv.Scale(time.Minute)); !strings.Contains(logOf(t, idle), "\nwaiting\n"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) || idle.Snapshot().Status.Final() {
-			t.Fatalf("the waiting build never started its RUN step: %v; log:\n%s", idle.Status(), logOf(t, idle))
-		}
-	}
-	// The pause lets the waiting build's workspace be measured (every
-	// 0.2 s) before the disk runs low.
-	writer := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{r.reg + "/test/fill:v1"}},
-		busyboxContext(t, base, "sleep 1; dd if=/dev/zero of=/big bs=1M count=1500"))
-	b := wait(t, writer, 2*time.Minute)
-	if l := logOf(t, writer); b.Status != api.StatusFailed || !strings.Contains(b.Error, "disk guard") || strings.Contains(l, "No space left on device") {
-		t.Errorf("writing build = %v %q, want failed by the disk guard before ENOSPC; log:\n%s", b.Status, b.Error, l)
-	}
-	if b := wait(t, idle, 2*time.Minute); b.Status != api.StatusSucceeded {
-		t.Errorf("waiting build beside the writer = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, idle))
-	}
-}
-
 // deletedWrite is a RUN step that writes count MiB into a file it has
 // deleted but keeps open, where no walk of the workspace sees them.
 func deletedWrite(count int) string {
@@ -313,39 +281,52 @@ func TestManagerWorkspaceLimitDeletedFile(t *testing.T) {
 	}
 }
 
-// Two builds share a small disk; one writes at the speed of the disk
-// into a file it deleted, the other waits. The guard stops the writer
-// before the disk fills, never the build that waits.
-func TestManagerDiskGuardStopsDeletedWriter(t *testing.T) {
-	r := newRestartable(t)
-	const size, minFree = 1 << 30, 768 << 20
-	if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0711", size)); err != nil {
-		t.Fatalf("mounting a 1 GiB tmpfs: %v", err)
-	}
-	t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
-	base := testenv.Busybox(t, r.reg)
-	m, _ := r.start(t, true, jobs.WithConcurrency(2), jobs.WithMinFreeBytes(minFree),
-		jobs.WithDiskCheckInterval(200*time.Millisecond))
-	idle := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/idle:v1"}},
-		busyboxContext(t, base, `echo "wait"ing; sleep 6`))
-	for deadline := time.Now().Add(testenv.Scale(time.Minute)); !strings.Contains(logOf(t, idle), "\nwaiting\n"); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) || idle.Snapshot().Status.Final() {
-			t.Fatalf("the waiting build never started its RUN step: %v; log:\n%s", idle.Status(), logOf(t, idle))
-		}
-	}
-	writer := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{r.reg + "/test/fill:v1"}},
-		busyboxContext(t, base, "sleep 1; "+deletedWrite(1500)))
-	b := wait(t, writer, 2*time.Minute)
-	l := logOf(t, writer)
-	for _, want := range []string{"disk guard", "min_free_bytes", "held in deleted files"} {
-		if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
-			t.Errorf("build writing 1500 MiB into a deleted file on a 1 GiB disk = %v %q, want failed naming %q; log:\n%s", b.Status, b.Error, want, l)
-		}
-	}
-	if strings.Contains(l, "No space left on device") {
-		t.Errorf("the writer met ENOSPC before the guard stopped it; log:\n%s", l)
-	}
-	if b := wait(t, idle, 2*time.Minute); b.Status != api.StatusSucceeded {
-		t.Errorf("waiting build beside the writer = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, idle))
+// Two builds share a small disk; one writes at the speed of the disk,
+// into a named file or into one it deleted and holds open, the other
+// waits. The guard stops the writer before the disk fills, never the
+// build that waits.
+func TestManagerDiskGuardStopsOnlyTheWriter(t *testing.T) {
+	for _, tc := range []struct {
+		name, write string
+		want        []string
+	}{
+		{"named file", "dd if=/dev/zero of=/big bs=1M count=1500", []string{"disk guard", "min_free_bytes"}},
+		{"deleted file", deletedWrite(1500), []string{"disk guard", "min_free_bytes", "held in deleted files"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRestartable(t)
+			const size, minFree = 1 << 30, 768 << 20
+			if err := unix.Mount("tmpfs", r.dir, "tmpfs", 0, fmt.Sprintf("size=%d,mode=0711", size)); err != nil {
+				t.Fatalf("mounting a 1 GiB tmpfs: %v", err)
+			}
+			t.Cleanup(func() { unix.Unmount(r.dir, unix.MNT_DETACH) })
+			base := testenv.Busybox(t, r.reg)
+			m, _ := r.start(t, true, jobs.WithConcurrency(2), jobs.WithMinFreeBytes(minFree),
+				jobs.WithDiskCheckInterval(200*time.Millisecond))
+			idle := submitTo(t, m, "alice", "", api.BuildSpec{Destinations: []string{r.reg + "/test/idle:v1"}},
+				busyboxContext(t, base, `echo "wait"ing; sleep 6`))
+			for deadline := time.Now().Add(testenv.Scale(time.Minute)); !strings.Contains(logOf(t, idle), "\nwaiting\n"); time.Sleep(20 * time.Millisecond) {
+				if time.Now().After(deadline) || idle.Snapshot().Status.Final() {
+					t.Fatalf("the waiting build never started its RUN step: %v; log:\n%s", idle.Status(), logOf(t, idle))
+				}
+			}
+			// The pause lets the waiting build's workspace be measured
+			// (every 0.2 s) before the disk runs low.
+			writer := submitTo(t, m, "bob", "", api.BuildSpec{Destinations: []string{r.reg + "/test/fill:v1"}},
+				busyboxContext(t, base, "sleep 1; "+tc.write))
+			b := wait(t, writer, 2*time.Minute)
+			l := logOf(t, writer)
+			for _, want := range tc.want {
+				if b.Status != api.StatusFailed || !strings.Contains(b.Error, want) {
+					t.Errorf("build writing 1500 MiB into a %s on a 1 GiB disk = %v %q, want failed naming %q; log:\n%s", tc.name, b.Status, b.Error, want, l)
+				}
+			}
+			if strings.Contains(l, "No space left on device") {
+				t.Errorf("the writer met ENOSPC before the guard stopped it; log:\n%s", l)
+			}
+			if b := wait(t, idle, 2*time.Minute); b.Status != api.StatusSucceeded {
+				t.Errorf("waiting build beside the writer = %v %q, want succeeded; log:\n%s", b.Status, b.Error, logOf(t, idle))
+			}
+		})
 	}
 }
