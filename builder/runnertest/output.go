@@ -13,6 +13,7 @@ import (
 	v1 "github.com/google/go-containerregistry/pkg/v1"
 
 	"github.com/buildgw/buildgw/builder"
+	"github.com/buildgw/buildgw/internal/testenv"
 )
 
 // WithSandboxOutput tells the suite where build steps see the output
@@ -156,7 +157,7 @@ func boundedBuild(t *testing.T, r builder.Runner, req *builder.Request) (v1.Imag
 	}
 	done := make(chan result, 1)
 	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), buildTimeout)
+		ctx, cancel := context.WithTimeout(context.Background(), testenv.Scale(buildTimeout))
 		defer cancel()
 		log := &syncBuffer{}
 		img, err := r.Build(ctx, req, log)
@@ -168,8 +169,8 @@ func boundedBuild(t *testing.T, r builder.Runner, req *builder.Request) (v1.Imag
 			t.Logf("build log of %s:\n%s", req.ID, res.log.String())
 		}
 		return res.img, res.log.String(), res.err
-	case <-time.After(buildTimeout + 30*time.Second):
-		t.Fatalf("Build(%q) has not returned %s after its context ended", req.Dockerfile, 30*time.Second)
+	case <-time.After(testenv.Scale(buildTimeout + 30*time.Second)):
+		t.Fatalf("Build(%q) has not returned %s after its context ended", req.Dockerfile, testenv.Scale(30*time.Second))
 		return nil, "", nil
 	}
 }

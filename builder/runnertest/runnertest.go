@@ -59,8 +59,9 @@ type Owner interface {
 // secret during the suite. No build may see its value.
 const SecretEnv = "BUILDGW_TEST_REGISTRY_PASSWORD"
 
-// buildTimeout bounds every build of the suite, so a hung runner fails the
-// test instead of the whole test binary's timeout.
+// buildTimeout, stretched by testenv.Scale, bounds every build of the
+// suite, so a hung runner fails the test instead of the whole test
+// binary's timeout.
 const buildTimeout = 3 * time.Minute
 
 // Run runs the suite against runners made by newRunner, which is called
@@ -292,7 +293,7 @@ func removeAll(r builder.Runner, dir string) error {
 // if the test fails.
 func build(t *testing.T, ctx context.Context, r builder.Runner, req *builder.Request) (v1.Image, *syncBuffer, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(ctx, buildTimeout)
+	ctx, cancel := context.WithTimeout(ctx, testenv.Scale(buildTimeout))
 	defer cancel()
 	log := &syncBuffer{}
 	t.Cleanup(func() {
@@ -636,7 +637,7 @@ RUN i=0; while :; do i=$((i+1)); mkdir -p /tmp/spam/$i; echo x > /tmp/spam/$i/f;
 
 	// Cancel only once the RUN step runs, so that there are processes of
 	// the build's own to stop.
-	deadline := time.After(buildTimeout)
+	deadline := time.After(testenv.Scale(buildTimeout))
 	for !strings.Contains(log.String(), "cancel-started") {
 		select {
 		case res := <-done:
@@ -644,13 +645,13 @@ RUN i=0; while :; do i=$((i+1)); mkdir -p /tmp/spam/$i; echo x > /tmp/spam/$i/f;
 		case <-deadline:
 			cancel()
 			<-done
-			t.Fatalf("Build(%q): RUN step did not start within %s", req.Dockerfile, buildTimeout)
+			t.Fatalf("Build(%q): RUN step did not start within %s", req.Dockerfile, testenv.Scale(buildTimeout))
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
 	// The build is mid-RUN; make sure the sleeps are there to be killed,
 	// or the check below proves nothing.
-	if !poll(5*time.Second, func() bool { return len(processes(t, fg)) > 0 && len(processes(t, bg)) > 0 }) {
+	if !poll(testenv.Scale(5*time.Second), func() bool { return len(processes(t, fg)) > 0 && len(processes(t, bg)) > 0 }) {
 		t.Errorf("%q and %q not both running while the build runs: %q", fg, bg, processes(t, fg, bg))
 	}
 	cancelled := time.Now()
@@ -661,13 +662,13 @@ RUN i=0; while :; do i=$((i+1)); mkdir -p /tmp/spam/$i; echo x > /tmp/spam/$i/f;
 			t.Errorf("Build(%q) after cancel = %v, nil; want an error", req.Dockerfile, res.img)
 		}
 		t.Logf("Build returned %v after %s", res.err, time.Since(cancelled).Round(time.Millisecond))
-	case <-time.After(15 * time.Second):
-		t.Fatalf("Build(%q) still running 15s after its context was cancelled", req.Dockerfile)
+	case <-time.After(testenv.Scale(15 * time.Second)):
+		t.Fatalf("Build(%q) still running %s after its context was cancelled", req.Dockerfile, testenv.Scale(15*time.Second))
 	}
 
 	// The kernel may reap the sandbox's processes a little after Build
 	// returns; give it a moment, no more.
-	if !poll(5*time.Second, func() bool { return len(processes(t, fg, bg)) == 0 }) {
+	if !poll(testenv.Scale(5*time.Second), func() bool { return len(processes(t, fg, bg)) == 0 }) {
 		t.Errorf("processes of the cancelled build still running: %q", processes(t, fg, bg))
 	}
 	checkWorkspace(t, req)
