@@ -21,8 +21,7 @@ import (
 // ends, and a write of the store that must grow its file goes through
 // instead of waiting for the client for ever.
 func TestBackupStalledReaderCut(t *testing.T) {
-	defer func(d time.Duration) { backupWriteTimeout = d }(backupWriteTimeout)
-	backupWriteTimeout = 200 * time.Millisecond
+	const writeTimeout = 200 * time.Millisecond
 
 	dir := testenv.StateDir(t)
 	st, err := store.Open(filepath.Join(dir, "jobs.db"))
@@ -38,7 +37,7 @@ func TestBackupStalledReaderCut(t *testing.T) {
 	if err := put("big", 4<<20); err != nil {
 		t.Fatal(err)
 	}
-	stop, err := serveBackups(dir, st.Backup, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	stop, err := serveBackups(dir, st.Backup, writeTimeout, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +74,7 @@ func TestBackupStalledReaderCut(t *testing.T) {
 		// Cut the client, so the Put ends before the store is closed.
 		conn.Close()
 		<-wrote
-		t.Fatalf("Put while a backup client stalls took more than %s, want the client cut after %s", bound, backupWriteTimeout)
+		t.Fatalf("Put while a backup client stalls took more than %s, want the client cut after %s", bound, writeTimeout)
 	}
 
 	// The client was cut: what it reads now ends before the copy's length.

@@ -62,7 +62,7 @@ func (g *Gateway) Serve(ctx context.Context) error {
 			return fmt.Errorf("pprof_listen: %w", err)
 		}
 	}
-	if stopBackups, err := serveBackups(g.cfg.StateDir, g.mgr.BackupStore, g.log); err != nil {
+	if stopBackups, err := serveBackups(g.cfg.StateDir, g.mgr.BackupStore, backupWriteTimeout, g.log); err != nil {
 		// Builds matter more than online backups.
 		g.log.Error("no backup socket: buildgw backup works only while the gateway is stopped", "error", err)
 	} else {

@@ -60,10 +60,10 @@ func backupSocket(stateDir string) string { return workspace.NewLayout(stateDir)
 // to the backup socket, and bbolt cannot grow the store's file mapping
 // while one is open: a client that stopped reading would freeze every
 // write of the store behind it. So each write to the socket must be done
-// within backupWriteTimeout, and the copy as a whole at backupMinRate
-// (bytes per second), with backupWriteTimeout besides; else the
-// connection is cut and the transaction ends.
-var (
+// within the write timeout (backupWriteTimeout in the gateway), and the
+// copy as a whole at backupMinRate (bytes per second), with the write
+// timeout besides; else the connection is cut and the transaction ends.
+const (
 	backupWriteTimeout       = 30 * time.Second
 	backupMinRate      int64 = 1 << 20
 )
@@ -73,7 +73,7 @@ var (
 // BackupStore), until the returned function is called. bbolt's own file
 // lock keeps any other process from opening jobs.db while the gateway
 // runs, even read-only, so copies come from here.
-func serveBackups(stateDir string, backup func(io.Writer, func(int64)) (int64, error), log *slog.Logger) (func(), error) {
+func serveBackups(stateDir string, backup func(io.Writer, func(int64)) (int64, error), writeTimeout time.Duration, log *slog.Logger) (func(), error) {
 	sock := backupSocket(stateDir)
 	if err := os.MkdirAll(filepath.Dir(sock), 0o700); err != nil {
 		return nil, fmt.Errorf("creating backup socket directory: %w", err)
@@ -91,10 +91,10 @@ func serveBackups(stateDir string, backup func(io.Writer, func(int64)) (int64, e
 	mux.HandleFunc("GET /jobs.db", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/octet-stream")
 		start := time.Now()
-		dw := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: backupWriteTimeout, end: start.Add(backupWriteTimeout)}
+		dw := &deadlineWriter{w: w, rc: http.NewResponseController(w), timeout: writeTimeout, end: start.Add(writeTimeout)}
 		n, err := backup(dw, func(size int64) {
 			w.Header().Set("Content-Length", strconv.FormatInt(size, 10))
-			dw.end = start.Add(backupWriteTimeout + time.Duration(size/backupMinRate+1)*time.Second)
+			dw.end = start.Add(writeTimeout + time.Duration(size/backupMinRate+1)*time.Second)
 		})
 		if err != nil {
 			log.Error("backing up the job store", "error", err)
