@@ -330,15 +330,14 @@ func (r *Runner) Build(ctx context.Context, req *builder.Request, log io.Writer)
 		}
 	}
 	if err == nil {
-		var untrack func()
-		if untrack, err = r.track(req.ID, cmd.Process.Pid, grp); err == nil {
-			defer untrack()
-		} else {
+		untrack, err := r.track(req.ID, cmd.Process.Pid, grp)
+		if err != nil {
 			cmd.Cancel()
 			cmd.Wait()
 			lw.Flush()
 			return nil, err
 		}
+		defer untrack()
 	}
 	if err == nil && eg != nil {
 		if err = eg.start(ctx, r, cmd.Process.Pid); err != nil {
