@@ -145,12 +145,8 @@ func BackupStore(ctx context.Context, stateDir, out string) (int64, error) {
 		return 0, fmt.Errorf("creating backup: %w", err)
 	}
 	tmp := f.Name()
-	// Whatever the umask made of CreateTemp's 0600; synced with the data.
-	err = f.Chmod(0o600)
-	var n int64
-	if err == nil {
-		n, err = backupTo(ctx, stateDir, f)
-	}
+	// CreateTemp makes it 0600, which a umask can only narrow.
+	n, err := backupTo(ctx, stateDir, f)
 	if cerr := f.Close(); err == nil && cerr != nil {
 		err = fmt.Errorf("writing backup: %w", cerr)
 	}
